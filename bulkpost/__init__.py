@@ -1,0 +1,19 @@
+"""bulkpost: load activities into LeadSquared CRM in bulk, at the full rate limit, resumably.
+
+The package is a pure core (mapping rows to requests, classifying responses, planning a
+resume) wrapped by a thin shell (reading files, HTTP, the results log, the worker pool, the
+CLI). This module only re-exports the public names.
+"""
+
+from bulkpost.errors import AbortRun, BulkpostError, InputError, MappingError, UsageError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbortRun",
+    "BulkpostError",
+    "InputError",
+    "MappingError",
+    "UsageError",
+    "__version__",
+]

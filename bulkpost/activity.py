@@ -1,0 +1,133 @@
+"""From an input row to an activity request: the pure heart of bulkpost.
+
+Owns the per-row rules: the lead must be a GUID (or an e-mail address), the event an
+integer, the date-time parseable (naive values read in the mapping's time zone, sent in
+UTC); custom fields are sent as the cells' exact strings. A row either becomes an
+:class:`Activity` (the JSON body, ready to send) or an :class:`InvalidRow` naming the
+column and the reason. No I/O; the same code serves ``--dry-run`` and real runs.
+
+Identifiers (lead, event, date-time) are stripped of surrounding blanks; notes and field
+values are sent exactly as written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+
+from bulkpost.mapping import Mapping
+
+GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """One row ready to send: its number, key, JSON body and the body's hash."""
+
+    row: int
+    key: str
+    lead: str
+    body: bytes
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRow:
+    """One row that must not be sent, and why."""
+
+    row: int
+    key: str
+    column: str
+    reason: str
+    content_hash: str
+
+
+def content_hash(data: bytes) -> str:
+    """A short, stable fingerprint of what a row would send (16 hex digits)."""
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def to_api_datetime(text: str, fmt: str | None, zone: tzinfo) -> str:
+    """Parse ``text`` (ISO 8601 by default, else ``fmt``) and format it in UTC.
+
+    Naive values are read in ``zone``; aware ones are converted. Raises ``ValueError``,
+    also for a value that falls outside years 1..9999 once in UTC. Fractions of a second
+    are dropped: the API's format has whole seconds.
+    """
+    value = datetime.strptime(text, fmt) if fmt else datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=zone)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside years 1..9999 in UTC") from None
+    # isoformat, not strftime: strftime("%Y") does not pad years before 1000 on Linux.
+    return utc.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+
+
+class RowMapper:
+    """Turns batches of rows (columns of strings) into activities or invalid rows."""
+
+    __slots__ = ("_mapping", "_utc_columns")
+
+    def __init__(self, mapping: Mapping, utc_columns: frozenset[str] = frozenset()) -> None:
+        self._mapping = mapping
+        # Columns whose strings the reader already converted to UTC (zone-aware timestamps).
+        self._utc_columns = utc_columns
+
+    def map_batch(
+        self, rows: Sequence[int], columns: dict[str, list[str]]
+    ) -> Iterator[Activity | InvalidRow]:
+        """Yield one result per row, in order. ``columns`` holds every used column."""
+        for index, row in enumerate(rows):
+            yield self.map_row(row, {name: values[index] for name, values in columns.items()})
+
+    def map_row(self, row: int, cells: dict[str, str]) -> Activity | InvalidRow:
+        """Map one row; ``cells`` holds the row's value for every used column."""
+        m = self._mapping
+        key = cells[m.key_column] if m.key_column else ""
+        body: dict[str, object] = {}
+
+        def invalid(column: str, reason: str) -> InvalidRow:
+            raw = "\x1f".join(cells[c] for c in m.used_columns()).encode("utf-8", "replace")
+            return InvalidRow(row, key, column, reason, content_hash(raw))
+
+        lead = cells[m.lead_column].strip()
+        if m.lead_id_column:
+            if not GUID.fullmatch(lead):
+                return invalid(m.lead_column, f"lead id {lead!r} is not a GUID")
+            body["RelatedProspectId"] = lead
+        else:
+            if not EMAIL.fullmatch(lead):
+                return invalid(m.lead_column, f"lead e-mail {lead!r} is not an e-mail address")
+            body["EmailAddress"] = lead
+        if m.event_column:
+            event_text = cells[m.event_column].strip()
+            if not event_text.isdigit() or not event_text.isascii():
+                return invalid(m.event_column, f"event code {event_text!r} is not an integer")
+            body["ActivityEvent"] = int(event_text)
+        else:
+            body["ActivityEvent"] = m.event
+        if m.note_column:
+            body["ActivityNote"] = cells[m.note_column]
+        if m.datetime_column:
+            text = cells[m.datetime_column].strip()
+            if text:
+                zone = UTC if m.datetime_column in self._utc_columns else m.timezone
+                fmt = None if m.datetime_column in self._utc_columns else m.datetime_format
+                try:
+                    body["ActivityDateTime"] = to_api_datetime(text, fmt, zone)
+                except ValueError:
+                    expected = m.datetime_format or "ISO 8601"
+                    return invalid(m.datetime_column,
+                                   f"date-time {text!r} does not parse as {expected}")
+        if m.fields:
+            body["Fields"] = [{"SchemaName": name, "Value": cells[column]}
+                              for name, column in m.fields]
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return Activity(row, key, lead, data, content_hash(data))

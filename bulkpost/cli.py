@@ -1,0 +1,204 @@
+"""The command line: ``bulkpost run``, ``bulkpost report``, ``bulkpost sandbox``.
+
+Owns parsing options (click), reading credentials from the environment, turning errors
+into messages and exit codes, and printing the run's JSON summary as the last line of
+stdout. Exit codes: 0 every row posted (now or earlier); 1 finished but some rows are not
+posted; 2 usage, mapping or input error before any request; 3 aborted (401, 404, signal,
+spent quota, unwritable results file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bulkpost import logs
+from bulkpost.client import Credentials, check_host
+from bulkpost.errors import BulkpostError, UsageError
+from bulkpost.mapping import load_mapping
+from bulkpost.pipeline import RunOptions, run_sync
+from bulkpost.progress import Progress
+from bulkpost.ratelimit import RateSpec, parse_rate
+from bulkpost.report import build_report, export_failures
+
+
+def _rate(_ctx: click.Context, _param: click.Parameter, value: str) -> RateSpec:
+    try:
+        return parse_rate(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _emit(data: dict[str, Any]) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bulkpost")
+def cli() -> None:
+    """Load activities into LeadSquared in bulk: at the full rate limit, resumably."""
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--mapping", "mapping_path", required=True, type=click.Path(path_type=Path),
+              help="TOML file mapping input columns to the activity.")
+@click.option("--results", required=True, type=click.Path(path_type=Path),
+              help="Results file: every row's outcome; rerun with the same file to resume.")
+@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True,
+              help="API host of your account's region, e.g. https://api-in21.leadsquared.com")
+@click.option("--rate", default="25/5s", callback=_rate, show_default=True,
+              help="Most calls in any window: N/Ts, from your plan.")
+@click.option("--rate-margin", default=None, type=click.FloatRange(0, 10),
+              help="Seconds added to each window to absorb latency jitter "
+                   "[default: 2% of the window, 0.1 s at 25/5s].")
+@click.option("--workers", default=0, type=click.IntRange(0, 512),
+              help="Concurrent requests (default: enough for the rate at 4 s latency).")
+@click.option("--dry-run", is_flag=True, help="Map and validate every row; send nothing.")
+@click.option("--resend-unknown", is_flag=True,
+              help="Re-send rows whose earlier outcome is unknown (may create duplicates).")
+@click.option("--encoding", default="utf-8", show_default=True,
+              help="Encoding of a CSV input, e.g. cp1252 for Excel exports.")
+@click.option("--max-attempts", default=5, show_default=True, type=click.IntRange(1, 100),
+              help="Attempts per row for retryable errors (5xx, timeouts, resets).")
+@click.option("--backoff", default=1.0, show_default=True, type=click.FloatRange(0, 600),
+              help="First retry delay in seconds; doubles each attempt, with jitter.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600),
+              help="Seconds to wait for one answer.")
+@click.option("--max-rate-limited", default=900.0, show_default=True,
+              type=click.FloatRange(1, 86400),
+              help="Stop (exit 3) after this many seconds of rate limiting without a success.")
+@click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
+              show_default=True, help="auto: console on a terminal, JSON lines otherwise.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: when stderr is a terminal).")
+def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: RateSpec,
+        rate_margin: float | None, workers: int, dry_run: bool, resend_unknown: bool, encoding: str,
+        max_attempts: int, backoff: float, timeout: float, max_rate_limited: float,
+        log_format: str, log_level: str, progress: bool | None) -> None:
+    """Post every row of INPUT (CSV or Parquet) as an activity.
+
+    Keys come from LSQ_ACCESS_KEY and LSQ_SECRET_KEY. Run the same command again to
+    resume: posted rows are never sent twice.
+    """
+    access = os.environ.get("LSQ_ACCESS_KEY", "")
+    secret = os.environ.get("LSQ_SECRET_KEY", "")
+    logs.register_secret(secret, access)
+    logs.configure(log_format, log_level)
+    try:
+        mapping = load_mapping(mapping_path)
+        credentials: Credentials | None = None
+        if not dry_run:
+            if not host:
+                raise UsageError("--host (or LSQ_HOST) is required for a real run")
+            host = check_host(host)
+            if not access or not secret:
+                raise UsageError("set LSQ_ACCESS_KEY and LSQ_SECRET_KEY in the environment")
+            credentials = Credentials(access, secret)
+        options = RunOptions(
+            input=input_path, mapping=mapping, results=results, host=host,
+            credentials=credentials, rate=rate, rate_margin=rate_margin, workers=workers,
+            dry_run=dry_run, resend_unknown=resend_unknown, encoding=encoding,
+            max_attempts=max_attempts, backoff=backoff, timeout=timeout,
+            max_rate_limited=max_rate_limited,
+            progress=Progress.wanted(sys.stderr) if progress is None else progress,
+        )
+        summary = run_sync(options)
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
+        _emit({"error": logs.scrub(str(exc)), "exit_code": exc.exit_code})
+        sys.exit(exc.exit_code)
+    if summary.aborted:
+        click.echo(f"bulkpost: aborted: {logs.scrub(summary.aborted)}", err=True)
+    _emit(summary.as_dict())
+    sys.exit(summary.exit_code)
+
+
+@cli.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path),
+              help="The input the results belong to (for --failures).")
+@click.option("--failures", type=click.Path(path_type=Path),
+              help="Write the rows not posted, with their columns plus status and error.")
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--top", default=10, show_default=True, help="How many error kinds to list.")
+def report(results: Path, input_path: Path | None, failures: Path | None, encoding: str,
+           top: int) -> None:
+    """Counts by status and the most common errors of a RESULTS file."""
+    try:
+        if failures is not None and input_path is None:
+            raise UsageError("--failures needs --input (the file the results belong to)")
+        click.echo(build_report(results).render(top))
+        if failures is not None and input_path is not None:
+            count = export_failures(results, input_path, failures, encoding=encoding)
+            click.echo(f"wrote {count} rows not posted to {failures}")
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8750, show_default=True, help="0 picks a free port.")
+@click.option("--rate", default="25/5s", callback=_rate, show_default=True)
+@click.option("--latency", default="0.05:0.2", show_default=True,
+              help="Answer latency A:B seconds, uniform.")
+@click.option("--faults", default="", help="KIND:P,… e.g. 500-before:0.05,html:0.02")
+@click.option("--slow-seconds", default=5.0, show_default=True,
+              help="Extra latency of the 'slow' fault.")
+@click.option("--seed", default=None, type=int, help="Seed for latency and faults.")
+@click.option("--ledger", type=click.Path(path_type=Path),
+              help="Append every created activity to this JSON-lines file.")
+@click.option("--access-key", default=None, help="Accepted access key (default: demo key).")
+@click.option("--secret-key", default=None, help="Accepted secret key (default: demo key).")
+def sandbox(host: str, port: int, rate: RateSpec, latency: str, faults: str,
+            slow_seconds: float, seed: int | None, ledger: Path | None,
+            access_key: str | None, secret_key: str | None) -> None:
+    """Serve a LeadSquared look-alike on loopback for demos and tests."""
+    from bulkpost.client import is_loopback
+    from bulkpost.sandbox import (
+        DEFAULT_ACCESS_KEY,
+        DEFAULT_SECRET_KEY,
+        Sandbox,
+        parse_faults,
+        parse_latency,
+        serve,
+    )
+
+    try:
+        if not is_loopback(host):
+            raise UsageError("the sandbox serves on loopback only (127.0.0.1, ::1, localhost)")
+        fake = Sandbox(rate=rate, latency=parse_latency(latency), faults=parse_faults(faults),
+                       seed=seed, ledger=ledger, slow_seconds=slow_seconds,
+                       keys={access_key or DEFAULT_ACCESS_KEY: secret_key or DEFAULT_SECRET_KEY})
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+    def announce(url: str) -> None:
+        _emit({"sandbox": url, "rate": str(rate), "faults": faults, "seed": seed})
+        sys.stdout.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(fake, host, port, announce))
+
+
+def main() -> None:
+    """Console entry point: unexpected errors are reported without leaking keys."""
+    try:
+        cli(standalone_mode=True)
+    except SystemExit:
+        raise
+    except BaseException:  # last resort: scrub the traceback, exit 3
+        click.echo(logs.scrub(traceback.format_exc()), err=True)
+        sys.exit(3)

@@ -1,0 +1,113 @@
+"""The HTTP side: one aiohttp session per run, keys in headers, one call per activity.
+
+Owns the connection to LeadSquared: the host check (``https://`` required, except for
+loopback), the credentials (sent only as ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers,
+never in a URL, so aiohttp's exception texts, which quote URLs, cannot carry them),
+explicit timeouts, and turning transport failures into :class:`Classified` answers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from bulkpost.errors import UsageError
+from bulkpost.response import Classified, classify, transport_failure
+
+CREATE_PATH = "/v2/ProspectActivity.svc/Create"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """An account's API keys. The secret never appears in ``repr``."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with both keys blanked out."""
+        for secret in (self.secret_key, self.access_key):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+def is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: str) -> str:
+    """Validate ``--host`` and return it without a trailing slash."""
+    parts = urlsplit(host.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise UsageError(f"--host {host!r}: expected a URL such as "
+                         "https://api-in21.leadsquared.com")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise UsageError(f"--host {host!r}: https:// is required (http:// only for loopback)")
+    if parts.query or parts.fragment:
+        raise UsageError(f"--host {host!r}: give the host only, no query string")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+class LeadSquaredClient:
+    """Posts activities; use as ``async with LeadSquaredClient(...) as client``."""
+
+    def __init__(self, host: str, credentials: Credentials, *, timeout: float = 30.0,
+                 connections: int = 20) -> None:
+        self.base = check_host(host)
+        self.credentials = credentials
+        self.timeout = timeout
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> LeadSquaredClient:
+        self._session = aiohttp.ClientSession(
+            headers={
+                "x-LSQ-AccessKey": self.credentials.access_key,
+                "x-LSQ-SecretKey": self.credentials.secret_key,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            timeout=aiohttp.ClientTimeout(total=self.timeout, connect=min(10.0, self.timeout)),
+            connector=aiohttp.TCPConnector(limit=self._connections),
+            raise_for_status=False,
+        )
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def post(self, path: str, body: bytes) -> Classified:
+        """POST ``body`` to ``path`` and classify the answer. Never raises for I/O."""
+        assert self._session is not None, "use the client as an async context manager"
+        try:
+            async with self._session.post(self.base + path, data=body) as response:
+                raw = await response.read()
+                return classify(response.status, response.headers, raw)
+        except TimeoutError:
+            return transport_failure("timeout", f"no answer within {self.timeout:g} s")
+        except aiohttp.ClientConnectorError as exc:
+            return transport_failure("connect error", self.credentials.scrub(
+                f"cannot connect to {self.base}: {exc.os_error.strerror or exc.os_error}"))
+        except aiohttp.ServerDisconnectedError:
+            return transport_failure("disconnected", "the server closed the connection")
+        except aiohttp.ClientPayloadError as exc:
+            return transport_failure("payload error", self.credentials.scrub(str(exc)))
+        except (aiohttp.ClientError, OSError) as exc:
+            return transport_failure(type(exc).__name__, self.credentials.scrub(str(exc)))
+
+    async def post_activity(self, body: bytes) -> Classified:
+        """Post one activity ("Post an Activity on a Lead")."""
+        return await self.post(CREATE_PATH, body)

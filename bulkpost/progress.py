@@ -1,0 +1,61 @@
+"""What a person watching sees: a progress bar on stderr when it is a terminal.
+
+The bar counts rows finished (whatever their outcome) against the input's row count once
+known, shows the observed rate, and an ETA computed from the rate limit (the rows still to
+send divided by the calls per second the limit allows), which is right from the first
+second, unlike an ETA smoothed from the observed rate.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from typing import Never, TextIO
+
+from tqdm import tqdm
+
+
+class Progress:
+    """A tqdm bar, or nothing when the stream is not a terminal."""
+
+    def __init__(self, *, enabled: bool, calls_per_second: float,
+                 stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._calls_per_second = calls_per_second
+        self._bar: tqdm[Never] | None = None
+        self._to_send = 0
+        if enabled:
+            self._bar = tqdm(
+                file=self._stream, unit="row", dynamic_ncols=True, mininterval=0.5,
+                bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                           "[{elapsed}, {rate_fmt}{postfix}]",
+            )
+
+    @staticmethod
+    def wanted(stream: TextIO) -> bool:
+        return stream.isatty()
+
+    def set_total(self, total: int | None) -> None:
+        if self._bar is not None and total is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
+    def queued(self, rows: int = 1) -> None:
+        """Rows handed to the workers (they count towards the ETA until done)."""
+        self._to_send += rows
+
+    def done(self, rows: int = 1, *, sent: bool = False) -> None:
+        if sent:
+            self._to_send -= rows
+        if self._bar is None:
+            return
+        self._bar.update(rows)
+        if self._bar.total:
+            pending = max(0, self._bar.total - self._bar.n)
+            eta = pending / self._calls_per_second if self._calls_per_second else 0
+            self._bar.set_postfix_str(f"ETA {timedelta(seconds=round(eta))}", refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,123 @@
+"""The run's one rate limit: never more than N calls in any T-second window.
+
+``aiolimiter.AsyncLimiter(N, T)`` as-is lets N calls start at once and then one every
+T/N seconds, which puts 2N-1 calls in the first window. Here two stages are combined:
+
+1. a sliding-window log of the last N call starts: call k starts no earlier than
+   ``T + margin`` after call k-N started. This alone is the guarantee: any N+1
+   consecutive starts span at least ``T + margin``, at the start, in steady state and
+   after any idle time, with ``margin`` seconds (default 2% of T) to absorb latency jitter
+   between us and the server. A late wake-up delays only the call N places later, so
+   lateness costs a fraction of a millisecond per window, not per call;
+2. ``AsyncLimiter(1, 0.98 * (T + margin) / N)`` in front of it spreads the calls evenly
+   instead of letting N leave at once: the server sees a steady stream, and the pool
+   needs no more workers than latency times rate.
+
+Sustained throughput is ``N / (T + margin)``: 98% of the allowance by default.
+
+On top sits a pause gate: when the server says "rate limited" every caller waits until the
+pause ends (the server's ``Retry-After``, or one whole window), then calls resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+from dataclasses import dataclass
+
+from aiolimiter import AsyncLimiter
+
+from bulkpost.errors import UsageError
+
+DEFAULT_MARGIN = 0.02  # of the window
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(s|sec|secs|second|seconds|m|min)?\s*")
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    """N calls per T seconds."""
+
+    calls: int
+    period: float
+
+    @property
+    def per_second(self) -> float:
+        return self.calls / self.period
+
+    def __str__(self) -> str:
+        return f"{self.calls}/{self.period:g}s"
+
+
+def parse_rate(text: str) -> RateSpec:
+    """Parse ``"25/5s"``, ``"10/5"``, ``"100/1m"``; raise :class:`UsageError` if malformed."""
+    match = _RATE.fullmatch(text)
+    if not match:
+        raise UsageError(f"rate {text!r}: expected N/Ts, for example 25/5s")
+    calls, period_text, unit = match.groups()
+    period = float(period_text or 1) * (60 if unit in ("m", "min") else 1)
+    if int(calls) < 1 or period <= 0:
+        raise UsageError(f"rate {text!r}: both N and T must be positive")
+    return RateSpec(int(calls), period)
+
+
+class RateLimit:
+    """Lets calls start so that no T-second window ever holds more than N of them.
+
+    :meth:`acquire` blocks until the caller may start one call, and records the start.
+    :meth:`pause` stops every caller until the pause ends. Callers pass one at a time in
+    FIFO order. Uses the running loop's clock only (``loop.time`` and timers), so tests
+    drive it with a virtual clock.
+    """
+
+    __slots__ = ("_gate", "_limiter", "_resume_at", "_starts", "margin", "spec")
+
+    def __init__(self, spec: RateSpec, margin: float | None = None) -> None:
+        if margin is not None and margin < 0:
+            raise UsageError("the rate margin cannot be negative")
+        self.spec = spec
+        self.margin = DEFAULT_MARGIN * spec.period if margin is None else margin
+        # Slightly faster than the log allows, so that the log alone sets the pace and a
+        # late wake-up in the smoothing stage is made up for.
+        self._limiter = AsyncLimiter(1, 0.98 * self.spacing)
+        self._starts: collections.deque[float] = collections.deque(maxlen=spec.calls)
+        self._gate = asyncio.Lock()
+        self._resume_at = 0.0
+
+    @property
+    def window(self) -> float:
+        """The window the log enforces: T plus the margin."""
+        return self.spec.period + self.margin
+
+    @property
+    def spacing(self) -> float:
+        """Average seconds between two call starts at full speed."""
+        return self.window / self.spec.calls
+
+    @property
+    def sustained_per_second(self) -> float:
+        return 1 / self.spacing
+
+    def pause(self, seconds: float | None = None) -> None:
+        """Hold every caller for ``seconds`` (default: one whole window plus the margin)."""
+        loop = asyncio.get_running_loop()
+        delay = self.window if seconds is None else seconds
+        self._resume_at = max(self._resume_at, loop.time() + delay)
+
+    def paused_for(self) -> float:
+        """Seconds left in the current pause (0 when not paused)."""
+        return max(0.0, self._resume_at - asyncio.get_running_loop().time())
+
+    def _log_wait(self) -> float:
+        if len(self._starts) < self.spec.calls:
+            return 0.0
+        return self._starts[0] + self.window - asyncio.get_running_loop().time()
+
+    async def acquire(self) -> None:
+        """Wait for the pause to end and for this call's slot; record the start."""
+        async with self._gate:
+            await self._limiter.acquire()
+            # A loop, not an Event: we wait for a moment in time, and a pause may move it.
+            while (delay := max(self.paused_for(), self._log_wait())) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(delay)
+            self._starts.append(asyncio.get_running_loop().time())

@@ -1,0 +1,122 @@
+"""Every response policy in one pure function: what an answer from the API means.
+
+``classify`` turns (HTTP status, headers, body) into a :class:`Verdict` that says what the
+worker does next. The rules, from our API notes:
+
+- posted: ``"Status": "Success"`` with a ``Message.Id``. HTTP 200 alone proves nothing.
+- rate limited: HTTP 429, or ``MXAPIRateLimitExceededException`` under any status. All
+  workers pause (``Retry-After`` honoured when sent), then the row is retried.
+- rejected: any other ``MX…`` exception, or a 4xx that is not about keys or the URL. The
+  API refused this row; retrying cannot help.
+- retry: a 5xx without an MX type, an HTML gateway page, an unreadable 200. Backed off and
+  retried; these are *uncertain*: the activity may have been created.
+- fatal: 401 (keys, or the wrong regional host) and 404 (wrong URL): stop the whole run.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+class Verdict(enum.Enum):
+    POSTED = "posted"
+    RATE_LIMITED = "rate_limited"
+    REJECTED = "rejected"
+    RETRY = "retry"
+    FATAL = "fatal"
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """What a response means, with what the results file records of it."""
+
+    verdict: Verdict
+    http_status: int | None = None
+    activity_id: str = ""
+    error_type: str = ""
+    error: str = ""
+    retry_after: float | None = None  # seconds, when the server said so
+
+
+RATE_LIMIT_TYPE = "MXAPIRateLimitExceededException"
+MAX_RETRY_AFTER = 3600.0  # a longer wait is a spent quota, not a pause
+_MAX_ERROR_TEXT = 500
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:_MAX_ERROR_TEXT]
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        # "inf", "nan" and "1e400" parse as floats but are no wait time.
+        return min(MAX_RETRY_AFTER, max(0.0, seconds)) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes,
+             now: datetime | None = None) -> Classified:
+    """Decide what one HTTP answer means. Pure; never raises."""
+    try:
+        document = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        document = None
+    payload = document if isinstance(document, dict) else {}
+    exception_type = str(payload.get("ExceptionType") or "")
+    message = _one_line(str(payload.get("ExceptionMessage") or payload.get("Message") or ""))
+    if status == 429 or exception_type == RATE_LIMIT_TYPE:
+        return Classified(Verdict.RATE_LIMITED, status, error_type=exception_type or "HTTP 429",
+                          error=message or "rate limit exceeded",
+                          retry_after=parse_retry_after(headers.get("Retry-After"), now))
+    if status == 401:
+        return Classified(Verdict.FATAL, status, error_type=exception_type or "HTTP 401",
+                          error="the API refused the keys (401): check LSQ_ACCESS_KEY, "
+                                "LSQ_SECRET_KEY and that --host is your account's region")
+    if status == 404:
+        return Classified(Verdict.FATAL, status, error_type=exception_type or "HTTP 404",
+                          error="the API path was not found (404): check --host")
+    if status == 200 and payload.get("Status") == "Success":
+        inner = payload.get("Message")
+        activity_id = inner.get("Id") if isinstance(inner, dict) else None
+        if isinstance(activity_id, str) and activity_id:
+            return Classified(Verdict.POSTED, status, activity_id=activity_id)
+    if exception_type.startswith("MX"):
+        return Classified(Verdict.REJECTED, status, error_type=exception_type,
+                          error=message or exception_type)
+    if 400 <= status < 500 and status not in (408, 425):
+        return Classified(Verdict.REJECTED, status, error_type=f"HTTP {status}",
+                          error=message or _one_line(body.decode("utf-8", "replace"))
+                          or "no body")
+    if document is None and body.lstrip()[:1] == b"<":
+        reason = "HTML page instead of JSON (gateway error)"
+    elif status == 200:
+        reason = "HTTP 200 without a Success status and an activity Id"
+    else:
+        reason = message or _one_line(body.decode("utf-8", "replace")) or "no body"
+    return Classified(Verdict.RETRY, status, error_type=f"HTTP {status}", error=reason)
+
+
+def transport_failure(kind: str, detail: str) -> Classified:
+    """A request that got no HTTP answer (timeout, reset): retried, outcome uncertain."""
+    return Classified(Verdict.RETRY, None, error_type=kind, error=_one_line(detail))

@@ -1,0 +1,76 @@
+"""Planning a resume: what to do with a row, given what an earlier run recorded for it.
+
+Pure functions over plain values, no I/O. The rules:
+
+- never seen: send it (or record it ``invalid``);
+- ``posted``: skip; it is never sent twice;
+- ``failed`` (retryable, attempts spent): send again;
+- ``rejected``: send again only if the request it would send changed (content hash);
+- ``invalid``: validate again (free: no call); send if it is now valid;
+- ``unknown`` (may have reached the API): keep, and count, unless ``--resend-unknown``.
+
+A row whose key differs from the key recorded under its number means the results file was
+written for another input; that stops the run before any request.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+
+from bulkpost.activity import Activity, InvalidRow
+from bulkpost.errors import UsageError
+
+
+class Status(enum.Enum):
+    """A row's state in the results file."""
+
+    POSTED = "posted"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    INVALID = "invalid"
+    UNKNOWN = "unknown"
+
+
+class Action(enum.Enum):
+    SEND = "send"            # post it
+    RECORD_INVALID = "invalid"  # record it invalid, send nothing
+    SKIP_POSTED = "skipped"  # posted by an earlier run
+    KEEP = "keep"            # keep the earlier outcome (rejected unchanged, unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class Previous:
+    """What the results file holds for one row."""
+
+    status: Status
+    content_hash: str
+    key_digest: int  # key_digest() of the recorded key; 0 when it had none
+
+
+def key_digest(key: str) -> int:
+    """A 64-bit digest of a row key, so a resume need not hold every key in memory."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
+
+def plan_row(current: Activity | InvalidRow, previous: Previous | None,
+             resend_unknown: bool = False) -> Action:
+    """Decide what this run does with one row."""
+    if (previous is not None and previous.key_digest
+            and previous.key_digest != key_digest(current.key)):
+        raise UsageError(
+            f"the results file was written for another input: row {current.row} has key "
+            f"{current.key!r} here but another key in the results file; "
+            "use a new --results file for a new input")
+    status = previous.status if previous else None
+    if status is Status.POSTED:
+        return Action.SKIP_POSTED
+    if status is Status.UNKNOWN and not resend_unknown:
+        return Action.KEEP
+    if isinstance(current, InvalidRow):
+        return Action.RECORD_INVALID
+    if (status is Status.REJECTED and previous is not None
+            and previous.content_hash == current.content_hash):
+        return Action.KEEP
+    return Action.SEND

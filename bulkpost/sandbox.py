@@ -1,0 +1,327 @@
+"""A LeadSquared look-alike on loopback, for the demo and the tests.
+
+Owns a fake with real behaviour, not a mock: the real Create path, auth by headers or
+query string (401 otherwise), the API's validation and error bodies, a strict sliding-window
+rate limit per access key (at most N accepted calls in any T seconds, 429 with the
+``MXAPIRateLimitExceededException`` body beyond), latency, and faults injected by a seeded
+random generator so a run can be reproduced:
+
+=================  ====================================================================
+``500-before``     HTTP 500 without an MX type; nothing created
+``500-after``      the activity is created, then HTTP 500 without an MX type
+``html``           HTTP 502 with an HTML gateway page; nothing created
+``reset-before``   the connection is reset before anything is created
+``reset-after``    the activity is created, then the connection is reset
+``429-other``      HTTP 429, as if another client had used the window; nothing created
+``ratelimit-200``  the rate-limit body under HTTP 200; nothing created
+``slow``           the answer comes after ``slow_seconds`` more (default 5 s)
+=================  ====================================================================
+
+Every created activity goes to the ledger (memory, and a JSON-lines file if asked), and
+``GET /_sandbox/stats`` serves the counters tests assert on: calls, created, rate-limited,
+faults by kind and the most calls seen in any window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import random
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bulkpost.activity import GUID
+from bulkpost.client import CREATE_PATH
+from bulkpost.errors import UsageError
+from bulkpost.mapping import CUSTOM_FIELD
+from bulkpost.ratelimit import RateSpec
+
+FAULT_KINDS = ("500-before", "500-after", "html", "reset-before", "reset-after",
+               "429-other", "ratelimit-200", "slow")
+DEFAULT_ACCESS_KEY = "demo-access-key"
+DEFAULT_SECRET_KEY = "demo-secret-key"
+API_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+GATEWAY_PAGE = ("<html><head><title>502 Bad Gateway</title></head><body><center>"
+                "<h1>502 Bad Gateway</h1></center></body></html>")
+
+
+def parse_faults(spec: str) -> dict[str, float]:
+    """``"500-before:0.05,html:0.02"`` → probabilities by fault kind."""
+    faults: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, _, probability = part.partition(":")
+        if kind not in FAULT_KINDS:
+            raise UsageError(f"--faults: unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}")
+        try:
+            value = float(probability)
+        except ValueError:
+            raise UsageError(f"--faults: {part!r}: expected KIND:PROBABILITY") from None
+        if not 0 <= value <= 1:
+            raise UsageError(f"--faults: {part!r}: probability must be within 0..1")
+        faults[kind] = value
+    if sum(faults.values()) > 1:
+        raise UsageError("--faults: the probabilities add up to more than 1")
+    return faults
+
+
+def parse_latency(spec: str) -> tuple[float, float]:
+    """``"0.08:0.6"`` → (0.08, 0.6) seconds; a single number is a fixed latency."""
+    low, _, high = spec.partition(":")
+    try:
+        bounds = (float(low), float(high or low))
+    except ValueError:
+        raise UsageError(f"--latency {spec!r}: expected A:B seconds") from None
+    if bounds[0] < 0 or bounds[1] < bounds[0]:
+        raise UsageError(f"--latency {spec!r}: expected 0 <= A <= B")
+    return bounds
+
+
+def _error(status: int, exception_type: str, message: str) -> web.Response:
+    return web.json_response(
+        {"Status": "Error", "ExceptionType": exception_type, "ExceptionMessage": message},
+        status=status)
+
+
+@dataclass
+class Stats:
+    calls: int = 0
+    created: int = 0
+    rate_limited: int = 0
+    unauthorized: int = 0
+    rejected: int = 0
+    max_in_window: int = 0
+    faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
+
+
+class Sandbox:
+    """The fake API. ``await start()`` serves it; ``app`` can also be mounted in tests."""
+
+    def __init__(self, *, rate: RateSpec | None = None, latency: tuple[float, float] = (0, 0),
+                 faults: dict[str, float] | None = None, seed: int | None = None,
+                 ledger: Path | None = None, slow_seconds: float = 5.0,
+                 keys: dict[str, str] | None = None) -> None:
+        self.rate = rate or RateSpec(25, 5.0)
+        self.latency = latency
+        self.faults = faults or {}
+        self.slow_seconds = slow_seconds
+        self.keys = keys or {DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY}
+        self.random = random.Random(seed)
+        self.stats = Stats()
+        self.ledger: list[dict[str, Any]] = []
+        self._ledger_file = open(ledger, "a", encoding="utf-8") if ledger else None  # noqa: SIM115
+        self._accepted: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque)
+        self._arrivals: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque)
+        self.app = web.Application()
+        self.app.router.add_post(CREATE_PATH, self._create)
+        self.app.router.add_get("/_sandbox/stats", self._stats)
+        self.app.router.add_get("/_sandbox/ledger", self._ledger)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0: any free port); return the base URL."""
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        addresses = self._runner.addresses
+        bound = addresses[0][1]
+        self.url = f"http://{host}:{bound}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._ledger_file is not None:
+            self._ledger_file.close()
+            self._ledger_file = None
+
+    def stats_dict(self) -> dict[str, Any]:
+        s = self.stats
+        return {"calls": s.calls, "created": s.created, "rate_limited": s.rate_limited,
+                "unauthorized": s.unauthorized, "rejected": s.rejected,
+                "max_in_window": s.max_in_window, "faults": dict(s.faults),
+                "rate": str(self.rate)}
+
+    async def _stats(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.stats_dict())
+
+    async def _ledger(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.ledger)
+
+    # -- the Create endpoint ---------------------------------------------------------------
+    def _access_key(self, request: web.Request) -> str | None:
+        access = request.headers.get("x-LSQ-AccessKey") or request.query.get("accessKey")
+        secret = request.headers.get("x-LSQ-SecretKey") or request.query.get("secretKey")
+        if access is None or secret is None or self.keys.get(access) != secret:
+            return None
+        return access
+
+    def _window_admits(self, access_key: str, now: float) -> bool:
+        """Strict sliding window: at most N accepted calls in any T seconds."""
+        horizon = now - self.rate.period
+        arrivals = self._arrivals[access_key]
+        arrivals.append(now)
+        while arrivals and arrivals[0] <= horizon:
+            arrivals.popleft()
+        self.stats.max_in_window = max(self.stats.max_in_window, len(arrivals))
+        accepted = self._accepted[access_key]
+        while accepted and accepted[0] <= horizon:
+            accepted.popleft()
+        if len(accepted) >= self.rate.calls:
+            return False
+        accepted.append(now)
+        return True
+
+    def _draw_fault(self) -> str | None:
+        if not self.faults:
+            return None
+        draw = self.random.random()
+        for kind, probability in self.faults.items():
+            if draw < probability:
+                self.stats.faults[kind] += 1
+                return kind
+            draw -= probability
+        return None
+
+    async def _latency(self, extra: float = 0.0) -> None:
+        low, high = self.latency
+        delay = (self.random.uniform(low, high) if high > low else low) + extra
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _rate_limited(self, status: int = 429) -> web.Response:
+        self.stats.rate_limited += 1
+        return _error(status, "MXAPIRateLimitExceededException",
+                      f"API calls exceeded the limit of {self.rate.calls} in "
+                      f"{self.rate.period:g} second(s)")
+
+    @staticmethod
+    def _reset(request: web.Request) -> web.Response:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        return web.Response(status=500)
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        now = time.monotonic()
+        self.stats.calls += 1
+        access_key = self._access_key(request)
+        if access_key is None:
+            self.stats.unauthorized += 1
+            return _error(401, "MXUnAuthorizedException",
+                          "Invalid access key or secret key")
+        if not self._window_admits(access_key, now):
+            return self._rate_limited()
+        fault = self._draw_fault()
+        raw = await request.read()
+        if fault == "429-other":
+            return self._rate_limited(429)
+        if fault == "ratelimit-200":
+            return self._rate_limited(200)
+        if fault == "reset-before":
+            return self._reset(request)
+        await self._latency(self.slow_seconds if fault == "slow" else 0.0)
+        if fault == "500-before":
+            return web.Response(status=500, text="Internal Server Error")
+        if fault == "html":
+            return web.Response(status=502, text=GATEWAY_PAGE, content_type="text/html")
+        if request.content_type != "application/json":
+            self.stats.rejected += 1
+            return _error(400, "MXInvalidRequestException",
+                          "Content-Type must be application/json")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self.stats.rejected += 1
+            return _error(400, "MXInvalidRequestException", "The request body is not JSON")
+        problem = self._validate(body)
+        if problem is not None:
+            self.stats.rejected += 1
+            return _error(500, "MXInvalidInputException", problem)
+        activity_id = str(uuid.UUID(int=self.random.getrandbits(128), version=4))
+        self._record(access_key, activity_id, body)
+        if fault == "500-after":
+            return web.Response(status=500, text="Internal Server Error")
+        if fault == "reset-after":
+            return self._reset(request)
+        return web.json_response({"Status": "Success", "Message": {"Id": activity_id}})
+
+    def _validate(self, body: Any) -> str | None:
+        if not isinstance(body, dict):
+            return "The request body must be a JSON object"
+        lead_id = body.get("RelatedProspectId")
+        email = body.get("EmailAddress")
+        if lead_id is not None:
+            if not isinstance(lead_id, str) or not GUID.fullmatch(lead_id):
+                return f"Invalid RelatedProspectId: {lead_id}"
+            if lead_id.startswith("00000000-"):
+                return f"Lead with Id {lead_id} does not exist"
+        elif not isinstance(email, str) or "@" not in email:
+            return "RelatedProspectId or EmailAddress is required"
+        event = body.get("ActivityEvent")
+        if not isinstance(event, int) or isinstance(event, bool):
+            return "ActivityEvent is required and must be an integer"
+        if not 100 <= event <= 999:
+            return f"Activity event {event} does not exist"
+        note = body.get("ActivityNote", "")
+        if not isinstance(note, str):
+            return "ActivityNote must be a string"
+        when = body.get("ActivityDateTime")
+        if when is not None and (not isinstance(when, str) or not API_DATETIME.fullmatch(when)):
+            return f"Invalid ActivityDateTime: {when} (expected yyyy-mm-dd hh:mm:ss, UTC)"
+        fields = body.get("Fields", [])
+        if not isinstance(fields, list):
+            return "Fields must be a list"
+        seen: set[str] = set()
+        for item in fields:
+            if not isinstance(item, dict) or not isinstance(item.get("SchemaName"), str):
+                return "Each field needs a SchemaName and a Value"
+            name = item["SchemaName"]
+            if not CUSTOM_FIELD.fullmatch(name):
+                return f"Invalid field SchemaName: {name}"
+            if name in seen:
+                return f"Field {name} given twice"
+            seen.add(name)
+            if not isinstance(item.get("Value"), str):
+                return f"Field {name}: Value must be a string"
+        return None
+
+    def _record(self, access_key: str, activity_id: str, body: dict[str, Any]) -> None:
+        self.stats.created += 1
+        entry = {
+            "Id": activity_id,
+            "RelatedProspectId": body.get("RelatedProspectId"),
+            "EmailAddress": body.get("EmailAddress"),
+            "ActivityEvent": body.get("ActivityEvent"),
+            "ActivityNote": body.get("ActivityNote"),
+            "ActivityDateTime": body.get("ActivityDateTime"),
+            "Fields": {f["SchemaName"]: f["Value"] for f in body.get("Fields", [])},
+            "AccessKey": access_key,
+            "ReceivedAt": time.time(),
+        }
+        self.ledger.append(entry)
+        if self._ledger_file is not None:
+            self._ledger_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._ledger_file.flush()
+
+
+async def serve(sandbox: Sandbox, host: str, port: int, announce: Any) -> None:
+    """Serve until cancelled (SIGINT/SIGTERM in the CLI); ``announce`` gets the URL."""
+    url = await sandbox.start(host, port)
+    announce(url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sandbox.stop()

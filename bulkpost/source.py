@@ -1,0 +1,213 @@
+"""Reading input files as a stream of row batches, every value a faithful string.
+
+Owns the file formats: CSV through pyarrow's streaming reader with every column typed as
+a string (no inference, no null markers, BOM stripped, quoted commas and newlines kept,
+any Python encoding), Parquet through ``iter_batches`` with column projection. Rows are
+numbered from 1 in data order; a CSV row with the wrong number of cells is reported as a
+broken row under its own number and never shifts the numbers of the rows after it.
+
+This module blocks; the pipeline calls :meth:`Source.next_batch` in a worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from bulkpost.cells import check_supported, is_utc_timestamp, to_strings
+from bulkpost.errors import InputError
+
+BLOCK_SIZE = 1 << 20
+PARQUET_BATCH_ROWS = 8192
+
+
+@dataclass(slots=True)
+class RowBatch:
+    """Consecutive input rows: their numbers, the used columns' strings, broken rows."""
+
+    rows: list[int]
+    columns: dict[str, list[str]]
+    broken: list[tuple[int, str]] = field(default_factory=list)  # (row, reason)
+
+
+class Source:
+    """An opened input file: its columns, its row count if cheap to know, its batches."""
+
+    def __init__(self, path: Path, columns: list[str], total_rows: int | None,
+                 utc_columns: frozenset[str], batches: Iterator[RowBatch]) -> None:
+        self.path = path
+        self.columns = columns
+        self.total_rows = total_rows
+        self.utc_columns = utc_columns
+        self._batches = batches
+        self._lock = threading.Lock()
+
+    def next_batch(self) -> RowBatch | None:
+        """The next batch, or None at the end. Raises :class:`InputError` if unreadable."""
+        with self._lock:
+            try:
+                return next(self._batches)
+            except StopIteration:
+                return None
+            except (pa.ArrowException, OSError, UnicodeDecodeError, ValueError) as exc:
+                raise InputError(f"{self.path}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def input_columns(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
+    """The column names of an input file, without reading its rows."""
+    path = Path(path)
+    if _is_parquet(path):
+        return list(_parquet_file(path).schema_arrow.names)
+    return _csv_header(path, encoding)
+
+
+def open_source(path: str | Path, columns: list[str], *, encoding: str = "utf-8") -> Source:
+    """Open ``path`` (CSV or Parquet by extension) to read ``columns`` as strings."""
+    path = Path(path)
+    if _is_parquet(path):
+        return _open_parquet(path, columns)
+    return _open_csv(path, columns, encoding)
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in {".parquet", ".pq", ".parq"}
+
+
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: input file not found") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file: {_first_line(exc)}") from None
+
+
+def _open_parquet(path: Path, columns: list[str]) -> Source:
+    parquet = _parquet_file(path)
+    schema = parquet.schema_arrow
+    for name in columns:
+        check_supported(schema.field(name), str(path))
+    utc = frozenset(n for n in columns if is_utc_timestamp(schema.field(n).type))
+
+    def batches() -> Iterator[RowBatch]:
+        next_row = 1
+        for record_batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS,
+                                                 columns=columns, use_threads=False):
+            count = record_batch.num_rows
+            yield RowBatch(
+                rows=list(range(next_row, next_row + count)),
+                columns={n: to_strings(record_batch.column(n)) for n in columns},
+            )
+            next_row += count
+
+    return Source(path, list(schema.names), parquet.metadata.num_rows, utc, batches())
+
+
+def _read_options(encoding: str, **extra: Any) -> pcsv.ReadOptions:
+    # use_threads=False keeps rows in file order and gives invalid rows their numbers.
+    return pcsv.ReadOptions(use_threads=False, block_size=BLOCK_SIZE, encoding=encoding, **extra)
+
+
+def _csv_header(path: Path, encoding: str) -> list[str]:
+    try:
+        reader = pcsv.open_csv(
+            path, read_options=_read_options(encoding),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True,
+                                             invalid_row_handler=lambda _row: "skip"),
+        )
+        names = list(reader.schema.names)
+    except FileNotFoundError:
+        raise InputError(f"{path}: input file not found") from None
+    except LookupError:
+        raise InputError(f"unknown encoding {encoding!r}") from None
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        message = _first_line(exc)
+        if "Empty CSV file" in message:
+            raise InputError(f"{path}: the file is empty (no header row)") from None
+        raise InputError(f"{path}: cannot read the CSV header: {message}") from None
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"{path}: duplicate column name(s) in the header: "
+                         f"{', '.join(map(repr, duplicates))}")
+    return names
+
+
+def _open_csv(path: Path, columns: list[str], encoding: str) -> Source:
+    names = _csv_header(path, encoding)
+    broken: dict[int, str] = {}
+
+    def on_invalid_row(row: Any) -> str:
+        # pyarrow numbers records from 1 with the header as record 1.
+        number = row.number - 1 if row.number is not None else -1
+        text = row.text if len(row.text) <= 200 else row.text[:200] + "…"
+        broken[number] = (f"row has {row.actual_columns} cells, the header has "
+                          f"{row.expected_columns}: {text!r}")
+        return "skip"
+
+    convert = pcsv.ConvertOptions(
+        column_types={n: pa.string() for n in columns},
+        include_columns=columns,
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+        null_values=[],
+    )
+    parse = pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row)
+
+    def batches() -> Iterator[RowBatch]:
+        try:
+            reader = pcsv.open_csv(path, read_options=_read_options(encoding),
+                                   parse_options=parse, convert_options=convert)
+        except pa.ArrowInvalid as exc:
+            if "Empty CSV file" in str(exc):
+                return
+            raise
+        next_row = 1
+        for record_batch in reader:
+            count = record_batch.num_rows
+            rows: list[int] = []
+            skipped: list[tuple[int, str]] = []
+            while len(rows) < count:
+                if next_row in broken:
+                    skipped.append((next_row, broken.pop(next_row)))
+                else:
+                    rows.append(next_row)
+                next_row += 1
+            yield RowBatch(rows, {n: to_strings(record_batch.column(n)) for n in columns},
+                           skipped)
+        tail = sorted(broken.items())
+        broken.clear()
+        if tail:
+            yield RowBatch([], {n: [] for n in columns}, tail)
+
+    return Source(path, names, None, frozenset(), batches())
+
+
+def count_rows(path: str | Path, *, encoding: str = "utf-8") -> int | None:
+    """Count the data rows of a file (for the progress bar); None if it cannot."""
+    path = Path(path)
+    try:
+        if _is_parquet(path):
+            return int(_parquet_file(path).metadata.num_rows)
+        names = _csv_header(path, encoding)
+        reader = pcsv.open_csv(
+            path, read_options=_read_options(encoding),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True,
+                                             invalid_row_handler=lambda _row: "skip"),
+            convert_options=pcsv.ConvertOptions(include_columns=names[:1],
+                                                column_types={names[0]: pa.string()}),
+        )
+        return sum(int(batch.num_rows) for batch in reader)
+    except (InputError, pa.ArrowException, OSError, UnicodeDecodeError, IndexError):
+        return None

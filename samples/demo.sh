@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make demo`: start the sandbox on loopback, load the samples at the real default rate
+# (25 calls per 5 s), print the report, show that a rerun sends nothing, stop the sandbox.
+# Output lands in build/demo/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bulkpost=.venv/bin/bulkpost
+out=build/demo
+rm -rf "$out" && mkdir -p "$out"
+
+"$bulkpost" sandbox --port 0 --latency 0.05:0.3 --ledger "$out/ledger.jsonl" >"$out/sandbox.json" &
+sandbox_pid=$!
+trap 'kill "$sandbox_pid" 2>/dev/null || true; wait "$sandbox_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    [ -s "$out/sandbox.json" ] && break
+    sleep 0.1
+done
+url=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["sandbox"])' "$out/sandbox.json")
+echo "sandbox listening on $url"
+
+export LSQ_ACCESS_KEY=demo-access-key LSQ_SECRET_KEY=demo-secret-key LSQ_HOST="$url"
+
+echo "== loading samples/activities.csv (100 rows at 25 calls / 5 s)"
+"$bulkpost" run samples/activities.csv --mapping samples/mapping.toml \
+    --results "$out/results.csv" --log-format console
+echo "== report"
+"$bulkpost" report "$out/results.csv"
+echo "== the same command again: everything is already posted, nothing is sent"
+"$bulkpost" run samples/activities.csv --mapping samples/mapping.toml \
+    --results "$out/results.csv" --log-format console
+echo "== loading samples/activities.parquet (30 rows, typed columns)"
+"$bulkpost" run samples/activities.parquet --mapping samples/mapping-parquet.toml \
+    --results "$out/results-parquet.csv" --log-format console
+echo "== sandbox counters"
+.venv/bin/python -c 'import json,sys,urllib.request; print(json.dumps(json.load(urllib.request.urlopen(sys.argv[1] + "/_sandbox/stats"))))' "$url"
+echo "results in $out/"

@@ -1,0 +1,1 @@
+"""bulkpost's tests; ``tests.bench`` holds the benchmarks (``make bench``)."""

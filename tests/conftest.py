@@ -1,0 +1,125 @@
+"""Shared fixtures: the sandbox on 127.0.0.1 in a thread, and the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulkpost.ratelimit import RateSpec
+from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = DEFAULT_SECRET_KEY
+
+
+class SandboxServer:
+    """A :class:`Sandbox` served from its own event loop in a background thread."""
+
+    def __init__(self, **options: Any) -> None:
+        self.sandbox = Sandbox(**options)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.url: str = self.call(self.sandbox.start())
+
+    def call(self, coro: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout=30)
+
+    def stats(self) -> dict[str, Any]:
+        async def read() -> dict[str, Any]:
+            return self.sandbox.stats_dict()
+        result: dict[str, Any] = self.call(read())
+        return result
+
+    def ledger(self) -> list[dict[str, Any]]:
+        async def read() -> list[dict[str, Any]]:
+            return list(self.sandbox.ledger)
+        result: list[dict[str, Any]] = self.call(read())
+        return result
+
+    def close(self) -> None:
+        self.call(self.sandbox.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture
+def make_sandbox() -> Iterator[Any]:
+    servers: list[SandboxServer] = []
+
+    def start(rate: str = "100/1s", **options: Any) -> SandboxServer:
+        from bulkpost.ratelimit import parse_rate
+
+        spec: RateSpec = parse_rate(rate)
+        server = SandboxServer(rate=spec, **options)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        lines = self.stdout.strip().splitlines()
+        assert lines, f"no stdout; stderr:\n{self.stderr}"
+        data: dict[str, Any] = json.loads(lines[-1])
+        return data
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LSQ_")}
+    env.update(LSQ_ACCESS_KEY=DEFAULT_ACCESS_KEY, LSQ_SECRET_KEY=DEFAULT_SECRET_KEY,
+               PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def cli_command(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "bulkpost", *map(str, args)]
+
+
+def run_cli(*args: str | Path, **env: str) -> CliResult:
+    """Run the CLI to completion; the secret key must appear in none of its output."""
+    done = subprocess.run(cli_command(*args), capture_output=True, text=True,
+                          timeout=180, env=cli_env(**env), cwd=ROOT, check=False)
+    result = CliResult(done.returncode, done.stdout, done.stderr)
+    assert SECRET not in result.stdout and SECRET not in result.stderr
+    return result
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def read_results(path: Path) -> dict[int, dict[str, str]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {int(r["row"]): r for r in csv.DictReader(handle)}

@@ -1,0 +1,385 @@
+"""End to end: the real CLI in a subprocess against the sandbox on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bulkpost.results import ResultsLog
+from tests.conftest import (
+    ROOT,
+    SECRET,
+    CliResult,
+    cli_command,
+    cli_env,
+    read_results,
+    run_cli,
+    write_csv,
+)
+
+pytestmark = pytest.mark.e2e
+
+MAPPING = """
+[activity]
+event = 201
+lead_id_column = "lead"
+note_column = "note"
+datetime_column = "when"
+timezone = "Asia/Kolkata"
+key_column = "key"
+
+[fields]
+mx_Custom_1 = "key"
+mx_Custom_2 = "value"
+"""
+
+
+def _lead(n: int) -> str:
+    return str(uuid.UUID(int=(n + 1) * 0x9E3779B97F4A7C15F39CC0605CEDC834 % 2**128, version=4))
+
+
+def _inputs(tmp_path: Path, count: int, values: list[str] | None = None) -> tuple[Path, Path]:
+    rows = []
+    for n in range(1, count + 1):
+        value = values[(n - 1) % len(values)] if values else f"v{n}"
+        rows.append([f"K{n:05d}", _lead(n % 17), f"note {n}", "2024-03-01 10:00:00", value])
+    data = write_csv(tmp_path / "in.csv", ["key", "lead", "note", "when", "value"], rows)
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    return data, mapping
+
+
+def _run(data: Path, mapping: Path, results: Path, url: str, *extra: str, **env: str) -> CliResult:
+    if "--rate" not in extra:
+        extra = ("--rate", "100/1s", *extra)
+    return run_cli("run", data, "--mapping", mapping, "--results", results, "--host", url,
+                   "--log-format", "json", *extra, **env)
+
+
+def _ledger_keys(ledger: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(entry["Fields"]["mx_Custom_1"] for entry in ledger)
+
+
+def test_every_value_arrives_faithfully_and_a_rerun_sends_nothing(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    tricky = ["00123", "NA", "null", "", "12345678901234567890", "a, b", "line1\nline2",
+              'say "hi"', "  padded  ", "1e5", "Ünïcødé ✓ 中文"]
+    data, mapping = _inputs(tmp_path, len(tricky), tricky)
+    server = make_sandbox()
+    results = tmp_path / "results.csv"
+    first = _run(data, mapping, results, server.url)
+    assert first.code == 0, first.stderr
+    assert first.summary["posted"] == len(tricky)
+    ledger = server.ledger()
+    by_key = {e["Fields"]["mx_Custom_1"]: e for e in ledger}
+    for n, value in enumerate(tricky, start=1):
+        entry = by_key[f"K{n:05d}"]
+        assert entry["Fields"]["mx_Custom_2"] == value
+        assert entry["ActivityNote"] == f"note {n}"
+        assert entry["ActivityDateTime"] == "2024-03-01 04:30:00"  # Kolkata → UTC
+        assert entry["RelatedProspectId"] == _lead(n % 17)
+    recorded = read_results(results)
+    assert len(recorded) == len(tricky)  # compacted: one line per row
+    assert {r["activity_id"] for r in recorded.values()} == {e["Id"] for e in ledger}
+    calls = server.stats()["calls"]
+    again = _run(data, mapping, results, server.url)
+    assert again.code == 0
+    assert again.summary["skipped"] == len(tricky) and again.summary["posted"] == 0
+    assert server.stats()["calls"] == calls
+
+
+def test_parquet_values_arrive_in_faithful_form(tmp_path: Path, make_sandbox: Any) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    path = tmp_path / "typed.parquet"
+    pq.write_table(pa.table({
+        "key": ["A", "B"],
+        "lead": [_lead(1), _lead(2)],
+        "when": pa.array([datetime(2024, 1, 1, 5, 30, tzinfo=UTC), None],
+                         pa.timestamp("ms", tz="UTC")),
+        "count": pa.array([7, None], pa.int64()),
+        "price": pa.array([19.9, 100.0]),
+        "amount": pa.array([Decimal("12.50"), Decimal("0.05")]),
+        "flag": [True, False],
+    }), path)
+    mapping = tmp_path / "m.toml"
+    mapping.write_text("""
+[activity]
+event = 202
+lead_id_column = "lead"
+datetime_column = "when"
+timezone = "Asia/Kolkata"
+key_column = "key"
+[fields]
+mx_Custom_1 = "key"
+mx_Custom_2 = "count"
+mx_Custom_3 = "price"
+mx_Custom_4 = "amount"
+mx_Custom_5 = "flag"
+""")
+    server = make_sandbox()
+    result = _run(path, mapping, tmp_path / "r.csv", server.url)
+    assert result.code == 0, result.stderr
+    by_key = {e["Fields"]["mx_Custom_1"]: e for e in server.ledger()}
+    assert by_key["A"]["Fields"] == {"mx_Custom_1": "A", "mx_Custom_2": "7",
+                                     "mx_Custom_3": "19.9", "mx_Custom_4": "12.50",
+                                     "mx_Custom_5": "true"}
+    # An aware timestamp is already UTC: the mapping's time zone does not apply to it.
+    assert by_key["A"]["ActivityDateTime"] == "2024-01-01 05:30:00"
+    assert by_key["B"]["ActivityDateTime"] is None
+    assert by_key["B"]["Fields"]["mx_Custom_2"] == ""
+    assert by_key["B"]["Fields"]["mx_Custom_3"] == "100"
+
+
+def test_bad_rows_are_recorded_and_never_stop_the_run(tmp_path: Path, make_sandbox: Any) -> None:
+    good = _lead(3)
+    path = tmp_path / "in.csv"
+    path.write_text(
+        "key,lead,note,when,value\n"
+        f"K1,{good},ok,2024-03-01 10:00:00,a\n"
+        "K2,not-a-guid,x,2024-03-01 10:00:00,b\n"
+        f"K3,{good},x,31/02/2024,c\n"
+        f"K4,{good},too,many,cells,here\n"
+        f"K5,00000000-0000-4000-8000-000000000000,x,2024-03-01 10:00:00,e\n"
+        f"K6,{good},ok,,f\n")
+    mapping = tmp_path / "m.toml"
+    mapping.write_text(MAPPING)
+    server = make_sandbox()
+    results = tmp_path / "r.csv"
+    result = _run(path, mapping, results, server.url)
+    assert result.code == 1
+    summary = result.summary
+    assert (summary["posted"], summary["invalid"], summary["rejected"]) == (2, 3, 1)
+    rows = read_results(results)
+    assert rows[2]["status"] == "invalid" and rows[2]["error_type"] == "lead"
+    assert "not a GUID" in rows[2]["error"]
+    assert rows[3]["status"] == "invalid" and rows[3]["error_type"] == "when"
+    assert rows[4]["status"] == "invalid" and "6 cells" in rows[4]["error"]
+    assert rows[5]["status"] == "rejected"
+    assert rows[5]["error_type"] == "MXInvalidInputException"
+    assert "does not exist" in rows[5]["error"]
+    assert {rows[1]["status"], rows[6]["status"]} == {"posted"}
+    assert server.stats()["calls"] == 3  # invalid rows were never sent
+
+    failures = tmp_path / "failures.csv"
+    report = run_cli("report", results, "--input", path, "--failures", failures)
+    assert report.code == 0
+    assert "invalid" in report.stdout and "not a GUID" in report.stdout
+    lines = failures.read_text().splitlines()
+    assert lines[0] == "key,lead,note,when,value,status,error"
+    assert len(lines) == 5 and lines[1].startswith("K2,not-a-guid,")
+    assert lines[3].startswith(",,,,,invalid,") and "K4" in lines[3]  # the raw ragged row
+
+    # A rerun re-validates invalid rows (free) and does not re-send the unchanged rejection.
+    calls = server.stats()["calls"]
+    again = _run(path, mapping, results, server.url)
+    assert again.code == 1 and server.stats()["calls"] == calls
+    assert again.summary["rejected"] == 1 and again.summary["skipped"] == 2
+
+
+def test_a_fault_mix_posts_every_row_exactly_once(tmp_path: Path, make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 200)
+    faults = {"500-before": 0.06, "html": 0.05, "reset-before": 0.05, "429-other": 0.04,
+              "ratelimit-200": 0.04, "slow": 0.03}
+    server = make_sandbox(rate="200/1s", faults=faults, seed=11, slow_seconds=0.3,
+                          latency=(0.0, 0.02))
+    result = _run(data, mapping, tmp_path / "r.csv", server.url, "--rate", "150/1s",
+                  "--backoff", "0.01", "--max-attempts", "12", "--timeout", "5")
+    assert result.code == 0, result.stderr
+    keys = _ledger_keys(server.ledger())
+    assert len(keys) == 200 and set(keys.values()) == {1}
+    stats = server.stats()
+    assert all(stats["faults"][kind] > 0 for kind in faults)
+    assert result.summary["retries"] > 0 and result.summary["rate_limited"] > 0
+
+
+def test_the_rate_limit_holds_against_a_strict_window(tmp_path: Path, make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 45)
+    server = make_sandbox(rate="10/1s", latency=(0.01, 0.2))
+    result = _run(data, mapping, tmp_path / "r.csv", server.url, "--rate", "10/1s")
+    assert result.code == 0, result.stderr
+    stats = server.stats()
+    assert stats["rate_limited"] == 0 and stats["max_in_window"] <= 10
+    assert stats["created"] == 45
+
+
+def _wait_for_posted(results: Path, at_least: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if results.exists() and results.read_text().count(",posted,") >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} rows posted in {timeout} s")
+
+
+def _start(data: Path, mapping: Path, results: Path, url: str,
+           *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        cli_command("run", data, "--mapping", mapping, "--results", results, "--host", url,
+                    "--log-format", "json", *extra),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
+
+
+def test_kill_9_then_rerun_posts_no_completed_row_twice(tmp_path: Path, make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 150)
+    server = make_sandbox(rate="40/1s", latency=(0.05, 0.25))
+    results = tmp_path / "r.csv"
+    for at_least in (20, 70):
+        process = _start(data, mapping, results, server.url, "--rate", "40/1s")
+        _wait_for_posted(results, at_least)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+    before = read_results_log(results)
+    finished = _run(data, mapping, results, server.url, "--rate", "40/1s")
+    unknown = [row for row, status in before.items() if status == "unknown"]
+    assert finished.summary["unknown"] == len(unknown)
+    assert finished.code == (1 if unknown else 0)
+    keys = _ledger_keys(server.ledger())
+    assert max(keys.values()) == 1  # no row was created twice
+    rows = read_results(results)
+    posted = {r["key"] for r in rows.values() if r["status"] == "posted"}
+    assert posted <= set(keys) and len(posted) == 150 - len(unknown)
+    # What was in flight at the kill is unknown, never silently re-sent; at most a
+    # worker pool's worth of rows.
+    assert len(unknown) <= 2 * 64
+    forced = _run(data, mapping, results, server.url, "--rate", "40/1s", "--resend-unknown")
+    assert forced.code == 0 and forced.summary["unknown"] == 0
+
+
+def read_results_log(path: Path) -> dict[int, str]:
+    """Last status per row of a results log that may not be compacted."""
+    status: dict[int, str] = {}
+    for line in path.read_text().splitlines()[1:]:
+        fields = line.split(",")
+        if len(fields) >= 3 and fields[0].isdigit():
+            status[int(fields[0])] = fields[2]
+    return status
+
+
+def test_sigint_finishes_requests_on_the_wire_and_exits_3(tmp_path: Path,
+                                                          make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 120)
+    server = make_sandbox(rate="30/1s", latency=(0.2, 0.4))
+    results = tmp_path / "r.csv"
+    process = _start(data, mapping, results, server.url, "--rate", "30/1s")
+    _wait_for_posted(results, 15)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 3, stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["aborted"] == "interrupted by SIGINT"
+    rows = read_results(results)
+    assert len(rows) == len(read_results_log(results))  # compacted
+    assert "unknown" not in {r["status"] for r in rows.values()}
+    finished = _run(data, mapping, results, server.url, "--rate", "30/1s")
+    assert finished.code == 0
+    keys = _ledger_keys(server.ledger())
+    assert len(keys) == 120 and max(keys.values()) == 1
+
+
+def test_wrong_keys_stop_the_run_with_exit_3(tmp_path: Path, make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 30)
+    server = make_sandbox()
+    results = tmp_path / "r.csv"
+    wrong = "wrong-secret-0123456789"
+    result = _run(data, mapping, results, server.url, LSQ_SECRET_KEY=wrong)
+    assert result.code == 3
+    assert "401" in result.stderr and "LSQ_SECRET_KEY" in result.stderr
+    assert wrong not in result.stdout + result.stderr + results.read_text()
+    assert server.stats()["calls"] <= 30 and server.stats()["created"] == 0
+    fixed = _run(data, mapping, results, server.url)
+    assert fixed.code == 0 and fixed.summary["posted"] == 30
+
+
+def test_wrong_host_path_is_404_exit_3(tmp_path: Path, make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 3)
+    server = make_sandbox()
+    result = _run(data, mapping, tmp_path / "r.csv", server.url + "/wrong")
+    assert result.code == 3 and "404" in result.stderr
+
+
+@pytest.mark.parametrize(("mapping_text", "message"), [
+    (MAPPING.replace('"value"', '"valeur"'), "'valeur' not found in"),
+    (MAPPING.replace("mx_Custom_2", "mx_Custom_51"), "mx_Custom_1 … mx_Custom_50"),
+    (MAPPING.replace("Asia/Kolkata", "Mars/Olympus"), "unknown time zone"),
+])
+def test_mapping_problems_exit_2_before_any_request(tmp_path: Path, make_sandbox: Any,
+                                                    mapping_text: str, message: str) -> None:
+    data, mapping = _inputs(tmp_path, 3)
+    mapping.write_text(mapping_text)
+    server = make_sandbox()
+    result = _run(data, mapping, tmp_path / "r.csv", server.url)
+    assert result.code == 2
+    assert message in result.stderr
+    if "not found" in message:
+        assert "available columns: 'key', 'lead', 'note', 'when', 'value'" in result.stderr
+    assert server.stats()["calls"] == 0
+
+
+def test_dry_run_sends_nothing_and_records_invalid_rows(tmp_path: Path,
+                                                       make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 5)
+    data.write_text(data.read_text().replace(_lead(2), "nope", 1))
+    server = make_sandbox()
+    results = tmp_path / "r.csv"
+    result = _run(data, mapping, results, server.url, "--dry-run")
+    assert result.code == 1
+    assert result.summary["to_send"] == 4 and result.summary["invalid"] == 1
+    assert server.stats()["calls"] == 0
+    assert [r["status"] for r in read_results(results).values()] == ["invalid"]
+
+
+def test_plain_http_to_a_remote_host_is_refused(tmp_path: Path) -> None:
+    data, mapping = _inputs(tmp_path, 1)
+    result = run_cli("run", data, "--mapping", mapping, "--results", tmp_path / "r.csv",
+                     "--host", "http://api-in21.leadsquared.com")
+    assert result.code == 2 and "https:// is required" in result.stderr
+
+
+def test_a_second_run_on_the_same_results_file_is_refused(tmp_path: Path,
+                                                          make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 1)
+    server = make_sandbox()
+    results = tmp_path / "r.csv"
+    holder = ResultsLog(results).open()
+    try:
+        result = _run(data, mapping, results, server.url)
+    finally:
+        holder.close()
+    assert result.code == 2 and "another bulkpost run" in result.stderr
+
+
+def test_json_logs_are_json_lines_without_secrets(tmp_path: Path, make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 5)
+    server = make_sandbox(faults={"html": 0.5}, seed=3)
+    result = _run(data, mapping, tmp_path / "r.csv", server.url, "--backoff", "0.01",
+                  "--log-level", "debug")
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert {"run started", "run finished"} <= {e["event"] for e in events}
+    assert any(e["event"] == "retrying" for e in events)
+    assert SECRET not in result.stderr
+
+
+def test_unknown_rows_are_kept_until_resend_unknown(tmp_path: Path, make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 3)
+    server = make_sandbox()
+    results = tmp_path / "r.csv"
+    results.write_text(
+        "row,key,status,activity_id,http_status,error_type,error,attempts,updated_at,"
+        "content_hash\n2,K00002,unknown,,,,in flight,0,2026-01-01T00:00:00Z,\n")
+    kept = _run(data, mapping, results, server.url)
+    assert kept.code == 1 and kept.summary["unknown"] == 1 and kept.summary["posted"] == 2
+    forced = _run(data, mapping, results, server.url, "--resend-unknown")
+    assert forced.code == 0 and forced.summary["posted"] == 1
+    assert _ledger_keys(server.ledger())["K00002"] == 1

@@ -1,0 +1,122 @@
+"""The rate limit on a virtual clock: never N+1 calls in any window, full allowance used."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiolimiter import AsyncLimiter
+
+from bulkpost.errors import UsageError
+from bulkpost.ratelimit import RateLimit, RateSpec, parse_rate
+from tests.clock import run_virtual
+
+
+def most_in_any_window(times: list[float], period: float) -> int:
+    """The most starts inside any closed window [t, t + period]."""
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] > period:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def _starts(acquire: object, calls: int, workers: int = 30) -> list[float]:
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(calls):
+        queue.put_nowait(index)
+
+    async def worker() -> None:
+        while not queue.empty():
+            queue.get_nowait()
+            await acquire()  # type: ignore[operator]
+            times.append(loop.time())
+            await asyncio.sleep(0.3)  # latency: the worker is busy for a while
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return times
+
+
+@pytest.mark.parametrize(("text", "calls", "period"), [
+    ("25/5s", 25, 5.0), ("10/5", 10, 5.0), ("2/5s", 2, 5.0), ("100/1m", 100, 60.0),
+    (" 20 / 5 s ", 20, 5.0), ("5/0.5s", 5, 0.5),
+])
+def test_parse_rate(text: str, calls: int, period: float) -> None:
+    assert parse_rate(text) == RateSpec(calls, period)
+
+
+@pytest.mark.parametrize("text", ["", "25", "x/5s", "0/5s", "25/0s", "-1/5s", "25/5h"])
+def test_parse_rate_rejects(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_rate(text)
+
+
+def test_checker_catches_plain_aiolimiter_burst() -> None:
+    """The measured fact: AsyncLimiter(25, 5) as-is puts 49 calls in the first window."""
+
+    async def scenario() -> list[float]:
+        limiter = AsyncLimiter(25, 5)
+        return await _starts(limiter.acquire, 100, workers=60)
+
+    assert most_in_any_window(run_virtual(scenario()), 5.0) >= 45
+
+
+@pytest.mark.parametrize("spec", [RateSpec(25, 5), RateSpec(10, 5), RateSpec(2, 5),
+                                  RateSpec(100, 1)])
+def test_never_more_than_n_in_any_window_and_full_allowance(spec: RateSpec) -> None:
+    async def scenario() -> list[float]:
+        limit = RateLimit(spec)
+        return await _starts(limit.acquire, spec.calls * 8, workers=spec.calls + 5)
+
+    times = run_virtual(scenario())
+    assert most_in_any_window(times, spec.period) <= spec.calls
+    # Margin counted too: N+1 consecutive starts span at least T + 2% of T.
+    ordered = sorted(times)
+    spans = [ordered[i + spec.calls] - ordered[i] for i in range(len(ordered) - spec.calls)]
+    assert min(spans) >= spec.period * 1.02 - 1e-9
+    sustained = (len(ordered) - 1) / (ordered[-1] - ordered[0])
+    assert sustained >= 0.95 * spec.per_second
+
+
+def test_window_holds_after_idle_and_after_a_pause() -> None:
+    spec = RateSpec(25, 5)
+
+    async def scenario() -> list[float]:
+        limit = RateLimit(spec, margin=0.1)
+        first = await _starts(limit.acquire, 40)
+        await asyncio.sleep(60)  # idle: a leaky bucket with room for N would burst here
+        second = await _starts(limit.acquire, 40)
+        limit.pause(7.5)
+        paused_at = asyncio.get_running_loop().time()
+        third = await _starts(limit.acquire, 40)
+        assert min(third) >= paused_at + 7.5
+        return first + second + third
+
+    times = run_virtual(scenario())
+    assert most_in_any_window(times, spec.period) <= spec.calls
+
+
+def test_pause_during_wait_is_honoured() -> None:
+    spec = RateSpec(5, 1)
+
+    async def scenario() -> tuple[float, list[float]]:
+        limit = RateLimit(spec, margin=0.0)
+        loop = asyncio.get_running_loop()
+        waiters = [asyncio.create_task(limit.acquire()) for _ in range(10)]
+        times: list[float] = []
+        for waiter in waiters:
+            waiter.add_done_callback(lambda _t: times.append(loop.time()))
+        await asyncio.sleep(0.5)
+        limit.pause()  # one whole window (1 s) from now
+        paused_until = loop.time() + 1.0
+        await asyncio.gather(*waiters)
+        return paused_until, times
+
+    paused_until, times = run_virtual(scenario())
+    started_late = [t for t in times if t > 0.5 + 1000.0]
+    assert started_late and min(started_late) >= paused_until - 1e-9
+    assert most_in_any_window(times, 1.0) <= 5

@@ -1,0 +1,268 @@
+"""What an API answer means: posted, rate limited, rejected, retried or fatal."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bulkpost.response import (
+    MAX_RETRY_AFTER,
+    Classified,
+    Verdict,
+    classify,
+    parse_retry_after,
+    transport_failure,
+)
+
+NOW = datetime(2015, 10, 21, 7, 26, 30, tzinfo=UTC)
+ACTIVITY_ID = "a1b2c3d4-0000-4000-8000-000000000001"
+
+
+def js(document: Any) -> bytes:
+    return json.dumps(document).encode()
+
+
+def mx(exception_type: str, message: str = "") -> bytes:
+    return js({"Status": "Error", "ExceptionType": exception_type,
+               "ExceptionMessage": message})
+
+
+SUCCESS = js({"Status": "Success", "Message": {"Id": ACTIVITY_ID}})
+RATE_LIMIT = mx("MXAPIRateLimitExceededException", "API calls exceeded the limit of 25 in 5 s")
+
+
+def test_success_with_an_activity_id_is_posted() -> None:
+    assert classify(200, {}, SUCCESS) == Classified(
+        Verdict.POSTED, 200, activity_id=ACTIVITY_ID)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"Status": "Success"},
+        {"Status": "Success", "Message": {}},
+        {"Status": "Success", "Message": {"Id": ""}},
+        {"Status": "Success", "Message": {"Id": None}},
+        {"Status": "Success", "Message": {"Id": 12345}},
+        {"Status": "Success", "Message": ACTIVITY_ID},
+        {"Status": "success", "Message": {"Id": ACTIVITY_ID}},
+        {"Status": "Error", "Message": {"Id": ACTIVITY_ID}},
+        {"Message": {"Id": ACTIVITY_ID}},
+        {},
+        [],
+        "Success",
+    ],
+)
+def test_http_200_without_success_and_an_id_is_retried(document: Any) -> None:
+    result = classify(200, {}, js(document))
+    assert result.verdict is Verdict.RETRY
+    assert result.activity_id == ""
+    assert result.error_type == "HTTP 200"
+    assert result.error == "HTTP 200 without a Success status and an activity Id"
+
+
+@pytest.mark.parametrize("status", [201, 202, 204])
+def test_success_under_another_2xx_is_not_posted(status: int) -> None:
+    assert classify(status, {}, SUCCESS).verdict is Verdict.RETRY
+
+
+@pytest.mark.parametrize("status", [200, 400, 500])
+def test_an_mx_error_body_is_rejected_whatever_the_status(status: int) -> None:
+    result = classify(status, {}, mx("MXDuplicateEntryException", "Duplicate entry"))
+    assert result == Classified(Verdict.REJECTED, status, error_type="MXDuplicateEntryException",
+                                error="Duplicate entry")
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (mx("MXInvalidEntityException"), "MXInvalidEntityException"),
+        (mx("MXInvalidEntityException", "  Lead\n  not\tfound  "), "Lead not found"),
+        (mx("MXInvalidEntityException", "x" * 600), "x" * 500),
+        (js({"ExceptionType": "MXInvalidEntityException", "Message": "from Message"}),
+         "from Message"),
+    ],
+)
+def test_a_rejection_records_the_message_on_one_line(body: bytes, error: str) -> None:
+    result = classify(500, {}, body)
+    assert result.verdict is Verdict.REJECTED
+    assert result.error == error
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error_type", "error"),
+    [
+        (429, b"", "HTTP 429", "rate limit exceeded"),
+        (429, b"<html>Too Many Requests</html>", "HTTP 429", "rate limit exceeded"),
+        (429, RATE_LIMIT, "MXAPIRateLimitExceededException",
+         "API calls exceeded the limit of 25 in 5 s"),
+        (200, RATE_LIMIT, "MXAPIRateLimitExceededException",
+         "API calls exceeded the limit of 25 in 5 s"),
+        (500, RATE_LIMIT, "MXAPIRateLimitExceededException",
+         "API calls exceeded the limit of 25 in 5 s"),
+        (400, mx("MXAPIRateLimitExceededException"), "MXAPIRateLimitExceededException",
+         "rate limit exceeded"),
+        (401, RATE_LIMIT, "MXAPIRateLimitExceededException",
+         "API calls exceeded the limit of 25 in 5 s"),
+    ],
+)
+def test_rate_limits(status: int, body: bytes, error_type: str, error: str) -> None:
+    assert classify(status, {}, body) == Classified(
+        Verdict.RATE_LIMITED, status, error_type=error_type, error=error)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retry_after", "seconds"),
+    [
+        (429, b"", "7", 7.0),
+        (429, b"", "0", 0.0),
+        (500, RATE_LIMIT, "2.5", 2.5),
+        (200, RATE_LIMIT, "Wed, 21 Oct 2015 07:28:00 GMT", 90.0),
+        (429, b"", "Wed, 21 Oct 2015 07:20:00 GMT", 0.0),
+        (429, b"", "soon", None),
+    ],
+)
+def test_a_rate_limit_carries_retry_after(
+    status: int, body: bytes, retry_after: str, seconds: float | None
+) -> None:
+    result = classify(status, {"Retry-After": retry_after}, body, now=NOW)
+    assert result.verdict is Verdict.RATE_LIMITED
+    assert result.retry_after == seconds
+
+
+@pytest.mark.parametrize("status", [200, 400, 500, 503])
+def test_retry_after_is_ignored_when_not_rate_limited(status: int) -> None:
+    result = classify(status, {"Retry-After": "30"}, mx("MXInvalidEntityException"))
+    assert result.verdict is Verdict.REJECTED
+    assert result.retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (500, b"", "no body"),
+        (503, b"", "no body"),
+        (500, b"   ", "no body"),
+        (502, b"<html><body>502 Bad Gateway</body></html>",
+         "HTML page instead of JSON (gateway error)"),
+        (504, b"\n  <!DOCTYPE html><html>Gateway Time-out</html>",
+         "HTML page instead of JSON (gateway error)"),
+        (200, b"<html>maintenance</html>", "HTML page instead of JSON (gateway error)"),
+        (503, b"Service Unavailable", "Service Unavailable"),
+        (500, b"{not json", "{not json"),
+        (500, js({"Message": "An error has occurred."}), "An error has occurred."),
+        (500, js({"ExceptionType": "System.NullReferenceException",
+                  "ExceptionMessage": "Object reference not set"}), "Object reference not set"),
+        (500, b"line one\r\n\tline two", "line one line two"),
+        (200, b"", "HTTP 200 without a Success status and an activity Id"),
+        (200, b"{garbage", "HTTP 200 without a Success status and an activity Id"),
+        (200, b"\xff\xfe\x00garbage", "HTTP 200 without a Success status and an activity Id"),
+        (408, b"", "no body"),
+        (425, b"Too Early", "Too Early"),
+    ],
+)
+def test_uncertain_answers_are_retried(status: int, body: bytes, error: str) -> None:
+    assert classify(status, {}, body) == Classified(
+        Verdict.RETRY, status, error_type=f"HTTP {status}", error=error)
+
+
+def test_a_long_retry_reason_is_cut_to_500_characters() -> None:
+    assert classify(502, {}, b"y" * 2000).error == "y" * 500
+
+
+def test_a_deeply_nested_body_does_not_raise() -> None:
+    assert classify(502, {}, b"[" * 100_000).verdict is Verdict.RETRY
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error_type", "mentions"),
+    [
+        (401, b"", "HTTP 401", "LSQ_ACCESS_KEY"),
+        (401, mx("MXUnAuthorisedException", "Invalid keys"), "MXUnAuthorisedException", "--host"),
+        (401, SUCCESS, "HTTP 401", "(401)"),
+        (404, b"<html>Not Found</html>", "HTTP 404", "--host"),
+        (404, mx("MXInvalidEntityException"), "MXInvalidEntityException", "(404)"),
+    ],
+)
+def test_wrong_keys_or_url_are_fatal(
+    status: int, body: bytes, error_type: str, mentions: str
+) -> None:
+    result = classify(status, {}, body)
+    assert result.verdict is Verdict.FATAL
+    assert result.http_status == status
+    assert result.error_type == error_type
+    assert mentions in result.error
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (400, b"Bad Request", "Bad Request"),
+        (400, js({"Message": "The request is invalid."}), "The request is invalid."),
+        (403, b"Forbidden", "Forbidden"),
+        (413, b"<html>Request Entity Too Large</html>", "<html>Request Entity Too Large</html>"),
+        (422, js({"Status": "Error"}), '{"Status": "Error"}'),
+    ],
+)
+def test_other_4xx_without_an_mx_type_are_rejected(status: int, body: bytes, error: str) -> None:
+    assert classify(status, {}, body) == Classified(
+        Verdict.REJECTED, status, error_type=f"HTTP {status}", error=error)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        ("   ", None),
+        ("0", 0.0),
+        ("120", 120.0),
+        (" 30 ", 30.0),
+        ("1.5", 1.5),
+        ("-5", 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 90.0),
+        ("Wed, 21 Oct 2015 07:28:00 +0000", 90.0),
+        ("Wed, 21 Oct 2015 07:28:00 -0000", 90.0),  # no zone given: read as UTC
+        ("Wed, 21 Oct 2015 09:28:00 +0200", 90.0),
+        ("Wed, 21 Oct 2015 07:26:30 GMT", 0.0),
+        ("Tue, 20 Oct 2015 07:28:00 GMT", 0.0),
+        ("soon", None),
+        ("30s", None),
+        ("Wed, 99 Oct 2015 07:28:00 GMT", None),
+        ("2015-10-21T07:28:00Z", None),
+    ],
+)
+def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(value, NOW) == seconds
+
+
+def test_parse_retry_after_without_now_uses_the_clock() -> None:
+    from email.utils import format_datetime
+
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    seconds = parse_retry_after(soon)
+    assert seconds is not None and 110 < seconds <= 120
+    assert parse_retry_after("Fri, 31 Dec 2010 23:59:59 GMT") == 0.0  # in the past
+
+
+@pytest.mark.parametrize("value", ["86400", "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_parse_retry_after_is_capped_at_an_hour(value: str) -> None:
+    assert parse_retry_after(value, NOW) == MAX_RETRY_AFTER == 3600.0
+
+
+@pytest.mark.parametrize("value", ["inf", "Infinity", "1e400", "nan"])
+def test_parse_retry_after_refuses_non_finite_numbers(value: str) -> None:
+    assert parse_retry_after(value, NOW) is None
+
+
+def test_transport_failure_is_an_uncertain_retry() -> None:
+    assert transport_failure("ServerTimeoutError", "Timeout on reading\n  data from socket") == (
+        Classified(Verdict.RETRY, None, error_type="ServerTimeoutError",
+                   error="Timeout on reading data from socket"))
+
+
+def test_transport_failure_cuts_long_details() -> None:
+    assert transport_failure("ClientOSError", "z" * 800).error == "z" * 500

@@ -1,0 +1,121 @@
+"""Planning a resume: each earlier status against each current row, and the key check."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from bulkpost.activity import Activity, InvalidRow
+from bulkpost.errors import UsageError
+from bulkpost.resume import Action, Previous, Status, key_digest, plan_row
+
+KEY = "S-7"
+HASH = "00000000000000aa"
+OTHER_HASH = "00000000000000bb"
+
+ACTIVITY = Activity(row=7, key=KEY, lead="3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+                    body=b'{"ActivityEvent":201}', content_hash=HASH)
+INVALID = InvalidRow(row=7, key=KEY, column="lead", reason="lead id 'x' is not a GUID",
+                     content_hash=HASH)
+
+
+def previous(status: Status, content_hash: str = HASH, key: str | None = KEY) -> Previous:
+    return Previous(status, content_hash, key_digest(key) if key is not None else 0)
+
+
+# (earlier outcome, current row) -> action, without and with --resend-unknown.
+PLAN = [
+    (None, ACTIVITY, Action.SEND, Action.SEND),
+    (None, INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
+    (previous(Status.POSTED), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (previous(Status.POSTED, OTHER_HASH), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (previous(Status.POSTED), INVALID, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (previous(Status.FAILED), ACTIVITY, Action.SEND, Action.SEND),
+    (previous(Status.FAILED, OTHER_HASH), ACTIVITY, Action.SEND, Action.SEND),
+    (previous(Status.FAILED), INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
+    (previous(Status.REJECTED), ACTIVITY, Action.KEEP, Action.KEEP),
+    (previous(Status.REJECTED, OTHER_HASH), ACTIVITY, Action.SEND, Action.SEND),
+    (previous(Status.REJECTED, ""), ACTIVITY, Action.SEND, Action.SEND),
+    (previous(Status.REJECTED), INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
+    (previous(Status.REJECTED, OTHER_HASH), INVALID, Action.RECORD_INVALID,
+     Action.RECORD_INVALID),
+    (previous(Status.INVALID), ACTIVITY, Action.SEND, Action.SEND),
+    (previous(Status.INVALID), INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
+    (previous(Status.UNKNOWN), ACTIVITY, Action.KEEP, Action.SEND),
+    (previous(Status.UNKNOWN, OTHER_HASH), ACTIVITY, Action.KEEP, Action.SEND),
+    (previous(Status.UNKNOWN), INVALID, Action.KEEP, Action.RECORD_INVALID),
+]
+
+
+@pytest.mark.parametrize(("earlier", "current", "by_default", "resending_unknown"), PLAN)
+def test_plan_row(
+    earlier: Previous | None,
+    current: Activity | InvalidRow,
+    by_default: Action,
+    resending_unknown: Action,
+) -> None:
+    assert plan_row(current, earlier) is by_default
+    assert plan_row(current, earlier, resend_unknown=False) is by_default
+    assert plan_row(current, earlier, resend_unknown=True) is resending_unknown
+
+
+def test_the_plan_covers_every_status() -> None:
+    covered = {earlier.status for earlier, *_ in PLAN if earlier is not None}
+    assert covered == set(Status)
+
+
+@pytest.mark.parametrize("status", list(Status))
+@pytest.mark.parametrize("current", [ACTIVITY, INVALID])
+@pytest.mark.parametrize("resend_unknown", [False, True])
+def test_a_different_key_under_the_same_row_stops_the_run(
+    status: Status, current: Activity | InvalidRow, resend_unknown: bool
+) -> None:
+    with pytest.raises(UsageError) as caught:
+        plan_row(current, previous(status, key="S-8"), resend_unknown)
+    message = str(caught.value)
+    assert "row 7 has key 'S-7' here but another key in the results file" in message
+    assert "use a new --results file" in message
+
+
+@pytest.mark.parametrize(("recorded", "current"), [("S-7", ""), ("", "S-7"), ("s-7", "S-7")])
+def test_an_empty_or_differently_cased_key_is_a_different_key(recorded: str, current: str) -> None:
+    row = Activity(row=3, key=current, lead="l", body=b"{}", content_hash=HASH)
+    with pytest.raises(UsageError):
+        plan_row(row, previous(Status.FAILED, key=recorded))
+
+
+@pytest.mark.parametrize("status", list(Status))
+@pytest.mark.parametrize("current", [ACTIVITY, INVALID])
+def test_a_row_recorded_without_a_key_is_not_checked(
+    status: Status, current: Activity | InvalidRow
+) -> None:
+    rekeyed = replace(current, key="S-999")
+    assert plan_row(rekeyed, previous(status, key=None)) is plan_row(current, previous(status))
+
+
+@pytest.mark.parametrize(
+    "key", ["", "S-7", "s-7", "S-7 ", "ключ-7", "a" * 10_000, "\x00", "1,2\n3"]
+)
+def test_key_digest_is_a_stable_64_bit_number(key: str) -> None:
+    digest = key_digest(key)
+    assert 0 <= digest < 2**64
+    assert key_digest(key) == digest
+
+
+@pytest.mark.parametrize(
+    ("key", "digest"),
+    [
+        # Pinned: a results file written by an earlier version must still match.
+        ("K-1", 10550258421656385275),
+        ("", 16476032584258269876),
+        ("ключ-7", 16701513510201545297),
+    ],
+)
+def test_key_digest_does_not_change_between_versions(key: str, digest: int) -> None:
+    assert key_digest(key) == digest
+
+
+def test_key_digests_of_similar_keys_differ() -> None:
+    keys = ["S-7", "S-7 ", "s-7", "S-70", "S-07", "", " "]
+    assert len({key_digest(k) for k in keys}) == len(keys)
