@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -195,6 +197,9 @@ def sandbox(host: str, port: int, rate: RateSpec, latency: str, faults: str,
 
 def main() -> None:
     """Console entry point: unexpected errors are reported without leaking keys."""
+    # A run lasts days: `kill -USR1 PID` prints every thread's stack (file, line and
+    # function names only, no values) to stderr, to see where a stuck run waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         cli(standalone_mode=True)
     except SystemExit:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
+
+from bulkpost.progress import BarAwareStream
 
 _secrets: list[str] = []
 
@@ -45,9 +47,10 @@ def _redact_rendered(_logger: Any, _name: str, rendered: Any) -> Any:
     return scrub(rendered) if isinstance(rendered, str) else rendered
 
 
-def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+def configure(log_format: str = "auto", level: str = "info",
+              stream: TextIO | BarAwareStream | None = None) -> None:
     """Set up structlog once per process. ``log_format``: auto, console or json."""
-    stream = stream or sys.stderr
+    stream = stream or BarAwareStream(sys.stderr)
     as_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
     renderer: Any
     if as_json:
@@ -69,6 +72,6 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, stream)),
         cache_logger_on_first_use=False,
     )

@@ -173,6 +173,8 @@ class Run:
                         "at once", signal=signame)
             self.stop(AbortRun(f"interrupted by {signame}"))
         else:
+            log.warning("interrupted again: stopping at once; rows on the wire stay unknown",
+                        signal=signame)
             for task in self._workers:
                 task.cancel()
 
@@ -241,22 +243,24 @@ class Run:
             self._feeder = asyncio.create_task(self._feed(source, results, queue))
             self._workers = [asyncio.create_task(self._work(queue, client, results))
                              for _ in range(opts.worker_count())]
+            everything: asyncio.Future[Any] = asyncio.gather(self._feeder, *self._workers)
+            stopped: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
             try:
-                await self._feeder
-            except asyncio.CancelledError:
-                if not self.stopping.is_set():
-                    raise
-            except BulkpostError as exc:
-                self.stop(exc)
-            if not self.stopping.is_set():
-                for _ in self._workers:
-                    await queue.put(None)
-                await asyncio.gather(*self._workers, return_exceptions=True)
-            else:
-                _done, pending = await asyncio.wait(self._workers, timeout=opts.drain_timeout)
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*self._workers, return_exceptions=True)
+                await asyncio.wait({everything, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if everything.done():
+                    error = everything.exception()
+                    if isinstance(error, BulkpostError):
+                        self.stop(error)
+                    elif error is not None and not isinstance(error, asyncio.CancelledError):
+                        raise error
+                if self.stopping.is_set():
+                    # Requests on the wire may finish, for a bounded time.
+                    _done, late = await asyncio.wait(self._workers, timeout=opts.drain_timeout)
+                    for task in late:
+                        task.cancel()
+            finally:
+                stopped.cancel()
+                await asyncio.gather(self._feeder, *self._workers, return_exceptions=True)
 
     # -- feeder ----------------------------------------------------------------------------
     def _read_and_map(self, source: Source,
@@ -278,6 +282,9 @@ class Run:
         while not self.stopping.is_set():
             items = await asyncio.to_thread(self._read_and_map, source, mapper)
             if items is None:
+                if queue is not None:
+                    for _ in range(opts.worker_count()):
+                        await queue.put(None)  # one end mark per worker
                 return
             for item in items:
                 summary.rows += 1
@@ -351,8 +358,13 @@ class Run:
         except asyncio.CancelledError:
             # Cancelled while not on the wire (a graceful stop): nothing of this attempt
             # was sent, so the row may be retried. On the wire it stays ``unknown``.
-            if asyncio.current_task() not in self._on_wire and self._interrupts < 2:
+            task = asyncio.current_task()
+            if task in self._on_wire:
+                self._on_wire.discard(task)
+                self.summary.unknown += 1
+            else:
                 results.record(self._outcome(item, last, attempts, stopped=True))
+                self.summary.failed += 1
             raise
         assert last is not None
         outcome = self._outcome(item, last, attempts)
@@ -391,11 +403,10 @@ class Run:
             if self.stopping.is_set():
                 raise _Stopped
             self._on_wire.add(task)
-            try:
-                self._calls += 1
-                answer = await client.post_activity(item.body)
-            finally:
-                self._on_wire.discard(task)
+            self._calls += 1
+            # Cancelled here, the task stays "on the wire": its row remains unknown.
+            answer = await client.post_activity(item.body)
+            self._on_wire.discard(task)
             if answer.verdict is not Verdict.RATE_LIMITED:
                 if answer.verdict is Verdict.POSTED:
                     self._rate_limited_since = None

@@ -15,6 +15,27 @@ from typing import Never, TextIO
 from tqdm import tqdm
 
 
+class BarAwareStream:
+    """A stderr for log lines that does not tear the progress bar: while a bar is shown,
+    lines go through ``tqdm.write``, which clears the bar, prints, and redraws it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if tqdm._instances:  # type: ignore[attr-defined]
+            tqdm.write(text.rstrip("\n"), file=self._stream)
+        else:
+            self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
 class Progress:
     """A tqdm bar, or nothing when the stream is not a terminal."""
 

@@ -383,3 +383,46 @@ def test_unknown_rows_are_kept_until_resend_unknown(tmp_path: Path, make_sandbox
     forced = _run(data, mapping, results, server.url, "--resend-unknown")
     assert forced.code == 0 and forced.summary["posted"] == 1
     assert _ledger_keys(server.ledger())["K00002"] == 1
+
+
+def test_a_second_sigint_stops_at_once_leaving_rows_on_the_wire_unknown(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 40)
+    server = make_sandbox(rate="100/1s", latency=(20.0, 20.0))  # every answer takes 20 s
+    results = tmp_path / "r.csv"
+    process = _start(data, mapping, results, server.url, "--rate", "100/1s", "--workers", "8")
+    deadline = time.monotonic() + 30
+    while server.stats()["calls"] < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    try:
+        stdout, stderr = process.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        process.kill()
+        stdout, stderr = process.communicate()
+        raise AssertionError(stderr) from None
+    assert process.returncode == 3, stderr
+    assert time.monotonic() - started < 10  # did not wait for the 20 s answers
+    statuses = Counter(read_results_log(results).values())
+    assert statuses["unknown"] == 8 and statuses["posted"] == 0
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["exit_code"] == 3 and summary["unknown"] == 8
+    assert server.stats()["calls"] == 8
+
+
+def test_sigterm_is_a_graceful_stop(tmp_path: Path, make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 60)
+    server = make_sandbox(rate="20/1s", latency=(0.1, 0.2))
+    results = tmp_path / "r.csv"
+    process = _start(data, mapping, results, server.url, "--rate", "20/1s")
+    _wait_for_posted(results, 5)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 3, stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["aborted"] == "interrupted by SIGTERM"
+    assert "unknown" not in {r["status"] for r in read_results(results).values()}
