@@ -330,7 +330,6 @@ class Run:
     async def _deliver(self, item: Activity, client: LeadSquaredClient,
                        results: ResultsLog) -> RowOutcome:
         opts = self.options
-        await results.mark_in_flight(item.row, item.key, item.content_hash)
         attempts = 0
         last: Classified | None = None
         retrying = AsyncRetrying(
@@ -340,6 +339,7 @@ class Run:
             reraise=True,
         )
         try:
+            await results.mark_in_flight(item.row, item.key, item.content_hash)
             async for attempt in retrying:
                 with attempt:
                     attempts += 1
