@@ -1,24 +1,31 @@
 """The HTTP side: one aiohttp session per run, keys in headers, one call per activity.
 
-Owns the connection to LeadSquared: the host check (``https://`` required, except for
-loopback), the credentials (sent only as ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers,
-never in a URL, so aiohttp's exception texts, which quote URLs, cannot carry them),
-explicit timeouts, and turning transport failures into :class:`Classified` answers.
+Owns the connection to LeadSquared (Create, and the two look-ups that reconciliation
+needs: "Get Activities of a Lead", "Get Lead by Email Address"): the host check
+(``https://`` required, except for loopback), the credentials (sent only as
+``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers, never in a URL, so aiohttp's exception
+texts, which quote URLs, cannot carry them), explicit timeouts, and turning transport
+failures into :class:`Classified` answers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import json
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from bulkpost.errors import UsageError
-from bulkpost.response import Classified, classify, transport_failure
+from bulkpost.response import Classified, classify, classify_read, transport_failure
 
 CREATE_PATH = "/v2/ProspectActivity.svc/Create"
+RETRIEVE_PATH = "/v2/ProspectActivity.svc/Retrieve"
+LEAD_BY_EMAIL_PATH = "/v2/LeadManagement.svc/Leads.GetByEmailaddress"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,25 +96,49 @@ class LeadSquaredClient:
             await self._session.close()
             self._session = None
 
-    async def post(self, path: str, body: bytes) -> Classified:
-        """POST ``body`` to ``path`` and classify the answer. Never raises for I/O."""
+    async def _call(self, method: str, path: str, *, body: bytes | None = None,
+                    params: dict[str, str] | None = None,
+                    read: bool = False) -> tuple[Classified, Any]:
+        """One request, classified. Never raises for I/O: failures become RETRY answers."""
         assert self._session is not None, "use the client as an async context manager"
         try:
-            async with self._session.post(self.base + path, data=body) as response:
+            async with self._session.request(method, self.base + path, data=body,
+                                             params=params) as response:
                 raw = await response.read()
-                return classify(response.status, response.headers, raw)
+                if read:
+                    return classify_read(response.status, response.headers, raw)
+                return classify(response.status, response.headers, raw), None
         except TimeoutError:
-            return transport_failure("timeout", f"no answer within {self.timeout:g} s")
+            failure = transport_failure("timeout", f"no answer within {self.timeout:g} s")
         except aiohttp.ClientConnectorError as exc:
-            return transport_failure("connect error", self.credentials.scrub(
-                f"cannot connect to {self.base}: {exc.os_error.strerror or exc.os_error}"))
+            # The connection never opened: the request certainly did not arrive.
+            failure = transport_failure("connect error", self.credentials.scrub(
+                f"cannot connect to {self.base}: {exc.os_error.strerror or exc.os_error}"),
+                uncertain=False)
         except aiohttp.ServerDisconnectedError:
-            return transport_failure("disconnected", "the server closed the connection")
+            failure = transport_failure("disconnected", "the server closed the connection")
         except aiohttp.ClientPayloadError as exc:
-            return transport_failure("payload error", self.credentials.scrub(str(exc)))
+            failure = transport_failure("payload error", self.credentials.scrub(str(exc)))
         except (aiohttp.ClientError, OSError) as exc:
-            return transport_failure(type(exc).__name__, self.credentials.scrub(str(exc)))
+            failure = transport_failure(type(exc).__name__, self.credentials.scrub(str(exc)))
+        if read:
+            failure = dataclasses.replace(failure, uncertain=False)
+        return failure, None
 
     async def post_activity(self, body: bytes) -> Classified:
         """Post one activity ("Post an Activity on a Lead")."""
-        return await self.post(CREATE_PATH, body)
+        answer, _ = await self._call("POST", CREATE_PATH, body=body)
+        return answer
+
+    async def retrieve_activities(self, lead_id: str, event: int, offset: int,
+                                  count: int = 25) -> tuple[Classified, Any]:
+        """One page of "Get Activities of a Lead" for one event code, newest first."""
+        query = {"Parameter": {"ActivityEvent": event},
+                 "Paging": {"Offset": str(offset), "RowCount": str(count)}}
+        return await self._call("POST", RETRIEVE_PATH, params={"leadId": lead_id},
+                                body=json.dumps(query).encode(), read=True)
+
+    async def lead_by_email(self, email: str) -> tuple[Classified, Any]:
+        """"Get Lead by Email Address": a list of matching leads."""
+        return await self._call("GET", LEAD_BY_EMAIL_PATH, params={"emailaddress": email},
+                                read=True)

@@ -20,26 +20,22 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from bulkpost.activity import Activity, InvalidRow, RowMapper
 from bulkpost.client import Credentials, LeadSquaredClient
+from bulkpost.delivery import Courier, DeliverySettings, Job, Tally
 from bulkpost.errors import AbortRun, BulkpostError, ResultsWriteError, UsageError
 from bulkpost.mapping import Mapping, check_columns
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateLimit, RateSpec
-from bulkpost.response import Classified, Verdict
+from bulkpost.reconcile import SendWindow
 from bulkpost.results import ResultsLog, RowOutcome
-from bulkpost.resume import Action, Status, plan_row
+from bulkpost.resume import Action, Previous, Status, plan_row
 from bulkpost.source import Source, count_rows, open_source
 
 log = structlog.get_logger("bulkpost")
@@ -86,17 +82,33 @@ class Summary:
     invalid: int = 0
     unknown: int = 0
     to_send: int = 0
+    calls: int = 0
     rate_limited: int = 0
     retries: int = 0
+    reconciled: int = 0
+    found_posted: int = 0
     elapsed_s: float = 0.0
-    calls_per_s: float = 0.0
     dry_run: bool = False
     aborted: str = ""
     results: str = ""
 
-    def count(self, status: Status) -> None:
+    def count(self, status: Status, rows: int = 1) -> None:
         name = status.value
-        setattr(self, name, getattr(self, name) + 1)
+        setattr(self, name, getattr(self, name) + rows)
+
+    def add(self, tally: Tally) -> None:
+        """Fold in what the workers counted."""
+        for status, rows in tally.statuses.items():
+            self.count(status, rows)
+        self.calls += tally.calls
+        self.rate_limited += tally.rate_limited
+        self.retries += tally.retries
+        self.reconciled += tally.reconciled
+        self.found_posted += tally.found_posted
+
+    @property
+    def calls_per_s(self) -> float:
+        return self.calls / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
     def exit_code(self) -> int:
@@ -112,8 +124,10 @@ class Summary:
             "rows": self.rows, "posted": self.posted, "skipped": self.skipped,
             "failed": self.failed, "rejected": self.rejected, "invalid": self.invalid,
             "unknown": self.unknown, "elapsed_s": round(self.elapsed_s, 3),
-            "calls_per_s": round(self.calls_per_s, 3), "rate_limited": self.rate_limited,
-            "retries": self.retries, "results": self.results, "exit_code": self.exit_code,
+            "calls": self.calls, "calls_per_s": round(self.calls_per_s, 3),
+            "rate_limited": self.rate_limited, "retries": self.retries,
+            "reconciled": self.reconciled, "found_posted": self.found_posted,
+            "results": self.results, "exit_code": self.exit_code,
         }
         if self.dry_run:
             data["dry_run"] = True
@@ -121,18 +135,6 @@ class Summary:
         if self.aborted:
             data["aborted"] = self.aborted
         return data
-
-
-class _Retry(Exception):
-    """An attempt whose answer says: back off and try again."""
-
-    def __init__(self, outcome: Classified) -> None:
-        super().__init__(outcome.error)
-        self.outcome = outcome
-
-
-class _Stopped(Exception):
-    """The run is stopping; this row was not sent (again)."""
 
 
 class Run:
@@ -144,9 +146,7 @@ class Run:
         self.limit = RateLimit(options.rate, options.rate_margin)
         self.stopping = asyncio.Event()
         self._abort: BulkpostError | None = None
-        self._calls = 0
-        self._rate_limited_since: float | None = None
-        self._on_wire: set[asyncio.Task[Any]] = set()
+        self._courier: Courier | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
         self._interrupts = 0
@@ -162,8 +162,9 @@ class Run:
         self.stopping.set()
         if self._feeder is not None:
             self._feeder.cancel()
+        on_wire = self._courier.on_wire if self._courier else set()
         for task in self._workers:
-            if task not in self._on_wire:
+            if task not in on_wire:
                 task.cancel()
 
     def interrupt(self, signame: str) -> None:
@@ -218,8 +219,8 @@ class Run:
                 counter.cancel()
             self.progress.close()
             self.summary.elapsed_s = time.monotonic() - started
-            if self.summary.elapsed_s > 0:
-                self.summary.calls_per_s = self._calls / self.summary.elapsed_s
+            if self._courier is not None:
+                self.summary.add(self._courier.tally)
             try:
                 if self._interrupts < 2:
                     await results.sync()
@@ -237,11 +238,15 @@ class Run:
     async def _post_all(self, source: Source, results: ResultsLog) -> None:
         opts = self.options
         assert opts.credentials is not None
-        queue: asyncio.Queue[Activity | None] = asyncio.Queue(maxsize=opts.worker_count() * 4)
+        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=opts.worker_count() * 4)
         async with LeadSquaredClient(opts.host, opts.credentials, timeout=opts.timeout,
                                      connections=opts.worker_count()) as client:
+            settings = DeliverySettings(opts.max_attempts, opts.backoff, opts.timeout,
+                                        opts.max_rate_limited)
+            courier = self._courier = Courier(settings, self.limit, client, results,
+                                              self.stopping, self.stop)
             self._feeder = asyncio.create_task(self._feed(source, results, queue))
-            self._workers = [asyncio.create_task(self._work(queue, client, results))
+            self._workers = [asyncio.create_task(self._work(queue, courier))
                              for _ in range(opts.worker_count())]
             everything: asyncio.Future[Any] = asyncio.gather(self._feeder, *self._workers)
             stopped: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
@@ -275,7 +280,7 @@ class Run:
         return mapped
 
     async def _feed(self, source: Source, results: ResultsLog,
-                    queue: asyncio.Queue[Activity | None] | None) -> None:
+                    queue: asyncio.Queue[Job | None] | None) -> None:
         opts = self.options
         mapper = RowMapper(opts.mapping, source.utc_columns)
         summary = self.summary
@@ -290,14 +295,14 @@ class Run:
                 summary.rows += 1
                 previous = results.previous(item.row)
                 action = plan_row(item, previous, opts.resend_unknown)
-                if action is Action.SEND:
+                if action in (Action.SEND, Action.RECONCILE):
                     assert isinstance(item, Activity)
                     if queue is None:
                         summary.to_send += 1
                         self.progress.done()
                     else:
                         self.progress.queued()
-                        await queue.put(item)
+                        await queue.put(self._job(item, action, previous, results))
                 elif action is Action.RECORD_INVALID:
                     assert isinstance(item, InvalidRow)
                     results.record(RowOutcome(
@@ -313,121 +318,33 @@ class Run:
                     summary.count(previous.status)
                     self.progress.done()
 
+    def _job(self, item: Activity, action: Action, previous: Previous | None,
+             results: ResultsLog) -> Job:
+        if action is not Action.RECONCILE:
+            return Job(item, previous.status if previous else None)
+        assert previous is not None
+        window = None
+        earlier = results.last_outcome(item.row)
+        if earlier is not None and earlier.updated_at:
+            # The earlier run's attempts ended at updated_at; each took at most a timeout
+            # and a backoff.
+            last = datetime.strptime(earlier.updated_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            span = max(1, earlier.attempts) * (self.options.timeout + 30 * self.options.backoff)
+            window = SendWindow.around(last - timedelta(seconds=span), last,
+                                       self.options.timeout)
+        return Job(item, previous.status, reconcile_first=True, window=window)
+
     # -- workers ---------------------------------------------------------------------------
-    async def _work(self, queue: asyncio.Queue[Activity | None], client: LeadSquaredClient,
-                    results: ResultsLog) -> None:
-        while (item := await queue.get()) is not None:
+    async def _work(self, queue: asyncio.Queue[Job | None], courier: Courier) -> None:
+        while (job := await queue.get()) is not None:
             if self.stopping.is_set():
                 return
             try:
-                outcome = await self._deliver(item, client, results)
+                await courier.deliver(job)
             except ResultsWriteError as exc:
                 self.stop(exc)
                 return
-            self.summary.count(outcome.status)
             self.progress.done(sent=True)
-
-    async def _deliver(self, item: Activity, client: LeadSquaredClient,
-                       results: ResultsLog) -> RowOutcome:
-        opts = self.options
-        attempts = 0
-        last: Classified | None = None
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(opts.max_attempts),
-            wait=wait_exponential_jitter(initial=opts.backoff, max=opts.backoff * 30),
-            retry=retry_if_exception_type(_Retry),
-            reraise=True,
-        )
-        try:
-            await results.mark_in_flight(item.row, item.key, item.content_hash)
-            async for attempt in retrying:
-                with attempt:
-                    attempts += 1
-                    if attempts > 1:
-                        self.summary.retries += 1
-                    last = await self._send(item, client)
-                    if last.verdict is Verdict.RETRY:
-                        log.debug("retrying", row=item.row, error=last.error, attempt=attempts)
-                        raise _Retry(last)
-        except _Retry:
-            pass
-        except _Stopped:
-            outcome = self._outcome(item, last, attempts, stopped=True)
-            results.record(outcome)
-            return outcome
-        except asyncio.CancelledError:
-            # Cancelled while not on the wire (a graceful stop): nothing of this attempt
-            # was sent, so the row may be retried. On the wire it stays ``unknown``.
-            task = asyncio.current_task()
-            if task in self._on_wire:
-                self._on_wire.discard(task)
-                self.summary.unknown += 1
-            else:
-                results.record(self._outcome(item, last, attempts, stopped=True))
-                self.summary.failed += 1
-            raise
-        assert last is not None
-        outcome = self._outcome(item, last, attempts)
-        results.record(outcome)
-        if last.verdict is Verdict.FATAL:
-            self.stop(AbortRun(last.error))
-        return outcome
-
-    def _outcome(self, item: Activity, last: Classified | None, attempts: int,
-                 stopped: bool = False) -> RowOutcome:
-        if stopped or last is None:
-            error = "stopped before it was sent" if last is None else (
-                f"stopped while retrying: {last.error}")
-            return RowOutcome(item.row, item.key, Status.FAILED,
-                              http_status=last.http_status if last else None,
-                              error_type=last.error_type if last else "stopped",
-                              error=error, attempts=attempts, content_hash=item.content_hash)
-        status = {
-            Verdict.POSTED: Status.POSTED,
-            Verdict.REJECTED: Status.REJECTED,
-            Verdict.RETRY: Status.FAILED,
-            Verdict.FATAL: Status.FAILED,
-        }[last.verdict]
-        return RowOutcome(item.row, item.key, status, activity_id=last.activity_id,
-                          http_status=last.http_status, error_type=last.error_type,
-                          error=last.error, attempts=attempts, content_hash=item.content_hash)
-
-    async def _send(self, item: Activity, client: LeadSquaredClient) -> Classified:
-        """One attempt: wait for a slot, post, and sit out rate limiting until answered."""
-        task = asyncio.current_task()
-        assert task is not None
-        while True:
-            if self.stopping.is_set():
-                raise _Stopped
-            await self.limit.acquire()
-            if self.stopping.is_set():
-                raise _Stopped
-            self._on_wire.add(task)
-            self._calls += 1
-            # Cancelled here, the task stays "on the wire": its row remains unknown.
-            answer = await client.post_activity(item.body)
-            self._on_wire.discard(task)
-            if answer.verdict is not Verdict.RATE_LIMITED:
-                if answer.verdict is Verdict.POSTED:
-                    self._rate_limited_since = None
-                return answer
-            self._note_rate_limited(answer)
-
-    def _note_rate_limited(self, answer: Classified) -> None:
-        self.summary.rate_limited += 1
-        now = time.monotonic()
-        if self._rate_limited_since is None:
-            self._rate_limited_since = now
-        elif now - self._rate_limited_since > self.options.max_rate_limited:
-            self.stop(AbortRun(
-                f"rate limited for {now - self._rate_limited_since:.0f} s without a success: "
-                "the daily quota may be spent, or another client uses the whole allowance; "
-                "run the same command later to resume"))
-            raise _Stopped
-        if self.limit.paused_for() <= 0:
-            log.warning("rate limited by the server: pausing all workers",
-                        retry_after=answer.retry_after, error=answer.error)
-        self.limit.pause(answer.retry_after)
 
 
 def run_sync(options: RunOptions, *, configure: Callable[[], None] | None = None) -> Summary:

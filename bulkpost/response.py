@@ -8,13 +8,15 @@ worker does next. The rules, from our API notes:
   workers pause (``Retry-After`` honoured when sent), then the row is retried.
 - rejected: any other ``MX…`` exception, or a 4xx that is not about keys or the URL. The
   API refused this row; retrying cannot help.
-- retry: a 5xx without an MX type, an HTML gateway page, an unreadable 200. Backed off and
-  retried; these are *uncertain*: the activity may have been created.
+- retry: a 5xx without an MX type, an HTML gateway page, an unreadable 200, a timeout or a
+  reset. Backed off and retried; all but a connection that never opened are *uncertain*:
+  the activity may have been created, so the row is reconciled before it is sent again.
 - fatal: 401 (keys, or the wrong regional host) and 404 (wrong URL): stop the whole run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import enum
 import json
@@ -22,6 +24,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 
 class Verdict(enum.Enum):
@@ -30,6 +33,7 @@ class Verdict(enum.Enum):
     REJECTED = "rejected"
     RETRY = "retry"
     FATAL = "fatal"
+    OK = "ok"  # a look-up answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,7 @@ class Classified:
     error_type: str = ""
     error: str = ""
     retry_after: float | None = None  # seconds, when the server said so
+    uncertain: bool = False  # a retry whose request may have been carried out
 
 
 RATE_LIMIT_TYPE = "MXAPIRateLimitExceededException"
@@ -75,13 +80,45 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
+def _parse(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
 def classify(status: int, headers: Mapping[str, str], body: bytes,
              now: datetime | None = None) -> Classified:
-    """Decide what one HTTP answer means. Pure; never raises."""
-    try:
-        document = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        document = None
+    """Decide what one answer to "Post an Activity" means. Pure; never raises."""
+    document = _parse(body)
+    payload = document if isinstance(document, dict) else {}
+    if status == 200 and payload.get("Status") == "Success":
+        inner = payload.get("Message")
+        activity_id = inner.get("Id") if isinstance(inner, dict) else None
+        if isinstance(activity_id, str) and activity_id:
+            return Classified(Verdict.POSTED, status, activity_id=activity_id)
+    return _not_done(status, headers, body, document, now,
+                     "HTTP 200 without a Success status and an activity Id")
+
+
+def classify_read(status: int, headers: Mapping[str, str], body: bytes,
+                  now: datetime | None = None) -> tuple[Classified, Any]:
+    """Decide what the answer to a look-up means: ``(verdict, parsed JSON)``.
+
+    Success is HTTP 200 with a JSON document that is not an error body; everything else is
+    classified as for a create (a look-up creates nothing, so nothing is uncertain).
+    """
+    document = _parse(body)
+    payload = document if isinstance(document, dict) else {}
+    if (status == 200 and document is not None and not payload.get("ExceptionType")
+            and payload.get("Status") != "Error"):
+        return Classified(Verdict.OK, status), document
+    verdict = _not_done(status, headers, body, document, now, "HTTP 200 with no readable JSON")
+    return dataclasses.replace(verdict, uncertain=False), None
+
+
+def _not_done(status: int, headers: Mapping[str, str], body: bytes, document: Any,
+              now: datetime | None, unreadable_200: str) -> Classified:
     payload = document if isinstance(document, dict) else {}
     exception_type = str(payload.get("ExceptionType") or "")
     message = _one_line(str(payload.get("ExceptionMessage") or payload.get("Message") or ""))
@@ -96,11 +133,6 @@ def classify(status: int, headers: Mapping[str, str], body: bytes,
     if status == 404:
         return Classified(Verdict.FATAL, status, error_type=exception_type or "HTTP 404",
                           error="the API path was not found (404): check --host")
-    if status == 200 and payload.get("Status") == "Success":
-        inner = payload.get("Message")
-        activity_id = inner.get("Id") if isinstance(inner, dict) else None
-        if isinstance(activity_id, str) and activity_id:
-            return Classified(Verdict.POSTED, status, activity_id=activity_id)
     if exception_type.startswith("MX"):
         return Classified(Verdict.REJECTED, status, error_type=exception_type,
                           error=message or exception_type)
@@ -111,12 +143,15 @@ def classify(status: int, headers: Mapping[str, str], body: bytes,
     if document is None and body.lstrip()[:1] == b"<":
         reason = "HTML page instead of JSON (gateway error)"
     elif status == 200:
-        reason = "HTTP 200 without a Success status and an activity Id"
+        reason = unreadable_200
     else:
         reason = message or _one_line(body.decode("utf-8", "replace")) or "no body"
-    return Classified(Verdict.RETRY, status, error_type=f"HTTP {status}", error=reason)
+    # The server took the request and failed somewhere: it may have been carried out.
+    return Classified(Verdict.RETRY, status, error_type=f"HTTP {status}", error=reason,
+                      uncertain=True)
 
 
-def transport_failure(kind: str, detail: str) -> Classified:
-    """A request that got no HTTP answer (timeout, reset): retried, outcome uncertain."""
-    return Classified(Verdict.RETRY, None, error_type=kind, error=_one_line(detail))
+def transport_failure(kind: str, detail: str, *, uncertain: bool = True) -> Classified:
+    """A request that got no HTTP answer: retried; uncertain unless it never left."""
+    return Classified(Verdict.RETRY, None, error_type=kind, error=_one_line(detail),
+                      uncertain=uncertain)

@@ -15,7 +15,7 @@ a row's last line is its state. Rules:
 - at the end the log is compacted, by atomic replace, to one line per row.
 
 In memory the log keeps only compact per-row arrays (status, content hash, key digest,
-offset of the row's last line), so resuming a million rows stays small.
+activity-Id digest, offset of the row's last line), so resuming a million rows stays small.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 from bulkpost.errors import ResultsLocked, ResultsWriteError, UsageError
 from bulkpost.resume import Previous, Status, key_digest
@@ -115,6 +117,7 @@ class ResultsLog:
         self._status = array("b")
         self._hash = array("Q")
         self._key = array("Q")
+        self._activity = array("Q")  # digest of the activity Id of a posted row
         self._offset = array("q")
         self._fd = -1
         self._lock_fd = -1
@@ -197,10 +200,13 @@ class ResultsLog:
             self._status.extend(bytes(grow))
             self._hash.extend([0] * grow)
             self._key.extend([0] * grow)
+            self._activity.extend([0] * grow)
             self._offset.extend([-1] * grow)
         self._status[row] = _STATUS_CODES[outcome.status]
         self._hash[row] = int(outcome.content_hash, 16) if outcome.content_hash else 0
         self._key[row] = key_digest(outcome.key) if outcome.key else 0
+        self._activity[row] = (key_digest(outcome.activity_id)
+                               if outcome.status is Status.POSTED and outcome.activity_id else 0)
         self._offset[row] = offset
 
     def previous(self, row: int) -> Previous | None:
@@ -212,6 +218,30 @@ class ResultsLog:
             content_hash=f"{self._hash[row]:016x}" if self._hash[row] else "",
             key_digest=self._key[row],
         )
+
+    def claimed_ids(self, content_hash: str) -> set[int]:
+        """Digests of the activity Ids held by posted rows with this content hash."""
+        if not content_hash:
+            return set()
+        hashes = np.frombuffer(self._hash, dtype=np.uint64)
+        rows = np.flatnonzero(hashes == np.uint64(int(content_hash, 16)))
+        posted = _STATUS_CODES[Status.POSTED]
+        return {self._activity[r] for r in rows.tolist() if self._status[r] == posted}
+
+    def last_outcome(self, row: int) -> RowOutcome | None:
+        """The row's last line, read back from the file."""
+        if row >= len(self._status) or not self._status[row]:
+            return None
+        offset, chunk = self._offset[row], b""
+        while not chunk.endswith(b"\n"):
+            more = os.pread(self._fd, 4096, offset + len(chunk))
+            if not more:
+                break
+            chunk += more
+            if b"\n" in chunk:
+                chunk = chunk[:chunk.index(b"\n") + 1]
+        fields = next(csv.reader([chunk.decode("utf-8", "replace")]), [])
+        return parse_line(fields)
 
     def counts(self) -> dict[Status, int]:
         """How many rows are in each status now."""

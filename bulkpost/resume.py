@@ -4,10 +4,12 @@ Pure functions over plain values, no I/O. The rules:
 
 - never seen: send it (or record it ``invalid``);
 - ``posted``: skip; it is never sent twice;
-- ``failed`` (retryable, attempts spent): send again;
+- ``failed`` (retryable, attempts spent): reconcile (an attempt may have created it), then
+  send if it was not created;
 - ``rejected``: send again only if the request it would send changed (content hash);
 - ``invalid``: validate again (free: no call); send if it is now valid;
-- ``unknown`` (may have reached the API): keep, and count, unless ``--resend-unknown``.
+- ``unknown`` (may have reached the API): reconcile, then send if it was not created;
+  with ``--resend-unknown``, send without looking.
 
 A row whose key differs from the key recorded under its number means the results file was
 written for another input; that stops the run before any request.
@@ -35,9 +37,10 @@ class Status(enum.Enum):
 
 class Action(enum.Enum):
     SEND = "send"            # post it
+    RECONCILE = "reconcile"  # look it up first: an earlier run may have created it
     RECORD_INVALID = "invalid"  # record it invalid, send nothing
     SKIP_POSTED = "skipped"  # posted by an earlier run
-    KEEP = "keep"            # keep the earlier outcome (rejected unchanged, unknown)
+    KEEP = "keep"            # keep the earlier outcome (rejected unchanged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +69,15 @@ def plan_row(current: Activity | InvalidRow, previous: Previous | None,
     status = previous.status if previous else None
     if status is Status.POSTED:
         return Action.SKIP_POSTED
-    if status is Status.UNKNOWN and not resend_unknown:
-        return Action.KEEP
     if isinstance(current, InvalidRow):
+        # An unknown row that no longer validates cannot be looked up: keep what we know.
+        if status is Status.UNKNOWN and not resend_unknown:
+            return Action.KEEP
         return Action.RECORD_INVALID
+    if status is Status.UNKNOWN:
+        return Action.SEND if resend_unknown else Action.RECONCILE
+    if status is Status.FAILED:
+        return Action.RECONCILE
     if (status is Status.REJECTED and previous is not None
             and previous.content_hash == current.content_hash):
         return Action.KEEP

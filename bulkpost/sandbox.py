@@ -1,10 +1,12 @@
 """A LeadSquared look-alike on loopback, for the demo and the tests.
 
-Owns a fake with real behaviour, not a mock: the real Create path, auth by headers or
-query string (401 otherwise), the API's validation and error bodies, a strict sliding-window
+Owns a fake with real behaviour, not a mock: the real Create, Retrieve ("Get Activities of
+a Lead", newest first, 25 a page) and lead-by-e-mail paths, auth by headers or query string
+(401 otherwise), the API's validation and error bodies, a strict sliding-window
 rate limit per access key (at most N accepted calls in any T seconds, 429 with the
 ``MXAPIRateLimitExceededException`` body beyond), latency, and faults injected by a seeded
-random generator so a run can be reproduced:
+random generator so a run can be reproduced (the lookups get the faults that strike before
+anything is created):
 
 =================  ====================================================================
 ``500-before``     HTTP 500 without an MX type; nothing created
@@ -12,6 +14,7 @@ random generator so a run can be reproduced:
 ``html``           HTTP 502 with an HTML gateway page; nothing created
 ``reset-before``   the connection is reset before anything is created
 ``reset-after``    the activity is created, then the connection is reset
+``hang-after``     the activity is created, then the answer waits ``slow_seconds``
 ``429-other``      HTTP 429, as if another client had used the window; nothing created
 ``ratelimit-200``  the rate-limit body under HTTP 200; nothing created
 ``slow``           the answer comes after ``slow_seconds`` more (default 5 s)
@@ -38,13 +41,13 @@ from typing import Any
 from aiohttp import web
 
 from bulkpost.activity import GUID
-from bulkpost.client import CREATE_PATH
+from bulkpost.client import CREATE_PATH, LEAD_BY_EMAIL_PATH, RETRIEVE_PATH
 from bulkpost.errors import UsageError
 from bulkpost.mapping import CUSTOM_FIELD
 from bulkpost.ratelimit import RateSpec
 
 FAULT_KINDS = ("500-before", "500-after", "html", "reset-before", "reset-after",
-               "429-other", "ratelimit-200", "slow")
+               "hang-after", "429-other", "ratelimit-200", "slow")
 DEFAULT_ACCESS_KEY = "demo-access-key"
 DEFAULT_SECRET_KEY = "demo-secret-key"
 API_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
@@ -96,6 +99,7 @@ class Stats:
     rate_limited: int = 0
     unauthorized: int = 0
     rejected: int = 0
+    lookups: int = 0
     max_in_window: int = 0
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
 
@@ -121,7 +125,11 @@ class Sandbox:
         self._arrivals: dict[str, collections.deque[float]] = collections.defaultdict(
             collections.deque)
         self.app = web.Application()
+        self._by_lead: dict[str, list[dict[str, Any]]] = {}
+        self._leads_by_email: dict[str, str] = {}
         self.app.router.add_post(CREATE_PATH, self._create)
+        self.app.router.add_post(RETRIEVE_PATH, self._retrieve)
+        self.app.router.add_get(LEAD_BY_EMAIL_PATH, self._lead_by_email)
         self.app.router.add_get("/_sandbox/stats", self._stats)
         self.app.router.add_get("/_sandbox/ledger", self._ledger)
         self._runner: web.AppRunner | None = None
@@ -150,7 +158,7 @@ class Sandbox:
     def stats_dict(self) -> dict[str, Any]:
         s = self.stats
         return {"calls": s.calls, "created": s.created, "rate_limited": s.rate_limited,
-                "unauthorized": s.unauthorized, "rejected": s.rejected,
+                "unauthorized": s.unauthorized, "rejected": s.rejected, "lookups": s.lookups,
                 "max_in_window": s.max_in_window, "faults": dict(s.faults),
                 "rate": str(self.rate)}
 
@@ -214,18 +222,21 @@ class Sandbox:
             transport.abort()
         return web.Response(status=500)
 
-    async def _create(self, request: web.Request) -> web.StreamResponse:
+    async def _admit(self, request: web.Request) -> tuple[str, str | None] | web.StreamResponse:
+        """What every endpoint does first: auth, the window, a fault drawn, the latency.
+
+        Returns the access key and the fault still to play out, or the answer to give now.
+        """
         now = time.monotonic()
         self.stats.calls += 1
         access_key = self._access_key(request)
         if access_key is None:
             self.stats.unauthorized += 1
-            return _error(401, "MXUnAuthorizedException",
-                          "Invalid access key or secret key")
+            return _error(401, "MXUnAuthorizedException", "Invalid access key or secret key")
         if not self._window_admits(access_key, now):
             return self._rate_limited()
         fault = self._draw_fault()
-        raw = await request.read()
+        await request.read()
         if fault == "429-other":
             return self._rate_limited(429)
         if fault == "ratelimit-200":
@@ -237,12 +248,19 @@ class Sandbox:
             return web.Response(status=500, text="Internal Server Error")
         if fault == "html":
             return web.Response(status=502, text=GATEWAY_PAGE, content_type="text/html")
+        return access_key, fault
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        admitted = await self._admit(request)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        access_key, fault = admitted
         if request.content_type != "application/json":
             self.stats.rejected += 1
             return _error(400, "MXInvalidRequestException",
                           "Content-Type must be application/json")
         try:
-            body = json.loads(raw)
+            body = json.loads(await request.read())
         except ValueError:
             self.stats.rejected += 1
             return _error(400, "MXInvalidRequestException", "The request body is not JSON")
@@ -256,7 +274,50 @@ class Sandbox:
             return web.Response(status=500, text="Internal Server Error")
         if fault == "reset-after":
             return self._reset(request)
+        if fault == "hang-after":
+            await asyncio.sleep(self.slow_seconds)
         return web.json_response({"Status": "Success", "Message": {"Id": activity_id}})
+
+    async def _retrieve(self, request: web.Request) -> web.StreamResponse:
+        """"Get Activities of a Lead": newest first, filtered by event, paged."""
+        admitted = await self._admit(request)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        self.stats.lookups += 1
+        lead_id = request.query.get("leadId", "")
+        try:
+            body = json.loads(await request.read() or b"{}")
+            parameter = body.get("Parameter") or {}
+            paging = body.get("Paging") or {}
+            event = int(parameter["ActivityEvent"]) if "ActivityEvent" in parameter else None
+            offset = int(paging.get("Offset", 0))
+            count = int(paging.get("RowCount", 25))
+        except (ValueError, TypeError, AttributeError, KeyError):
+            return _error(500, "MXInvalidInputException", "Invalid Parameter or Paging")
+        if not GUID.fullmatch(lead_id):
+            return _error(500, "MXInvalidInputException", f"Invalid leadId: {lead_id}")
+        if not 0 < count <= 25 or offset < 0:
+            return _error(500, "MXInvalidInputException", "RowCount must be 1..25")
+        entries = [e for e in reversed(self._by_lead.get(lead_id.lower(), []))
+                   if event is None or e["ActivityEvent"] == event]
+        page = entries[offset:offset + count]
+        return web.json_response({"RecordCount": len(entries), "ProspectActivities": [{
+            "Id": e["Id"], "EventCode": e["ActivityEvent"],
+            "EventName": f"Event {e['ActivityEvent']}",
+            "CreatedOn": e["CreatedOn"], "Type": "Activity",
+            "Data": {"ActivityEvent_Note": e["ActivityNote"] or "", **e["Fields"]},
+        } for e in page]})
+
+    async def _lead_by_email(self, request: web.Request) -> web.StreamResponse:
+        """"Get Lead by Email Address": a list with the lead, or an empty list."""
+        admitted = await self._admit(request)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        self.stats.lookups += 1
+        email = request.query.get("emailaddress", "").strip().lower()
+        lead_id = self._leads_by_email.get(email)
+        return web.json_response(
+            [{"ProspectID": lead_id, "EmailAddress": email}] if lead_id else [])
 
     def _validate(self, body: Any) -> str | None:
         if not isinstance(body, dict):
@@ -300,8 +361,18 @@ class Sandbox:
 
     def _record(self, access_key: str, activity_id: str, body: dict[str, Any]) -> None:
         self.stats.created += 1
-        entry = {
+        lead_id: str | None = body.get("RelatedProspectId")
+        if lead_id is None:
+            # No lead has this e-mail yet: the API creates one. (_validate checked the type.)
+            email = str(body["EmailAddress"]).strip().lower()
+            lead_id = self._leads_by_email.setdefault(
+                email, str(uuid.uuid5(uuid.NAMESPACE_URL, "mailto:" + email)))
+        lead_id = lead_id.lower()
+        entry: dict[str, Any] = {
             "Id": activity_id,
+            "LeadId": lead_id,
+            "CreatedOn": body.get("ActivityDateTime") or time.strftime(
+                "%Y-%m-%d %H:%M:%S", time.gmtime()),
             "RelatedProspectId": body.get("RelatedProspectId"),
             "EmailAddress": body.get("EmailAddress"),
             "ActivityEvent": body.get("ActivityEvent"),
@@ -312,6 +383,7 @@ class Sandbox:
             "ReceivedAt": time.time(),
         }
         self.ledger.append(entry)
+        self._by_lead.setdefault(lead_id, []).append(entry)
         if self._ledger_file is not None:
             self._ledger_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
             self._ledger_file.flush()

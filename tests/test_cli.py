@@ -231,7 +231,8 @@ def _start(data: Path, mapping: Path, results: Path, url: str,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
 
 
-def test_kill_9_then_rerun_posts_no_completed_row_twice(tmp_path: Path, make_sandbox: Any) -> None:
+def test_kill_9_then_rerun_posts_every_row_exactly_once(tmp_path: Path,
+                                                        make_sandbox: Any) -> None:
     data, mapping = _inputs(tmp_path, 150)
     server = make_sandbox(rate="40/1s", latency=(0.05, 0.25))
     results = tmp_path / "r.csv"
@@ -241,20 +242,20 @@ def test_kill_9_then_rerun_posts_no_completed_row_twice(tmp_path: Path, make_san
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=30)
     before = read_results_log(results)
-    finished = _run(data, mapping, results, server.url, "--rate", "40/1s")
     unknown = [row for row, status in before.items() if status == "unknown"]
-    assert finished.summary["unknown"] == len(unknown)
-    assert finished.code == (1 if unknown else 0)
-    keys = _ledger_keys(server.ledger())
-    assert max(keys.values()) == 1  # no row was created twice
+    assert unknown  # killed with requests on the wire
+    finished = _run(data, mapping, results, server.url, "--rate", "40/1s")
+    assert finished.code == 0, finished.stderr
+    # Rows left in flight were looked up, not guessed at: found ones are posted with the
+    # Id the API gave them, the others were sent once.
+    assert finished.summary["reconciled"] == len(unknown)
+    assert finished.summary["found_posted"] <= len(unknown)
+    ledger = server.ledger()
+    keys = _ledger_keys(ledger)
+    assert len(keys) == 150 and max(keys.values()) == 1
+    ids = {e["Fields"]["mx_Custom_1"]: e["Id"] for e in ledger}
     rows = read_results(results)
-    posted = {r["key"] for r in rows.values() if r["status"] == "posted"}
-    assert posted <= set(keys) and len(posted) == 150 - len(unknown)
-    # What was in flight at the kill is unknown, never silently re-sent; at most a
-    # worker pool's worth of rows.
-    assert len(unknown) <= 2 * 64
-    forced = _run(data, mapping, results, server.url, "--rate", "40/1s", "--resend-unknown")
-    assert forced.code == 0 and forced.summary["unknown"] == 0
+    assert {r["key"]: r["activity_id"] for r in rows.values()} == ids
 
 
 def read_results_log(path: Path) -> dict[int, str]:
@@ -372,18 +373,34 @@ def test_json_logs_are_json_lines_without_secrets(tmp_path: Path, make_sandbox: 
     assert SECRET not in result.stderr
 
 
-def test_unknown_rows_are_kept_until_resend_unknown(tmp_path: Path, make_sandbox: Any) -> None:
+def test_unknown_rows_are_reconciled_and_resend_unknown_skips_the_look_up(
+        tmp_path: Path, make_sandbox: Any) -> None:
     data, mapping = _inputs(tmp_path, 3)
     server = make_sandbox()
     results = tmp_path / "r.csv"
-    results.write_text(
-        "row,key,status,activity_id,http_status,error_type,error,attempts,updated_at,"
-        "content_hash\n2,K00002,unknown,,,,in flight,0,2026-01-01T00:00:00Z,\n")
-    kept = _run(data, mapping, results, server.url)
-    assert kept.code == 1 and kept.summary["unknown"] == 1 and kept.summary["posted"] == 2
-    forced = _run(data, mapping, results, server.url, "--resend-unknown")
-    assert forced.code == 0 and forced.summary["posted"] == 1
+    header = ("row,key,status,activity_id,http_status,error_type,error,attempts,updated_at,"
+              "content_hash\n")
+    first = _run(data, mapping, results, server.url)
+    assert first.code == 0
+    created = {e["Fields"]["mx_Custom_1"]: e["Id"] for e in server.ledger()}
+    # As if row 2's answer had been lost and row 3 never sent: both unknown.
+    results.write_text(header + "".join(
+        f"{n},K{n:05d},unknown,,,,in flight,1,2026-01-01T00:00:00Z,\n" for n in (2, 3)))
+    server.sandbox.ledger = [e for e in server.sandbox.ledger if e["Id"] != created["K00003"]]
+    server.sandbox._by_lead = {lead: [e for e in entries if e["Id"] != created["K00003"]]
+                               for lead, entries in server.sandbox._by_lead.items()}
+    again = _run(data, mapping, results, server.url)
+    assert again.code == 0, again.stderr
+    assert again.summary["reconciled"] == 2 and again.summary["found_posted"] == 1
+    rows = read_results(results)
+    assert rows[2]["activity_id"] == created["K00002"] and rows[2]["error_type"] == "reconciled"
+    assert rows[3]["status"] == "posted" and rows[3]["activity_id"] != created["K00003"]
     assert _ledger_keys(server.ledger())["K00002"] == 1
+    # --resend-unknown sends without looking: the documented way to force a duplicate.
+    results.write_text(header + "2,K00002,unknown,,,,in flight,1,2026-01-01T00:00:00Z,\n")
+    forced = _run(data, mapping, results, server.url, "--resend-unknown")
+    assert forced.code == 0 and forced.summary["reconciled"] == 0
+    assert _ledger_keys(server.ledger())["K00002"] == 2
 
 
 def test_a_second_sigint_stops_at_once_leaving_rows_on_the_wire_unknown(

@@ -13,6 +13,7 @@ from bulkpost.response import (
     Classified,
     Verdict,
     classify,
+    classify_read,
     parse_retry_after,
     transport_failure,
 )
@@ -166,7 +167,7 @@ def test_retry_after_is_ignored_when_not_rate_limited(status: int) -> None:
 )
 def test_uncertain_answers_are_retried(status: int, body: bytes, error: str) -> None:
     assert classify(status, {}, body) == Classified(
-        Verdict.RETRY, status, error_type=f"HTTP {status}", error=error)
+        Verdict.RETRY, status, error_type=f"HTTP {status}", error=error, uncertain=True)
 
 
 def test_a_long_retry_reason_is_cut_to_500_characters() -> None:
@@ -261,7 +262,33 @@ def test_parse_retry_after_refuses_non_finite_numbers(value: str) -> None:
 def test_transport_failure_is_an_uncertain_retry() -> None:
     assert transport_failure("ServerTimeoutError", "Timeout on reading\n  data from socket") == (
         Classified(Verdict.RETRY, None, error_type="ServerTimeoutError",
-                   error="Timeout on reading data from socket"))
+                   error="Timeout on reading data from socket", uncertain=True))
+
+
+def test_a_connection_that_never_opened_is_a_certain_retry() -> None:
+    assert not transport_failure("connect error", "refused", uncertain=False).uncertain
+
+
+@pytest.mark.parametrize(("body", "ok"), [
+    (b'{"RecordCount":0,"ProspectActivities":[]}', True),
+    (b'[{"ProspectID":"x"}]', True),
+    (b"[]", True),
+    (b'{"Status":"Error","ExceptionType":"MXInvalidInputException","ExceptionMessage":"x"}',
+     False),
+    (b"<html>502</html>", False),
+    (b"", False),
+])
+def test_classify_read(body: bytes, ok: bool) -> None:
+    verdict, document = classify_read(200, {}, body)
+    assert (verdict.verdict is Verdict.OK) is ok
+    assert (document is not None) is ok
+    assert not verdict.uncertain  # a look-up creates nothing
+
+
+def test_classify_read_rate_limited_and_fatal() -> None:
+    limited, _ = classify_read(200, {}, b'{"ExceptionType":"MXAPIRateLimitExceededException"}')
+    assert limited.verdict is Verdict.RATE_LIMITED
+    assert classify_read(401, {}, b"")[0].verdict is Verdict.FATAL
 
 
 def test_transport_failure_cuts_long_details() -> None:

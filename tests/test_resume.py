@@ -31,8 +31,9 @@ PLAN = [
     (previous(Status.POSTED), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
     (previous(Status.POSTED, OTHER_HASH), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
     (previous(Status.POSTED), INVALID, Action.SKIP_POSTED, Action.SKIP_POSTED),
-    (previous(Status.FAILED), ACTIVITY, Action.SEND, Action.SEND),
-    (previous(Status.FAILED, OTHER_HASH), ACTIVITY, Action.SEND, Action.SEND),
+    # An attempt of a failed row may have created it: look before sending again.
+    (previous(Status.FAILED), ACTIVITY, Action.RECONCILE, Action.RECONCILE),
+    (previous(Status.FAILED, OTHER_HASH), ACTIVITY, Action.RECONCILE, Action.RECONCILE),
     (previous(Status.FAILED), INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
     (previous(Status.REJECTED), ACTIVITY, Action.KEEP, Action.KEEP),
     (previous(Status.REJECTED, OTHER_HASH), ACTIVITY, Action.SEND, Action.SEND),
@@ -42,8 +43,8 @@ PLAN = [
      Action.RECORD_INVALID),
     (previous(Status.INVALID), ACTIVITY, Action.SEND, Action.SEND),
     (previous(Status.INVALID), INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
-    (previous(Status.UNKNOWN), ACTIVITY, Action.KEEP, Action.SEND),
-    (previous(Status.UNKNOWN, OTHER_HASH), ACTIVITY, Action.KEEP, Action.SEND),
+    (previous(Status.UNKNOWN), ACTIVITY, Action.RECONCILE, Action.SEND),
+    (previous(Status.UNKNOWN, OTHER_HASH), ACTIVITY, Action.RECONCILE, Action.SEND),
     (previous(Status.UNKNOWN), INVALID, Action.KEEP, Action.RECORD_INVALID),
 ]
 

@@ -1,0 +1,358 @@
+"""Delivering one row: attempts under the rate limit, and reconciliation before any re-send.
+
+Owns the life of one row from the moment a worker takes it: mark it in flight (durably),
+post it, sit out rate limiting, back off and retry what may be retried, and record the
+outcome. Whenever an attempt's outcome is uncertain (the request may have been carried
+out) the row is looked up with "Get Activities of a Lead" before it is sent again: found,
+it is ``posted`` with that activity's Id; not found, it is sent; the look-up itself failing,
+it stays ``unknown`` with the reason. Rows that an earlier run left ``unknown`` or ``failed``
+arrive here marked to be reconciled first.
+
+Rows with the same content (content hash) are delivered one at a time, so that two
+identical rows can never both claim the same activity: each claims only an Id no other
+posted row with that content holds. Look-ups share the run's rate limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from bulkpost.activity import Activity
+from bulkpost.client import LeadSquaredClient
+from bulkpost.errors import AbortRun, BulkpostError
+from bulkpost.ratelimit import RateLimit
+from bulkpost.reconcile import SendWindow, fingerprint, parse_activities, pick
+from bulkpost.response import Classified, Verdict
+from bulkpost.results import ResultsLog, RowOutcome
+from bulkpost.resume import Status, key_digest
+
+log = structlog.get_logger("bulkpost")
+
+PAGE_SIZE = 25  # the API's largest page of "Get Activities of a Lead"
+
+
+@dataclass(slots=True)
+class Job:
+    """A row for a worker: the request, and what the results file said of it before."""
+
+    activity: Activity
+    previous: Status | None = None
+    reconcile_first: bool = False  # an earlier run may have created it
+    window: SendWindow | None = None  # when an earlier run may have sent it
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counters the workers keep for the summary."""
+
+    calls: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    reconciled: int = 0
+    found_posted: int = 0
+    statuses: collections.Counter[Status] = field(default_factory=collections.Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    max_attempts: int
+    backoff: float
+    timeout: float
+    max_rate_limited: float
+
+
+class _Retry(Exception):
+    """An attempt whose answer says: back off and try again."""
+
+
+class _Stopped(Exception):
+    """The run is stopping; no further request for this row."""
+
+
+class _Unverifiable(Exception):
+    """A look-up could not tell whether the row was created."""
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+@dataclass(slots=True)
+class _Flight:
+    """What this run knows of one row while delivering it."""
+
+    job: Job
+    attempts: int = 0
+    last: Classified | None = None
+    marked: bool = False  # this run wrote an ``unknown`` line for the row
+    uncertain: bool = False  # an attempt (this run or earlier) may have created it
+    first_sent: datetime | None = None
+    last_sent: datetime | None = None
+
+    def window(self, timeout: float) -> SendWindow | None:
+        if self.first_sent is None or self.last_sent is None:
+            return self.job.window
+        mine = SendWindow.around(self.first_sent, self.last_sent, timeout)
+        earlier = self.job.window
+        if earlier is None:
+            return mine
+        return SendWindow(min(earlier.earliest, mine.earliest), max(earlier.latest, mine.latest))
+
+
+class Courier:
+    """Delivers rows for the workers of one run; all of them share it."""
+
+    def __init__(self, settings: DeliverySettings, limit: RateLimit, client: LeadSquaredClient,
+                 results: ResultsLog, stopping: asyncio.Event,
+                 stop: Callable[[BulkpostError], None]) -> None:
+        self.settings = settings
+        self.tally = Tally()
+        self.on_wire: set[asyncio.Task[Any]] = set()
+        self._limit = limit
+        self._client = client
+        self._results = results
+        self._stopping = stopping
+        self._stop = stop
+        self._locks = KeyedLocks()
+        self._rate_limited_since: float | None = None
+
+    def _retrying(self, exception: type[Exception]) -> AsyncRetrying:
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.settings.max_attempts),
+            wait=wait_exponential_jitter(initial=self.settings.backoff,
+                                         max=self.settings.backoff * 30),
+            retry=retry_if_exception_type(exception),
+            reraise=True,
+        )
+
+    async def deliver(self, job: Job) -> Status:
+        """Deliver one row and record its outcome; return the row's status now."""
+        async with self._locks.hold(job.activity.content_hash):
+            status = await self._deliver(job)
+        self.tally.statuses[status] += 1
+        return status
+
+    async def _deliver(self, job: Job) -> Status:
+        item = job.activity
+        flight = _Flight(job, uncertain=job.reconcile_first)
+        try:
+            async for attempt in self._retrying(_Retry):
+                with attempt:
+                    if flight.uncertain:
+                        found = await self._reconcile(item, flight.window(self.settings.timeout))
+                        if found is not None:
+                            return self._record(flight, Status.POSTED, activity_id=found,
+                                                error_type="reconciled", error="")
+                        flight.uncertain = False  # not created: safe to send
+                    await self._send(flight)
+        except _Retry:
+            return self._record(flight, Status.FAILED)
+        except _Unverifiable as exc:
+            return self._record(flight, Status.UNKNOWN, error_type="unverified",
+                                error=f"may have been created; the look-up failed: {exc}. "
+                                      "Run again to retry the look-up")
+        except _Stopped:
+            return self._settle_interrupted(flight)
+        except asyncio.CancelledError:
+            self._settle_interrupted(flight, cancelled=True)
+            raise
+        last = flight.last
+        assert last is not None
+        status = Status.POSTED if last.verdict is Verdict.POSTED else (
+            Status.REJECTED if last.verdict is Verdict.REJECTED else Status.FAILED)
+        outcome = self._record(flight, status)
+        if last.verdict is Verdict.FATAL:
+            self._stop(AbortRun(last.error))
+        return outcome
+
+    async def _send(self, flight: _Flight) -> None:
+        """One attempt: mark in flight, post, classify; raise _Retry to try again."""
+        item = flight.job.activity
+        if flight.attempts:
+            self.tally.retries += 1
+        flight.attempts += 1
+
+        async def mark_in_flight() -> None:
+            # After the rate-limit slot, right before sending: a crash leaves unknown only
+            # the rows that may really be on the wire.
+            await self._results.mark_in_flight(item.row, item.key, item.content_hash,
+                                               attempts=flight.attempts)
+            flight.marked = True
+            now = datetime.now(UTC)
+            flight.first_sent = flight.first_sent or now
+            flight.last_sent = now
+
+        answer, _ = await self._call(functools.partial(self._post, item.body),
+                                     before_sending=mark_in_flight)
+        flight.last = answer
+        if answer.verdict is Verdict.RETRY:
+            flight.uncertain = flight.uncertain or answer.uncertain
+            log.debug("retrying", row=item.row, error=answer.error, attempt=flight.attempts,
+                      uncertain=answer.uncertain)
+            raise _Retry(answer.error)
+
+    async def _post(self, body: bytes) -> tuple[Classified, Any]:
+        return await self._client.post_activity(body), None
+
+    async def _call(self, call: Callable[[], Awaitable[tuple[Classified, Any]]], *,
+                    before_sending: Callable[[], Awaitable[None]] | None = None,
+                    ) -> tuple[Classified, Any]:
+        """Wait for a slot, make the call, and sit out rate limiting until answered.
+
+        ``before_sending`` runs once the slot is ours; a call that has one is a create,
+        whose task counts as on the wire until the answer is in.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        while True:
+            if self._stopping.is_set():
+                raise _Stopped
+            await self._limit.acquire()
+            if self._stopping.is_set():
+                raise _Stopped
+            if before_sending is not None:
+                await before_sending()
+                if self._stopping.is_set():
+                    raise _Stopped
+                self.on_wire.add(task)
+            self.tally.calls += 1
+            # Cancelled while on the wire, the task stays in on_wire: the row stays unknown.
+            answer, document = await call()
+            self.on_wire.discard(task)
+            if answer.verdict is not Verdict.RATE_LIMITED:
+                if answer.verdict in (Verdict.POSTED, Verdict.OK):
+                    self._rate_limited_since = None
+                return answer, document
+            self._note_rate_limited(answer)
+
+    def _note_rate_limited(self, answer: Classified) -> None:
+        self.tally.rate_limited += 1
+        now = asyncio.get_running_loop().time()
+        if self._rate_limited_since is None:
+            self._rate_limited_since = now
+        elif now - self._rate_limited_since > self.settings.max_rate_limited:
+            self._stop(AbortRun(
+                f"rate limited for {now - self._rate_limited_since:.0f} s without a success: "
+                "the daily quota may be spent, or another client uses the whole allowance; "
+                "run the same command later to resume"))
+            raise _Stopped
+        if self._limit.paused_for() <= 0:
+            log.warning("rate limited by the server: pausing all workers",
+                        retry_after=answer.retry_after, error=answer.error)
+        self._limit.pause(answer.retry_after)
+
+    # -- reconciliation --------------------------------------------------------------------
+    async def _lookup(self, call: Callable[[], Awaitable[tuple[Classified, Any]]]) -> Any:
+        """A look-up answered, with retries; raise _Unverifiable when it cannot be had."""
+        try:
+            async for attempt in self._retrying(_Retry):
+                with attempt:
+                    answer, document = await self._call(call)
+                    if answer.verdict is Verdict.OK:
+                        return document
+                    if answer.verdict is Verdict.FATAL:
+                        self._stop(AbortRun(answer.error))
+                        raise _Stopped
+                    if answer.verdict is Verdict.RETRY:
+                        raise _Retry(answer.error)
+                    raise _Unverifiable(f"{answer.error_type}: {answer.error}")
+        except _Retry as exc:
+            raise _Unverifiable(str(exc)) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _reconcile(self, item: Activity, window: SendWindow | None) -> str | None:
+        """The Id of this row's activity if it exists already, else None."""
+        self.tally.reconciled += 1
+        row = fingerprint(item.body)
+        lead_id = row.lead_id
+        if lead_id is None:
+            assert row.email is not None
+            leads = await self._lookup(lambda: self._client.lead_by_email(row.email or ""))
+            if not isinstance(leads, list) or not leads:
+                raise _Unverifiable(f"no lead has the e-mail address {row.email!r} (yet)")
+            lead_id = str(leads[0].get("ProspectID") or leads[0].get("ProspectId") or "")
+            if not lead_id:
+                raise _Unverifiable("the lead found by e-mail has no ProspectID")
+        claimed = self._results.claimed_ids(item.content_hash)
+        offset = 0
+        while True:
+            document = await self._lookup(
+                functools.partial(self._client.retrieve_activities, lead_id, row.event, offset,
+                                  PAGE_SIZE))
+            total, page = parse_activities(document)
+            found = pick(row, page, lambda i: key_digest(i) in claimed, window)
+            if found is not None:
+                self.tally.found_posted += 1
+                log.info("reconciled: already created", row=item.row, activity_id=found)
+                return found
+            offset += len(page)
+            if len(page) < PAGE_SIZE or (total is not None and offset >= total):
+                return None
+
+    # -- recording -------------------------------------------------------------------------
+    def _record(self, flight: _Flight, status: Status, *, activity_id: str = "",
+                error_type: str | None = None, error: str | None = None) -> Status:
+        """Record the outcome; what is not given comes from the last answer."""
+        item, last = flight.job.activity, flight.last
+        if error_type is None:
+            error_type = last.error_type if last else ""
+        if error is None:
+            error = last.error if last else ""
+        if not activity_id and last is not None:
+            activity_id = last.activity_id
+        self._results.record(RowOutcome(
+            item.row, item.key, status, activity_id=activity_id,
+            http_status=last.http_status if last else None, error_type=error_type,
+            error=error, attempts=flight.attempts, content_hash=item.content_hash))
+        return status
+
+    def _settle_interrupted(self, flight: _Flight, *, cancelled: bool = False) -> Status:
+        """The run stopped while this row was being delivered: say what we know of it."""
+        task = asyncio.current_task()
+        on_wire = cancelled and task in self.on_wire
+        self.on_wire.discard(task)
+        if on_wire or flight.uncertain:
+            # It may have been created and nobody has checked: unknown, for the next run
+            # to reconcile. A row resumed without a new mark keeps its earlier line.
+            status = Status.UNKNOWN if flight.marked else (flight.job.previous or Status.UNKNOWN)
+        elif flight.marked:
+            last = flight.last
+            reason = f"stopped while retrying: {last.error}" if last else "stopped before sending"
+            status = self._record(flight, Status.FAILED, error_type="stopped", error=reason)
+        else:
+            status = flight.job.previous or Status.FAILED
+        if cancelled:
+            self.tally.statuses[status] += 1
+        return status
