@@ -3,8 +3,10 @@
 Owns the file formats: CSV through pyarrow's streaming reader with every column typed as
 a string (no inference, no null markers, BOM stripped, quoted commas and newlines kept,
 any Python encoding), Parquet through ``iter_batches`` with column projection. Rows are
-numbered from 1 in data order; a CSV row with the wrong number of cells is reported as a
-broken row under its own number and never shifts the numbers of the rows after it.
+numbered from 1 in data order; a CSV row with the wrong number of cells, or with a cell that
+is not valid UTF-8, is reported as a broken row under its own number and never shifts the
+numbers of the rows after it. A row larger than the read block makes the reader restart
+with larger blocks where it stopped.
 
 This module blocks; the pipeline calls :meth:`Source.next_batch` in a worker thread.
 """
@@ -25,6 +27,7 @@ from bulkpost.cells import check_supported, is_utc_timestamp, to_strings
 from bulkpost.errors import InputError
 
 BLOCK_SIZE = 1 << 20
+MAX_BLOCK_SIZE = 1 << 28  # the largest single row we read: 256 MiB
 PARQUET_BATCH_ROWS = 8192
 
 
@@ -115,28 +118,36 @@ def _open_parquet(path: Path, columns: list[str]) -> Source:
     return Source(path, list(schema.names), parquet.metadata.num_rows, utc, batches())
 
 
-def _read_options(encoding: str, **extra: Any) -> pcsv.ReadOptions:
+def _read_options(encoding: str, block_size: int = BLOCK_SIZE,
+                  **extra: Any) -> pcsv.ReadOptions:
     # use_threads=False keeps rows in file order and gives invalid rows their numbers.
-    return pcsv.ReadOptions(use_threads=False, block_size=BLOCK_SIZE, encoding=encoding, **extra)
+    return pcsv.ReadOptions(use_threads=False, block_size=block_size, encoding=encoding,
+                            **extra)
 
 
 def _csv_header(path: Path, encoding: str) -> list[str]:
-    try:
-        reader = pcsv.open_csv(
-            path, read_options=_read_options(encoding),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True,
-                                             invalid_row_handler=lambda _row: "skip"),
-        )
-        names = list(reader.schema.names)
-    except FileNotFoundError:
-        raise InputError(f"{path}: input file not found") from None
-    except LookupError:
-        raise InputError(f"unknown encoding {encoding!r}") from None
-    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-        message = _first_line(exc)
-        if "Empty CSV file" in message:
-            raise InputError(f"{path}: the file is empty (no header row)") from None
-        raise InputError(f"{path}: cannot read the CSV header: {message}") from None
+    block_size = BLOCK_SIZE
+    while True:
+        try:
+            reader = pcsv.open_csv(
+                path, read_options=_read_options(encoding, block_size=block_size),
+                parse_options=pcsv.ParseOptions(newlines_in_values=True,
+                                                 invalid_row_handler=lambda _row: "skip"),
+            )
+            names = list(reader.schema.names)
+            break
+        except FileNotFoundError:
+            raise InputError(f"{path}: input file not found") from None
+        except LookupError:
+            raise InputError(f"unknown encoding {encoding!r}") from None
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+            message = _first_line(exc)
+            if "straddl" in message and block_size < MAX_BLOCK_SIZE:
+                block_size *= 4
+                continue
+            if "Empty CSV file" in message:
+                raise InputError(f"{path}: the file is empty (no header row)") from None
+            raise InputError(f"{path}: cannot read the CSV: {message}") from None
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise InputError(f"{path}: duplicate column name(s) in the header: "
@@ -156,8 +167,9 @@ def _open_csv(path: Path, columns: list[str], encoding: str) -> Source:
                           f"{row.expected_columns}: {text!r}")
         return "skip"
 
+    # Binary, not string: a cell that is not valid UTF-8 then spoils only its own row.
     convert = pcsv.ConvertOptions(
-        column_types={n: pa.string() for n in columns},
+        column_types={n: pa.binary() for n in columns},
         include_columns=columns,
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
@@ -166,32 +178,68 @@ def _open_csv(path: Path, columns: list[str], encoding: str) -> Source:
     parse = pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row)
 
     def batches() -> Iterator[RowBatch]:
-        try:
-            reader = pcsv.open_csv(path, read_options=_read_options(encoding),
-                                   parse_options=parse, convert_options=convert)
-        except pa.ArrowInvalid as exc:
-            if "Empty CSV file" in str(exc):
-                return
-            raise
+        block_size = BLOCK_SIZE
         next_row = 1
-        for record_batch in reader:
-            count = record_batch.num_rows
-            rows: list[int] = []
-            skipped: list[tuple[int, str]] = []
-            while len(rows) < count:
-                if next_row in broken:
-                    skipped.append((next_row, broken.pop(next_row)))
-                else:
-                    rows.append(next_row)
-                next_row += 1
-            yield RowBatch(rows, {n: to_strings(record_batch.column(n)) for n in columns},
-                           skipped)
+        while True:
+            try:
+                # After a restart, skip the records already numbered (broken ones included).
+                reader = pcsv.open_csv(
+                    path, parse_options=parse, convert_options=convert,
+                    read_options=_read_options(encoding, block_size=block_size,
+                                               skip_rows_after_names=next_row - 1))
+                for record_batch in reader:
+                    count = record_batch.num_rows
+                    rows: list[int] = []
+                    skipped: list[tuple[int, str]] = []
+                    while len(rows) < count:
+                        if next_row in broken:
+                            skipped.append((next_row, broken.pop(next_row)))
+                        else:
+                            rows.append(next_row)
+                        next_row += 1
+                    yield _decoded(rows, record_batch, columns, skipped)
+                break
+            except pa.ArrowInvalid as exc:
+                if "Empty CSV file" in str(exc):
+                    return
+                if "straddl" in str(exc) and block_size < MAX_BLOCK_SIZE:
+                    block_size *= 4  # a cell larger than a block: read bigger blocks
+                    continue
+                raise
         tail = sorted(broken.items())
         broken.clear()
         if tail:
             yield RowBatch([], {n: [] for n in columns}, tail)
 
     return Source(path, names, None, frozenset(), batches())
+
+
+def _decoded(rows: list[int], batch: pa.RecordBatch, columns: list[str],
+             broken: list[tuple[int, str]]) -> RowBatch:
+    """Binary CSV cells as text; a row with a cell that is not UTF-8 becomes broken."""
+    texts: dict[str, list[str]] = {}
+    bad: dict[int, str] = {}
+    for name in columns:
+        cells = batch.column(name)
+        try:
+            texts[name] = cells.cast(pa.string()).to_pylist()
+        except pa.ArrowInvalid:
+            values: list[str] = []
+            for index, raw in enumerate(cells.to_pylist()):
+                try:
+                    values.append(raw.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    values.append("")
+                    bad.setdefault(index, f"column {name!r} is not valid UTF-8 (byte "
+                                          f"{exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+                                          "is --encoding right?")
+            texts[name] = values
+    if not bad:
+        return RowBatch(rows, texts, broken)
+    keep = [i for i in range(len(rows)) if i not in bad]
+    broken = sorted([*broken, *((rows[i], reason) for i, reason in bad.items())])
+    return RowBatch([rows[i] for i in keep], {n: [v[i] for i in keep] for n, v in texts.items()},
+                    broken)
 
 
 def count_rows(path: str | Path, *, encoding: str = "utf-8") -> int | None:

@@ -132,3 +132,15 @@ def read_results(path: Path) -> dict[int, dict[str, str]]:
 
     with open(path, newline="", encoding="utf-8") as handle:
         return {int(r["row"]): r for r in csv.DictReader(handle)}
+
+
+def read_results_log(path: Path) -> dict[int, str]:
+    """Last status per row of a results log that may not be compacted yet."""
+    import csv
+
+    status: dict[int, str] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for record in csv.DictReader(handle):
+            if record.get("row", "").isdigit() and record.get("status"):
+                status[int(record["row"])] = record["status"]
+    return status

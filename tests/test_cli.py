@@ -23,6 +23,7 @@ from tests.conftest import (
     cli_command,
     cli_env,
     read_results,
+    read_results_log,
     run_cli,
     write_csv,
 )
@@ -256,16 +257,6 @@ def test_kill_9_then_rerun_posts_every_row_exactly_once(tmp_path: Path,
     ids = {e["Fields"]["mx_Custom_1"]: e["Id"] for e in ledger}
     rows = read_results(results)
     assert {r["key"]: r["activity_id"] for r in rows.values()} == ids
-
-
-def read_results_log(path: Path) -> dict[int, str]:
-    """Last status per row of a results log that may not be compacted."""
-    status: dict[int, str] = {}
-    for line in path.read_text().splitlines()[1:]:
-        fields = line.split(",")
-        if len(fields) >= 3 and fields[0].isdigit():
-            status[int(fields[0])] = fields[2]
-    return status
 
 
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bulkpost.errors import InputError
 from bulkpost.source import RowBatch, count_rows, input_columns, open_source
@@ -128,3 +131,60 @@ def test_truncated_parquet_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:20])
     with pytest.raises(InputError, match=r"cut\.parquet"):
         open_source(path, ["a"])
+
+
+def test_a_cell_that_is_not_utf8_spoils_only_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"a,b\n1,ok\n2,\xff\xfe bad\n3,fine\n")
+    batches = _all(path, ["a", "b"])
+    assert [row for batch in batches for row in batch.rows] == [1, 3]
+    [(row, reason)] = [item for batch in batches for item in batch.broken]
+    assert row == 2 and "'b' is not valid UTF-8" in reason
+
+
+def test_a_cell_larger_than_a_block_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "huge.csv"
+    big = "x" * 3_000_000
+    path.write_text("a,b\n" + "".join(f"{n},v{n}\n" for n in range(1, 20_000))
+                    + f"20000,{big}\n20001,y\n1,2,3\n20003,z\n")
+    assert input_columns(path) == ["a", "b"]
+    rows = _rows(path, ["a", "b"])
+    assert len(rows) == 20_002 and rows[20_000]["b"] == big
+    assert rows[20_001] == {"a": "20001", "b": "y"} and rows[20_003]["a"] == "20003"
+    assert 20_002 not in rows  # the ragged row, reported broken under its own number
+
+
+cells = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(cells, cells), min_size=1, max_size=30))
+def test_any_csv_cell_arrives_exactly_as_written(tmp_path_factory: pytest.TempPathFactory,
+                                                 table: list[tuple[str, str]]) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "in.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
+        writer.writerow(["a", "b"])
+        writer.writerows(table)
+    rows = _rows(path, ["a", "b"])
+    # \r\n and \r inside quoted cells are newlines to a CSV reader: compare with \n.
+    expected = [(a.replace("\r\n", "\n"), b.replace("\r\n", "\n")) for a, b in table]
+    got = [(rows[n]["a"].replace("\r\n", "\n"), rows[n]["b"].replace("\r\n", "\n"))
+           for n in sorted(rows)]
+    assert got == expected
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_give_rows_or_a_clear_error(tmp_path_factory: pytest.TempPathFactory,
+                                             content: bytes) -> None:
+    path = tmp_path_factory.mktemp("junk") / "junk.csv"
+    path.write_bytes(b"a,b\n" + content)
+    try:
+        batches = _all(path, ["a", "b"])
+    except InputError as exc:
+        assert "junk.csv" in str(exc)
+        return
+    numbers = sorted([r for b in batches for r in b.rows] + [r for b in batches
+                                                               for r, _ in b.broken])
+    assert numbers == list(range(1, len(numbers) + 1))  # every record, numbered once

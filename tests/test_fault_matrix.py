@@ -1,0 +1,123 @@
+"""The fault matrix: every fault the sandbox can inject, SIGKILL at random moments, resume.
+
+The input is built to be hard on reconciliation: few leads with many activities each (so
+look-ups page), identical rows for the same lead (which must be counted, not merged) and
+rows without a date-time (matched by when they were sent). After the kills and a final run,
+the sandbox's ledger must hold every row exactly once, and the results file's Ids must be
+the ledger's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, cli_command, cli_env, read_results, read_results_log, run_cli
+
+pytestmark = pytest.mark.e2e
+
+FAULTS = {"500-before": 0.03, "500-after": 0.03, "html": 0.02, "reset-before": 0.02,
+          "reset-after": 0.02, "hang-after": 0.02, "429-other": 0.02, "ratelimit-200": 0.02}
+RATE = "50/0.2s"
+MAPPING = """
+[activity]
+event_column = "event"
+lead_id_column = "lead"
+note_column = "note"
+datetime_column = "when"
+key_column = "key"
+
+[fields]
+mx_Custom_1 = "amount"
+mx_Custom_2 = "channel"
+"""
+
+
+def _input(path: Path, rows: int, seed: int) -> list[tuple[str, ...]]:
+    """Rows over 4 leads; every 9th repeats the row before it; every 5th has no date-time."""
+    rng = random.Random(seed)
+    leads = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(4)]
+    contents: list[tuple[str, ...]] = []
+    for n in range(1, rows + 1):
+        if n % 9 == 0:
+            contents.append(contents[-1])  # identical content, same lead
+            continue
+        when = "" if n % 5 == 0 else f"2024-0{1 + n % 9}-1{n % 10} 0{n % 10}:{n % 60:02d}:00"
+        contents.append((leads[n % 4], str(201 + n % 3), f"note {n % 7}", when,
+                         f"{n % 13}.50", rng.choice(["web", "phone"])))
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "lead", "event", "note", "when", "amount", "channel"])
+        for n, content in enumerate(contents, start=1):
+            writer.writerow([f"K{n:04d}", *content])
+    return contents
+
+
+def _ledger_content(entry: dict[str, Any]) -> tuple[str, ...]:
+    return (entry["RelatedProspectId"], str(entry["ActivityEvent"]), entry["ActivityNote"],
+            entry["ActivityDateTime"] or "", entry["Fields"]["mx_Custom_1"],
+            entry["Fields"]["mx_Custom_2"])
+
+
+def _input_content(row: tuple[str, ...]) -> tuple[str, ...]:
+    lead, event, note, when, amount, channel = row
+    return (lead, event, note, when, amount, channel)  # `when` is already UTC, ISO form
+
+
+@pytest.mark.parametrize("seed", [7, 2026])
+def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
+                                             seed: int) -> None:
+    rng = random.Random(seed)
+    data = tmp_path / "in.csv"
+    contents = _input(data, 300, seed)
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    results = tmp_path / "results.csv"
+    server = make_sandbox(rate=RATE, faults=FAULTS, seed=seed, slow_seconds=1.5,
+                          latency=(0.0, 0.03))
+    args = ("run", data, "--mapping", mapping, "--results", results, "--host", server.url,
+            "--rate", RATE, "--timeout", "1", "--backoff", "0.05", "--max-attempts", "8",
+            "--log-format", "json")
+    kills = 0
+    for _ in range(4):
+        process = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
+        time.sleep(rng.uniform(0.8, 2.5))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.communicate(timeout=60)
+    unknown_before = Counter(read_results_log(results).values())["unknown"]
+    final = run_cli(*args)
+    assert final.code == 0, final.stderr[-3000:]
+    summary = final.summary
+
+    ledger = server.ledger()
+    # Every row exactly once: identical rows count, so compare content multisets.
+    assert Counter(map(_ledger_content, ledger)) == Counter(map(_input_content, contents))
+    rows = read_results(results)
+    assert len(rows) == 300 and {r["status"] for r in rows.values()} == {"posted"}
+    ids = [r["activity_id"] for r in rows.values()]
+    assert len(set(ids)) == 300 and set(ids) == {e["Id"] for e in ledger}
+    by_id = {e["Id"]: _ledger_content(e) for e in ledger}
+    for n, row in rows.items():  # each row holds the Id of an activity with its content
+        assert by_id[row["activity_id"]] == _input_content(contents[n - 1])
+
+    stats = server.stats()
+    figures = {"seed": seed, "kills": kills, "faults": stats["faults"],
+               "calls": stats["calls"], "lookups": stats["lookups"],
+               "unknown_before_final_run": unknown_before,
+               "final_run": {k: summary[k] for k in ("reconciled", "found_posted", "retries",
+                                                     "rate_limited", "posted", "skipped")}}
+    print("fault matrix:", json.dumps(figures))
+    assert all(stats["faults"][kind] > 0 for kind in FAULTS)
