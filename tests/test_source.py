@@ -154,7 +154,7 @@ def test_a_cell_larger_than_a_block_is_read_whole(tmp_path: Path) -> None:
     assert 20_002 not in rows  # the ragged row, reported broken under its own number
 
 
-cells = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+cells = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
 
 
 @settings(max_examples=60, deadline=None)
