@@ -225,6 +225,12 @@ class Run:
                 if self._interrupts < 2:
                     await results.sync()
                     results.compact()
+            except ResultsWriteError as exc:
+                # The log is valid as it stands (a rerun reads it the same); say so, and
+                # keep the reason the run stopped, if it stopped.
+                log.error("results file not compacted", reason=str(exc))
+                if self._abort is None:
+                    self._abort = exc
             finally:
                 results.close()
         if self._abort is not None:

@@ -260,8 +260,11 @@ class ResultsLog:
             raise ResultsWriteError(f"{self.path}: cannot write the results file "
                                     f"({exc.strerror}); stopped sending") from None
         if written != len(data):
-            raise ResultsWriteError(f"{self.path}: short write to the results file; "
-                                    "stopped sending")
+            # Cut the partial line off, so that nothing can be appended to it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, offset)
+            raise ResultsWriteError(f"{self.path}: cannot write the results file (short "
+                                    "write: disk full?); stopped sending")
         self._size += written
         return offset
 
@@ -306,14 +309,20 @@ class ResultsLog:
     def compact(self) -> None:
         """Rewrite the log as one line per row (row order), by atomic replace."""
         temp = self.path.with_name(f".{self.path.name}.compact")
-        with open(self.path, "rb") as source, open(temp, "wb") as target:
-            target.write(_HEADER_LINE)
-            for row, code in enumerate(self._status):
-                if code:
-                    source.seek(self._offset[row])
-                    target.write(source.readline())
-            target.flush()
-            os.fsync(target.fileno())
+        try:
+            with open(self.path, "rb") as source, open(temp, "wb") as target:
+                target.write(_HEADER_LINE)
+                for row, code in enumerate(self._status):
+                    if code:
+                        source.seek(self._offset[row])
+                        target.write(source.readline())
+                target.flush()
+                os.fsync(target.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise ResultsWriteError(f"{self.path}: could not compact the results file "
+                                    f"({exc.strerror}); the log itself is intact") from None
         os.replace(temp, self.path)
         directory = os.open(self.path.parent, os.O_RDONLY)
         try:
