@@ -195,11 +195,18 @@ def sandbox(host: str, port: int, rate: RateSpec, latency: str, faults: str,
         asyncio.run(serve(fake, host, port, announce))
 
 
+def _one_line_unraisable(info: sys.UnraisableHookArgs) -> None:
+    # pyarrow reports a ragged CSV row that is also not UTF-8 this way before it fails the
+    # read with a clear message of its own: say it in one line, without a traceback.
+    click.echo(f"bulkpost: warning: {logs.scrub(str(info.exc_value))}", err=True)
+
+
 def main() -> None:
     """Console entry point: unexpected errors are reported without leaking keys."""
     # A run lasts days: `kill -USR1 PID` prints every thread's stack (file, line and
     # function names only, no values) to stderr, to see where a stuck run waits.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    sys.unraisablehook = _one_line_unraisable
     try:
         cli(standalone_mode=True)
     except SystemExit:

@@ -422,3 +422,82 @@ def test_a_second_sigint_stops_at_once_leaving_rows_on_the_wire_unknown(
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["exit_code"] == 3 and summary["unknown"] == 8
     assert server.stats()["calls"] == 8
+
+
+EMAIL_MAPPING = """
+[activity]
+event = 201
+lead_email_column = "email"
+note_column = "note"
+key_column = "key"
+[fields]
+mx_Custom_1 = "key"
+"""
+
+
+def test_rows_by_email_are_reconciled_through_the_lead(tmp_path: Path,
+                                                       make_sandbox: Any) -> None:
+    data = write_csv(tmp_path / "in.csv", ["key", "email", "note"],
+                     [[f"K{n:05d}", f"person{n % 6}@example.com", f"n{n}"] for n in range(1, 61)])
+    mapping = tmp_path / "m.toml"
+    mapping.write_text(EMAIL_MAPPING)
+    server = make_sandbox(rate="200/1s", faults={"500-after": 0.2, "reset-after": 0.1}, seed=4)
+    results = tmp_path / "r.csv"
+    result = _run(data, mapping, results, server.url, "--rate", "200/1s", "--backoff", "0.01",
+                  "--max-attempts", "10")
+    assert result.code == 0, result.stderr
+    assert result.summary["found_posted"] > 0
+    keys = _ledger_keys(server.ledger())
+    assert len(keys) == 60 and max(keys.values()) == 1
+    assert {e["EmailAddress"] for e in server.ledger()} == {
+        f"person{n}@example.com" for n in range(6)}
+
+
+def test_an_email_row_whose_lead_cannot_be_found_stays_unknown(tmp_path: Path,
+                                                               make_sandbox: Any) -> None:
+    data = write_csv(tmp_path / "in.csv", ["key", "email", "note"],
+                     [["K00001", "nobody@example.com", "n"]])
+    mapping = tmp_path / "m.toml"
+    mapping.write_text(EMAIL_MAPPING)
+    server = make_sandbox()
+    results = tmp_path / "r.csv"
+    results.write_text("row,key,status,activity_id,http_status,error_type,error,attempts,"
+                       "updated_at,content_hash\n1,K00001,unknown,,,,in flight,1,"
+                       "2026-01-01T00:00:00Z,\n")
+    result = _run(data, mapping, results, server.url)
+    assert result.code == 1 and result.summary["unknown"] == 1
+    row = read_results(results)[1]
+    assert row["status"] == "unknown" and "nobody@example.com" in row["error"]
+    assert server.stats()["created"] == 0
+    forced = _run(data, mapping, results, server.url, "--resend-unknown")
+    assert forced.code == 0 and server.stats()["created"] == 1
+
+
+BROKEN_INPUTS: dict[str, bytes] = {
+    "empty.csv": b"",
+    "header-only.csv": b"key,lead,note,when,value\n",
+    "ragged.csv": b"key,lead,note,when,value\nK1,x\nK2,a,b,c,d,e,f\n",
+    "not-utf8.csv": b"key,lead,note,when,value\nK1,\xff\xfe,n,,v\n",
+    "ragged-not-utf8.csv": b"key,lead,note,when,value\nK1,\xff,n\n",
+    "duplicate-columns.csv": b"key,key,lead,note,when,value\n",
+    "junk.csv": bytes(range(256)) * 4,
+    "truncated.parquet": b"PAR1\x00\x01\x02",
+    "missing.csv": b"",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_INPUTS))
+def test_broken_inputs_give_a_clear_message_and_no_traceback(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    if name != "missing.csv":
+        path.write_bytes(BROKEN_INPUTS[name])
+    mapping = tmp_path / "m.toml"
+    mapping.write_text(MAPPING)
+    result = run_cli("run", path, "--mapping", mapping, "--results", tmp_path / "r.csv",
+                     "--dry-run", "--log-format", "json")
+    assert result.code in (0, 1, 2), result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    if result.code == 2:
+        assert name in result.stderr  # the message names the file
+    else:
+        assert result.summary["rows"] == len(read_results(tmp_path / "r.csv"))
