@@ -73,19 +73,28 @@ def to_api_datetime(text: str, fmt: str | None, zone: tzinfo) -> str:
 class RowMapper:
     """Turns batches of rows (columns of strings) into activities or invalid rows."""
 
-    __slots__ = ("_mapping", "_utc_columns")
+    __slots__ = ("_mapping", "_typed_columns", "_utc_columns")
 
-    def __init__(self, mapping: Mapping, utc_columns: frozenset[str] = frozenset()) -> None:
+    def __init__(self, mapping: Mapping, utc_columns: frozenset[str] = frozenset(),
+                 typed_columns: frozenset[str] = frozenset()) -> None:
         self._mapping = mapping
         # Columns whose strings the reader already converted to UTC (zone-aware timestamps).
         self._utc_columns = utc_columns
+        # Columns of typed dates and timestamps: ISO text, whatever datetime_format says.
+        self._typed_columns = typed_columns | utc_columns
 
     def map_batch(
         self, rows: Sequence[int], columns: dict[str, list[str]]
     ) -> Iterator[Activity | InvalidRow]:
         """Yield one result per row, in order. ``columns`` holds every used column."""
         for index, row in enumerate(rows):
-            yield self.map_row(row, {name: values[index] for name, values in columns.items()})
+            cells = {name: values[index] for name, values in columns.items()}
+            try:
+                yield self.map_row(row, cells)
+            except Exception as exc:  # a row must never stop the run, even through a bug
+                key = cells.get(self._mapping.key_column or "", "")
+                yield InvalidRow(row, key, "", f"cannot be mapped: {type(exc).__name__}: {exc}",
+                                 "")
 
     def map_row(self, row: int, cells: dict[str, str]) -> Activity | InvalidRow:
         """Map one row; ``cells`` holds the row's value for every used column."""
@@ -108,8 +117,9 @@ class RowMapper:
             body["EmailAddress"] = lead
         if m.event_column:
             event_text = cells[m.event_column].strip()
-            if not event_text.isdigit() or not event_text.isascii():
-                return invalid(m.event_column, f"event code {event_text!r} is not an integer")
+            if not event_text.isdigit() or not event_text.isascii() or len(event_text) > 9:
+                return invalid(m.event_column, f"event code {event_text[:40]!r} is not an "
+                                               "integer of at most 9 digits")
             body["ActivityEvent"] = int(event_text)
         else:
             body["ActivityEvent"] = m.event
@@ -119,7 +129,7 @@ class RowMapper:
             text = cells[m.datetime_column].strip()
             if text:
                 zone = UTC if m.datetime_column in self._utc_columns else m.timezone
-                fmt = None if m.datetime_column in self._utc_columns else m.datetime_format
+                fmt = None if m.datetime_column in self._typed_columns else m.datetime_format
                 try:
                     body["ActivityDateTime"] = to_api_datetime(text, fmt, zone)
                 except ValueError:

@@ -2,8 +2,8 @@
 
 The API takes every value as a string, so each Arrow column is turned into a list of
 ``str`` exactly once, here. The rules: strings unchanged; integers without ".0" (nullable
-ones too); floats in the shortest form that reads back to the same number (integral ones
-without ".0"); decimals with their scale; booleans ``true``/``false``; timestamps as
+ones too); floats as the shortest digits that read back to the same number, never in exponent form
+(integral ones without ".0"); decimals with their scale; booleans ``true``/``false``; timestamps as
 ``YYYY-MM-DD HH:MM:SS`` (converted to UTC when the type carries a zone); dates
 ``YYYY-MM-DD``; nulls as "". Pure functions of Arrow arrays, no I/O.
 """
@@ -52,11 +52,12 @@ def is_utc_timestamp(kind: pa.DataType) -> bool:
 def _float_text(value: float, width: type[np.floating[Any]]) -> str:
     if math.isnan(value):
         return ""
-    if value.is_integer() and abs(value) < 1e16:
-        return str(int(value))
-    # str() of a numpy scalar of the column's own width is the shortest text that reads
-    # back to the same value: 1.1 stays "1.1" in a float32 column, not 1.100000023841858.
-    return str(width(value))
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    # The shortest digits that read back to the same value at the column's own width
+    # (1.1 stays "1.1" in a float32 column, not 1.100000023841858), written as plain
+    # digits: the API takes numbers as digits, not 1e+20.
+    return np.format_float_positional(width(value), unique=True, trim="-")
 
 
 def to_strings(array: pa.Array | pa.ChunkedArray) -> list[str]:

@@ -39,6 +39,17 @@ def _rate(_ctx: click.Context, _param: click.Parameter, value: str) -> RateSpec:
         raise click.BadParameter(str(exc)) from None
 
 
+def _key(name: str, value: str) -> str:
+    """A key from the environment, stripped; refused when empty or holding control bytes."""
+    value = value.strip()
+    if not value:
+        raise UsageError(f"set {name} in the environment")
+    if any(ord(c) < 0x20 or c == "\x7f" or c.isspace() for c in value):
+        raise UsageError(f"{name} contains a space or control character (an env file with "
+                         "Windows line ends?)")
+    return value
+
+
 def _emit(data: dict[str, Any]) -> None:
     click.echo(json.dumps(data, ensure_ascii=False))
 
@@ -104,9 +115,8 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
             if not host:
                 raise UsageError("--host (or LSQ_HOST) is required for a real run")
             host = check_host(host)
-            if not access or not secret:
-                raise UsageError("set LSQ_ACCESS_KEY and LSQ_SECRET_KEY in the environment")
-            credentials = Credentials(access, secret)
+            credentials = Credentials(_key("LSQ_ACCESS_KEY", access),
+                                      _key("LSQ_SECRET_KEY", secret))
         options = RunOptions(
             input=input_path, mapping=mapping, results=results, host=host,
             credentials=credentials, rate=rate, rate_margin=rate_margin, workers=workers,

@@ -102,8 +102,9 @@ class LeadSquaredClient:
         """One request, classified. Never raises for I/O: failures become RETRY answers."""
         assert self._session is not None, "use the client as an async context manager"
         try:
+            # No redirects: they would carry the key headers to whatever host they name.
             async with self._session.request(method, self.base + path, data=body,
-                                             params=params) as response:
+                                             params=params, allow_redirects=False) as response:
                 raw = await response.read()
                 if read:
                     return classify_read(response.status, response.headers, raw)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -154,8 +155,14 @@ class Courier:
             wait=wait_exponential_jitter(initial=self.settings.backoff,
                                          max=self.settings.backoff * 30),
             retry=retry_if_exception_type(exception),
+            sleep=self._backoff,
             reraise=True,
         )
+
+    async def _backoff(self, seconds: float) -> None:
+        """Sleep between attempts, but wake at once when the run stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def deliver(self, job: Job) -> Status:
         """Deliver one row and record its outcome; return the row's status now."""
@@ -252,8 +259,7 @@ class Courier:
             answer, document = await call()
             self.on_wire.discard(task)
             if answer.verdict is not Verdict.RATE_LIMITED:
-                if answer.verdict in (Verdict.POSTED, Verdict.OK):
-                    self._rate_limited_since = None
+                self._rate_limited_since = None  # any other answer: the window is open
                 return answer, document
             self._note_rate_limited(answer)
 
@@ -332,6 +338,8 @@ class Courier:
             error = last.error if last else ""
         if not activity_id and last is not None:
             activity_id = last.activity_id
+        # Server text goes into the file: make sure it cannot carry the keys.
+        error = self._client.credentials.scrub(error)
         self._results.record(RowOutcome(
             item.row, item.key, status, activity_id=activity_id,
             http_status=last.http_status if last else None, error_type=error_type,

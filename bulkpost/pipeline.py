@@ -36,7 +36,7 @@ from bulkpost.ratelimit import RateLimit, RateSpec
 from bulkpost.reconcile import SendWindow
 from bulkpost.results import ResultsLog, RowOutcome
 from bulkpost.resume import Action, Previous, Status, plan_row
-from bulkpost.source import Source, count_rows, open_source
+from bulkpost.source import Source, count_rows, input_columns, open_source
 
 log = structlog.get_logger("bulkpost")
 
@@ -132,6 +132,10 @@ class Summary:
         if self.dry_run:
             data["dry_run"] = True
             data["to_send"] = self.to_send
+        else:
+            # Rows read but not finished when the run stopped (they resume next time).
+            data["pending"] = self.rows - sum(getattr(self, s.value) for s in Status) - (
+                self.skipped)
         if self.aborted:
             data["aborted"] = self.aborted
         return data
@@ -182,8 +186,9 @@ class Run:
     # -- the run ---------------------------------------------------------------------------
     async def execute(self) -> Summary:
         opts = self.options
+        check_columns(opts.mapping, input_columns(opts.input, encoding=opts.encoding),
+                      str(opts.input))
         source = open_source(opts.input, opts.mapping.used_columns(), encoding=opts.encoding)
-        check_columns(opts.mapping, source.columns, str(opts.input))
         results = ResultsLog(opts.results).open()
         started = time.monotonic()
         loop = asyncio.get_running_loop()
@@ -261,9 +266,15 @@ class Run:
                 if everything.done():
                     error = everything.exception()
                     if isinstance(error, BulkpostError):
-                        self.stop(error)
+                        # An input or usage problem found mid-file, after requests went out,
+                        # is an abort: the summary must say what was done.
+                        sent = courier.tally.calls > 0
+                        self.stop(AbortRun(str(error)) if sent and error.exit_code == 2
+                                  else error)
                     elif error is not None and not isinstance(error, asyncio.CancelledError):
-                        raise error
+                        log.error("internal error", exc_info=error)
+                        self.stop(AbortRun(f"internal error ({type(error).__name__}: {error}); "
+                                           "please report it. Rerun to resume"))
                 if self.stopping.is_set():
                     # Requests on the wire may finish, for a bounded time.
                     _done, late = await asyncio.wait(self._workers, timeout=opts.drain_timeout)
@@ -271,6 +282,8 @@ class Run:
                         task.cancel()
             finally:
                 stopped.cancel()
+                for task in (self._feeder, *self._workers):
+                    task.cancel()  # no-op for the finished ones
                 await asyncio.gather(self._feeder, *self._workers, return_exceptions=True)
 
     # -- feeder ----------------------------------------------------------------------------
@@ -288,7 +301,7 @@ class Run:
     async def _feed(self, source: Source, results: ResultsLog,
                     queue: asyncio.Queue[Job | None] | None) -> None:
         opts = self.options
-        mapper = RowMapper(opts.mapping, source.utc_columns)
+        mapper = RowMapper(opts.mapping, source.utc_columns, source.typed_columns)
         summary = self.summary
         while not self.stopping.is_set():
             items = await asyncio.to_thread(self._read_and_map, source, mapper)
@@ -349,6 +362,12 @@ class Run:
                 await courier.deliver(job)
             except ResultsWriteError as exc:
                 self.stop(exc)
+                return
+            except Exception as exc:  # a bug: stop cleanly, with a summary, rather than hang
+                log.error("internal error", row=job.activity.row, exc_info=exc)
+                self.stop(AbortRun(f"internal error at row {job.activity.row} "
+                                   f"({type(exc).__name__}: {exc}); please report it. "
+                                   "Rerun to resume"))
                 return
             self.progress.done(sent=True)
 

@@ -11,7 +11,8 @@ worker does next. The rules, from our API notes:
 - retry: a 5xx without an MX type, an HTML gateway page, an unreadable 200, a timeout or a
   reset. Backed off and retried; all but a connection that never opened are *uncertain*:
   the activity may have been created, so the row is reconciled before it is sent again.
-- fatal: 401 (keys, or the wrong regional host) and 404 (wrong URL): stop the whole run.
+- fatal: 401 (keys, or the wrong regional host), 403 (no access to this API), 404 (wrong
+  URL) and any redirect (never followed: it would carry the keys elsewhere): stop the run.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def classify(status: int, headers: Mapping[str, str], body: bytes,
     """Decide what one answer to "Post an Activity" means. Pure; never raises."""
     document = _parse(body)
     payload = document if isinstance(document, dict) else {}
-    if status == 200 and payload.get("Status") == "Success":
+    if 200 <= status < 300 and payload.get("Status") == "Success":
         inner = payload.get("Message")
         activity_id = inner.get("Id") if isinstance(inner, dict) else None
         if isinstance(activity_id, str) and activity_id:
@@ -130,9 +131,19 @@ def _not_done(status: int, headers: Mapping[str, str], body: bytes, document: An
         return Classified(Verdict.FATAL, status, error_type=exception_type or "HTTP 401",
                           error="the API refused the keys (401): check LSQ_ACCESS_KEY, "
                                 "LSQ_SECRET_KEY and that --host is your account's region")
+    if status == 403:
+        return Classified(Verdict.FATAL, status, error_type=exception_type or "HTTP 403",
+                          error="the API refused access (403): check that the keys' user may "
+                                "use this API and that the account's plan includes it")
     if status == 404:
         return Classified(Verdict.FATAL, status, error_type=exception_type or "HTTP 404",
                           error="the API path was not found (404): check --host")
+    if 300 <= status < 400:
+        # Never followed: a redirect would carry the keys to another host.
+        location = headers.get("Location", "")
+        return Classified(Verdict.FATAL, status, error_type=f"HTTP {status}",
+                          error=f"the API answered with a redirect to {location!r}, which "
+                                "bulkpost does not follow: check --host")
     if exception_type.startswith("MX"):
         return Classified(Verdict.REJECTED, status, error_type=exception_type,
                           error=message or exception_type)

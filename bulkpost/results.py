@@ -125,6 +125,7 @@ class ResultsLog:
         self._synced = 0          # bytes known to be on disk
         self._sync_task: asyncio.Task[None] | None = None
         self._pending_outcomes = 0
+        self._failure: ResultsWriteError | None = None  # a background fsync that failed
         self.torn_lines = 0
 
     # -- opening -----------------------------------------------------------------------
@@ -253,6 +254,8 @@ class ResultsLog:
 
     # -- writing -----------------------------------------------------------------------
     def _append(self, data: bytes) -> int:
+        if self._failure is not None:
+            raise self._failure
         offset = self._size
         try:
             written = os.write(self._fd, data)
@@ -286,6 +289,9 @@ class ResultsLog:
     def _start_sync(self) -> asyncio.Task[None]:
         if self._sync_task is None or self._sync_task.done():
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_once())
+            # The failure is kept in _failure; retrieve it here so asyncio does not warn.
+            self._sync_task.add_done_callback(
+                lambda task: task.cancelled() or task.exception())
         return self._sync_task
 
     async def _sync_once(self) -> None:
@@ -293,8 +299,10 @@ class ResultsLog:
         try:
             await asyncio.to_thread(os.fsync, self._fd)
         except OSError as exc:
-            raise ResultsWriteError(f"{self.path}: cannot sync the results file "
-                                    f"({exc.strerror}); stopped sending") from None
+            # Kept, so that the next write fails too even if nobody awaits this task.
+            self._failure = ResultsWriteError(f"{self.path}: cannot sync the results file "
+                                              f"({exc.strerror}); stopped sending")
+            raise self._failure from None
         self._synced = max(self._synced, target)
 
     async def sync(self) -> None:

@@ -1,8 +1,8 @@
 """Reading input files as a stream of row batches, every value a faithful string.
 
 Owns the file formats: CSV through pyarrow's streaming reader with every column typed as
-a string (no inference, no null markers, BOM stripped, quoted commas and newlines kept,
-any Python encoding), Parquet through ``iter_batches`` with column projection. Rows are
+a string (no inference, no null markers, quoted commas and newlines kept, any Python
+encoding; a byte-order mark wins over ``--encoding``: UTF-8 or UTF-16), Parquet through ``iter_batches`` with column projection. Rows are
 numbered from 1 in data order; a CSV row with the wrong number of cells, or with a cell that
 is not valid UTF-8, is reported as a broken row under its own number and never shifts the
 numbers of the rows after it. A row larger than the read block makes the reader restart
@@ -13,6 +13,7 @@ This module blocks; the pipeline calls :meth:`Source.next_batch` in a worker thr
 
 from __future__ import annotations
 
+import csv
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,11 +45,13 @@ class Source:
     """An opened input file: its columns, its row count if cheap to know, its batches."""
 
     def __init__(self, path: Path, columns: list[str], total_rows: int | None,
-                 utc_columns: frozenset[str], batches: Iterator[RowBatch]) -> None:
+                 utc_columns: frozenset[str], batches: Iterator[RowBatch],
+                 typed_columns: frozenset[str] = frozenset()) -> None:
         self.path = path
         self.columns = columns
         self.total_rows = total_rows
-        self.utc_columns = utc_columns
+        self.utc_columns = utc_columns  # zone-aware timestamps, already formatted in UTC
+        self.typed_columns = typed_columns  # dates and timestamps, formatted in ISO form
         self._batches = batches
         self._lock = threading.Lock()
 
@@ -73,7 +76,7 @@ def input_columns(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
     path = Path(path)
     if _is_parquet(path):
         return list(_parquet_file(path).schema_arrow.names)
-    return _csv_header(path, encoding)
+    return _csv_header(path, sniff_encoding(path, encoding))
 
 
 def open_source(path: str | Path, columns: list[str], *, encoding: str = "utf-8") -> Source:
@@ -81,7 +84,7 @@ def open_source(path: str | Path, columns: list[str], *, encoding: str = "utf-8"
     path = Path(path)
     if _is_parquet(path):
         return _open_parquet(path, columns)
-    return _open_csv(path, columns, encoding)
+    return _open_csv(path, columns, sniff_encoding(path, encoding))
 
 
 def _is_parquet(path: Path) -> bool:
@@ -103,6 +106,8 @@ def _open_parquet(path: Path, columns: list[str]) -> Source:
     for name in columns:
         check_supported(schema.field(name), str(path))
     utc = frozenset(n for n in columns if is_utc_timestamp(schema.field(n).type))
+    typed = frozenset(n for n in columns if pa.types.is_timestamp(schema.field(n).type)
+                      or pa.types.is_date(schema.field(n).type))
 
     def batches() -> Iterator[RowBatch]:
         next_row = 1
@@ -115,7 +120,7 @@ def _open_parquet(path: Path, columns: list[str]) -> Source:
             )
             next_row += count
 
-    return Source(path, list(schema.names), parquet.metadata.num_rows, utc, batches())
+    return Source(path, list(schema.names), parquet.metadata.num_rows, utc, batches(), typed)
 
 
 def _read_options(encoding: str, block_size: int = BLOCK_SIZE,
@@ -146,13 +151,39 @@ def _csv_header(path: Path, encoding: str) -> list[str]:
                 block_size *= 4
                 continue
             if "Empty CSV file" in message:
-                raise InputError(f"{path}: the file is empty (no header row)") from None
+                names = _lone_header(path, encoding)
+                if names is None:
+                    raise InputError(f"{path}: the file is empty (no header row)") from None
+                break
             raise InputError(f"{path}: cannot read the CSV: {message}") from None
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise InputError(f"{path}: duplicate column name(s) in the header: "
                          f"{', '.join(map(repr, duplicates))}")
     return names
+
+
+def _lone_header(path: Path, encoding: str) -> list[str] | None:
+    """The names of a file holding only a header with no line end (pyarrow calls it empty)."""
+    with open(path, encoding=encoding, errors="replace", newline="") as handle:
+        text = handle.read(1 << 20).lstrip("\ufeff")
+    if not text.strip():
+        return None
+    return next(csv.reader([text]))
+
+
+def sniff_encoding(path: Path, encoding: str) -> str:
+    """A byte-order mark decides the encoding, whatever was asked (Excel writes them)."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(4)
+    except OSError:
+        return encoding
+    if start.startswith(b"\xef\xbb\xbf"):
+        return "utf-8"
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    return encoding
 
 
 def _open_csv(path: Path, columns: list[str], encoding: str) -> Source:
@@ -248,6 +279,7 @@ def count_rows(path: str | Path, *, encoding: str = "utf-8") -> int | None:
     try:
         if _is_parquet(path):
             return int(_parquet_file(path).metadata.num_rows)
+        encoding = sniff_encoding(path, encoding)
         names = _csv_header(path, encoding)
         reader = pcsv.open_csv(
             path, read_options=_read_options(encoding),

@@ -124,7 +124,13 @@ def test_an_event_column_is_sent_as_an_integer(cell: str, event: int) -> None:
 def test_an_event_that_is_not_an_integer_makes_the_row_invalid(cell: str) -> None:
     result = invalid(mapped(mapping(event=None, event_column="code"), code=cell))
     assert result.column == "code"
-    assert result.reason == f"event code {cell.strip()!r} is not an integer"
+    assert result.reason == (f"event code {cell.strip()!r} is not an integer of at most "
+                             "9 digits")
+
+
+def test_an_event_code_of_thousands_of_digits_is_invalid_not_a_crash() -> None:
+    result = invalid(mapped(mapping(event=None, event_column="code"), code="9" * 5000))
+    assert result.column == "code" and "at most 9 digits" in result.reason
 
 
 # The date-time ----------------------------------------------------------------------------

@@ -66,8 +66,19 @@ def test_http_200_without_success_and_an_id_is_retried(document: Any) -> None:
 
 
 @pytest.mark.parametrize("status", [201, 202, 204])
-def test_success_under_another_2xx_is_not_posted(status: int) -> None:
-    assert classify(status, {}, SUCCESS).verdict is Verdict.RETRY
+def test_success_under_another_2xx_is_posted(status: int) -> None:
+    # Retrying a success body would create a duplicate: the body is what counts.
+    assert classify(status, {}, SUCCESS).verdict is Verdict.POSTED
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_stops_the_run_and_is_never_followed(status: int) -> None:
+    result = classify(status, {"Location": "http://elsewhere.example/"}, b"")
+    assert result.verdict is Verdict.FATAL and "elsewhere.example" in result.error
+
+
+def test_403_stops_the_run() -> None:
+    assert classify(403, {}, b"Forbidden").verdict is Verdict.FATAL
 
 
 @pytest.mark.parametrize("status", [200, 400, 500])
@@ -203,7 +214,6 @@ def test_wrong_keys_or_url_are_fatal(
     [
         (400, b"Bad Request", "Bad Request"),
         (400, js({"Message": "The request is invalid."}), "The request is invalid."),
-        (403, b"Forbidden", "Forbidden"),
         (413, b"<html>Request Entity Too Large</html>", "<html>Request Entity Too Large</html>"),
         (422, js({"Status": "Error"}), '{"Status": "Error"}'),
     ],
