@@ -2,8 +2,8 @@
 
 Owns the file formats: CSV through pyarrow's streaming reader with every column typed as
 a string (no inference, no null markers, quoted commas and newlines kept, any Python
-encoding; a byte-order mark wins over ``--encoding``: UTF-8 or UTF-16), Parquet through ``iter_batches`` with column projection. Rows are
-numbered from 1 in data order; a CSV row with the wrong number of cells, or with a cell that
+encoding; a byte-order mark wins over ``--encoding``: UTF-8 or UTF-16), Parquet through
+``iter_batches`` with column projection. Rows are numbered from 1 in data order; a CSV row with the wrong number of cells, or with a cell that
 is not valid UTF-8, is reported as a broken row under its own number and never shifts the
 numbers of the rows after it. A row larger than the read block makes the reader restart
 with larger blocks where it stopped.
@@ -151,9 +151,10 @@ def _csv_header(path: Path, encoding: str) -> list[str]:
                 block_size *= 4
                 continue
             if "Empty CSV file" in message:
-                names = _lone_header(path, encoding)
-                if names is None:
+                lone = _lone_header(path, encoding)
+                if lone is None:
                     raise InputError(f"{path}: the file is empty (no header row)") from None
+                names = lone
                 break
             raise InputError(f"{path}: cannot read the CSV: {message}") from None
     duplicates = sorted({n for n in names if names.count(n) > 1})
