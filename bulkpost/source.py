@@ -3,10 +3,10 @@
 Owns the file formats: CSV through pyarrow's streaming reader with every column typed as
 a string (no inference, no null markers, quoted commas and newlines kept, any Python
 encoding; a byte-order mark wins over ``--encoding``: UTF-8 or UTF-16), Parquet through
-``iter_batches`` with column projection. Rows are numbered from 1 in data order; a CSV row with the wrong number of cells, or with a cell that
-is not valid UTF-8, is reported as a broken row under its own number and never shifts the
-numbers of the rows after it. A row larger than the read block makes the reader restart
-with larger blocks where it stopped.
+``iter_batches`` with column projection. Rows are numbered from 1 in data order; a CSV row
+with the wrong number of cells, or with a cell that is not valid UTF-8, is reported as a
+broken row under its own number and never shifts the numbers of the rows after it. A row
+larger than the read block makes the reader restart with larger blocks where it stopped.
 
 This module blocks; the pipeline calls :meth:`Source.next_batch` in a worker thread.
 """
