@@ -162,3 +162,52 @@ def test_tracebacks_in_json_logs_carry_no_secrets(capsys: pytest.CaptureFixture[
     event = json.loads(out.strip().splitlines()[-1])
     assert "RuntimeError" in event["exception"] and "***" in event["exception"]
     assert SECRET not in out
+
+
+@pytest.mark.e2e
+def test_tls_certificates_are_verified(tmp_path: Path) -> None:
+    """A server with a self-signed certificate gets no activity: verification stays on."""
+    import asyncio
+    import shutil
+    import ssl
+    import threading
+
+    from aiohttp import web
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    received: list[str] = []
+
+    async def create(request: web.Request) -> web.Response:
+        received.append(request.path)
+        return web.json_response({"Status": "Success", "Message": {"Id": "x"}})
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def serve() -> tuple[web.AppRunner, int]:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", create)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+        return runner, runner.addresses[0][1]
+
+    runner, port = asyncio.run_coroutine_threadsafe(serve(), loop).result()
+    try:
+        data, mapping = _inputs(tmp_path, 2)
+        result = run_cli("run", data, "--mapping", mapping, "--results", tmp_path / "r.csv",
+                         "--host", f"https://127.0.0.1:{port}", "--max-attempts", "1",
+                         "--rate", "100/1s")
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+    assert result.code == 1 and result.summary["posted"] == 0
+    assert received == []
+    assert "certificate" in (tmp_path / "r.csv").read_text().lower()
