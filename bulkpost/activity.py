@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
@@ -34,6 +34,16 @@ class Activity:
     lead: str
     body: bytes
     content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    """One custom field to send: where its value comes from and how it is checked."""
+
+    schema_name: str
+    column: str
+    label: str  # "mx_Custom_4 (Amount)", for messages
+    check: Callable[[str], str] | None = None  # value to send, or ValueError(reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +83,15 @@ def to_api_datetime(text: str, fmt: str | None, zone: tzinfo) -> str:
 class RowMapper:
     """Turns batches of rows (columns of strings) into activities or invalid rows."""
 
-    __slots__ = ("_mapping", "_typed_columns", "_utc_columns")
+    __slots__ = ("_mapping", "_rules", "_typed_columns", "_utc_columns")
 
     def __init__(self, mapping: Mapping, utc_columns: frozenset[str] = frozenset(),
-                 typed_columns: frozenset[str] = frozenset()) -> None:
+                 typed_columns: frozenset[str] = frozenset(),
+                 rules: dict[int, tuple[FieldRule, ...]] | None = None) -> None:
         self._mapping = mapping
+        # With the activity types' schemas: the fields to send, checked, per event code.
+        # Without (no preflight): the mapping's fields, sent as written.
+        self._rules = rules
         # Columns whose strings the reader already converted to UTC (zone-aware timestamps).
         self._utc_columns = utc_columns
         # Columns of typed dates and timestamps: ISO text, whatever datetime_format says.
@@ -136,8 +150,24 @@ class RowMapper:
                     expected = m.datetime_format or "ISO 8601"
                     return invalid(m.datetime_column,
                                    f"date-time {text!r} does not parse as {expected}")
-        if m.fields:
-            body["Fields"] = [{"SchemaName": name, "Value": cells[column]}
-                              for name, column in m.fields]
+        if self._rules is None:
+            fields = [{"SchemaName": name, "Value": cells[column]} for name, column in m.fields]
+        else:
+            event = body["ActivityEvent"]
+            rules = self._rules.get(event)  # type: ignore[call-overload]
+            if rules is None:
+                return invalid(m.event_column or "event",
+                               f"activity type {event} does not exist in the account")
+            fields = []
+            for rule in rules:
+                value = cells[rule.column]
+                if rule.check is not None:
+                    try:
+                        value = rule.check(value)
+                    except ValueError as exc:
+                        return invalid(rule.column, f"{rule.label}: {value[:60]!r} {exc}")
+                fields.append({"SchemaName": rule.schema_name, "Value": value})
+        if fields:
+            body["Fields"] = fields
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return Activity(row, key, lead, data, content_hash(data))

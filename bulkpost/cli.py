@@ -95,10 +95,15 @@ def cli() -> None:
               default="info", show_default=True)
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--no-preflight", is_flag=True,
+              help="Do not read the activity types' schemas (rows are checked less).")
+@click.option("--decimal-comma", is_flag=True,
+              help="Accept 12,5 in Number fields, sent as 12.5.")
 def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: RateSpec,
         rate_margin: float | None, workers: int, dry_run: bool, resend_unknown: bool, encoding: str,
         max_attempts: int, backoff: float, timeout: float, max_rate_limited: float,
-        log_format: str, log_level: str, progress: bool | None) -> None:
+        log_format: str, log_level: str, progress: bool | None, no_preflight: bool,
+        decimal_comma: bool) -> None:
     """Post every row of INPUT (CSV or Parquet) as an activity.
 
     Keys come from LSQ_ACCESS_KEY and LSQ_SECRET_KEY. Run the same command again to
@@ -111,7 +116,8 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
     try:
         mapping = load_mapping(mapping_path)
         credentials: Credentials | None = None
-        if not dry_run:
+        if not dry_run or (host and access and secret):
+            # A dry run sends no activity, but with keys it reads the types' schemas.
             if not host:
                 raise UsageError("--host (or LSQ_HOST) is required for a real run")
             host = check_host(host)
@@ -124,6 +130,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
             max_attempts=max_attempts, backoff=backoff, timeout=timeout,
             max_rate_limited=max_rate_limited,
             progress=Progress.wanted(sys.stderr) if progress is None else progress,
+            preflight=not no_preflight, decimal_comma=decimal_comma,
         )
         summary = run_sync(options)
     except BulkpostError as exc:
@@ -134,6 +141,40 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
         click.echo(f"bulkpost: aborted: {logs.scrub(summary.aborted)}", err=True)
     _emit(summary.as_dict())
     sys.exit(summary.exit_code)
+
+
+@cli.command()
+@click.option("--mapping", "mapping_path", required=True, type=click.Path(path_type=Path))
+@click.option("--input", "input_path", type=click.Path(path_type=Path),
+              help="Also check the input's columns, and the types of its event codes.")
+@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True)
+@click.option("--encoding", default="utf-8", show_default=True)
+def check(mapping_path: Path, input_path: Path | None, host: str, encoding: str) -> None:
+    """Check the keys, the host and the mapping against the activity types' schemas."""
+    from bulkpost.preflight import check_mapping
+
+    logs.register_secret(os.environ.get("LSQ_SECRET_KEY", ""),
+                         os.environ.get("LSQ_ACCESS_KEY", ""))
+    logs.configure("auto", "warning")
+    try:
+        mapping = load_mapping(mapping_path)
+        if input_path is not None:
+            from bulkpost.mapping import check_columns
+            from bulkpost.source import input_columns
+
+            check_columns(mapping, input_columns(input_path, encoding=encoding),
+                          str(input_path))
+        if not host:
+            raise UsageError("--host (or LSQ_HOST) is required to read the schemas")
+        credentials = Credentials(_key("LSQ_ACCESS_KEY", os.environ.get("LSQ_ACCESS_KEY", "")),
+                                  _key("LSQ_SECRET_KEY", os.environ.get("LSQ_SECRET_KEY", "")))
+        lines = asyncio.run(check_mapping(mapping, input_path, check_host(host), credentials,
+                                          encoding=encoding))
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo("\n".join(lines))
+    click.echo("the mapping fits: ok")
 
 
 @cli.command()

@@ -26,6 +26,7 @@ from bulkpost.response import Classified, classify, classify_read, transport_fai
 CREATE_PATH = "/v2/ProspectActivity.svc/Create"
 RETRIEVE_PATH = "/v2/ProspectActivity.svc/Retrieve"
 LEAD_BY_EMAIL_PATH = "/v2/LeadManagement.svc/Leads.GetByEmailaddress"
+ACTIVITY_SETTING_PATH = "/v2/ProspectActivity.svc/CustomActivity/GetActivitySetting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,11 @@ class LeadSquaredClient:
                  "Paging": {"Offset": str(offset), "RowCount": str(count)}}
         return await self._call("POST", RETRIEVE_PATH, params={"leadId": lead_id},
                                 body=json.dumps(query).encode(), read=True)
+
+    async def activity_setting(self, code: int) -> tuple[Classified, Any]:
+        """"Get Activity Type Details": the type's custom fields and their rules."""
+        return await self._call("GET", ACTIVITY_SETTING_PATH, params={"code": str(code)},
+                                read=True)
 
     async def lead_by_email(self, email: str) -> tuple[Classified, Any]:
         """"Get Lead by Email Address": a list of matching leads."""

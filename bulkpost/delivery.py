@@ -62,6 +62,7 @@ class Tally:
     """Counters the workers keep for the summary."""
 
     calls: int = 0
+    creates: int = 0  # calls that could create an activity (look-ups excluded)
     retries: int = 0
     rate_limited: int = 0
     reconciled: int = 0
@@ -81,12 +82,16 @@ class _Retry(Exception):
     """An attempt whose answer says: back off and try again."""
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
     """The run is stopping; no further request for this row."""
 
 
-class _Unverifiable(Exception):
-    """A look-up could not tell whether the row was created."""
+class LookupFailed(Exception):
+    """A look-up got no usable answer: refused by the API, or no answer at all."""
+
+    def __init__(self, reason: str, *, answered: bool = True) -> None:
+        super().__init__(reason)
+        self.answered = answered  # False: transport failures until the attempts were spent
 
 
 class KeyedLocks:
@@ -136,18 +141,23 @@ class Courier:
     """Delivers rows for the workers of one run; all of them share it."""
 
     def __init__(self, settings: DeliverySettings, limit: RateLimit, client: LeadSquaredClient,
-                 results: ResultsLog, stopping: asyncio.Event,
+                 results: ResultsLog | None, stopping: asyncio.Event,
                  stop: Callable[[BulkpostError], None]) -> None:
         self.settings = settings
         self.tally = Tally()
         self.on_wire: set[asyncio.Task[Any]] = set()
         self._limit = limit
         self._client = client
-        self._results = results
+        self._results = results  # None: look-ups only (``bulkpost check``)
         self._stopping = stopping
         self._stop = stop
         self._locks = KeyedLocks()
         self._rate_limited_since: float | None = None
+
+    @property
+    def _log(self) -> ResultsLog:
+        assert self._results is not None, "this courier only makes look-ups"
+        return self._results
 
     def _retrying(self, exception: type[Exception]) -> AsyncRetrying:
         return AsyncRetrying(
@@ -186,11 +196,11 @@ class Courier:
                     await self._send(flight)
         except _Retry:
             return self._record(flight, Status.FAILED)
-        except _Unverifiable as exc:
+        except LookupFailed as exc:
             return self._record(flight, Status.UNKNOWN, error_type="unverified",
                                 error=f"may have been created; the look-up failed: {exc}. "
                                       "Run again to retry the look-up")
-        except _Stopped:
+        except Stopped:
             return self._settle_interrupted(flight)
         except asyncio.CancelledError:
             self._settle_interrupted(flight, cancelled=True)
@@ -214,7 +224,7 @@ class Courier:
         async def mark_in_flight() -> None:
             # After the rate-limit slot, right before sending: a crash leaves unknown only
             # the rows that may really be on the wire.
-            await self._results.mark_in_flight(item.row, item.key, item.content_hash,
+            await self._log.mark_in_flight(item.row, item.key, item.content_hash,
                                                attempts=flight.attempts)
             flight.marked = True
             now = datetime.now(UTC)
@@ -245,15 +255,16 @@ class Courier:
         assert task is not None
         while True:
             if self._stopping.is_set():
-                raise _Stopped
+                raise Stopped
             await self._limit.acquire()
             if self._stopping.is_set():
-                raise _Stopped
+                raise Stopped
             if before_sending is not None:
                 await before_sending()
                 if self._stopping.is_set():
-                    raise _Stopped
+                    raise Stopped
                 self.on_wire.add(task)
+                self.tally.creates += 1
             self.tally.calls += 1
             # Cancelled while on the wire, the task stays in on_wire: the row stays unknown.
             answer, document = await call()
@@ -273,15 +284,15 @@ class Courier:
                 f"rate limited for {now - self._rate_limited_since:.0f} s without a success: "
                 "the daily quota may be spent, or another client uses the whole allowance; "
                 "run the same command later to resume"))
-            raise _Stopped
+            raise Stopped
         if self._limit.paused_for() <= 0:
             log.warning("rate limited by the server: pausing all workers",
                         retry_after=answer.retry_after, error=answer.error)
         self._limit.pause(answer.retry_after)
 
     # -- reconciliation --------------------------------------------------------------------
-    async def _lookup(self, call: Callable[[], Awaitable[tuple[Classified, Any]]]) -> Any:
-        """A look-up answered, with retries; raise _Unverifiable when it cannot be had."""
+    async def lookup(self, call: Callable[[], Awaitable[tuple[Classified, Any]]]) -> Any:
+        """A look-up answered, with retries; raise LookupFailed when it cannot be had."""
         try:
             async for attempt in self._retrying(_Retry):
                 with attempt:
@@ -290,12 +301,12 @@ class Courier:
                         return document
                     if answer.verdict is Verdict.FATAL:
                         self._stop(AbortRun(answer.error))
-                        raise _Stopped
+                        raise Stopped
                     if answer.verdict is Verdict.RETRY:
                         raise _Retry(answer.error)
-                    raise _Unverifiable(f"{answer.error_type}: {answer.error}")
+                    raise LookupFailed(f"{answer.error_type}: {answer.error}")
         except _Retry as exc:
-            raise _Unverifiable(str(exc)) from None
+            raise LookupFailed(str(exc), answered=False) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _reconcile(self, item: Activity, window: SendWindow | None) -> str | None:
@@ -305,16 +316,16 @@ class Courier:
         lead_id = row.lead_id
         if lead_id is None:
             assert row.email is not None
-            leads = await self._lookup(lambda: self._client.lead_by_email(row.email or ""))
+            leads = await self.lookup(lambda: self._client.lead_by_email(row.email or ""))
             if not isinstance(leads, list) or not leads:
-                raise _Unverifiable(f"no lead has the e-mail address {row.email!r} (yet)")
+                raise LookupFailed(f"no lead has the e-mail address {row.email!r} (yet)")
             lead_id = str(leads[0].get("ProspectID") or leads[0].get("ProspectId") or "")
             if not lead_id:
-                raise _Unverifiable("the lead found by e-mail has no ProspectID")
-        claimed = self._results.claimed_ids(item.content_hash)
+                raise LookupFailed("the lead found by e-mail has no ProspectID")
+        claimed = self._log.claimed_ids(item.content_hash)
         offset = 0
         while True:
-            document = await self._lookup(
+            document = await self.lookup(
                 functools.partial(self._client.retrieve_activities, lead_id, row.event, offset,
                                   PAGE_SIZE))
             total, page = parse_activities(document)
@@ -340,7 +351,7 @@ class Courier:
             activity_id = last.activity_id
         # Server text goes into the file: make sure it cannot carry the keys.
         error = self._client.credentials.scrub(error)
-        self._results.record(RowOutcome(
+        self._log.record(RowOutcome(
             item.row, item.key, status, activity_id=activity_id,
             http_status=last.http_status if last else None, error_type=error_type,
             error=error, attempts=flight.attempts, content_hash=item.content_hash))

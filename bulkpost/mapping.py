@@ -54,6 +54,11 @@ class Mapping:
         assert column is not None  # parse_mapping guarantees exactly one
         return column
 
+    @property
+    def display_names(self) -> list[str]:
+        """``[fields]`` keys that are display names, not SchemaNames."""
+        return [key for key, _ in self.fields if not CUSTOM_FIELD.fullmatch(key)]
+
     def used_columns(self) -> list[str]:
         """Every input column the mapping reads, each once, in a stable order."""
         named = [
@@ -113,9 +118,13 @@ def parse_mapping(data: dict[str, Any], source: str = "<mapping>") -> Mapping:
         raise MappingError(f"{source}: [fields] must be a table of SchemaName = column")
     fields: list[tuple[str, str]] = []
     for schema_name, column in fields_table.items():
-        if not CUSTOM_FIELD.fullmatch(schema_name):
+        # Keys that look like SchemaNames must be valid ones; any other key is a field's
+        # display name, resolved against the activity type's schema at preflight.
+        if schema_name.lower().startswith("mx_") and not CUSTOM_FIELD.fullmatch(schema_name):
             raise MappingError(f"{source}: fields.{schema_name}: SchemaName must be one of "
-                               "mx_Custom_1 … mx_Custom_50")
+                               "mx_Custom_1 … mx_Custom_50 (or give the field's display name)")
+        if not schema_name.strip():
+            raise MappingError(f"{source}: [fields] has an empty key")
         if not isinstance(column, str):
             raise MappingError(f"{source}: fields.{schema_name} must name an input column")
         fields.append((schema_name, column))

@@ -15,6 +15,7 @@ on the wire stay ``unknown``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import signal
 import time
@@ -26,11 +27,12 @@ from typing import Any
 
 import structlog
 
-from bulkpost.activity import Activity, InvalidRow, RowMapper
+from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
 from bulkpost.client import Credentials, LeadSquaredClient
-from bulkpost.delivery import Courier, DeliverySettings, Job, Tally
-from bulkpost.errors import AbortRun, BulkpostError, ResultsWriteError, UsageError
+from bulkpost.delivery import Courier, DeliverySettings, Job, Stopped, Tally
+from bulkpost.errors import AbortRun, BulkpostError, MappingError, ResultsWriteError, UsageError
 from bulkpost.mapping import Mapping, check_columns
+from bulkpost.preflight import event_codes, run_preflight
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateLimit, RateSpec
 from bulkpost.reconcile import SendWindow
@@ -62,6 +64,8 @@ class RunOptions:
     drain_timeout: float = 30.0
     max_rate_limited: float = 900.0  # seconds of rate limiting without a success
     progress: bool = False
+    preflight: bool = True  # read the activity types' schemas and check rows against them
+    decimal_comma: bool = False  # accept 12,5 in Number fields (sent as 12.5)
 
     def worker_count(self) -> int:
         if self.workers > 0:
@@ -213,10 +217,29 @@ class Run:
             log.info("run started", input=str(opts.input), results=str(opts.results),
                      rate=str(opts.rate), workers=opts.worker_count(), dry_run=opts.dry_run,
                      resumed_rows=sum(results.counts().values()))
-            if opts.dry_run:
-                await self._feed(source, results, None)
-            else:
-                await self._post_all(source, results)
+            async with contextlib.AsyncExitStack() as stack:
+                client: LeadSquaredClient | None = None
+                if opts.credentials is not None and opts.host:
+                    client = await stack.enter_async_context(LeadSquaredClient(
+                        opts.host, opts.credentials, timeout=opts.timeout,
+                        connections=opts.worker_count()))
+                    settings = DeliverySettings(opts.max_attempts, opts.backoff, opts.timeout,
+                                                opts.max_rate_limited)
+                    self._courier = Courier(settings, self.limit, client, results,
+                                            self.stopping, self.stop)
+                try:
+                    rules = await self._preflight(client)
+                except Stopped:
+                    rules = None  # a fatal answer: stop() has recorded why
+                except AbortRun as exc:
+                    rules = None
+                    self.stop(exc)
+                if self._abort is None:
+                    if opts.dry_run:
+                        await self._feed(source, results, None, rules)
+                    else:
+                        assert client is not None and self._courier is not None
+                        await self._post_all(source, results, self._courier, rules)
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
@@ -246,45 +269,59 @@ class Run:
         log.info("run finished", **self.summary.as_dict())
         return self.summary
 
-    async def _post_all(self, source: Source, results: ResultsLog) -> None:
+    async def _preflight(self, client: LeadSquaredClient | None
+                         ) -> dict[int, tuple[FieldRule, ...]] | None:
+        """The field rules per event code, or None when the schemas are not read."""
         opts = self.options
-        assert opts.credentials is not None
+        if not opts.preflight or client is None or self._courier is None:
+            if opts.mapping.display_names:
+                raise MappingError(
+                    f"{opts.mapping.source}: fields given by display name "
+                    f"({', '.join(map(repr, opts.mapping.display_names))}) need the activity "
+                    "type's schema: give --host and the keys (and no --no-preflight), or use "
+                    "SchemaNames")
+            if opts.dry_run and opts.preflight:
+                log.warning("no --host or keys: the dry run checks rows without the activity "
+                            "types' schemas")
+            return None
+        codes = await event_codes(opts.mapping, opts.input, opts.encoding)
+        result = await run_preflight(opts.mapping, self._courier, client, codes,
+                                     decimal_comma=opts.decimal_comma)
+        return result.rules
+
+    async def _post_all(self, source: Source, results: ResultsLog, courier: Courier,
+                        rules: dict[int, tuple[FieldRule, ...]] | None) -> None:
+        opts = self.options
         queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=opts.worker_count() * 4)
-        async with LeadSquaredClient(opts.host, opts.credentials, timeout=opts.timeout,
-                                     connections=opts.worker_count()) as client:
-            settings = DeliverySettings(opts.max_attempts, opts.backoff, opts.timeout,
-                                        opts.max_rate_limited)
-            courier = self._courier = Courier(settings, self.limit, client, results,
-                                              self.stopping, self.stop)
-            self._feeder = asyncio.create_task(self._feed(source, results, queue))
-            self._workers = [asyncio.create_task(self._work(queue, courier))
-                             for _ in range(opts.worker_count())]
-            everything: asyncio.Future[Any] = asyncio.gather(self._feeder, *self._workers)
-            stopped: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
-            try:
-                await asyncio.wait({everything, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                if everything.done():
-                    error = everything.exception()
-                    if isinstance(error, BulkpostError):
-                        # An input or usage problem found mid-file, after requests went out,
-                        # is an abort: the summary must say what was done.
-                        sent = courier.tally.calls > 0
-                        self.stop(AbortRun(str(error)) if sent and error.exit_code == 2
-                                  else error)
-                    elif error is not None and not isinstance(error, asyncio.CancelledError):
-                        log.error("internal error", exc_info=error)
-                        self.stop(AbortRun(f"internal error ({type(error).__name__}: {error}); "
-                                           "please report it. Rerun to resume"))
-                if self.stopping.is_set():
-                    # Requests on the wire may finish, for a bounded time.
-                    _done, late = await asyncio.wait(self._workers, timeout=opts.drain_timeout)
-                    for task in late:
-                        task.cancel()
-            finally:
-                stopped.cancel()
-                for task in (self._feeder, *self._workers):
-                    task.cancel()  # no-op for the finished ones
-                await asyncio.gather(self._feeder, *self._workers, return_exceptions=True)
+        self._feeder = asyncio.create_task(self._feed(source, results, queue, rules))
+        self._workers = [asyncio.create_task(self._work(queue, courier))
+                         for _ in range(opts.worker_count())]
+        everything: asyncio.Future[Any] = asyncio.gather(self._feeder, *self._workers)
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({everything, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if everything.done():
+                error = everything.exception()
+                if isinstance(error, BulkpostError):
+                    # An input or usage problem found mid-file, after requests went out,
+                    # is an abort: the summary must say what was done.
+                    sent = courier.tally.creates > 0
+                    self.stop(AbortRun(str(error)) if sent and error.exit_code == 2
+                              else error)
+                elif error is not None and not isinstance(error, asyncio.CancelledError):
+                    log.error("internal error", exc_info=error)
+                    self.stop(AbortRun(f"internal error ({type(error).__name__}: {error}); "
+                                       "please report it. Rerun to resume"))
+            if self.stopping.is_set():
+                # Requests on the wire may finish, for a bounded time.
+                _done, late = await asyncio.wait(self._workers, timeout=opts.drain_timeout)
+                for task in late:
+                    task.cancel()
+        finally:
+            stopped.cancel()
+            for task in (self._feeder, *self._workers):
+                task.cancel()  # no-op for the finished ones
+            await asyncio.gather(self._feeder, *self._workers, return_exceptions=True)
 
     # -- feeder ----------------------------------------------------------------------------
     def _read_and_map(self, source: Source,
@@ -299,9 +336,10 @@ class Run:
         return mapped
 
     async def _feed(self, source: Source, results: ResultsLog,
-                    queue: asyncio.Queue[Job | None] | None) -> None:
+                    queue: asyncio.Queue[Job | None] | None,
+                    rules: dict[int, tuple[FieldRule, ...]] | None) -> None:
         opts = self.options
-        mapper = RowMapper(opts.mapping, source.utc_columns, source.typed_columns)
+        mapper = RowMapper(opts.mapping, source.utc_columns, source.typed_columns, rules)
         summary = self.summary
         while not self.stopping.is_set():
             items = await asyncio.to_thread(self._read_and_map, source, mapper)

@@ -1,12 +1,14 @@
 """A LeadSquared look-alike on loopback, for the demo and the tests.
 
-Owns a fake with real behaviour, not a mock: the real Create, Retrieve ("Get Activities of
-a Lead", newest first, 25 a page) and lead-by-e-mail paths, auth by headers or query string
-(401 otherwise), the API's validation and error bodies, a strict sliding-window
-rate limit per access key (at most N accepted calls in any T seconds, 429 with the
-``MXAPIRateLimitExceededException`` body beyond), latency, and faults injected by a seeded
-random generator so a run can be reproduced (the lookups get the faults that strike before
-anything is created):
+Owns a fake with real behaviour, not a mock: the real Create, Retrieve ("Get Activities of a
+Lead", newest first, 25 a page), lead-by-e-mail and "Get Activity Type Details" paths (a
+typed type 301 with a mandatory, a Number, a Dropdown, a Date and a DateTime field, and
+duplicate display names; every other code in 100..999 with 50 String fields), auth by
+headers or query string (401 otherwise), the API's validation (typed fields included) and
+error bodies, a strict sliding-window rate limit per access key (at most N accepted calls in
+any T seconds, 429 with the ``MXAPIRateLimitExceededException`` body beyond), latency, and
+faults injected by a seeded random generator so a run can be reproduced (the lookups get the
+faults that strike before anything is created):
 
 =================  ====================================================================
 ``500-before``     HTTP 500 without an MX type; nothing created
@@ -41,7 +43,12 @@ from typing import Any
 from aiohttp import web
 
 from bulkpost.activity import GUID
-from bulkpost.client import CREATE_PATH, LEAD_BY_EMAIL_PATH, RETRIEVE_PATH
+from bulkpost.client import (
+    ACTIVITY_SETTING_PATH,
+    CREATE_PATH,
+    LEAD_BY_EMAIL_PATH,
+    RETRIEVE_PATH,
+)
 from bulkpost.errors import UsageError
 from bulkpost.mapping import CUSTOM_FIELD
 from bulkpost.ratelimit import RateSpec
@@ -53,6 +60,35 @@ DEFAULT_SECRET_KEY = "demo-secret-key"
 API_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 GATEWAY_PAGE = ("<html><head><title>502 Bad Gateway</title></head><body><center>"
                 "<h1>502 Bad Gateway</h1></center></body></html>")
+
+
+# Typed activity types the sandbox knows; every other event code in 100..999 exists with
+# fifty untyped String fields.
+CATALOG: dict[int, dict[str, Any]] = {
+    301: {"DisplayName": "Order", "Fields": [
+        {"SchemaName": "mx_Custom_1", "DisplayName": "Order No", "DataType": "String",
+         "IsMandatory": True, "MaxFieldLength": 12},
+        {"SchemaName": "mx_Custom_2", "DisplayName": "Amount", "DataType": "Number"},
+        {"SchemaName": "mx_Custom_3", "DisplayName": "Channel", "DataType": "Dropdown",
+         "OptionSet": json.dumps([{"Value": v, "Text": v} for v in ("Web", "Phone", "Store")])},
+        {"SchemaName": "mx_Custom_4", "DisplayName": "Delivery Date", "DataType": "Date"},
+        {"SchemaName": "mx_Custom_5", "DisplayName": "Shipped At", "DataType": "DateTime"},
+        {"SchemaName": "mx_Custom_6", "DisplayName": "Purpose", "DataType": "String"},
+        {"SchemaName": "mx_Custom_7", "DisplayName": "Purpose", "DataType": "String"},
+        {"SchemaName": "mx_Custom_8", "DisplayName": "Remarks", "DataType": "String"},
+    ]},
+}
+
+
+def activity_setting(code: int) -> dict[str, Any] | None:
+    """What "Get Activity Type Details" answers for ``code`` (None: no such type)."""
+    if code in CATALOG:
+        return {"ActivityEventCode": code, **CATALOG[code]}
+    if 100 <= code <= 999:
+        return {"ActivityEventCode": code, "DisplayName": f"Event {code}", "Fields": [
+            {"SchemaName": f"mx_Custom_{n}", "DisplayName": f"Custom {n}", "DataType": "String"}
+            for n in range(1, 51)]}
+    return None
 
 
 def parse_faults(spec: str) -> dict[str, float]:
@@ -84,6 +120,27 @@ def parse_latency(spec: str) -> tuple[float, float]:
     if bounds[0] < 0 or bounds[1] < bounds[0]:
         raise UsageError(f"--latency {spec!r}: expected 0 <= A <= B")
     return bounds
+
+
+def _typed_problem(setting: dict[str, Any], name: str, value: str) -> str | None:
+    """What the API would say of ``value`` for field ``name``, or None when it is fine."""
+    spec = next((f for f in setting["Fields"] if f["SchemaName"] == name), None)
+    if spec is None:
+        return f"Field {name} does not exist in activity type {setting['ActivityEventCode']}"
+    label, kind = spec["DisplayName"], spec["DataType"]
+    if value == "":
+        return f"{label} is mandatory" if spec.get("IsMandatory") else None
+    if kind == "Number" and not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", value):
+        return f"{label}: '{value}' is not a number"
+    if kind == "Date" and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return f"{label}: '{value}' is not a date (yyyy-mm-dd)"
+    if kind == "DateTime" and not API_DATETIME.fullmatch(value):
+        return f"{label}: '{value}' is not a date-time (yyyy-mm-dd hh:mm:ss)"
+    if kind == "Dropdown" and value not in [o["Value"] for o in json.loads(spec["OptionSet"])]:
+        return f"{label}: '{value}' is not one of the options"
+    if spec.get("MaxFieldLength") and len(value) > spec["MaxFieldLength"]:
+        return f"{label} is longer than {spec['MaxFieldLength']} characters"
+    return None
 
 
 def _error(status: int, exception_type: str, message: str) -> web.Response:
@@ -129,6 +186,7 @@ class Sandbox:
         self._leads_by_email: dict[str, str] = {}
         self.app.router.add_post(CREATE_PATH, self._create)
         self.app.router.add_post(RETRIEVE_PATH, self._retrieve)
+        self.app.router.add_get(ACTIVITY_SETTING_PATH, self._activity_setting)
         self.app.router.add_get(LEAD_BY_EMAIL_PATH, self._lead_by_email)
         self.app.router.add_get("/_sandbox/stats", self._stats)
         self.app.router.add_get("/_sandbox/ledger", self._ledger)
@@ -308,6 +366,19 @@ class Sandbox:
             "Data": {"ActivityEvent_Note": e["ActivityNote"] or "", **e["Fields"]},
         } for e in page]})
 
+    async def _activity_setting(self, request: web.Request) -> web.StreamResponse:
+        """"Get Activity Type Details" for the sandbox's event codes."""
+        admitted = await self._admit(request)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        self.stats.lookups += 1
+        code = request.query.get("code", "")
+        setting = activity_setting(int(code)) if code.isdigit() else None
+        if setting is None:
+            return _error(500, "MXInvalidInputException",
+                          f"Activity event {code} does not exist")
+        return web.json_response(setting)
+
     async def _lead_by_email(self, request: web.Request) -> web.StreamResponse:
         """"Get Lead by Email Address": a list with the lead, or an empty list."""
         admitted = await self._admit(request)
@@ -334,7 +405,8 @@ class Sandbox:
         event = body.get("ActivityEvent")
         if not isinstance(event, int) or isinstance(event, bool):
             return "ActivityEvent is required and must be an integer"
-        if not 100 <= event <= 999:
+        setting = activity_setting(event)
+        if setting is None:
             return f"Activity event {event} does not exist"
         note = body.get("ActivityNote", "")
         if not isinstance(note, str):
@@ -357,6 +429,12 @@ class Sandbox:
             seen.add(name)
             if not isinstance(item.get("Value"), str):
                 return f"Field {name}: Value must be a string"
+            problem = _typed_problem(setting, name, item["Value"])
+            if problem is not None:
+                return problem
+        for spec in setting["Fields"]:
+            if spec.get("IsMandatory") and spec["SchemaName"] not in seen:
+                return f"Mandatory field {spec['DisplayName']} is missing"
         return None
 
     def _record(self, access_key: str, activity_id: str, body: dict[str, Any]) -> None:

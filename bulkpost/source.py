@@ -274,6 +274,19 @@ def _decoded(rows: list[int], batch: pa.RecordBatch, columns: list[str],
                     broken)
 
 
+def distinct_values(path: str | Path, column: str, *, encoding: str = "utf-8",
+                    limit: int = 1000) -> set[str]:
+    """The distinct values of one column (stripped), reading only that column."""
+    source = open_source(path, [column], encoding=encoding)
+    values: set[str] = set()
+    while (batch := source.next_batch()) is not None:
+        values.update(v.strip() for v in batch.columns[column])
+        if len(values) > limit:
+            raise InputError(f"{path}: column {column!r} holds more than {limit} distinct "
+                             "values; is it really the event code?")
+    return values
+
+
 def count_rows(path: str | Path, *, encoding: str = "utf-8") -> int | None:
     """Count the data rows of a file (for the progress bar); None if it cannot."""
     path = Path(path)

@@ -43,6 +43,11 @@ class SandboxServer:
         result: dict[str, Any] = self.call(read())
         return result
 
+    def create_calls(self) -> int:
+        """Calls to the Create endpoint: every call but the look-ups (preflight included)."""
+        stats = self.stats()
+        return int(stats["calls"]) - int(stats["lookups"])
+
     def ledger(self) -> list[dict[str, Any]]:
         async def read() -> list[dict[str, Any]]:
             return list(self.sandbox.ledger)

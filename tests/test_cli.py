@@ -92,11 +92,14 @@ def test_every_value_arrives_faithfully_and_a_rerun_sends_nothing(
     recorded = read_results(results)
     assert len(recorded) == len(tricky)  # compacted: one line per row
     assert {r["activity_id"] for r in recorded.values()} == {e["Id"] for e in ledger}
-    calls = server.stats()["calls"]
+    before = server.stats()
     again = _run(data, mapping, results, server.url)
     assert again.code == 0
     assert again.summary["skipped"] == len(tricky) and again.summary["posted"] == 0
-    assert server.stats()["calls"] == calls
+    after = server.stats()
+    # Nothing is sent: the only call is the preflight's read of the activity type.
+    assert after["calls"] - after["lookups"] == before["calls"] - before["lookups"]
+    assert after["lookups"] == before["lookups"] + 1 and after["created"] == before["created"]
 
 
 def test_parquet_values_arrive_in_faithful_form(tmp_path: Path, make_sandbox: Any) -> None:
@@ -171,7 +174,7 @@ def test_bad_rows_are_recorded_and_never_stop_the_run(tmp_path: Path, make_sandb
     assert rows[5]["error_type"] == "MXInvalidInputException"
     assert "does not exist" in rows[5]["error"]
     assert {rows[1]["status"], rows[6]["status"]} == {"posted"}
-    assert server.stats()["calls"] == 3  # invalid rows were never sent
+    assert server.create_calls() == 3  # invalid rows were never sent
 
     failures = tmp_path / "failures.csv"
     report = run_cli("report", results, "--input", path, "--failures", failures)
@@ -183,9 +186,9 @@ def test_bad_rows_are_recorded_and_never_stop_the_run(tmp_path: Path, make_sandb
     assert lines[3].startswith(",,,,,invalid,") and "K4" in lines[3]  # the raw ragged row
 
     # A rerun re-validates invalid rows (free) and does not re-send the unchanged rejection.
-    calls = server.stats()["calls"]
+    calls = server.create_calls()
     again = _run(path, mapping, results, server.url)
-    assert again.code == 1 and server.stats()["calls"] == calls
+    assert again.code == 1 and server.create_calls() == calls
     assert again.summary["rejected"] == 1 and again.summary["skipped"] == 2
 
 
@@ -329,7 +332,7 @@ def test_dry_run_sends_nothing_and_records_invalid_rows(tmp_path: Path,
     result = _run(data, mapping, results, server.url, "--dry-run")
     assert result.code == 1
     assert result.summary["to_send"] == 4 and result.summary["invalid"] == 1
-    assert server.stats()["calls"] == 0
+    assert server.create_calls() == 0 and server.stats()["lookups"] == 1  # the preflight
     assert [r["status"] for r in read_results(results).values()] == ["invalid"]
 
 
@@ -401,7 +404,7 @@ def test_a_second_sigint_stops_at_once_leaving_rows_on_the_wire_unknown(
     results = tmp_path / "r.csv"
     process = _start(data, mapping, results, server.url, "--rate", "100/1s", "--workers", "8")
     deadline = time.monotonic() + 30
-    while server.stats()["calls"] < 8 and time.monotonic() < deadline:
+    while server.create_calls() < 8 and time.monotonic() < deadline:
         time.sleep(0.05)
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
@@ -421,7 +424,7 @@ def test_a_second_sigint_stops_at_once_leaving_rows_on_the_wire_unknown(
     assert statuses["unknown"] == 8 and statuses["posted"] == 0
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["exit_code"] == 3 and summary["unknown"] == 8
-    assert server.stats()["calls"] == 8
+    assert server.create_calls() == 8
 
 
 EMAIL_MAPPING = """

@@ -101,12 +101,18 @@ def test_custom_fields_1_to_50_are_accepted(schema_name: str) -> None:
 @pytest.mark.parametrize(
     "schema_name",
     ["mx_Custom_0", "mx_Custom_51", "mx_Custom_100", "mx_Custom_01", "mx_Custom_", "mx_custom_1",
-     "MX_CUSTOM_1", "mx_Custom_1a", "mx_Custom_1 ", "Custom_1", "mx_Custom_-1", "ActivityNote"],
+     "MX_CUSTOM_1", "mx_Custom_1a", "mx_Custom_1 ", "mx_Custom_-1"],
 )
 def test_schema_names_outside_mx_custom_1_to_50_are_refused(schema_name: str) -> None:
     message = refused(data({schema_name: "col"}))
     assert f"fields.{schema_name}:" in message
     assert "mx_Custom_1 … mx_Custom_50" in message
+
+
+@pytest.mark.parametrize("name", ["Purpose", "Custom_1", "ActivityNote", "Order Amount"])
+def test_other_keys_are_display_names_resolved_at_preflight(name: str) -> None:
+    mapping = parse_mapping(data({name: "col", "mx_Custom_2": "other"}))
+    assert mapping.display_names == [name]
 
 
 @pytest.mark.parametrize("column", [5, True, ["a"], {"column": "a"}])

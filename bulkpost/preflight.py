@@ -1,0 +1,116 @@
+"""Preflight: before the first row, check keys and host and learn the activity types.
+
+Owns the step between reading the mapping and reading rows: find the event codes the run
+will post (the mapping's constant, or the distinct values of ``event_column``), read each
+type's schema with "Get Activity Type Details" (one cheap call each, which also proves the
+keys and the host), resolve display names in ``[fields]`` to SchemaNames, and refuse the
+run (exit 2) when a mapped field does not exist or a mandatory field is not mapped. The
+result is the per-event field rules that :class:`bulkpost.activity.RowMapper` checks every
+row against, the same in a dry run and a real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from bulkpost.activity import FieldRule
+from bulkpost.client import Credentials, LeadSquaredClient
+from bulkpost.delivery import Courier, DeliverySettings, LookupFailed, Stopped
+from bulkpost.errors import AbortRun, BulkpostError, MappingError
+from bulkpost.mapping import Mapping
+from bulkpost.ratelimit import RateLimit, RateSpec
+from bulkpost.schema import (
+    ActivityType,
+    SchemaError,
+    field_rules,
+    parse_activity_type,
+    resolve_fields,
+)
+from bulkpost.schema import preflight as compare
+from bulkpost.source import distinct_values
+
+log = structlog.get_logger("bulkpost")
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightResult:
+    rules: dict[int, tuple[FieldRule, ...]]
+    report: list[str]
+    missing_types: tuple[int, ...]  # codes the account does not know: their rows are invalid
+
+
+async def event_codes(mapping: Mapping, input_path: Path | None, encoding: str) -> set[int]:
+    """The event codes the input will post."""
+    if mapping.event is not None:
+        return {mapping.event}
+    if input_path is None or mapping.event_column is None:
+        return set()
+    values = await asyncio.to_thread(distinct_values, input_path, mapping.event_column,
+                                     encoding=encoding)
+    return {int(v) for v in values if v.isdigit() and v.isascii() and len(v) <= 9}
+
+
+async def run_preflight(mapping: Mapping, courier: Courier, client: LeadSquaredClient,
+                        codes: set[int], *, decimal_comma: bool = False) -> PreflightResult:
+    """Read every type's schema and check the mapping against it."""
+    rules: dict[int, tuple[FieldRule, ...]] = {}
+    report: list[str] = []
+    missing: list[int] = []
+    problems: list[str] = []
+    for code in sorted(codes):
+        try:
+            document = await courier.lookup(functools.partial(client.activity_setting, code))
+        except LookupFailed as exc:
+            if not exc.answered:
+                raise AbortRun(f"cannot read activity type {code} from the API: {exc}") from None
+            report.append(f"activity type {code}: not found in the account ({exc}); "
+                          "its rows will be invalid")
+            missing.append(code)
+            continue
+        activity: ActivityType = parse_activity_type(document, code)
+        try:
+            resolved = resolve_fields(mapping.fields, activity)
+        except SchemaError as exc:
+            problems.append(f"{mapping.source}: {exc}")
+            continue
+        found = compare(resolved, activity)
+        report += found.lines()
+        if not found.ok:
+            problems += [line.strip() for line in found.lines() if "error:" in line]
+        rules[code] = field_rules(resolved, activity, mapping.timezone, decimal_comma)
+    for line in report:
+        log.info("preflight", detail=line)
+    if problems:
+        raise MappingError("the mapping does not fit the activity type:\n  "
+                           + "\n  ".join(problems))
+    return PreflightResult(rules, report, tuple(missing))
+
+
+
+async def check_mapping(mapping: Mapping, input_path: Path | None, host: str,
+                        credentials: Credentials, *, encoding: str = "utf-8") -> list[str]:
+    """``bulkpost check``: the preflight alone; its report, or MappingError / AbortRun."""
+    stopping = asyncio.Event()
+    failure: list[BulkpostError] = []
+
+    def stop(error: BulkpostError) -> None:
+        failure.append(error)
+        stopping.set()
+
+    async with LeadSquaredClient(host, credentials) as client:
+        courier = Courier(DeliverySettings(3, 0.5, 30.0, 120.0),
+                          RateLimit(RateSpec(25, 5.0)), client, None, stopping, stop)
+        codes = await event_codes(mapping, input_path, encoding)
+        if not codes:
+            raise MappingError("no event code to check: give --input with event_column")
+        try:
+            result = await run_preflight(mapping, courier, client, codes)
+        except Stopped:
+            raise failure[0] from None
+    return result.report
+
