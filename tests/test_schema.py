@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bulkpost.activity import RowMapper
+from bulkpost.activity import Activity, InvalidRow, RowMapper
 from bulkpost.mapping import parse_mapping
 from bulkpost.sandbox import activity_setting
 from bulkpost.schema import (
@@ -117,14 +117,16 @@ def test_rows_are_checked_and_normalised_by_the_rules() -> None:
     mapper = RowMapper(mapping, rules={301: field_rules(resolved, ORDER, KOLKATA)})
     lead = "9e3779b9-7f4a-4c15-b39c-c0605cedc834"
     good = mapper.map_row(1, {"lead": lead, "no": "A-1", "amt": "5", "ch": "store"})
+    assert isinstance(good, Activity)
     assert json.loads(good.body)["Fields"] == [
         {"SchemaName": "mx_Custom_1", "Value": "A-1"},
         {"SchemaName": "mx_Custom_2", "Value": "5"},
         {"SchemaName": "mx_Custom_3", "Value": "Store"}]
     bad = mapper.map_row(2, {"lead": lead, "no": "A-2", "amt": "12,5", "ch": "web"})
-    assert bad.column == "amt"
+    assert isinstance(bad, InvalidRow) and bad.column == "amt"
     assert bad.reason == ("mx_Custom_2 (Amount): '12,5' is not a number "
-                                      "(a decimal comma? see --decimal-comma)")
+                          "(a decimal comma? see --decimal-comma)")
     other = RowMapper(mapping, rules={}).map_row(3, {"lead": lead, "no": "x", "amt": "1",
                                                      "ch": "Web"})
+    assert isinstance(other, InvalidRow)
     assert "activity type 301 does not exist" in other.reason
