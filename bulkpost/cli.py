@@ -50,6 +50,16 @@ def _key(name: str, value: str) -> str:
     return value
 
 
+def _dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[str],
+                    rate: RateSpec) -> str:
+    lines = [f"dry run: {to_send:,} rows to send, {invalid:,} invalid"]
+    lines += [f"  {line}" for line in problems]
+    hours, rest = divmod(round(seconds), 3600)
+    lines.append(f"a real run would take about {hours}:{rest // 60:02d}:{rest % 60:02d} at "
+                 f"{rate} (the rate limit; look-ups and retries come on top)")
+    return "\n".join(lines)
+
+
 def _emit(data: dict[str, Any]) -> None:
     click.echo(json.dumps(data, ensure_ascii=False))
 
@@ -139,6 +149,9 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
         sys.exit(exc.exit_code)
     if summary.aborted:
         click.echo(f"bulkpost: aborted: {logs.scrub(summary.aborted)}", err=True)
+    if summary.dry_run:
+        click.echo(_dry_run_report(summary.to_send, summary.invalid, summary.estimated_s,
+                                   summary.problems, rate), err=True)
     _emit(summary.as_dict())
     sys.exit(summary.exit_code)
 

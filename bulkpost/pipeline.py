@@ -36,6 +36,7 @@ from bulkpost.preflight import event_codes, run_preflight
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateLimit, RateSpec
 from bulkpost.reconcile import SendWindow
+from bulkpost.report import ProblemGroups
 from bulkpost.results import ResultsLog, RowOutcome
 from bulkpost.resume import Action, Previous, Status, plan_row
 from bulkpost.source import Source, count_rows, input_columns, open_source
@@ -93,6 +94,8 @@ class Summary:
     found_posted: int = 0
     elapsed_s: float = 0.0
     dry_run: bool = False
+    estimated_s: float = 0.0  # dry run: how long sending to_send rows would take
+    problems: list[str] = field(default_factory=list)  # dry run: invalid rows, grouped
     aborted: str = ""
     results: str = ""
 
@@ -136,6 +139,8 @@ class Summary:
         if self.dry_run:
             data["dry_run"] = True
             data["to_send"] = self.to_send
+            data["estimated_s"] = round(self.estimated_s)
+            data["problems"] = self.problems
         else:
             # Rows read but not finished when the run stopped (they resume next time).
             data["pending"] = self.rows - sum(getattr(self, s.value) for s in Status) - (
@@ -158,6 +163,7 @@ class Run:
         self._workers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
         self._interrupts = 0
+        self.problems = ProblemGroups()
         self.progress = Progress(enabled=options.progress,
                                  calls_per_second=self.limit.sustained_per_second)
 
@@ -266,6 +272,10 @@ class Run:
                 self.summary.aborted = str(self._abort)
             else:
                 raise self._abort
+        if opts.dry_run:
+            self.summary.problems = self.problems.lines()
+            # What the real run would take at the configured rate (look-ups not counted).
+            self.summary.estimated_s = self.summary.to_send / self.limit.sustained_per_second
         log.info("run finished", **self.summary.as_dict())
         return self.summary
 
@@ -365,6 +375,7 @@ class Run:
                     results.record(RowOutcome(
                         item.row, item.key, Status.INVALID, error_type=item.column,
                         error=item.reason, content_hash=item.content_hash))
+                    self.problems.add(item.column, item.reason, item.row)
                     summary.invalid += 1
                     self.progress.done()
                 elif action is Action.SKIP_POSTED:

@@ -13,6 +13,7 @@ import collections
 import csv
 import re
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from bulkpost.results import RowOutcome, read_outcomes
@@ -20,6 +21,36 @@ from bulkpost.resume import Status
 from bulkpost.source import input_columns, open_source
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def fold(reason: str) -> str:
+    """A reason with its quoted values folded, so one kind of problem is one line."""
+    return _QUOTED.sub("'…'", reason)
+
+
+class ProblemGroups:
+    """Invalid rows grouped by column and kind of problem, like a compiler's summary."""
+
+    def __init__(self) -> None:
+        # (column, folded reason) -> [rows, first row, first reason]
+        self._groups: dict[tuple[str, str], list[Any]] = {}
+
+    def add(self, column: str, reason: str, row: int) -> None:
+        group = self._groups.setdefault((column, fold(reason)), [0, row, reason])
+        group[0] += 1
+
+    def lines(self, top: int = 20) -> list[str]:
+        ranked = sorted(self._groups.items(), key=lambda item: (-item[1][0], item[1][1]))
+        out = []
+        for (column, _), (count, first, reason) in ranked[:top]:
+            where = f"column {column!r}: " if column else ""
+            if count == 1:
+                out.append(f"{where}1 row (row {first}): {reason}")
+            else:
+                out.append(f"{where}{count:,} rows, first at row {first}: {reason}")
+        if len(ranked) > top:
+            out.append(f"… and {len(ranked) - top} more kinds of problem")
+        return out
 
 
 @dataclass(slots=True)
@@ -59,7 +90,7 @@ def build_report(path: str | Path) -> Report:
             label = f"{outcome.status.value}: "
             if outcome.error_type:
                 label += f"[{outcome.error_type}] "
-            label += _QUOTED.sub("'…'", outcome.error)
+            label += fold(outcome.error)
             errors[label] += 1
             first.setdefault(label, row)
     ranked = [(label, count, first[label]) for label, count in errors.most_common()]

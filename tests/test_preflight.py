@@ -125,3 +125,26 @@ def test_display_names_need_the_schema(tmp_path: Path) -> None:
     result = run_cli("run", data, "--mapping", mapping, "--results", tmp_path / "r.csv",
                      "--dry-run", LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
     assert result.code == 2 and "display name" in result.stderr
+
+
+def test_a_dry_run_reports_problems_grouped_and_the_time_it_would_take(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    rows = [[f"B{n}", LEAD, "301", "12,5" if n % 3 == 0 else str(n), "Web", "", ""]
+            for n in range(1, 61)]
+    rows[10][4] = "Fax"
+    data = write_csv(tmp_path / "orders.csv",
+                     ["key", "lead", "code", "amount", "channel", "delivery", "shipped"], rows)
+    mapping = tmp_path / "orders.toml"
+    mapping.write_text(TYPED)
+    server = make_sandbox()
+    result = run_cli("run", data, "--mapping", mapping, "--results", tmp_path / "r.csv",
+                     "--host", server.url, "--dry-run")
+    summary = result.summary
+    assert (summary["to_send"], summary["invalid"]) == (39, 21)
+    assert summary["problems"][0] == (
+        "column 'amount': 20 rows, first at row 3: mx_Custom_2 (Amount): '12,5' is not a "
+        "number (a decimal comma? see --decimal-comma)")
+    assert summary["problems"][1].startswith("column 'channel': 1 row (row 11): ")
+    assert summary["estimated_s"] == round(39 / (25 / 5.1))  # 25/5s with the 2% margin
+    assert "dry run: 39 rows to send, 21 invalid" in result.stderr
+    assert "a real run would take about 0:00:08 at 25/5s" in result.stderr
