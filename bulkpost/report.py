@@ -13,8 +13,8 @@ import collections
 import csv
 import re
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from bulkpost.results import RowOutcome, read_outcomes
 from bulkpost.resume import Status
