@@ -90,6 +90,8 @@ def cli() -> None:
               help="Re-send rows whose earlier outcome is unknown (may create duplicates).")
 @click.option("--encoding", default="utf-8", show_default=True,
               help="Encoding of a CSV input, e.g. cp1252 for Excel exports.")
+@click.option("--delimiter", default=None,
+              help="CSV delimiter (default: sniffed from the header: , ; tab |).")
 @click.option("--max-attempts", default=5, show_default=True, type=click.IntRange(1, 100),
               help="Attempts per row for retryable errors (5xx, timeouts, resets).")
 @click.option("--backoff", default=1.0, show_default=True, type=click.FloatRange(0, 600),
@@ -113,7 +115,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
         rate_margin: float | None, workers: int, dry_run: bool, resend_unknown: bool, encoding: str,
         max_attempts: int, backoff: float, timeout: float, max_rate_limited: float,
         log_format: str, log_level: str, progress: bool | None, no_preflight: bool,
-        decimal_comma: bool) -> None:
+        decimal_comma: bool, delimiter: str | None) -> None:
     """Post every row of INPUT (CSV or Parquet) as an activity.
 
     Keys come from LSQ_ACCESS_KEY and LSQ_SECRET_KEY. Run the same command again to
@@ -137,6 +139,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
             input=input_path, mapping=mapping, results=results, host=host,
             credentials=credentials, rate=rate, rate_margin=rate_margin, workers=workers,
             dry_run=dry_run, resend_unknown=resend_unknown, encoding=encoding,
+            delimiter=delimiter,
             max_attempts=max_attempts, backoff=backoff, timeout=timeout,
             max_rate_limited=max_rate_limited,
             progress=Progress.wanted(sys.stderr) if progress is None else progress,
@@ -162,7 +165,9 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
               help="Also check the input's columns, and the types of its event codes.")
 @click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True)
 @click.option("--encoding", default="utf-8", show_default=True)
-def check(mapping_path: Path, input_path: Path | None, host: str, encoding: str) -> None:
+@click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")
+def check(mapping_path: Path, input_path: Path | None, host: str, encoding: str,
+          delimiter: str | None) -> None:
     """Check the keys, the host and the mapping against the activity types' schemas."""
     from bulkpost.preflight import check_mapping
 
@@ -175,14 +180,14 @@ def check(mapping_path: Path, input_path: Path | None, host: str, encoding: str)
             from bulkpost.mapping import check_columns
             from bulkpost.source import input_columns
 
-            check_columns(mapping, input_columns(input_path, encoding=encoding),
-                          str(input_path))
+            check_columns(mapping, input_columns(input_path, encoding=encoding,
+                                                 delimiter=delimiter), str(input_path))
         if not host:
             raise UsageError("--host (or LSQ_HOST) is required to read the schemas")
         credentials = Credentials(_key("LSQ_ACCESS_KEY", os.environ.get("LSQ_ACCESS_KEY", "")),
                                   _key("LSQ_SECRET_KEY", os.environ.get("LSQ_SECRET_KEY", "")))
         lines = asyncio.run(check_mapping(mapping, input_path, check_host(host), credentials,
-                                          encoding=encoding))
+                                          encoding=encoding, delimiter=delimiter))
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
         sys.exit(exc.exit_code)
@@ -197,16 +202,18 @@ def check(mapping_path: Path, input_path: Path | None, host: str, encoding: str)
 @click.option("--failures", type=click.Path(path_type=Path),
               help="Write the rows not posted, with their columns plus status and error.")
 @click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")
 @click.option("--top", default=10, show_default=True, help="How many error kinds to list.")
 def report(results: Path, input_path: Path | None, failures: Path | None, encoding: str,
-           top: int) -> None:
+           delimiter: str | None, top: int) -> None:
     """Counts by status and the most common errors of a RESULTS file."""
     try:
         if failures is not None and input_path is None:
             raise UsageError("--failures needs --input (the file the results belong to)")
         click.echo(build_report(results).render(top))
         if failures is not None and input_path is not None:
-            count = export_failures(results, input_path, failures, encoding=encoding)
+            count = export_failures(results, input_path, failures, encoding=encoding,
+                                    delimiter=delimiter)
             click.echo(f"wrote {count} rows not posted to {failures}")
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {exc}", err=True)

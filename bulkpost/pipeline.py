@@ -59,6 +59,7 @@ class RunOptions:
     dry_run: bool = False
     resend_unknown: bool = False
     encoding: str = "utf-8"
+    delimiter: str | None = None  # None: sniffed from the header line
     max_attempts: int = 5
     backoff: float = 1.0
     timeout: float = 30.0
@@ -196,9 +197,10 @@ class Run:
     # -- the run ---------------------------------------------------------------------------
     async def execute(self) -> Summary:
         opts = self.options
-        check_columns(opts.mapping, input_columns(opts.input, encoding=opts.encoding),
-                      str(opts.input))
-        source = open_source(opts.input, opts.mapping.used_columns(), encoding=opts.encoding)
+        check_columns(opts.mapping, input_columns(opts.input, encoding=opts.encoding,
+                                                  delimiter=opts.delimiter), str(opts.input))
+        source = open_source(opts.input, opts.mapping.used_columns(), encoding=opts.encoding,
+                             delimiter=opts.delimiter)
         results = ResultsLog(opts.results).open()
         started = time.monotonic()
         loop = asyncio.get_running_loop()
@@ -216,7 +218,8 @@ class Run:
                     self.progress.set_total(source.total_rows)
                 else:
                     counter = loop.create_task(asyncio.to_thread(
-                        count_rows, opts.input, encoding=opts.encoding))
+                        count_rows, opts.input, encoding=opts.encoding,
+                        delimiter=opts.delimiter))
                     counter.add_done_callback(
                         lambda t: self.progress.set_total(t.result()) if not t.cancelled()
                         and t.exception() is None else None)
@@ -294,7 +297,7 @@ class Run:
                 log.warning("no --host or keys: the dry run checks rows without the activity "
                             "types' schemas")
             return None
-        codes = await event_codes(opts.mapping, opts.input, opts.encoding)
+        codes = await event_codes(opts.mapping, opts.input, opts.encoding, opts.delimiter)
         result = await run_preflight(opts.mapping, self._courier, client, codes,
                                      decimal_comma=opts.decimal_comma)
         return result.rules

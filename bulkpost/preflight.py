@@ -44,14 +44,15 @@ class PreflightResult:
     missing_types: tuple[int, ...]  # codes the account does not know: their rows are invalid
 
 
-async def event_codes(mapping: Mapping, input_path: Path | None, encoding: str) -> set[int]:
+async def event_codes(mapping: Mapping, input_path: Path | None, encoding: str,
+                      delimiter: str | None = None) -> set[int]:
     """The event codes the input will post."""
     if mapping.event is not None:
         return {mapping.event}
     if input_path is None or mapping.event_column is None:
         return set()
     values = await asyncio.to_thread(distinct_values, input_path, mapping.event_column,
-                                     encoding=encoding)
+                                     encoding=encoding, delimiter=delimiter)
     return {int(v) for v in values if v.isdigit() and v.isascii() and len(v) <= 9}
 
 
@@ -93,7 +94,8 @@ async def run_preflight(mapping: Mapping, courier: Courier, client: LeadSquaredC
 
 
 async def check_mapping(mapping: Mapping, input_path: Path | None, host: str,
-                        credentials: Credentials, *, encoding: str = "utf-8") -> list[str]:
+                        credentials: Credentials, *, encoding: str = "utf-8",
+                        delimiter: str | None = None) -> list[str]:
     """``bulkpost check``: the preflight alone; its report, or MappingError / AbortRun."""
     stopping = asyncio.Event()
     failure: list[BulkpostError] = []
@@ -105,7 +107,7 @@ async def check_mapping(mapping: Mapping, input_path: Path | None, host: str,
     async with LeadSquaredClient(host, credentials) as client:
         courier = Courier(DeliverySettings(3, 0.5, 30.0, 120.0),
                           RateLimit(RateSpec(25, 5.0)), client, None, stopping, stop)
-        codes = await event_codes(mapping, input_path, encoding)
+        codes = await event_codes(mapping, input_path, encoding, delimiter)
         if not codes:
             raise MappingError("no event code to check: give --input with event_column")
         try:

@@ -98,7 +98,7 @@ def build_report(path: str | Path) -> Report:
 
 
 def export_failures(results: str | Path, input_path: str | Path, out: str | Path, *,
-                    encoding: str = "utf-8") -> int:
+                    encoding: str = "utf-8", delimiter: str | None = None) -> int:
     """Write the input rows not posted, with ``status`` and ``error``; return how many."""
     latest = latest_outcomes(results)
 
@@ -110,11 +110,11 @@ def export_failures(results: str | Path, input_path: str | Path, out: str | Path
             return None
         return (outcome.status.value, outcome.error)
 
-    columns = input_columns(input_path, encoding=encoding)
+    columns = input_columns(input_path, encoding=encoding, delimiter=delimiter)
     extra = ["status", "error"]
     extra = [name if name not in columns else f"{name}_bulkpost" for name in extra]
     written = 0
-    source = open_source(input_path, columns, encoding=encoding)
+    source = open_source(input_path, columns, encoding=encoding, delimiter=delimiter)
     with open(out, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([*columns, *extra])

@@ -2,7 +2,8 @@
 
 Owns the file formats: CSV through pyarrow's streaming reader with every column typed as
 a string (no inference, no null markers, quoted commas and newlines kept, any Python
-encoding; a byte-order mark wins over ``--encoding``: UTF-8 or UTF-16), Parquet through
+encoding; a byte-order mark wins over ``--encoding``: UTF-8 or UTF-16; the delimiter given
+or sniffed from the header: , ; tab |), Parquet through
 ``iter_batches`` with column projection. Rows are numbered from 1 in data order; a CSV row
 with the wrong number of cells, or with a cell that is not valid UTF-8, is reported as a
 broken row under its own number and never shifts the numbers of the rows after it. A row
@@ -71,20 +72,22 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def input_columns(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
+def input_columns(path: str | Path, *, encoding: str = "utf-8",
+                  delimiter: str | None = None) -> list[str]:
     """The column names of an input file, without reading its rows."""
     path = Path(path)
     if _is_parquet(path):
         return list(_parquet_file(path).schema_arrow.names)
-    return _csv_header(path, sniff_encoding(path, encoding))
+    return _csv_header(path, *dialect(path, encoding, delimiter))
 
 
-def open_source(path: str | Path, columns: list[str], *, encoding: str = "utf-8") -> Source:
+def open_source(path: str | Path, columns: list[str], *, encoding: str = "utf-8",
+                delimiter: str | None = None) -> Source:
     """Open ``path`` (CSV or Parquet by extension) to read ``columns`` as strings."""
     path = Path(path)
     if _is_parquet(path):
         return _open_parquet(path, columns)
-    return _open_csv(path, columns, sniff_encoding(path, encoding))
+    return _open_csv(path, columns, *dialect(path, encoding, delimiter))
 
 
 def _is_parquet(path: Path) -> bool:
@@ -130,13 +133,13 @@ def _read_options(encoding: str, block_size: int = BLOCK_SIZE,
                             **extra)
 
 
-def _csv_header(path: Path, encoding: str) -> list[str]:
+def _csv_header(path: Path, encoding: str, delimiter: str = ",") -> list[str]:
     block_size = BLOCK_SIZE
     while True:
         try:
             reader = pcsv.open_csv(
                 path, read_options=_read_options(encoding, block_size=block_size),
-                parse_options=pcsv.ParseOptions(newlines_in_values=True,
+                parse_options=pcsv.ParseOptions(newlines_in_values=True, delimiter=delimiter,
                                                  invalid_row_handler=lambda _row: "skip"),
             )
             names = list(reader.schema.names)
@@ -151,7 +154,7 @@ def _csv_header(path: Path, encoding: str) -> list[str]:
                 block_size *= 4
                 continue
             if "Empty CSV file" in message:
-                lone = _lone_header(path, encoding)
+                lone = _lone_header(path, encoding, delimiter)
                 if lone is None:
                     raise InputError(f"{path}: the file is empty (no header row)") from None
                 names = lone
@@ -164,13 +167,13 @@ def _csv_header(path: Path, encoding: str) -> list[str]:
     return names
 
 
-def _lone_header(path: Path, encoding: str) -> list[str] | None:
+def _lone_header(path: Path, encoding: str, delimiter: str) -> list[str] | None:
     """The names of a file holding only a header with no line end (pyarrow calls it empty)."""
     with open(path, encoding=encoding, errors="replace", newline="") as handle:
         text = handle.read(1 << 20).lstrip("\ufeff")
     if not text.strip():
         return None
-    return next(csv.reader([text]))
+    return next(csv.reader([text], delimiter=delimiter))
 
 
 def sniff_encoding(path: Path, encoding: str) -> str:
@@ -187,8 +190,30 @@ def sniff_encoding(path: Path, encoding: str) -> str:
     return encoding
 
 
-def _open_csv(path: Path, columns: list[str], encoding: str) -> Source:
-    names = _csv_header(path, encoding)
+def dialect(path: Path, encoding: str, delimiter: str | None) -> tuple[str, str]:
+    """The encoding (a byte-order mark wins) and the delimiter (sniffed when not given)."""
+    encoding = sniff_encoding(path, encoding)
+    if delimiter is not None:
+        if len(delimiter) != 1:
+            raise InputError(f"--delimiter {delimiter!r}: give one character")
+        return encoding, delimiter
+    return encoding, sniff_delimiter(path, encoding)
+
+
+def sniff_delimiter(path: Path, encoding: str) -> str:
+    """The header line's most frequent of , ; tab | (Excel writes ; in many locales)."""
+    try:
+        with open(path, encoding=encoding, errors="replace", newline="") as handle:
+            header = handle.readline()
+    except (OSError, LookupError):
+        return ","
+    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > counts[","] else ","
+
+
+def _open_csv(path: Path, columns: list[str], encoding: str, delimiter: str = ",") -> Source:
+    names = _csv_header(path, encoding, delimiter)
     broken: dict[int, str] = {}
 
     def on_invalid_row(row: Any) -> str:
@@ -207,7 +232,8 @@ def _open_csv(path: Path, columns: list[str], encoding: str) -> Source:
         quoted_strings_can_be_null=False,
         null_values=[],
     )
-    parse = pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row)
+    parse = pcsv.ParseOptions(newlines_in_values=True, delimiter=delimiter,
+                              invalid_row_handler=on_invalid_row)
 
     def batches() -> Iterator[RowBatch]:
         block_size = BLOCK_SIZE
@@ -275,9 +301,9 @@ def _decoded(rows: list[int], batch: pa.RecordBatch, columns: list[str],
 
 
 def distinct_values(path: str | Path, column: str, *, encoding: str = "utf-8",
-                    limit: int = 1000) -> set[str]:
+                    delimiter: str | None = None, limit: int = 1000) -> set[str]:
     """The distinct values of one column (stripped), reading only that column."""
-    source = open_source(path, [column], encoding=encoding)
+    source = open_source(path, [column], encoding=encoding, delimiter=delimiter)
     values: set[str] = set()
     while (batch := source.next_batch()) is not None:
         values.update(v.strip() for v in batch.columns[column])
@@ -287,17 +313,18 @@ def distinct_values(path: str | Path, column: str, *, encoding: str = "utf-8",
     return values
 
 
-def count_rows(path: str | Path, *, encoding: str = "utf-8") -> int | None:
+def count_rows(path: str | Path, *, encoding: str = "utf-8",
+               delimiter: str | None = None) -> int | None:
     """Count the data rows of a file (for the progress bar); None if it cannot."""
     path = Path(path)
     try:
         if _is_parquet(path):
             return int(_parquet_file(path).metadata.num_rows)
-        encoding = sniff_encoding(path, encoding)
-        names = _csv_header(path, encoding)
+        encoding, delimiter = dialect(path, encoding, delimiter)
+        names = _csv_header(path, encoding, delimiter)
         reader = pcsv.open_csv(
             path, read_options=_read_options(encoding),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True,
+            parse_options=pcsv.ParseOptions(newlines_in_values=True, delimiter=delimiter,
                                              invalid_row_handler=lambda _row: "skip"),
             convert_options=pcsv.ConvertOptions(include_columns=names[:1],
                                                 column_types={names[0]: pa.string()}),

@@ -191,3 +191,26 @@ def test_any_bytes_give_rows_or_a_clear_error(tmp_path_factory: pytest.TempPathF
     numbers = sorted([r for b in batches for r in b.rows] + [r for b in batches
                                                                for r, _ in b.broken])
     assert numbers == list(range(1, len(numbers) + 1))  # every record, numbered once
+
+
+@pytest.mark.parametrize(("header", "delimiter"), [
+    ("a,b,c", ","), ("a;b;c", ";"), ("a\tb\tc", "\t"), ("a|b|c", "|"), ("a", ","),
+    ("x;y,z", ","),  # a tie keeps the comma
+])
+def test_the_delimiter_is_sniffed_from_the_header(tmp_path: Path, header: str,
+                                                  delimiter: str) -> None:
+    from bulkpost.source import sniff_delimiter
+
+    path = tmp_path / "in.csv"
+    path.write_text(header + "\n")
+    assert sniff_delimiter(path, "utf-8") == delimiter
+
+
+def test_an_excel_export_with_semicolons_in_cp1252(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("name;amount;note\r\nJosé;12,5;\"a; b\"\r\n".encode("cp1252"))
+    assert input_columns(path, encoding="cp1252") == ["name", "amount", "note"]
+    assert _rows(path, ["name", "amount", "note"], encoding="cp1252") == {
+        1: {"name": "José", "amount": "12,5", "note": "a; b"}}
+    # An explicit delimiter wins over the sniff.
+    assert input_columns(path, encoding="cp1252", delimiter=",") == ["name;amount;note"]
