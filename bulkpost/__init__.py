@@ -5,7 +5,9 @@ resume) wrapped by a thin shell (reading files, HTTP, the results log, the worke
 CLI). This module only re-exports the public names.
 """
 
+from bulkpost.api import run, run_async
 from bulkpost.errors import AbortRun, BulkpostError, InputError, MappingError, UsageError
+from bulkpost.pipeline import Summary
 
 __version__ = "0.1.0"
 
@@ -14,6 +16,9 @@ __all__ = [
     "BulkpostError",
     "InputError",
     "MappingError",
+    "Summary",
     "UsageError",
     "__version__",
+    "run",
+    "run_async",
 ]

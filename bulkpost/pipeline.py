@@ -39,7 +39,14 @@ from bulkpost.reconcile import SendWindow
 from bulkpost.report import ProblemGroups
 from bulkpost.results import ResultsLog, RowOutcome
 from bulkpost.resume import Action, Previous, Status, plan_row
-from bulkpost.source import Source, count_rows, input_columns, open_source
+from bulkpost.source import (
+    InputSource,
+    Source,
+    count_rows,
+    describe,
+    input_columns,
+    open_source,
+)
 
 log = structlog.get_logger("bulkpost")
 
@@ -48,7 +55,7 @@ log = structlog.get_logger("bulkpost")
 class RunOptions:
     """Everything one run needs; the CLI and the Python API both build one."""
 
-    input: Path
+    input: InputSource  # a CSV or Parquet path, or Arrow data (the Python API)
     mapping: Mapping
     results: Path
     host: str = ""
@@ -198,7 +205,8 @@ class Run:
     async def execute(self) -> Summary:
         opts = self.options
         check_columns(opts.mapping, input_columns(opts.input, encoding=opts.encoding,
-                                                  delimiter=opts.delimiter), str(opts.input))
+                                                  delimiter=opts.delimiter),
+                      describe(opts.input))
         source = open_source(opts.input, opts.mapping.used_columns(), encoding=opts.encoding,
                              delimiter=opts.delimiter)
         results = ResultsLog(opts.results).open()
@@ -223,7 +231,7 @@ class Run:
                     counter.add_done_callback(
                         lambda t: self.progress.set_total(t.result()) if not t.cancelled()
                         and t.exception() is None else None)
-            log.info("run started", input=str(opts.input), results=str(opts.results),
+            log.info("run started", input=describe(opts.input), results=str(opts.results),
                      rate=str(opts.rate), workers=opts.worker_count(), dry_run=opts.dry_run,
                      resumed_rows=sum(results.counts().values()))
             async with contextlib.AsyncExitStack() as stack:
@@ -298,6 +306,12 @@ class Run:
                             "types' schemas")
             return None
         codes = await event_codes(opts.mapping, opts.input, opts.encoding, opts.delimiter)
+        if not codes:
+            if opts.mapping.display_names:
+                raise MappingError(f"{opts.mapping.source}: fields given by display name need "
+                                   "the event codes before the run: give a constant event, or "
+                                   "an input that can be read twice")
+            return None
         result = await run_preflight(opts.mapping, self._courier, client, codes,
                                      decimal_comma=opts.decimal_comma)
         return result.rules

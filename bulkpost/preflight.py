@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 
+import pyarrow as pa
 import structlog
 
 from bulkpost.activity import FieldRule
@@ -32,7 +32,7 @@ from bulkpost.schema import (
     resolve_fields,
 )
 from bulkpost.schema import preflight as compare
-from bulkpost.source import distinct_values
+from bulkpost.source import InputSource, distinct_values
 
 log = structlog.get_logger("bulkpost")
 
@@ -44,12 +44,17 @@ class PreflightResult:
     missing_types: tuple[int, ...]  # codes the account does not know: their rows are invalid
 
 
-async def event_codes(mapping: Mapping, input_path: Path | None, encoding: str,
+async def event_codes(mapping: Mapping, input_path: InputSource | None, encoding: str,
                       delimiter: str | None = None) -> set[int]:
     """The event codes the input will post."""
     if mapping.event is not None:
         return {mapping.event}
     if input_path is None or mapping.event_column is None:
+        return set()
+    if isinstance(input_path, pa.RecordBatchReader):
+        # A stream can be read once only: the run reads it, not the preflight.
+        log.warning("event codes of a record batch stream are not known before the run: "
+                    "rows are not checked against the activity types' schemas")
         return set()
     values = await asyncio.to_thread(distinct_values, input_path, mapping.event_column,
                                      encoding=encoding, delimiter=delimiter)
@@ -93,7 +98,7 @@ async def run_preflight(mapping: Mapping, courier: Courier, client: LeadSquaredC
 
 
 
-async def check_mapping(mapping: Mapping, input_path: Path | None, host: str,
+async def check_mapping(mapping: Mapping, input_path: InputSource | None, host: str,
                         credentials: Credentials, *, encoding: str = "utf-8",
                         delimiter: str | None = None) -> list[str]:
     """``bulkpost check``: the preflight alone; its report, or MappingError / AbortRun."""

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -45,7 +45,7 @@ class RowBatch:
 class Source:
     """An opened input file: its columns, its row count if cheap to know, its batches."""
 
-    def __init__(self, path: Path, columns: list[str], total_rows: int | None,
+    def __init__(self, path: Path | str, columns: list[str], total_rows: int | None,
                  utc_columns: frozenset[str], batches: Iterator[RowBatch],
                  typed_columns: frozenset[str] = frozenset()) -> None:
         self.path = path
@@ -72,21 +72,45 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def input_columns(path: str | Path, *, encoding: str = "utf-8",
+InputSource: TypeAlias = "str | Path | pa.Table | pa.RecordBatchReader"
+
+
+def describe(source: InputSource) -> str:
+    """How messages name an input: its path, or what kind of data it is."""
+    if isinstance(source, pa.Table):
+        return f"<table of {source.num_rows} rows>"
+    if isinstance(source, pa.RecordBatchReader):
+        return "<record batch stream>"
+    return str(source)
+
+
+def input_columns(path: InputSource, *, encoding: str = "utf-8",
                   delimiter: str | None = None) -> list[str]:
-    """The column names of an input file, without reading its rows."""
+    """The column names of an input, without reading its rows."""
+    if isinstance(path, pa.Table | pa.RecordBatchReader):
+        return list(path.schema.names)
     path = Path(path)
     if _is_parquet(path):
         return list(_parquet_file(path).schema_arrow.names)
     return _csv_header(path, *dialect(path, encoding, delimiter))
 
 
-def open_source(path: str | Path, columns: list[str], *, encoding: str = "utf-8",
+def open_source(path: InputSource, columns: list[str], *, encoding: str = "utf-8",
                 delimiter: str | None = None) -> Source:
-    """Open ``path`` (CSV or Parquet by extension) to read ``columns`` as strings."""
+    """Open an input (CSV or Parquet by extension, or Arrow data) to read ``columns``."""
+    if isinstance(path, pa.Table):
+        return _open_typed(describe(path), path.schema, columns, path.num_rows,
+                           iter(path.select(columns).to_batches(PARQUET_BATCH_ROWS)))
+    if isinstance(path, pa.RecordBatchReader):
+        reader = path
+        return _open_typed(describe(reader), reader.schema, columns, None,
+                           (batch.select(columns) for batch in reader))
     path = Path(path)
     if _is_parquet(path):
-        return _open_parquet(path, columns)
+        parquet = _parquet_file(path)
+        return _open_typed(str(path), parquet.schema_arrow, columns, parquet.metadata.num_rows,
+                           parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS,
+                                                columns=columns, use_threads=False))
     return _open_csv(path, columns, *dialect(path, encoding, delimiter))
 
 
@@ -103,19 +127,18 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
         raise InputError(f"{path}: not a readable Parquet file: {_first_line(exc)}") from None
 
 
-def _open_parquet(path: Path, columns: list[str]) -> Source:
-    parquet = _parquet_file(path)
-    schema = parquet.schema_arrow
-    for name in columns:
-        check_supported(schema.field(name), str(path))
+def _open_typed(name: str, schema: pa.Schema, columns: list[str], total: int | None,
+                record_batches: Iterator[pa.RecordBatch]) -> Source:
+    """A source over typed Arrow batches (Parquet, a Table, a stream)."""
+    for column in columns:
+        check_supported(schema.field(column), name)
     utc = frozenset(n for n in columns if is_utc_timestamp(schema.field(n).type))
     typed = frozenset(n for n in columns if pa.types.is_timestamp(schema.field(n).type)
                       or pa.types.is_date(schema.field(n).type))
 
     def batches() -> Iterator[RowBatch]:
         next_row = 1
-        for record_batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS,
-                                                 columns=columns, use_threads=False):
+        for record_batch in record_batches:
             count = record_batch.num_rows
             yield RowBatch(
                 rows=list(range(next_row, next_row + count)),
@@ -123,7 +146,7 @@ def _open_parquet(path: Path, columns: list[str]) -> Source:
             )
             next_row += count
 
-    return Source(path, list(schema.names), parquet.metadata.num_rows, utc, batches(), typed)
+    return Source(name, list(schema.names), total, utc, batches(), typed)
 
 
 def _read_options(encoding: str, block_size: int = BLOCK_SIZE,
@@ -300,7 +323,7 @@ def _decoded(rows: list[int], batch: pa.RecordBatch, columns: list[str],
                     broken)
 
 
-def distinct_values(path: str | Path, column: str, *, encoding: str = "utf-8",
+def distinct_values(path: InputSource, column: str, *, encoding: str = "utf-8",
                     delimiter: str | None = None, limit: int = 1000) -> set[str]:
     """The distinct values of one column (stripped), reading only that column."""
     source = open_source(path, [column], encoding=encoding, delimiter=delimiter)
@@ -313,9 +336,13 @@ def distinct_values(path: str | Path, column: str, *, encoding: str = "utf-8",
     return values
 
 
-def count_rows(path: str | Path, *, encoding: str = "utf-8",
+def count_rows(path: InputSource, *, encoding: str = "utf-8",
                delimiter: str | None = None) -> int | None:
-    """Count the data rows of a file (for the progress bar); None if it cannot."""
+    """Count the data rows of an input (for the progress bar); None if it cannot."""
+    if isinstance(path, pa.Table):
+        return int(path.num_rows)
+    if isinstance(path, pa.RecordBatchReader):
+        return None  # a stream is read once, by the run
     path = Path(path)
     try:
         if _is_parquet(path):

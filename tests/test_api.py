@@ -1,0 +1,89 @@
+"""The Python API: a DataFrame, a Table or a stream in, the CLI's guarantees out."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import bulkpost
+from bulkpost.errors import UsageError
+from tests.conftest import SECRET, read_results
+
+pytestmark = pytest.mark.e2e
+
+MAPPING = {"activity": {"event": 201, "lead_id_column": "lead", "key_column": "key"},
+           "fields": {"mx_Custom_1": "key", "mx_Custom_2": "count", "mx_Custom_3": "price",
+                      "mx_Custom_4": "label", "mx_Custom_5": "n"}}
+
+
+def _frame() -> pd.DataFrame:
+    leads = [str(uuid.UUID(int=(n + 3) * 0x9E3779B97F4A7C15F39CC0605CEDC834 % 2**128,
+                           version=4)) for n in range(4)]
+    return pd.DataFrame({
+        "key": ["A", "B", "C", "D"],
+        "lead": leads,
+        "count": [1, np.nan, 3, 4],  # an integer column pandas made float to hold a NaN
+        "price": [19.9, 100.0, np.nan, 0.1],
+        "label": ["x", None, np.nan, "NA"],
+        "n": pd.Series([7, None, 9, 10], dtype="Int64"),
+    })
+
+
+def _fields(server: Any) -> dict[str, dict[str, str]]:
+    return {e["Fields"]["mx_Custom_1"]: e["Fields"] for e in server.ledger()}
+
+
+def test_a_dataframe_is_posted_without_pandas_quirks(tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    summary = bulkpost.run(_frame(), MAPPING, tmp_path / "r.csv", host=server.url,
+                           access_key="demo-access-key", secret_key=SECRET, rate="100/1s")
+    assert summary.exit_code == 0 and summary.posted == 4
+    fields = _fields(server)
+    assert fields["A"] == {"mx_Custom_1": "A", "mx_Custom_2": "1", "mx_Custom_3": "19.9",
+                           "mx_Custom_4": "x", "mx_Custom_5": "7"}
+    assert fields["B"]["mx_Custom_2"] == "" and fields["B"]["mx_Custom_3"] == "100"
+    assert fields["B"]["mx_Custom_4"] == "" and fields["B"]["mx_Custom_5"] == ""
+    assert fields["C"]["mx_Custom_3"] == "" and fields["C"]["mx_Custom_4"] == ""
+    assert fields["D"]["mx_Custom_4"] == "NA"  # the text NA, not a null
+    # Same guarantees as the CLI: a second call resumes and sends nothing.
+    again = bulkpost.run(_frame(), MAPPING, tmp_path / "r.csv", host=server.url,
+                         access_key="demo-access-key", secret_key=SECRET, rate="100/1s")
+    assert again.skipped == 4 and len(server.ledger()) == 4
+    assert [r["status"] for r in read_results(tmp_path / "r.csv").values()] == ["posted"] * 4
+
+
+def test_a_table_and_a_stream(tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    table = pa.Table.from_pandas(_frame(), preserve_index=False)
+    first = bulkpost.run(table.slice(0, 2), MAPPING, tmp_path / "a.csv", host=server.url,
+                         access_key="demo-access-key", secret_key=SECRET, rate="100/1s")
+    stream = pa.RecordBatchReader.from_batches(table.schema, table.slice(2).to_batches(1))
+    second = bulkpost.run(stream, MAPPING, tmp_path / "b.csv", host=server.url,
+                          access_key="demo-access-key", secret_key=SECRET, rate="100/1s")
+    assert (first.posted, second.posted) == (2, 2)
+    assert sorted(_fields(server)) == ["A", "B", "C", "D"]
+
+
+def test_bad_arguments_fail_before_any_request(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="expected a path, a pandas DataFrame"):
+        bulkpost.run([1, 2], MAPPING, tmp_path / "r.csv", dry_run=True)
+    with pytest.raises(UsageError, match="needs host"):
+        bulkpost.run(_frame(), MAPPING, tmp_path / "r.csv", host="", access_key="",
+                     secret_key="")
+    dry = bulkpost.run(_frame(), MAPPING, tmp_path / "r.csv", dry_run=True, host="",
+                       access_key="", secret_key="")
+    assert dry.to_send == 4 and dry.exit_code == 0
+
+
+async def test_run_async_inside_a_running_loop(tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    summary = await bulkpost.run_async(_frame(), MAPPING, tmp_path / "r.csv", host=server.url,
+                                       access_key="demo-access-key", secret_key=SECRET,
+                                       rate="100/1s")
+    assert summary.posted == 4
