@@ -12,6 +12,7 @@ values are sent exactly as written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -62,12 +63,15 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
+@functools.lru_cache(maxsize=16384)
 def to_api_datetime(text: str, fmt: str | None, zone: tzinfo) -> str:
     """Parse ``text`` (ISO 8601 by default, else ``fmt``) and format it in UTC.
 
     Naive values are read in ``zone``; aware ones are converted. Raises ``ValueError``,
     also for a value that falls outside years 1..9999 once in UTC. Fractions of a second
-    are dropped: the API's format has whole seconds.
+    are dropped: the API's format has whole seconds. Around a DST change ``zoneinfo``'s
+    rules apply: a repeated local time is its first occurrence, a skipped one takes the
+    offset from before the change. Cached: exports repeat date-times (minutes, days) a lot.
     """
     value = datetime.strptime(text, fmt) if fmt else datetime.fromisoformat(text)
     if value.tzinfo is None:

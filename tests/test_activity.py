@@ -439,3 +439,13 @@ def test_to_api_datetime_raises_value_error_out_of_range(text: str, zone: tzinfo
 
 def test_to_api_datetime_pads_the_year_to_four_digits() -> None:
     assert to_api_datetime("0999-01-01T00:00:00", None, UTC) == "0999-01-01 00:00:00"
+
+
+@pytest.mark.parametrize(("local", "utc"), [
+    ("2024-03-10 02:30:00", "2024-03-10 07:30:00"),  # in the skipped hour: offset before (EST)
+    ("2024-11-03 01:30:00", "2024-11-03 05:30:00"),  # repeated hour: first occurrence (EDT)
+    ("2024-11-03 00:30:00", "2024-11-03 04:30:00"),
+    ("2024-11-03 02:30:00", "2024-11-03 07:30:00"),
+])
+def test_dst_gaps_and_overlaps_are_handled_as_documented(local: str, utc: str) -> None:
+    assert to_api_datetime(local, None, ZoneInfo("America/New_York")) == utc
