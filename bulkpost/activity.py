@@ -124,14 +124,18 @@ class RowMapper:
             raw = "\x1f".join(cells[c] for c in m.used_columns()).encode("utf-8", "replace")
             return InvalidRow(row, key, column, reason, content_hash(raw))
 
-        lead = cells[m.lead_column].strip()
-        if m.lead_id_column:
-            if not GUID.fullmatch(lead):
-                return invalid(m.lead_column, f"lead id {lead!r} is not a GUID")
-            body["RelatedProspectId"] = lead
+        lead_id = cells[m.lead_id_column].strip() if m.lead_id_column else ""
+        if m.lead_id_column and (lead_id or not m.lead_email_column):
+            if not GUID.fullmatch(lead_id):
+                return invalid(m.lead_id_column, f"lead id {lead_id!r} is not a GUID")
+            lead = body["RelatedProspectId"] = lead_id
         else:
+            # By e-mail: the mapping has no id column, or this row's id cell is empty.
+            assert m.lead_email_column is not None
+            lead = cells[m.lead_email_column].strip()
             if not EMAIL.fullmatch(lead):
-                return invalid(m.lead_column, f"lead e-mail {lead!r} is not an e-mail address")
+                return invalid(m.lead_email_column,
+                               f"lead e-mail {lead!r} is not an e-mail address")
             body["EmailAddress"] = lead
         if m.event_column:
             event_text = cells[m.event_column].strip()

@@ -50,8 +50,9 @@ class Mapping:
 
     @property
     def lead_column(self) -> str:
+        """The lead id column, or the e-mail column when there is no id column."""
         column = self.lead_id_column or self.lead_email_column
-        assert column is not None  # parse_mapping guarantees exactly one
+        assert column is not None  # parse_mapping guarantees at least one
         return column
 
     @property
@@ -62,7 +63,8 @@ class Mapping:
     def used_columns(self) -> list[str]:
         """Every input column the mapping reads, each once, in a stable order."""
         named = [
-            self.lead_column,
+            self.lead_id_column,
+            self.lead_email_column,
             self.event_column,
             self.note_column,
             self.datetime_column,
@@ -104,9 +106,10 @@ def parse_mapping(data: dict[str, Any], source: str = "<mapping>") -> Mapping:
                                f"{'an integer' if expected is int else 'a string'}")
     if ("event" in activity) == ("event_column" in activity):
         raise MappingError(f"{source}: give exactly one of activity.event or activity.event_column")
-    if ("lead_id_column" in activity) == ("lead_email_column" in activity):
+    if "lead_id_column" not in activity and "lead_email_column" not in activity:
         raise MappingError(
-            f"{source}: give exactly one of activity.lead_id_column or activity.lead_email_column")
+            f"{source}: give activity.lead_id_column or activity.lead_email_column (or both: "
+            "the id where a row has one, else the e-mail)")
     tz_name = activity.get("timezone", "UTC")
     try:
         timezone = ZoneInfo(tz_name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import random
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -75,6 +75,58 @@ def main() -> None:
         "reference": pa.array([r["reference"] for r in twin]),
     })
     pq.write_table(table, HERE / "activities.parquet")
+    migration(random.Random(7))
+
+
+def migration(rng: random.Random) -> None:
+    """samples/migration/: 3,000 orders, calls and visits of a migration (see its README)."""
+    out = HERE / "migration"
+    out.mkdir(exist_ok=True)
+    zone = ZoneInfo("Asia/Kolkata")
+    leads = [(str(uuid.UUID(int=rng.getrandbits(128), version=4)), f"customer{n}@example.com")
+             for n in range(300)]
+    rows = []
+    start = datetime(2019, 1, 1, 8, 0)
+    for n in range(1, 3001):
+        lead_id, email = rng.choice(leads)
+        code = rng.choice([201, 202, 301, 301])
+        occurred = start + timedelta(minutes=rng.randrange(0, 6 * 365 * 24 * 60))
+        amount = f"{rng.randrange(100, 99999) / 100:.2f}"
+        channel = rng.choice(["web", "Phone", "STORE"])
+        if n % 97 == 0:
+            amount = amount.replace(".", ",")  # a decimal comma from a European export
+        if n % 211 == 0:
+            channel = "fax"  # not an option of the Channel dropdown
+        rows.append({
+            "source_id": f"MIG-{n:05d}",
+            "lead_id": "" if n % 5 == 0 else lead_id,  # some rows know only the e-mail
+            "email": email,
+            "code": str(code),
+            "occurred": occurred.isoformat(sep=" ", timespec="minutes"),
+            "note": rng.choice(NOTES),
+            "order_no": f"ORD{n:06d}",
+            "amount": amount,
+            "channel": channel,
+            "delivery": (occurred + timedelta(days=rng.randrange(1, 10))).date().isoformat(),
+        })
+    with open(out / "orders.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    clean = [r for r in rows if "," not in r["amount"] and r["channel"] != "fax"]
+    pq.write_table(pa.table({
+        "source_id": pa.array([r["source_id"] for r in clean]),
+        "lead_id": pa.array([r["lead_id"] or None for r in clean], pa.string()),
+        "email": pa.array([r["email"] for r in clean]),
+        "code": pa.array([int(r["code"]) for r in clean], pa.int16()),
+        "occurred": pa.array([datetime.fromisoformat(r["occurred"]).replace(tzinfo=zone)
+                              for r in clean], pa.timestamp("s", tz="Asia/Kolkata")),
+        "note": pa.array([r["note"] for r in clean]),
+        "order_no": pa.array([r["order_no"] for r in clean]),
+        "amount": pa.array([float(r["amount"]) for r in clean], pa.float64()),
+        "channel": pa.array([r["channel"] for r in clean]).dictionary_encode(),
+        "delivery": pa.array([date.fromisoformat(r["delivery"]) for r in clean], pa.date32()),
+    }), out / "orders.parquet")
 
 
 if __name__ == "__main__":

@@ -449,3 +449,19 @@ def test_to_api_datetime_pads_the_year_to_four_digits() -> None:
 ])
 def test_dst_gaps_and_overlaps_are_handled_as_documented(local: str, utc: str) -> None:
     assert to_api_datetime(local, None, ZoneInfo("America/New_York")) == utc
+
+
+def test_with_both_lead_columns_the_id_wins_and_the_email_fills_in() -> None:
+    both = parse_mapping({"activity": {"event": 201, "lead_id_column": "id",
+                                       "lead_email_column": "email"}})
+    mapper = RowMapper(both)
+    lead = "9e3779b9-7f4a-4c15-b39c-c0605cedc834"
+    by_id = mapper.map_row(1, {"id": lead, "email": "a@example.com"})
+    assert isinstance(by_id, Activity) and json.loads(by_id.body)["RelatedProspectId"] == lead
+    by_email = mapper.map_row(2, {"id": " ", "email": "a@example.com"})
+    assert isinstance(by_email, Activity)
+    assert json.loads(by_email.body) == {"EmailAddress": "a@example.com", "ActivityEvent": 201}
+    bad = mapper.map_row(3, {"id": "", "email": "nope"})
+    assert isinstance(bad, InvalidRow) and bad.column == "email"
+    bad_id = mapper.map_row(4, {"id": "xyz", "email": "a@example.com"})
+    assert isinstance(bad_id, InvalidRow) and bad_id.column == "id"
