@@ -55,16 +55,16 @@ class SandboxServer:
         return result
 
     def close(self) -> None:
-        self.call(self.sandbox.stop())
-
         async def cancel_the_rest() -> None:
-            # Handlers still sleeping out a latency belong to clients long gone.
+            # Handlers still sleeping out a latency belong to clients long gone: cancel
+            # them first, or the server's shutdown would wait for them.
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
         self.call(cancel_the_rest())
+        self.call(self.sandbox.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()

@@ -196,9 +196,10 @@ def test_a_fault_mix_posts_every_row_exactly_once(tmp_path: Path, make_sandbox: 
     data, mapping = _inputs(tmp_path, 200)
     faults = {"500-before": 0.06, "html": 0.05, "reset-before": 0.05, "429-other": 0.04,
               "ratelimit-200": 0.04, "slow": 0.03}
-    server = make_sandbox(rate="200/1s", faults=faults, seed=11, slow_seconds=0.3,
+    # Short windows: each rate-limit fault pauses the workers for one whole window.
+    server = make_sandbox(rate="100/0.5s", faults=faults, seed=11, slow_seconds=0.3,
                           latency=(0.0, 0.02))
-    result = _run(data, mapping, tmp_path / "r.csv", server.url, "--rate", "150/1s",
+    result = _run(data, mapping, tmp_path / "r.csv", server.url, "--rate", "75/0.5s",
                   "--backoff", "0.01", "--max-attempts", "12", "--timeout", "5")
     assert result.code == 0, result.stderr
     keys = _ledger_keys(server.ledger())
@@ -402,7 +403,8 @@ def test_a_second_sigint_stops_at_once_leaving_rows_on_the_wire_unknown(
     data, mapping = _inputs(tmp_path, 40)
     server = make_sandbox(rate="100/1s", latency=(20.0, 20.0))  # every answer takes 20 s
     results = tmp_path / "r.csv"
-    process = _start(data, mapping, results, server.url, "--rate", "100/1s", "--workers", "8")
+    process = _start(data, mapping, results, server.url, "--rate", "100/1s", "--workers", "8",
+                     "--no-preflight")  # the preflight's read would take 20 s too
     deadline = time.monotonic() + 30
     while server.create_calls() < 8 and time.monotonic() < deadline:
         time.sleep(0.05)
