@@ -159,6 +159,14 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
     sys.exit(summary.exit_code)
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})
+@click.pass_context
+def validate(ctx: click.Context) -> None:
+    """Check every row and report, sending nothing: `run --dry-run` (run's options apply)."""
+    run.main(args=[*ctx.args, "--dry-run"], prog_name="bulkpost validate")
+
+
 @cli.command()
 @click.option("--mapping", "mapping_path", required=True, type=click.Path(path_type=Path))
 @click.option("--input", "input_path", type=click.Path(path_type=Path),

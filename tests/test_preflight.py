@@ -148,3 +148,13 @@ def test_a_dry_run_reports_problems_grouped_and_the_time_it_would_take(
     assert summary["estimated_s"] == round(39 / (25 / 5.1))  # 25/5s with the 2% margin
     assert "dry run: 39 rows to send, 21 invalid" in result.stderr
     assert "a real run would take about 0:00:08 at 25/5s" in result.stderr
+
+
+def test_bulkpost_validate_is_a_dry_run(tmp_path: Path, make_sandbox: Any) -> None:
+    data, mapping = _typed_input(tmp_path)
+    server = make_sandbox()
+    result = run_cli("validate", data, "--mapping", mapping, "--results", tmp_path / "r.csv",
+                     "--host", server.url)
+    assert result.code == 1 and result.summary["dry_run"] is True
+    assert (result.summary["to_send"], result.summary["invalid"]) == (2, 5)
+    assert server.create_calls() == 0
