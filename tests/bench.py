@@ -126,7 +126,7 @@ def make_parquet(path: Path, rows: int) -> Path:
         "note": pa.array(np.where(n % 3 == 0, "Visit\nscheduled", "Called, no answer")),
         "order_no": pa.array(np.char.zfill((n % 99999).astype(str), 5)),
         "amount": pa.array((n % 500000) / 100.0),
-        "quantity": pa.array(np.where(n % 7 == 0, None, n % 20), pa.int64()),
+        "quantity": pa.array(n % 20, pa.int64(), mask=(n % 7 == 0)),  # nulls every 7th
         "channel": pa.array(np.where(n % 2 == 0, "web", "phone")).dictionary_encode(),
         "reference": pa.array(n + 10**15, pa.int64()),
     })
