@@ -149,8 +149,11 @@ class RowMapper:
             body["ActivityNote"] = cells[m.note_column]
         if m.datetime_column:
             text = cells[m.datetime_column].strip()
-            if text:
-                zone = UTC if m.datetime_column in self._utc_columns else m.timezone
+            if text and m.datetime_column in self._utc_columns:
+                # A zone-aware timestamp: the reader already wrote it in the API's UTC form.
+                body["ActivityDateTime"] = text
+            elif text:
+                zone = m.timezone
                 fmt = None if m.datetime_column in self._typed_columns else m.datetime_format
                 try:
                     body["ActivityDateTime"] = to_api_datetime(text, fmt, zone)
