@@ -280,7 +280,8 @@ class Sandbox:
             transport.abort()
         return web.Response(status=500)
 
-    async def _admit(self, request: web.Request) -> tuple[str, str | None] | web.StreamResponse:
+    async def _admit(self, request: web.Request,
+                     lookup: bool = False) -> tuple[str, str | None] | web.StreamResponse:
         """What every endpoint does first: auth, the window, a fault drawn, the latency.
 
         Returns the access key and the fault still to play out, or the answer to give now.
@@ -306,6 +307,8 @@ class Sandbox:
             return web.Response(status=500, text="Internal Server Error")
         if fault == "html":
             return web.Response(status=502, text=GATEWAY_PAGE, content_type="text/html")
+        if lookup:
+            self.stats.lookups += 1
         return access_key, fault
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
@@ -338,10 +341,9 @@ class Sandbox:
 
     async def _retrieve(self, request: web.Request) -> web.StreamResponse:
         """"Get Activities of a Lead": newest first, filtered by event, paged."""
-        admitted = await self._admit(request)
+        admitted = await self._admit(request, lookup=True)
         if isinstance(admitted, web.StreamResponse):
             return admitted
-        self.stats.lookups += 1
         lead_id = request.query.get("leadId", "")
         try:
             body = json.loads(await request.read() or b"{}")
@@ -368,10 +370,9 @@ class Sandbox:
 
     async def _activity_setting(self, request: web.Request) -> web.StreamResponse:
         """"Get Activity Type Details" for the sandbox's event codes."""
-        admitted = await self._admit(request)
+        admitted = await self._admit(request, lookup=True)
         if isinstance(admitted, web.StreamResponse):
             return admitted
-        self.stats.lookups += 1
         code = request.query.get("code", "")
         setting = activity_setting(int(code)) if code.isdigit() else None
         if setting is None:
@@ -381,10 +382,9 @@ class Sandbox:
 
     async def _lead_by_email(self, request: web.Request) -> web.StreamResponse:
         """"Get Lead by Email Address": a list with the lead, or an empty list."""
-        admitted = await self._admit(request)
+        admitted = await self._admit(request, lookup=True)
         if isinstance(admitted, web.StreamResponse):
             return admitted
-        self.stats.lookups += 1
         email = request.query.get("emailaddress", "").strip().lower()
         lead_id = self._leads_by_email.get(email)
         return web.json_response(
