@@ -231,6 +231,8 @@ class Run:
                     counter.add_done_callback(
                         lambda t: self.progress.set_total(t.result()) if not t.cancelled()
                         and t.exception() is None else None)
+            finished = results.counts()
+            self.progress.resuming(finished[Status.POSTED] + finished[Status.REJECTED])
             log.info("run started", input=describe(opts.input), results=str(opts.results),
                      rate=str(opts.rate), workers=opts.worker_count(), dry_run=opts.dry_run,
                      resumed_rows=sum(results.counts().values()))
@@ -385,7 +387,6 @@ class Run:
                         summary.to_send += 1
                         self.progress.done()
                     else:
-                        self.progress.queued()
                         await queue.put(self._job(item, action, previous, results))
                 elif action is Action.RECORD_INVALID:
                     assert isinstance(item, InvalidRow)
@@ -397,11 +398,11 @@ class Run:
                     self.progress.done()
                 elif action is Action.SKIP_POSTED:
                     summary.skipped += 1
-                    self.progress.done()
+                    self.progress.done(passed_over=True)
                 else:
                     assert previous is not None
                     summary.count(previous.status)
-                    self.progress.done()
+                    self.progress.done(passed_over=True)
 
     def _job(self, item: Activity, action: Action, previous: Previous | None,
              results: ResultsLog) -> Job:
@@ -435,7 +436,7 @@ class Run:
                                    f"({type(exc).__name__}: {exc}); please report it. "
                                    "Rerun to resume"))
                 return
-            self.progress.done(sent=True)
+            self.progress.done()
 
 
 def run_sync(options: RunOptions, *, configure: Callable[[], None] | None = None) -> Summary:

@@ -2,8 +2,9 @@
 
 The bar counts rows finished (whatever their outcome) against the input's row count once
 known, shows the observed rate, and an ETA computed from the rate limit (the rows still to
-send divided by the calls per second the limit allows), which is right from the first
-second, unlike an ETA smoothed from the observed rate.
+come, less those an earlier run finished, divided by the calls per second the limit
+allows), which is right from the first second, unlike an ETA smoothed from the observed
+rate.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Progress:
         self._stream = stream or sys.stderr
         self._calls_per_second = calls_per_second
         self._bar: tqdm[Never] | None = None
-        self._to_send = 0
+        self._finished_before = 0  # rows an earlier run finished: they take no call
         if enabled:
             self._bar = tqdm(
                 file=self._stream, unit="row", dynamic_ncols=True, mininterval=0.5,
@@ -61,18 +62,21 @@ class Progress:
             self._bar.total = total
             self._bar.refresh()
 
-    def queued(self, rows: int = 1) -> None:
-        """Rows handed to the workers (they count towards the ETA until done)."""
-        self._to_send += rows
+    def resuming(self, finished: int) -> None:
+        """A resumed run: ``finished`` rows (posted, rejected…) will be passed over."""
+        self._finished_before = finished
 
-    def done(self, rows: int = 1, *, sent: bool = False) -> None:
-        if sent:
-            self._to_send -= rows
+    def done(self, rows: int = 1, *, passed_over: bool = False) -> None:
+        """Rows finished; ``passed_over`` for a row an earlier run had finished."""
+        if passed_over:
+            self._finished_before = max(0, self._finished_before - rows)
         if self._bar is None:
             return
         self._bar.update(rows)
         if self._bar.total:
-            pending = max(0, self._bar.total - self._bar.n)
+            # Rows still to come, less those an earlier run finished: each of the rest
+            # costs about one call at the rate limit.
+            pending = max(0, self._bar.total - self._bar.n - self._finished_before)
             eta = pending / self._calls_per_second if self._calls_per_second else 0
             self._bar.set_postfix_str(f"ETA {timedelta(seconds=round(eta))}", refresh=False)
 
