@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from bulkpost.ratelimit import RateSpec
 from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Sandbox
@@ -68,6 +69,36 @@ class SandboxServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+@pytest.fixture
+def serve_handler() -> Iterator[Callable[..., str]]:
+    """Serve one aiohttp handler for every path on 127.0.0.1; the fixture gives its URL."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runners: list[web.AppRunner] = []
+
+    def serve(handler: Any, ssl_context: Any = None) -> str:
+        async def start() -> web.AppRunner:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", handler)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+            return runner
+
+        runner = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
+        runners.append(runner)
+        scheme = "https" if ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield serve
+    for runner in runners:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+    loop.close()
 
 
 @pytest.fixture

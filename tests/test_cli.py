@@ -518,10 +518,8 @@ def test_a_parquet_mapping_naming_a_missing_column_exits_2(tmp_path: Path) -> No
     assert "'nope' not found" in result.stderr and "'order_no'" in result.stderr
 
 
-def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else(tmp_path: Path) -> None:
-    import asyncio
-    import threading
-
+def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else(
+        tmp_path: Path, serve_handler: Any) -> None:
     from aiohttp import web
 
     seen_elsewhere: list[dict[str, str]] = []
@@ -530,29 +528,12 @@ def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else(tmp_path: Path
         seen_elsewhere.append(dict(request.headers))
         return web.json_response({"Status": "Success", "Message": {"Id": "stolen"}})
 
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-
-    async def serve(handler: Any) -> tuple[web.AppRunner, int]:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return runner, runner.addresses[0][1]
-
-    other, other_port = asyncio.run_coroutine_threadsafe(serve(elsewhere), loop).result()
+    other = serve_handler(elsewhere)
 
     async def redirecting(request: web.Request) -> web.Response:
-        raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{other_port}{request.path}")
+        raise web.HTTPTemporaryRedirect(f"{other}{request.path}")
 
-    first, port = asyncio.run_coroutine_threadsafe(serve(redirecting), loop).result()
-    try:
-        data, mapping = _inputs(tmp_path, 3)
-        result = _run(data, mapping, tmp_path / "r.csv", f"http://127.0.0.1:{port}")
-    finally:
-        for runner in (first, other):
-            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
+    data, mapping = _inputs(tmp_path, 3)
+    result = _run(data, mapping, tmp_path / "r.csv", serve_handler(redirecting))
     assert result.code == 3 and "redirect" in result.stderr
     assert seen_elsewhere == []

@@ -165,12 +165,10 @@ def test_tracebacks_in_json_logs_carry_no_secrets(capsys: pytest.CaptureFixture[
 
 
 @pytest.mark.e2e
-def test_tls_certificates_are_verified(tmp_path: Path) -> None:
+def test_tls_certificates_are_verified(tmp_path: Path, serve_handler: Any) -> None:
     """A server with a self-signed certificate gets no activity: verification stays on."""
-    import asyncio
     import shutil
     import ssl
-    import threading
 
     from aiohttp import web
 
@@ -188,26 +186,10 @@ def test_tls_certificates_are_verified(tmp_path: Path) -> None:
         received.append(request.path)
         return web.json_response({"Status": "Success", "Message": {"Id": "x"}})
 
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-
-    async def serve() -> tuple[web.AppRunner, int]:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", create)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
-        return runner, runner.addresses[0][1]
-
-    runner, port = asyncio.run_coroutine_threadsafe(serve(), loop).result()
-    try:
-        data, mapping = _inputs(tmp_path, 2)
-        result = run_cli("run", data, "--mapping", mapping, "--results", tmp_path / "r.csv",
-                         "--host", f"https://127.0.0.1:{port}", "--max-attempts", "1",
-                         "--rate", "100/1s")
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
+    url = serve_handler(create, ssl_context=context)
+    data, mapping = _inputs(tmp_path, 2)
+    result = run_cli("run", data, "--mapping", mapping, "--results", tmp_path / "r.csv",
+                     "--host", url, "--max-attempts", "1", "--rate", "100/1s")
     assert result.code == 3 and result.summary["posted"] == 0
     assert received == []
     assert "certificate" in result.summary["aborted"].lower()
