@@ -20,7 +20,7 @@ import pyarrow as pa
 import structlog
 
 from bulkpost import logs
-from bulkpost.client import Credentials, check_host
+from bulkpost.client import Credentials, check_host, checked_key
 from bulkpost.errors import UsageError
 from bulkpost.mapping import Mapping, load_mapping, parse_mapping
 from bulkpost.pipeline import Run, RunOptions, Summary, run_sync
@@ -86,7 +86,8 @@ def _options(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
     credentials = None
     if host and access and secret:
         host = check_host(host)
-        credentials = Credentials(access.strip(), secret.strip())
+        credentials = Credentials(checked_key("access_key", access),
+                                  checked_key("secret_key", secret))
     elif not dry_run:
         raise UsageError("a real run needs host, access_key and secret_key (or LSQ_HOST, "
                          "LSQ_ACCESS_KEY, LSQ_SECRET_KEY)")

@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from bulkpost import logs
-from bulkpost.client import Credentials, check_host
+from bulkpost.client import Credentials, check_host, checked_key
 from bulkpost.errors import BulkpostError, UsageError
 from bulkpost.mapping import load_mapping
 from bulkpost.pipeline import RunOptions, run_sync
@@ -37,17 +37,6 @@ def _rate(_ctx: click.Context, _param: click.Parameter, value: str) -> RateSpec:
         return parse_rate(value)
     except UsageError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-def _key(name: str, value: str) -> str:
-    """A key from the environment, stripped; refused when empty or holding control bytes."""
-    value = value.strip()
-    if not value:
-        raise UsageError(f"set {name} in the environment")
-    if any(ord(c) < 0x20 or c == "\x7f" or c.isspace() for c in value):
-        raise UsageError(f"{name} contains a space or control character (an env file with "
-                         "Windows line ends?)")
-    return value
 
 
 def _dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[str],
@@ -133,8 +122,8 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
             if not host:
                 raise UsageError("--host (or LSQ_HOST) is required for a real run")
             host = check_host(host)
-            credentials = Credentials(_key("LSQ_ACCESS_KEY", access),
-                                      _key("LSQ_SECRET_KEY", secret))
+            credentials = Credentials(checked_key("LSQ_ACCESS_KEY", access),
+                                      checked_key("LSQ_SECRET_KEY", secret))
         options = RunOptions(
             input=input_path, mapping=mapping, results=results, host=host,
             credentials=credentials, rate=rate, rate_margin=rate_margin, workers=workers,
@@ -192,8 +181,9 @@ def check(mapping_path: Path, input_path: Path | None, host: str, encoding: str,
                                                  delimiter=delimiter), str(input_path))
         if not host:
             raise UsageError("--host (or LSQ_HOST) is required to read the schemas")
-        credentials = Credentials(_key("LSQ_ACCESS_KEY", os.environ.get("LSQ_ACCESS_KEY", "")),
-                                  _key("LSQ_SECRET_KEY", os.environ.get("LSQ_SECRET_KEY", "")))
+        environ = os.environ
+        credentials = Credentials(checked_key("LSQ_ACCESS_KEY", environ.get("LSQ_ACCESS_KEY", "")),
+                                  checked_key("LSQ_SECRET_KEY", environ.get("LSQ_SECRET_KEY", "")))
         lines = asyncio.run(check_mapping(mapping, input_path, check_host(host), credentials,
                                           encoding=encoding, delimiter=delimiter))
     except BulkpostError as exc:

@@ -44,6 +44,17 @@ class Credentials:
         return text
 
 
+def checked_key(name: str, value: str) -> str:
+    """An API key, stripped; refused when empty or holding a space or control byte."""
+    value = value.strip()
+    if not value:
+        raise UsageError(f"set {name} in the environment")
+    if any(ord(c) < 0x20 or c == "\x7f" or c.isspace() for c in value):
+        raise UsageError(f"{name} contains a space or control character (an env file with "
+                         "Windows line ends?)")
+    return value
+
+
 def is_loopback(hostname: str) -> bool:
     if hostname == "localhost":
         return True

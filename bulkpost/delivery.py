@@ -45,6 +45,7 @@ from bulkpost.resume import Status, key_digest
 log = structlog.get_logger("bulkpost")
 
 PAGE_SIZE = 25  # the API's largest page of "Get Activities of a Lead"
+BACKOFF_CAP = 30  # the longest wait between attempts, in multiples of --backoff
 
 
 @dataclass(slots=True)
@@ -163,7 +164,7 @@ class Courier:
         return AsyncRetrying(
             stop=stop_after_attempt(self.settings.max_attempts),
             wait=wait_exponential_jitter(initial=self.settings.backoff,
-                                         max=self.settings.backoff * 30),
+                                         max=self.settings.backoff * BACKOFF_CAP),
             retry=retry_if_exception_type(exception),
             sleep=self._backoff,
             reraise=True,

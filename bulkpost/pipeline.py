@@ -19,7 +19,6 @@ import contextlib
 import math
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +28,7 @@ import structlog
 
 from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
 from bulkpost.client import Credentials, LeadSquaredClient
-from bulkpost.delivery import Courier, DeliverySettings, Job, Stopped, Tally
+from bulkpost.delivery import BACKOFF_CAP, Courier, DeliverySettings, Job, Stopped, Tally
 from bulkpost.errors import AbortRun, BulkpostError, MappingError, ResultsWriteError, UsageError
 from bulkpost.mapping import Mapping, check_columns
 from bulkpost.preflight import event_codes, run_preflight
@@ -415,7 +414,8 @@ class Run:
             # The earlier run's attempts ended at updated_at; each took at most a timeout
             # and a backoff.
             last = datetime.strptime(earlier.updated_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            span = max(1, earlier.attempts) * (self.options.timeout + 30 * self.options.backoff)
+            span = max(1, earlier.attempts) * (
+                self.options.timeout + BACKOFF_CAP * self.options.backoff)
             window = SendWindow.around(last - timedelta(seconds=span), last,
                                        self.options.timeout)
         return Job(item, previous.status, reconcile_first=True, window=window)
@@ -439,10 +439,8 @@ class Run:
             self.progress.done()
 
 
-def run_sync(options: RunOptions, *, configure: Callable[[], None] | None = None) -> Summary:
+def run_sync(options: RunOptions) -> Summary:
     """Run to completion on a fresh event loop (the CLI's entry)."""
-    if configure is not None:
-        configure()
     if not options.dry_run and (options.credentials is None or not options.host):
         raise UsageError("a real run needs --host (or LSQ_HOST) and LSQ_ACCESS_KEY / "
                          "LSQ_SECRET_KEY")
