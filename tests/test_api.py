@@ -78,7 +78,7 @@ def test_bad_arguments_fail_before_any_request(tmp_path: Path) -> None:
                      secret_key="")
     with pytest.raises(UsageError, match="control character"):  # the CLI's key check too
         bulkpost.run(_frame(), MAPPING, tmp_path / "r.csv", host="http://127.0.0.1:9",
-                     access_key="a", secret_key="secret\r")
+                     access_key="a", secret_key="sec\x01ret")
     dry = bulkpost.run(_frame(), MAPPING, tmp_path / "r.csv", dry_run=True, host="",
                        access_key="", secret_key="")
     assert dry.to_send == 4 and dry.exit_code == 0
