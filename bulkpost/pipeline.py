@@ -360,7 +360,8 @@ class Run:
         mapped: list[Activity | InvalidRow] = [
             InvalidRow(row, "", "", reason, "") for row, reason in batch.broken]
         mapped.extend(mapper.map_batch(batch.rows, batch.columns))
-        mapped.sort(key=lambda item: item.row)
+        if batch.broken:  # only then are the rows out of order
+            mapped.sort(key=lambda item: item.row)
         return mapped
 
     async def _feed(self, source: Source, results: ResultsLog,
