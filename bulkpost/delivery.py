@@ -28,6 +28,8 @@ from typing import Any
 import structlog
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
+    before_nothing,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential_jitter,
@@ -160,12 +162,27 @@ class Courier:
         assert self._results is not None, "this courier only makes look-ups"
         return self._results
 
-    def _retrying(self, exception: type[Exception]) -> AsyncRetrying:
+    def _retrying(self, exception: type[Exception], *,
+                  after_first: bool = False) -> AsyncRetrying:
+        """Attempts with exponential backoff; ``after_first``: attempt 1 was made already.
+
+        Most rows need one attempt, so delivery makes the first one itself (the retry
+        machinery costs more per row than the rest of our own code) and starts this only
+        after it failed: it then sleeps the first backoff, and the schedule shifts by one.
+        """
+        backoff, cap = self.settings.backoff, self.settings.backoff * BACKOFF_CAP
+        first_wait = wait_exponential_jitter(initial=backoff, max=cap)
+
+        async def sleep_first(state: RetryCallState) -> None:
+            if state.attempt_number == 1:
+                await self._backoff(first_wait(state))
+
+        skipped = 1 if after_first else 0
         return AsyncRetrying(
-            stop=stop_after_attempt(self.settings.max_attempts),
-            wait=wait_exponential_jitter(initial=self.settings.backoff,
-                                         max=self.settings.backoff * BACKOFF_CAP),
+            stop=stop_after_attempt(self.settings.max_attempts - skipped),
+            wait=wait_exponential_jitter(initial=backoff * 2**skipped, max=cap),
             retry=retry_if_exception_type(exception),
+            before=sleep_first if after_first else before_nothing,
             sleep=self._backoff,
             reraise=True,
         )
@@ -183,18 +200,19 @@ class Courier:
         return status
 
     async def _deliver(self, job: Job) -> Status:
-        item = job.activity
         flight = _Flight(job, uncertain=job.reconcile_first)
         try:
-            async for attempt in self._retrying(_Retry):
-                with attempt:
-                    if flight.uncertain:
-                        found = await self._reconcile(item, flight.window(self.settings.timeout))
-                        if found is not None:
-                            return self._record(flight, Status.POSTED, activity_id=found,
-                                                error_type="reconciled", error="")
-                        flight.uncertain = False  # not created: safe to send
-                    await self._send(flight)
+            try:
+                found = await self._attempt(flight)
+            except _Retry:
+                if self.settings.max_attempts <= 1:
+                    raise
+                async for attempt in self._retrying(_Retry, after_first=True):
+                    with attempt:
+                        found = await self._attempt(flight)
+            if found is not None:
+                return self._record(flight, Status.POSTED, activity_id=found,
+                                    error_type="reconciled", error="")
         except _Retry:
             return self._record(flight, Status.FAILED)
         except LookupFailed as exc:
@@ -214,6 +232,18 @@ class Courier:
         if last.verdict is Verdict.FATAL:
             self._stop(AbortRun(last.error))
         return outcome
+
+    async def _attempt(self, flight: _Flight) -> str | None:
+        """One attempt: look the row up first if it may exist (return the Id found), else
+        send it; raise _Retry to try again."""
+        if flight.uncertain:
+            found = await self._reconcile(flight.job.activity,
+                                          flight.window(self.settings.timeout))
+            if found is not None:
+                return found
+            flight.uncertain = False  # not created: safe to send
+        await self._send(flight)
+        return None
 
     async def _send(self, flight: _Flight) -> None:
         """One attempt: mark in flight, post, classify; raise _Retry to try again."""

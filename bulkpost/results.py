@@ -4,18 +4,22 @@ Owns the file format and its durability. The file is a CSV append-only log with 
 ``row,key,status,activity_id,http_status,error_type,error,attempts,updated_at,content_hash``;
 a row's last line is its state. Rules:
 
-- every line is one physical line (text is folded to one line), written with one
-  ``write`` on an ``O_APPEND`` descriptor, so ``kill -9`` can tear at most the last line,
-  which the next open cuts off;
-- before a row's request is sent, an ``unknown`` line is written and made durable (fsync,
-  shared by every row marked at the same moment: group commit), so a crash leaves the
-  row ``unknown``, never silently re-sendable;
-- outcomes are written at once and fsynced in small groups;
+- every line is one physical line (text is folded to one line); the lines recorded while
+  the event loop turns are written together, with one ``write`` on an ``O_APPEND``
+  descriptor, and fsynced together (group commit), so ``kill -9`` can tear at most the
+  last line, which the next open cuts off;
+- before a row's request is sent, its ``unknown`` line is on disk (the row waits for its
+  group's fsync), so a crash leaves the row ``unknown``, never silently re-sendable;
+- the other lines are written at the end of the loop turn that recorded them and fsynced
+  in groups of 64: a ``kill -9`` loses at most one turn's outcomes, whose rows are then
+  ``unknown`` from their durable marks, so the next run reconciles them, never re-sends;
 - a lock file beside it keeps a second run out;
-- at the end the log is compacted, by atomic replace, to one line per row.
+- at the end the log is compacted, by atomic replace, to one line per row; after a failed
+  write it is not (the log as written is valid, the memory of it is not).
 
 In memory the log keeps only compact per-row arrays (status, content hash, key digest,
-activity-Id digest, offset of the row's last line), so resuming a million rows stays small.
+offset of the row's last line), so resuming a million rows stays small; activity Ids are
+read back from the file when a reconciliation needs them.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ import csv
 import fcntl
 import io
 import os
+import time
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -42,7 +48,9 @@ HEADER = ["row", "key", "status", "activity_id", "http_status", "error_type", "e
 _HEADER_LINE = (",".join(HEADER) + "\n").encode()
 _STATUS_CODES = {status: index for index, status in enumerate(Status, start=1)}
 _STATUS_BY_CODE = {index: status for status, index in _STATUS_CODES.items()}
-IN_FLIGHT_NOTE = "in flight: sent, no answer recorded"
+_CODES_BY_TEXT = {status.value: index for status, index in _STATUS_CODES.items()}
+_POSTED = _STATUS_CODES[Status.POSTED]
+IN_FLIGHT_NOTE = "in flight: sent; no answer recorded"  # no comma: a plain line
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +73,33 @@ def _one_line(text: str) -> str:
     return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
 
 
+_clock: list[Any] = [-1, ""]  # the last second formatted, and its text
+
+
 def now_text() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current UTC time to the second, as written in ``updated_at``."""
+    second = int(time.time())
+    if second != _clock[0]:
+        _clock[:] = [second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    return str(_clock[1])
+
+
+_NEEDS_QUOTES = frozenset(',"\r\n')
 
 
 def format_line(outcome: RowOutcome) -> bytes:
     """The CSV line for one outcome, always a single physical line."""
+    key, error_type, error = outcome.key, outcome.error_type, outcome.error
+    if _NEEDS_QUOTES.isdisjoint(key) and _NEEDS_QUOTES.isdisjoint(error) and \
+            _NEEDS_QUOTES.isdisjoint(error_type) and _NEEDS_QUOTES.isdisjoint(outcome.activity_id):
+        # The common line, written two writes per row: plain fields, joined as they are.
+        http = "" if outcome.http_status is None else outcome.http_status
+        return (f"{outcome.row},{key},{outcome.status.value},{outcome.activity_id},{http},"
+                f"{error_type},{error},{outcome.attempts},{outcome.updated_at or now_text()},"
+                f"{outcome.content_hash}\n").encode()
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow([
-        outcome.row, _one_line(outcome.key), outcome.status.value, outcome.activity_id,
+        outcome.row, _one_line(outcome.key), outcome.status.value, _one_line(outcome.activity_id),
         "" if outcome.http_status is None else outcome.http_status,
         _one_line(outcome.error_type), _one_line(outcome.error), outcome.attempts,
         outcome.updated_at or now_text(), outcome.content_hash,
@@ -117,14 +143,17 @@ class ResultsLog:
         self._status = array("b")
         self._hash = array("Q")
         self._key = array("Q")
-        self._activity = array("Q")  # digest of the activity Id of a posted row
         self._offset = array("q")
         self._fd = -1
         self._lock_fd = -1
-        self._size = 0
+        self._size = 0            # bytes recorded: written, and buffered after them
         self._synced = 0          # bytes known to be on disk
         self._sync_task: asyncio.Task[None] | None = None
-        self._pending_outcomes = 0
+        self._buffer: list[bytes] = []  # lines recorded, not yet written
+        self._flush_scheduled = False
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (bytes, woken once synced)
+        self._pending_outcomes = 0  # recorded since the last fsync was started
+        self._written = 0         # bytes in the file
         self._failure: ResultsWriteError | None = None  # a background fsync that failed
         self.torn_lines = 0
 
@@ -167,7 +196,7 @@ class ResultsLog:
             if not first.endswith(b"\n") and _HEADER_LINE.startswith(first):
                 # Torn while the header itself was written: start the file afresh.
                 os.ftruncate(self._fd, 0)
-                self._size = 0
+                self._size = self._written = 0
                 self._append(_HEADER_LINE)
                 os.fsync(self._fd)
                 self._synced = self._size
@@ -175,65 +204,114 @@ class ResultsLog:
             if first.rstrip(b"\r\n") != _HEADER_LINE.rstrip(b"\n"):
                 raise UsageError(f"{self.path}: not a bulkpost results file "
                                  f"(first line {first[:80]!r})")
-            offset = len(first)
-            for raw in handle:
-                if not raw.endswith(b"\n"):
-                    # A torn last line from a crash: cut it off before appending.
-                    self.torn_lines += 1
-                    os.ftruncate(self._fd, offset)
-                    break
-                fields = next(csv.reader([raw.decode("utf-8", "replace")]), [])
-                outcome = parse_line(fields)
+            offset = self._replay(handle, len(first))
+        self._size = self._synced = self._written = offset
+
+    def _replay(self, handle: BinaryIO, offset: int) -> int:
+        """Remember every line after the header; return where appending starts.
+
+        A resume of a million lines is dominated by this loop, so the common line (no
+        quotes, hence no comma or line break inside a field) is split directly and stored
+        without building an outcome; quoted lines go through the csv module.
+        """
+        codes, width = _CODES_BY_TEXT, len(HEADER)
+        status, hashes, keys, offsets = self._status, self._hash, self._key, self._offset
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                # A torn last line from a crash: cut it off before appending.
+                self.torn_lines += 1
+                os.ftruncate(self._fd, offset)
+                break
+            text = raw.decode("utf-8", "replace")
+            if '"' in text:
+                outcome = parse_line(next(csv.reader([text]), []))
                 if outcome is None:
                     self.torn_lines += 1
                 else:
                     self._remember(outcome, offset)
                 offset += len(raw)
-        self._size = self._synced = offset
+                continue
+            fields = text.rstrip("\r\n").split(",")
+            try:
+                if len(fields) != width:
+                    raise ValueError
+                row, code = int(fields[0]), codes[fields[2]]
+                if fields[4]:
+                    int(fields[4])
+                if fields[7]:
+                    int(fields[7])
+                content_hash = int(fields[9], 16) if fields[9] else 0
+            except (ValueError, KeyError):
+                self.torn_lines += 1
+            else:
+                if row >= len(status):
+                    self._set(row, code, content_hash, fields[1], offset)  # grows the arrays
+                elif row > 0:
+                    key = fields[1]
+                    status[row] = code
+                    hashes[row] = content_hash
+                    keys[row] = key_digest(key) if key else 0
+                    offsets[row] = offset
+            offset += len(raw)
+        return offset
 
     # -- state -------------------------------------------------------------------------
     def _remember(self, outcome: RowOutcome, offset: int) -> None:
-        row = outcome.row
+        self._set(outcome.row, _STATUS_CODES[outcome.status],
+                  int(outcome.content_hash, 16) if outcome.content_hash else 0,
+                  outcome.key, offset)
+
+    def _set(self, row: int, code: int, content_hash: int, key: str, offset: int) -> None:
         if row < 1:
             return
         if row >= len(self._status):
             grow = max(row + 1, 2 * len(self._status)) - len(self._status)
-            self._status.extend(bytes(grow))
-            self._hash.extend([0] * grow)
-            self._key.extend([0] * grow)
-            self._activity.extend([0] * grow)
-            self._offset.extend([-1] * grow)
-        self._status[row] = _STATUS_CODES[outcome.status]
-        self._hash[row] = int(outcome.content_hash, 16) if outcome.content_hash else 0
-        self._key[row] = key_digest(outcome.key) if outcome.key else 0
-        self._activity[row] = (key_digest(outcome.activity_id)
-                               if outcome.status is Status.POSTED and outcome.activity_id else 0)
+            self._status.frombytes(bytes(grow))
+            self._hash.frombytes(bytes(8 * grow))
+            self._key.frombytes(bytes(8 * grow))
+            self._offset.frombytes(b"\xff" * (8 * grow))  # -1: no line
+        self._status[row] = code
+        self._hash[row] = content_hash
+        self._key[row] = key_digest(key) if key else 0
         self._offset[row] = offset
 
     def previous(self, row: int) -> Previous | None:
         """What an earlier run (or this one) recorded last for ``row``."""
-        if row >= len(self._status) or not self._status[row]:
+        try:
+            code = self._status[row]
+        except IndexError:
             return None
-        return Previous(
-            status=_STATUS_BY_CODE[self._status[row]],
-            content_hash=f"{self._hash[row]:016x}" if self._hash[row] else "",
-            key_digest=self._key[row],
-        )
+        if not code:
+            return None
+        content_hash = self._hash[row]
+        return Previous(_STATUS_BY_CODE[code], f"{content_hash:016x}" if content_hash else "",
+                        self._key[row])
 
     def claimed_ids(self, content_hash: str) -> set[int]:
-        """Digests of the activity Ids held by posted rows with this content hash."""
+        """Digests of the activity Ids held by posted rows with this content hash.
+
+        Read back from the file: rows with identical content are few, and a resume need
+        not hold a million activity Ids in memory.
+        """
         if not content_hash:
             return set()
         hashes = np.frombuffer(self._hash, dtype=np.uint64)
         rows = np.flatnonzero(hashes == np.uint64(int(content_hash, 16)))
-        posted = _STATUS_CODES[Status.POSTED]
-        return {self._activity[r] for r in rows.tolist() if self._status[r] == posted}
+        claimed = set()
+        for row in rows.tolist():
+            if self._status[row] == _POSTED:
+                outcome = self.last_outcome(row)
+                if outcome is not None and outcome.activity_id:
+                    claimed.add(key_digest(outcome.activity_id))
+        return claimed
 
     def last_outcome(self, row: int) -> RowOutcome | None:
         """The row's last line, read back from the file."""
         if row >= len(self._status) or not self._status[row]:
             return None
         offset, chunk = self._offset[row], b""
+        if offset >= self._written:
+            self._flush()  # the line is still in the buffer
         while not chunk.endswith(b"\n"):
             more = os.pread(self._fd, 4096, offset + len(chunk))
             if not more:
@@ -253,31 +331,59 @@ class ResultsLog:
         return totals
 
     # -- writing -----------------------------------------------------------------------
-    def _append(self, data: bytes) -> int:
+    def _append(self, data: bytes) -> None:
+        """Write ``data`` at the end of the file now (the header, and each group)."""
         if self._failure is not None:
             raise self._failure
-        offset = self._size
         try:
             written = os.write(self._fd, data)
         except OSError as exc:
-            raise ResultsWriteError(f"{self.path}: cannot write the results file "
-                                    f"({exc.strerror}); stopped sending") from None
+            self._failure = ResultsWriteError(f"{self.path}: cannot write the results file "
+                                              f"({exc.strerror}); stopped sending")
+            raise self._failure from None
         if written != len(data):
             # Cut the partial line off, so that nothing can be appended to it.
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, offset)
-            raise ResultsWriteError(f"{self.path}: cannot write the results file (short "
-                                    "write: disk full?); stopped sending")
-        self._size += written
-        return offset
+                os.ftruncate(self._fd, self._written)
+            self._failure = ResultsWriteError(f"{self.path}: cannot write the results file "
+                                              "(short write: disk full?); stopped sending")
+            raise self._failure
+        self._written += written
+        self._size = max(self._size, self._written)
+
+    def _flush(self) -> None:
+        """Write the buffered lines, as one write."""
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            self._append(data)
 
     def record(self, outcome: RowOutcome) -> None:
-        """Append an outcome now; it reaches the disk with the next group sync."""
-        self._remember(outcome, self._append(format_line(outcome)))
+        """Append an outcome; it is written and synced with the group now forming."""
+        if self._failure is not None:
+            raise self._failure
+        line = format_line(outcome)
+        self._buffer.append(line)
+        self._remember(outcome, self._size)
+        self._size += len(line)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # used without an event loop (reports, tests): write now
+            self._flush()
+            return
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush_soon)
         self._pending_outcomes += 1
         if self._pending_outcomes >= 64:
             self._pending_outcomes = 0
             self._start_sync()
+
+    def _flush_soon(self) -> None:
+        """Write this loop turn's lines (a failure is kept and raised by the next call)."""
+        self._flush_scheduled = False
+        with contextlib.suppress(ResultsWriteError):
+            self._flush()
 
     async def mark_in_flight(self, row: int, key: str, content_hash: str,
                              attempts: int = 0) -> None:
@@ -295,27 +401,56 @@ class ResultsLog:
         return self._sync_task
 
     async def _sync_once(self) -> None:
-        target = self._size
-        try:
-            await asyncio.to_thread(os.fsync, self._fd)
-        except OSError as exc:
-            # Kept, so that the next write fails too even if nobody awaits this task.
-            self._failure = ResultsWriteError(f"{self.path}: cannot sync the results file "
-                                              f"({exc.strerror}); stopped sending")
-            raise self._failure from None
-        self._synced = max(self._synced, target)
+        """Group commit: write the lines recorded so far in one write, fsync, wake those
+        waiting for them; again while others came to wait meanwhile."""
+        while True:
+            target = self._size
+            try:
+                self._flush()
+                await asyncio.to_thread(os.fsync, self._fd)
+            except OSError as exc:
+                # Kept, so that the next write fails too even if nobody awaits this task.
+                self._failure = ResultsWriteError(f"{self.path}: cannot sync the results "
+                                                  f"file ({exc.strerror}); stopped sending")
+            except ResultsWriteError:
+                pass  # _append kept it in _failure
+            if self._failure is not None:
+                for _, waiter in self._waiters:
+                    if not waiter.done():
+                        waiter.set_exception(self._failure)
+                self._waiters.clear()
+                raise self._failure
+            self._synced = max(self._synced, target)
+            waiting = []
+            for until, waiter in self._waiters:
+                if until > self._synced:
+                    waiting.append((until, waiter))
+                elif not waiter.done():  # done: its caller was cancelled
+                    waiter.set_result(None)
+            self._waiters = waiting
+            if not waiting:
+                return
 
     async def sync(self) -> None:
-        """Return once everything written so far is on disk (one fsync serves many)."""
+        """Return once everything recorded so far is on disk (one fsync serves many)."""
         target = self._size
-        while self._synced < target:
-            task = self._start_sync()
-            # Shield: one caller's cancellation must not cancel the fsync others wait on.
-            await asyncio.shield(task)
+        if self._synced >= target:
+            return
+        if self._failure is not None:
+            raise self._failure
+        # A future of our own: cancelling this caller must not cancel the fsync, nor the
+        # other callers' wait.
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
+        self._start_sync()
+        await waiter
 
     # -- closing -----------------------------------------------------------------------
     def compact(self) -> None:
         """Rewrite the log as one line per row (row order), by atomic replace."""
+        if self._failure is not None:
+            raise self._failure
+        self._flush()
         temp = self.path.with_name(f".{self.path.name}.compact")
         try:
             with open(self.path, "rb") as source, open(temp, "wb") as target:
@@ -341,7 +476,8 @@ class ResultsLog:
     def close(self) -> None:
         """Sync and release the file and its lock."""
         if self._fd >= 0:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ResultsWriteError):
+                self._flush()
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1

@@ -22,9 +22,15 @@ faults that strike before anything is created):
 ``slow``           the answer comes after ``slow_seconds`` more (default 5 s)
 =================  ====================================================================
 
-Every created activity goes to the ledger (memory, and a JSON-lines file if asked), and
-``GET /_sandbox/stats`` serves the counters tests assert on: calls, created, rate-limited,
-faults by kind and the most calls seen in any window.
+Latency has three parts, all drawn from the seeded generator: the arrival delay (the
+request's trip to the server, before the window counts it: it reorders and bunches calls as
+a real network does), the answer latency (uniform A..B), and a tail (a share of the answers
+takes up to a longer maximum).
+
+Every created activity goes to the ledger (memory, and a JSON-lines file if asked) with the
+moment its call arrived, and ``GET /_sandbox/stats`` serves the counters tests assert on:
+calls, created, rate-limited, faults by kind, the most calls seen in any window, and when
+the first and the last created activity's call arrived.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -110,16 +116,28 @@ def parse_faults(spec: str) -> dict[str, float]:
     return faults
 
 
-def parse_latency(spec: str) -> tuple[float, float]:
+def parse_latency(spec: str, option: str = "--latency") -> tuple[float, float]:
     """``"0.08:0.6"`` → (0.08, 0.6) seconds; a single number is a fixed latency."""
     low, _, high = spec.partition(":")
     try:
         bounds = (float(low), float(high or low))
     except ValueError:
-        raise UsageError(f"--latency {spec!r}: expected A:B seconds") from None
+        raise UsageError(f"{option} {spec!r}: expected A:B seconds") from None
     if bounds[0] < 0 or bounds[1] < bounds[0]:
-        raise UsageError(f"--latency {spec!r}: expected 0 <= A <= B")
+        raise UsageError(f"{option} {spec!r}: expected 0 <= A <= B")
     return bounds
+
+
+def parse_tail(spec: str) -> tuple[float, float]:
+    """``"0.03:3"`` → 3% of the answers take up to 3 s (from the latency's upper bound)."""
+    share, _, longest = spec.partition(":")
+    try:
+        tail = (float(share), float(longest or 0))
+    except ValueError:
+        raise UsageError(f"--latency-tail {spec!r}: expected P:MAX") from None
+    if not 0 <= tail[0] <= 1 or tail[1] < 0:
+        raise UsageError(f"--latency-tail {spec!r}: expected 0 <= P <= 1 and MAX >= 0")
+    return tail
 
 
 def _typed_problem(setting: dict[str, Any], name: str, value: str) -> str | None:
@@ -149,6 +167,14 @@ def _error(status: int, exception_type: str, message: str) -> web.Response:
         status=status)
 
 
+class Admitted(NamedTuple):
+    """A call the sandbox lets through: whose it is, the fault to play out, its arrival."""
+
+    access_key: str
+    fault: str | None
+    arrived: float  # time.time() when the window counted it
+
+
 @dataclass
 class Stats:
     calls: int = 0
@@ -159,17 +185,23 @@ class Stats:
     lookups: int = 0
     max_in_window: int = 0
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
+    first_created: float | None = None  # arrival (time.time()) of the first and last
+    last_created: float | None = None   # call that created an activity
 
 
 class Sandbox:
     """The fake API. ``await start()`` serves it; ``app`` can also be mounted in tests."""
 
     def __init__(self, *, rate: RateSpec | None = None, latency: tuple[float, float] = (0, 0),
+                 latency_tail: tuple[float, float] = (0, 0),
+                 arrival: tuple[float, float] = (0, 0),
                  faults: dict[str, float] | None = None, seed: int | None = None,
                  ledger: Path | None = None, slow_seconds: float = 5.0,
                  keys: dict[str, str] | None = None) -> None:
         self.rate = rate or RateSpec(25, 5.0)
         self.latency = latency
+        self.latency_tail = latency_tail  # (share of answers, longest latency)
+        self.arrival = arrival
         self.faults = faults or {}
         self.slow_seconds = slow_seconds
         self.keys = keys or {DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY}
@@ -218,6 +250,7 @@ class Sandbox:
         return {"calls": s.calls, "created": s.created, "rate_limited": s.rate_limited,
                 "unauthorized": s.unauthorized, "rejected": s.rejected, "lookups": s.lookups,
                 "max_in_window": s.max_in_window, "faults": dict(s.faults),
+                "first_created": s.first_created, "last_created": s.last_created,
                 "rate": str(self.rate)}
 
     async def _stats(self, _request: web.Request) -> web.Response:
@@ -261,11 +294,18 @@ class Sandbox:
             draw -= probability
         return None
 
+    def _draw(self, bounds: tuple[float, float]) -> float:
+        low, high = bounds
+        return self.random.uniform(low, high) if high > low else low
+
     async def _latency(self, extra: float = 0.0) -> None:
-        low, high = self.latency
-        delay = (self.random.uniform(low, high) if high > low else low) + extra
-        if delay > 0:
-            await asyncio.sleep(delay)
+        share, longest = self.latency_tail
+        if share and self.random.random() < share:
+            delay = self._draw((self.latency[1], max(longest, self.latency[1])))
+        else:
+            delay = self._draw(self.latency)
+        if delay + extra > 0:
+            await asyncio.sleep(delay + extra)
 
     def _rate_limited(self, status: int = 429) -> web.Response:
         self.stats.rate_limited += 1
@@ -281,12 +321,16 @@ class Sandbox:
         return web.Response(status=500)
 
     async def _admit(self, request: web.Request,
-                     lookup: bool = False) -> tuple[str, str | None] | web.StreamResponse:
+                     lookup: bool = False) -> Admitted | web.StreamResponse:
         """What every endpoint does first: auth, the window, a fault drawn, the latency.
 
-        Returns the access key and the fault still to play out, or the answer to give now.
+        Returns the access key, the fault still to play out and the arrival, or the answer
+        to give now.
         """
+        if self.arrival[1] > 0:
+            await asyncio.sleep(self._draw(self.arrival))  # the trip to the server
         now = time.monotonic()
+        arrived = time.time()
         self.stats.calls += 1
         access_key = self._access_key(request)
         if access_key is None:
@@ -309,13 +353,13 @@ class Sandbox:
             return web.Response(status=502, text=GATEWAY_PAGE, content_type="text/html")
         if lookup:
             self.stats.lookups += 1
-        return access_key, fault
+        return Admitted(access_key, fault, arrived)
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         admitted = await self._admit(request)
         if isinstance(admitted, web.StreamResponse):
             return admitted
-        access_key, fault = admitted
+        access_key, fault, arrived = admitted
         if request.content_type != "application/json":
             self.stats.rejected += 1
             return _error(400, "MXInvalidRequestException",
@@ -330,7 +374,7 @@ class Sandbox:
             self.stats.rejected += 1
             return _error(500, "MXInvalidInputException", problem)
         activity_id = str(uuid.UUID(int=self.random.getrandbits(128), version=4))
-        self._record(access_key, activity_id, body)
+        self._record(access_key, activity_id, body, arrived)
         if fault == "500-after":
             return web.Response(status=500, text="Internal Server Error")
         if fault == "reset-after":
@@ -437,8 +481,12 @@ class Sandbox:
                 return f"Mandatory field {spec['DisplayName']} is missing"
         return None
 
-    def _record(self, access_key: str, activity_id: str, body: dict[str, Any]) -> None:
+    def _record(self, access_key: str, activity_id: str, body: dict[str, Any],
+                arrived: float) -> None:
         self.stats.created += 1
+        if self.stats.first_created is None:
+            self.stats.first_created = arrived
+        self.stats.last_created = arrived
         lead_id: str | None = body.get("RelatedProspectId")
         if lead_id is None:
             # No lead has this e-mail yet: the API creates one. (_validate checked the type.)
@@ -458,7 +506,7 @@ class Sandbox:
             "ActivityDateTime": body.get("ActivityDateTime"),
             "Fields": {f["SchemaName"]: f["Value"] for f in body.get("Fields", [])},
             "AccessKey": access_key,
-            "ReceivedAt": time.time(),
+            "ReceivedAt": arrived,  # when the call arrived, before the latency
         }
         self.ledger.append(entry)
         self._by_lead.setdefault(lead_id, []).append(entry)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from bulkpost.cells import check_supported, is_utc_timestamp, to_strings
 from bulkpost.errors import InputError
 
-BLOCK_SIZE = 1 << 20
+BLOCK_SIZE = 1 << 18
 MAX_BLOCK_SIZE = 1 << 28  # the largest single row we read: 256 MiB
 PARQUET_BATCH_ROWS = 8192
 

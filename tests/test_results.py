@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bulkpost.errors import ResultsLocked, ResultsWriteError, UsageError
-from bulkpost.results import HEADER, ResultsLog, RowOutcome, format_line, read_outcomes
-from bulkpost.resume import Status, key_digest
+from bulkpost.results import (
+    HEADER,
+    ResultsLog,
+    RowOutcome,
+    format_line,
+    parse_line,
+    read_outcomes,
+)
+from bulkpost.resume import Previous, Status, key_digest
 
 
 def _log(path: Path) -> ResultsLog:
@@ -49,6 +61,29 @@ def test_every_line_is_one_physical_line(tmp_path: Path) -> None:
     assert line.count(b"\n") == 1 and line.endswith(b"\n")
 
 
+@settings(max_examples=300, deadline=None)
+@given(key=st.text(), error=st.text(), error_type=st.text(max_size=5),
+       activity_id=st.text(max_size=40), http=st.none() | st.integers(100, 599),
+       status=st.sampled_from(list(Status)), attempts=st.integers(0, 99))
+def test_a_line_reads_back_as_written(key: str, error: str, error_type: str,
+                                      activity_id: str, http: int | None, status: Status,
+                                      attempts: int) -> None:
+    """Plain lines are formatted without the csv module; they must read back the same."""
+    outcome = RowOutcome(5, key, status, activity_id=activity_id, http_status=http,
+                         error_type=error_type, error=error, attempts=attempts,
+                         content_hash="0123456789abcdef", updated_at="2026-11-26T10:00:00Z")
+    line = format_line(outcome)
+    assert line.count(b"\n") == 1 and line.endswith(b"\n")
+    fields = next(csv.reader([line.decode()]))
+    folded = {"key": key, "error": error, "error_type": error_type, "activity_id": activity_id}
+    for name, text in folded.items():
+        folded[name] = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    assert parse_line(fields) == RowOutcome(
+        5, folded["key"], status, activity_id=folded["activity_id"], http_status=http,
+        error_type=folded["error_type"], error=folded["error"], attempts=attempts,
+        content_hash="0123456789abcdef", updated_at="2026-11-26T10:00:00Z")
+
+
 def test_torn_last_line_is_cut_off_before_appending(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
     log = _log(path)
@@ -64,6 +99,67 @@ def test_torn_last_line_is_cut_off_before_appending(tmp_path: Path) -> None:
     rows = [o.row for o in read_outcomes(path)]
     assert rows == [1, 2]
     assert b"half-written" not in path.read_bytes()
+
+
+def test_reload_reads_plain_and_quoted_lines_alike_and_skips_malformed_ones(
+        tmp_path: Path) -> None:
+    """Plain lines take a fast path on reload; it must agree with the csv module."""
+    path = tmp_path / "results.csv"
+    log = _log(path)
+    log.record(RowOutcome(1, "k1", Status.POSTED, activity_id="id-1", http_status=200,
+                          attempts=1, content_hash="0123456789abcdef"))
+    log.record(RowOutcome(2, "k,2", Status.REJECTED, error='bad "x"', content_hash="ff" * 8))
+    log.close()
+    with open(path, "ab") as handle:
+        handle.write(b"3,k3,posted,id-3,2oo,,,1,2026-01-01T00:00:00Z,\n")  # bad http status
+        handle.write(b"4,k4,shipped,id-4,200,,,1,2026-01-01T00:00:00Z,\n")  # unknown status
+        handle.write(b"5,k5,posted,id-5,200,,,1\n")  # too few fields
+        handle.write(b"6,k6,posted,id-6,200,,,1,2026-01-01T00:00:00Z,zz\n")  # hash not hex
+        handle.write(b"7,,unknown,,,,,x,2026-01-01T00:00:00Z,\n")  # attempts not a number
+        handle.write(b"8,,unknown,,,,,,2026-01-01T00:00:00Z,\n")  # empty attempts: fine
+    again = _log(path)
+    assert again.torn_lines == 5
+    first, second = again.previous(1), again.previous(2)
+    assert first == Previous(Status.POSTED, "0123456789abcdef", key_digest("k1"))
+    assert second == Previous(Status.REJECTED, "ff" * 8, key_digest("k,2"))
+    assert [again.previous(row) for row in (3, 4, 5, 6, 7)] == [None] * 5
+    assert again.previous(8) == Previous(Status.UNKNOWN, "", 0)
+    fast = again.last_outcome(1)
+    assert fast is not None and fast.activity_id == "id-1"
+    again.close()
+
+
+def test_claimed_ids_are_read_back_for_posted_rows_with_that_content(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    log = _log(path)
+    same = "00000000000000aa"
+    log.record(RowOutcome(1, "a", Status.POSTED, activity_id="id-1", content_hash=same))
+    log.record(RowOutcome(2, "b", Status.FAILED, content_hash=same))
+    log.record(RowOutcome(3, "c", Status.POSTED, activity_id="id-3", content_hash="bb" * 8))
+    log.record(RowOutcome(4, "d", Status.POSTED, activity_id="id-4", content_hash=same))
+    log.close()
+    again = _log(path)
+    assert again.claimed_ids(same) == {key_digest("id-1"), key_digest("id-4")}
+    assert again.claimed_ids("") == set()
+    again.close()
+
+
+def test_a_resume_in_another_process_matches_keys(tmp_path: Path) -> None:
+    """Key digests are salted per process; the file holds the keys, so a resume works."""
+    path = tmp_path / "results.csv"
+    log = _log(path)
+    log.record(RowOutcome(1, "K-1", Status.POSTED, activity_id="id-1"))
+    log.close()
+    script = (
+        "import sys; from bulkpost.results import ResultsLog; "
+        "from bulkpost.resume import key_digest; "
+        "log = ResultsLog(sys.argv[1]).open(); p = log.previous(1); "
+        "print(p.key_digest == key_digest('K-1'), p.key_digest == key_digest('K-2'))")
+    for seed in ("1", "2"):
+        done = subprocess.run([sys.executable, "-c", script, str(path)], check=True,
+                              capture_output=True, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed})
+        assert done.stdout.split() == ["True", "False"]
 
 
 def test_torn_header_starts_afresh(tmp_path: Path) -> None:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
 import pytest
 
 from bulkpost.errors import UsageError
-from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, parse_faults, parse_latency
+from bulkpost.sandbox import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_SECRET_KEY,
+    Sandbox,
+    parse_faults,
+    parse_latency,
+    parse_tail,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -105,3 +113,50 @@ def test_parse_faults_and_latency() -> None:
     assert parse_latency("0.2") == (0.2, 0.2)
     with pytest.raises(UsageError):
         parse_latency("1:0.5")
+
+
+def test_arrival_delay_comes_before_the_window_and_the_ledger_keeps_the_arrival(
+        make_sandbox: Any) -> None:
+    """Requests travel before the window counts them; the answer latency comes after."""
+    server = make_sandbox(arrival=(0.2, 0.2), latency=(0.1, 0.1), latency_tail=(1.0, 0.3),
+                          seed=3)
+    sent = time.time()
+    status, _ = asyncio.run(_post(server.url, GOOD))
+    answered = time.time()
+    assert status == 200
+    (entry,) = server.ledger()
+    arrived = entry["ReceivedAt"]
+    assert 0.2 <= arrived - sent < 0.3  # the trip, then counted
+    assert 0.1 <= answered - arrived < 0.45  # every answer in the tail: 0.1 .. 0.3 s
+    stats = server.stats()
+    assert stats["first_created"] == stats["last_created"] == arrived
+
+
+def test_latency_tail_takes_its_share_of_the_answers() -> None:
+    fake = Sandbox(latency=(0.0, 0.1), latency_tail=(0.25, 3.0), seed=9)
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    async def draw() -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(asyncio, "sleep", sleep)
+            for _ in range(2000):
+                await fake._latency()
+
+    asyncio.run(draw())
+    tail = [d for d in delays if d > 0.1]
+    assert all(0 <= d <= 3.0 for d in delays)
+    assert 0.2 < len(tail) / len(delays) < 0.3
+    assert max(tail) > 2.5
+
+
+def test_parse_tail() -> None:
+    assert parse_tail("0.03:3") == (0.03, 3.0)
+    assert parse_tail("0") == (0.0, 0.0)
+    for bad in ("x:1", "2:1", "0.1:-1"):
+        with pytest.raises(UsageError, match="--latency-tail"):
+            parse_tail(bad)
+    with pytest.raises(UsageError, match="--arrival-latency"):
+        parse_latency("1:0.5", "--arrival-latency")
