@@ -169,6 +169,10 @@ class Run:
         self._courier: Courier | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
+        # The feeder enqueues a whole mapped batch at once, then waits for the queue to
+        # drain below this before enqueuing the next: one wake-up per batch, not per row.
+        self._low_water = options.worker_count() * 4
+        self._room = asyncio.Event()
         self._interrupts = 0
         self.problems = ProblemGroups()
         self.progress = Progress(enabled=options.progress,
@@ -320,7 +324,7 @@ class Run:
     async def _post_all(self, source: Source, results: ResultsLog, courier: Courier,
                         rules: dict[int, tuple[FieldRule, ...]] | None) -> None:
         opts = self.options
-        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=opts.worker_count() * 4)
+        queue: asyncio.Queue[Job | None] = asyncio.Queue()  # bounded by the feeder
         self._feeder = asyncio.create_task(self._feed(source, results, queue, rules))
         self._workers = [asyncio.create_task(self._work(queue, courier))
                          for _ in range(opts.worker_count())]
@@ -372,10 +376,13 @@ class Run:
         summary = self.summary
         while not self.stopping.is_set():
             items = await asyncio.to_thread(self._read_and_map, source, mapper)
+            while queue is not None and queue.qsize() > self._low_water:
+                self._room.clear()
+                await self._room.wait()  # the next batch is read and mapped meanwhile
             if items is None:
                 if queue is not None:
                     for _ in range(opts.worker_count()):
-                        await queue.put(None)  # one end mark per worker
+                        queue.put_nowait(None)  # one end mark per worker
                 return
             for item in items:
                 summary.rows += 1
@@ -387,7 +394,7 @@ class Run:
                         summary.to_send += 1
                         self.progress.done()
                     else:
-                        await queue.put(self._job(item, action, previous, results))
+                        queue.put_nowait(self._job(item, action, previous, results))
                 elif action is Action.RECORD_INVALID:
                     assert isinstance(item, InvalidRow)
                     results.record(RowOutcome(
@@ -426,6 +433,8 @@ class Run:
         while (job := await queue.get()) is not None:
             if self.stopping.is_set():
                 return
+            if queue.qsize() <= self._low_water:
+                self._room.set()
             try:
                 await courier.deliver(job)
             except ResultsWriteError as exc:

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -335,7 +336,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def render(results: dict[str, Any], command: str, minutes: float) -> str:
     allowance, recovery = results["allowance"], results["recovery"]
-    unlimited, dry, resume = results["unlimited"], results["dry"], results["resume"]
+    dry, resume = results["dry"], results["resume"]
     lines = [
         "# Benchmarks", "",
         f"Produced by `{command}` on {time.strftime('%Y-%m-%d')} in {minutes:.1f} minutes; "
@@ -380,39 +381,51 @@ def render(results: dict[str, Any], command: str, minutes: float) -> str:
           f"{r['during_fraction_of_left']:.2f}",
           "never" if r["recovery_s"] is None else f"{r['recovery_s']:.2f}",
           "-" if r["after_fraction"] is None else f"{r['after_fraction']:.3f}"]])
-    by = {(u["client"], u["rows"]): u for u in unlimited}
-    small, large = sorted({u["rows"] for u in unlimited})
-    ours, floor = by[("bulkpost", large)], by[("bare", large)]
-    marginal = (ours["cpu_s"] - by[("bulkpost", small)]["cpu_s"]) / (large - small) * 1000
+    pairs, large = results["pairs"], results["large"]
+    small = pairs[0][0]["rows"]
+    ratios = [ours["rows_per_s"] / floor["rows_per_s"] for ours, floor in pairs]
+    ours_small = statistics.median(ours["cpu_s"] for ours, _ in pairs)
+    marginal = (large["cpu_s"] - ours_small) / (large["rows"] - small) * 1000
+    floor_cpu = statistics.median(floor["cpu_s"] / floor["rows"] * 1000 for _, floor in pairs)
     lines += [
         "", "## 3. Overhead", "",
-        f"Limit lifted (`--rate {UNLIMITED}`), sandbox answering at once. Rows per second as "
-        "the server saw them. **bare** is `tests/bench_clients.py bare`: pre-built bodies "
-        f"posted by {WORKERS} tasks on one aiohttp session (bulkpost's pool size), with no "
-        "results file. Client CPU per 1,000 rows: bulkpost's is the difference between its "
-        f"{large:,}-row and {small:,}-row runs (start-up cancels out) and includes reading "
-        "and mapping the CSV and the durable results file; bare's is its posting phase.",
-        "",
+        f"Limit lifted (`--rate {UNLIMITED}`), sandbox answering at once, {small:,} rows, "
+        f"{len(pairs)} pairs of runs taken in turn (this 2-core machine's speed varies by "
+        "tens of percent from minute to minute; each pair shares the moment). Rows per "
+        "second as the server saw them. **bare** is `tests/bench_clients.py bare`: "
+        f"pre-built bodies posted by {WORKERS} tasks on one aiohttp session (bulkpost's "
+        "pool size at this rate), no results file, no input to read.", "",
     ]
     lines += _table(
-        ["client", "rows", "rows/s", "of bare", "client CPU s per 1,000 rows"],
-        [["**bulkpost**", f"{large:,}", f"{ours['rows_per_s']:,.0f}",
-          f"{ours['rows_per_s'] / floor['rows_per_s']:.2f}", f"{marginal:.3f}"],
-         ["bare", f"{large:,}", f"{floor['rows_per_s']:,.0f}", "1.00",
-          f"{floor['cpu_s'] / floor['rows'] * 1000:.3f}"]])
+        ["pair", "bulkpost rows/s", "bare rows/s", "bulkpost of bare"],
+        [[str(n), f"{ours['rows_per_s']:,.0f}", f"{floor['rows_per_s']:,.0f}", f"{ratio:.2f}"]
+         for n, ((ours, floor), ratio) in enumerate(zip(pairs, ratios, strict=True), 1)])
+    lines += [
+        "", f"Median: bulkpost makes **{statistics.median(ratios):.2f}** of the bare loop's "
+        "rows per second.", "",
+        f"Client CPU per 1,000 rows: bulkpost {marginal:.3f} s (the difference between its "
+        f"{large['rows']:,}-row run and its median {small:,}-row run, so start-up cancels out; "
+        "it includes reading and mapping the CSV and the durable results file), the bare "
+        f"loop {floor_cpu:.3f} s (its posting phase). A {large['rows']:,}-row run made "
+        f"{large['rows_per_s']:,.0f} rows/s.",
+    ]
     lines += [
         "", "## 4. Memory", "",
         "Peak RSS of the bulkpost process: real runs with the limit lifted, and dry runs "
         "over a generated input (date-times repeat at minute resolution, as exports' do) "
         "without the schema preflight.", "",
     ]
-    memory = [[f"real run, {n:,} rows", f"{by[('bulkpost', n)]['wall_s']:.1f}",
-               f"{by[('bulkpost', n)]['peak_rss_mb']:.0f}"] for n in (small, large)]
+    small_peak = statistics.median(ours["peak_rss_mb"] for ours, _ in pairs)
+    memory = [[f"real run, {small:,} rows (median of {len(pairs)})",
+               f"{statistics.median(ours['wall_s'] for ours, _ in pairs):.1f}",
+               f"{small_peak:.0f}"],
+              [f"real run, {large['rows']:,} rows", f"{large['wall_s']:.1f}",
+               f"{large['peak_rss_mb']:.0f}"]]
     memory += [[f"dry run, {d['kind']}, {d['rows']:,} rows", f"{d['wall_s']:.1f}",
                 f"{d['peak_rss_mb']:.0f}"] for d in dry]
     lines += _table(["run", "wall (s)", "peak RSS (MB)"], memory)
-    growth = by[("bulkpost", large)]["peak_rss_mb"] / by[("bulkpost", small)]["peak_rss_mb"]
-    lines += ["", f"Peak RSS at {large:,} rows is {growth:.2f} times that at {small:,}."]
+    growth = large["peak_rss_mb"] / small_peak
+    lines += ["", f"Peak RSS at {large['rows']:,} rows is {growth:.2f} times that at {small:,}."]
     lines += [
         "", "## 5. Resume", "",
         f"Planning a resume from a results file of {resume['rows']:,} lines "
@@ -452,11 +465,14 @@ def main() -> None:
             results["recovery"] = recovery.result()
         for line in (*results["allowance"], results["recovery"]):
             print(json.dumps(line), flush=True)
-        results["unlimited"] = []
-        for n in sizes:
-            for client in ("bulkpost", "bare"):
-                results["unlimited"].append(bench_unlimited(workdir, client, n))
-                print(json.dumps(results["unlimited"][-1]), flush=True)
+        results["pairs"] = []
+        for _ in range(3):
+            pair = tuple(bench_unlimited(workdir, client, sizes[0])
+                         for client in ("bulkpost", "bare"))
+            results["pairs"].append(pair)
+            print(json.dumps(pair), flush=True)
+        results["large"] = bench_unlimited(workdir, "bulkpost", sizes[1])
+        print(json.dumps(results["large"]), flush=True)
         results["dry"] = []
         for kind in ("csv", "parquet"):
             results["dry"].append(bench_dry_run(workdir, dry_rows, kind))
