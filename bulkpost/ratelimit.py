@@ -120,4 +120,10 @@ class RateLimit:
             # A loop, not an Event: we wait for a moment in time, and a pause may move it.
             while (delay := max(self.paused_for(), self._log_wait())) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(delay)
-            self._starts.append(asyncio.get_running_loop().time())
+            now = asyncio.get_running_loop().time()
+            starts = self._starts
+            # Starts a whole window old constrain nothing: dropped, the log stays small
+            # whatever N is (a lifted limit of a million calls a second included).
+            while starts and starts[0] + self.window <= now:
+                starts.popleft()
+            starts.append(now)

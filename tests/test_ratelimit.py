@@ -120,3 +120,20 @@ def test_pause_during_wait_is_honoured() -> None:
     started_late = [t for t in times if t > 0.5 + 1000.0]
     assert started_late and min(started_late) >= paused_until - 1e-9
     assert most_in_any_window(times, 1.0) <= 5
+
+
+def test_the_log_keeps_only_starts_inside_the_window() -> None:
+    """A lifted limit (N of a million) must not hold a million starts in memory."""
+    limit_box: list[RateLimit] = []
+
+    async def scenario() -> tuple[list[float], int]:
+        limit = RateLimit(RateSpec(1_000_000, 1.0))
+        limit_box.append(limit)
+        times = await _starts(limit.acquire, 3000, workers=10)
+        return times, len(limit._starts)
+
+    times, kept = run_virtual(scenario())
+    assert len(times) == 3000
+    # Workers are busy 0.3 s per call: about 10 calls per 0.3 s, so ~35 in a 1.02 s window.
+    assert kept <= 50
+    assert kept == sum(1 for t in times if t > max(times) - limit_box[0].window)
