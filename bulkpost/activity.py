@@ -182,3 +182,25 @@ class RowMapper:
             body["Fields"] = fields
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return Activity(row, key, lead, data, content_hash(data))
+
+
+def by_email(activity: Activity) -> bool:
+    """Whether the row names its lead by e-mail address (else by lead Id)."""
+    return "@" in activity.lead
+
+
+def bulk_body(activities: Sequence[Activity]) -> bytes:
+    """The body of one bulk call: the rows' own bodies as a JSON array, in order.
+
+    Rows by lead Id go as they are ("…/Bulk/CustomActivity/Add/ByLeadId"); rows by e-mail
+    carry the address as ``SearchByValue`` ("…/Add/ByLeadField?searchBy=EmailAddress").
+    Every row of one call must name its lead the same way.
+    """
+    if not activities or not by_email(activities[0]):
+        return b"[" + b",".join(item.body for item in activities) + b"]"
+    items = []
+    for item in activities:
+        body = json.loads(item.body)
+        body["SearchByValue"] = body.pop("EmailAddress")
+        items.append(body)
+    return json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode()

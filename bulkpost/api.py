@@ -58,7 +58,8 @@ def run(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
 
     Keys and host default to ``LSQ_ACCESS_KEY``, ``LSQ_SECRET_KEY`` and ``LSQ_HOST``.
     ``options`` are :class:`~bulkpost.pipeline.RunOptions` fields (``workers``,
-    ``resend_unknown``, ``max_attempts``, ``timeout``, ``preflight``, ``decimal_comma``…).
+    ``resend_unknown``, ``max_attempts``, ``timeout``, ``preflight``, ``decimal_comma``,
+    ``mode``, ``bulk_rate`` ("1/5s"), ``batch_size``…).
     Raises :class:`~bulkpost.errors.UsageError` (and its kin) before any request for bad
     arguments; a run that stopped returns a summary with ``aborted`` set.
     """
@@ -94,6 +95,8 @@ def _options(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
     logs.register_secret(secret, access)
     if not structlog.is_configured():
         logs.configure()
+    if isinstance(options.get("bulk_rate"), str):
+        options = {**options, "bulk_rate": parse_rate(options["bulk_rate"])}
     return RunOptions(
         input=_source(source), mapping=_mapping(mapping), results=Path(results), host=host,
         credentials=credentials, rate=parse_rate(rate) if isinstance(rate, str) else rate,

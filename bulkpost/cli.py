@@ -41,7 +41,7 @@ def _rate(_ctx: click.Context, _param: click.Parameter, value: str) -> RateSpec:
 
 
 def _dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[str],
-                    rate: RateSpec) -> str:
+                    rate: str) -> str:
     lines = [f"dry run: {to_send:,} rows to send, {invalid:,} invalid"]
     lines += [f"  {line}" for line in problems]
     hours, rest = divmod(round(seconds), 3600)
@@ -75,6 +75,14 @@ def cli() -> None:
                    "[default: 2% of the window, 0.1 s at 25/5s].")
 @click.option("--workers", default=0, type=click.IntRange(0, 512),
               help="Concurrent requests (default: enough for the rate at 4 s latency).")
+@click.option("--mode", type=click.Choice(["single", "bulk", "both"]), default="single",
+              show_default=True,
+              help="Create activities one per call, 25 per bulk call, or both at once "
+                   "(both allowances add up).")
+@click.option("--bulk-rate", default="1/5s", callback=_rate, show_default=True,
+              help="Most bulk calls in any window: N/Ts, from your plan.")
+@click.option("--batch-size", default=25, show_default=True, type=click.IntRange(1, 25),
+              help="Activities per bulk call.")
 @click.option("--dry-run", is_flag=True, help="Map and validate every row; send nothing.")
 @click.option("--resend-unknown", is_flag=True,
               help="Re-send rows whose earlier outcome is unknown (may create duplicates).")
@@ -105,7 +113,8 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
         rate_margin: float | None, workers: int, dry_run: bool, resend_unknown: bool, encoding: str,
         max_attempts: int, backoff: float, timeout: float, max_rate_limited: float,
         log_format: str, log_level: str, progress: bool | None, no_preflight: bool,
-        decimal_comma: bool, delimiter: str | None) -> None:
+        decimal_comma: bool, delimiter: str | None, mode: str, bulk_rate: RateSpec,
+        batch_size: int) -> None:
     """Post every row of INPUT (CSV or Parquet) as an activity.
 
     Keys come from LSQ_ACCESS_KEY and LSQ_SECRET_KEY. Run the same command again to
@@ -133,7 +142,8 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
             max_attempts=max_attempts, backoff=backoff, timeout=timeout,
             max_rate_limited=max_rate_limited,
             progress=Progress.wanted(sys.stderr) if progress is None else progress,
-            preflight=not no_preflight, decimal_comma=decimal_comma,
+            preflight=not no_preflight, decimal_comma=decimal_comma, mode=mode,
+            bulk_rate=bulk_rate, batch_size=batch_size,
         )
         # The run allocates a few short-lived objects per row and keeps few: the imports'
         # objects are set aside, and young collections run less often (measured: about 8%
@@ -149,8 +159,10 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
     if summary.aborted:
         click.echo(f"bulkpost: aborted: {logs.scrub(summary.aborted)}", err=True)
     if summary.dry_run:
+        allowance = {"single": str(rate), "bulk": f"{bulk_rate} bulk calls of {batch_size}",
+                     "both": f"{rate} and {bulk_rate} bulk calls of {batch_size}"}[mode]
         click.echo(_dry_run_report(summary.to_send, summary.invalid, summary.estimated_s,
-                                   summary.problems, rate), err=True)
+                                   summary.problems, allowance), err=True)
     _emit(summary.as_dict())
     sys.exit(summary.exit_code)
 
@@ -229,6 +241,8 @@ def report(results: Path, input_path: Path | None, failures: Path | None, encodi
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8750, show_default=True, help="0 picks a free port.")
 @click.option("--rate", default="25/5s", callback=_rate, show_default=True)
+@click.option("--bulk-rate", default="1/5s", callback=_rate, show_default=True,
+              help="The bulk endpoints' own limit.")
 @click.option("--latency", default="0.05:0.2", show_default=True,
               help="Answer latency A:B seconds, uniform.")
 @click.option("--latency-tail", default="0:0", show_default=True,
@@ -243,7 +257,8 @@ def report(results: Path, input_path: Path | None, failures: Path | None, encodi
               help="Append every created activity to this JSON-lines file.")
 @click.option("--access-key", default=None, help="Accepted access key (default: demo key).")
 @click.option("--secret-key", default=None, help="Accepted secret key (default: demo key).")
-def sandbox(host: str, port: int, rate: RateSpec, latency: str, latency_tail: str,
+def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec, latency: str,
+            latency_tail: str,
             arrival_latency: str, faults: str,
             slow_seconds: float, seed: int | None, ledger: Path | None,
             access_key: str | None, secret_key: str | None) -> None:
@@ -262,7 +277,7 @@ def sandbox(host: str, port: int, rate: RateSpec, latency: str, latency_tail: st
     try:
         if not is_loopback(host):
             raise UsageError("the sandbox serves on loopback only (127.0.0.1, ::1, localhost)")
-        fake = Sandbox(rate=rate, latency=parse_latency(latency),
+        fake = Sandbox(rate=rate, bulk_rate=bulk_rate, latency=parse_latency(latency),
                        latency_tail=parse_tail(latency_tail),
                        arrival=parse_latency(arrival_latency, "--arrival-latency"),
                        faults=parse_faults(faults),

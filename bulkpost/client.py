@@ -21,12 +21,20 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from bulkpost.errors import UsageError
-from bulkpost.response import Classified, classify, classify_read, transport_failure
+from bulkpost.response import (
+    Classified,
+    classify,
+    classify_bulk,
+    classify_read,
+    transport_failure,
+)
 
 CREATE_PATH = "/v2/ProspectActivity.svc/Create"
 RETRIEVE_PATH = "/v2/ProspectActivity.svc/Retrieve"
 LEAD_BY_EMAIL_PATH = "/v2/LeadManagement.svc/Leads.GetByEmailaddress"
 ACTIVITY_SETTING_PATH = "/v2/ProspectActivity.svc/CustomActivity/GetActivitySetting"
+BULK_BY_ID_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId"
+BULK_BY_FIELD_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadField"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,15 +117,20 @@ class LeadSquaredClient:
             self._session = None
 
     async def _call(self, method: str, path: str, *, body: bytes | None = None,
-                    params: dict[str, str] | None = None,
-                    read: bool = False) -> tuple[Classified, Any]:
-        """One request, classified. Never raises for I/O: failures become RETRY answers."""
+                    params: dict[str, str] | None = None, read: bool = False,
+                    items: int = 0) -> tuple[Classified, Any]:
+        """One request, classified. Never raises for I/O: failures become RETRY answers.
+
+        ``read``: a look-up (the parsed document comes back); ``items``: a bulk call of that
+        many items (their outcomes come back)."""
         assert self._session is not None, "use the client as an async context manager"
         try:
             # No redirects: they would carry the key headers to whatever host they name.
             async with self._session.request(method, self.base + path, data=body,
                                              params=params, allow_redirects=False) as response:
                 raw = await response.read()
+                if items:
+                    return classify_bulk(response.status, response.headers, raw, items)
                 if read:
                     return classify_read(response.status, response.headers, raw)
                 return classify(response.status, response.headers, raw), None
@@ -142,6 +155,21 @@ class LeadSquaredClient:
         """Post one activity ("Post an Activity on a Lead")."""
         answer, _ = await self._call("POST", CREATE_PATH, body=body)
         return answer
+
+    async def post_bulk(self, body: bytes, items: int,
+                        by_email: bool) -> tuple[Classified, list[Classified | None]]:
+        """Post up to 25 activities in one call ("Post Bulk Activities on Leads").
+
+        Returns the call's verdict (OK when answered item by item) and each item's outcome
+        (None: not accounted for). ``by_email``: the items carry ``SearchByValue``."""
+        if by_email:
+            answer, outcomes = await self._call("POST", BULK_BY_FIELD_PATH, body=body,
+                                                params={"searchBy": "EmailAddress"},
+                                                items=items)
+        else:
+            answer, outcomes = await self._call("POST", BULK_BY_ID_PATH, body=body,
+                                                items=items)
+        return answer, outcomes or []
 
     async def retrieve_activities(self, lead_id: str, event: int, offset: int,
                                   count: int = 25) -> tuple[Classified, Any]:

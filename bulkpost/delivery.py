@@ -35,13 +35,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from bulkpost.activity import Activity
+from bulkpost.activity import Activity, bulk_body, by_email
 from bulkpost.client import LeadSquaredClient
 from bulkpost.errors import AbortRun, BulkpostError
 from bulkpost.ratelimit import RateLimit
 from bulkpost.reconcile import SendWindow, fingerprint, parse_activities, pick
 from bulkpost.response import Classified, Verdict
-from bulkpost.results import ResultsLog, RowOutcome
+from bulkpost.results import IN_FLIGHT_NOTE, ResultsLog, RowOutcome
 from bulkpost.resume import Status, key_digest
 
 log = structlog.get_logger("bulkpost")
@@ -129,6 +129,7 @@ class _Flight:
     uncertain: bool = False  # an attempt (this run or earlier) may have created it
     first_sent: datetime | None = None
     last_sent: datetime | None = None
+    status: Status | None = None  # recorded by this run
 
     def window(self, timeout: float) -> SendWindow | None:
         if self.first_sent is None or self.last_sent is None:
@@ -199,8 +200,9 @@ class Courier:
         self.tally.statuses[status] += 1
         return status
 
-    async def _deliver(self, job: Job) -> Status:
-        flight = _Flight(job, uncertain=job.reconcile_first)
+    async def _deliver(self, job: Job, flight: _Flight | None = None) -> Status:
+        """Attempts of one row, on its own; ``flight``: what a bulk call left of it."""
+        flight = flight or _Flight(job, uncertain=job.reconcile_first)
         try:
             try:
                 found = await self._attempt(flight)
@@ -276,7 +278,7 @@ class Courier:
 
     async def _call(self, call: Callable[[], Awaitable[tuple[Classified, Any]]], *,
                     before_sending: Callable[[], Awaitable[None]] | None = None,
-                    ) -> tuple[Classified, Any]:
+                    limit: RateLimit | None = None) -> tuple[Classified, Any]:
         """Wait for a slot, make the call, and sit out rate limiting until answered.
 
         ``before_sending`` runs once the slot is ours; a call that has one is a create,
@@ -284,10 +286,11 @@ class Courier:
         """
         task = asyncio.current_task()
         assert task is not None
+        limit = limit or self._limit
         while True:
             if self._stopping.is_set():
                 raise Stopped
-            await self._limit.acquire()
+            await limit.acquire()
             if self._stopping.is_set():
                 raise Stopped
             if before_sending is not None:
@@ -303,9 +306,9 @@ class Courier:
             if answer.verdict is not Verdict.RATE_LIMITED:
                 self._rate_limited_since = None  # any other answer: the window is open
                 return answer, document
-            self._note_rate_limited(answer)
+            self._note_rate_limited(answer, limit)
 
-    def _note_rate_limited(self, answer: Classified) -> None:
+    def _note_rate_limited(self, answer: Classified, limit: RateLimit) -> None:
         self.tally.rate_limited += 1
         now = asyncio.get_running_loop().time()
         if self._rate_limited_since is None:
@@ -316,10 +319,11 @@ class Courier:
                 "the daily quota may be spent, or another client uses the whole allowance; "
                 "run the same command later to resume"))
             raise Stopped
-        if self._limit.paused_for() <= 0:
+        if limit.paused_for() <= 0:
             log.warning("rate limited by the server: pausing all workers",
-                        retry_after=answer.retry_after, error=answer.error)
-        self._limit.pause(answer.retry_after)
+                        retry_after=answer.retry_after, error=answer.error,
+                        bulk=limit is not self._limit)
+        limit.pause(answer.retry_after)
 
     # -- reconciliation --------------------------------------------------------------------
     async def lookup(self, call: Callable[[], Awaitable[tuple[Classified, Any]]]) -> Any:
@@ -369,6 +373,119 @@ class Courier:
             if len(page) < PAGE_SIZE or (total is not None and offset >= total):
                 return None
 
+    def _left_on_wire(self, cancelled: bool) -> bool:
+        """Whether this task was cancelled with its request on the wire (and forget it)."""
+        task = asyncio.current_task()
+        on_wire = cancelled and task in self.on_wire
+        self.on_wire.discard(task)
+        return on_wire
+
+    # -- bulk ------------------------------------------------------------------------------
+    async def deliver_batch(self, jobs: list[Job], limit: RateLimit) -> list[Status]:
+        """Deliver rows in bulk calls under ``limit``; every row must name its lead the
+        same way (all by Id, or all by e-mail). Return the rows' statuses now.
+
+        The rows' content locks are held throughout (taken in one order, so two batches
+        cannot deadlock), as for single rows: no other worker can claim an activity a bulk
+        call created while its rows are still being settled.
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            for content_hash in sorted({job.activity.content_hash for job in jobs}):
+                await stack.enter_async_context(self._locks.hold(content_hash))
+            statuses = await self._deliver_batch(jobs, limit)
+        for status in statuses:
+            self.tally.statuses[status] += 1
+        return statuses
+
+    async def _deliver_batch(self, jobs: list[Job], limit: RateLimit) -> list[Status]:
+        flights = [_Flight(job) for job in jobs]
+        alone: list[_Flight] = []  # rows to settle one at a time: maybe created, or refused
+        try:
+            pending = flights
+            try:
+                async for attempt in self._retrying(_Retry):
+                    with attempt:
+                        pending = await self._bulk_attempt(pending, limit, alone)
+                        if pending:
+                            raise _Retry(pending[0].last.error if pending[0].last else "")
+            except _Retry:
+                for flight in pending:  # answered "not created" every time: safe, failed
+                    self._record(flight, Status.FAILED)
+            for flight in alone:
+                flight.status = await self._deliver(flight.job, flight)
+        except Stopped:
+            for flight in flights:
+                if flight.status is None:
+                    flight.status = self._settle_interrupted(flight, on_wire=False)
+        except asyncio.CancelledError:
+            on_wire = self._left_on_wire(cancelled=True)
+            for flight in flights:
+                if flight.status is None:
+                    flight.status = self._settle_interrupted(flight, cancelled=True,
+                                                             on_wire=on_wire)
+            raise
+        return [flight.status or Status.UNKNOWN for flight in flights]
+
+    async def _bulk_attempt(self, flights: list[_Flight], limit: RateLimit,
+                            alone: list[_Flight]) -> list[_Flight]:
+        """One bulk call for these rows; record what it settled, put rows that may have
+        been created (or that the call refused as a whole) in ``alone``, and return the rows
+        to send again in bulk (the answer said they were not created)."""
+        items = [flight.job.activity for flight in flights]
+        for flight in flights:
+            if flight.attempts:
+                self.tally.retries += 1
+            flight.attempts += 1
+
+        async def mark_in_flight() -> None:
+            now = datetime.now(UTC)
+            for flight, item in zip(flights, items, strict=True):
+                self._log.record(RowOutcome(item.row, item.key, Status.UNKNOWN,
+                                            error=IN_FLIGHT_NOTE, attempts=flight.attempts,
+                                            content_hash=item.content_hash))
+                flight.marked = True
+                flight.first_sent = flight.first_sent or now
+                flight.last_sent = now
+            await self._log.sync()  # one group commit for the whole call
+
+        answer, outcomes = await self._call(
+            functools.partial(self._client.post_bulk, bulk_body(items), len(items),
+                              by_email(items[0])),
+            before_sending=mark_in_flight, limit=limit)
+        again: list[_Flight] = []
+        if answer.verdict is Verdict.OK:
+            for flight, outcome in zip(flights, outcomes, strict=True):
+                flight.last = outcome or answer
+                if outcome is None:
+                    flight.uncertain = True  # not accounted for: may have been created
+                    alone.append(flight)
+                elif outcome.verdict is Verdict.POSTED:
+                    self._record(flight, Status.POSTED)
+                elif outcome.verdict is Verdict.REJECTED:
+                    self._record(flight, Status.REJECTED)
+                else:  # the item was not created (rate limited, or no reason given)
+                    again.append(flight)
+            return again
+        for flight in flights:
+            flight.last = answer
+        if answer.verdict is Verdict.FATAL:
+            for flight in flights:
+                self._record(flight, Status.FAILED)
+            self._stop(AbortRun(answer.error))
+        elif answer.verdict is Verdict.REJECTED:
+            # The call was refused as a whole, so nothing was created: each row on its own
+            # call, where a bad row is refused alone.
+            log.warning("bulk call refused as a whole: sending its rows one by one",
+                        rows=len(flights), error=answer.error)
+            alone.extend(flights)
+        elif answer.uncertain:
+            for flight in flights:
+                flight.uncertain = True
+            alone.extend(flights)
+        else:
+            again = flights  # never reached the server: the same call again, backed off
+        return again
+
     # -- recording -------------------------------------------------------------------------
     def _record(self, flight: _Flight, status: Status, *, activity_id: str = "",
                 error_type: str | None = None, error: str | None = None) -> Status:
@@ -386,13 +503,14 @@ class Courier:
             item.row, item.key, status, activity_id=activity_id,
             http_status=last.http_status if last else None, error_type=error_type,
             error=error, attempts=flight.attempts, content_hash=item.content_hash))
+        flight.status = status
         return status
 
-    def _settle_interrupted(self, flight: _Flight, *, cancelled: bool = False) -> Status:
+    def _settle_interrupted(self, flight: _Flight, *, cancelled: bool = False,
+                            on_wire: bool | None = None) -> Status:
         """The run stopped while this row was being delivered: say what we know of it."""
-        task = asyncio.current_task()
-        on_wire = cancelled and task in self.on_wire
-        self.on_wire.discard(task)
+        if on_wire is None:
+            on_wire = self._left_on_wire(cancelled)
         if on_wire or flight.uncertain:
             # It may have been created and nobody has checked: unknown, for the next run
             # to reconcile. A row resumed without a new mark keeps its earlier line.
@@ -405,4 +523,5 @@ class Courier:
             status = flight.job.previous or Status.FAILED
         if cancelled:
             self.tally.statuses[status] += 1
+        flight.status = status
         return status

@@ -1,10 +1,13 @@
-"""The run: reader → bounded queue → pool of workers under one rate limit → results log.
+"""The run: reader → bounded queue → pools of workers under their rate limits → results log.
 
 This is the thin shell that wires the pure core to I/O. A feeder reads and maps batches
 off the event loop (``asyncio.to_thread``), plans each row against the results file and
 puts the rows to send on a bounded queue, so memory stays flat whatever the input size.
-Workers take rows, mark them in flight (durably), post them under the shared
-:class:`RateLimit`, retry what may be retried, and record every outcome.
+Workers take rows, mark them in flight (durably), post them under their shared
+:class:`RateLimit`, retry what may be retried, and record every outcome. By ``--mode``:
+single-call workers take one row at a time under ``--rate``; bulk workers take up to
+``--batch-size`` rows for one bulk call under ``--bulk-rate``; ``both`` runs both pools off
+the same queue, adding the two allowances up.
 
 Stopping: a fatal answer (401/404), a signal or an unwritable results file stops all new
 requests at once; requests already on the wire are let finish for a bounded time, then
@@ -19,6 +22,7 @@ import contextlib
 import math
 import signal
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,9 +30,10 @@ from typing import Any
 
 import structlog
 
-from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
+from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper, by_email
 from bulkpost.client import Credentials, LeadSquaredClient
 from bulkpost.delivery import BACKOFF_CAP, Courier, DeliverySettings, Job, Stopped, Tally
+from bulkpost.dispatch import JobQueue
 from bulkpost.errors import AbortRun, BulkpostError, MappingError, ResultsWriteError, UsageError
 from bulkpost.mapping import Mapping, check_columns
 from bulkpost.preflight import event_codes, run_preflight
@@ -74,12 +79,38 @@ class RunOptions:
     progress: bool = False
     preflight: bool = True  # read the activity types' schemas and check rows against them
     decimal_comma: bool = False  # accept 12,5 in Number fields (sent as 12.5)
+    mode: str = "single"  # single | bulk | both: which calls create activities
+    bulk_rate: RateSpec = field(default_factory=lambda: RateSpec(1, 5.0))
+    batch_size: int = 25  # activities per bulk call (1..25)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("single", "bulk", "both"):
+            raise UsageError(f"mode {self.mode!r}: expected single, bulk or both")
+        if not 1 <= self.batch_size <= 25:
+            raise UsageError(f"batch size {self.batch_size}: a bulk call takes 1 to 25 "
+                             "activities")
 
     def worker_count(self) -> int:
+        """Single-call workers (0 in bulk mode, where look-ups and re-sends after a look-up
+        are made by the bulk workers themselves, under the single-call limit)."""
+        if self.mode == "bulk":
+            return 0
         if self.workers > 0:
             return self.workers
-        # Enough requests in flight to keep the limit busy even at 4 s of latency.
-        return min(64, max(2, math.ceil(self.rate.per_second * 4)))
+        # Enough requests in flight to keep the limit busy even at 4 s of latency. Beside
+        # bulk workers, fewer: each holds a row while it waits for a slot, and at the end of
+        # the input those rows would wait there while bulk calls could have taken them.
+        horizon = 2.5 if self.mode == "both" else 4
+        return min(64, max(2, math.ceil(self.rate.per_second * horizon)))
+
+    def bulk_worker_count(self) -> int:
+        """Bulk-call workers: enough to keep the bulk limit busy at 8 s a call."""
+        if self.mode == "single":
+            return 0
+        return min(16, max(2, math.ceil(self.bulk_rate.per_second * 8)))
+
+    def connections(self) -> int:
+        return max(2, self.worker_count() + self.bulk_worker_count())
 
 
 @dataclass(slots=True)
@@ -164,6 +195,7 @@ class Run:
         self.options = options
         self.summary = Summary(dry_run=options.dry_run, results=str(options.results))
         self.limit = RateLimit(options.rate, options.rate_margin)
+        self.bulk_limit = RateLimit(options.bulk_rate, options.rate_margin)
         self.stopping = asyncio.Event()
         self._abort: BulkpostError | None = None
         self._courier: Courier | None = None
@@ -171,12 +203,21 @@ class Run:
         self._feeder: asyncio.Task[None] | None = None
         # The feeder enqueues a whole mapped batch at once, then waits for the queue to
         # drain below this before enqueuing the next: one wake-up per batch, not per row.
-        self._low_water = options.worker_count() * 4
-        self._room = asyncio.Event()
+        self._low_water = max(options.worker_count() * 4,
+                              options.bulk_worker_count() * options.batch_size * 2)
         self._interrupts = 0
         self.problems = ProblemGroups()
         self.progress = Progress(enabled=options.progress,
-                                 calls_per_second=self.limit.sustained_per_second)
+                                 calls_per_second=self.activities_per_second())
+
+    def activities_per_second(self) -> float:
+        """What the mode's allowances sustain: single calls, full bulk calls, or both."""
+        opts, per_second = self.options, 0.0
+        if opts.mode != "bulk":
+            per_second += self.limit.sustained_per_second
+        if opts.mode != "single":
+            per_second += self.bulk_limit.sustained_per_second * opts.batch_size
+        return per_second
 
     # -- control -------------------------------------------------------------------------
     def stop(self, error: BulkpostError) -> None:
@@ -237,14 +278,16 @@ class Run:
             finished = results.counts()
             self.progress.resuming(finished[Status.POSTED] + finished[Status.REJECTED])
             log.info("run started", input=describe(opts.input), results=str(opts.results),
-                     rate=str(opts.rate), workers=opts.worker_count(), dry_run=opts.dry_run,
+                     rate=str(opts.rate), workers=opts.worker_count(), mode=opts.mode,
+                     bulk_rate=str(opts.bulk_rate) if opts.mode != "single" else None,
+                     bulk_workers=opts.bulk_worker_count(), dry_run=opts.dry_run,
                      resumed_rows=sum(results.counts().values()))
             async with contextlib.AsyncExitStack() as stack:
                 client: LeadSquaredClient | None = None
                 if opts.credentials is not None and opts.host:
                     client = await stack.enter_async_context(LeadSquaredClient(
                         opts.host, opts.credentials, timeout=opts.timeout,
-                        connections=opts.worker_count()))
+                        connections=opts.connections()))
                     settings = DeliverySettings(opts.max_attempts, opts.backoff, opts.timeout,
                                                 opts.max_rate_limited)
                     self._courier = Courier(settings, self.limit, client, results,
@@ -291,7 +334,7 @@ class Run:
         if opts.dry_run:
             self.summary.problems = self.problems.lines()
             # What the real run would take at the configured rate (look-ups not counted).
-            self.summary.estimated_s = self.summary.to_send / self.limit.sustained_per_second
+            self.summary.estimated_s = self.summary.to_send / self.activities_per_second()
         log.info("run finished", **self.summary.as_dict())
         return self.summary
 
@@ -324,10 +367,12 @@ class Run:
     async def _post_all(self, source: Source, results: ResultsLog, courier: Courier,
                         rules: dict[int, tuple[FieldRule, ...]] | None) -> None:
         opts = self.options
-        queue: asyncio.Queue[Job | None] = asyncio.Queue()  # bounded by the feeder
+        queue: JobQueue[Job] = JobQueue(self._low_water)
         self._feeder = asyncio.create_task(self._feed(source, results, queue, rules))
         self._workers = [asyncio.create_task(self._work(queue, courier))
                          for _ in range(opts.worker_count())]
+        self._workers += [asyncio.create_task(self._work_bulk(queue, courier))
+                          for _ in range(opts.bulk_worker_count())]
         everything: asyncio.Future[Any] = asyncio.gather(self._feeder, *self._workers)
         stopped: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
         try:
@@ -369,20 +414,18 @@ class Run:
         return mapped
 
     async def _feed(self, source: Source, results: ResultsLog,
-                    queue: asyncio.Queue[Job | None] | None,
+                    queue: JobQueue[Job] | None,
                     rules: dict[int, tuple[FieldRule, ...]] | None) -> None:
         opts = self.options
         mapper = RowMapper(opts.mapping, source.utc_columns, source.typed_columns, rules)
         summary = self.summary
         while not self.stopping.is_set():
             items = await asyncio.to_thread(self._read_and_map, source, mapper)
-            while queue is not None and queue.qsize() > self._low_water:
-                self._room.clear()
-                await self._room.wait()  # the next batch is read and mapped meanwhile
+            if queue is not None:
+                await queue.wait_for_room()  # the next batch was read and mapped meanwhile
             if items is None:
                 if queue is not None:
-                    for _ in range(opts.worker_count()):
-                        queue.put_nowait(None)  # one end mark per worker
+                    queue.close()
                 return
             for item in items:
                 summary.rows += 1
@@ -394,7 +437,7 @@ class Run:
                         summary.to_send += 1
                         self.progress.done()
                     else:
-                        queue.put_nowait(self._job(item, action, previous, results))
+                        queue.put(self._job(item, action, previous, results))
                 elif action is Action.RECORD_INVALID:
                     assert isinstance(item, InvalidRow)
                     results.record(RowOutcome(
@@ -429,24 +472,49 @@ class Run:
         return Job(item, previous.status, reconcile_first=True, window=window)
 
     # -- workers ---------------------------------------------------------------------------
-    async def _work(self, queue: asyncio.Queue[Job | None], courier: Courier) -> None:
+    async def _work(self, queue: JobQueue[Job], courier: Courier) -> None:
         while (job := await queue.get()) is not None:
-            if self.stopping.is_set():
-                return
-            if queue.qsize() <= self._low_water:
-                self._room.set()
-            try:
-                await courier.deliver(job)
-            except ResultsWriteError as exc:
-                self.stop(exc)
-                return
-            except Exception as exc:  # a bug: stop cleanly, with a summary, rather than hang
-                log.error("internal error", row=job.activity.row, exc_info=exc)
-                self.stop(AbortRun(f"internal error at row {job.activity.row} "
-                                   f"({type(exc).__name__}: {exc}); please report it. "
-                                   "Rerun to resume"))
+            if self.stopping.is_set() or not await self._guarded(courier.deliver(job), job):
                 return
             self.progress.done()
+
+    async def _work_bulk(self, queue: JobQueue[Job], courier: Courier) -> None:
+        size = self.options.batch_size
+        while jobs := await queue.get_batch(size, _bulk_kind):
+            if self.stopping.is_set():
+                return
+            if len(jobs) == 1 and jobs[0].reconcile_first:
+                # To be looked up first: on its own, under the single-call limit.
+                done = await self._guarded(courier.deliver(jobs[0]), jobs[0])
+            else:
+                done = await self._guarded(courier.deliver_batch(jobs, self.bulk_limit),
+                                           jobs[0])
+            if not done:
+                return
+            for _ in jobs:
+                self.progress.done()
+
+    async def _guarded(self, delivery: Awaitable[Any], job: Job) -> bool:
+        """Await a delivery; on a write failure or a bug, stop the run and say False."""
+        try:
+            await delivery
+        except ResultsWriteError as exc:
+            self.stop(exc)
+            return False
+        except Exception as exc:  # a bug: stop cleanly, with a summary, rather than hang
+            log.error("internal error", row=job.activity.row, exc_info=exc)
+            self.stop(AbortRun(f"internal error at row {job.activity.row} "
+                               f"({type(exc).__name__}: {exc}); please report it. "
+                               "Rerun to resume"))
+            return False
+        return True
+
+
+def _bulk_kind(job: Job) -> str | None:
+    """Which bulk endpoint a row goes to; None: it goes alone (it is looked up first)."""
+    if job.reconcile_first:
+        return None
+    return "email" if by_email(job.activity) else "id"
 
 
 def run_sync(options: RunOptions) -> Summary:

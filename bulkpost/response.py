@@ -166,3 +166,98 @@ def transport_failure(kind: str, detail: str, *, uncertain: bool = True) -> Clas
     """A request that got no HTTP answer: retried; uncertain unless it never left."""
     return Classified(Verdict.RETRY, None, error_type=kind, error=_one_line(detail),
                       uncertain=uncertain)
+
+
+# -- bulk calls ----------------------------------------------------------------------------
+_ITEM_LISTS = ("Response", "Responses", "Result", "Results", "Data", "Message")
+_ITEM_IDS = ("ProspectActivityId", "ActivityId", "Id", "ProspectActivityID")
+
+
+def _items_of(document: Any) -> list[Any] | None:
+    """The per-item list of a bulk answer: the document itself, or under a known key."""
+    if isinstance(document, list):
+        return document
+    if isinstance(document, dict):
+        for key in _ITEM_LISTS:
+            value = document.get(key)
+            if isinstance(value, list):
+                return value
+    return None
+
+
+def _item_index(entry: dict[str, Any], position: int, count: int) -> int | None:
+    """Which of the ``count`` items an entry answers: its 1-based ``RowNumber``, or its
+    position when it has none; None when the number it gives names no item."""
+    value = entry.get("RowNumber", entry.get("rowNumber"))
+    if value is None:
+        number = position + 1
+    elif isinstance(value, bool):
+        return None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    else:
+        return None
+    return number - 1 if 1 <= number <= count else None
+
+
+def _item_verdict(entry: dict[str, Any]) -> Classified | None:
+    """One item's outcome; None when the entry does not say (uncertain)."""
+    created = entry.get("ActivityCreated", entry.get("IsCreated", entry.get("Created")))
+    if isinstance(created, str):  # "true" / "false", tolerated
+        created = {"true": True, "false": False}.get(created.strip().lower())
+    activity_id = next((entry[k] for k in _ITEM_IDS if isinstance(entry.get(k), str)
+                        and entry[k].strip()), "")
+    exception_type = str(entry.get("ExceptionType") or "")
+    message = _one_line(str(entry.get("ExceptionMessage") or entry.get("Message") or ""))
+    if exception_type == RATE_LIMIT_TYPE:
+        return Classified(Verdict.RATE_LIMITED, 200, error_type=exception_type,
+                          error=message or "rate limit exceeded")
+    if activity_id and created is not False and not exception_type:
+        return Classified(Verdict.POSTED, 200, activity_id=activity_id.strip())
+    if created is True:
+        return None  # created, but which activity is it? The look-up will say.
+    if created is False or exception_type or message:
+        if exception_type.startswith("MX") or message:
+            return Classified(Verdict.REJECTED, 200, error_type=exception_type or "item error",
+                              error=message or exception_type)
+        # Said not created, and why not: nothing. Safe to send again.
+        return Classified(Verdict.RETRY, 200, error_type="item not created",
+                          error="the bulk answer says the item was not created, "
+                                "without a reason")
+    return None  # an entry that says nothing
+
+
+def classify_bulk(status: int, headers: Mapping[str, str], body: bytes, count: int,
+                  now: datetime | None = None) -> tuple[Classified, list[Classified | None]]:
+    """Decide what the answer to a bulk call of ``count`` items means. Pure; never raises.
+
+    Returns the call's verdict and, when the call was answered item by item (verdict OK),
+    one outcome per item in request order: matched by ``RowNumber`` (1-based) when the
+    entry has a valid one, else by position. An item the answer does not account for, or
+    accounts for twice, is None: it may have been created, and is reconciled before any
+    re-send. The response's shape is only partly documented, so it is read tolerantly.
+    """
+    document = _parse(body)
+    entries = _items_of(document) if 200 <= status < 300 else None
+    payload = document if isinstance(document, dict) else {}
+    if entries is None or payload.get("ExceptionType") or payload.get("Status") == "Error":
+        return _not_done(status, headers, body, document, now,
+                         "HTTP 200 without a readable list of items"), []
+    outcomes: list[Classified | None] = [None] * count
+    seen = [0] * count
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        index = _item_index(entry, position, count)
+        if index is None:
+            continue
+        seen[index] += 1
+        outcomes[index] = _item_verdict(entry)
+    for index, times in enumerate(seen):
+        if times > 1:
+            outcomes[index] = None  # two answers for one item: trust neither
+    return Classified(Verdict.OK, status), outcomes

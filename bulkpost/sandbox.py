@@ -20,7 +20,15 @@ faults that strike before anything is created):
 ``429-other``      HTTP 429, as if another client had used the window; nothing created
 ``ratelimit-200``  the rate-limit body under HTTP 200; nothing created
 ``slow``           the answer comes after ``slow_seconds`` more (default 5 s)
+``bulk-partial``   a bulk call creates every valid item, but its answer lists only the
+                   first half of them (no effect on other calls)
 =================  ====================================================================
+
+The two bulk endpoints ("Post Bulk Activities on Leads", by lead Id and by e-mail with
+``searchBy=EmailAddress`` and ``SearchByValue``) take up to 25 items, validate each like a
+single create, and answer ``{"Response": [{"RowNumber", "ActivityCreated",
+"ProspectActivityId" | "ExceptionMessage"}, …]}``. They have their own sliding window per
+access key (``bulk_rate``, 1 call in 5 s by default), separate from the single-call one.
 
 Latency has three parts, all drawn from the seeded generator: the arrival delay (the
 request's trip to the server, before the window counts it: it reorders and bunches calls as
@@ -51,6 +59,8 @@ from aiohttp import web
 from bulkpost.activity import GUID
 from bulkpost.client import (
     ACTIVITY_SETTING_PATH,
+    BULK_BY_FIELD_PATH,
+    BULK_BY_ID_PATH,
     CREATE_PATH,
     LEAD_BY_EMAIL_PATH,
     RETRIEVE_PATH,
@@ -60,7 +70,8 @@ from bulkpost.mapping import CUSTOM_FIELD
 from bulkpost.ratelimit import RateSpec
 
 FAULT_KINDS = ("500-before", "500-after", "html", "reset-before", "reset-after",
-               "hang-after", "429-other", "ratelimit-200", "slow")
+               "hang-after", "429-other", "ratelimit-200", "slow", "bulk-partial")
+MAX_BULK_ITEMS = 25
 DEFAULT_ACCESS_KEY = "demo-access-key"
 DEFAULT_SECRET_KEY = "demo-secret-key"
 API_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
@@ -184,6 +195,9 @@ class Stats:
     rejected: int = 0
     lookups: int = 0
     max_in_window: int = 0
+    bulk_calls: int = 0
+    bulk_rate_limited: int = 0
+    max_bulk_in_window: int = 0
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
     first_created: float | None = None  # arrival (time.time()) of the first and last
     last_created: float | None = None   # call that created an activity
@@ -192,13 +206,15 @@ class Stats:
 class Sandbox:
     """The fake API. ``await start()`` serves it; ``app`` can also be mounted in tests."""
 
-    def __init__(self, *, rate: RateSpec | None = None, latency: tuple[float, float] = (0, 0),
+    def __init__(self, *, rate: RateSpec | None = None, bulk_rate: RateSpec | None = None,
+                 latency: tuple[float, float] = (0, 0),
                  latency_tail: tuple[float, float] = (0, 0),
                  arrival: tuple[float, float] = (0, 0),
                  faults: dict[str, float] | None = None, seed: int | None = None,
                  ledger: Path | None = None, slow_seconds: float = 5.0,
                  keys: dict[str, str] | None = None) -> None:
         self.rate = rate or RateSpec(25, 5.0)
+        self.bulk_rate = bulk_rate or RateSpec(1, 5.0)
         self.latency = latency
         self.latency_tail = latency_tail  # (share of answers, longest latency)
         self.arrival = arrival
@@ -213,10 +229,16 @@ class Sandbox:
             collections.deque)
         self._arrivals: dict[str, collections.deque[float]] = collections.defaultdict(
             collections.deque)
+        self._bulk_accepted: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque)
+        self._bulk_arrivals: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque)
         self.app = web.Application()
         self._by_lead: dict[str, list[dict[str, Any]]] = {}
         self._leads_by_email: dict[str, str] = {}
         self.app.router.add_post(CREATE_PATH, self._create)
+        self.app.router.add_post(BULK_BY_ID_PATH, self._bulk)
+        self.app.router.add_post(BULK_BY_FIELD_PATH, self._bulk)
         self.app.router.add_post(RETRIEVE_PATH, self._retrieve)
         self.app.router.add_get(ACTIVITY_SETTING_PATH, self._activity_setting)
         self.app.router.add_get(LEAD_BY_EMAIL_PATH, self._lead_by_email)
@@ -251,7 +273,9 @@ class Sandbox:
                 "unauthorized": s.unauthorized, "rejected": s.rejected, "lookups": s.lookups,
                 "max_in_window": s.max_in_window, "faults": dict(s.faults),
                 "first_created": s.first_created, "last_created": s.last_created,
-                "rate": str(self.rate)}
+                "bulk_calls": s.bulk_calls, "bulk_rate_limited": s.bulk_rate_limited,
+                "max_bulk_in_window": s.max_bulk_in_window,
+                "rate": str(self.rate), "bulk_rate": str(self.bulk_rate)}
 
     async def _stats(self, _request: web.Request) -> web.Response:
         return web.json_response(self.stats_dict())
@@ -267,18 +291,22 @@ class Sandbox:
             return None
         return access
 
-    def _window_admits(self, access_key: str, now: float) -> bool:
+    def _window_admits(self, access_key: str, now: float, bulk: bool = False) -> bool:
         """Strict sliding window: at most N accepted calls in any T seconds."""
-        horizon = now - self.rate.period
-        arrivals = self._arrivals[access_key]
+        rate = self.bulk_rate if bulk else self.rate
+        horizon = now - rate.period
+        arrivals = (self._bulk_arrivals if bulk else self._arrivals)[access_key]
         arrivals.append(now)
         while arrivals and arrivals[0] <= horizon:
             arrivals.popleft()
-        self.stats.max_in_window = max(self.stats.max_in_window, len(arrivals))
-        accepted = self._accepted[access_key]
+        if bulk:
+            self.stats.max_bulk_in_window = max(self.stats.max_bulk_in_window, len(arrivals))
+        else:
+            self.stats.max_in_window = max(self.stats.max_in_window, len(arrivals))
+        accepted = (self._bulk_accepted if bulk else self._accepted)[access_key]
         while accepted and accepted[0] <= horizon:
             accepted.popleft()
-        if len(accepted) >= self.rate.calls:
+        if len(accepted) >= rate.calls:
             return False
         accepted.append(now)
         return True
@@ -307,11 +335,14 @@ class Sandbox:
         if delay + extra > 0:
             await asyncio.sleep(delay + extra)
 
-    def _rate_limited(self, status: int = 429) -> web.Response:
+    def _rate_limited(self, status: int = 429, bulk: bool = False) -> web.Response:
         self.stats.rate_limited += 1
+        rate = self.bulk_rate if bulk else self.rate
+        if bulk:
+            self.stats.bulk_rate_limited += 1
         return _error(status, "MXAPIRateLimitExceededException",
-                      f"API calls exceeded the limit of {self.rate.calls} in "
-                      f"{self.rate.period:g} second(s)")
+                      f"API calls exceeded the limit of {rate.calls} in "
+                      f"{rate.period:g} second(s)")
 
     @staticmethod
     def _reset(request: web.Request) -> web.Response:
@@ -320,8 +351,8 @@ class Sandbox:
             transport.abort()
         return web.Response(status=500)
 
-    async def _admit(self, request: web.Request,
-                     lookup: bool = False) -> Admitted | web.StreamResponse:
+    async def _admit(self, request: web.Request, lookup: bool = False,
+                     bulk: bool = False) -> Admitted | web.StreamResponse:
         """What every endpoint does first: auth, the window, a fault drawn, the latency.
 
         Returns the access key, the fault still to play out and the arrival, or the answer
@@ -336,14 +367,14 @@ class Sandbox:
         if access_key is None:
             self.stats.unauthorized += 1
             return _error(401, "MXUnAuthorizedException", "Invalid access key or secret key")
-        if not self._window_admits(access_key, now):
-            return self._rate_limited()
+        if not self._window_admits(access_key, now, bulk):
+            return self._rate_limited(bulk=bulk)
         fault = self._draw_fault()
         await request.read()
         if fault == "429-other":
-            return self._rate_limited(429)
+            return self._rate_limited(429, bulk)
         if fault == "ratelimit-200":
-            return self._rate_limited(200)
+            return self._rate_limited(200, bulk)
         if fault == "reset-before":
             return self._reset(request)
         await self._latency(self.slow_seconds if fault == "slow" else 0.0)
@@ -382,6 +413,53 @@ class Sandbox:
         if fault == "hang-after":
             await asyncio.sleep(self.slow_seconds)
         return web.json_response({"Status": "Success", "Message": {"Id": activity_id}})
+
+    async def _bulk(self, request: web.Request) -> web.StreamResponse:
+        """"Post Bulk Activities on Leads": by lead Id, or by e-mail (``SearchByValue``)."""
+        admitted = await self._admit(request, bulk=True)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        access_key, fault, arrived = admitted
+        self.stats.bulk_calls += 1
+        by_email = request.path == BULK_BY_FIELD_PATH
+        if by_email and request.query.get("searchBy") != "EmailAddress":
+            return _error(400, "MXInvalidInputException", "searchBy must be EmailAddress")
+        try:
+            items = json.loads(await request.read())
+        except ValueError:
+            return _error(400, "MXInvalidRequestException", "The request body is not JSON")
+        if not isinstance(items, list) or not items:
+            return _error(400, "MXInvalidInputException", "Expected a JSON array of activities")
+        if len(items) > MAX_BULK_ITEMS:
+            return _error(400, "MXInvalidInputException",
+                          f"At most {MAX_BULK_ITEMS} activities are allowed per call")
+        answers: list[dict[str, Any]] = []
+        for number, item in enumerate(items, start=1):
+            body = dict(item) if isinstance(item, dict) else item
+            if by_email and isinstance(body, dict):
+                body.pop("RelatedProspectId", None)
+                body["EmailAddress"] = body.pop("SearchByValue", None)
+            elif isinstance(body, dict):
+                body.pop("EmailAddress", None)  # by Id: the Id names the lead
+            problem = self._validate(body)
+            if problem is not None:
+                self.stats.rejected += 1
+                answers.append({"RowNumber": number, "ActivityCreated": False,
+                                "ExceptionMessage": problem})
+                continue
+            activity_id = str(uuid.UUID(int=self.random.getrandbits(128), version=4))
+            self._record(access_key, activity_id, body, arrived, bulk=True)
+            answers.append({"RowNumber": number, "ActivityCreated": True,
+                            "ProspectActivityId": activity_id})
+        if fault == "bulk-partial":
+            answers = answers[:len(answers) // 2]
+        if fault == "500-after":
+            return web.Response(status=500, text="Internal Server Error")
+        if fault == "reset-after":
+            return self._reset(request)
+        if fault == "hang-after":
+            await asyncio.sleep(self.slow_seconds)
+        return web.json_response({"Response": answers})
 
     async def _retrieve(self, request: web.Request) -> web.StreamResponse:
         """"Get Activities of a Lead": newest first, filtered by event, paged."""
@@ -482,7 +560,7 @@ class Sandbox:
         return None
 
     def _record(self, access_key: str, activity_id: str, body: dict[str, Any],
-                arrived: float) -> None:
+                arrived: float, bulk: bool = False) -> None:
         self.stats.created += 1
         if self.stats.first_created is None:
             self.stats.first_created = arrived
@@ -507,6 +585,7 @@ class Sandbox:
             "Fields": {f["SchemaName"]: f["Value"] for f in body.get("Fields", [])},
             "AccessKey": access_key,
             "ReceivedAt": arrived,  # when the call arrived, before the latency
+            "Bulk": bulk,
         }
         self.ledger.append(entry)
         self._by_lead.setdefault(lead_id, []).append(entry)

@@ -6,7 +6,8 @@ per account). Two phases:
 
 1. rate-bound, all at once (each client has its own sandbox, and they use a few percent of
    the CPU): allowance use at 25/5s and 10/5s for bulkpost, the sleeping loop and the naive
-   gather, and the recovery scenario (a second client spends half the allowance for 20 s);
+   gather; the recovery scenario (a second client spends half the allowance for 20 s); and
+   bulkpost's three modes (single, bulk, both) at two plan settings;
 2. CPU-bound, one at a time: overhead against a bare aiohttp loop with the limit lifted,
    peak memory of real runs at 20k and 200k rows, dry runs over a million rows, and
    planning a resume from a results file of a million lines.
@@ -163,6 +164,32 @@ def bench_allowance(workdir: Path, data: Path, client: str, rate: str,
             "rate_limited": stats["rate_limited"],
             "most_created_in_window": most_in_window(arrivals, period),
             "most_arrivals_in_window": stats["max_in_window"]}
+
+
+# -- 6. modes -----------------------------------------------------------------------------
+PLANS = (("25/5s", "1/5s"), ("10/5s", "5/5s"))
+
+
+def bench_mode(workdir: Path, data: Path, rate: str, bulk_rate: str, mode: str,
+               rows: int) -> dict[str, Any]:
+    """A run in one --mode against a sandbox with both limits and realistic latency."""
+    sandbox = SandboxProcess(workdir, "--rate", rate, "--bulk-rate", bulk_rate, *LATENCY,
+                             "--seed", "3")
+    try:
+        run = run_cli("run", str(data), "--mapping", str(MAPPING), "--results",
+                      str(workdir / f"mode-{mode}-{rate.replace('/', '-')}.csv"), "--host",
+                      sandbox.url, "--rate", rate, "--mode", mode, "--bulk-rate", bulk_rate)
+        arrivals = [e["ReceivedAt"] for e in sandbox.entries()]
+        stats = sandbox.stats()
+    finally:
+        sandbox.close()
+    # A bulk call's activities share its arrival: count the last call's out of the span.
+    last = sum(1 for t in arrivals if t == arrivals[-1])
+    return {"rate": rate, "bulk_rate": bulk_rate, "mode": mode, "rows": rows,
+            "posted": run.last_json()["posted"], "created": len(arrivals),
+            "per_s": (len(arrivals) - last) / (arrivals[-1] - arrivals[0]),
+            "end_to_end_per_s": rows / run.wall, "rate_limited": stats["rate_limited"],
+            "bulk_calls": stats["bulk_calls"]}
 
 
 # -- 2. recovery -------------------------------------------------------------------------
@@ -438,6 +465,22 @@ def render(results: dict[str, Any], command: str, minutes: float) -> str:
         [[f"{resume['rows']:,}", f"{resume['import_s']:.2f}", f"{resume['load_s']:.2f}",
           f"{resume['lookups_s']:.2f}", f"{resume['plan_s']:.2f}",
           f"{resume['peak_rss_mb']:.0f}"]])
+    lines += [
+        "", "## 6. Bulk mode", "",
+        "Each `--mode` against a sandbox with both limits (single calls, and bulk calls of up "
+        "to 25 activities) and the latency of section 1, at two plan settings; these runs "
+        "share the moment of sections 1 and 2. Activities per second as the server saw them "
+        "(a bulk call's activities arrive together, so the last call's are left out of the "
+        "span); the speed-up is over `single` at the same plan.", "",
+    ]
+    single = {m["rate"]: m["per_s"] for m in results["modes"] if m["mode"] == "single"}
+    lines += _table(
+        ["limits", "mode", "rows", "posted", "activities/s", "speed-up", "end-to-end /s",
+         "bulk calls", "429s"],
+        [[f"{m['rate']}, bulk {m['bulk_rate']}", f"**{m['mode']}**", str(m["rows"]),
+          str(m["posted"]), f"{m['per_s']:.2f}", f"{m['per_s'] / single[m['rate']]:.1f}x",
+          f"{m['end_to_end_per_s']:.2f}", str(m["bulk_calls"]), str(m["rate_limited"])]
+         for m in results["modes"]])
     return "\n".join(lines) + "\n"
 
 
@@ -456,14 +499,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         data = make_csv(workdir / f"allowance-{rows}.csv", rows)
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
             runs = [pool.submit(bench_allowance, workdir, data, client, rate, rows)
                     for rate in ("25/5s", "10/5s")
                     for client in ("bulkpost", "sequential", "gather")]
             recovery = pool.submit(bench_recovery, workdir, data, rows, other_seconds)
+            modes = [pool.submit(bench_mode, workdir, data, rate, bulk_rate, mode, rows)
+                     for rate, bulk_rate in PLANS for mode in ("single", "bulk", "both")]
             results["allowance"] = [run.result() for run in runs]
             results["recovery"] = recovery.result()
-        for line in (*results["allowance"], results["recovery"]):
+            results["modes"] = [run.result() for run in modes]
+        for line in (*results["allowance"], results["recovery"], *results["modes"]):
             print(json.dumps(line), flush=True)
         results["pairs"] = []
         for _ in range(3):

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from bulkpost.ratelimit import parse_rate
 from tests.conftest import ROOT, cli_command, cli_env, read_results, read_results_log, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.e2e
 FAULTS = {"500-before": 0.03, "500-after": 0.03, "html": 0.02, "reset-before": 0.02,
           "reset-after": 0.02, "hang-after": 0.02, "429-other": 0.02, "ratelimit-200": 0.02}
 RATE = "50/0.2s"
+BULK_RATE = "5/0.2s"
 MAPPING = """
 [activity]
 event_column = "event"
@@ -80,20 +82,26 @@ def _input_content(row: tuple[str, ...]) -> tuple[str, ...]:
 SEEDS = [7, 2026, *map(int, os.environ.get("BULKPOST_MATRIX_SEEDS", "").split())]
 
 
+@pytest.mark.parametrize("mode", ["single", "bulk", "both"])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
-                                             seed: int) -> None:
+                                             seed: int, mode: str) -> None:
     rng = random.Random(seed)
     data = tmp_path / "in.csv"
     contents = _input(data, 300, seed)
     mapping = tmp_path / "mapping.toml"
     mapping.write_text(MAPPING)
     results = tmp_path / "results.csv"
-    server = make_sandbox(rate=RATE, faults=FAULTS, seed=seed, slow_seconds=1.5,
-                          latency=(0.0, 0.03))
+    # Bulk calls are fewer (5 rows a call here): faults are drawn a little more often, so
+    # that every kind strikes in every run.
+    faults = FAULTS if mode == "single" else {
+        **{kind: 1.5 * p for kind, p in FAULTS.items()}, "bulk-partial": 0.05}
+    server = make_sandbox(rate=RATE, bulk_rate=parse_rate(BULK_RATE), faults=faults,
+                          seed=seed, slow_seconds=1.5, latency=(0.0, 0.03))
     args = ("run", data, "--mapping", mapping, "--results", results, "--host", server.url,
             "--rate", RATE, "--timeout", "1", "--backoff", "0.05", "--max-attempts", "8",
-            "--log-format", "json")
+            "--log-format", "json", "--mode", mode, "--bulk-rate", BULK_RATE,
+            "--batch-size", "5")
     kills = 0
     for _ in range(4):
         process = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE,
@@ -120,10 +128,15 @@ def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
         assert by_id[row["activity_id"]] == _input_content(contents[n - 1])
 
     stats = server.stats()
-    figures = {"seed": seed, "kills": kills, "faults": stats["faults"],
+    figures = {"seed": seed, "mode": mode, "kills": kills, "faults": stats["faults"],
+               "bulk_calls": stats["bulk_calls"],
                "calls": stats["calls"], "lookups": stats["lookups"],
                "unknown_before_final_run": unknown_before,
                "final_run": {k: summary[k] for k in ("reconciled", "found_posted", "retries",
                                                      "rate_limited", "posted", "skipped")}}
     print("fault matrix:", json.dumps(figures))
-    assert all(stats["faults"][kind] > 0 for kind in FAULTS)
+    assert all(stats["faults"][kind] > 0 for kind in faults)
+    if mode != "single":
+        assert stats["bulk_calls"] > 0 and any(entry["Bulk"] for entry in ledger)
+    if mode == "both":
+        assert not all(entry["Bulk"] for entry in ledger)
