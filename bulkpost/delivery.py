@@ -130,6 +130,7 @@ class _Flight:
     first_sent: datetime | None = None
     last_sent: datetime | None = None
     status: Status | None = None  # recorded by this run
+    counted: bool = False  # in the tally
 
     def window(self, timeout: float) -> SendWindow | None:
         if self.first_sent is None or self.last_sent is None:
@@ -156,7 +157,7 @@ class Courier:
         self._stopping = stopping
         self._stop = stop
         self._locks = KeyedLocks()
-        self._rate_limited_since: float | None = None
+        self._rate_limited_since: dict[int, float] = {}  # id(limit): since when, unbroken
 
     @property
     def _log(self) -> ResultsLog:
@@ -278,7 +279,8 @@ class Courier:
 
     async def _call(self, call: Callable[[], Awaitable[tuple[Classified, Any]]], *,
                     before_sending: Callable[[], Awaitable[None]] | None = None,
-                    limit: RateLimit | None = None) -> tuple[Classified, Any]:
+                    limit: RateLimit | None = None,
+                    settle_clock: bool = True) -> tuple[Classified, Any]:
         """Wait for a slot, make the call, and sit out rate limiting until answered.
 
         ``before_sending`` runs once the slot is ours; a call that has one is a create,
@@ -304,18 +306,19 @@ class Courier:
             answer, document = await call()
             self.on_wire.discard(task)
             if answer.verdict is not Verdict.RATE_LIMITED:
-                self._rate_limited_since = None  # any other answer: the window is open
+                if settle_clock:
+                    self._rate_limited_since.pop(id(limit), None)  # this window is open
                 return answer, document
             self._note_rate_limited(answer, limit)
 
     def _note_rate_limited(self, answer: Classified, limit: RateLimit) -> None:
+        """Pause the limit's callers; stop the run when it has lasted too long."""
         self.tally.rate_limited += 1
         now = asyncio.get_running_loop().time()
-        if self._rate_limited_since is None:
-            self._rate_limited_since = now
-        elif now - self._rate_limited_since > self.settings.max_rate_limited:
+        since = self._rate_limited_since.setdefault(id(limit), now)
+        if now - since > self.settings.max_rate_limited:
             self._stop(AbortRun(
-                f"rate limited for {now - self._rate_limited_since:.0f} s without a success: "
+                f"rate limited for {now - since:.0f} s without a success: "
                 "the daily quota may be spent, or another client uses the whole allowance; "
                 "run the same command later to resume"))
             raise Stopped
@@ -389,16 +392,20 @@ class Courier:
         cannot deadlock), as for single rows: no other worker can claim an activity a bulk
         call created while its rows are still being settled.
         """
-        async with contextlib.AsyncExitStack() as stack:
-            for content_hash in sorted({job.activity.content_hash for job in jobs}):
-                await stack.enter_async_context(self._locks.hold(content_hash))
-            statuses = await self._deliver_batch(jobs, limit)
-        for status in statuses:
-            self.tally.statuses[status] += 1
-        return statuses
-
-    async def _deliver_batch(self, jobs: list[Job], limit: RateLimit) -> list[Status]:
         flights = [_Flight(job) for job in jobs]
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for content_hash in sorted({job.activity.content_hash for job in jobs}):
+                    await stack.enter_async_context(self._locks.hold(content_hash))
+                await self._deliver_batch(flights, limit)
+        finally:
+            for flight in flights:  # once each, however the batch ended
+                if flight.status is not None and not flight.counted:
+                    self.tally.statuses[flight.status] += 1
+                    flight.counted = True
+        return [flight.status or Status.UNKNOWN for flight in flights]
+
+    async def _deliver_batch(self, flights: list[_Flight], limit: RateLimit) -> None:
         alone: list[_Flight] = []  # rows to settle one at a time: maybe created, or refused
         try:
             pending = flights
@@ -416,26 +423,57 @@ class Courier:
         except Stopped:
             for flight in flights:
                 if flight.status is None:
-                    flight.status = self._settle_interrupted(flight, on_wire=False)
+                    self._settle_interrupted(flight, on_wire=False)
         except asyncio.CancelledError:
             on_wire = self._left_on_wire(cancelled=True)
             for flight in flights:
                 if flight.status is None:
-                    flight.status = self._settle_interrupted(flight, cancelled=True,
-                                                             on_wire=on_wire)
+                    self._settle_interrupted(flight, cancelled=True, on_wire=on_wire)
             raise
-        return [flight.status or Status.UNKNOWN for flight in flights]
 
     async def _bulk_attempt(self, flights: list[_Flight], limit: RateLimit,
                             alone: list[_Flight]) -> list[_Flight]:
-        """One bulk call for these rows; record what it settled, put rows that may have
-        been created (or that the call refused as a whole) in ``alone``, and return the rows
-        to send again in bulk (the answer said they were not created)."""
-        items = [flight.job.activity for flight in flights]
+        """One bulk attempt for these rows; record what it settled, put rows that may have
+        been created (or that must go on their own) in ``alone``, and return the rows to
+        send again in bulk: those the answer said were not created. Items the answer says
+        were rate limited are sent again at once, after the pause, as a rate-limited call
+        is: not an attempt."""
         for flight in flights:
             if flight.attempts:
                 self.tally.retries += 1
             flight.attempts += 1
+        again: list[_Flight] = []
+        while flights:
+            answer, outcomes = await self._bulk_call(flights, limit)
+            if answer.verdict is not Verdict.OK:
+                again += self._bulk_refused(answer, flights, alone)
+                break
+            limited: list[_Flight] = []
+            for flight, outcome in zip(flights, outcomes, strict=True):
+                flight.last = outcome or answer
+                if outcome is None:
+                    flight.uncertain = True  # not accounted for: may have been created
+                    alone.append(flight)
+                elif outcome.verdict is Verdict.POSTED:
+                    self._record(flight, Status.POSTED)
+                elif outcome.verdict is Verdict.REJECTED:
+                    self._record(flight, Status.REJECTED)
+                elif outcome.verdict is Verdict.RATE_LIMITED:
+                    limited.append(flight)
+                else:  # the item was not created, and no reason given
+                    again.append(flight)
+            if limited:
+                self._note_rate_limited(limited[0].last or answer, limit)
+            else:
+                self._rate_limited_since.pop(id(limit), None)
+            flights = limited
+        return again
+
+    async def _bulk_call(self, flights: list[_Flight],
+                         limit: RateLimit) -> tuple[Classified, list[Classified | None]]:
+        """The bulk call itself: its rows marked in flight (one group commit) once the
+        slot is ours, rate-limited answers sat out."""
+        items = [flight.job.activity for flight in flights]
 
         async def mark_in_flight() -> None:
             now = datetime.now(UTC)
@@ -446,45 +484,41 @@ class Courier:
                 flight.marked = True
                 flight.first_sent = flight.first_sent or now
                 flight.last_sent = now
-            await self._log.sync()  # one group commit for the whole call
+            await self._log.sync()
 
         answer, outcomes = await self._call(
             functools.partial(self._client.post_bulk, bulk_body(items), len(items),
                               by_email(items[0])),
-            before_sending=mark_in_flight, limit=limit)
-        again: list[_Flight] = []
-        if answer.verdict is Verdict.OK:
-            for flight, outcome in zip(flights, outcomes, strict=True):
-                flight.last = outcome or answer
-                if outcome is None:
-                    flight.uncertain = True  # not accounted for: may have been created
-                    alone.append(flight)
-                elif outcome.verdict is Verdict.POSTED:
-                    self._record(flight, Status.POSTED)
-                elif outcome.verdict is Verdict.REJECTED:
-                    self._record(flight, Status.REJECTED)
-                else:  # the item was not created (rate limited, or no reason given)
-                    again.append(flight)
-            return again
+            before_sending=mark_in_flight, limit=limit, settle_clock=False)
+        return answer, outcomes
+
+    def _bulk_refused(self, answer: Classified, flights: list[_Flight],
+                      alone: list[_Flight]) -> list[_Flight]:
+        """A bulk call not answered item by item; return the rows to send again in bulk."""
         for flight in flights:
             flight.last = answer
         if answer.verdict is Verdict.FATAL:
             for flight in flights:
                 self._record(flight, Status.FAILED)
             self._stop(AbortRun(answer.error))
-        elif answer.verdict is Verdict.REJECTED:
-            # The call was refused as a whole, so nothing was created: each row on its own
-            # call, where a bad row is refused alone.
+            return []
+        if answer.verdict is Verdict.REJECTED:
+            # Refused as a whole: each row goes on its own call, where a bad row is refused
+            # alone. Only a 4xx proves nothing was created; after anything else (a 5xx or a
+            # 200 carrying an MX error) the rows are looked up first.
+            certain = answer.http_status is not None and 400 <= answer.http_status < 500
             log.warning("bulk call refused as a whole: sending its rows one by one",
-                        rows=len(flights), error=answer.error)
+                        rows=len(flights), error=answer.error, looked_up_first=not certain)
+            for flight in flights:
+                flight.uncertain = flight.uncertain or not certain
             alone.extend(flights)
-        elif answer.uncertain:
+            return []
+        if answer.uncertain:
             for flight in flights:
                 flight.uncertain = True
             alone.extend(flights)
-        else:
-            again = flights  # never reached the server: the same call again, backed off
-        return again
+            return []
+        return flights  # never reached the server: the same call again, backed off
 
     # -- recording -------------------------------------------------------------------------
     def _record(self, flight: _Flight, status: Status, *, activity_id: str = "",
@@ -523,5 +557,6 @@ class Courier:
             status = flight.job.previous or Status.FAILED
         if cancelled:
             self.tally.statuses[status] += 1
+            flight.counted = True
         flight.status = status
         return status

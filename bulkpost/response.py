@@ -170,7 +170,7 @@ def transport_failure(kind: str, detail: str, *, uncertain: bool = True) -> Clas
 
 # -- bulk calls ----------------------------------------------------------------------------
 _ITEM_LISTS = ("Response", "Responses", "Result", "Results", "Data", "Message")
-_ITEM_IDS = ("ProspectActivityId", "ActivityId", "Id", "ProspectActivityID")
+_ITEM_IDS = ("ProspectActivityId", "ProspectActivityID", "ActivityId")
 
 
 def _items_of(document: Any) -> list[Any] | None:
@@ -185,50 +185,63 @@ def _items_of(document: Any) -> list[Any] | None:
     return None
 
 
-def _item_index(entry: dict[str, Any], position: int, count: int) -> int | None:
-    """Which of the ``count`` items an entry answers: its 1-based ``RowNumber``, or its
-    position when it has none; None when the number it gives names no item."""
-    value = entry.get("RowNumber", entry.get("rowNumber"))
-    if value is None:
-        number = position + 1
-    elif isinstance(value, bool):
+def _row_number(value: Any) -> int | None:
+    """A ``RowNumber`` as an int: 3, 3.0 and "3" are read; anything else is None."""
+    if isinstance(value, bool):
         return None
-    elif isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-    else:
-        return None
-    return number - 1 if 1 <= number <= count else None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _indices(entries: list[dict[str, Any]], count: int) -> list[int] | None:
+    """Which item each entry answers, or None when the answer cannot be matched safely.
+
+    By ``RowNumber`` (1-based) when entries carry one: then every entry must carry a valid
+    one. By position only when no entry has a number and there is one entry per item: an
+    answer that leaves items out, unnumbered, cannot say which ones it left out.
+    """
+    numbers = [entry.get("RowNumber", entry.get("rowNumber")) for entry in entries]
+    if all(number is None for number in numbers):
+        return list(range(count)) if len(entries) == count else None
+    indices = []
+    for value in numbers:
+        number = _row_number(value)
+        if number is None or not 1 <= number <= count:
+            return None  # numbered from 0, or nonsense: trust none of it
+        indices.append(number - 1)
+    return indices
 
 
 def _item_verdict(entry: dict[str, Any]) -> Classified | None:
-    """One item's outcome; None when the entry does not say (uncertain)."""
+    """One item's outcome; None when the entry does not say for certain (look it up)."""
     created = entry.get("ActivityCreated", entry.get("IsCreated", entry.get("Created")))
     if isinstance(created, str):  # "true" / "false", tolerated
         created = {"true": True, "false": False}.get(created.strip().lower())
-    activity_id = next((entry[k] for k in _ITEM_IDS if isinstance(entry.get(k), str)
-                        and entry[k].strip()), "")
+    ids = [entry[k].strip() for k in _ITEM_IDS if isinstance(entry.get(k), str)]
+    if created is True and isinstance(entry.get("Id"), str):
+        ids.append(entry["Id"].strip())  # a bare "Id" only beside an explicit "created"
+    activity_id = next((i for i in ids if i), "")
     exception_type = str(entry.get("ExceptionType") or "")
-    message = _one_line(str(entry.get("ExceptionMessage") or entry.get("Message") or ""))
+    reason = _one_line(str(entry.get("ExceptionMessage") or ""))
     if exception_type == RATE_LIMIT_TYPE:
         return Classified(Verdict.RATE_LIMITED, 200, error_type=exception_type,
-                          error=message or "rate limit exceeded")
-    if activity_id and created is not False and not exception_type:
-        return Classified(Verdict.POSTED, 200, activity_id=activity_id.strip())
-    if created is True:
-        return None  # created, but which activity is it? The look-up will say.
-    if created is False or exception_type or message:
-        if exception_type.startswith("MX") or message:
+                          error=reason or "rate limit exceeded")
+    if activity_id and created is not False and not exception_type and not reason:
+        return Classified(Verdict.POSTED, 200, activity_id=activity_id)
+    if created is False or exception_type.startswith("MX"):
+        if exception_type.startswith("MX") or reason:
             return Classified(Verdict.REJECTED, 200, error_type=exception_type or "item error",
-                              error=message or exception_type)
+                              error=reason or exception_type)
         # Said not created, and why not: nothing. Safe to send again.
         return Classified(Verdict.RETRY, 200, error_type="item not created",
                           error="the bulk answer says the item was not created, "
                                 "without a reason")
-    return None  # an entry that says nothing
+    return None  # created without an Id, a message alone, or nothing: look it up
 
 
 def classify_bulk(status: int, headers: Mapping[str, str], body: bytes, count: int,
@@ -236,10 +249,11 @@ def classify_bulk(status: int, headers: Mapping[str, str], body: bytes, count: i
     """Decide what the answer to a bulk call of ``count`` items means. Pure; never raises.
 
     Returns the call's verdict and, when the call was answered item by item (verdict OK),
-    one outcome per item in request order: matched by ``RowNumber`` (1-based) when the
-    entry has a valid one, else by position. An item the answer does not account for, or
-    accounts for twice, is None: it may have been created, and is reconciled before any
-    re-send. The response's shape is only partly documented, so it is read tolerantly.
+    one outcome per item in request order. The response's shape is only partly documented,
+    so it is read tolerantly but never trusted further than it can be: an item the answer
+    does not account for, accounts for twice, or answers with an Id another item was also
+    given, is None: it may have been created, and is looked up before any re-send. An
+    answer whose entries cannot be matched to items safely leaves every item None.
     """
     document = _parse(body)
     entries = _items_of(document) if 200 <= status < 300 else None
@@ -247,17 +261,20 @@ def classify_bulk(status: int, headers: Mapping[str, str], body: bytes, count: i
     if entries is None or payload.get("ExceptionType") or payload.get("Status") == "Error":
         return _not_done(status, headers, body, document, now,
                          "HTTP 200 without a readable list of items"), []
+    answered = [entry for entry in entries if isinstance(entry, dict)]
     outcomes: list[Classified | None] = [None] * count
+    indices = _indices(answered, count)
+    if indices is None:
+        return Classified(Verdict.OK, status), outcomes
     seen = [0] * count
-    for position, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            continue
-        index = _item_index(entry, position, count)
-        if index is None:
-            continue
+    for index, entry in zip(indices, answered, strict=True):
         seen[index] += 1
         outcomes[index] = _item_verdict(entry)
-    for index, times in enumerate(seen):
-        if times > 1:
-            outcomes[index] = None  # two answers for one item: trust neither
+    holders: dict[str, int] = {}
+    for outcome in outcomes:
+        if outcome is not None and outcome.activity_id:
+            holders[outcome.activity_id] = holders.get(outcome.activity_id, 0) + 1
+    for index, outcome in enumerate(outcomes):
+        if seen[index] > 1 or (outcome is not None and holders.get(outcome.activity_id, 0) > 1):
+            outcomes[index] = None  # two answers for one item, or one Id for two: neither
     return Classified(Verdict.OK, status), outcomes

@@ -22,6 +22,7 @@ faults that strike before anything is created):
 ``slow``           the answer comes after ``slow_seconds`` more (default 5 s)
 ``bulk-partial``   a bulk call creates every valid item, but its answer lists only the
                    first half of them (no effect on other calls)
+``mx-after``       the call is carried out, then HTTP 500 with an ``MX…`` exception body
 =================  ====================================================================
 
 The two bulk endpoints ("Post Bulk Activities on Leads", by lead Id and by e-mail with
@@ -70,7 +71,8 @@ from bulkpost.mapping import CUSTOM_FIELD
 from bulkpost.ratelimit import RateSpec
 
 FAULT_KINDS = ("500-before", "500-after", "html", "reset-before", "reset-after",
-               "hang-after", "429-other", "ratelimit-200", "slow", "bulk-partial")
+               "hang-after", "429-other", "ratelimit-200", "slow", "bulk-partial",
+               "mx-after")
 MAX_BULK_ITEMS = 25
 DEFAULT_ACCESS_KEY = "demo-access-key"
 DEFAULT_SECRET_KEY = "demo-secret-key"
@@ -406,6 +408,8 @@ class Sandbox:
             return _error(500, "MXInvalidInputException", problem)
         activity_id = str(uuid.UUID(int=self.random.getrandbits(128), version=4))
         self._record(access_key, activity_id, body, arrived)
+        if fault == "mx-after":
+            return _error(500, "MXUnknownException", "An error occurred after saving")
         if fault == "500-after":
             return web.Response(status=500, text="Internal Server Error")
         if fault == "reset-after":
@@ -453,6 +457,8 @@ class Sandbox:
                             "ProspectActivityId": activity_id})
         if fault == "bulk-partial":
             answers = answers[:len(answers) // 2]
+        if fault == "mx-after":
+            return _error(500, "MXUnknownException", "An error occurred after saving")
         if fault == "500-after":
             return web.Response(status=500, text="Internal Server Error")
         if fault == "reset-after":

@@ -44,25 +44,65 @@ def test_documented_shape_maps_items_by_row_number() -> None:
     assert items[1].error == "Invalid lead"
 
 
+ID2 = "a1b2c3d4-0000-4000-8000-000000000002"
+
+
 @pytest.mark.parametrize("body", [
-    js([{"ProspectActivityId": ID}, {"Id": ID}]),                       # a bare list, by position
-    js({"Result": [{"ActivityId": ID, "ActivityCreated": "true"}] * 2}),  # other names
-    js({"Response": [{"RowNumber": "1", "ProspectActivityId": ID},
-                     {"RowNumber": 2.0, "ProspectActivityId": ID}]}),  # numbers as text, float
+    js([{"ProspectActivityId": ID}, {"ProspectActivityId": ID2}]),  # a bare list, by position
+    js({"Result": [{"ActivityId": ID, "ActivityCreated": "true"},
+                   {"Id": ID2, "ActivityCreated": True}]}),  # other names
+    js({"Response": [{"RowNumber": "2", "ProspectActivityId": ID2},
+                     {"RowNumber": 1.0, "ProspectActivityId": ID}]}),  # numbers as text, float
 ])
 def test_tolerated_shapes(body: bytes) -> None:
-    assert verdicts(200, body, 2) == (Verdict.OK, [Verdict.POSTED, Verdict.POSTED])
+    call, items = classify_bulk(200, {}, body, 2)
+    assert call.verdict is Verdict.OK
+    assert [(i.verdict, i.activity_id) for i in items if i is not None] == [
+        (Verdict.POSTED, ID), (Verdict.POSTED, ID2)]
 
 
-def test_items_not_accounted_for_are_uncertain() -> None:
-    created_no_id = {"RowNumber": 2, "ActivityCreated": True}
-    silent = {"RowNumber": 3}
-    twice = {"RowNumber": 4, "ProspectActivityId": ID}
-    body = js({"Response": [{"RowNumber": 1, "ProspectActivityId": ID}, created_no_id, silent,
-                            twice, twice, {"RowNumber": 99, "ProspectActivityId": ID}, "junk"]})
-    # Row 5 is never named: position 5 holds the second "twice"; RowNumber wins over it.
-    assert verdicts(200, body, 6) == (Verdict.OK, [Verdict.POSTED, None, None, None, None,
-                                                   None])
+def test_numbered_answer_that_leaves_items_out_leaves_them_uncertain() -> None:
+    twice = {"RowNumber": 4, "ProspectActivityId": "D"}
+    body = js({"Response": [{"RowNumber": 1, "ProspectActivityId": "A"},
+                            {"RowNumber": 2, "ActivityCreated": True},  # created, no Id
+                            {"RowNumber": 3},                           # says nothing
+                            twice, twice, "junk"]})
+    assert verdicts(200, body, 5) == (Verdict.OK, [Verdict.POSTED, None, None, None, None])
+
+
+@pytest.mark.parametrize("entries", [
+    # Unnumbered and fewer than the items: which ones are missing? No way to tell.
+    [{"ProspectActivityId": "A"}, {"ProspectActivityId": "C"}],
+    # Numbered from 0: off by one, so nothing can be trusted.
+    [{"RowNumber": 0, "ActivityCreated": False, "ExceptionMessage": "bad"},
+     {"RowNumber": 1, "ProspectActivityId": "B"}, {"RowNumber": 2, "ProspectActivityId": "C"}],
+    # Numbered and unnumbered entries mixed.
+    [{"RowNumber": 1, "ProspectActivityId": "A"}, {"ProspectActivityId": "B"},
+     {"ProspectActivityId": "C"}],
+])
+def test_answers_that_cannot_be_matched_safely_leave_every_item_uncertain(
+        entries: list[dict[str, Any]]) -> None:
+    assert verdicts(200, js({"Response": entries}), 3) == (Verdict.OK, [None, None, None])
+
+
+def test_one_id_for_two_items_trusts_neither() -> None:
+    body = js({"Response": [{"RowNumber": 1, "ProspectActivityId": "X"},
+                            {"RowNumber": 2, "ProspectActivityId": "X"},
+                            {"RowNumber": 3, "ProspectActivityId": "Y"}]})
+    assert verdicts(200, body, 3) == (Verdict.OK, [None, None, Verdict.POSTED])
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ({"RowNumber": 1, "Id": "L", "ExceptionMessage": "Lead not found"}, None),
+    ({"RowNumber": 1, "ProspectActivityId": "P", "ExceptionMessage": "Lead not found"}, None),
+    ({"RowNumber": 1, "Message": "Activity created"}, None),
+    ({"RowNumber": 1, "ActivityCreated": False, "ExceptionMessage": "Lead not found"},
+     Verdict.REJECTED),
+    ({"RowNumber": 1, "ExceptionType": "MXInvalidInputException"}, Verdict.REJECTED),
+])
+def test_an_item_is_posted_only_when_the_entry_says_so_without_an_error(
+        entry: dict[str, Any], expected: Verdict | None) -> None:
+    assert verdicts(200, js({"Response": [entry]}), 1) == (Verdict.OK, [expected])
 
 
 def test_item_level_rate_limit_and_bare_not_created_are_retried() -> None:
@@ -314,3 +354,52 @@ def test_python_api_checks_the_bulk_options(tmp_path: Path, change: dict[str, An
     with pytest.raises(UsageError, match=message):
         bulkpost.run(tmp_path / "in.csv", {"activity": {"event": 201, "lead_id_column": "l"}},
                      tmp_path / "r.csv", dry_run=True, bulk_rate="5/5s", **change)
+
+
+@pytest.mark.e2e
+def test_a_bulk_call_failing_with_an_mx_error_after_saving_is_looked_up_not_resent(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    """A 5xx refusal does not prove nothing was created: its rows are looked up first."""
+    data, mapping = _bulk_input(tmp_path, 30)
+    server = make_sandbox(rate="50/1s", bulk_rate=parse_rate("10/1s"),
+                          faults={"mx-after": 1.0}, seed=1)
+    results = tmp_path / "results.csv"
+    done = run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
+                   server.url, "--rate", "50/1s", "--mode", "bulk", "--bulk-rate", "10/1s",
+                   "--log-format", "json")
+    rows = read_results(results)
+    ledger = server.ledger()
+    assert len(ledger) == 29  # every valid row once; row 7 refused
+    posted = [r for r in rows.values() if r["status"] == "posted"]
+    assert {r["activity_id"] for r in posted} == {e["Id"] for e in ledger} and len(posted) == 29
+    assert done.summary["found_posted"] == 29, done.stderr[-2000:]
+
+
+@pytest.mark.e2e
+def test_items_answered_rate_limited_are_sent_again_without_spending_attempts(
+        tmp_path: Path, serve_handler: Any) -> None:
+    calls: list[int] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        items = await request.json()
+        calls.append(len(items))
+        if len(calls) == 1:  # the first call: every item rate limited
+            return web.json_response({"Response": [
+                {"RowNumber": n, "ActivityCreated": False,
+                 "ExceptionType": "MXAPIRateLimitExceededException"}
+                for n in range(1, len(items) + 1)]})
+        return web.json_response({"Response": [
+            {"RowNumber": n, "ActivityCreated": True, "ProspectActivityId": f"id-{len(calls)}-{n}"}
+            for n in range(1, len(items) + 1)]})
+
+    url = serve_handler(handler)
+    data, mapping = _bulk_input(tmp_path, 6)  # rows 1-3, 5-6 by Id; row 4 by e-mail
+    results = tmp_path / "results.csv"
+    done = run_cli("run", data, "--mapping", mapping, "--results", results, "--host", url,
+                   "--mode", "bulk", "--bulk-rate", "20/1s", "--no-preflight",
+                   "--max-attempts", "1", "--log-format", "json")
+    assert done.code == 0, done.stderr[-2000:]
+    rows = read_results(results)
+    assert {r["status"] for r in rows.values()} == {"posted"}
+    assert {r["attempts"] for r in rows.values()} == {"1"}
+    assert done.summary["rate_limited"] >= 1
