@@ -27,7 +27,7 @@ from bulkpost import logs
 from bulkpost.client import Credentials, check_host, checked_key
 from bulkpost.errors import BulkpostError, UsageError
 from bulkpost.mapping import load_mapping
-from bulkpost.pipeline import RunOptions, run_sync
+from bulkpost.pipeline import RunOptions, new_run_id, run_sync
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateSpec, parse_rate
 from bulkpost.report import build_report, export_failures
@@ -52,6 +52,25 @@ def _dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[s
 
 def _emit(data: dict[str, Any]) -> None:
     click.echo(json.dumps(data, ensure_ascii=False))
+
+
+def _write_summary(path: Path | None, data: dict[str, Any]) -> None:
+    """Write the final summary for an orchestrator: whole or not at all (atomic replace)."""
+    if path is None:
+        return
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, ensure_ascii=False, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        click.echo(f"bulkpost: error: cannot write --summary-json {path}: {exc.strerror}",
+                   err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,12 +128,15 @@ def cli() -> None:
               help="Do not read the activity types' schemas (rows are checked less).")
 @click.option("--decimal-comma", is_flag=True,
               help="Accept 12,5 in Number fields, sent as 12.5.")
+@click.option("--summary-json", type=click.Path(path_type=Path), default=None,
+              help="Also write the final summary (counts, rate, elapsed, exit code, run id) "
+                   "to this file, atomically, for schedulers.")
 def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: RateSpec,
         rate_margin: float | None, workers: int, dry_run: bool, resend_unknown: bool, encoding: str,
         max_attempts: int, backoff: float, timeout: float, max_rate_limited: float,
         log_format: str, log_level: str, progress: bool | None, no_preflight: bool,
         decimal_comma: bool, delimiter: str | None, mode: str, bulk_rate: RateSpec,
-        batch_size: int) -> None:
+        batch_size: int, summary_json: Path | None) -> None:
     """Post every row of INPUT (CSV or Parquet) as an activity.
 
     Keys come from LSQ_ACCESS_KEY and LSQ_SECRET_KEY. Run the same command again to
@@ -124,6 +146,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
     secret = os.environ.get("LSQ_SECRET_KEY", "")
     logs.register_secret(secret, access)
     logs.configure(log_format, log_level)
+    run_id = new_run_id()
     try:
         mapping = load_mapping(mapping_path)
         credentials: Credentials | None = None
@@ -143,7 +166,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
             max_rate_limited=max_rate_limited,
             progress=Progress.wanted(sys.stderr) if progress is None else progress,
             preflight=not no_preflight, decimal_comma=decimal_comma, mode=mode,
-            bulk_rate=bulk_rate, batch_size=batch_size,
+            bulk_rate=bulk_rate, batch_size=batch_size, run_id=run_id,
         )
         # The run allocates a few short-lived objects per row and keeps few: the imports'
         # objects are set aside, and young collections run less often (measured: about 8%
@@ -154,7 +177,9 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
         summary = run_sync(options)
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
-        _emit({"error": logs.scrub(str(exc)), "exit_code": exc.exit_code})
+        failure = {"error": logs.scrub(str(exc)), "exit_code": exc.exit_code, "run_id": run_id}
+        _write_summary(summary_json, failure)
+        _emit(failure)
         sys.exit(exc.exit_code)
     if summary.aborted:
         click.echo(f"bulkpost: aborted: {logs.scrub(summary.aborted)}", err=True)
@@ -163,6 +188,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
                      "both": f"{rate} and {bulk_rate} bulk calls of {batch_size}"}[mode]
         click.echo(_dry_run_report(summary.to_send, summary.invalid, summary.estimated_s,
                                    summary.problems, allowance), err=True)
+    _write_summary(summary_json, summary.as_dict())
     _emit(summary.as_dict())
     sys.exit(summary.exit_code)
 

@@ -446,6 +446,7 @@ class Courier:
         while flights:
             answer, outcomes = await self._bulk_call(flights, limit)
             if answer.verdict is not Verdict.OK:
+                self._rate_limited_since.pop(id(limit), None)  # answered: not rate limited
                 again += self._bulk_refused(answer, flights, alone)
                 break
             limited: list[_Flight] = []
@@ -462,10 +463,10 @@ class Courier:
                     limited.append(flight)
                 else:  # the item was not created, and no reason given
                     again.append(flight)
+            if len(limited) < len(flights):
+                self._rate_limited_since.pop(id(limit), None)  # some items went through
             if limited:
                 self._note_rate_limited(limited[0].last or answer, limit)
-            else:
-                self._rate_limited_since.pop(id(limit), None)
             flights = limited
         return again
 

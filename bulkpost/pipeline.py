@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import secrets
 import signal
 import time
 from collections.abc import Awaitable
@@ -79,6 +80,7 @@ class RunOptions:
     progress: bool = False
     preflight: bool = True  # read the activity types' schemas and check rows against them
     decimal_comma: bool = False  # accept 12,5 in Number fields (sent as 12.5)
+    run_id: str = ""  # "": a new one (new_run_id)
     mode: str = "single"  # single | bulk | both: which calls create activities
     bulk_rate: RateSpec = field(default_factory=lambda: RateSpec(1, 5.0))
     batch_size: int = 25  # activities per bulk call (1..25)
@@ -113,6 +115,11 @@ class RunOptions:
         return max(2, self.worker_count() + self.bulk_worker_count())
 
 
+def new_run_id() -> str:
+    """A run's id, for logs and summaries: its UTC start and a random suffix."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
 @dataclass(slots=True)
 class Summary:
     """What happened to the input's rows. Printed as the last line of stdout."""
@@ -136,6 +143,7 @@ class Summary:
     problems: list[str] = field(default_factory=list)  # dry run: invalid rows, grouped
     aborted: str = ""
     results: str = ""
+    run_id: str = ""
 
     def count(self, status: Status, rows: int = 1) -> None:
         name = status.value
@@ -172,7 +180,7 @@ class Summary:
             "calls": self.calls, "calls_per_s": round(self.calls_per_s, 3),
             "rate_limited": self.rate_limited, "retries": self.retries,
             "reconciled": self.reconciled, "found_posted": self.found_posted,
-            "results": self.results, "exit_code": self.exit_code,
+            "results": self.results, "exit_code": self.exit_code, "run_id": self.run_id,
         }
         if self.dry_run:
             data["dry_run"] = True
@@ -193,7 +201,8 @@ class Run:
 
     def __init__(self, options: RunOptions) -> None:
         self.options = options
-        self.summary = Summary(dry_run=options.dry_run, results=str(options.results))
+        self.summary = Summary(dry_run=options.dry_run, results=str(options.results),
+                               run_id=options.run_id or new_run_id())
         self.limit = RateLimit(options.rate, options.rate_margin)
         self.bulk_limit = RateLimit(options.bulk_rate, options.rate_margin)
         self.stopping = asyncio.Event()
@@ -247,6 +256,11 @@ class Run:
 
     # -- the run ---------------------------------------------------------------------------
     async def execute(self) -> Summary:
+        """The whole run; every log line it writes carries the run id."""
+        with structlog.contextvars.bound_contextvars(run_id=self.summary.run_id):
+            return await self._execute()
+
+    async def _execute(self) -> Summary:
         opts = self.options
         check_columns(opts.mapping, input_columns(opts.input, encoding=opts.encoding,
                                                   delimiter=opts.delimiter),

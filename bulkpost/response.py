@@ -193,18 +193,25 @@ def _row_number(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) <= 6:
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
     return None
 
 
-def _indices(entries: list[dict[str, Any]], count: int) -> list[int] | None:
+def _indices(entries: list[Any], count: int) -> list[int] | None:
     """Which item each entry answers, or None when the answer cannot be matched safely.
 
-    By ``RowNumber`` (1-based) when entries carry one: then every entry must carry a valid
-    one. By position only when no entry has a number and there is one entry per item: an
-    answer that leaves items out, unnumbered, cannot say which ones it left out.
+    By ``RowNumber`` (1-based) when entries carry one: then every entry must be an object
+    with a valid one, and an answer that leaves items out must name the last item (so it
+    cannot be numbered from 0). By position only when no entry has a number and there is
+    exactly one object per item: an unnumbered answer that leaves items out cannot say
+    which ones it left out.
     """
+    if not all(isinstance(entry, dict) for entry in entries):
+        return None
     numbers = [entry.get("RowNumber", entry.get("rowNumber")) for entry in entries]
     if all(number is None for number in numbers):
         return list(range(count)) if len(entries) == count else None
@@ -214,25 +221,43 @@ def _indices(entries: list[dict[str, Any]], count: int) -> list[int] | None:
         if number is None or not 1 <= number <= count:
             return None  # numbered from 0, or nonsense: trust none of it
         indices.append(number - 1)
+    if len(set(indices)) < count and count - 1 not in indices:
+        return None  # items left out, and nothing proves the numbering starts at 1
     return indices
 
 
+def _created(entry: dict[str, Any]) -> bool | None:
+    """The entry's "created" flag: true/false, "true"/"false" or 1/0; None if absent."""
+    value = entry.get("ActivityCreated", entry.get("IsCreated", entry.get("Created")))
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return None
+
+
 def _item_verdict(entry: dict[str, Any]) -> Classified | None:
-    """One item's outcome; None when the entry does not say for certain (look it up)."""
-    created = entry.get("ActivityCreated", entry.get("IsCreated", entry.get("Created")))
-    if isinstance(created, str):  # "true" / "false", tolerated
-        created = {"true": True, "false": False}.get(created.strip().lower())
+    """One item's outcome; None when the entry does not say for certain (look it up).
+
+    An entry that contradicts itself (an Id or "created" beside an error, a rate limit or
+    "not created") is not believed either way.
+    """
+    created = _created(entry)
     ids = [entry[k].strip() for k in _ITEM_IDS if isinstance(entry.get(k), str)]
     if created is True and isinstance(entry.get("Id"), str):
         ids.append(entry["Id"].strip())  # a bare "Id" only beside an explicit "created"
     activity_id = next((i for i in ids if i), "")
     exception_type = str(entry.get("ExceptionType") or "")
     reason = _one_line(str(entry.get("ExceptionMessage") or ""))
+    if activity_id or created is True:
+        if exception_type or reason or created is False or not activity_id:
+            return None  # contradictory, or created without an Id: the look-up will say
+        return Classified(Verdict.POSTED, 200, activity_id=activity_id)
     if exception_type == RATE_LIMIT_TYPE:
         return Classified(Verdict.RATE_LIMITED, 200, error_type=exception_type,
                           error=reason or "rate limit exceeded")
-    if activity_id and created is not False and not exception_type and not reason:
-        return Classified(Verdict.POSTED, 200, activity_id=activity_id)
     if created is False or exception_type.startswith("MX"):
         if exception_type.startswith("MX") or reason:
             return Classified(Verdict.REJECTED, 200, error_type=exception_type or "item error",
@@ -241,7 +266,7 @@ def _item_verdict(entry: dict[str, Any]) -> Classified | None:
         return Classified(Verdict.RETRY, 200, error_type="item not created",
                           error="the bulk answer says the item was not created, "
                                 "without a reason")
-    return None  # created without an Id, a message alone, or nothing: look it up
+    return None  # a message alone, or nothing: look it up
 
 
 def classify_bulk(status: int, headers: Mapping[str, str], body: bytes, count: int,
@@ -261,13 +286,12 @@ def classify_bulk(status: int, headers: Mapping[str, str], body: bytes, count: i
     if entries is None or payload.get("ExceptionType") or payload.get("Status") == "Error":
         return _not_done(status, headers, body, document, now,
                          "HTTP 200 without a readable list of items"), []
-    answered = [entry for entry in entries if isinstance(entry, dict)]
     outcomes: list[Classified | None] = [None] * count
-    indices = _indices(answered, count)
+    indices = _indices(entries, count)
     if indices is None:
         return Classified(Verdict.OK, status), outcomes
     seen = [0] * count
-    for index, entry in zip(indices, answered, strict=True):
+    for index, entry in zip(indices, entries, strict=True):
         seen[index] += 1
         outcomes[index] = _item_verdict(entry)
     holders: dict[str, int] = {}

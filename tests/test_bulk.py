@@ -66,8 +66,10 @@ def test_numbered_answer_that_leaves_items_out_leaves_them_uncertain() -> None:
     body = js({"Response": [{"RowNumber": 1, "ProspectActivityId": "A"},
                             {"RowNumber": 2, "ActivityCreated": True},  # created, no Id
                             {"RowNumber": 3},                           # says nothing
-                            twice, twice, "junk"]})
-    assert verdicts(200, body, 5) == (Verdict.OK, [Verdict.POSTED, None, None, None, None])
+                            twice, twice,
+                            {"RowNumber": 6, "ProspectActivityId": "F"}]})
+    assert verdicts(200, body, 6) == (Verdict.OK, [Verdict.POSTED, None, None, None, None,
+                                                   Verdict.POSTED])
 
 
 @pytest.mark.parametrize("entries", [
@@ -79,6 +81,13 @@ def test_numbered_answer_that_leaves_items_out_leaves_them_uncertain() -> None:
     # Numbered and unnumbered entries mixed.
     [{"RowNumber": 1, "ProspectActivityId": "A"}, {"ProspectActivityId": "B"},
      {"ProspectActivityId": "C"}],
+    # Short, and nothing proves it is numbered from 1 (it could be from 0, item 0 left out).
+    [{"RowNumber": 1, "ProspectActivityId": "B"}, {"RowNumber": 2, "ProspectActivityId": "C"}],
+    # Something that is not an entry among them.
+    [None, {"ProspectActivityId": "A"}, {"ProspectActivityId": "B"}],
+    # Numbers that are not numbers.
+    [{"RowNumber": "³", "ProspectActivityId": "A"}, {"RowNumber": "9" * 5000},
+     {"RowNumber": 3, "ProspectActivityId": "C"}],
 ])
 def test_answers_that_cannot_be_matched_safely_leave_every_item_uncertain(
         entries: list[dict[str, Any]]) -> None:
@@ -99,6 +108,14 @@ def test_one_id_for_two_items_trusts_neither() -> None:
     ({"RowNumber": 1, "ActivityCreated": False, "ExceptionMessage": "Lead not found"},
      Verdict.REJECTED),
     ({"RowNumber": 1, "ExceptionType": "MXInvalidInputException"}, Verdict.REJECTED),
+    # Contradictions are believed neither way: looked up.
+    ({"RowNumber": 1, "ActivityCreated": True, "ExceptionType": "MXInvalidInputException"},
+     None),
+    ({"RowNumber": 1, "ActivityCreated": False, "ProspectActivityId": "P"}, None),
+    ({"RowNumber": 1, "ProspectActivityId": "P",
+      "ExceptionType": "MXAPIRateLimitExceededException"}, None),
+    ({"RowNumber": 1, "ActivityCreated": 0, "ProspectActivityId": "P"}, None),
+    ({"RowNumber": 1, "ActivityCreated": 1, "ProspectActivityId": "P"}, Verdict.POSTED),
 ])
 def test_an_item_is_posted_only_when_the_entry_says_so_without_an_error(
         entry: dict[str, Any], expected: Verdict | None) -> None:

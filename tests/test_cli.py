@@ -537,3 +537,36 @@ def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else(
     result = _run(data, mapping, tmp_path / "r.csv", serve_handler(redirecting))
     assert result.code == 3 and "redirect" in result.stderr
     assert seen_elsewhere == []
+
+
+def test_summary_json_and_run_id_for_schedulers(tmp_path: Path, make_sandbox: Any) -> None:
+    """--summary-json holds what stdout's last line says; every log line has the run id."""
+    server = make_sandbox()
+    data, mapping = _inputs(tmp_path, 12)
+    summary_file = tmp_path / "out" / "summary.json"
+    summary_file.parent.mkdir()
+    done = _run(data, mapping, tmp_path / "results.csv", server.url, "--summary-json",
+                str(summary_file))
+    assert done.code == 0
+    written = json.loads(summary_file.read_text())
+    assert written == done.summary and written["posted"] == 12 and written["exit_code"] == 0
+    run_id = written["run_id"]
+    assert len(run_id) > 16
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert lines and all(line.get("run_id") == run_id for line in lines)
+    assert [p.name for p in summary_file.parent.iterdir()] == ["summary.json"]  # no temp left
+    again = _run(data, mapping, tmp_path / "results.csv", server.url, "--summary-json",
+                 str(summary_file))
+    assert json.loads(summary_file.read_text())["run_id"] not in ("", run_id)
+    assert again.summary["skipped"] == 12
+
+
+def test_summary_json_is_written_for_a_refused_run_too(tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    data, _ = _inputs(tmp_path, 3)
+    summary_file = tmp_path / "summary.json"
+    done = _run(data, tmp_path / "missing.toml", tmp_path / "results.csv", server.url,
+                "--summary-json", str(summary_file))
+    assert done.code == 2
+    written = json.loads(summary_file.read_text())
+    assert written["exit_code"] == 2 and "missing.toml" in written["error"] and written["run_id"]
