@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: start the sandbox on loopback, load the samples at the real default rate
-# (25 calls per 5 s), print the report, show that a rerun sends nothing, stop the sandbox.
+# (25 calls per 5 s), print the report, show that a rerun sends nothing, load the Parquet
+# sample in --mode both (single and bulk calls at once), stop the sandbox.
 # Output lands in build/demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +29,10 @@ echo "== report"
 echo "== the same command again: everything is already posted, nothing is sent"
 "$bulkpost" run samples/activities.csv --mapping samples/mapping.toml \
     --results "$out/results.csv" --log-format console
-echo "== loading samples/activities.parquet (30 rows, typed columns)"
+echo "== loading samples/activities.parquet (30 rows, typed columns) with --mode both:"
+echo "   single calls and bulk calls of up to 25 at once, each under its own limit"
 "$bulkpost" run samples/activities.parquet --mapping samples/mapping-parquet.toml \
-    --results "$out/results-parquet.csv" --log-format console
+    --results "$out/results-parquet.csv" --log-format console --mode both
 echo "== sandbox counters"
 .venv/bin/python -c 'import json,sys,urllib.request; print(json.dumps(json.load(urllib.request.urlopen(sys.argv[1] + "/_sandbox/stats"))))' "$url"
 echo "results in $out/"
