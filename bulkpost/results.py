@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import csv
 import fcntl
+import functools
 import io
 import os
 import time
@@ -36,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 
@@ -73,15 +74,15 @@ def _one_line(text: str) -> str:
     return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
 
 
-_clock: list[Any] = [-1, ""]  # the last second formatted, and its text
+@functools.lru_cache(maxsize=1)
+def _utc_text(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def now_text() -> str:
-    """The current UTC time to the second, as written in ``updated_at``."""
-    second = int(time.time())
-    if second != _clock[0]:
-        _clock[:] = [second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
-    return str(_clock[1])
+    """The current UTC time to the second, as written in ``updated_at`` (formatted once a
+    second: every row writes it twice)."""
+    return _utc_text(int(time.time()))
 
 
 _NEEDS_QUOTES = frozenset(',"\r\n')
@@ -215,7 +216,6 @@ class ResultsLog:
         without building an outcome; quoted lines go through the csv module.
         """
         codes, width = _CODES_BY_TEXT, len(HEADER)
-        status, hashes, keys, offsets = self._status, self._hash, self._key, self._offset
         for raw in handle:
             if not raw.endswith(b"\n"):
                 # A torn last line from a crash: cut it off before appending.
@@ -244,14 +244,7 @@ class ResultsLog:
             except (ValueError, KeyError):
                 self.torn_lines += 1
             else:
-                if row >= len(status):
-                    self._set(row, code, content_hash, fields[1], offset)  # grows the arrays
-                elif row > 0:
-                    key = fields[1]
-                    status[row] = code
-                    hashes[row] = content_hash
-                    keys[row] = key_digest(key) if key else 0
-                    offsets[row] = offset
+                self._set(row, code, content_hash, fields[1], offset)
             offset += len(raw)
         return offset
 
