@@ -406,16 +406,11 @@ class Sandbox:
         if problem is not None:
             self.stats.rejected += 1
             return _error(500, "MXInvalidInputException", problem)
-        activity_id = str(uuid.UUID(int=self.random.getrandbits(128), version=4))
+        activity_id = self._new_id()
         self._record(access_key, activity_id, body, arrived)
-        if fault == "mx-after":
-            return _error(500, "MXUnknownException", "An error occurred after saving")
-        if fault == "500-after":
-            return web.Response(status=500, text="Internal Server Error")
-        if fault == "reset-after":
-            return self._reset(request)
-        if fault == "hang-after":
-            await asyncio.sleep(self.slow_seconds)
+        failed = await self._after_saving(request, fault)
+        if failed is not None:
+            return failed
         return web.json_response({"Status": "Success", "Message": {"Id": activity_id}})
 
     async def _bulk(self, request: web.Request) -> web.StreamResponse:
@@ -451,12 +446,25 @@ class Sandbox:
                 answers.append({"RowNumber": number, "ActivityCreated": False,
                                 "ExceptionMessage": problem})
                 continue
-            activity_id = str(uuid.UUID(int=self.random.getrandbits(128), version=4))
+            activity_id = self._new_id()
             self._record(access_key, activity_id, body, arrived, bulk=True)
             answers.append({"RowNumber": number, "ActivityCreated": True,
                             "ProspectActivityId": activity_id})
         if fault == "bulk-partial":
             answers = answers[:len(answers) // 2]
+        failed = await self._after_saving(request, fault)
+        if failed is not None:
+            return failed
+        return web.json_response({"Response": answers})
+
+    def _new_id(self) -> str:
+        """A new activity Id, from the seeded generator (so runs can be reproduced)."""
+        return str(uuid.UUID(int=self.random.getrandbits(128), version=4))
+
+    async def _after_saving(self, request: web.Request,
+                            fault: str | None) -> web.StreamResponse | None:
+        """Play out a fault that strikes once the activities are saved: the answer to give
+        instead of the real one, or None (``hang-after`` only delays the real one)."""
         if fault == "mx-after":
             return _error(500, "MXUnknownException", "An error occurred after saving")
         if fault == "500-after":
@@ -465,7 +473,7 @@ class Sandbox:
             return self._reset(request)
         if fault == "hang-after":
             await asyncio.sleep(self.slow_seconds)
-        return web.json_response({"Response": answers})
+        return None
 
     async def _retrieve(self, request: web.Request) -> web.StreamResponse:
         """"Get Activities of a Lead": newest first, filtered by event, paged."""
