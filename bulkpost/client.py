@@ -162,13 +162,9 @@ class LeadSquaredClient:
 
         Returns the call's verdict (OK when answered item by item) and each item's outcome
         (None: not accounted for). ``by_email``: the items carry ``SearchByValue``."""
-        if by_email:
-            answer, outcomes = await self._call("POST", BULK_BY_FIELD_PATH, body=body,
-                                                params={"searchBy": "EmailAddress"},
-                                                items=items)
-        else:
-            answer, outcomes = await self._call("POST", BULK_BY_ID_PATH, body=body,
-                                                items=items)
+        path, params = ((BULK_BY_FIELD_PATH, {"searchBy": "EmailAddress"}) if by_email
+                        else (BULK_BY_ID_PATH, None))
+        answer, outcomes = await self._call("POST", path, body=body, params=params, items=items)
         return answer, outcomes or []
 
     async def retrieve_activities(self, lead_id: str, event: int, offset: int,

@@ -17,7 +17,7 @@ from bulkpost.activity import Activity, bulk_body, by_email
 from bulkpost.dispatch import JobQueue
 from bulkpost.ratelimit import parse_rate
 from bulkpost.response import Verdict, classify_bulk
-from tests.conftest import read_results, run_cli, write_csv
+from tests.conftest import CliResult, read_results, run_cli, write_csv
 
 ID = "a1b2c3d4-0000-4000-8000-000000000001"
 
@@ -253,17 +253,26 @@ def _bulk_input(tmp_path: Path, rows: int) -> tuple[Path, Path]:
     return path, mapping
 
 
+def _run_bulk(tmp_path: Path, make_sandbox: Any, rows: int, *, mode: str = "bulk",
+              rate: str = "50/1s", bulk_rate: str = "10/1s",
+              **sandbox: Any) -> tuple[CliResult, Any, dict[int, dict[str, str]]]:
+    """Run the CLI over ``_bulk_input`` against a sandbox with both limits; return the run,
+    the sandbox and the results file's rows."""
+    data, mapping = _bulk_input(tmp_path, rows)
+    server = make_sandbox(rate=rate, bulk_rate=parse_rate(bulk_rate), **sandbox)
+    results = tmp_path / "results.csv"
+    done = run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
+                   server.url, "--rate", rate, "--mode", mode, "--bulk-rate", bulk_rate,
+                   "--log-format", "json")
+    return done, server, read_results(results)
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("mode", ["bulk", "both"])
 def test_bulk_modes_post_every_row_once(tmp_path: Path, make_sandbox: Any, mode: str) -> None:
-    data, mapping = _bulk_input(tmp_path, 120)
-    server = make_sandbox(rate="20/1s", bulk_rate=parse_rate("4/1s"))
-    results = tmp_path / "results.csv"
-    done = run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
-                   server.url, "--rate", "20/1s", "--mode", mode, "--bulk-rate", "4/1s",
-                   "--log-format", "json")
+    done, server, rows = _run_bulk(tmp_path, make_sandbox, 120, mode=mode, rate="20/1s",
+                                   bulk_rate="4/1s")
     assert done.code == 1, done.stderr[-2000:]  # row 7 is rejected
-    rows = read_results(results)
     assert rows[7]["status"] == "rejected" and "does not exist" in rows[7]["error"]
     posted = {n: r for n, r in rows.items() if r["status"] == "posted"}
     assert len(posted) == 119 and len(rows) == 120
@@ -289,15 +298,9 @@ def test_bulk_modes_post_every_row_once(tmp_path: Path, make_sandbox: Any, mode:
 @pytest.mark.e2e
 def test_a_bulk_answer_that_leaves_items_out_is_reconciled_not_resent(
         tmp_path: Path, make_sandbox: Any) -> None:
-    data, mapping = _bulk_input(tmp_path, 40)
-    server = make_sandbox(rate="50/1s", bulk_rate=parse_rate("10/1s"),
-                          faults={"bulk-partial": 1.0}, seed=1)
-    results = tmp_path / "results.csv"
-    done = run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
-                   server.url, "--rate", "50/1s", "--mode", "bulk", "--bulk-rate", "10/1s",
-                   "--log-format", "json")
+    done, server, rows = _run_bulk(tmp_path, make_sandbox, 40,
+                                   faults={"bulk-partial": 1.0}, seed=1)
     assert done.code == 1, done.stderr[-2000:]
-    rows = read_results(results)
     posted = [r for r in rows.values() if r["status"] == "posted"]
     assert len(posted) == 39
     ledger = server.ledger()
@@ -377,14 +380,8 @@ def test_python_api_checks_the_bulk_options(tmp_path: Path, change: dict[str, An
 def test_a_bulk_call_failing_with_an_mx_error_after_saving_is_looked_up_not_resent(
         tmp_path: Path, make_sandbox: Any) -> None:
     """A 5xx refusal does not prove nothing was created: its rows are looked up first."""
-    data, mapping = _bulk_input(tmp_path, 30)
-    server = make_sandbox(rate="50/1s", bulk_rate=parse_rate("10/1s"),
-                          faults={"mx-after": 1.0}, seed=1)
-    results = tmp_path / "results.csv"
-    done = run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
-                   server.url, "--rate", "50/1s", "--mode", "bulk", "--bulk-rate", "10/1s",
-                   "--log-format", "json")
-    rows = read_results(results)
+    done, server, rows = _run_bulk(tmp_path, make_sandbox, 30, faults={"mx-after": 1.0},
+                                   seed=1)
     ledger = server.ledger()
     assert len(ledger) == 29  # every valid row once; row 7 refused
     posted = [r for r in rows.values() if r["status"] == "posted"]
