@@ -1,4 +1,4 @@
-"""Delivering one row: attempts under the rate limit, and reconciliation before any re-send.
+"""Delivering rows: attempts under the rate limit, and reconciliation before any re-send.
 
 Owns the life of one row from the moment a worker takes it: mark it in flight (durably),
 post it, sit out rate limiting, back off and retry what may be retried, and record the
@@ -11,6 +11,12 @@ arrive here marked to be reconciled first.
 Rows with the same content (content hash) are delivered one at a time, so that two
 identical rows can never both claim the same activity: each claims only an Id no other
 posted row with that content holds. Look-ups share the run's rate limit.
+
+In bulk mode a batch of rows goes in one bulk call under the bulk limit: all of them are
+marked in flight together, each item's outcome is taken from the answer only where the
+answer accounts for it unambiguously, and every other row (left out, contradictory, or a
+lost answer) goes on alone through the single-row path above: looked up first, sent again
+only if not found. The batch holds its rows' content locks until every row is settled.
 """
 
 from __future__ import annotations
