@@ -35,6 +35,7 @@ class Activity:
     lead: str
     body: bytes
     content_hash: str
+    event: int = 0  # the activity type's event code, as sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +143,11 @@ class RowMapper:
             if not event_text.isdigit() or not event_text.isascii() or len(event_text) > 9:
                 return invalid(m.event_column, f"event code {event_text[:40]!r} is not an "
                                                "integer of at most 9 digits")
-            body["ActivityEvent"] = int(event_text)
+            event = int(event_text)
         else:
-            body["ActivityEvent"] = m.event
+            assert m.event is not None  # the mapping has an event column or a constant
+            event = m.event
+        body["ActivityEvent"] = event
         if m.note_column:
             body["ActivityNote"] = cells[m.note_column]
         if m.datetime_column:
@@ -164,8 +167,7 @@ class RowMapper:
         if self._rules is None:
             fields = [{"SchemaName": name, "Value": cells[column]} for name, column in m.fields]
         else:
-            event = body["ActivityEvent"]
-            rules = self._rules.get(event)  # type: ignore[call-overload]
+            rules = self._rules.get(event)
             if rules is None:
                 return invalid(m.event_column or "event",
                                f"activity type {event} does not exist in the account")
@@ -181,7 +183,7 @@ class RowMapper:
         if fields:
             body["Fields"] = fields
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        return Activity(row, key, lead, data, content_hash(data))
+        return Activity(row, key, lead, data, content_hash(data), event)
 
 
 def by_email(activity: Activity) -> bool:

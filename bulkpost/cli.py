@@ -1,4 +1,4 @@
-"""The command line: ``bulkpost run``, ``bulkpost report``, ``bulkpost sandbox``.
+"""The command line: ``bulkpost run``, ``report``, ``history``, ``sandbox``…
 
 Owns parsing options (click), reading credentials from the environment, turning errors
 into messages and exit codes, and printing the run's JSON summary as the last line of
@@ -131,12 +131,20 @@ def cli() -> None:
 @click.option("--summary-json", type=click.Path(path_type=Path), default=None,
               help="Also write the final summary (counts, rate, elapsed, exit code, run id) "
                    "to this file, atomically, for schedulers.")
+@click.option("--history", "history_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None,
+              help="SQLite history of the keys posted by every run using it: rows whose key "
+                   "it holds are skipped (nightly loads of overlapping files).")
+@click.option("--on-changed", type=click.Choice(["skip", "post", "fail"]), default=None,
+              help="With --history: a row whose key was posted with other content is "
+                   "skipped (counted, warned), posted again, or made invalid  [default: skip]")
 def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: RateSpec,
         rate_margin: float | None, workers: int, dry_run: bool, resend_unknown: bool, encoding: str,
         max_attempts: int, backoff: float, timeout: float, max_rate_limited: float,
         log_format: str, log_level: str, progress: bool | None, no_preflight: bool,
         decimal_comma: bool, delimiter: str | None, mode: str, bulk_rate: RateSpec,
-        batch_size: int, summary_json: Path | None) -> None:
+        batch_size: int, summary_json: Path | None, history_path: Path | None,
+        on_changed: str | None) -> None:
     """Post every row of INPUT (CSV or Parquet) as an activity.
 
     Keys come from LSQ_ACCESS_KEY and LSQ_SECRET_KEY. Run the same command again to
@@ -149,6 +157,8 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
     run_id = new_run_id()
     try:
         mapping = load_mapping(mapping_path)
+        if on_changed is not None and history_path is None:
+            raise UsageError("--on-changed needs --history")
         credentials: Credentials | None = None
         if not dry_run or (host and access and secret):
             # A dry run sends no activity, but with keys it reads the types' schemas.
@@ -167,6 +177,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
             progress=Progress.wanted(sys.stderr) if progress is None else progress,
             preflight=not no_preflight, decimal_comma=decimal_comma, mode=mode,
             bulk_rate=bulk_rate, batch_size=batch_size, run_id=run_id,
+            history=history_path, on_changed=on_changed or "skip",
         )
         # The run allocates a few short-lived objects per row and keeps few: the imports'
         # objects are set aside, and young collections run less often (measured: about 8%
@@ -261,6 +272,78 @@ def report(results: Path, input_path: Path | None, failures: Path | None, encodi
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+
+
+@cli.group()
+def history() -> None:
+    """The --history database: seed it from results files, see what it holds."""
+
+
+@history.command("import")
+@click.argument("results_files", metavar="RESULTS...", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--history", "history_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The history database (created if missing).")
+def history_import(results_files: tuple[Path, ...], history_path: Path) -> None:
+    """Seed the history from existing results files.
+
+    Posted rows become posted keys (key column, else content hash); rows that may have
+    been created (unknown, failed) are marked to be looked up before a run sends them.
+    """
+    from bulkpost.history import import_results
+
+    try:
+        done = import_results(history_path, results_files, new_run_id())
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    for path, counts in done:
+        click.echo(f"{path}: {counts['posted']:,} posted, {counts['sending']:,} to look up, "
+                   f"{counts['released']:,} refused, {counts['ignored']:,} ignored", err=True)
+    _emit({"history": str(history_path),
+           "imported": [{"results": str(path), **counts} for path, counts in done]})
+
+
+@history.command("stats")
+@click.option("--history", "history_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The history database.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@click.option("--runs", default=5, show_default=True, type=click.IntRange(0, 1000),
+              help="How many of the latest runs to list.")
+def history_stats(history_path: Path, as_json: bool, runs: int) -> None:
+    """What the history holds: keys by state and event code, runs, size on disk."""
+    from bulkpost.history import History
+
+    try:
+        store = History(history_path).open(lock=False)  # readable while a run writes
+        try:
+            stats = store.stats(runs)
+        finally:
+            store.close()
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if as_json:
+        _emit(stats)
+        return
+    lines = [f"{stats['history']}: {stats['keys']:,} keys, {stats['bytes'] / 1e6:,.1f} MB",
+             f"  posted   {stats['posted']:>12,}",
+             f"  sending  {stats['sending']:>12,}  (a run stopped before knowing: the next "
+             "run looks them up)",
+             f"  from {stats['first'] or '-'} to {stats['last'] or '-'}, {stats['runs']:,} runs"]
+    if stats["by_event_code"]:
+        lines.append("posted keys by event code:")
+        lines += [f"  {'?' if e['event_code'] is None else e['event_code']:>9}  {e['keys']:>12,}"
+                  for e in stats["by_event_code"]]
+    if stats["recent_runs"]:
+        lines.append("latest runs:")
+        for r in stats["recent_runs"]:
+            ended = (f"exit {r['exit_code']}, {r['posted'] or 0:,} posted, "
+                     f"{r['skipped'] or 0:,} skipped" if r["finished"] else "did not finish")
+            lines.append(f"  {r['run_id']}  {r['started']}  {ended}  {r['input']}")
+    click.echo("\n".join(lines))
 
 
 @cli.command()

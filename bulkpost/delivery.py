@@ -10,7 +10,9 @@ arrive here marked to be reconciled first.
 
 Rows with the same content (content hash) are delivered one at a time, so that two
 identical rows can never both claim the same activity: each claims only an Id no other
-posted row with that content holds. Look-ups share the run's rate limit.
+posted row with that content holds (in the results file, and in the history when there is
+one). Look-ups share the run's rate limit. With ``--history`` a row's key is claimed there
+with its in-flight mark, made posted with its Id, and released when the row is refused.
 
 In bulk mode a batch of rows goes in one bulk call under the bulk limit: all of them are
 marked in flight together, each item's outcome is taken from the answer only where the
@@ -44,6 +46,7 @@ from tenacity import (
 from bulkpost.activity import Activity, bulk_body, by_email
 from bulkpost.client import LeadSquaredClient
 from bulkpost.errors import AbortRun, BulkpostError
+from bulkpost.history import History
 from bulkpost.ratelimit import RateLimit
 from bulkpost.reconcile import SendWindow, fingerprint, parse_activities, pick
 from bulkpost.response import Classified, Verdict
@@ -153,13 +156,15 @@ class Courier:
 
     def __init__(self, settings: DeliverySettings, limit: RateLimit, client: LeadSquaredClient,
                  results: ResultsLog | None, stopping: asyncio.Event,
-                 stop: Callable[[BulkpostError], None]) -> None:
+                 stop: Callable[[BulkpostError], None], history: History | None = None
+                 ) -> None:
         self.settings = settings
         self.tally = Tally()
         self.on_wire: set[asyncio.Task[Any]] = set()
         self._limit = limit
         self._client = client
         self._results = results  # None: look-ups only (``bulkpost check``)
+        self._history = history  # --history: keys claimed, posted and released there too
         self._stopping = stopping
         self._stop = stop
         self._locks = KeyedLocks()
@@ -264,6 +269,8 @@ class Courier:
         async def mark_in_flight() -> None:
             # After the rate-limit slot, right before sending: a crash leaves unknown only
             # the rows that may really be on the wire.
+            if self._history is not None:
+                self._history.sending(item, item.event)  # committed with the mark
             await self._log.mark_in_flight(item.row, item.key, item.content_hash,
                                                attempts=flight.attempts)
             flight.marked = True
@@ -367,6 +374,8 @@ class Courier:
             if not lead_id:
                 raise LookupFailed("the lead found by e-mail has no ProspectID")
         claimed = self._log.claimed_ids(item.content_hash)
+        if self._history is not None:  # and those of other runs, other inputs
+            claimed |= {key_digest(i) for i in self._history.claimed_ids(item.content_hash)}
         offset = 0
         while True:
             document = await self.lookup(
@@ -485,6 +494,8 @@ class Courier:
         async def mark_in_flight() -> None:
             now = datetime.now(UTC)
             for flight, item in zip(flights, items, strict=True):
+                if self._history is not None:
+                    self._history.sending(item, item.event)  # committed with the marks
                 self._log.record(RowOutcome(item.row, item.key, Status.UNKNOWN,
                                             error=IN_FLIGHT_NOTE, attempts=flight.attempts,
                                             content_hash=item.content_hash))
@@ -544,6 +555,11 @@ class Courier:
             item.row, item.key, status, activity_id=activity_id,
             http_status=last.http_status if last else None, error_type=error_type,
             error=error, attempts=flight.attempts, content_hash=item.content_hash))
+        if self._history is not None:
+            if status is Status.POSTED:
+                self._history.posted(item, activity_id, item.event)
+            elif status is Status.REJECTED:
+                self._history.released(item)
         flight.status = status
         return status
 

@@ -31,8 +31,16 @@ class InputError(UsageError):
     """The input file cannot be read at all (exit 2); bad rows are not this."""
 
 
-class ResultsLocked(UsageError):
+class Locked(UsageError):
+    """Another run holds a file this run needs (exit 2)."""
+
+
+class ResultsLocked(Locked):
     """Another run holds the results file (exit 2)."""
+
+
+class HistoryLocked(Locked):
+    """Another run holds the history database (exit 2)."""
 
 
 class AbortRun(BulkpostError):

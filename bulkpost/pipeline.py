@@ -36,6 +36,7 @@ from bulkpost.client import Credentials, LeadSquaredClient
 from bulkpost.delivery import BACKOFF_CAP, Courier, DeliverySettings, Job, Stopped, Tally
 from bulkpost.dispatch import JobQueue
 from bulkpost.errors import AbortRun, BulkpostError, MappingError, ResultsWriteError, UsageError
+from bulkpost.history import Earlier, History
 from bulkpost.mapping import Mapping, check_columns
 from bulkpost.preflight import event_codes, run_preflight
 from bulkpost.progress import Progress
@@ -84,8 +85,17 @@ class RunOptions:
     mode: str = "single"  # single | bulk | both: which calls create activities
     bulk_rate: RateSpec = field(default_factory=lambda: RateSpec(1, 5.0))
     batch_size: int = 25  # activities per bulk call (1..25)
+    history: Path | None = None  # keys posted by earlier runs, across inputs (SQLite)
+    on_changed: str = "skip"  # skip | post | fail: a key posted before, with other content
 
     def __post_init__(self) -> None:
+        if self.on_changed not in ("skip", "post", "fail"):
+            raise UsageError(f"on_changed {self.on_changed!r}: expected skip, post or fail")
+        if self.history is not None:
+            self.history = Path(self.history)
+            if self.history.resolve() == Path(self.results).resolve():
+                raise UsageError(f"{self.history}: the history and the results file must be "
+                                 "two files")
         if self.mode not in ("single", "bulk", "both"):
             raise UsageError(f"mode {self.mode!r}: expected single, bulk or both")
         if not 1 <= self.batch_size <= 25:
@@ -126,7 +136,8 @@ class Summary:
 
     rows: int = 0
     posted: int = 0
-    skipped: int = 0
+    skipped: int = 0  # posted earlier: by an earlier run, or under the same key (--history)
+    changed: int = 0  # --history: keys posted before with other content (see --on-changed)
     failed: int = 0
     rejected: int = 0
     invalid: int = 0
@@ -144,6 +155,7 @@ class Summary:
     aborted: str = ""
     results: str = ""
     run_id: str = ""
+    history: str = ""
 
     def count(self, status: Status, rows: int = 1) -> None:
         name = status.value
@@ -189,8 +201,10 @@ class Summary:
             data["problems"] = self.problems
         else:
             # Rows read but not finished when the run stopped (they resume next time).
-            data["pending"] = self.rows - sum(getattr(self, s.value) for s in Status) - (
-                self.skipped)
+            data["pending"] = self.rows - sum(getattr(self, s.value) for s in Status)
+        if self.history:
+            data["history"] = self.history
+            data["changed"] = self.changed
         if self.aborted:
             data["aborted"] = self.aborted
         return data
@@ -202,7 +216,9 @@ class Run:
     def __init__(self, options: RunOptions) -> None:
         self.options = options
         self.summary = Summary(dry_run=options.dry_run, results=str(options.results),
-                               run_id=options.run_id or new_run_id())
+                               run_id=options.run_id or new_run_id(),
+                               history=str(options.history or ""))
+        self.history: History | None = None
         self.limit = RateLimit(options.rate, options.rate_margin)
         self.bulk_limit = RateLimit(options.bulk_rate, options.rate_margin)
         self.stopping = asyncio.Event()
@@ -267,7 +283,20 @@ class Run:
                       describe(opts.input))
         source = open_source(opts.input, opts.mapping.used_columns(), encoding=opts.encoding,
                              delimiter=opts.delimiter)
-        results = ResultsLog(opts.results).open()
+        if opts.history is None:
+            return await self._execute_with(source, None)
+        history = History(opts.history, self.summary.run_id).open()
+        try:
+            if not opts.dry_run:
+                history.register(describe(opts.input), str(opts.results))
+            self.history = history
+            return await self._execute_with(source, history)
+        finally:
+            history.close()
+
+    async def _execute_with(self, source: Source, history: History | None) -> Summary:
+        opts = self.options
+        results = ResultsLog(opts.results, companion=history).open()
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
@@ -290,7 +319,8 @@ class Run:
                         lambda t: self.progress.set_total(t.result()) if not t.cancelled()
                         and t.exception() is None else None)
             finished = results.counts()
-            self.progress.resuming(finished[Status.POSTED] + finished[Status.REJECTED])
+            self.progress.resuming(finished[Status.POSTED] + finished[Status.REJECTED]
+                                   + finished[Status.SKIPPED])
             log.info("run started", input=describe(opts.input), results=str(opts.results),
                      rate=str(opts.rate), workers=opts.worker_count(), mode=opts.mode,
                      bulk_rate=str(opts.bulk_rate) if opts.mode != "single" else None,
@@ -305,7 +335,7 @@ class Run:
                     settings = DeliverySettings(opts.max_attempts, opts.backoff, opts.timeout,
                                                 opts.max_rate_limited)
                     self._courier = Courier(settings, self.limit, client, results,
-                                            self.stopping, self.stop)
+                                            self.stopping, self.stop, history)
                 try:
                     rules = await self._preflight(client)
                 except Stopped:
@@ -349,8 +379,27 @@ class Run:
             self.summary.problems = self.problems.lines()
             # What the real run would take at the configured rate (look-ups not counted).
             self.summary.estimated_s = self.summary.to_send / self.activities_per_second()
+        if history is not None:
+            self._finish_history(history)
         log.info("run finished", **self.summary.as_dict())
         return self.summary
+
+    def _finish_history(self, history: History) -> None:
+        """Commit the history's last writes and how the run ended; warn of changed keys."""
+        summary = self.summary
+        if summary.changed and self.options.on_changed == "skip":
+            log.warning("rows skipped: their key was posted before with other content; "
+                        "--on-changed post sends them, fail lists them", rows=summary.changed)
+        if self.options.dry_run:
+            return
+        try:
+            history.finish(summary.exit_code, summary.posted, summary.skipped, summary.changed)
+        except ResultsWriteError as exc:
+            # Its claims were committed before each send; only the last posted marks and the
+            # run's line are missing, and the next run repairs them from the results file.
+            log.error("history not finished", reason=str(exc))
+            if not summary.aborted:
+                summary.aborted = str(exc)
 
     async def _preflight(self, client: LeadSquaredClient | None
                          ) -> dict[int, tuple[FieldRule, ...]] | None:
@@ -415,8 +464,9 @@ class Run:
             await asyncio.gather(self._feeder, *self._workers, return_exceptions=True)
 
     # -- feeder ----------------------------------------------------------------------------
-    def _read_and_map(self, source: Source,
-                      mapper: RowMapper) -> list[Activity | InvalidRow] | None:
+    def _read_and_map(self, source: Source, mapper: RowMapper
+                      ) -> tuple[list[Activity | InvalidRow], dict[int, Earlier]] | None:
+        """The next batch, mapped, and what the history holds of its rows' keys."""
         batch = source.next_batch()
         if batch is None:
             return None
@@ -425,7 +475,10 @@ class Run:
         mapped.extend(mapper.map_batch(batch.rows, batch.columns))
         if batch.broken:  # only then are the rows out of order
             mapped.sort(key=lambda item: item.row)
-        return mapped
+        screened: dict[int, Earlier] = {}
+        if self.history is not None:
+            screened = self.history.screen([i for i in mapped if isinstance(i, Activity)])
+        return mapped, screened
 
     async def _feed(self, source: Source, results: ResultsLog,
                     queue: JobQueue[Job] | None,
@@ -434,24 +487,30 @@ class Run:
         mapper = RowMapper(opts.mapping, source.utc_columns, source.typed_columns, rules)
         summary = self.summary
         while not self.stopping.is_set():
-            items = await asyncio.to_thread(self._read_and_map, source, mapper)
+            got = await asyncio.to_thread(self._read_and_map, source, mapper)
             if queue is not None:
                 await queue.wait_for_room()  # the next batch was read and mapped meanwhile
-            if items is None:
+            if got is None:
                 if queue is not None:
                     queue.close()
                 return
+            items, screened = got
             for item in items:
                 summary.rows += 1
                 previous = results.previous(item.row)
-                action = plan_row(item, previous, opts.resend_unknown)
+                planned = plan_row(item, previous, opts.resend_unknown)
+                earlier = screened.get(item.row) if screened else None
+                action = planned if self.history is None else self._against_history(
+                    item, previous, planned, earlier, results)
+                if action is None:
+                    continue  # settled by the history
                 if action in (Action.SEND, Action.RECONCILE):
                     assert isinstance(item, Activity)
                     if queue is None:
                         summary.to_send += 1
                         self.progress.done()
                     else:
-                        queue.put(self._job(item, action, previous, results))
+                        queue.put(self._job(item, action, previous, results, earlier))
                 elif action is Action.RECORD_INVALID:
                     assert isinstance(item, InvalidRow)
                     results.record(RowOutcome(
@@ -468,22 +527,82 @@ class Run:
                     summary.count(previous.status)
                     self.progress.done(passed_over=True)
 
+    def _against_history(self, item: Activity | InvalidRow, previous: Previous | None,
+                         action: Action, earlier: Earlier | None,
+                         results: ResultsLog) -> Action | None:
+        """The row's plan, given what the history holds of its key; None: the row was
+        settled here (recorded ``skipped``, or ``invalid`` by ``--on-changed fail``)."""
+        history = self.history
+        assert history is not None
+        if action is Action.SKIP_POSTED:
+            if (isinstance(item, Activity) and previous is not None
+                    and previous.status is Status.POSTED and not self.options.dry_run
+                    and (earlier is None or not (earlier.posted or earlier.row))):
+                # Posted, says the results file, but not in the history: the run stopped
+                # before committing it, or did not use this history. Repair that.
+                outcome = results.last_outcome(item.row)
+                if outcome is not None and outcome.activity_id:
+                    history.posted(item, outcome.activity_id, item.event)
+            return action
+        if earlier is None or action not in (Action.SEND, Action.RECONCILE):
+            return action
+        assert isinstance(item, Activity)
+        if earlier.same_content:
+            if earlier.row or earlier.posted:
+                self._settle(item, results, Status.SKIPPED, "duplicate key" if earlier.row
+                             else "history", earlier.describe(),
+                             earlier.activity_id if earlier.posted else "")
+                return None
+            return Action.RECONCILE  # a run that stopped sent it: look it up first
+        self.summary.changed += 1
+        if self.options.on_changed == "post":
+            return action
+        key = f"key {item.key!r}" if item.key else "its content"
+        if self.options.on_changed == "skip":
+            self._settle(item, results, Status.SKIPPED, "changed",
+                         f"{key} was {earlier.describe()}, with other content; skipped "
+                         "(--on-changed skip)", "")
+            return None
+        column = self.options.mapping.key_column or "key"
+        reason = f"{key} was {earlier.describe()}, with other content (--on-changed fail)"
+        self._settle(item, results, Status.INVALID, column, reason, "")
+        self.problems.add(column, reason, item.row)
+        return None
+
+    def _settle(self, item: Activity, results: ResultsLog, status: Status, error_type: str,
+                error: str, activity_id: str) -> None:
+        """Record a row the feeder settles without a call, and count it."""
+        results.record(RowOutcome(item.row, item.key, status, activity_id=activity_id,
+                                  error_type=error_type, error=error,
+                                  content_hash=item.content_hash))
+        self.summary.count(status)
+        self.progress.done(passed_over=status is Status.SKIPPED)
+
     def _job(self, item: Activity, action: Action, previous: Previous | None,
-             results: ResultsLog) -> Job:
+             results: ResultsLog, earlier: Earlier | None = None) -> Job:
         if action is not Action.RECONCILE:
             return Job(item, previous.status if previous else None)
-        assert previous is not None
         window = None
-        earlier = results.last_outcome(item.row)
-        if earlier is not None and earlier.updated_at:
+        per_attempt = self.options.timeout + BACKOFF_CAP * self.options.backoff
+        outcome = results.last_outcome(item.row) if previous is not None else None
+        if outcome is not None and outcome.updated_at:
             # The earlier run's attempts ended at updated_at; each took at most a timeout
             # and a backoff.
-            last = datetime.strptime(earlier.updated_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            span = max(1, earlier.attempts) * (
-                self.options.timeout + BACKOFF_CAP * self.options.backoff)
+            last = datetime.strptime(outcome.updated_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            span = max(1, outcome.attempts) * per_attempt
             window = SendWindow.around(last - timedelta(seconds=span), last,
                                        self.options.timeout)
-        return Job(item, previous.status, reconcile_first=True, window=window)
+        if earlier is not None and not earlier.posted and not earlier.row:
+            # The history's claim: marked at ``at`` by its last attempt, of at most
+            # --max-attempts.
+            last = datetime.fromtimestamp(earlier.at, UTC)
+            span = self.options.max_attempts * per_attempt
+            theirs = SendWindow.around(last - timedelta(seconds=span), last,
+                                       self.options.timeout)
+            window = theirs if window is None else SendWindow(
+                min(window.earliest, theirs.earliest), max(window.latest, theirs.latest))
+        return Job(item, previous.status if previous else None, reconcile_first=True,
+                   window=window)
 
     # -- workers ---------------------------------------------------------------------------
     async def _work(self, queue: JobQueue[Job], courier: Courier) -> None:

@@ -13,6 +13,8 @@ a row's last line is its state. Rules:
 - the other lines are written at the end of the loop turn that recorded them and fsynced
   in groups of 64: a ``kill -9`` loses at most one turn's outcomes, whose rows are then
   ``unknown`` from their durable marks, so the next run reconciles them, never re-sends;
+- a companion store (the history, ``--history``) is committed in the same group commits,
+  after the fsync: a row's claim there is durable before its request goes out;
 - a lock file beside it keeps a second run out;
 - at the end the log is compacted, by atomic replace, to one line per row; after a failed
   write it is not (the log as written is valid, the memory of it is not).
@@ -27,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import fcntl
 import functools
 import io
 import os
@@ -37,11 +38,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
 from bulkpost.errors import ResultsLocked, ResultsWriteError, UsageError
+from bulkpost.locking import lock_beside
 from bulkpost.resume import Previous, Status, key_digest
 
 HEADER = ["row", "key", "status", "activity_id", "http_status", "error_type", "error",
@@ -68,6 +70,16 @@ class RowOutcome:
     attempts: int = 0
     content_hash: str = ""
     updated_at: str = ""
+
+
+class Companion(Protocol):
+    """A store made durable with the results file's group commits (the history)."""
+
+    def take(self) -> Any:
+        """The writes recorded so far; called on the event loop."""
+
+    def commit(self, batch: Any) -> None:
+        """Make them durable; called in a worker thread. Raises ResultsWriteError."""
 
 
 def _one_line(text: str) -> str:
@@ -139,8 +151,9 @@ def read_outcomes(path: str | Path) -> Iterator[RowOutcome]:
 class ResultsLog:
     """The open results file of one run. Not thread-safe: use it from the event loop."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, companion: Companion | None = None) -> None:
         self.path = Path(path)
+        self._companion = companion
         self._status = array("b")
         self._hash = array("Q")
         self._key = array("Q")
@@ -161,16 +174,7 @@ class ResultsLog:
     # -- opening -----------------------------------------------------------------------
     def open(self) -> ResultsLog:
         """Lock the file, load what earlier runs recorded, and get ready to append."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        try:
-            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise ResultsLocked(f"{self.path}: another bulkpost run is using this results "
-                                f"file (lock {lock_path})") from None
-        except OSError as exc:
-            raise UsageError(f"{self.path}: cannot lock the results file: {exc.strerror}") from None
+        self._lock_fd = lock_beside(self.path, "results file", ResultsLocked)
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             self._load()
@@ -400,13 +404,14 @@ class ResultsLog:
             target = self._size
             try:
                 self._flush()
-                await asyncio.to_thread(os.fsync, self._fd)
+                batch = self._companion.take() if self._companion is not None else None
+                await asyncio.to_thread(self._make_durable, batch)
             except OSError as exc:
                 # Kept, so that the next write fails too even if nobody awaits this task.
                 self._failure = ResultsWriteError(f"{self.path}: cannot sync the results "
                                                   f"file ({exc.strerror}); stopped sending")
-            except ResultsWriteError:
-                pass  # _append kept it in _failure
+            except ResultsWriteError as exc:
+                self._failure = self._failure or exc  # _append keeps its own
             if self._failure is not None:
                 for _, waiter in self._waiters:
                     if not waiter.done():
@@ -423,6 +428,11 @@ class ResultsLog:
             self._waiters = waiting
             if not waiting:
                 return
+
+    def _make_durable(self, batch: Any) -> None:
+        os.fsync(self._fd)
+        if self._companion is not None:
+            self._companion.commit(batch)
 
     async def sync(self) -> None:
         """Return once everything recorded so far is on disk (one fsync serves many)."""

@@ -4,6 +4,7 @@ Pure functions over plain values, no I/O. The rules:
 
 - never seen: send it (or record it ``invalid``);
 - ``posted``: skip; it is never sent twice;
+- ``skipped`` (its key was in the history, or an earlier row's): skip, the same;
 - ``failed`` (retryable, attempts spent): reconcile (an attempt may have created it), then
   send if it was not created;
 - ``rejected``: send again only if the request it would send changed (content hash);
@@ -34,6 +35,7 @@ class Status(enum.Enum):
     REJECTED = "rejected"
     INVALID = "invalid"
     UNKNOWN = "unknown"
+    SKIPPED = "skipped"  # not sent: the history (--history) holds its key
 
 
 class Action(enum.Enum):
@@ -73,7 +75,7 @@ def plan_row(current: Activity | InvalidRow, previous: Previous | None,
             f"{current.key!r} here but another key in the results file; "
             "use a new --results file for a new input")
     status = previous.status if previous else None
-    if status is Status.POSTED:
+    if status is Status.POSTED or status is Status.SKIPPED:
         return Action.SKIP_POSTED
     if isinstance(current, InvalidRow):
         # An unknown row that no longer validates cannot be looked up: keep what we know.

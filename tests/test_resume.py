@@ -46,6 +46,10 @@ PLAN = [
     (previous(Status.UNKNOWN), ACTIVITY, Action.RECONCILE, Action.SEND),
     (previous(Status.UNKNOWN, OTHER_HASH), ACTIVITY, Action.RECONCILE, Action.SEND),
     (previous(Status.UNKNOWN), INVALID, Action.KEEP, Action.RECORD_INVALID),
+    # Skipped because the history held its key: as final as posted.
+    (previous(Status.SKIPPED), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (previous(Status.SKIPPED, OTHER_HASH), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (previous(Status.SKIPPED), INVALID, Action.SKIP_POSTED, Action.SKIP_POSTED),
 ]
 
 

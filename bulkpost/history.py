@@ -1,0 +1,406 @@
+"""The history: every row key that runs sharing it have posted, across runs and input files.
+
+A results file protects one input; nightly exports overlap (yesterday's file and today's
+share rows), so ``--history PATH`` keeps, in one SQLite database (stdlib ``sqlite3``, WAL
+mode), a line per row key: its state, activity Id, event code, content hash, the run that
+wrote it and when. A row's key is its ``key_column`` value; without one (or with an empty
+cell) it is the row's content hash, so identical rows are one key.
+
+The rules, enforced with the results file's own durability:
+
+- before a row's create request is sent, its key is in the history as *sending*, committed
+  with the same group commit that puts the row's ``unknown`` line on disk; when the answer
+  says created, the key becomes *posted* with the activity Id; refused, the claim is dropped;
+- a later run (any input, any results file) skips a key that is *posted* (the row is
+  ``skipped``); a key left *sending* by a run that stopped is looked up first, as an
+  ``unknown`` row is, and sent only if it was not created;
+- a key whose content changed since it was posted is handled by ``--on-changed``:
+  ``skip`` (the default, counted and warned about), ``post`` (a new activity) or ``fail``
+  (the row is ``invalid``, naming the key column);
+- two rows of one input with the same key: the first is the key's row, the later ones are
+  ``skipped`` (same content) or handled by ``--on-changed`` (other content);
+- the database is locked by a run (a lock file beside it): a second run refuses, exit 2.
+
+Commits are made from the results file's sync thread; reads for a batch of rows from the
+feeder's thread; one lock serialises them on the one connection. Keys of this run are
+remembered in a temporary table, so memory stays flat whatever the input size.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bulkpost.activity import Activity
+from bulkpost.errors import HistoryLocked, ResultsWriteError, UsageError
+from bulkpost.locking import lock_beside
+from bulkpost.results import read_outcomes
+from bulkpost.resume import Status
+
+SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL UNIQUE,
+    started INTEGER NOT NULL,
+    finished INTEGER,
+    input TEXT NOT NULL DEFAULT '',
+    results TEXT NOT NULL DEFAULT '',
+    exit_code INTEGER,
+    posted INTEGER,
+    skipped INTEGER,
+    changed INTEGER
+);
+CREATE TABLE IF NOT EXISTS keys (
+    key TEXT PRIMARY KEY,
+    state INTEGER NOT NULL,            -- 1 posted, 0 sending: a run sent it, outcome unknown
+    activity_id TEXT NOT NULL,
+    event_code INTEGER,                -- NULL when imported from a results file
+    content_hash INTEGER NOT NULL,     -- the row's 64-bit content hash, signed
+    run INTEGER NOT NULL,              -- runs.id of the run that wrote the line
+    at INTEGER NOT NULL                -- when, in Unix seconds (UTC)
+) WITHOUT ROWID;
+-- Activities held by posted keys, by content: a look-up must not claim another key's.
+CREATE INDEX IF NOT EXISTS keys_by_content ON keys (content_hash) WHERE state = 1;
+"""
+_CHUNK = 500  # keys per IN (...) query: well under SQLite's variable limit
+
+_SENDING = """INSERT INTO keys (key, state, activity_id, event_code, content_hash, run, at)
+VALUES (?, 0, '', ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET state = 0, event_code = excluded.event_code,
+    content_hash = excluded.content_hash, run = excluded.run, at = excluded.at"""
+_POSTED = """INSERT INTO keys (key, state, activity_id, event_code, content_hash, run, at)
+VALUES (?, 1, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET state = 1, activity_id = excluded.activity_id,
+    event_code = coalesce(excluded.event_code, keys.event_code),
+    content_hash = excluded.content_hash, run = excluded.run, at = excluded.at"""
+# A claim is dropped only if it is still this run's and never held an activity.
+_RELEASED = "DELETE FROM keys WHERE key = ? AND state = 0 AND activity_id = '' AND run = ?"
+# An imported "may have been created" never overrides what the history knows.
+_IMPORT_SENDING = """INSERT INTO keys (key, state, activity_id, event_code, content_hash, run, at)
+VALUES (?, 0, '', NULL, ?, ?, ?) ON CONFLICT (key) DO NOTHING"""
+
+
+def history_key(item: Activity) -> str:
+    """The row's key in the history: its key column's value, else its content hash."""
+    return item.key or item.content_hash
+
+
+def _signed(content_hash: str) -> int:
+    value = int(content_hash, 16) if content_hash else 0
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _hex(value: int) -> str:
+    return f"{value & ((1 << 64) - 1):016x}"
+
+
+def utc_text(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """What the history, or an earlier row of this input, holds for a row's key."""
+
+    posted: bool  # False: sent by a run that stopped before knowing (look it up first)
+    same_content: bool
+    activity_id: str = ""
+    run_id: str = ""
+    at: int = 0
+    row: int = 0  # non-zero: the earlier row of this input that has the key
+
+    def describe(self) -> str:
+        if self.row:
+            return f"row {self.row} of this input has the same key"
+        what = "posted" if self.posted else "sent (outcome unknown)"
+        held = f" as activity {self.activity_id}" if self.activity_id and self.posted else ""
+        return f"{what}{held} by run {self.run_id} at {utc_text(self.at)}"
+
+
+class History:
+    """An open history database, for one run or one command. Use :meth:`open`."""
+
+    def __init__(self, path: str | Path, run_id: str = "") -> None:
+        self.path = Path(path)
+        self.run_id = run_id
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._lock_fd = -1
+        self._run = 0  # runs.id of this run; 0 until registered
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+
+    # -- opening and closing -------------------------------------------------------------
+    def open(self, *, lock: bool = True) -> History:
+        """Open (creating it if need be); ``lock``: keep other runs out while open."""
+        if lock:
+            self._lock_fd = lock_beside(self.path, "history database", HistoryLocked)
+        try:
+            self._db = self._connect(self.path)
+            with self._lock:
+                self._db.executescript(_SCHEMA)
+                version = self._db.execute(
+                    "SELECT value FROM meta WHERE name = 'schema'").fetchone()
+                if version is None:
+                    self._db.execute("INSERT INTO meta VALUES ('schema', ?)",
+                                     (SCHEMA_VERSION,))
+                elif version[0] != SCHEMA_VERSION:
+                    raise UsageError(f"{self.path}: history schema {version[0]}, this bulkpost "
+                                     f"reads schema {SCHEMA_VERSION}: upgrade bulkpost")
+                self._db.execute("""CREATE TEMP TABLE IF NOT EXISTS seen (
+                    key TEXT PRIMARY KEY, row INTEGER NOT NULL, content_hash INTEGER NOT NULL
+                ) WITHOUT ROWID""")
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise UsageError(f"{self.path}: not a usable history database ({exc})") from None
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        """A connection in WAL mode with durable commits, shared by our threads under
+        :attr:`_lock` (transactions are begun and committed explicitly)."""
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")  # a commit is on disk when it returns
+        db.execute("PRAGMA cache_size = -32768")  # 32 MiB of pages
+        db.execute("PRAGMA temp_store = FILE")
+        return db
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "the history is not open"
+        return self._db
+
+    def register(self, input_text: str, results: str) -> None:
+        """Record this run's start (the run id must be unique to the database)."""
+        with self._lock:
+            cursor = self.db.execute(
+                "INSERT INTO runs (run_id, started, input, results) VALUES (?, ?, ?, ?)",
+                (self.run_id, int(time.time()), input_text, results))
+            self._run = cursor.lastrowid or 0
+
+    def finish(self, exit_code: int, posted: int, skipped: int, changed: int) -> None:
+        """Commit what is pending and record how the run ended."""
+        if not self._run:
+            return
+        self.commit(self.take())
+        with self._lock:
+            self.db.execute(
+                "UPDATE runs SET finished = ?, exit_code = ?, posted = ?, skipped = ?, "
+                "changed = ? WHERE id = ?",
+                (int(time.time()), exit_code, posted, skipped, changed, self._run))
+
+    def close(self) -> None:
+        if self._db is not None:
+            with self._lock:
+                self._db.close()
+            self._db = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # -- a run's writes: buffered on the event loop, committed with the results file ------
+    def sending(self, item: Activity, event: int | None) -> None:
+        """The row's create request is about to go out (committed before it does)."""
+        self._pending.append((_SENDING, (history_key(item), event,
+                                         _signed(item.content_hash), self._run,
+                                         int(time.time()))))
+
+    def posted(self, item: Activity, activity_id: str, event: int | None) -> None:
+        self._pending.append((_POSTED, (history_key(item), activity_id, event,
+                                        _signed(item.content_hash), self._run,
+                                        int(time.time()))))
+
+    def released(self, item: Activity) -> None:
+        """The request was refused: nothing was created, the key is free again."""
+        self._pending.append((_RELEASED, (history_key(item), self._run)))
+
+    def take(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """The writes recorded so far (on the event loop), for :meth:`commit`."""
+        batch, self._pending = self._pending, []
+        return batch
+
+    def commit(self, batch: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        """Make ``batch`` durable, in one transaction (called from a worker thread)."""
+        if not batch:
+            return
+        try:
+            with self._lock:
+                db = self.db
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement, parameters in batch:
+                        db.execute(statement, parameters)
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise ResultsWriteError(f"{self.path}: cannot write the history ({exc}); "
+                                    "stopped sending") from None
+
+    # -- reads ---------------------------------------------------------------------------
+    def screen(self, items: Sequence[Activity]) -> dict[int, Earlier]:
+        """For each row (by number) whose key an earlier row of this input or the history
+        holds: what it holds. Rows are taken in order; each key's first row is remembered.
+        Called from the feeder's thread, a batch at a time."""
+        found: dict[int, Earlier] = {}
+        if not items:
+            return found
+        keys = [history_key(item) for item in items]
+        with self._lock:
+            db = self.db
+            seen = dict(self._rows_in(db, "SELECT key, row, content_hash FROM temp.seen "
+                                          "WHERE key IN ({})", keys, pair=True))
+            stored = {key: rest for key, *rest in self._rows_in(
+                db, "SELECT k.key, k.state, k.activity_id, k.content_hash, r.run_id, k.at "
+                    "FROM keys k LEFT JOIN runs r ON r.id = k.run WHERE k.key IN ({})", keys)}
+            fresh: list[tuple[str, int, int]] = []
+            for item, key in zip(items, keys, strict=True):
+                content = _signed(item.content_hash)
+                earlier_row = seen.get(key)
+                if earlier_row is not None:
+                    row, earlier_content = earlier_row
+                    found[item.row] = Earlier(posted=False, same_content=content ==
+                                              earlier_content, row=row)
+                    continue
+                seen[key] = (item.row, content)
+                fresh.append((key, item.row, content))
+                entry = stored.get(key)
+                if entry is not None:
+                    state, activity_id, stored_content, run_id, at = entry
+                    found[item.row] = Earlier(
+                        posted=state == 1, same_content=content == stored_content,
+                        activity_id=activity_id, run_id=run_id or "?", at=at)
+            db.executemany("INSERT OR IGNORE INTO temp.seen VALUES (?, ?, ?)", fresh)
+        return found
+
+    @staticmethod
+    def _rows_in(db: sqlite3.Connection, query: str, keys: Sequence[str],
+                 pair: bool = False) -> Iterator[Any]:
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _CHUNK):
+            chunk = unique[start:start + _CHUNK]
+            cursor = db.execute(query.format(",".join("?" * len(chunk))), chunk)
+            for record in cursor:
+                yield (record[0], (record[1], record[2])) if pair else record
+
+    def claimed_ids(self, content_hash: str) -> set[str]:
+        """Activity Ids that posted keys with this content hold."""
+        with self._lock:
+            cursor = self.db.execute(
+                "SELECT activity_id FROM keys WHERE content_hash = ? AND state = 1",
+                (_signed(content_hash),))
+            return {activity_id for (activity_id,) in cursor if activity_id}
+
+    def lookup(self, key: str) -> dict[str, Any] | None:
+        """One key's line, for people and tests."""
+        with self._lock:
+            record = self.db.execute(
+                "SELECT k.state, k.activity_id, k.event_code, k.content_hash, r.run_id, k.at "
+                "FROM keys k LEFT JOIN runs r ON r.id = k.run WHERE k.key = ?",
+                (key,)).fetchone()
+        if record is None:
+            return None
+        state, activity_id, event, content, run_id, at = record
+        return {"key": key, "state": "posted" if state == 1 else "sending",
+                "activity_id": activity_id, "event_code": event, "content_hash": _hex(content),
+                "run_id": run_id, "at": utc_text(at)}
+
+    def stats(self, recent_runs: int = 5) -> dict[str, Any]:
+        """What the history holds: keys by state and event code, its runs, its size."""
+        with self._lock:
+            db = self.db
+            states = dict(db.execute("SELECT state, count(*) FROM keys GROUP BY state"))
+            first, last = db.execute("SELECT min(at), max(at) FROM keys").fetchone()
+            events = db.execute(
+                "SELECT event_code, count(*) AS n FROM keys WHERE state = 1 "
+                "GROUP BY event_code ORDER BY n DESC LIMIT 10").fetchall()
+            runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+            recent = db.execute(
+                "SELECT run_id, started, finished, input, exit_code, posted, skipped, changed "
+                "FROM runs ORDER BY id DESC LIMIT ?", (recent_runs,)).fetchall()
+        size = sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal"))
+                   if os.path.exists(p))
+        return {
+            "history": str(self.path), "bytes": size,
+            "keys": states.get(1, 0) + states.get(0, 0), "posted": states.get(1, 0),
+            "sending": states.get(0, 0), "first": utc_text(first), "last": utc_text(last),
+            "by_event_code": [{"event_code": code, "keys": n} for code, n in events],
+            "runs": runs,
+            "recent_runs": [
+                {"run_id": run_id, "started": utc_text(started), "finished": utc_text(finished),
+                 "input": input_text, "exit_code": code, "posted": posted, "skipped": skipped,
+                 "changed": changed}
+                for run_id, started, finished, input_text, code, posted, skipped, changed
+                in recent],
+        }
+
+    # -- seeding from results files ------------------------------------------------------
+    def import_results(self, path: str | Path) -> dict[str, int]:
+        """Seed the history from a results file: its posted rows become posted keys; rows
+        that may have been created (``unknown``, ``failed``) become *sending*, so the next run
+        looks them up first. In file order, so a log that was not compacted reads right.
+        What the history already holds as posted is kept."""
+        counts = {"posted": 0, "sending": 0, "released": 0, "ignored": 0}
+        self.register("", str(path))
+        batch: list[tuple[str, tuple[Any, ...]]] = []
+        for outcome in read_outcomes(path):
+            key = outcome.key or outcome.content_hash
+            if not key:
+                counts["ignored"] += 1
+                continue
+            at = _parse_time(outcome.updated_at)
+            content = _signed(outcome.content_hash)
+            if len(batch) >= 10_000:
+                self.commit(batch)
+                batch = []
+            if outcome.status is Status.POSTED and outcome.activity_id:
+                batch.append((_POSTED, (key, outcome.activity_id, None, content, self._run, at)))
+                counts["posted"] += 1
+            elif outcome.status in (Status.UNKNOWN, Status.FAILED):
+                batch.append((_IMPORT_SENDING, (key, content, self._run, at)))
+                counts["sending"] += 1
+            elif outcome.status is Status.REJECTED:
+                batch.append((_RELEASED, (key, self._run)))
+                counts["released"] += 1
+            else:  # invalid, skipped (its key is in some history already)
+                counts["ignored"] += 1
+        self.commit(batch)
+        self.finish(0, counts["posted"], 0, 0)
+        return counts
+
+
+def _parse_time(text: str) -> int:
+    try:
+        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return int(time.time())
+
+
+def import_results(history: Path, results: Iterable[Path], run_id: str
+                   ) -> list[tuple[Path, dict[str, int]]]:
+    """``bulkpost history import``: every results file into the history, one run each."""
+    done = []
+    for index, path in enumerate(results):
+        store = History(history, f"import-{run_id}-{index + 1}").open()
+        try:
+            done.append((path, store.import_results(path)))
+        finally:
+            store.close()
+    return done

@@ -1,0 +1,439 @@
+"""The history (--history): keys posted across runs and files, nightly loads, import, stats."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulkpost.activity import Activity
+from bulkpost.errors import HistoryLocked, ResultsWriteError, UsageError
+from bulkpost.history import History, history_key, import_results
+from bulkpost.results import ResultsLog, RowOutcome
+from bulkpost.resume import Status
+from tests.conftest import ROOT, cli_command, cli_env, read_results, run_cli, write_csv
+
+MAPPING = """
+[activity]
+event = 201
+lead_id_column = "lead"
+note_column = "note"
+datetime_column = "when"
+key_column = "order"
+
+[fields]
+mx_Custom_1 = "order"
+mx_Custom_2 = "amount"
+"""
+HEADER = ["order", "lead", "note", "when", "amount"]
+
+
+def _lead(n: int) -> str:
+    return str(uuid.UUID(int=(n % 13 + 1) * 0x9E3779B97F4A7C15F39CC0605CEDC834 % 2**128,
+                         version=4))
+
+
+def _row(n: int, amount: str = "") -> list[str]:
+    return [f"ORD-{n:05d}", _lead(n), f"order {n} shipped", f"2025-06-{n % 28 + 1:02d} 10:00:00",
+            amount or f"{n}.50"]
+
+
+def _night(path: Path, numbers: list[int], changed: dict[int, str] | None = None) -> Path:
+    changed = changed or {}
+    return write_csv(path, HEADER, [_row(n, changed.get(n, "")) for n in numbers])
+
+
+def _activity(row: int, key: str, content_hash: str, event: int = 201) -> Activity:
+    return Activity(row, key, _lead(row), b"{}", content_hash, event)
+
+
+# -- the database on its own ---------------------------------------------------------------
+def test_a_new_history_is_sqlite_in_wal_mode_and_locked_while_open(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    history = History(path, "run-1").open()
+    try:
+        assert history.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        with pytest.raises(HistoryLocked, match="another bulkpost run is using this history"):
+            History(path, "run-2").open()
+    finally:
+        history.close()
+    History(path, "run-3").open().close()  # released on close
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone() == ("1",)
+
+
+def test_claims_become_posted_or_are_released(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.db", "run-1").open()
+    history.register("in.csv", "r.csv")
+    a, b, c = (_activity(n, f"K{n}", f"{n:016x}") for n in (1, 2, 3))
+    for item in (a, b, c):
+        history.sending(item, item.event)
+    history.commit(history.take())
+    assert history.lookup("K1") == {"key": "K1", "state": "sending", "activity_id": "",
+                                    "event_code": 201, "content_hash": f"{1:016x}",
+                                    "run_id": "run-1", "at": history.lookup("K1")["at"]}
+    history.posted(a, "id-a", 201)
+    history.released(b)
+    history.commit(history.take())
+    assert history.lookup("K1")["state"] == "posted"  # type: ignore[index]
+    assert history.lookup("K1")["activity_id"] == "id-a"  # type: ignore[index]
+    assert history.lookup("K2") is None  # refused: the key is free again
+    assert history.lookup("K3")["state"] == "sending"  # type: ignore[index]
+    # A posted key is never released, and sending it again (--on-changed post) keeps the
+    # Id it holds until the new one is known.
+    history.released(a)
+    history.sending(a, 201)
+    history.released(a)
+    history.commit(history.take())
+    assert history.lookup("K1")["activity_id"] == "id-a"  # type: ignore[index]
+    assert history.claimed_ids(f"{1:016x}") == set()  # not posted while being re-sent
+    history.posted(a, "id-a2", 201)
+    history.commit(history.take())
+    assert history.claimed_ids(f"{1:016x}") == {"id-a2"}
+    history.finish(0, 1, 0, 0)
+    history.close()
+
+
+def test_screening_finds_keys_of_earlier_runs_and_of_earlier_rows(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    first = History(path, "night-1").open()
+    first.register("n1.csv", "r1.csv")
+    first.posted(_activity(1, "K1", "aa" * 8), "id-1", 201)
+    first.sending(_activity(2, "K2", "bb" * 8), 201)
+    first.finish(1, 1, 0, 0)
+    first.close()
+
+    history = History(path, "night-2").open()
+    items = [_activity(1, "K1", "aa" * 8), _activity(2, "K2", "cc" * 8),
+             _activity(3, "K3", "dd" * 8), _activity(4, "K3", "dd" * 8),
+             _activity(5, "K3", "ee" * 8)]
+    found = history.screen(items)
+    assert found[1].posted and found[1].same_content and found[1].activity_id == "id-1"
+    assert found[1].run_id == "night-1"
+    assert not found[2].posted and not found[2].same_content
+    assert 3 not in found
+    assert found[4].row == 3 and found[4].same_content
+    assert found[5].row == 3 and not found[5].same_content
+    # The next batch still knows this input's keys.
+    later = history.screen([_activity(9, "K3", "dd" * 8), _activity(10, "K1", "aa" * 8)])
+    assert later[9].row == 3 and later[10].row == 1
+    assert "row 3 of this input" in later[9].describe()
+    assert "posted as activity id-1 by run night-1" in found[1].describe()
+    history.close()
+
+
+def test_without_a_key_column_the_content_hash_is_the_key() -> None:
+    assert history_key(_activity(1, "", "ab" * 8)) == "ab" * 8
+    assert history_key(_activity(1, "K1", "ab" * 8)) == "K1"
+
+
+def test_a_newer_schema_or_another_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    History(path).open().close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE name = 'schema'")
+    with pytest.raises(UsageError, match="history schema 99"):
+        History(path).open()
+    other = tmp_path / "not.db"
+    other.write_text("order,lead\n" * 100)
+    with pytest.raises(UsageError, match="not a usable history database"):
+        History(other).open()
+
+
+def test_a_failed_commit_is_a_write_error(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.db", "run-1").open()
+    history.register("in.csv", "r.csv")
+    history.db.execute("DROP TABLE keys")  # any SQLite error on commit
+    history.sending(_activity(1, "K1", "aa" * 8), 201)
+    with pytest.raises(ResultsWriteError, match="cannot write the history"):
+        history.commit(history.take())
+    history.close()
+
+
+def _results_file(path: Path, outcomes: list[RowOutcome]) -> Path:
+    log = ResultsLog(path).open()
+    for outcome in outcomes:
+        log.record(outcome)
+    log.close()
+    return path
+
+
+def test_import_seeds_posted_keys_and_marks_maybe_created_ones(tmp_path: Path) -> None:
+    results = _results_file(tmp_path / "r.csv", [
+        RowOutcome(1, "K1", Status.UNKNOWN, content_hash="01" * 8),
+        RowOutcome(1, "K1", Status.POSTED, activity_id="id-1", content_hash="01" * 8),
+        RowOutcome(2, "K2", Status.UNKNOWN, content_hash="02" * 8),
+        RowOutcome(3, "K3", Status.REJECTED, content_hash="03" * 8),
+        RowOutcome(4, "", Status.POSTED, activity_id="id-4", content_hash="04" * 8),
+        RowOutcome(5, "K5", Status.INVALID, content_hash="05" * 8),
+        RowOutcome(6, "K6", Status.FAILED, content_hash="06" * 8,
+                   updated_at="2026-01-02T03:04:05Z"),
+    ])
+    path = tmp_path / "h.db"
+    [(_, counts)] = import_results(path, [results], "t")
+    assert counts == {"posted": 2, "sending": 3, "released": 1, "ignored": 1}
+    history = History(path).open()
+    assert history.lookup("K1")["state"] == "posted"  # type: ignore[index]
+    assert history.lookup("04" * 8)["activity_id"] == "id-4"  # type: ignore[index]
+    assert history.lookup("K2")["state"] == "sending"  # type: ignore[index]
+    assert history.lookup("K6")["at"] == "2026-01-02T03:04:05Z"  # type: ignore[index]
+    assert history.lookup("K3") is None and history.lookup("K5") is None
+    history.close()
+    # Importing again changes nothing; an "unknown" never overrides a posted key.
+    later = _results_file(tmp_path / "r2.csv", [
+        RowOutcome(1, "K1", Status.UNKNOWN, content_hash="01" * 8)])
+    import_results(path, [results, later], "t2")
+    history = History(path).open()
+    stats = history.stats()
+    assert (stats["keys"], stats["posted"], stats["sending"]) == (4, 2, 2)
+    assert stats["runs"] == 3 and stats["recent_runs"][0]["run_id"] == "import-t2-2"
+    history.close()
+
+
+# -- runs against the sandbox ----------------------------------------------------------------
+def _ledger_orders(server: Any) -> Counter[str]:
+    return Counter(entry["Fields"]["mx_Custom_1"] for entry in server.ledger())
+
+
+def _args(data: Path, mapping: Path, results: Path, history: Path, url: str,
+          *extra: str) -> tuple[str | Path, ...]:
+    return ("run", data, "--mapping", mapping, "--results", results, "--history", history,
+            "--host", url, "--rate", "100/1s", "--timeout", "2", "--backoff", "0.05",
+            "--log-format", "json", *extra)
+
+
+def _kill_when(process: subprocess.Popen[str], server: Any, created: int) -> None:
+    """SIGKILL the run once the sandbox has created ``created`` activities in all."""
+    deadline = time.monotonic() + 60
+    while len(server.ledger()) < created and process.poll() is None:
+        assert time.monotonic() < deadline, "the run created too little"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("order", ["rerun-first", "next-night-first"])
+def test_three_nights_post_every_distinct_key_exactly_once(tmp_path: Path, make_sandbox: Any,
+                                                           order: str) -> None:
+    """Three nightly files that overlap; night 2 is killed halfway (requests on the wire)
+    and re-run with the same command, before or after night 3 ran with its own results
+    file. Every distinct key reaches the ledger exactly once."""
+    server = make_sandbox(rate="100/1s", latency=(0.1, 0.4),
+                          faults={"500-after": 0.04, "reset-after": 0.04}, seed=11)
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    history = tmp_path / "history.db"
+    nights = {
+        1: list(range(1, 81)),
+        2: list(range(41, 161)),
+        3: [*range(121, 201), *range(1, 21)],  # overlaps night 2, and night 1 again
+    }
+    files = {n: _night(tmp_path / f"night-{n}.csv", rows) for n, rows in nights.items()}
+    results = {n: tmp_path / f"results-{n}.csv" for n in nights}
+
+    def night(n: int, *extra: str) -> dict[str, Any]:
+        done = run_cli(*_args(files[n], mapping, results[n], history, server.url, *extra))
+        assert done.code == 0, done.stderr[-3000:]
+        return done.summary
+
+    first = night(1)
+    assert first["posted"] == 80 and first["skipped"] == 0
+    # Night 2: killed once 40 new activities exist, with requests on the wire.
+    process = subprocess.Popen(cli_command(*_args(files[2], mapping, results[2], history,
+                                                   server.url)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=cli_env(), cwd=ROOT)
+    _kill_when(process, server, 80 + 40)
+    store = History(history).open()
+    in_flight = store.stats()["sending"]
+    store.close()
+    assert in_flight > 0  # killed with requests on the wire
+    if order == "rerun-first":
+        again = night(2)
+        third = night(3, "--mode", "both", "--bulk-rate", "5/1s")
+    else:
+        third = night(3, "--mode", "both", "--bulk-rate", "5/1s")
+        again = night(2)
+    ledger = _ledger_orders(server)
+    assert set(ledger) == {f"ORD-{n:05d}" for n in range(1, 201)}
+    assert max(ledger.values()) == 1, [k for k, v in ledger.items() if v > 1]
+    # Night 2's rerun skipped what night 1 posted; night 3 what nights 1 and 2 posted.
+    assert again["skipped"] >= 40 and third["skipped"] >= 20
+    for n in nights:
+        statuses = Counter(r["status"] for r in read_results(results[n]).values())
+        assert set(statuses) <= {"posted", "skipped"} and sum(statuses.values()) == len(
+            nights[n])
+    ids = {e["Fields"]["mx_Custom_1"]: e["Id"] for e in server.ledger()}
+    store = History(history).open()
+    stats = store.stats()
+    assert (stats["posted"], stats["sending"]) == (200, 0)
+    for key, activity_id in ids.items():  # the history holds each key's one activity
+        assert store.lookup(key)["activity_id"] == activity_id  # type: ignore[index]
+    store.close()
+    # Rows the kill left in flight were looked up by whichever run came next.
+    assert again["reconciled"] + third["reconciled"] > 0
+    print("three nights:", json.dumps({
+        "order": order, "in_flight_at_kill": in_flight, "faults": server.stats()["faults"],
+        **{f"night-{n}": {k: s[k] for k in ("posted", "skipped", "reconciled", "found_posted")}
+           for n, s in ((1, first), (2, again), (3, third))}}))
+
+
+@pytest.mark.e2e
+def test_changed_content_is_skipped_posted_or_failed_as_on_changed_says(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    history = tmp_path / "history.db"
+    first = run_cli(*_args(_night(tmp_path / "n1.csv", list(range(1, 11))), mapping,
+                           tmp_path / "r1.csv", history, server.url))
+    assert first.code == 0 and first.summary["posted"] == 10
+    # Tonight's export corrects the amounts of orders 3 and 4, and brings order 11.
+    tonight = _night(tmp_path / "n2.csv", list(range(1, 12)), changed={3: "9.99", 4: "1.00"})
+
+    skip = run_cli(*_args(tonight, mapping, tmp_path / "r-skip.csv", history, server.url))
+    assert skip.code == 0, skip.stderr
+    assert (skip.summary["posted"], skip.summary["skipped"], skip.summary["changed"]) == (1, 10, 2)
+    assert "other content" in skip.stderr and '"rows": 2' in skip.stderr  # the warning
+    rows = read_results(tmp_path / "r-skip.csv")
+    assert rows[3]["status"] == "skipped" and rows[3]["error_type"] == "changed"
+    assert "key 'ORD-00003' was posted as activity" in rows[3]["error"]
+
+    fail = run_cli(*_args(tonight, mapping, tmp_path / "r-fail.csv", history, server.url,
+                          "--on-changed", "fail"))
+    assert fail.code == 1 and fail.summary["invalid"] == 2 and fail.summary["skipped"] == 9
+    rows = read_results(tmp_path / "r-fail.csv")
+    assert rows[4]["status"] == "invalid" and rows[4]["error_type"] == "order"
+
+    post = run_cli(*_args(tonight, mapping, tmp_path / "r-post.csv", history, server.url,
+                          "--on-changed", "post"))
+    assert post.code == 0 and post.summary["posted"] == 2 and post.summary["changed"] == 2
+    amounts = Counter((e["Fields"]["mx_Custom_1"], e["Fields"]["mx_Custom_2"])
+                      for e in server.ledger())
+    assert amounts[("ORD-00003", "3.50")] == amounts[("ORD-00003", "9.99")] == 1
+    assert sum(_ledger_orders(server).values()) == 13
+    store = History(history).open()
+    new_id = read_results(tmp_path / "r-post.csv")[3]["activity_id"]
+    assert store.lookup("ORD-00003")["activity_id"] == new_id  # type: ignore[index]
+    store.close()
+    # And again: now that content is the posted one, nothing is sent.
+    again = run_cli(*_args(tonight, mapping, tmp_path / "r-again.csv", history, server.url,
+                           "--on-changed", "post"))
+    assert again.code == 0 and again.summary["posted"] == 0 and again.summary["changed"] == 0
+
+
+@pytest.mark.e2e
+def test_a_run_while_another_holds_the_history_refuses_with_exit_2(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    history = tmp_path / "history.db"
+    summary = tmp_path / "summary.json"
+    holder = History(history, "the-other-run").open()
+    try:
+        refused = run_cli(*_args(_night(tmp_path / "n.csv", [1, 2]), mapping,
+                                 tmp_path / "r.csv", history, server.url,
+                                 "--summary-json", str(summary)))
+    finally:
+        holder.close()
+    assert refused.code == 2
+    assert "another bulkpost run is using this history database" in refused.stderr
+    assert json.loads(summary.read_text())["exit_code"] == 2
+    assert server.create_calls() == 0
+    # The results file was not taken either: the same command now runs.
+    assert run_cli(*_args(tmp_path / "n.csv", mapping, tmp_path / "r.csv", history,
+                          server.url)).code == 0
+
+
+@pytest.mark.e2e
+def test_history_import_and_stats_then_a_run_skips_what_was_posted(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    before = tmp_path / "before.csv"
+    # Posted before histories existed: a plain run with its results file.
+    plain = run_cli("run", _night(tmp_path / "old.csv", list(range(1, 31))), "--mapping",
+                    mapping, "--results", before, "--host", server.url, "--rate", "100/1s")
+    assert plain.code == 0
+    history = tmp_path / "history.db"
+    imported = run_cli("history", "import", before, "--history", history)
+    assert imported.code == 0, imported.stderr
+    assert imported.summary["imported"][0]["posted"] == 30
+    assert "30 posted, 0 to look up" in imported.stderr
+
+    tonight = run_cli(*_args(_night(tmp_path / "new.csv", list(range(21, 41))), mapping,
+                             tmp_path / "r.csv", history, server.url))
+    assert tonight.code == 0
+    assert (tonight.summary["skipped"], tonight.summary["posted"]) == (10, 10)
+    assert max(_ledger_orders(server).values()) == 1
+
+    stats = run_cli("history", "stats", "--history", history, "--json")
+    assert stats.code == 0
+    data = stats.summary
+    assert (data["keys"], data["posted"], data["sending"], data["runs"]) == (40, 40, 0, 2)
+    assert data["by_event_code"] == [{"event_code": None, "keys": 30},  # imported
+                                     {"event_code": 201, "keys": 10}]
+    assert data["recent_runs"][0]["posted"] == 10 and data["recent_runs"][0]["exit_code"] == 0
+    assert data["bytes"] > 0
+    text = run_cli("history", "stats", "--history", history)
+    assert "40 keys" in text.stdout and "posted" in text.stdout and "latest runs" in text.stdout
+    missing = run_cli("history", "stats", "--history", tmp_path / "nope.db")
+    assert missing.code == 2
+
+
+@pytest.mark.e2e
+def test_without_a_key_column_identical_content_is_posted_once(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING.replace('key_column = "order"\n', ""))
+    history = tmp_path / "history.db"
+    first = run_cli(*_args(_night(tmp_path / "a.csv", [1, 2, 3, 3, 4]), mapping,
+                           tmp_path / "ra.csv", history, server.url))
+    assert first.code == 0
+    assert (first.summary["posted"], first.summary["skipped"]) == (4, 1)
+    assert read_results(tmp_path / "ra.csv")[4]["error_type"] == "duplicate key"
+    second = run_cli(*_args(_night(tmp_path / "b.csv", [3, 4, 5]), mapping,
+                            tmp_path / "rb.csv", history, server.url))
+    assert (second.summary["posted"], second.summary["skipped"]) == (1, 2)
+    assert Counter(_ledger_orders(server).values()) == Counter({1: 5})
+
+
+@pytest.mark.e2e
+def test_a_resumed_run_repairs_the_history_and_a_dry_run_writes_none(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    data = _night(tmp_path / "n.csv", list(range(1, 21)))
+    results = tmp_path / "r.csv"
+    history = tmp_path / "history.db"
+    plain = run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
+                    server.url, "--rate", "100/1s")
+    assert plain.code == 0
+    # The same command with a history (as after a run that stopped before its last
+    # commit): every row is skipped from the results file, and the history learns them.
+    again = run_cli(*_args(data, mapping, results, history, server.url))
+    assert again.code == 0 and again.summary["skipped"] == 20
+    store = History(history).open()
+    assert store.stats()["posted"] == 20
+    store.close()
+    dry = run_cli(*_args(_night(tmp_path / "m.csv", list(range(11, 31))), mapping,
+                         tmp_path / "rd.csv", history, server.url, "--dry-run"))
+    assert dry.code == 0
+    assert (dry.summary["to_send"], dry.summary["skipped"]) == (10, 10)
+    store = History(history).open()
+    assert store.stats()["runs"] == 1  # the dry run left no trace
+    store.close()
+    assert server.create_calls() == 20
