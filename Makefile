@@ -19,7 +19,7 @@ demo: install
 	bash samples/demo.sh
 
 lint: install
-	$(BIN)/ruff check bulkpost tests samples
+	$(BIN)/ruff check bulkpost tests samples docs
 	$(BIN)/mypy
 
 test: lint

@@ -6,7 +6,14 @@ CLI). This module only re-exports the public names.
 """
 
 from bulkpost.api import run, run_async
-from bulkpost.errors import AbortRun, BulkpostError, InputError, MappingError, UsageError
+from bulkpost.errors import (
+    AbortRun,
+    BulkpostError,
+    InputError,
+    Locked,
+    MappingError,
+    UsageError,
+)
 from bulkpost.pipeline import Summary
 
 __version__ = "0.1.0"
@@ -15,6 +22,7 @@ __all__ = [
     "AbortRun",
     "BulkpostError",
     "InputError",
+    "Locked",
     "MappingError",
     "Summary",
     "UsageError",

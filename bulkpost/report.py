@@ -78,6 +78,12 @@ def latest_outcomes(path: str | Path) -> dict[int, RowOutcome]:
     return latest
 
 
+_SKIPPED_LABELS = {
+    "changed": "its key was posted before with other content (--on-changed skip)",
+    "duplicate key": "an earlier row of the input has the same key",
+}
+
+
 def build_report(path: str | Path) -> Report:
     latest = latest_outcomes(path)
     counts = dict.fromkeys(Status, 0)
@@ -86,7 +92,14 @@ def build_report(path: str | Path) -> Report:
     for row in sorted(latest):
         outcome = latest[row]
         counts[outcome.status] += 1
-        if outcome.status is not Status.POSTED and outcome.error:
+        if outcome.status is Status.SKIPPED:
+            # Posted earlier (the history): not a problem, unless its content changed or
+            # another row of the input had its key; those are counted under one label.
+            if outcome.error_type in _SKIPPED_LABELS:
+                label = f"skipped: [{outcome.error_type}] {_SKIPPED_LABELS[outcome.error_type]}"
+                errors[label] += 1
+                first.setdefault(label, row)
+        elif outcome.status is not Status.POSTED and outcome.error:
             label = f"{outcome.status.value}: "
             if outcome.error_type:
                 label += f"[{outcome.error_type}] "
@@ -99,14 +112,15 @@ def build_report(path: str | Path) -> Report:
 
 def export_failures(results: str | Path, input_path: str | Path, out: str | Path, *,
                     encoding: str = "utf-8", delimiter: str | None = None) -> int:
-    """Write the input rows not posted, with ``status`` and ``error``; return how many."""
+    """Write the input rows not posted, with ``status`` and ``error``; return how many.
+    Rows ``skipped`` because their key was posted earlier are not among them."""
     latest = latest_outcomes(results)
 
     def not_posted(row: int) -> tuple[str, str] | None:
         outcome = latest.get(row)
         if outcome is None:
             return ("pending", "not processed yet: run the same command again to resume")
-        if outcome.status is Status.POSTED:
+        if outcome.status is Status.POSTED or outcome.status is Status.SKIPPED:
             return None
         return (outcome.status.value, outcome.error)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from bulkpost.history import History
 from bulkpost.ratelimit import parse_rate
 from tests.conftest import ROOT, cli_command, cli_env, read_results, read_results_log, run_cli
 
@@ -82,10 +83,12 @@ def _input_content(row: tuple[str, ...]) -> tuple[str, ...]:
 SEEDS = [7, 2026, *map(int, os.environ.get("BULKPOST_MATRIX_SEEDS", "").split())]
 
 
-@pytest.mark.parametrize("mode", ["single", "bulk", "both"])
+@pytest.mark.parametrize("mode", ["single", "bulk", "both", "both+history"])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
                                              seed: int, mode: str) -> None:
+    # "+history": the same with --history, whose claims ride on the results file's commits.
+    mode, _, with_history = mode.partition("+")
     rng = random.Random(seed)
     data = tmp_path / "in.csv"
     contents = _input(data, 300, seed)
@@ -101,7 +104,8 @@ def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
     args = ("run", data, "--mapping", mapping, "--results", results, "--host", server.url,
             "--rate", RATE, "--timeout", "1", "--backoff", "0.05", "--max-attempts", "8",
             "--log-format", "json", "--mode", mode, "--bulk-rate", BULK_RATE,
-            "--batch-size", "5")
+            "--batch-size", "5",
+            *(("--history", str(tmp_path / "history.db")) if with_history else ()))
     kills = 0
     for _ in range(4):
         process = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE,
@@ -134,6 +138,12 @@ def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
                "unknown_before_final_run": unknown_before,
                "final_run": {k: summary[k] for k in ("reconciled", "found_posted", "retries",
                                                      "rate_limited", "posted", "skipped")}}
+    if with_history:  # every key posted there, with the activity the results file holds
+        store = History(tmp_path / "history.db").open()
+        assert store.stats()["posted"] == 300 and store.stats()["sending"] == 0
+        assert all(store.lookup(r["key"])["activity_id"] == r["activity_id"]  # type: ignore[index]
+                   for r in rows.values())
+        store.close()
     print("fault matrix:", json.dumps(figures))
     assert all(stats["faults"][kind] > 0 for kind in faults)
     if mode != "single":

@@ -1,0 +1,85 @@
+"""Airflow recipe: each night's export into LeadSquared, one task, through bulkpost's Python
+API. Copy it into your DAGs folder and set the paths; recipe: docs/NIGHTLY.md.
+
+The task's outcome follows what a person, or a retry, can do about it:
+
+- every row posted, or skipped because an earlier night posted its key: success; the run's
+  summary is the task's return value (XCom);
+- rows refused (rejected, invalid): ``AirflowFailException``, failed without retries, with
+  the report; a rerun would not change them, a person must;
+- bad configuration (mapping, keys' format, input): ``AirflowFailException`` too;
+- stopped (quota spent, network, signal), rows that may still be posted (failed, unknown),
+  or another run holding the files: an ordinary exception, so Airflow retries the task,
+  and the retry resumes the same results file.
+
+Keys come from the worker's environment (``LSQ_HOST``, ``LSQ_ACCESS_KEY``,
+``LSQ_SECRET_KEY``), e.g. from an Airflow connection exported by your deployment.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import bulkpost
+from bulkpost.report import build_report
+
+try:
+    from airflow import DAG
+    from airflow.exceptions import AirflowFailException
+    from airflow.operators.python import PythonOperator
+except ImportError:  # outside Airflow (the recipe's tests): the task's function alone
+    DAG = None
+
+    class AirflowFailException(Exception):  # type: ignore[no-redef]
+        """Airflow's "fail now, do not retry"."""
+
+
+STATE_DIR = Path(os.environ.get("BULKPOST_STATE_DIR", "/var/lib/bulkpost"))
+
+
+class RunAgain(RuntimeError):
+    """A later attempt can finish the job: Airflow retries the task, which resumes."""
+
+
+def load_export(export: str, mapping: str, state_dir: str | Path = STATE_DIR,
+                **options: Any) -> dict[str, Any]:
+    """Post one export; return the run's summary. ``options`` go to :func:`bulkpost.run`
+    (``rate``, ``mode``, ``on_changed``, and ``host``/keys when not in the environment)."""
+    state = Path(state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    results = state / f"results-{Path(export).stem}.csv"  # the same night resumes it
+    try:
+        summary = bulkpost.run(export, mapping, results, history=state / "history.db",
+                               progress=False, **options)
+    except bulkpost.Locked as exc:  # the previous attempt, or night, is still running
+        raise RunAgain(str(exc)) from None
+    except bulkpost.UsageError as exc:  # mapping, input or settings: a person must fix it
+        raise AirflowFailException(str(exc)) from None
+    data = summary.as_dict()
+    if summary.aborted or summary.failed or summary.unknown:
+        raise RunAgain(f"not finished ({summary.aborted or 'rows left to retry'}): {data}")
+    if summary.exit_code != 0:
+        raise AirflowFailException(f"rows not posted: {data}\n{build_report(results).render()}")
+    return data
+
+
+if DAG is not None:
+    with DAG(
+        dag_id="bulkpost_nightly",
+        schedule="15 2 * * *",
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,  # one night at a time: they share the history
+        default_args={"retries": 4, "retry_delay": timedelta(minutes=15),
+                      "retry_exponential_backoff": True},
+    ):
+        PythonOperator(
+            task_id="load_activities",
+            python_callable=load_export,
+            op_kwargs={"export": "/data/exports/activities-{{ ds }}.csv",
+                       "mapping": "/etc/bulkpost/mapping.toml"},
+            execution_timeout=timedelta(hours=20),
+        )

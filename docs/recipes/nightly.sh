@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# bulkpost nightly load, for cron: post tonight's export, skipping every key an earlier
+# night posted (--history), and act on the exit code. Recipe: docs/NIGHTLY.md.
+#
+#   15 2 * * *  EXPORT=/data/exports/activities-$(date +\%F).csv /opt/bulkpost/nightly.sh >>/var/log/bulkpost/nightly.log 2>&1
+#
+# Settings (environment): EXPORT and MAPPING are required; LSQ_HOST, LSQ_ACCESS_KEY and
+# LSQ_SECRET_KEY as for any run. Optional: STATE_DIR (results, summaries, the history),
+# RETRIES and RETRY_DELAY (seconds) for runs that can finish later, NOTIFY (a command run
+# with the subject as its argument and the details on stdin), BULKPOST (the CLI) and
+# BULKPOST_ARGS (more run options, e.g. "--rate 100/5s --mode both").
+#
+# Exit codes, as bulkpost's: 0 done; 1 rows need a person (rejected or invalid: see the
+# report); 2 refused before any request (configuration, or another run holds the files);
+# 3 stopped, and still stopped after RETRIES resumes.
+set -uo pipefail
+
+: "${EXPORT:?EXPORT: the export to load tonight}"
+: "${MAPPING:?MAPPING: the mapping file}"
+STATE_DIR=${STATE_DIR:-/var/lib/bulkpost}
+RETRIES=${RETRIES:-3}
+RETRY_DELAY=${RETRY_DELAY:-900}
+BULKPOST=${BULKPOST:-bulkpost}
+
+name=$(basename "$EXPORT")
+name=${name%.*}
+# One results file per export: running the same night again resumes it.
+results="$STATE_DIR/results-$name.csv"
+summary="$STATE_DIR/summary-$name.json"
+mkdir -p "$STATE_DIR"
+
+alert() {  # alert SUBJECT; details on stdin
+    if [ -n "${NOTIFY:-}" ]; then
+        $NOTIFY "$1"
+    else
+        echo "bulkpost nightly: $1" >&2
+        cat >&2
+    fi
+}
+
+# How many rows a later run may still post (failed: retries spent; unknown: to look up).
+retryable() {
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s.get("failed",0)+s.get("unknown",0))' "$summary"
+}
+
+attempt=1
+while :; do
+    "$BULKPOST" run "$EXPORT" --mapping "$MAPPING" --results "$results" \
+        --history "$STATE_DIR/history.db" --summary-json "$summary" \
+        --log-format json --no-progress ${BULKPOST_ARGS:-}
+    code=$?
+    case $code in
+        0)  exit 0 ;;
+        1)  if [ "$(retryable)" -eq 0 ]; then
+                # Rejected or invalid rows: a rerun would not change them; a person must.
+                "$BULKPOST" report "$results" --input "$EXPORT" \
+                    --failures "$STATE_DIR/to-fix-$name.csv" 2>&1 |
+                    alert "$name: rows not posted; fix them in $STATE_DIR/to-fix-$name.csv"
+                exit 1
+            fi ;;
+        2)  alert "$name: refused before any request (exit 2)" < "$summary"
+            exit 2 ;;
+        *)  ;;  # 3: stopped (quota, network, signal): a later run resumes
+    esac
+    if [ "$attempt" -gt "$RETRIES" ]; then
+        alert "$name: not finished after $attempt runs (exit $code)" < "$summary"
+        exit "$code"
+    fi
+    echo "bulkpost nightly: exit $code; resuming in ${RETRY_DELAY}s (retry $attempt of $RETRIES)" >&2
+    attempt=$((attempt + 1))
+    sleep "$RETRY_DELAY"
+done

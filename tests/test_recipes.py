@@ -1,0 +1,194 @@
+"""The scheduler recipes of docs/NIGHTLY.md, run as written against the sandbox: the cron
+script and the Airflow task's function, with what each exit code triggers."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from bulkpost.history import History
+from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
+from tests.conftest import ROOT, SECRET, cli_env, read_results, write_csv
+from tests.test_history import HEADER, MAPPING, _row
+
+pytestmark = pytest.mark.e2e
+
+RECIPES = ROOT / "docs" / "recipes"
+NO_LEAD = "00000000-0000-4000-8000-000000000000"  # the sandbox refuses this lead
+
+
+def _export(path: Path, numbers: list[int], refused: tuple[int, ...] = ()) -> Path:
+    rows = [_row(n) for n in numbers]
+    for row in rows:
+        if int(row[0][4:]) in refused:
+            row[1] = NO_LEAD
+    return write_csv(path, HEADER, rows)
+
+
+def _orders(server: Any) -> Counter[str]:
+    return Counter(entry["Fields"]["mx_Custom_1"] for entry in server.ledger())
+
+
+# -- cron ------------------------------------------------------------------------------------
+def _nightly(tmp_path: Path, export: Path, url: str, **env: str) -> subprocess.CompletedProcess[str]:
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    notify = tmp_path / "notify.sh"
+    notify.write_text('#!/bin/sh\n{ echo "SUBJECT: $1"; cat; } >> "$(dirname "$0")/alerts"\n')
+    notify.chmod(0o755)
+    settings = {"EXPORT": str(export), "MAPPING": str(mapping),
+                "STATE_DIR": str(tmp_path / "state"), "LSQ_HOST": url, "RETRIES": "2",
+                "RETRY_DELAY": "0", "NOTIFY": str(notify),
+                "BULKPOST": str(Path(sys.executable).with_name("bulkpost")),
+                "BULKPOST_ARGS": "--rate 100/1s --backoff 0.05", **env}
+    done = subprocess.run(["bash", str(RECIPES / "nightly.sh")], capture_output=True,
+                          text=True, timeout=180, env=cli_env(**settings), cwd=tmp_path,
+                          check=False)
+    assert SECRET not in done.stdout + done.stderr
+    return done
+
+
+def _alerts(tmp_path: Path) -> str:
+    path = tmp_path / "alerts"
+    return path.read_text() if path.exists() else ""
+
+
+def test_cron_nights_overlap_and_each_key_is_posted_once(tmp_path: Path,
+                                                         make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    first = _nightly(tmp_path, _export(tmp_path / "activities-2026-11-25.csv",
+                                       list(range(1, 31))), server.url)
+    second = _nightly(tmp_path, _export(tmp_path / "activities-2026-11-26.csv",
+                                        list(range(21, 51))), server.url)
+    assert (first.returncode, second.returncode) == (0, 0), second.stderr[-2000:]
+    orders = _orders(server)
+    assert len(orders) == 50 and max(orders.values()) == 1
+    state = tmp_path / "state"
+    assert sorted(p.name for p in state.glob("results-*.csv")) == [
+        "results-activities-2026-11-25.csv", "results-activities-2026-11-26.csv"]
+    assert '"skipped": 10' in (state / "summary-activities-2026-11-26.json").read_text()
+    assert _alerts(tmp_path) == ""
+
+
+def test_cron_exit_1_with_refused_rows_alerts_with_the_rows_to_fix_and_does_not_retry(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    done = _nightly(tmp_path, _export(tmp_path / "night.csv", list(range(1, 11)),
+                                      refused=(4, 7)), server.url)
+    assert done.returncode == 1
+    assert "resuming in" not in done.stderr  # no retry: a rerun would not change them
+    alerts = _alerts(tmp_path)
+    assert "SUBJECT: night: rows not posted" in alerts and "rejected" in alerts
+    fix = read_results(tmp_path / "state" / "results-night.csv")
+    assert Counter(r["status"] for r in fix.values()) == {"posted": 8, "rejected": 2}
+    to_fix = (tmp_path / "state" / "to-fix-night.csv").read_text().splitlines()
+    assert len(to_fix) == 3 and all(NO_LEAD in line for line in to_fix[1:])
+
+
+def test_cron_exit_1_with_rows_to_retry_resumes_then_alerts(tmp_path: Path,
+                                                            make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.01), faults={"500-before": 1.0})
+    done = _nightly(tmp_path, _export(tmp_path / "night.csv", [1, 2, 3]), server.url,
+                    BULKPOST_ARGS="--rate 100/1s --backoff 0.01 --max-attempts 2 "
+                                  "--no-preflight")
+    assert done.returncode == 1
+    assert done.stderr.count("resuming in") == 2  # RETRIES=2, then the alert
+    assert "SUBJECT: night: not finished after 3 runs (exit 1)" in _alerts(tmp_path)
+
+
+def test_cron_exit_2_when_another_run_holds_the_history(tmp_path: Path,
+                                                        make_sandbox: Any) -> None:
+    server = make_sandbox()
+    (tmp_path / "state").mkdir()
+    holder = History(tmp_path / "state" / "history.db").open()
+    try:
+        done = _nightly(tmp_path, _export(tmp_path / "night.csv", [1]), server.url)
+    finally:
+        holder.close()
+    assert done.returncode == 2 and "resuming in" not in done.stderr
+    alerts = _alerts(tmp_path)
+    assert "refused before any request (exit 2)" in alerts
+    assert "another bulkpost run is using this history database" in alerts
+    assert server.create_calls() == 0
+
+
+def test_cron_exit_3_resumes_up_to_retries_then_alerts(tmp_path: Path,
+                                                       make_sandbox: Any) -> None:
+    server = make_sandbox()
+    done = _nightly(tmp_path, _export(tmp_path / "night.csv", [1, 2]), server.url,
+                    LSQ_SECRET_KEY="not-the-" + DEFAULT_SECRET_KEY)
+    assert done.returncode == 3
+    assert done.stderr.count("resuming in") == 2
+    alerts = _alerts(tmp_path)
+    assert "not finished after 3 runs (exit 3)" in alerts and "401" in alerts
+    assert "not-the-" not in alerts + done.stderr  # the key, even a wrong one, never shows
+
+
+# -- Airflow ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def recipe() -> ModuleType:
+    """docs/recipes/airflow_dag.py as a DAG folder would import it (Airflow absent here)."""
+    spec = importlib.util.spec_from_file_location("airflow_dag", RECIPES / "airflow_dag.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.DAG is None
+    return module
+
+
+def _load(recipe: ModuleType, tmp_path: Path, export: Path, url: str, **options: Any) -> Any:
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    keys = {"host": url, "access_key": DEFAULT_ACCESS_KEY, "secret_key": DEFAULT_SECRET_KEY,
+            "rate": "100/1s", "backoff": 0.05}
+    return recipe.load_export(str(export), str(mapping), tmp_path / "state",
+                              **{**keys, **options})
+
+
+def test_airflow_task_succeeds_and_returns_the_summary(recipe: ModuleType, tmp_path: Path,
+                                                       make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    first = _load(recipe, tmp_path, _export(tmp_path / "a-2026-11-25.csv",
+                                            list(range(1, 21))), server.url)
+    second = _load(recipe, tmp_path, _export(tmp_path / "a-2026-11-26.csv",
+                                             list(range(11, 31))), server.url)
+    assert first["exit_code"] == second["exit_code"] == 0
+    assert (second["posted"], second["skipped"]) == (10, 10)
+    assert second["history"].endswith("history.db") and second["run_id"]
+    assert max(_orders(server).values()) == 1 and len(_orders(server)) == 30
+
+
+def test_airflow_task_fails_without_retry_on_refused_rows_and_bad_settings(
+        recipe: ModuleType, tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    export = _export(tmp_path / "night.csv", list(range(1, 6)), refused=(2,))
+    with pytest.raises(recipe.AirflowFailException, match="rows not posted") as refused:
+        _load(recipe, tmp_path, export, server.url)
+    assert "rejected" in str(refused.value) and "Lead with Id" in str(refused.value)
+    with pytest.raises(recipe.AirflowFailException, match="column"):
+        _load(recipe, tmp_path, write_csv(tmp_path / "bad.csv", ["order"], [["1"]]),
+              server.url)
+
+
+def test_airflow_task_is_retried_when_a_later_attempt_can_finish(
+        recipe: ModuleType, tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    export = _export(tmp_path / "night.csv", list(range(1, 6)))
+    with pytest.raises(recipe.RunAgain, match="401"):  # keys refused: aborted
+        _load(recipe, tmp_path, export, server.url, secret_key="wrong-" + DEFAULT_SECRET_KEY)
+    (tmp_path / "state").mkdir(exist_ok=True)
+    holder = History(tmp_path / "state" / "history.db").open()
+    try:
+        with pytest.raises(recipe.RunAgain, match="another bulkpost run"):
+            _load(recipe, tmp_path, export, server.url)
+    finally:
+        holder.close()
+    done = _load(recipe, tmp_path, export, server.url)  # the retry
+    assert done["posted"] == 5 and done["exit_code"] == 0
