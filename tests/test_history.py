@@ -77,9 +77,10 @@ def test_claims_become_posted_or_are_released(tmp_path: Path) -> None:
     for item in (a, b, c):
         history.sending(item, item.event)
     history.commit(history.take())
-    assert history.lookup("K1") == {"key": "K1", "state": "sending", "activity_id": "",
-                                    "event_code": 201, "content_hash": f"{1:016x}",
-                                    "run_id": "run-1", "at": history.lookup("K1")["at"]}
+    claim = history.lookup("K1")
+    assert claim is not None and claim == {
+        "key": "K1", "state": "sending", "activity_id": "", "event_code": 201,
+        "content_hash": f"{1:016x}", "run_id": "run-1", "at": claim["at"]}
     history.posted(a, "id-a", 201)
     history.released(b)
     history.commit(history.take())

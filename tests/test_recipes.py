@@ -37,7 +37,8 @@ def _orders(server: Any) -> Counter[str]:
 
 
 # -- cron ------------------------------------------------------------------------------------
-def _nightly(tmp_path: Path, export: Path, url: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _nightly(tmp_path: Path, export: Path, url: str,
+             **env: str) -> subprocess.CompletedProcess[str]:
     mapping = tmp_path / "mapping.toml"
     mapping.write_text(MAPPING)
     notify = tmp_path / "notify.sh"

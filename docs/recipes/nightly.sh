@@ -40,11 +40,16 @@ alert() {  # alert SUBJECT; details on stdin
 
 # How many rows a later run may still post (failed: retries spent; unknown: to look up).
 retryable() {
-    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s.get("failed",0)+s.get("unknown",0))' "$summary"
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s.get("failed",0)+s.get("unknown",0))' "$summary" 2>/dev/null || echo 1
+}
+
+details() {
+    cat "$summary" 2>/dev/null || echo "(no summary: see the log)"
 }
 
 attempt=1
 while :; do
+    rm -f "$summary"
     "$BULKPOST" run "$EXPORT" --mapping "$MAPPING" --results "$results" \
         --history "$STATE_DIR/history.db" --summary-json "$summary" \
         --log-format json --no-progress ${BULKPOST_ARGS:-}
@@ -58,12 +63,12 @@ while :; do
                     alert "$name: rows not posted; fix them in $STATE_DIR/to-fix-$name.csv"
                 exit 1
             fi ;;
-        2)  alert "$name: refused before any request (exit 2)" < "$summary"
+        2)  details | alert "$name: refused before any request (exit 2)"
             exit 2 ;;
         *)  ;;  # 3: stopped (quota, network, signal): a later run resumes
     esac
     if [ "$attempt" -gt "$RETRIES" ]; then
-        alert "$name: not finished after $attempt runs (exit $code)" < "$summary"
+        details | alert "$name: not finished after $attempt runs (exit $code)"
         exit "$code"
     fi
     echo "bulkpost nightly: exit $code; resuming in ${RETRY_DELAY}s (retry $attempt of $RETRIES)" >&2
