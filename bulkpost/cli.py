@@ -299,8 +299,9 @@ def history_import(results_files: tuple[Path, ...], history_path: Path) -> None:
         click.echo(f"bulkpost: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     for path, counts in done:
-        click.echo(f"{path}: {counts['posted']:,} posted, {counts['sending']:,} to look up, "
-                   f"{counts['released']:,} refused, {counts['ignored']:,} ignored", err=True)
+        click.echo(f"{path}: {counts['lines']:,} lines: {counts['posted']:,} keys posted, "
+                   f"{counts['to_look_up']:,} to look up first (may have been created)",
+                   err=True)
     _emit({"history": str(history_path),
            "imported": [{"results": str(path), **counts} for path, counts in done]})
 
@@ -332,6 +333,8 @@ def history_stats(history_path: Path, as_json: bool, runs: int) -> None:
              f"  posted   {stats['posted']:>12,}",
              f"  sending  {stats['sending']:>12,}  (a run stopped before knowing: the next "
              "run looks them up)",
+             f"  of the posted, being posted again with other content: "
+             f"{stats['resending']:,}",
              f"  from {stats['first'] or '-'} to {stats['last'] or '-'}, {stats['runs']:,} runs"]
     if stats["by_event_code"]:
         lines.append("posted keys by event code:")

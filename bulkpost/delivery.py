@@ -375,7 +375,8 @@ class Courier:
                 raise LookupFailed("the lead found by e-mail has no ProspectID")
         claimed = self._log.claimed_ids(item.content_hash)
         if self._history is not None:  # and those of other runs, other inputs
-            claimed |= {key_digest(i) for i in self._history.claimed_ids(item.content_hash)}
+            others = await asyncio.to_thread(self._history.claimed_ids, item.content_hash)
+            claimed |= {key_digest(activity_id) for activity_id in others}
         offset = 0
         while True:
             document = await self.lookup(

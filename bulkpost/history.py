@@ -10,15 +10,18 @@ The rules, enforced with the results file's own durability:
 
 - before a row's create request is sent, its key is in the history as *sending*, committed
   with the same group commit that puts the row's ``unknown`` line on disk; when the answer
-  says created, the key becomes *posted* with the activity Id; refused, the claim is dropped;
+  says created, the key becomes *posted* with the activity Id; refused, the claim is dropped.
+  A posted key sent again with other content (``--on-changed post``) keeps its activity and
+  notes the new content in ``resending`` until the answer;
 - a later run (any input, any results file) skips a key that is *posted* (the row is
-  ``skipped``); a key left *sending* by a run that stopped is looked up first, as an
-  ``unknown`` row is, and sent only if it was not created;
-- a key whose content changed since it was posted is handled by ``--on-changed``:
-  ``skip`` (the default, counted and warned about), ``post`` (a new activity) or ``fail``
-  (the row is ``invalid``, naming the key column);
-- two rows of one input with the same key: the first is the key's row, the later ones are
-  ``skipped`` (same content) or handled by ``--on-changed`` (other content);
+  ``skipped``); a key left *sending* by a run that stopped is looked up first when met with
+  the same content, as an ``unknown`` row is, and sent only if it was not created; met with
+  other content it is sent (that content cannot be looked up, and the key may hold nothing);
+- a key posted before with other content is handled by ``--on-changed``: ``skip`` (the
+  default, counted and warned about), ``post`` (a new activity) or ``fail`` (the row is
+  ``invalid``, naming the key column);
+- the first row of an input with a key is the key's row: later ones are ``skipped`` (same
+  content) or handled by ``--on-changed`` (other content);
 - the database is locked by a run (a lock file beside it): a second run refuses, exit 2.
 
 Commits are made from the results file's sync thread; reads for a batch of rows from the
@@ -67,25 +70,41 @@ CREATE TABLE IF NOT EXISTS keys (
     event_code INTEGER,                -- NULL when imported from a results file
     content_hash INTEGER NOT NULL,     -- the row's 64-bit content hash, signed
     run INTEGER NOT NULL,              -- runs.id of the run that wrote the line
-    at INTEGER NOT NULL                -- when, in Unix seconds (UTC)
+    at INTEGER NOT NULL,               -- when, in Unix seconds (UTC)
+    -- A posted key being posted again with other content (--on-changed post): that
+    -- content's hash and when its request went out; NULL otherwise.
+    resending INTEGER,
+    resending_at INTEGER
 ) WITHOUT ROWID;
 -- Activities held by posted keys, by content: a look-up must not claim another key's.
 CREATE INDEX IF NOT EXISTS keys_by_content ON keys (content_hash) WHERE state = 1;
 """
 _CHUNK = 500  # keys per IN (...) query: well under SQLite's variable limit
 
+# A claim: a new key is *sending*; a posted key keeps its activity and content, and notes
+# the content now being sent in ``resending``.
 _SENDING = """INSERT INTO keys (key, state, activity_id, event_code, content_hash, run, at)
 VALUES (?, 0, '', ?, ?, ?, ?)
-ON CONFLICT (key) DO UPDATE SET state = 0, event_code = excluded.event_code,
-    content_hash = excluded.content_hash, run = excluded.run, at = excluded.at"""
+ON CONFLICT (key) DO UPDATE SET
+    event_code = CASE keys.state WHEN 1 THEN keys.event_code ELSE excluded.event_code END,
+    content_hash = CASE keys.state WHEN 1 THEN keys.content_hash ELSE excluded.content_hash END,
+    run = CASE keys.state WHEN 1 THEN keys.run ELSE excluded.run END,
+    at = CASE keys.state WHEN 1 THEN keys.at ELSE excluded.at END,
+    resending = CASE keys.state WHEN 1 THEN excluded.content_hash END,
+    resending_at = CASE keys.state WHEN 1 THEN excluded.at END"""
 _POSTED = """INSERT INTO keys (key, state, activity_id, event_code, content_hash, run, at)
 VALUES (?, 1, ?, ?, ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET state = 1, activity_id = excluded.activity_id,
     event_code = coalesce(excluded.event_code, keys.event_code),
-    content_hash = excluded.content_hash, run = excluded.run, at = excluded.at"""
-# A claim is dropped only if it is still this run's and never held an activity.
-_RELEASED = "DELETE FROM keys WHERE key = ? AND state = 0 AND activity_id = '' AND run = ?"
-# An imported "may have been created" never overrides what the history knows.
+    content_hash = excluded.content_hash, run = excluded.run, at = excluded.at,
+    resending = NULL, resending_at = NULL"""
+# A refusal drops this run's claim on a new key, or the note on a posted one.
+_RELEASED = """UPDATE keys SET resending = NULL, resending_at = NULL
+WHERE key = ? AND state = 1 AND resending IS NOT NULL"""
+_RELEASED_NEW = "DELETE FROM keys WHERE key = ? AND state = 0 AND run = ?"
+# Imports never override what the history knows as posted (but a file's later lines win
+# over its earlier ones), and a "may have been created" never overrides anything.
+_IMPORT_POSTED = _POSTED + " WHERE keys.state = 0 OR keys.run = excluded.run"
 _IMPORT_SENDING = """INSERT INTO keys (key, state, activity_id, event_code, content_hash, run, at)
 VALUES (?, 0, '', NULL, ?, ?, ?) ON CONFLICT (key) DO NOTHING"""
 
@@ -122,8 +141,9 @@ class Earlier:
     row: int = 0  # non-zero: the earlier row of this input that has the key
 
     def describe(self) -> str:
+        """Where the key was, to follow "key 'K' was …"."""
         if self.row:
-            return f"row {self.row} of this input has the same key"
+            return f"in row {self.row} of this input"
         what = "posted" if self.posted else "sent (outcome unknown)"
         held = f" as activity {self.activity_id}" if self.activity_id and self.posted else ""
         return f"{what}{held} by run {self.run_id} at {utc_text(self.at)}"
@@ -186,12 +206,16 @@ class History:
         return self._db
 
     def register(self, input_text: str, results: str) -> None:
-        """Record this run's start (the run id must be unique to the database)."""
+        """Record this run's start; a run id given again (by a caller's own ids) goes on
+        as the same run."""
         with self._lock:
-            cursor = self.db.execute(
-                "INSERT INTO runs (run_id, started, input, results) VALUES (?, ?, ?, ?)",
+            self.db.execute(
+                "INSERT INTO runs (run_id, started, input, results) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET started = excluded.started, "
+                "finished = NULL, input = excluded.input, results = excluded.results",
                 (self.run_id, int(time.time()), input_text, results))
-            self._run = cursor.lastrowid or 0
+            self._run = self.db.execute("SELECT id FROM runs WHERE run_id = ?",
+                                        (self.run_id,)).fetchone()[0]
 
     def finish(self, exit_code: int, posted: int, skipped: int, changed: int) -> None:
         """Commit what is pending and record how the run ended."""
@@ -226,8 +250,10 @@ class History:
                                         int(time.time()))))
 
     def released(self, item: Activity) -> None:
-        """The request was refused: nothing was created, the key is free again."""
-        self._pending.append((_RELEASED, (history_key(item), self._run)))
+        """The request was refused: nothing was created; the claim is dropped."""
+        key = history_key(item)
+        self._pending.append((_RELEASED, (key,)))
+        self._pending.append((_RELEASED_NEW, (key, self._run)))
 
     def take(self) -> list[tuple[str, tuple[Any, ...]]]:
         """The writes recorded so far (on the event loop), for :meth:`commit`."""
@@ -240,7 +266,9 @@ class History:
             return
         try:
             with self._lock:
-                db = self.db
+                if self._db is None:  # closed under a run that was cancelled at once
+                    raise sqlite3.ProgrammingError("the history was closed")
+                db = self._db
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     for statement, parameters in batch:
@@ -268,7 +296,8 @@ class History:
             seen = dict(self._rows_in(db, "SELECT key, row, content_hash FROM temp.seen "
                                           "WHERE key IN ({})", keys, pair=True))
             stored = {key: rest for key, *rest in self._rows_in(
-                db, "SELECT k.key, k.state, k.activity_id, k.content_hash, r.run_id, k.at "
+                db, "SELECT k.key, k.state, k.activity_id, k.content_hash, r.run_id, k.at, "
+                    "k.resending, k.resending_at "
                     "FROM keys k LEFT JOIN runs r ON r.id = k.run WHERE k.key IN ({})", keys)}
             fresh: list[tuple[str, int, int]] = []
             for item, key in zip(items, keys, strict=True):
@@ -282,8 +311,14 @@ class History:
                 seen[key] = (item.row, content)
                 fresh.append((key, item.row, content))
                 entry = stored.get(key)
-                if entry is not None:
-                    state, activity_id, stored_content, run_id, at = entry
+                if entry is None:
+                    continue
+                state, activity_id, stored_content, run_id, at, resending, resending_at = entry
+                if state == 1 and resending is not None and resending == content:
+                    # This very content was being posted again when its run stopped.
+                    found[item.row] = Earlier(posted=False, same_content=True,
+                                              run_id=run_id or "?", at=resending_at)
+                else:
                     found[item.row] = Earlier(
                         posted=state == 1, same_content=content == stored_content,
                         activity_id=activity_id, run_id=run_id or "?", at=at)
@@ -312,21 +347,23 @@ class History:
         """One key's line, for people and tests."""
         with self._lock:
             record = self.db.execute(
-                "SELECT k.state, k.activity_id, k.event_code, k.content_hash, r.run_id, k.at "
-                "FROM keys k LEFT JOIN runs r ON r.id = k.run WHERE k.key = ?",
+                "SELECT k.state, k.activity_id, k.event_code, k.content_hash, r.run_id, k.at, "
+                "k.resending FROM keys k LEFT JOIN runs r ON r.id = k.run WHERE k.key = ?",
                 (key,)).fetchone()
         if record is None:
             return None
-        state, activity_id, event, content, run_id, at = record
+        state, activity_id, event, content, run_id, at, resending = record
         return {"key": key, "state": "posted" if state == 1 else "sending",
                 "activity_id": activity_id, "event_code": event, "content_hash": _hex(content),
-                "run_id": run_id, "at": utc_text(at)}
+                "run_id": run_id, "at": utc_text(at),
+                "resending": None if resending is None else _hex(resending)}
 
     def stats(self, recent_runs: int = 5) -> dict[str, Any]:
         """What the history holds: keys by state and event code, its runs, its size."""
         with self._lock:
             db = self.db
             states = dict(db.execute("SELECT state, count(*) FROM keys GROUP BY state"))
+            resending = db.execute("SELECT count(resending) FROM keys").fetchone()[0]
             first, last = db.execute("SELECT min(at), max(at) FROM keys").fetchone()
             events = db.execute(
                 "SELECT event_code, count(*) AS n FROM keys WHERE state = 1 "
@@ -340,7 +377,8 @@ class History:
         return {
             "history": str(self.path), "bytes": size,
             "keys": states.get(1, 0) + states.get(0, 0), "posted": states.get(1, 0),
-            "sending": states.get(0, 0), "first": utc_text(first), "last": utc_text(last),
+            "sending": states.get(0, 0), "resending": resending,
+            "first": utc_text(first), "last": utc_text(last),
             "by_event_code": [{"event_code": code, "keys": n} for code, n in events],
             "runs": runs,
             "recent_runs": [
@@ -356,32 +394,36 @@ class History:
         """Seed the history from a results file: its posted rows become posted keys; rows
         that may have been created (``unknown``, ``failed``) become *sending*, so the next run
         looks them up first. In file order, so a log that was not compacted reads right.
-        What the history already holds as posted is kept."""
-        counts = {"posted": 0, "sending": 0, "released": 0, "ignored": 0}
+        What the history already holds as posted is kept. Returns the lines read and the
+        keys this import made posted and *sending*."""
+        lines = ignored = 0
         self.register("", str(path))
         batch: list[tuple[str, tuple[Any, ...]]] = []
         for outcome in read_outcomes(path):
+            lines += 1
             key = outcome.key or outcome.content_hash
-            if not key:
-                counts["ignored"] += 1
-                continue
-            at = _parse_time(outcome.updated_at)
-            content = _signed(outcome.content_hash)
             if len(batch) >= 10_000:
                 self.commit(batch)
                 batch = []
-            if outcome.status is Status.POSTED and outcome.activity_id:
-                batch.append((_POSTED, (key, outcome.activity_id, None, content, self._run, at)))
-                counts["posted"] += 1
+            at = _parse_time(outcome.updated_at)
+            content = _signed(outcome.content_hash)
+            if not key:
+                ignored += 1
+            elif outcome.status is Status.POSTED and outcome.activity_id:
+                batch.append((_IMPORT_POSTED, (key, outcome.activity_id, None, content,
+                                               self._run, at)))
             elif outcome.status in (Status.UNKNOWN, Status.FAILED):
                 batch.append((_IMPORT_SENDING, (key, content, self._run, at)))
-                counts["sending"] += 1
             elif outcome.status is Status.REJECTED:
-                batch.append((_RELEASED, (key, self._run)))
-                counts["released"] += 1
+                batch.append((_RELEASED_NEW, (key, self._run)))
             else:  # invalid, skipped (its key is in some history already)
-                counts["ignored"] += 1
+                ignored += 1
         self.commit(batch)
+        with self._lock:
+            made = dict(self.db.execute(
+                "SELECT state, count(*) FROM keys WHERE run = ? GROUP BY state", (self._run,)))
+        counts = {"lines": lines, "posted": made.get(1, 0), "to_look_up": made.get(0, 0),
+                  "ignored": ignored}
         self.finish(0, counts["posted"], 0, 0)
         return counts
 

@@ -16,7 +16,8 @@ from bulkpost.errors import Locked, UsageError
 def lock_beside(path: Path, what: str, error: type[Locked]) -> int:
     """Take ``path``'s lock file (``<name>.lock``) or raise ``error``; return its descriptor,
     to be closed to release the lock."""
-    lock_path = path.with_name(path.name + ".lock")
+    real = Path(os.path.realpath(path))  # one lock whatever name or link the file has
+    lock_path = real.with_name(real.name + ".lock")
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:

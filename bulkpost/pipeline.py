@@ -531,10 +531,17 @@ class Run:
                          action: Action, earlier: Earlier | None,
                          results: ResultsLog) -> Action | None:
         """The row's plan, given what the history holds of its key; None: the row was
-        settled here (recorded ``skipped``, or ``invalid`` by ``--on-changed fail``)."""
+        settled here (``skipped``, or ``invalid`` by ``--on-changed fail``).
+
+        A row the results file has ``skipped`` is decided again: the history, this input's
+        other rows or ``--on-changed`` may say otherwise now.
+        """
         history = self.history
         assert history is not None
-        if action is Action.SKIP_POSTED:
+        again = previous is not None and previous.status is Status.SKIPPED
+        if action is Action.SKIP_POSTED and again and isinstance(item, Activity):
+            action = Action.SEND
+        elif action is Action.SKIP_POSTED:
             if (isinstance(item, Activity) and previous is not None
                     and previous.status is Status.POSTED and not self.options.dry_run
                     and (earlier is None or not (earlier.posted or earlier.row))):
@@ -547,34 +554,43 @@ class Run:
         if earlier is None or action not in (Action.SEND, Action.RECONCILE):
             return action
         assert isinstance(item, Activity)
+        key = f"key {item.key!r}" if item.key else "its content"
         if earlier.same_content:
             if earlier.row or earlier.posted:
                 self._settle(item, results, Status.SKIPPED, "duplicate key" if earlier.row
-                             else "history", earlier.describe(),
-                             earlier.activity_id if earlier.posted else "")
+                             else "history", f"{key} was {earlier.describe()}",
+                             earlier.activity_id if earlier.posted else "", again)
                 return None
             return Action.RECONCILE  # a run that stopped sent it: look it up first
+        if not earlier.posted and not earlier.row:
+            # A run that stopped sent other content under this key; whether that was
+            # created cannot be looked up (its content is not known here). The key may hold
+            # nothing yet: send this row.
+            log.info("key sent by a run that stopped, with other content: sending this row",
+                     row=item.row, run_of_the_other=earlier.run_id)
+            return action
         self.summary.changed += 1
         if self.options.on_changed == "post":
             return action
-        key = f"key {item.key!r}" if item.key else "its content"
         if self.options.on_changed == "skip":
             self._settle(item, results, Status.SKIPPED, "changed",
                          f"{key} was {earlier.describe()}, with other content; skipped "
-                         "(--on-changed skip)", "")
+                         "(--on-changed skip)", "", again)
             return None
         column = self.options.mapping.key_column or "key"
         reason = f"{key} was {earlier.describe()}, with other content (--on-changed fail)"
-        self._settle(item, results, Status.INVALID, column, reason, "")
+        self._settle(item, results, Status.INVALID, column, reason, "", False)
         self.problems.add(column, reason, item.row)
         return None
 
     def _settle(self, item: Activity, results: ResultsLog, status: Status, error_type: str,
-                error: str, activity_id: str) -> None:
-        """Record a row the feeder settles without a call, and count it."""
-        results.record(RowOutcome(item.row, item.key, status, activity_id=activity_id,
-                                  error_type=error_type, error=error,
-                                  content_hash=item.content_hash))
+                error: str, activity_id: str, recorded: bool) -> None:
+        """Count a row the feeder settles without a call, and record it unless its line
+        says so already (``recorded``) or this is a dry run (which decides nothing)."""
+        if not recorded and not (self.options.dry_run and status is Status.SKIPPED):
+            results.record(RowOutcome(item.row, item.key, status, activity_id=activity_id,
+                                      error_type=error_type, error=error,
+                                      content_hash=item.content_hash))
         self.summary.count(status)
         self.progress.done(passed_over=status is Status.SKIPPED)
 
@@ -584,7 +600,9 @@ class Run:
             return Job(item, previous.status if previous else None)
         window = None
         per_attempt = self.options.timeout + BACKOFF_CAP * self.options.backoff
-        outcome = results.last_outcome(item.row) if previous is not None else None
+        outcome = None
+        if previous is not None and previous.status in (Status.UNKNOWN, Status.FAILED):
+            outcome = results.last_outcome(item.row)
         if outcome is not None and outcome.updated_at:
             # The earlier run's attempts ended at updated_at; each took at most a timeout
             # and a backoff.

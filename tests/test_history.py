@@ -80,7 +80,7 @@ def test_claims_become_posted_or_are_released(tmp_path: Path) -> None:
     claim = history.lookup("K1")
     assert claim is not None and claim == {
         "key": "K1", "state": "sending", "activity_id": "", "event_code": 201,
-        "content_hash": f"{1:016x}", "run_id": "run-1", "at": claim["at"]}
+        "content_hash": f"{1:016x}", "run_id": "run-1", "at": claim["at"], "resending": None}
     history.posted(a, "id-a", 201)
     history.released(b)
     history.commit(history.take())
@@ -88,19 +88,35 @@ def test_claims_become_posted_or_are_released(tmp_path: Path) -> None:
     assert history.lookup("K1")["activity_id"] == "id-a"  # type: ignore[index]
     assert history.lookup("K2") is None  # refused: the key is free again
     assert history.lookup("K3")["state"] == "sending"  # type: ignore[index]
-    # A posted key is never released, and sending it again (--on-changed post) keeps the
-    # Id it holds until the new one is known.
-    history.released(a)
-    history.sending(a, 201)
-    history.released(a)
+    # Posting a key again with other content (--on-changed post): its activity and content
+    # stay posted, and claimed, while the new content is on the wire.
+    changed = _activity(1, "K1", f"{11:016x}")
+    history.sending(changed, 201)
     history.commit(history.take())
-    assert history.lookup("K1")["activity_id"] == "id-a"  # type: ignore[index]
-    assert history.claimed_ids(f"{1:016x}") == set()  # not posted while being re-sent
-    history.posted(a, "id-a2", 201)
+    entry = history.lookup("K1")
+    assert entry is not None and (entry["state"], entry["activity_id"], entry["content_hash"],
+                                  entry["resending"]) == ("posted", "id-a", f"{1:016x}",
+                                                          f"{11:016x}")
+    assert history.claimed_ids(f"{1:016x}") == {"id-a"}
+    history.released(changed)  # refused: the note goes, the posting stays
     history.commit(history.take())
-    assert history.claimed_ids(f"{1:016x}") == {"id-a2"}
+    entry = history.lookup("K1")
+    assert entry is not None and (entry["activity_id"], entry["resending"]) == ("id-a", None)
+    history.sending(changed, 201)
+    history.posted(changed, "id-a2", 201)  # created: the key holds the new activity
+    history.commit(history.take())
+    entry = history.lookup("K1")
+    assert entry is not None and (entry["activity_id"], entry["content_hash"],
+                                  entry["resending"]) == ("id-a2", f"{11:016x}", None)
+    assert history.claimed_ids(f"{11:016x}") == {"id-a2"}
+    assert history.claimed_ids(f"{1:016x}") == set()
     history.finish(0, 1, 0, 0)
     history.close()
+    # A caller's own run id, given again (a retried task), goes on as the same run.
+    again = History(tmp_path / "h.db", "run-1").open()
+    again.register("in.csv", "r.csv")
+    assert again.stats()["runs"] == 1 and again.stats()["recent_runs"][0]["finished"] == ""
+    again.close()
 
 
 def test_screening_finds_keys_of_earlier_runs_and_of_earlier_rows(tmp_path: Path) -> None:
@@ -109,6 +125,8 @@ def test_screening_finds_keys_of_earlier_runs_and_of_earlier_rows(tmp_path: Path
     first.register("n1.csv", "r1.csv")
     first.posted(_activity(1, "K1", "aa" * 8), "id-1", 201)
     first.sending(_activity(2, "K2", "bb" * 8), 201)
+    first.posted(_activity(6, "K6", "66" * 8), "id-6", 201)
+    first.sending(_activity(6, "K6", "67" * 8), 201)  # posted again, then killed
     first.finish(1, 1, 0, 0)
     first.close()
 
@@ -123,6 +141,9 @@ def test_screening_finds_keys_of_earlier_runs_and_of_earlier_rows(tmp_path: Path
     assert 3 not in found
     assert found[4].row == 3 and found[4].same_content
     assert found[5].row == 3 and not found[5].same_content
+    again = history.screen([_activity(6, "K6", "67" * 8), _activity(7, "K6", "66" * 8)])
+    assert not again[6].posted and again[6].same_content  # look it up first
+    assert again[7].row == 6  # the input's first row of the key decides
     # The next batch still knows this input's keys.
     later = history.screen([_activity(9, "K3", "dd" * 8), _activity(10, "K1", "aa" * 8)])
     assert later[9].row == 3 and later[10].row == 1
@@ -180,7 +201,7 @@ def test_import_seeds_posted_keys_and_marks_maybe_created_ones(tmp_path: Path) -
     ])
     path = tmp_path / "h.db"
     [(_, counts)] = import_results(path, [results], "t")
-    assert counts == {"posted": 2, "sending": 3, "released": 1, "ignored": 1}
+    assert counts == {"lines": 7, "posted": 2, "to_look_up": 2, "ignored": 1}
     history = History(path).open()
     assert history.lookup("K1")["state"] == "posted"  # type: ignore[index]
     assert history.lookup("04" * 8)["activity_id"] == "id-4"  # type: ignore[index]
@@ -188,13 +209,17 @@ def test_import_seeds_posted_keys_and_marks_maybe_created_ones(tmp_path: Path) -
     assert history.lookup("K6")["at"] == "2026-01-02T03:04:05Z"  # type: ignore[index]
     assert history.lookup("K3") is None and history.lookup("K5") is None
     history.close()
-    # Importing again changes nothing; an "unknown" never overrides a posted key.
+    # Importing again changes nothing; an older file never overrides a posted key, nor does
+    # an "unknown".
     later = _results_file(tmp_path / "r2.csv", [
-        RowOutcome(1, "K1", Status.UNKNOWN, content_hash="01" * 8)])
-    import_results(path, [results, later], "t2")
+        RowOutcome(1, "K1", Status.UNKNOWN, content_hash="01" * 8),
+        RowOutcome(2, "04" * 8, Status.POSTED, activity_id="id-old", content_hash="04" * 8)])
+    again = import_results(path, [results, later], "t2")
+    assert [c["posted"] for _, c in again] == [0, 0]
     history = History(path).open()
     stats = history.stats()
     assert (stats["keys"], stats["posted"], stats["sending"]) == (4, 2, 2)
+    assert history.lookup("04" * 8)["activity_id"] == "id-4"  # type: ignore[index]
     assert stats["runs"] == 3 and stats["recent_runs"][0]["run_id"] == "import-t2-2"
     history.close()
 
@@ -249,8 +274,9 @@ def test_three_nights_post_every_distinct_key_exactly_once(tmp_path: Path, make_
     first = night(1)
     assert first["posted"] == 80 and first["skipped"] == 0
     # Night 2: killed once 40 new activities exist, with requests on the wire.
+    both = ("--mode", "both", "--bulk-rate", "5/1s", "--batch-size", "10")
     process = subprocess.Popen(cli_command(*_args(files[2], mapping, results[2], history,
-                                                   server.url)),
+                                                   server.url, *both)),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=cli_env(), cwd=ROOT)
     _kill_when(process, server, 80 + 40)
@@ -259,16 +285,21 @@ def test_three_nights_post_every_distinct_key_exactly_once(tmp_path: Path, make_
     store.close()
     assert in_flight > 0  # killed with requests on the wire
     if order == "rerun-first":
-        again = night(2)
-        third = night(3, "--mode", "both", "--bulk-rate", "5/1s")
+        again = night(2, *both)
+        third = night(3)
     else:
-        third = night(3, "--mode", "both", "--bulk-rate", "5/1s")
-        again = night(2)
+        third = night(3)
+        again = night(2, *both)
     ledger = _ledger_orders(server)
     assert set(ledger) == {f"ORD-{n:05d}" for n in range(1, 201)}
     assert max(ledger.values()) == 1, [k for k, v in ledger.items() if v > 1]
-    # Night 2's rerun skipped what night 1 posted; night 3 what nights 1 and 2 posted.
+    # Each night's rows are posted or skipped, and skipped at least where the nights
+    # before it had finished: night 2 skips night 1's keys, night 3 night 1's (1-20).
+    for summary, n in ((first, 1), (again, 2), (third, 3)):
+        assert summary["posted"] + summary["skipped"] == len(nights[n])
     assert again["skipped"] >= 40 and third["skipped"] >= 20
+    if order == "rerun-first":
+        assert (third["posted"], third["skipped"]) == (40, 60)
     for n in nights:
         statuses = Counter(r["status"] for r in read_results(results[n]).values())
         assert set(statuses) <= {"posted", "skipped"} and sum(statuses.values()) == len(
@@ -304,7 +335,10 @@ def test_changed_content_is_skipped_posted_or_failed_as_on_changed_says(
     skip = run_cli(*_args(tonight, mapping, tmp_path / "r-skip.csv", history, server.url))
     assert skip.code == 0, skip.stderr
     assert (skip.summary["posted"], skip.summary["skipped"], skip.summary["changed"]) == (1, 10, 2)
-    assert "other content" in skip.stderr and '"rows": 2' in skip.stderr  # the warning
+    warnings = [line for line in map(json.loads, skip.stderr.splitlines())
+                if line["level"] == "warning"]
+    assert [(w["event"].split(":")[0], w["rows"]) for w in warnings] == [
+        ("rows skipped", 2)]
     rows = read_results(tmp_path / "r-skip.csv")
     assert rows[3]["status"] == "skipped" and rows[3]["error_type"] == "changed"
     assert "key 'ORD-00003' was posted as activity" in rows[3]["error"]
@@ -315,15 +349,18 @@ def test_changed_content_is_skipped_posted_or_failed_as_on_changed_says(
     rows = read_results(tmp_path / "r-fail.csv")
     assert rows[4]["status"] == "invalid" and rows[4]["error_type"] == "order"
 
-    post = run_cli(*_args(tonight, mapping, tmp_path / "r-post.csv", history, server.url,
+    # Decided: post them. The same command (same results file) with --on-changed post
+    # decides the skipped rows again.
+    post = run_cli(*_args(tonight, mapping, tmp_path / "r-skip.csv", history, server.url,
                           "--on-changed", "post"))
     assert post.code == 0 and post.summary["posted"] == 2 and post.summary["changed"] == 2
+    assert post.summary["skipped"] == 9
     amounts = Counter((e["Fields"]["mx_Custom_1"], e["Fields"]["mx_Custom_2"])
                       for e in server.ledger())
     assert amounts[("ORD-00003", "3.50")] == amounts[("ORD-00003", "9.99")] == 1
     assert sum(_ledger_orders(server).values()) == 13
     store = History(history).open()
-    new_id = read_results(tmp_path / "r-post.csv")[3]["activity_id"]
+    new_id = read_results(tmp_path / "r-skip.csv")[3]["activity_id"]
     assert store.lookup("ORD-00003")["activity_id"] == new_id  # type: ignore[index]
     store.close()
     # And again: now that content is the posted one, nothing is sent.
@@ -371,7 +408,7 @@ def test_history_import_and_stats_then_a_run_skips_what_was_posted(
     imported = run_cli("history", "import", before, "--history", history)
     assert imported.code == 0, imported.stderr
     assert imported.summary["imported"][0]["posted"] == 30
-    assert "30 posted, 0 to look up" in imported.stderr
+    assert "30 lines: 30 keys posted, 0 to look up first" in imported.stderr
 
     tonight = run_cli(*_args(_night(tmp_path / "new.csv", list(range(21, 41))), mapping,
                              tmp_path / "r.csv", history, server.url))
@@ -430,11 +467,67 @@ def test_a_resumed_run_repairs_the_history_and_a_dry_run_writes_none(
     store = History(history).open()
     assert store.stats()["posted"] == 20
     store.close()
-    dry = run_cli(*_args(_night(tmp_path / "m.csv", list(range(11, 31))), mapping,
-                         tmp_path / "rd.csv", history, server.url, "--dry-run"))
+    dry = run_cli(*_args(_night(tmp_path / "m.csv", list(range(11, 31)), {12: "7.00"}),
+                         mapping, tmp_path / "rd.csv", history, server.url, "--dry-run"))
     assert dry.code == 0
-    assert (dry.summary["to_send"], dry.summary["skipped"]) == (10, 10)
+    assert (dry.summary["to_send"], dry.summary["skipped"], dry.summary["changed"]) == (
+        10, 10, 1)
+    assert read_results(tmp_path / "rd.csv") == {}  # a dry run decides nothing
     store = History(history).open()
     assert store.stats()["runs"] == 1  # the dry run left no trace
     store.close()
     assert server.create_calls() == 20
+
+
+@pytest.mark.e2e
+def test_a_key_left_in_flight_with_other_content_is_sent(tmp_path: Path,
+                                                        make_sandbox: Any) -> None:
+    """A run that stopped left the key *sending* with content that tonight's row no longer
+    has: that content cannot be looked up, and the key may hold nothing, so the row is sent
+    (not skipped as changed)."""
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    history = tmp_path / "history.db"
+    stopped = History(history, "killed-run").open()
+    stopped.register("old.csv", "old-results.csv")
+    stopped.sending(_activity(1, "ORD-00001", "12" * 8), 201)
+    stopped.commit(stopped.take())
+    stopped.close()
+    done = run_cli(*_args(_night(tmp_path / "n.csv", [1, 2]), mapping, tmp_path / "r.csv",
+                          history, server.url))
+    assert done.code == 0
+    assert (done.summary["posted"], done.summary["changed"], done.summary["reconciled"]) == (
+        2, 0, 0)
+    assert _ledger_orders(server) == Counter({"ORD-00001": 1, "ORD-00002": 1})
+
+
+@pytest.mark.e2e
+def test_a_history_that_cannot_be_written_stops_sending_and_no_key_goes_unclaimed(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    import resource
+
+    server = make_sandbox(rate="200/1s", latency=(0.0, 0.02))
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    data = _night(tmp_path / "n.csv", list(range(1, 201)))
+    history = tmp_path / "history.db"
+    History(history).open().close()  # created with room; its write-ahead log then has little
+
+    def small_disk() -> None:  # no file may grow past 120 kB: the history's log fills first
+        resource.setrlimit(resource.RLIMIT_FSIZE, (120_000, 120_000))
+
+    args = _args(data, mapping, tmp_path / "r.csv", history, server.url, "--rate", "200/1s")
+    done = subprocess.run(cli_command(*args), capture_output=True, text=True, env=cli_env(),
+                          cwd=ROOT, timeout=120, preexec_fn=small_disk, check=False)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "cannot write the history" in done.stderr
+    sent = set(_ledger_orders(server))
+    assert sent and len(sent) < 200
+    store = History(history).open()
+    assert all(store.lookup(key) is not None for key in sent)  # claimed before it was sent
+    print("history write failure:", len(sent), "sent,", store.stats()["keys"], "claimed")
+    store.close()
+    finished = run_cli(*args)  # room again: the same command finishes, each key once
+    assert finished.code == 0, finished.stderr[-2000:]
+    assert Counter(_ledger_orders(server).values()) == Counter({1: 200})

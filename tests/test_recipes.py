@@ -102,6 +102,10 @@ def test_cron_exit_1_with_rows_to_retry_resumes_then_alerts(tmp_path: Path,
     assert done.returncode == 1
     assert done.stderr.count("resuming in") == 2  # RETRIES=2, then the alert
     assert "SUBJECT: night: not finished after 3 runs (exit 1)" in _alerts(tmp_path)
+    to_fix = (tmp_path / "state" / "to-fix-night.csv").read_text().splitlines()
+    # Failed, then unknown once the resumes' look-ups failed too (every call fails here).
+    assert len(to_fix) == 4 and all(",failed," in line or ",unknown," in line
+                                    for line in to_fix[1:])
 
 
 def test_cron_exit_2_when_another_run_holds_the_history(tmp_path: Path,
@@ -154,7 +158,8 @@ def _load(recipe: ModuleType, tmp_path: Path, export: Path, url: str, **options:
 
 
 def test_airflow_task_succeeds_and_returns_the_summary(recipe: ModuleType, tmp_path: Path,
-                                                       make_sandbox: Any) -> None:
+                                                       make_sandbox: Any,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
     server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
     first = _load(recipe, tmp_path, _export(tmp_path / "a-2026-11-25.csv",
                                             list(range(1, 21))), server.url)
@@ -164,6 +169,13 @@ def test_airflow_task_succeeds_and_returns_the_summary(recipe: ModuleType, tmp_p
     assert (second["posted"], second["skipped"]) == (10, 10)
     assert second["history"].endswith("history.db") and second["run_id"]
     assert max(_orders(server).values()) == 1 and len(_orders(server)) == 30
+    # Tonight's export changed an order already posted: skipped, and said so in the log.
+    changed = _export(tmp_path / "a-2026-11-27.csv", [30, 31])
+    changed.write_text(changed.read_text().replace("30.50", "31.00"))
+    with caplog.at_level("WARNING", logger="airflow_dag"):
+        third = _load(recipe, tmp_path, changed, server.url)
+    assert (third["posted"], third["skipped"], third["changed"]) == (1, 1, 1)
+    assert "1 rows skipped: their key was posted before with other content" in caplog.text
 
 
 def test_airflow_task_fails_without_retry_on_refused_rows_and_bad_settings(

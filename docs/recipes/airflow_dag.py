@@ -18,6 +18,7 @@ Keys come from the worker's environment (``LSQ_HOST``, ``LSQ_ACCESS_KEY``,
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -63,6 +64,10 @@ def load_export(export: str, mapping: str, state_dir: str | Path = STATE_DIR,
         raise RunAgain(f"not finished ({summary.aborted or 'rows left to retry'}): {data}")
     if summary.exit_code != 0:
         raise AirflowFailException(f"rows not posted: {data}\n{build_report(results).render()}")
+    if summary.changed:
+        logging.getLogger(__name__).warning(
+            "%d rows skipped: their key was posted before with other content "
+            "(on_changed='post' posts them, 'fail' fails them)", summary.changed)
     return data
 
 
@@ -79,6 +84,7 @@ if DAG is not None:
         PythonOperator(
             task_id="load_activities",
             python_callable=load_export,
+            # ds: the day whose data the export holds (the run starts the day after)
             op_kwargs={"export": "/data/exports/activities-{{ ds }}.csv",
                        "mapping": "/etc/bulkpost/mapping.toml"},
             execution_timeout=timedelta(hours=20),

@@ -2,7 +2,7 @@
 # bulkpost nightly load, for cron: post tonight's export, skipping every key an earlier
 # night posted (--history), and act on the exit code. Recipe: docs/NIGHTLY.md.
 #
-#   15 2 * * *  EXPORT=/data/exports/activities-$(date +\%F).csv /opt/bulkpost/nightly.sh >>/var/log/bulkpost/nightly.log 2>&1
+#   15 2 * * *  EXPORT=/data/exports/activities-$(date -d yesterday +\%F).csv /opt/bulkpost/nightly.sh >>/var/log/bulkpost/nightly.log 2>&1
 #
 # Settings (environment): EXPORT and MAPPING are required; LSQ_HOST, LSQ_ACCESS_KEY and
 # LSQ_SECRET_KEY as for any run. Optional: STATE_DIR (results, summaries, the history),
@@ -47,6 +47,11 @@ details() {
     cat "$summary" 2>/dev/null || echo "(no summary: see the log)"
 }
 
+# The report, and the rows not posted with their columns, ready to fix and load again.
+to_fix() {
+    "$BULKPOST" report "$results" --input "$EXPORT" --failures "$STATE_DIR/to-fix-$name.csv" 2>&1
+}
+
 attempt=1
 while :; do
     rm -f "$summary"
@@ -58,9 +63,7 @@ while :; do
         0)  exit 0 ;;
         1)  if [ "$(retryable)" -eq 0 ]; then
                 # Rejected or invalid rows: a rerun would not change them; a person must.
-                "$BULKPOST" report "$results" --input "$EXPORT" \
-                    --failures "$STATE_DIR/to-fix-$name.csv" 2>&1 |
-                    alert "$name: rows not posted; fix them in $STATE_DIR/to-fix-$name.csv"
+                to_fix | alert "$name: rows not posted; fix them in $STATE_DIR/to-fix-$name.csv"
                 exit 1
             fi ;;
         2)  details | alert "$name: refused before any request (exit 2)"
@@ -68,7 +71,11 @@ while :; do
         *)  ;;  # 3: stopped (quota, network, signal): a later run resumes
     esac
     if [ "$attempt" -gt "$RETRIES" ]; then
-        details | alert "$name: not finished after $attempt runs (exit $code)"
+        if [ "$code" -eq 1 ]; then
+            to_fix | alert "$name: not finished after $attempt runs (exit 1); rows not posted in $STATE_DIR/to-fix-$name.csv"
+        else
+            details | alert "$name: not finished after $attempt runs (exit $code)"
+        fi
         exit "$code"
     fi
     echo "bulkpost nightly: exit $code; resuming in ${RETRY_DELAY}s (retry $attempt of $RETRIES)" >&2
