@@ -271,9 +271,11 @@ def bench_unlimited(workdir: Path, client: str, rows: int) -> dict[str, Any]:
     data = make_csv(workdir / f"unlimited-{rows}.csv", rows)
     sandbox = SandboxProcess(workdir, "--rate", UNLIMITED, "--latency", "0")
     try:
-        if client == "bulkpost":
+        if client.startswith("bulkpost"):
             results = workdir / f"unlimited-{rows}-{time.monotonic_ns()}.out.csv"
-            run = run_bulkpost(data, sandbox.url, UNLIMITED, results)
+            extra = (("--history", str(results.with_suffix(".db")))
+                     if client == "bulkpost+history" else ())
+            run = run_bulkpost(data, sandbox.url, UNLIMITED, results, *extra)
             posted, cpu = run.last_json()["posted"], run.cpu  # the whole process
         else:
             run = run_client("bare", sandbox.url, data, "--concurrency", str(WORKERS))
@@ -588,6 +590,15 @@ def render(results: dict[str, Any], command: str, minutes: float) -> str:
           f"{cold:,.0f}" if cold else "not measured", f"{history['found']:,}",
           f"{history['commit_ms_median']:.1f}", f"{history['commit_ms_p95']:.1f}",
           f"{history['peak_rss_mb']:.0f}"]])
+    pairs = results["history_pairs"]
+    lines += [
+        "", f"Cost in a run: section 3's lifted-limit run ({pairs[0][0]['rows']:,} rows, a new "
+        "history) with and without `--history`, in alternating pairs.", ""]
+    lines += _table(
+        ["pair", "with --history: rows/s", "CPU (s)", "without: rows/s", "CPU (s)", "ratio"],
+        [[str(i), f"{h['rows_per_s']:,.0f}", f"{h['cpu_s']:.1f}", f"{b['rows_per_s']:,.0f}",
+          f"{b['cpu_s']:.1f}", f"{h['rows_per_s'] / b['rows_per_s']:.2f}"]
+         for i, (h, b) in enumerate(pairs, start=1)])
     lines += ["", "Keys found: in the history, or in an earlier row of tonight's input. "
               "\"From disk\": the same screening right after the kernel's page cache was "
               "emptied (the first night after a reboot; measured only where the bench may empty "
@@ -639,6 +650,12 @@ def main() -> None:
         print(json.dumps(results["resume"]), flush=True)
         results["history"] = bench_history(workdir, history_keys)
         print(json.dumps(results["history"]), flush=True)
+        results["history_pairs"] = []
+        for _ in range(2):
+            pair = tuple(bench_unlimited(workdir, client, sizes[0])
+                         for client in ("bulkpost+history", "bulkpost"))
+            results["history_pairs"].append(pair)
+            print(json.dumps(pair), flush=True)
     command = "make bench" + (" (python -m tests.bench --quick)" if args.quick else "")
     Path(args.out).write_text(render(results, command, (time.monotonic() - began) / 60))
     print(f"wrote {args.out}")
