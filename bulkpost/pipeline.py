@@ -287,8 +287,6 @@ class Run:
             return await self._execute_with(source, None)
         history = History(opts.history, self.summary.run_id).open()
         try:
-            if not opts.dry_run:
-                history.register(describe(opts.input), str(opts.results))
             self.history = history
             return await self._execute_with(source, history)
         finally:
@@ -297,6 +295,12 @@ class Run:
     async def _execute_with(self, source: Source, history: History | None) -> Summary:
         opts = self.options
         results = ResultsLog(opts.results, companion=history).open()
+        if history is not None and not opts.dry_run:
+            try:
+                history.register(describe(opts.input), str(opts.results))
+            except BaseException:
+                results.close()
+                raise
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: start the sandbox on loopback, load the samples at the real default rate
-# (25 calls per 5 s), print the report, show that a rerun sends nothing, load the Parquet
+# (25 calls per 5 s), print the report, show that a rerun sends nothing and that the next
+# night's overlapping export is skipped through the history, load the Parquet
 # sample in --mode both (single and bulk calls at once), stop the sandbox.
 # Output lands in build/demo/.
 set -euo pipefail
@@ -21,14 +22,22 @@ echo "sandbox listening on $url"
 
 export LSQ_ACCESS_KEY=demo-access-key LSQ_SECRET_KEY=demo-secret-key LSQ_HOST="$url"
 
-echo "== loading samples/activities.csv (100 rows at 25 calls / 5 s)"
+echo "== loading samples/activities.csv (100 rows at 25 calls / 5 s), keeping a history"
 "$bulkpost" run samples/activities.csv --mapping samples/mapping.toml \
-    --results "$out/results.csv" --log-format console
+    --results "$out/results.csv" --history "$out/history.db" --log-format console
 echo "== report"
 "$bulkpost" report "$out/results.csv"
 echo "== the same command again: everything is already posted, nothing is sent"
 "$bulkpost" run samples/activities.csv --mapping samples/mapping.toml \
-    --results "$out/results.csv" --log-format console
+    --results "$out/results.csv" --history "$out/history.db" --log-format console
+echo "== the next night's export (rows 61-100 again, with a results file of its own):"
+echo "   the history skips every key an earlier run posted"
+.venv/bin/python -c 'import csv,sys; rows=list(csv.reader(open(sys.argv[1], newline="")))
+csv.writer(open(sys.argv[2], "w", newline="")).writerows(rows[:1] + rows[61:])' \
+    samples/activities.csv "$out/next-night.csv"
+"$bulkpost" run "$out/next-night.csv" --mapping samples/mapping.toml \
+    --results "$out/results-next-night.csv" --history "$out/history.db" --log-format console
+"$bulkpost" history stats --history "$out/history.db"
 echo "== loading samples/activities.parquet (30 rows, typed columns) with --mode both:"
 echo "   single calls and bulk calls of up to 25 at once, each under its own limit"
 "$bulkpost" run samples/activities.parquet --mapping samples/mapping-parquet.toml \
