@@ -331,10 +331,8 @@ def history_stats(history_path: Path, as_json: bool, runs: int) -> None:
         return
     lines = [f"{stats['history']}: {stats['keys']:,} keys, {stats['bytes'] / 1e6:,.1f} MB",
              f"  posted   {stats['posted']:>12,}",
-             f"  sending  {stats['sending']:>12,}  (a run stopped before knowing: the next "
-             "run looks them up)",
-             f"  of the posted, being posted again with other content: "
-             f"{stats['resending']:,}",
+             f"  claims   {stats['claims']:>12,}  (requests whose answer a stopped run never "
+             "recorded: looked up before that content is sent again)",
              f"  from {stats['first'] or '-'} to {stats['last'] or '-'}, {stats['runs']:,} runs"]
     if stats["by_event_code"]:
         lines.append("posted keys by event code:")

@@ -2,24 +2,25 @@
 
 A results file protects one input; nightly exports overlap (yesterday's file and today's
 share rows), so ``--history PATH`` keeps, in one SQLite database (stdlib ``sqlite3``, WAL
-mode), a line per row key: its state, activity Id, event code, content hash, the run that
-wrote it and when. A row's key is its ``key_column`` value; without one (or with an empty
-cell) it is the row's content hash, so identical rows are one key.
+mode), every posted row key: its activity Id, event code, content hash, the run that posted
+it and when; and every *claim*: a request for a key with a given content that went out and
+whose answer a run has not recorded yet. A row's key is its ``key_column`` value; without one
+(or with an empty cell) it is the row's content hash, so identical rows are one key.
 
 The rules, enforced with the results file's own durability:
 
-- before a row's create request is sent, its key is in the history as *sending*, committed
-  with the same group commit that puts the row's ``unknown`` line on disk; when the answer
-  says created, the key becomes *posted* with the activity Id; refused, the claim is dropped.
-  A posted key sent again with other content (``--on-changed post``) keeps its activity and
-  notes the new content in ``resending`` until the answer;
-- a later run (any input, any results file) skips a key that is *posted* (the row is
-  ``skipped``); a key left *sending* by a run that stopped is looked up first when met with
-  the same content, as an ``unknown`` row is, and sent only if it was not created; met with
-  other content it is sent (that content cannot be looked up, and the key may hold nothing);
-- a key posted before with other content is handled by ``--on-changed``: ``skip`` (the
-  default, counted and warned about), ``post`` (a new activity) or ``fail`` (the row is
-  ``invalid``, naming the key column);
+- before a row's create request is sent, its claim (key, content) is committed with the
+  same group commit that puts the row's ``unknown`` line on disk; the answer settles that
+  claim, and only that one: created, the key is posted with the activity Id; refused,
+  the claim is dropped. Claims of other contents for the same key are never touched;
+- a later run (any input, any results file) skips a key posted with the row's content (the
+  row is ``skipped``); a claim for the row's very content, left by a run that stopped, is
+  looked up first, as an ``unknown`` row is, and the row sent only if it was not created;
+  a key with claims of other contents only is sent (those contents cannot be looked up,
+  and the key may hold nothing);
+- a key posted with other content is handled by ``--on-changed``: ``skip`` (the default,
+  counted and warned about), ``post`` (a new activity, which the key then holds) or ``fail``
+  (the row is ``invalid``, naming the key column);
 - the first row of an input with a key is the key's row: later ones are ``skipped`` (same
   content) or handled by ``--on-changed`` (other content);
 - the database is locked by a run (a lock file beside it): a second run refuses, exit 2.
@@ -63,50 +64,49 @@ CREATE TABLE IF NOT EXISTS runs (
     skipped INTEGER,
     changed INTEGER
 );
+-- Posted keys: the activity each holds (the latest, when posted again with new content).
 CREATE TABLE IF NOT EXISTS keys (
     key TEXT PRIMARY KEY,
-    state INTEGER NOT NULL,            -- 1 posted, 0 sending: a run sent it, outcome unknown
     activity_id TEXT NOT NULL,
     event_code INTEGER,                -- NULL when imported from a results file
-    content_hash INTEGER NOT NULL,     -- the row's 64-bit content hash, signed
-    run INTEGER NOT NULL,              -- runs.id of the run that wrote the line
-    at INTEGER NOT NULL,               -- when, in Unix seconds (UTC)
-    -- A posted key being posted again with other content (--on-changed post): that
-    -- content's hash and when its request went out; NULL otherwise.
-    resending INTEGER,
-    resending_at INTEGER
+    content_hash INTEGER NOT NULL,     -- the posted content's 64-bit hash, signed
+    run INTEGER NOT NULL,              -- runs.id of the run that posted it
+    at INTEGER NOT NULL                -- when, in Unix seconds (UTC)
 ) WITHOUT ROWID;
 -- Activities held by posted keys, by content: a look-up must not claim another key's.
-CREATE INDEX IF NOT EXISTS keys_by_content ON keys (content_hash) WHERE state = 1;
+CREATE INDEX IF NOT EXISTS keys_by_content ON keys (content_hash);
+-- Claims: a request for this key with this content went out (or may have) and its outcome
+-- is not known yet; one per content, so that no claim hides another.
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT NOT NULL,
+    content_hash INTEGER NOT NULL,
+    event_code INTEGER,
+    run INTEGER NOT NULL,              -- runs.id of the run whose request it was
+    at INTEGER NOT NULL,               -- when its (last) request went out
+    PRIMARY KEY (key, content_hash)
+) WITHOUT ROWID;
 """
 _CHUNK = 500  # keys per IN (...) query: well under SQLite's variable limit
 
-# A claim: a new key is *sending*; a posted key keeps its activity and content, and notes
-# the content now being sent in ``resending``.
-_SENDING = """INSERT INTO keys (key, state, activity_id, event_code, content_hash, run, at)
-VALUES (?, 0, '', ?, ?, ?, ?)
-ON CONFLICT (key) DO UPDATE SET
-    event_code = CASE keys.state WHEN 1 THEN keys.event_code ELSE excluded.event_code END,
-    content_hash = CASE keys.state WHEN 1 THEN keys.content_hash ELSE excluded.content_hash END,
-    run = CASE keys.state WHEN 1 THEN keys.run ELSE excluded.run END,
-    at = CASE keys.state WHEN 1 THEN keys.at ELSE excluded.at END,
-    resending = CASE keys.state WHEN 1 THEN excluded.content_hash END,
-    resending_at = CASE keys.state WHEN 1 THEN excluded.at END"""
-_POSTED = """INSERT INTO keys (key, state, activity_id, event_code, content_hash, run, at)
-VALUES (?, 1, ?, ?, ?, ?, ?)
-ON CONFLICT (key) DO UPDATE SET state = 1, activity_id = excluded.activity_id,
+_CLAIM = """INSERT INTO claims (key, content_hash, event_code, run, at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (key, content_hash) DO UPDATE SET event_code = excluded.event_code,
+    run = excluded.run, at = excluded.at"""
+_POSTED = """INSERT INTO keys (key, activity_id, event_code, content_hash, run, at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET activity_id = excluded.activity_id,
     event_code = coalesce(excluded.event_code, keys.event_code),
-    content_hash = excluded.content_hash, run = excluded.run, at = excluded.at,
-    resending = NULL, resending_at = NULL"""
-# A refusal drops this run's claim on a new key, or the note on a posted one.
-_RELEASED = """UPDATE keys SET resending = NULL, resending_at = NULL
-WHERE key = ? AND state = 1 AND resending IS NOT NULL"""
-_RELEASED_NEW = "DELETE FROM keys WHERE key = ? AND state = 0 AND run = ?"
-# Imports never override what the history knows as posted (but a file's later lines win
-# over its earlier ones), and a "may have been created" never overrides anything.
-_IMPORT_POSTED = _POSTED + " WHERE keys.state = 0 OR keys.run = excluded.run"
-_IMPORT_SENDING = """INSERT INTO keys (key, state, activity_id, event_code, content_hash, run, at)
-VALUES (?, 0, '', NULL, ?, ?, ?) ON CONFLICT (key) DO NOTHING"""
+    content_hash = excluded.content_hash, run = excluded.run, at = excluded.at"""
+# An answer settles the claim of its own content only.
+_SETTLED = "DELETE FROM claims WHERE key = ? AND content_hash = ?"
+# Imports never override a key another run posted (a file's later lines win over its
+# earlier ones); a "may have been created" is claimed unless that content is the posted one;
+# a refusal drops only the import's own claim.
+_IMPORT_POSTED = _POSTED + " WHERE keys.run = excluded.run"
+_IMPORT_CLAIM = """INSERT INTO claims (key, content_hash, event_code, run, at)
+SELECT ?1, ?2, NULL, ?3, ?4 WHERE NOT EXISTS (
+    SELECT 1 FROM keys WHERE key = ?1 AND content_hash = ?2)
+ON CONFLICT (key, content_hash) DO NOTHING"""
+_IMPORT_SETTLED = "DELETE FROM claims WHERE key = ? AND content_hash = ? AND run = ?"
 
 
 def history_key(item: Activity) -> str:
@@ -133,7 +133,7 @@ def utc_text(seconds: int | None) -> str:
 class Earlier:
     """What the history, or an earlier row of this input, holds for a row's key."""
 
-    posted: bool  # False: sent by a run that stopped before knowing (look it up first)
+    posted: bool  # False: claimed, sent by a run that stopped before knowing
     same_content: bool
     activity_id: str = ""
     run_id: str = ""
@@ -240,20 +240,18 @@ class History:
     # -- a run's writes: buffered on the event loop, committed with the results file ------
     def sending(self, item: Activity, event: int | None) -> None:
         """The row's create request is about to go out (committed before it does)."""
-        self._pending.append((_SENDING, (history_key(item), event,
-                                         _signed(item.content_hash), self._run,
-                                         int(time.time()))))
+        self._pending.append((_CLAIM, (history_key(item), _signed(item.content_hash), event,
+                                       self._run, int(time.time()))))
 
     def posted(self, item: Activity, activity_id: str, event: int | None) -> None:
-        self._pending.append((_POSTED, (history_key(item), activity_id, event,
-                                        _signed(item.content_hash), self._run,
+        key, content = history_key(item), _signed(item.content_hash)
+        self._pending.append((_POSTED, (key, activity_id, event, content, self._run,
                                         int(time.time()))))
+        self._pending.append((_SETTLED, (key, content)))
 
     def released(self, item: Activity) -> None:
-        """The request was refused: nothing was created; the claim is dropped."""
-        key = history_key(item)
-        self._pending.append((_RELEASED, (key,)))
-        self._pending.append((_RELEASED_NEW, (key, self._run)))
+        """The request was refused: nothing was created; its claim is dropped."""
+        self._pending.append((_SETTLED, (history_key(item), _signed(item.content_hash))))
 
     def take(self) -> list[tuple[str, tuple[Any, ...]]]:
         """The writes recorded so far (on the event loop), for :meth:`commit`."""
@@ -295,10 +293,14 @@ class History:
             db = self.db
             seen = dict(self._rows_in(db, "SELECT key, row, content_hash FROM temp.seen "
                                           "WHERE key IN ({})", keys, pair=True))
-            stored = {key: rest for key, *rest in self._rows_in(
-                db, "SELECT k.key, k.state, k.activity_id, k.content_hash, r.run_id, k.at, "
-                    "k.resending, k.resending_at "
+            posted = {key: rest for key, *rest in self._rows_in(
+                db, "SELECT k.key, k.activity_id, k.content_hash, r.run_id, k.at "
                     "FROM keys k LEFT JOIN runs r ON r.id = k.run WHERE k.key IN ({})", keys)}
+            claims: dict[str, dict[int, tuple[str, int]]] = {}
+            for key, content, run_id, at in self._rows_in(
+                    db, "SELECT c.key, c.content_hash, r.run_id, c.at FROM claims c "
+                        "LEFT JOIN runs r ON r.id = c.run WHERE c.key IN ({})", keys):
+                claims.setdefault(key, {})[content] = (run_id or "?", at)
             fresh: list[tuple[str, int, int]] = []
             for item, key in zip(items, keys, strict=True):
                 content = _signed(item.content_hash)
@@ -310,18 +312,25 @@ class History:
                     continue
                 seen[key] = (item.row, content)
                 fresh.append((key, item.row, content))
-                entry = stored.get(key)
-                if entry is None:
-                    continue
-                state, activity_id, stored_content, run_id, at, resending, resending_at = entry
-                if state == 1 and resending is not None and resending == content:
-                    # This very content was being posted again when its run stopped.
-                    found[item.row] = Earlier(posted=False, same_content=True,
-                                              run_id=run_id or "?", at=resending_at)
-                else:
-                    found[item.row] = Earlier(
-                        posted=state == 1, same_content=content == stored_content,
-                        activity_id=activity_id, run_id=run_id or "?", at=at)
+                entry, claimed = posted.get(key), claims.get(key, {})
+                if entry is not None and entry[1] == content:
+                    activity_id, _, run_id, at = entry
+                    found[item.row] = Earlier(posted=True, same_content=True,
+                                              activity_id=activity_id, run_id=run_id or "?",
+                                              at=at)
+                elif content in claimed:  # this very content may be on the API already
+                    run_id, at = claimed[content]
+                    found[item.row] = Earlier(posted=False, same_content=True, run_id=run_id,
+                                              at=at)
+                elif entry is not None:
+                    activity_id, _, run_id, at = entry
+                    found[item.row] = Earlier(posted=True, same_content=False,
+                                              activity_id=activity_id, run_id=run_id or "?",
+                                              at=at)
+                elif claimed:  # only other content was sent under this key
+                    run_id, at = max(claimed.values(), key=lambda claim: claim[1])
+                    found[item.row] = Earlier(posted=False, same_content=False, run_id=run_id,
+                                              at=at)
             db.executemany("INSERT OR IGNORE INTO temp.seen VALUES (?, ?, ?)", fresh)
         return found
 
@@ -339,34 +348,44 @@ class History:
         """Activity Ids that posted keys with this content hold."""
         with self._lock:
             cursor = self.db.execute(
-                "SELECT activity_id FROM keys WHERE content_hash = ? AND state = 1",
+                "SELECT activity_id FROM keys WHERE content_hash = ?",
                 (_signed(content_hash),))
             return {activity_id for (activity_id,) in cursor if activity_id}
 
     def lookup(self, key: str) -> dict[str, Any] | None:
-        """One key's line, for people and tests."""
+        """One key's posted activity and open claims, for people and tests."""
         with self._lock:
-            record = self.db.execute(
-                "SELECT k.state, k.activity_id, k.event_code, k.content_hash, r.run_id, k.at, "
-                "k.resending FROM keys k LEFT JOIN runs r ON r.id = k.run WHERE k.key = ?",
+            posted = self.db.execute(
+                "SELECT k.activity_id, k.event_code, k.content_hash, r.run_id, k.at "
+                "FROM keys k LEFT JOIN runs r ON r.id = k.run WHERE k.key = ?",
                 (key,)).fetchone()
-        if record is None:
+            claims = self.db.execute(
+                "SELECT c.content_hash, r.run_id, c.at FROM claims c "
+                "LEFT JOIN runs r ON r.id = c.run WHERE c.key = ? ORDER BY c.at",
+                (key,)).fetchall()
+        if posted is None and not claims:
             return None
-        state, activity_id, event, content, run_id, at, resending = record
-        return {"key": key, "state": "posted" if state == 1 else "sending",
-                "activity_id": activity_id, "event_code": event, "content_hash": _hex(content),
-                "run_id": run_id, "at": utc_text(at),
-                "resending": None if resending is None else _hex(resending)}
+        entry: dict[str, Any] = {"key": key, "posted": posted is not None,
+                                 "claims": [{"content_hash": _hex(content), "run_id": run_id,
+                                             "at": utc_text(at)}
+                                            for content, run_id, at in claims]}
+        if posted is not None:
+            activity_id, event, content, run_id, at = posted
+            entry.update(activity_id=activity_id, event_code=event, content_hash=_hex(content),
+                         run_id=run_id, at=utc_text(at))
+        return entry
 
     def stats(self, recent_runs: int = 5) -> dict[str, Any]:
         """What the history holds: keys by state and event code, its runs, its size."""
         with self._lock:
             db = self.db
-            states = dict(db.execute("SELECT state, count(*) FROM keys GROUP BY state"))
-            resending = db.execute("SELECT count(resending) FROM keys").fetchone()[0]
+            posted = db.execute("SELECT count(*) FROM keys").fetchone()[0]
+            claims = db.execute("SELECT count(*) FROM claims").fetchone()[0]
+            unposted = db.execute("SELECT count(DISTINCT key) FROM claims "
+                                  "WHERE key NOT IN (SELECT key FROM keys)").fetchone()[0]
             first, last = db.execute("SELECT min(at), max(at) FROM keys").fetchone()
             events = db.execute(
-                "SELECT event_code, count(*) AS n FROM keys WHERE state = 1 "
+                "SELECT event_code, count(*) AS n FROM keys "
                 "GROUP BY event_code ORDER BY n DESC LIMIT 10").fetchall()
             runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
             recent = db.execute(
@@ -376,8 +395,7 @@ class History:
                    if os.path.exists(p))
         return {
             "history": str(self.path), "bytes": size,
-            "keys": states.get(1, 0) + states.get(0, 0), "posted": states.get(1, 0),
-            "sending": states.get(0, 0), "resending": resending,
+            "keys": posted + unposted, "posted": posted, "claims": claims,
             "first": utc_text(first), "last": utc_text(last),
             "by_event_code": [{"event_code": code, "keys": n} for code, n in events],
             "runs": runs,
@@ -412,18 +430,18 @@ class History:
             elif outcome.status is Status.POSTED and outcome.activity_id:
                 batch.append((_IMPORT_POSTED, (key, outcome.activity_id, None, content,
                                                self._run, at)))
+                batch.append((_SETTLED, (key, content)))
             elif outcome.status in (Status.UNKNOWN, Status.FAILED):
-                batch.append((_IMPORT_SENDING, (key, content, self._run, at)))
+                batch.append((_IMPORT_CLAIM, (key, content, self._run, at)))
             elif outcome.status is Status.REJECTED:
-                batch.append((_RELEASED_NEW, (key, self._run)))
+                batch.append((_IMPORT_SETTLED, (key, content, self._run)))
             else:  # invalid, skipped (its key is in some history already)
                 ignored += 1
         self.commit(batch)
         with self._lock:
-            made = dict(self.db.execute(
-                "SELECT state, count(*) FROM keys WHERE run = ? GROUP BY state", (self._run,)))
-        counts = {"lines": lines, "posted": made.get(1, 0), "to_look_up": made.get(0, 0),
-                  "ignored": ignored}
+            made = [self.db.execute(f"SELECT count(*) FROM {table} WHERE run = ?",
+                                    (self._run,)).fetchone()[0] for table in ("keys", "claims")]
+        counts = {"lines": lines, "posted": made[0], "to_look_up": made[1], "ignored": ignored}
         self.finish(0, counts["posted"], 0, 0)
         return counts
 

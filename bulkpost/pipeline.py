@@ -378,6 +378,8 @@ class Run:
             if isinstance(self._abort, AbortRun):
                 self.summary.aborted = str(self._abort)
             else:
+                if history is not None:
+                    self._finish_history(history, self._abort.exit_code)
                 raise self._abort
         if opts.dry_run:
             self.summary.problems = self.problems.lines()
@@ -388,7 +390,7 @@ class Run:
         log.info("run finished", **self.summary.as_dict())
         return self.summary
 
-    def _finish_history(self, history: History) -> None:
+    def _finish_history(self, history: History, exit_code: int | None = None) -> None:
         """Commit the history's last writes and how the run ended; warn of changed keys."""
         summary = self.summary
         if summary.changed and self.options.on_changed == "skip":
@@ -397,7 +399,8 @@ class Run:
         if self.options.dry_run:
             return
         try:
-            history.finish(summary.exit_code, summary.posted, summary.skipped, summary.changed)
+            history.finish(summary.exit_code if exit_code is None else exit_code,
+                           summary.posted, summary.skipped, summary.changed)
         except ResultsWriteError as exc:
             # Its claims were committed before each send; only the last posted marks and the
             # run's line are missing, and the next run repairs them from the results file.
@@ -502,12 +505,13 @@ class Run:
             for item in items:
                 summary.rows += 1
                 previous = results.previous(item.row)
-                planned = plan_row(item, previous, opts.resend_unknown)
+                action = plan_row(item, previous, opts.resend_unknown)
                 earlier = screened.get(item.row) if screened else None
-                action = planned if self.history is None else self._against_history(
-                    item, previous, planned, earlier, results)
-                if action is None:
-                    continue  # settled by the history
+                if self.history is not None:
+                    decided = self._against_history(item, previous, action, earlier, results)
+                    if decided is None:
+                        continue  # settled by the history
+                    action, previous = decided
                 if action in (Action.SEND, Action.RECONCILE):
                     assert isinstance(item, Activity)
                     if queue is None:
@@ -533,65 +537,70 @@ class Run:
 
     def _against_history(self, item: Activity | InvalidRow, previous: Previous | None,
                          action: Action, earlier: Earlier | None,
-                         results: ResultsLog) -> Action | None:
-        """The row's plan, given what the history holds of its key; None: the row was
-        settled here (``skipped``, or ``invalid`` by ``--on-changed fail``).
+                         results: ResultsLog) -> tuple[Action, Previous | None] | None:
+        """The row's plan, and the earlier outcome its job carries, given what the history
+        holds of its key; None: the row was settled here (``skipped``, or ``invalid`` by
+        ``--on-changed fail``).
 
-        A row the results file has ``skipped`` is decided again: the history, this input's
-        other rows or ``--on-changed`` may say otherwise now.
+        A row skipped as ``changed`` or ``duplicate key`` is decided again: ``--on-changed``
+        or the input's other rows may say otherwise now. A row skipped because its key was
+        posted is as final as a posted row.
         """
         history = self.history
         assert history is not None
-        again = previous is not None and previous.status is Status.SKIPPED
-        if action is Action.SKIP_POSTED and again and isinstance(item, Activity):
-            action = Action.SEND
-        elif action is Action.SKIP_POSTED:
-            if (isinstance(item, Activity) and previous is not None
-                    and previous.status is Status.POSTED and not self.options.dry_run
-                    and (earlier is None or not (earlier.posted or earlier.row))):
-                # Posted, says the results file, but not in the history: the run stopped
-                # before committing it, or did not use this history. Repair that.
-                outcome = results.last_outcome(item.row)
-                if outcome is not None and outcome.activity_id:
-                    history.posted(item, outcome.activity_id, item.event)
-            return action
+        line = None  # the row's skipped line, when it is decided again
+        if action is Action.SKIP_POSTED and previous is not None and isinstance(item, Activity):
+            recorded = results.last_outcome(item.row) if previous.status in (
+                Status.POSTED, Status.SKIPPED) else None
+            if (previous.status is Status.SKIPPED and recorded is not None
+                    and recorded.error_type in ("changed", "duplicate key")):
+                line, action, previous = recorded, Action.SEND, None
+            elif (recorded is not None and recorded.activity_id and not self.options.dry_run
+                  and (earlier is None or not (earlier.posted or earlier.row))):
+                # Posted (by this row, or by the run its skipped line names), but not in this
+                # history: the run stopped before committing it, or used another history.
+                # Repair that (a key posted since, with any content, is left as it is).
+                history.posted(item, recorded.activity_id, item.event)
         if earlier is None or action not in (Action.SEND, Action.RECONCILE):
-            return action
+            return action, previous
         assert isinstance(item, Activity)
         key = f"key {item.key!r}" if item.key else "its content"
         if earlier.same_content:
             if earlier.row or earlier.posted:
                 self._settle(item, results, Status.SKIPPED, "duplicate key" if earlier.row
                              else "history", f"{key} was {earlier.describe()}",
-                             earlier.activity_id if earlier.posted else "", again)
+                             earlier.activity_id if earlier.posted else "", line)
                 return None
-            return Action.RECONCILE  # a run that stopped sent it: look it up first
+            return Action.RECONCILE, previous  # a run that stopped sent it: look it up
         if not earlier.posted and not earlier.row:
-            # A run that stopped sent other content under this key; whether that was
+            # Runs that stopped sent only other content under this key; whether that was
             # created cannot be looked up (its content is not known here). The key may hold
             # nothing yet: send this row.
             log.info("key sent by a run that stopped, with other content: sending this row",
                      row=item.row, run_of_the_other=earlier.run_id)
-            return action
+            return action, previous
         self.summary.changed += 1
         if self.options.on_changed == "post":
-            return action
+            return action, previous
         if self.options.on_changed == "skip":
             self._settle(item, results, Status.SKIPPED, "changed",
                          f"{key} was {earlier.describe()}, with other content; skipped "
-                         "(--on-changed skip)", "", again)
+                         "(--on-changed skip)", "", line)
             return None
         column = self.options.mapping.key_column or "key"
         reason = f"{key} was {earlier.describe()}, with other content (--on-changed fail)"
-        self._settle(item, results, Status.INVALID, column, reason, "", False)
+        self._settle(item, results, Status.INVALID, column, reason, "", None)
         self.problems.add(column, reason, item.row)
         return None
 
     def _settle(self, item: Activity, results: ResultsLog, status: Status, error_type: str,
-                error: str, activity_id: str, recorded: bool) -> None:
-        """Count a row the feeder settles without a call, and record it unless its line
-        says so already (``recorded``) or this is a dry run (which decides nothing)."""
-        if not recorded and not (self.options.dry_run and status is Status.SKIPPED):
+                error: str, activity_id: str, line: RowOutcome | None) -> None:
+        """Count a row the feeder settles without a call, and record it, unless ``line``
+        (its skipped line, decided again) says so already or this is a dry run (which
+        decides nothing)."""
+        unchanged = line is not None and (line.status, line.error_type, line.activity_id) == (
+            status, error_type, activity_id)
+        if not unchanged and not (self.options.dry_run and status is Status.SKIPPED):
             results.record(RowOutcome(item.row, item.key, status, activity_id=activity_id,
                                       error_type=error_type, error=error,
                                       content_hash=item.content_hash))

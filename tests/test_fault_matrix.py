@@ -140,7 +140,7 @@ def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
                                                      "rate_limited", "posted", "skipped")}}
     if with_history:  # every key posted there, with the activity the results file holds
         store = History(tmp_path / "history.db").open()
-        assert store.stats()["posted"] == 300 and store.stats()["sending"] == 0
+        assert store.stats()["posted"] == 300 and store.stats()["claims"] == 0
         assert all(store.lookup(r["key"])["activity_id"] == r["activity_id"]  # type: ignore[index]
                    for r in rows.values())
         store.close()

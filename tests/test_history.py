@@ -70,44 +70,53 @@ def test_a_new_history_is_sqlite_in_wal_mode_and_locked_while_open(tmp_path: Pat
         assert db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone() == ("1",)
 
 
-def test_claims_become_posted_or_are_released(tmp_path: Path) -> None:
+def _entry(history: History, key: str) -> dict[str, Any]:
+    entry = history.lookup(key)
+    assert entry is not None, key
+    return entry
+
+
+def _claimed(history: History, key: str) -> list[str]:
+    return [claim["content_hash"] for claim in _entry(history, key)["claims"]]
+
+
+def test_claims_are_settled_by_their_own_answer_only(tmp_path: Path) -> None:
     history = History(tmp_path / "h.db", "run-1").open()
     history.register("in.csv", "r.csv")
     a, b, c = (_activity(n, f"K{n}", f"{n:016x}") for n in (1, 2, 3))
     for item in (a, b, c):
         history.sending(item, item.event)
     history.commit(history.take())
-    claim = history.lookup("K1")
-    assert claim is not None and claim == {
-        "key": "K1", "state": "sending", "activity_id": "", "event_code": 201,
-        "content_hash": f"{1:016x}", "run_id": "run-1", "at": claim["at"], "resending": None}
+    assert _entry(history, "K1") == {
+        "key": "K1", "posted": False,
+        "claims": [{"content_hash": f"{1:016x}", "run_id": "run-1",
+                    "at": _entry(history, "K1")["claims"][0]["at"]}]}
     history.posted(a, "id-a", 201)
     history.released(b)
     history.commit(history.take())
-    assert history.lookup("K1")["state"] == "posted"  # type: ignore[index]
-    assert history.lookup("K1")["activity_id"] == "id-a"  # type: ignore[index]
+    entry = _entry(history, "K1")
+    assert (entry["posted"], entry["activity_id"], entry["claims"]) == (True, "id-a", [])
     assert history.lookup("K2") is None  # refused: the key is free again
-    assert history.lookup("K3")["state"] == "sending"  # type: ignore[index]
-    # Posting a key again with other content (--on-changed post): its activity and content
-    # stay posted, and claimed, while the new content is on the wire.
-    changed = _activity(1, "K1", f"{11:016x}")
-    history.sending(changed, 201)
+    assert _claimed(history, "K3") == [f"{3:016x}"]
+    # Posting a key again with other content (--on-changed post), twice, and a third time
+    # with a refusal: the posted activity stays, and stays claimed, until a new one is
+    # created; each content's claim is its own.
+    second, third = _activity(1, "K1", f"{11:016x}"), _activity(1, "K1", f"{12:016x}")
+    history.sending(second, 201)
+    history.sending(third, 201)
     history.commit(history.take())
-    entry = history.lookup("K1")
-    assert entry is not None and (entry["state"], entry["activity_id"], entry["content_hash"],
-                                  entry["resending"]) == ("posted", "id-a", f"{1:016x}",
-                                                          f"{11:016x}")
+    assert _claimed(history, "K1") == [f"{11:016x}", f"{12:016x}"]
     assert history.claimed_ids(f"{1:016x}") == {"id-a"}
-    history.released(changed)  # refused: the note goes, the posting stays
+    history.released(third)
     history.commit(history.take())
-    entry = history.lookup("K1")
-    assert entry is not None and (entry["activity_id"], entry["resending"]) == ("id-a", None)
-    history.sending(changed, 201)
-    history.posted(changed, "id-a2", 201)  # created: the key holds the new activity
+    entry = _entry(history, "K1")
+    assert (entry["activity_id"], entry["content_hash"]) == ("id-a", f"{1:016x}")
+    assert _claimed(history, "K1") == [f"{11:016x}"]  # the other claim is untouched
+    history.posted(second, "id-a2", 201)
     history.commit(history.take())
-    entry = history.lookup("K1")
-    assert entry is not None and (entry["activity_id"], entry["content_hash"],
-                                  entry["resending"]) == ("id-a2", f"{11:016x}", None)
+    entry = _entry(history, "K1")
+    assert (entry["activity_id"], entry["content_hash"], entry["claims"]) == (
+        "id-a2", f"{11:016x}", [])
     assert history.claimed_ids(f"{11:016x}") == {"id-a2"}
     assert history.claimed_ids(f"{1:016x}") == set()
     history.finish(0, 1, 0, 0)
@@ -127,6 +136,8 @@ def test_screening_finds_keys_of_earlier_runs_and_of_earlier_rows(tmp_path: Path
     first.sending(_activity(2, "K2", "bb" * 8), 201)
     first.posted(_activity(6, "K6", "66" * 8), "id-6", 201)
     first.sending(_activity(6, "K6", "67" * 8), 201)  # posted again, then killed
+    first.sending(_activity(8, "K8", "81" * 8), 201)  # sent twice with other contents
+    first.sending(_activity(8, "K8", "82" * 8), 201)
     first.finish(1, 1, 0, 0)
     first.close()
 
@@ -149,6 +160,11 @@ def test_screening_finds_keys_of_earlier_runs_and_of_earlier_rows(tmp_path: Path
     assert later[9].row == 3 and later[10].row == 1
     assert "row 3 of this input" in later[9].describe()
     assert "posted as activity id-1 by run night-1" in found[1].describe()
+    # Every claimed content is remembered: each is looked up when met; another is sent.
+    for n, content, same in ((11, "81", True), (12, "82", True), (13, "83", False)):
+        verdict = history.screen([_activity(n, "K8", content * 8)])
+        assert not verdict[n].posted and verdict[n].same_content is same
+        history.db.execute("DELETE FROM temp.seen")  # as if each were another night's input
     history.close()
 
 
@@ -173,7 +189,7 @@ def test_a_newer_schema_or_another_file_is_refused(tmp_path: Path) -> None:
 def test_a_failed_commit_is_a_write_error(tmp_path: Path) -> None:
     history = History(tmp_path / "h.db", "run-1").open()
     history.register("in.csv", "r.csv")
-    history.db.execute("DROP TABLE keys")  # any SQLite error on commit
+    history.db.execute("DROP TABLE claims")  # any SQLite error on commit
     history.sending(_activity(1, "K1", "aa" * 8), 201)
     with pytest.raises(ResultsWriteError, match="cannot write the history"):
         history.commit(history.take())
@@ -200,14 +216,21 @@ def test_import_seeds_posted_keys_and_marks_maybe_created_ones(tmp_path: Path) -
                    updated_at="2026-01-02T03:04:05Z"),
     ])
     path = tmp_path / "h.db"
+    night = History(path, "night").open()  # a run that stopped with K3 on the wire
+    night.register("n.csv", "rn.csv")
+    night.sending(_activity(3, "K3", "03" * 8), 201)
+    night.commit(night.take())
+    night.close()
     [(_, counts)] = import_results(path, [results], "t")
     assert counts == {"lines": 7, "posted": 2, "to_look_up": 2, "ignored": 1}
     history = History(path).open()
-    assert history.lookup("K1")["state"] == "posted"  # type: ignore[index]
-    assert history.lookup("04" * 8)["activity_id"] == "id-4"  # type: ignore[index]
-    assert history.lookup("K2")["state"] == "sending"  # type: ignore[index]
-    assert history.lookup("K6")["at"] == "2026-01-02T03:04:05Z"  # type: ignore[index]
-    assert history.lookup("K3") is None and history.lookup("K5") is None
+    assert _entry(history, "K1")["posted"] and _entry(history, "K1")["claims"] == []
+    assert _entry(history, "04" * 8)["activity_id"] == "id-4"
+    assert _claimed(history, "K2") == ["02" * 8]
+    assert _entry(history, "K6")["claims"][0]["at"] == "2026-01-02T03:04:05Z"
+    assert history.lookup("K5") is None
+    # The file's refusal of K3 is not the stopped run's request: its claim stays.
+    assert _claimed(history, "K3") == ["03" * 8]
     history.close()
     # Importing again changes nothing; an older file never overrides a posted key, nor does
     # an "unknown".
@@ -218,9 +241,9 @@ def test_import_seeds_posted_keys_and_marks_maybe_created_ones(tmp_path: Path) -
     assert [c["posted"] for _, c in again] == [0, 0]
     history = History(path).open()
     stats = history.stats()
-    assert (stats["keys"], stats["posted"], stats["sending"]) == (4, 2, 2)
-    assert history.lookup("04" * 8)["activity_id"] == "id-4"  # type: ignore[index]
-    assert stats["runs"] == 3 and stats["recent_runs"][0]["run_id"] == "import-t2-2"
+    assert (stats["keys"], stats["posted"], stats["claims"]) == (5, 2, 3)
+    assert _entry(history, "04" * 8)["activity_id"] == "id-4"
+    assert stats["runs"] == 4 and stats["recent_runs"][0]["run_id"] == "import-t2-2"
     history.close()
 
 
@@ -281,7 +304,7 @@ def test_three_nights_post_every_distinct_key_exactly_once(tmp_path: Path, make_
                                env=cli_env(), cwd=ROOT)
     _kill_when(process, server, 80 + 40)
     store = History(history).open()
-    in_flight = store.stats()["sending"]
+    in_flight = store.stats()["claims"]
     store.close()
     assert in_flight > 0  # killed with requests on the wire
     if order == "rerun-first":
@@ -307,9 +330,9 @@ def test_three_nights_post_every_distinct_key_exactly_once(tmp_path: Path, make_
     ids = {e["Fields"]["mx_Custom_1"]: e["Id"] for e in server.ledger()}
     store = History(history).open()
     stats = store.stats()
-    assert (stats["posted"], stats["sending"]) == (200, 0)
+    assert (stats["posted"], stats["claims"]) == (200, 0)
     for key, activity_id in ids.items():  # the history holds each key's one activity
-        assert store.lookup(key)["activity_id"] == activity_id  # type: ignore[index]
+        assert _entry(store, key)["activity_id"] == activity_id
     store.close()
     # Rows the kill left in flight were looked up by whichever run came next.
     assert again["reconciled"] + third["reconciled"] > 0
@@ -361,7 +384,7 @@ def test_changed_content_is_skipped_posted_or_failed_as_on_changed_says(
     assert sum(_ledger_orders(server).values()) == 13
     store = History(history).open()
     new_id = read_results(tmp_path / "r-skip.csv")[3]["activity_id"]
-    assert store.lookup("ORD-00003")["activity_id"] == new_id  # type: ignore[index]
+    assert _entry(store, "ORD-00003")["activity_id"] == new_id
     store.close()
     # And again: now that content is the posted one, nothing is sent.
     again = run_cli(*_args(tonight, mapping, tmp_path / "r-again.csv", history, server.url,
@@ -419,7 +442,7 @@ def test_history_import_and_stats_then_a_run_skips_what_was_posted(
     stats = run_cli("history", "stats", "--history", history, "--json")
     assert stats.code == 0
     data = stats.summary
-    assert (data["keys"], data["posted"], data["sending"], data["runs"]) == (40, 40, 0, 2)
+    assert (data["keys"], data["posted"], data["claims"], data["runs"]) == (40, 40, 0, 2)
     assert data["by_event_code"] == [{"event_code": None, "keys": 30},  # imported
                                      {"event_code": 201, "keys": 10}]
     assert data["recent_runs"][0]["posted"] == 10 and data["recent_runs"][0]["exit_code"] == 0
@@ -531,3 +554,59 @@ def test_a_history_that_cannot_be_written_stops_sending_and_no_key_goes_unclaime
     finished = run_cli(*args)  # room again: the same command finishes, each key once
     assert finished.code == 0, finished.stderr[-2000:]
     assert Counter(_ledger_orders(server).values()) == Counter({1: 200})
+
+
+@pytest.mark.e2e
+def test_a_claim_outlives_a_refusal_of_other_content_and_is_looked_up(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    """Night 1 created ORD-00001 and was killed before recording it: its claim stays in the
+    history. Night 2 sends the key with other content, refused. Night 3 has night 1's
+    content again: it is looked up (found), not sent a second time."""
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    history = tmp_path / "history.db"
+    first = _night(tmp_path / "n1.csv", [1, 2])
+    assert run_cli(*_args(first, mapping, tmp_path / "r1.csv", history, server.url)).code == 0
+    content = read_results(tmp_path / "r1.csv")[1]["content_hash"]
+    store = History(history, "killed").open()  # as the kill left it: claimed, not posted
+    store.register("n1.csv", "r1.csv")
+    store.db.execute("DELETE FROM keys WHERE key = 'ORD-00001'")
+    store.sending(_activity(1, "ORD-00001", content), 201)
+    store.commit(store.take())
+    store.close()
+    refused = _night(tmp_path / "n2.csv", [1])
+    refused.write_text(refused.read_text().replace(_lead(1), "00000000-0000-4000-8000-"
+                                                             "000000000000"))
+    second = run_cli(*_args(refused, mapping, tmp_path / "r2.csv", history, server.url))
+    assert second.code == 1 and second.summary["rejected"] == 1
+    third = run_cli(*_args(first, mapping, tmp_path / "r3.csv", history, server.url))
+    assert third.code == 0, third.stderr[-2000:]
+    assert (third.summary["reconciled"], third.summary["found_posted"]) == (1, 1)
+    assert _ledger_orders(server) == Counter({"ORD-00001": 1, "ORD-00002": 1})
+
+
+@pytest.mark.e2e
+def test_rows_skipped_as_posted_stay_skipped_under_another_history(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    first = run_cli(*_args(_night(tmp_path / "a.csv", [1, 2, 3]), mapping,
+                           tmp_path / "ra.csv", tmp_path / "h1.db", server.url))
+    assert first.code == 0
+    tonight = _night(tmp_path / "b.csv", [1, 2, 3, 4])
+    second = run_cli(*_args(tonight, mapping, tmp_path / "rb.csv", tmp_path / "h1.db",
+                            server.url))
+    assert (second.summary["skipped"], second.summary["posted"]) == (3, 1)
+    # The same command with a history that never saw these keys (a fresh file, a restored
+    # backup): the results file's skipped lines name the activities; nothing is re-sent,
+    # and the new history learns them.
+    again = run_cli(*_args(tonight, mapping, tmp_path / "rb.csv", tmp_path / "h2.db",
+                           server.url))
+    assert again.code == 0 and (again.summary["skipped"], again.summary["posted"]) == (4, 0)
+    assert Counter(_ledger_orders(server).values()) == Counter({1: 4})
+    store = History(tmp_path / "h2.db").open()
+    ids = {e["Fields"]["mx_Custom_1"]: e["Id"] for e in server.ledger()}
+    assert {key: _entry(store, key)["activity_id"] for key in ids} == ids
+    store.close()
