@@ -76,6 +76,14 @@ def test_cron_nights_overlap_and_each_key_is_posted_once(tmp_path: Path,
         "results-activities-2026-11-25.csv", "results-activities-2026-11-26.csv"]
     assert '"skipped": 10' in (state / "summary-activities-2026-11-26.json").read_text()
     assert _alerts(tmp_path) == ""
+    # A night whose export changed an order already posted: done (exit 0), with a warning.
+    changed = _export(tmp_path / "activities-2026-11-27.csv", [50, 51])
+    changed.write_text(changed.read_text().replace("50.50", "55.00"))
+    third = _nightly(tmp_path, changed, server.url)
+    assert third.returncode == 0
+    assert "SUBJECT: activities-2026-11-27: 1 rows skipped: their key was posted before with " \
+           "other content" in _alerts(tmp_path)
+    assert len(_orders(server)) == 51 and max(_orders(server).values()) == 1
 
 
 def test_cron_exit_1_with_refused_rows_alerts_with_the_rows_to_fix_and_does_not_retry(

@@ -60,7 +60,12 @@ while :; do
         --log-format json --no-progress ${BULKPOST_ARGS:-}
     code=$?
     case $code in
-        0)  exit 0 ;;
+        0)  changed=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("changed",0))' "$summary" 2>/dev/null || echo 0)
+            if [ "$changed" -gt 0 ]; then
+                # Posted before with other content, skipped: decide with --on-changed.
+                details | alert "$name: $changed rows skipped: their key was posted before with other content"
+            fi
+            exit 0 ;;
         1)  if [ "$(retryable)" -eq 0 ]; then
                 # Rejected or invalid rows: a rerun would not change them; a person must.
                 to_fix | alert "$name: rows not posted; fix them in $STATE_DIR/to-fix-$name.csv"
