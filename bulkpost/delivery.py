@@ -144,11 +144,8 @@ class _Flight:
     def window(self, timeout: float) -> SendWindow | None:
         if self.first_sent is None or self.last_sent is None:
             return self.job.window
-        mine = SendWindow.around(self.first_sent, self.last_sent, timeout)
-        earlier = self.job.window
-        if earlier is None:
-            return mine
-        return SendWindow(min(earlier.earliest, mine.earliest), max(earlier.latest, mine.latest))
+        return SendWindow.around(self.first_sent, self.last_sent, timeout).joined(
+            self.job.window)
 
 
 class Courier:

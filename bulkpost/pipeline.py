@@ -611,27 +611,25 @@ class Run:
              results: ResultsLog, earlier: Earlier | None = None) -> Job:
         if action is not Action.RECONCILE:
             return Job(item, previous.status if previous else None)
+        opts = self.options
+
+        def sent_until(last: datetime, attempts: int) -> SendWindow:
+            # Attempts that ended at ``last``, each of at most a timeout and a backoff.
+            span = attempts * (opts.timeout + BACKOFF_CAP * opts.backoff)
+            return SendWindow.around(last - timedelta(seconds=span), last, opts.timeout)
+
         window = None
-        per_attempt = self.options.timeout + BACKOFF_CAP * self.options.backoff
         outcome = None
         if previous is not None and previous.status in (Status.UNKNOWN, Status.FAILED):
             outcome = results.last_outcome(item.row)
-        if outcome is not None and outcome.updated_at:
-            # The earlier run's attempts ended at updated_at; each took at most a timeout
-            # and a backoff.
+        if outcome is not None and outcome.updated_at:  # the earlier run's, in this file
             last = datetime.strptime(outcome.updated_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            span = max(1, outcome.attempts) * per_attempt
-            window = SendWindow.around(last - timedelta(seconds=span), last,
-                                       self.options.timeout)
+            window = sent_until(last, max(1, outcome.attempts))
         if earlier is not None and not earlier.posted and not earlier.row:
-            # The history's claim: marked at ``at`` by its last attempt, of at most
+            # The history's claim, marked at ``at`` by its last attempt, of at most
             # --max-attempts.
-            last = datetime.fromtimestamp(earlier.at, UTC)
-            span = self.options.max_attempts * per_attempt
-            theirs = SendWindow.around(last - timedelta(seconds=span), last,
-                                       self.options.timeout)
-            window = theirs if window is None else SendWindow(
-                min(window.earliest, theirs.earliest), max(window.latest, theirs.latest))
+            window = sent_until(datetime.fromtimestamp(earlier.at, UTC),
+                                opts.max_attempts).joined(window)
         return Job(item, previous.status if previous else None, reconcile_first=True,
                    window=window)
 

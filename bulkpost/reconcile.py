@@ -108,6 +108,12 @@ class SendWindow:
         return cls(first_sent - timedelta(seconds=slack),
                    last_sent + timedelta(seconds=timeout + slack))
 
+    def joined(self, other: SendWindow | None) -> SendWindow:
+        """The window covering both (this one alone when ``other`` is None)."""
+        if other is None:
+            return self
+        return SendWindow(min(self.earliest, other.earliest), max(self.latest, other.latest))
+
 
 def _parse_created(text: str) -> datetime | None:
     try:
