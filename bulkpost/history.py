@@ -32,7 +32,6 @@ remembered in a temporary table, so memory stays flat whatever the input size.
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import os
 import sqlite3
@@ -46,7 +45,7 @@ from typing import Any
 from bulkpost.activity import Activity
 from bulkpost.errors import HistoryLocked, ResultsWriteError, UsageError
 from bulkpost.locking import lock_beside
-from bulkpost.results import read_outcomes
+from bulkpost.results import parse_utc_text, read_outcomes, utc_text
 from bulkpost.resume import Status
 
 SCHEMA_VERSION = "1"
@@ -123,10 +122,8 @@ def _hex(value: int) -> str:
     return f"{value & ((1 << 64) - 1):016x}"
 
 
-def utc_text(seconds: int | None) -> str:
-    if seconds is None:
-        return ""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+def _when(seconds: int | None) -> str:
+    return "" if seconds is None else utc_text(seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,11 +393,11 @@ class History:
         return {
             "history": str(self.path), "bytes": size,
             "keys": posted + unposted, "posted": posted, "claims": claims,
-            "first": utc_text(first), "last": utc_text(last),
+            "first": _when(first), "last": _when(last),
             "by_event_code": [{"event_code": code, "keys": n} for code, n in events],
             "runs": runs,
             "recent_runs": [
-                {"run_id": run_id, "started": utc_text(started), "finished": utc_text(finished),
+                {"run_id": run_id, "started": utc_text(started), "finished": _when(finished),
                  "input": input_text, "exit_code": code, "posted": posted, "skipped": skipped,
                  "changed": changed}
                 for run_id, started, finished, input_text, code, posted, skipped, changed
@@ -448,7 +445,7 @@ class History:
 
 def _parse_time(text: str) -> int:
     try:
-        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+        return int(parse_utc_text(text).timestamp())
     except ValueError:
         return int(time.time())
 

@@ -43,7 +43,7 @@ from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateLimit, RateSpec
 from bulkpost.reconcile import SendWindow
 from bulkpost.report import ProblemGroups
-from bulkpost.results import ResultsLog, RowOutcome
+from bulkpost.results import ResultsLog, RowOutcome, parse_utc_text
 from bulkpost.resume import Action, Previous, Status, plan_row
 from bulkpost.source import (
     InputSource,
@@ -623,8 +623,7 @@ class Run:
         if previous is not None and previous.status in (Status.UNKNOWN, Status.FAILED):
             outcome = results.last_outcome(item.row)
         if outcome is not None and outcome.updated_at:  # the earlier run's, in this file
-            last = datetime.strptime(outcome.updated_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            window = sent_until(last, max(1, outcome.attempts))
+            window = sent_until(parse_utc_text(outcome.updated_at), max(1, outcome.attempts))
         if earlier is not None and not earlier.posted and not earlier.row:
             # The history's claim, marked at ``at`` by its last attempt, of at most
             # --max-attempts.

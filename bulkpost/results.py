@@ -86,15 +86,26 @@ def _one_line(text: str) -> str:
     return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
 
 
-@functools.lru_cache(maxsize=1)
-def _utc_text(second: int) -> str:
-    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # ``updated_at``, UTC to the second
+
+
+def utc_text(second: int) -> str:
+    """Unix seconds as written in ``updated_at``."""
+    return datetime.fromtimestamp(second, UTC).strftime(TIME_FORMAT)
+
+
+def parse_utc_text(text: str) -> datetime:
+    """An ``updated_at`` value back into an aware UTC datetime; raises ValueError."""
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
+
+
+_cached_utc_text = functools.lru_cache(maxsize=1)(utc_text)
 
 
 def now_text() -> str:
     """The current UTC time to the second, as written in ``updated_at`` (formatted once a
     second: every row writes it twice)."""
-    return _utc_text(int(time.time()))
+    return _cached_utc_text(int(time.time()))
 
 
 _NEEDS_QUOTES = frozenset(',"\r\n')
