@@ -267,7 +267,7 @@ class Courier:
             # After the rate-limit slot, right before sending: a crash leaves unknown only
             # the rows that may really be on the wire.
             if self._history is not None:
-                self._history.sending(item, item.event)  # committed with the mark
+                self._history.sending(item)  # committed with the mark
             await self._log.mark_in_flight(item.row, item.key, item.content_hash,
                                                attempts=flight.attempts)
             flight.marked = True
@@ -493,7 +493,7 @@ class Courier:
             now = datetime.now(UTC)
             for flight, item in zip(flights, items, strict=True):
                 if self._history is not None:
-                    self._history.sending(item, item.event)  # committed with the marks
+                    self._history.sending(item)  # committed with the marks
                 self._log.record(RowOutcome(item.row, item.key, Status.UNKNOWN,
                                             error=IN_FLIGHT_NOTE, attempts=flight.attempts,
                                             content_hash=item.content_hash))
@@ -555,7 +555,7 @@ class Courier:
             error=error, attempts=flight.attempts, content_hash=item.content_hash))
         if self._history is not None:
             if status is Status.POSTED:
-                self._history.posted(item, activity_id, item.event)
+                self._history.posted(item, activity_id)
             elif status is Status.REJECTED:
                 self._history.released(item)
         flight.status = status

@@ -235,14 +235,14 @@ class History:
             self._lock_fd = -1
 
     # -- a run's writes: buffered on the event loop, committed with the results file ------
-    def sending(self, item: Activity, event: int | None) -> None:
+    def sending(self, item: Activity) -> None:
         """The row's create request is about to go out (committed before it does)."""
-        self._pending.append((_CLAIM, (history_key(item), _signed(item.content_hash), event,
-                                       self._run, int(time.time()))))
+        self._pending.append((_CLAIM, (history_key(item), _signed(item.content_hash),
+                                       item.event, self._run, int(time.time()))))
 
-    def posted(self, item: Activity, activity_id: str, event: int | None) -> None:
+    def posted(self, item: Activity, activity_id: str) -> None:
         key, content = history_key(item), _signed(item.content_hash)
-        self._pending.append((_POSTED, (key, activity_id, event, content, self._run,
+        self._pending.append((_POSTED, (key, activity_id, item.event, content, self._run,
                                         int(time.time()))))
         self._pending.append((_SETTLED, (key, content)))
 
@@ -288,8 +288,8 @@ class History:
         keys = [history_key(item) for item in items]
         with self._lock:
             db = self.db
-            seen = dict(self._rows_in(db, "SELECT key, row, content_hash FROM temp.seen "
-                                          "WHERE key IN ({})", keys, pair=True))
+            seen = {key: (row, content) for key, row, content in self._rows_in(
+                db, "SELECT key, row, content_hash FROM temp.seen WHERE key IN ({})", keys)}
             posted = {key: rest for key, *rest in self._rows_in(
                 db, "SELECT k.key, k.activity_id, k.content_hash, r.run_id, k.at "
                     "FROM keys k LEFT JOIN runs r ON r.id = k.run WHERE k.key IN ({})", keys)}
@@ -310,19 +310,16 @@ class History:
                 seen[key] = (item.row, content)
                 fresh.append((key, item.row, content))
                 entry, claimed = posted.get(key), claims.get(key, {})
-                if entry is not None and entry[1] == content:
-                    activity_id, _, run_id, at = entry
-                    found[item.row] = Earlier(posted=True, same_content=True,
+                if entry is not None and (entry[1] == content or content not in claimed):
+                    # Posted: with this content, or with another and this one never sent.
+                    activity_id, posted_content, run_id, at = entry
+                    found[item.row] = Earlier(posted=True,
+                                              same_content=posted_content == content,
                                               activity_id=activity_id, run_id=run_id or "?",
                                               at=at)
                 elif content in claimed:  # this very content may be on the API already
                     run_id, at = claimed[content]
                     found[item.row] = Earlier(posted=False, same_content=True, run_id=run_id,
-                                              at=at)
-                elif entry is not None:
-                    activity_id, _, run_id, at = entry
-                    found[item.row] = Earlier(posted=True, same_content=False,
-                                              activity_id=activity_id, run_id=run_id or "?",
                                               at=at)
                 elif claimed:  # only other content was sent under this key
                     run_id, at = max(claimed.values(), key=lambda claim: claim[1])
@@ -332,14 +329,12 @@ class History:
         return found
 
     @staticmethod
-    def _rows_in(db: sqlite3.Connection, query: str, keys: Sequence[str],
-                 pair: bool = False) -> Iterator[Any]:
+    def _rows_in(db: sqlite3.Connection, query: str, keys: Sequence[str]) -> Iterator[Any]:
+        """The query's records for these keys (its ``IN ({})``), a chunk of keys at a time."""
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), _CHUNK):
             chunk = unique[start:start + _CHUNK]
-            cursor = db.execute(query.format(",".join("?" * len(chunk))), chunk)
-            for record in cursor:
-                yield (record[0], (record[1], record[2])) if pair else record
+            yield from db.execute(query.format(",".join("?" * len(chunk))), chunk)
 
     def claimed_ids(self, content_hash: str) -> set[str]:
         """Activity Ids that posted keys with this content hold."""
@@ -407,10 +402,10 @@ class History:
     # -- seeding from results files ------------------------------------------------------
     def import_results(self, path: str | Path) -> dict[str, int]:
         """Seed the history from a results file: its posted rows become posted keys; rows
-        that may have been created (``unknown``, ``failed``) become *sending*, so the next run
+        that may have been created (``unknown``, ``failed``) become claims, so the next run
         looks them up first. In file order, so a log that was not compacted reads right.
-        What the history already holds as posted is kept. Returns the lines read and the
-        keys this import made posted and *sending*."""
+        What another run posted is kept. Returns the lines read, and the keys posted and
+        the claims this import made."""
         lines = ignored = 0
         self.register("", str(path))
         batch: list[tuple[str, tuple[Any, ...]]] = []

@@ -550,8 +550,7 @@ class Run:
         assert history is not None
         line = None  # the row's skipped line, when it is decided again
         if action is Action.SKIP_POSTED and previous is not None and isinstance(item, Activity):
-            recorded = results.last_outcome(item.row) if previous.status in (
-                Status.POSTED, Status.SKIPPED) else None
+            recorded = results.last_outcome(item.row)  # its posted or skipped line
             if (previous.status is Status.SKIPPED and recorded is not None
                     and recorded.error_type in ("changed", "duplicate key")):
                 line, action, previous = recorded, Action.SEND, None
@@ -560,7 +559,7 @@ class Run:
                 # Posted (by this row, or by the run its skipped line names), but not in this
                 # history: the run stopped before committing it, or used another history.
                 # Repair that (a key posted since, with any content, is left as it is).
-                history.posted(item, recorded.activity_id, item.event)
+                history.posted(item, recorded.activity_id)
         if earlier is None or action not in (Action.SEND, Action.RECONCILE):
             return action, previous
         assert isinstance(item, Activity)

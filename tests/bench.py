@@ -381,7 +381,7 @@ history.register("bench", "bench")
 commits = []
 for start in range(0, 64 * 200, 64):
     for item in rows[start:start + 64]:
-        history.sending(item, 201)
+        history.sending(item)
     began = time.perf_counter()
     history.commit(history.take())
     commits.append(time.perf_counter() - began)

@@ -85,13 +85,13 @@ def test_claims_are_settled_by_their_own_answer_only(tmp_path: Path) -> None:
     history.register("in.csv", "r.csv")
     a, b, c = (_activity(n, f"K{n}", f"{n:016x}") for n in (1, 2, 3))
     for item in (a, b, c):
-        history.sending(item, item.event)
+        history.sending(item)
     history.commit(history.take())
     assert _entry(history, "K1") == {
         "key": "K1", "posted": False,
         "claims": [{"content_hash": f"{1:016x}", "run_id": "run-1",
                     "at": _entry(history, "K1")["claims"][0]["at"]}]}
-    history.posted(a, "id-a", 201)
+    history.posted(a, "id-a")
     history.released(b)
     history.commit(history.take())
     entry = _entry(history, "K1")
@@ -102,8 +102,8 @@ def test_claims_are_settled_by_their_own_answer_only(tmp_path: Path) -> None:
     # with a refusal: the posted activity stays, and stays claimed, until a new one is
     # created; each content's claim is its own.
     second, third = _activity(1, "K1", f"{11:016x}"), _activity(1, "K1", f"{12:016x}")
-    history.sending(second, 201)
-    history.sending(third, 201)
+    history.sending(second)
+    history.sending(third)
     history.commit(history.take())
     assert _claimed(history, "K1") == [f"{11:016x}", f"{12:016x}"]
     assert history.claimed_ids(f"{1:016x}") == {"id-a"}
@@ -112,7 +112,7 @@ def test_claims_are_settled_by_their_own_answer_only(tmp_path: Path) -> None:
     entry = _entry(history, "K1")
     assert (entry["activity_id"], entry["content_hash"]) == ("id-a", f"{1:016x}")
     assert _claimed(history, "K1") == [f"{11:016x}"]  # the other claim is untouched
-    history.posted(second, "id-a2", 201)
+    history.posted(second, "id-a2")
     history.commit(history.take())
     entry = _entry(history, "K1")
     assert (entry["activity_id"], entry["content_hash"], entry["claims"]) == (
@@ -132,12 +132,12 @@ def test_screening_finds_keys_of_earlier_runs_and_of_earlier_rows(tmp_path: Path
     path = tmp_path / "h.db"
     first = History(path, "night-1").open()
     first.register("n1.csv", "r1.csv")
-    first.posted(_activity(1, "K1", "aa" * 8), "id-1", 201)
-    first.sending(_activity(2, "K2", "bb" * 8), 201)
-    first.posted(_activity(6, "K6", "66" * 8), "id-6", 201)
-    first.sending(_activity(6, "K6", "67" * 8), 201)  # posted again, then killed
-    first.sending(_activity(8, "K8", "81" * 8), 201)  # sent twice with other contents
-    first.sending(_activity(8, "K8", "82" * 8), 201)
+    first.posted(_activity(1, "K1", "aa" * 8), "id-1")
+    first.sending(_activity(2, "K2", "bb" * 8))
+    first.posted(_activity(6, "K6", "66" * 8), "id-6")
+    first.sending(_activity(6, "K6", "67" * 8))  # posted again, then killed
+    first.sending(_activity(8, "K8", "81" * 8))  # sent twice with other contents
+    first.sending(_activity(8, "K8", "82" * 8))
     first.finish(1, 1, 0, 0)
     first.close()
 
@@ -190,7 +190,7 @@ def test_a_failed_commit_is_a_write_error(tmp_path: Path) -> None:
     history = History(tmp_path / "h.db", "run-1").open()
     history.register("in.csv", "r.csv")
     history.db.execute("DROP TABLE claims")  # any SQLite error on commit
-    history.sending(_activity(1, "K1", "aa" * 8), 201)
+    history.sending(_activity(1, "K1", "aa" * 8))
     with pytest.raises(ResultsWriteError, match="cannot write the history"):
         history.commit(history.take())
     history.close()
@@ -218,7 +218,7 @@ def test_import_seeds_posted_keys_and_marks_maybe_created_ones(tmp_path: Path) -
     path = tmp_path / "h.db"
     night = History(path, "night").open()  # a run that stopped with K3 on the wire
     night.register("n.csv", "rn.csv")
-    night.sending(_activity(3, "K3", "03" * 8), 201)
+    night.sending(_activity(3, "K3", "03" * 8))
     night.commit(night.take())
     night.close()
     [(_, counts)] = import_results(path, [results], "t")
@@ -514,7 +514,7 @@ def test_a_key_left_in_flight_with_other_content_is_sent(tmp_path: Path,
     history = tmp_path / "history.db"
     stopped = History(history, "killed-run").open()
     stopped.register("old.csv", "old-results.csv")
-    stopped.sending(_activity(1, "ORD-00001", "12" * 8), 201)
+    stopped.sending(_activity(1, "ORD-00001", "12" * 8))
     stopped.commit(stopped.take())
     stopped.close()
     done = run_cli(*_args(_night(tmp_path / "n.csv", [1, 2]), mapping, tmp_path / "r.csv",
@@ -572,7 +572,7 @@ def test_a_claim_outlives_a_refusal_of_other_content_and_is_looked_up(
     store = History(history, "killed").open()  # as the kill left it: claimed, not posted
     store.register("n1.csv", "r1.csv")
     store.db.execute("DELETE FROM keys WHERE key = 'ORD-00001'")
-    store.sending(_activity(1, "ORD-00001", content), 201)
+    store.sending(_activity(1, "ORD-00001", content))
     store.commit(store.take())
     store.close()
     refused = _night(tmp_path / "n2.csv", [1])
