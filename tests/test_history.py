@@ -46,6 +46,16 @@ def _row(n: int, amount: str = "") -> list[str]:
             amount or f"{n}.50"]
 
 
+# A sandbox that answers at once and never limits these tests' few rows.
+QUICK: dict[str, Any] = {"rate": "100/1s", "latency": (0.0, 0.02)}
+
+
+def _mapping_file(tmp_path: Path, text: str = MAPPING) -> Path:
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(text)
+    return mapping
+
+
 def _night(path: Path, numbers: list[int], changed: dict[int, str] | None = None) -> Path:
     changed = changed or {}
     return write_csv(path, HEADER, [_row(n, changed.get(n, "")) for n in numbers])
@@ -278,8 +288,7 @@ def test_three_nights_post_every_distinct_key_exactly_once(tmp_path: Path, make_
     file. Every distinct key reaches the ledger exactly once."""
     server = make_sandbox(rate="100/1s", latency=(0.1, 0.4),
                           faults={"500-after": 0.04, "reset-after": 0.04}, seed=11)
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING)
+    mapping = _mapping_file(tmp_path)
     history = tmp_path / "history.db"
     nights = {
         1: list(range(1, 81)),
@@ -345,9 +354,8 @@ def test_three_nights_post_every_distinct_key_exactly_once(tmp_path: Path, make_
 @pytest.mark.e2e
 def test_changed_content_is_skipped_posted_or_failed_as_on_changed_says(
         tmp_path: Path, make_sandbox: Any) -> None:
-    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING)
+    server = make_sandbox(**QUICK)
+    mapping = _mapping_file(tmp_path)
     history = tmp_path / "history.db"
     first = run_cli(*_args(_night(tmp_path / "n1.csv", list(range(1, 11))), mapping,
                            tmp_path / "r1.csv", history, server.url))
@@ -396,8 +404,7 @@ def test_changed_content_is_skipped_posted_or_failed_as_on_changed_says(
 def test_a_run_while_another_holds_the_history_refuses_with_exit_2(
         tmp_path: Path, make_sandbox: Any) -> None:
     server = make_sandbox()
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING)
+    mapping = _mapping_file(tmp_path)
     history = tmp_path / "history.db"
     summary = tmp_path / "summary.json"
     holder = History(history, "the-other-run").open()
@@ -419,9 +426,8 @@ def test_a_run_while_another_holds_the_history_refuses_with_exit_2(
 @pytest.mark.e2e
 def test_history_import_and_stats_then_a_run_skips_what_was_posted(
         tmp_path: Path, make_sandbox: Any) -> None:
-    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING)
+    server = make_sandbox(**QUICK)
+    mapping = _mapping_file(tmp_path)
     before = tmp_path / "before.csv"
     # Posted before histories existed: a plain run with its results file.
     plain = run_cli("run", _night(tmp_path / "old.csv", list(range(1, 31))), "--mapping",
@@ -456,9 +462,8 @@ def test_history_import_and_stats_then_a_run_skips_what_was_posted(
 @pytest.mark.e2e
 def test_without_a_key_column_identical_content_is_posted_once(
         tmp_path: Path, make_sandbox: Any) -> None:
-    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING.replace('key_column = "order"\n', ""))
+    server = make_sandbox(**QUICK)
+    mapping = _mapping_file(tmp_path, MAPPING.replace('key_column = "order"\n', ""))
     history = tmp_path / "history.db"
     first = run_cli(*_args(_night(tmp_path / "a.csv", [1, 2, 3, 3, 4]), mapping,
                            tmp_path / "ra.csv", history, server.url))
@@ -474,9 +479,8 @@ def test_without_a_key_column_identical_content_is_posted_once(
 @pytest.mark.e2e
 def test_a_resumed_run_repairs_the_history_and_a_dry_run_writes_none(
         tmp_path: Path, make_sandbox: Any) -> None:
-    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING)
+    server = make_sandbox(**QUICK)
+    mapping = _mapping_file(tmp_path)
     data = _night(tmp_path / "n.csv", list(range(1, 21)))
     results = tmp_path / "r.csv"
     history = tmp_path / "history.db"
@@ -508,9 +512,8 @@ def test_a_key_left_in_flight_with_other_content_is_sent(tmp_path: Path,
     """A run that stopped left the key *sending* with content that tonight's row no longer
     has: that content cannot be looked up, and the key may hold nothing, so the row is sent
     (not skipped as changed)."""
-    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING)
+    server = make_sandbox(**QUICK)
+    mapping = _mapping_file(tmp_path)
     history = tmp_path / "history.db"
     stopped = History(history, "killed-run").open()
     stopped.register("old.csv", "old-results.csv")
@@ -531,8 +534,7 @@ def test_a_history_that_cannot_be_written_stops_sending_and_no_key_goes_unclaime
     import resource
 
     server = make_sandbox(rate="200/1s", latency=(0.0, 0.02))
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING)
+    mapping = _mapping_file(tmp_path)
     data = _night(tmp_path / "n.csv", list(range(1, 201)))
     history = tmp_path / "history.db"
     History(history).open().close()  # created with room; its write-ahead log then has little
@@ -562,9 +564,8 @@ def test_a_claim_outlives_a_refusal_of_other_content_and_is_looked_up(
     """Night 1 created ORD-00001 and was killed before recording it: its claim stays in the
     history. Night 2 sends the key with other content, refused. Night 3 has night 1's
     content again: it is looked up (found), not sent a second time."""
-    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING)
+    server = make_sandbox(**QUICK)
+    mapping = _mapping_file(tmp_path)
     history = tmp_path / "history.db"
     first = _night(tmp_path / "n1.csv", [1, 2])
     assert run_cli(*_args(first, mapping, tmp_path / "r1.csv", history, server.url)).code == 0
@@ -589,9 +590,8 @@ def test_a_claim_outlives_a_refusal_of_other_content_and_is_looked_up(
 @pytest.mark.e2e
 def test_rows_skipped_as_posted_stay_skipped_under_another_history(
         tmp_path: Path, make_sandbox: Any) -> None:
-    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING)
+    server = make_sandbox(**QUICK)
+    mapping = _mapping_file(tmp_path)
     first = run_cli(*_args(_night(tmp_path / "a.csv", [1, 2, 3]), mapping,
                            tmp_path / "ra.csv", tmp_path / "h1.db", server.url))
     assert first.code == 0

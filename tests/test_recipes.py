@@ -16,7 +16,7 @@ import pytest
 from bulkpost.history import History
 from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
 from tests.conftest import ROOT, SECRET, cli_env, read_results, write_csv
-from tests.test_history import HEADER, MAPPING, _row
+from tests.test_history import HEADER, QUICK, _mapping_file, _row
 
 pytestmark = pytest.mark.e2e
 
@@ -39,8 +39,7 @@ def _orders(server: Any) -> Counter[str]:
 # -- cron ------------------------------------------------------------------------------------
 def _nightly(tmp_path: Path, export: Path, url: str,
              **env: str) -> subprocess.CompletedProcess[str]:
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING)
+    mapping = _mapping_file(tmp_path)
     notify = tmp_path / "notify.sh"
     notify.write_text('#!/bin/sh\n{ echo "SUBJECT: $1"; cat; } >> "$(dirname "$0")/alerts"\n')
     notify.chmod(0o755)
@@ -63,7 +62,7 @@ def _alerts(tmp_path: Path) -> str:
 
 def test_cron_nights_overlap_and_each_key_is_posted_once(tmp_path: Path,
                                                          make_sandbox: Any) -> None:
-    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    server = make_sandbox(**QUICK)
     first = _nightly(tmp_path, _export(tmp_path / "activities-2026-11-25.csv",
                                        list(range(1, 31))), server.url)
     second = _nightly(tmp_path, _export(tmp_path / "activities-2026-11-26.csv",
@@ -88,7 +87,7 @@ def test_cron_nights_overlap_and_each_key_is_posted_once(tmp_path: Path,
 
 def test_cron_exit_1_with_refused_rows_alerts_with_the_rows_to_fix_and_does_not_retry(
         tmp_path: Path, make_sandbox: Any) -> None:
-    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    server = make_sandbox(**QUICK)
     done = _nightly(tmp_path, _export(tmp_path / "night.csv", list(range(1, 11)),
                                       refused=(4, 7)), server.url)
     assert done.returncode == 1
@@ -157,8 +156,7 @@ def recipe() -> ModuleType:
 
 
 def _load(recipe: ModuleType, tmp_path: Path, export: Path, url: str, **options: Any) -> Any:
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING)
+    mapping = _mapping_file(tmp_path)
     keys = {"host": url, "access_key": DEFAULT_ACCESS_KEY, "secret_key": DEFAULT_SECRET_KEY,
             "rate": "100/1s", "backoff": 0.05}
     return recipe.load_export(str(export), str(mapping), tmp_path / "state",
@@ -168,7 +166,7 @@ def _load(recipe: ModuleType, tmp_path: Path, export: Path, url: str, **options:
 def test_airflow_task_succeeds_and_returns_the_summary(recipe: ModuleType, tmp_path: Path,
                                                        make_sandbox: Any,
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    server = make_sandbox(**QUICK)
     first = _load(recipe, tmp_path, _export(tmp_path / "a-2026-11-25.csv",
                                             list(range(1, 21))), server.url)
     second = _load(recipe, tmp_path, _export(tmp_path / "a-2026-11-26.csv",
@@ -188,7 +186,7 @@ def test_airflow_task_succeeds_and_returns_the_summary(recipe: ModuleType, tmp_p
 
 def test_airflow_task_fails_without_retry_on_refused_rows_and_bad_settings(
         recipe: ModuleType, tmp_path: Path, make_sandbox: Any) -> None:
-    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    server = make_sandbox(**QUICK)
     export = _export(tmp_path / "night.csv", list(range(1, 6)), refused=(2,))
     with pytest.raises(recipe.AirflowFailException, match="rows not posted") as refused:
         _load(recipe, tmp_path, export, server.url)
@@ -200,7 +198,7 @@ def test_airflow_task_fails_without_retry_on_refused_rows_and_bad_settings(
 
 def test_airflow_task_is_retried_when_a_later_attempt_can_finish(
         recipe: ModuleType, tmp_path: Path, make_sandbox: Any) -> None:
-    server = make_sandbox(rate="100/1s", latency=(0.0, 0.02))
+    server = make_sandbox(**QUICK)
     export = _export(tmp_path / "night.csv", list(range(1, 6)))
     with pytest.raises(recipe.RunAgain, match="401"):  # keys refused: aborted
         _load(recipe, tmp_path, export, server.url, secret_key="wrong-" + DEFAULT_SECRET_KEY)
