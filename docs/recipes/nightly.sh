@@ -38,9 +38,11 @@ alert() {  # alert SUBJECT; details on stdin
     fi
 }
 
-# How many rows a later run may still post (failed: retries spent; unknown: to look up).
-retryable() {
-    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s.get("failed",0)+s.get("unknown",0))' "$summary" 2>/dev/null || echo 1
+# counted IF_UNREADABLE FIELD...: the sum of the summary's FIELDs.
+counted() {
+    local fallback=$1
+    shift
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(sum(s.get(k,0) for k in sys.argv[2:]))' "$summary" "$@" 2>/dev/null || echo "$fallback"
 }
 
 details() {
@@ -60,13 +62,14 @@ while :; do
         --log-format json --no-progress ${BULKPOST_ARGS:-}
     code=$?
     case $code in
-        0)  changed=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("changed",0))' "$summary" 2>/dev/null || echo 0)
+        0)  changed=$(counted 0 changed)
             if [ "$changed" -gt 0 ]; then
                 # Posted before with other content, skipped: decide with --on-changed.
                 details | alert "$name: $changed rows skipped: their key was posted before with other content"
             fi
             exit 0 ;;
-        1)  if [ "$(retryable)" -eq 0 ]; then
+        1)  # Rows a later run may still post (failed: retries spent; unknown: to look up)?
+            if [ "$(counted 1 failed unknown)" -eq 0 ]; then
                 # Rejected or invalid rows: a rerun would not change them; a person must.
                 to_fix | alert "$name: rows not posted; fix them in $STATE_DIR/to-fix-$name.csv"
                 exit 1
