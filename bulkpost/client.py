@@ -1,7 +1,8 @@
 """The HTTP side: one aiohttp session per run, keys in headers, one call per activity.
 
-Owns the connection to LeadSquared (Create, and the two look-ups that reconciliation
-needs: "Get Activities of a Lead", "Get Lead by Email Address"): the host check
+Owns the connection to LeadSquared (Create, bulk Create, and the look-ups: "Get Activities
+of a Lead" and "Get Lead by Email Address" for reconciliation, "Get Activity Type Details"
+for the preflight, "Get Custom Fields of an Activity" for reading back what was stored): the host check
 (``https://`` required, except for loopback), the credentials (sent only as
 ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers, never in a URL, so aiohttp's exception
 texts, which quote URLs, cannot carry them), explicit timeouts, and turning transport
@@ -35,6 +36,7 @@ LEAD_BY_EMAIL_PATH = "/v2/LeadManagement.svc/Leads.GetByEmailaddress"
 ACTIVITY_SETTING_PATH = "/v2/ProspectActivity.svc/CustomActivity/GetActivitySetting"
 BULK_BY_ID_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId"
 BULK_BY_FIELD_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadField"
+ACTIVITY_DETAILS_PATH = "/v2/ProspectActivity.svc/GetActivityDetails"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +181,11 @@ class LeadSquaredClient:
         """"Get Activity Type Details": the type's custom fields and their rules."""
         return await self._call("GET", ACTIVITY_SETTING_PATH, params={"code": str(code)},
                                 read=True)
+
+    async def activity_details(self, activity_id: str) -> tuple[Classified, Any]:
+        """"Get Custom Fields of an Activity": one activity's type and field values."""
+        return await self._call("GET", ACTIVITY_DETAILS_PATH,
+                                params={"activityId": activity_id}, read=True)
 
     async def lead_by_email(self, email: str) -> tuple[Classified, Any]:
         """"Get Lead by Email Address": a list of matching leads."""
