@@ -46,6 +46,7 @@ class FieldRule:
     column: str
     label: str  # "mx_Custom_4 (Amount)", for messages
     check: Callable[[str], str] | None = None  # value to send, or ValueError(reason)
+    kind: str = "string"  # number, date, datetime, dropdown or string: how it compares
 
 
 @dataclass(frozen=True, slots=True)

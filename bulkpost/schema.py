@@ -245,5 +245,5 @@ def field_rules(resolved: Iterable[tuple[str, str]], activity: ActivityType, zon
             rules.append(FieldRule(name, column, name))
             continue
         rules.append(FieldRule(name, column, spec.label(), functools.partial(
-            spec.check, zone=zone, decimal_comma=decimal_comma)))
+            spec.check, zone=zone, decimal_comma=decimal_comma), spec.kind))
     return tuple(rules)
