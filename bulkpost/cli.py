@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import structlog
 
 from bulkpost import logs
 from bulkpost.client import Credentials, check_host, checked_key
@@ -138,13 +139,17 @@ def cli() -> None:
 @click.option("--on-changed", type=click.Choice(["skip", "post", "fail"]), default=None,
               help="With --history: a row whose key was posted with other content is "
                    "skipped (counted, warned), posted again, or made invalid  [default: skip]")
+@click.option("--verify-first", default=1, show_default=True, type=click.IntRange(0, 25),
+              help="Send this many rows alone first, read them back and calibrate the "
+                   "look-ups before sending more; stop (exit 3) if a stored value differs "
+                   "from the one sent. 0: off.")
 def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: RateSpec,
         rate_margin: float | None, workers: int, dry_run: bool, resend_unknown: bool, encoding: str,
         max_attempts: int, backoff: float, timeout: float, max_rate_limited: float,
         log_format: str, log_level: str, progress: bool | None, no_preflight: bool,
         decimal_comma: bool, delimiter: str | None, mode: str, bulk_rate: RateSpec,
         batch_size: int, summary_json: Path | None, history_path: Path | None,
-        on_changed: str | None) -> None:
+        on_changed: str | None, verify_first: int) -> None:
     """Post every row of INPUT (CSV or Parquet) as an activity.
 
     Keys come from LSQ_ACCESS_KEY and LSQ_SECRET_KEY. Run the same command again to
@@ -178,6 +183,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
             preflight=not no_preflight, decimal_comma=decimal_comma, mode=mode,
             bulk_rate=bulk_rate, batch_size=batch_size, run_id=run_id,
             history=history_path, on_changed=on_changed or "skip",
+            verify_first=verify_first,
         )
         # The run allocates a few short-lived objects per row and keeps few: the imports'
         # objects are set aside, and young collections run less often (measured: about 8%
@@ -194,6 +200,12 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
         sys.exit(exc.exit_code)
     if summary.aborted:
         click.echo(f"bulkpost: aborted: {logs.scrub(summary.aborted)}", err=True)
+    if summary.unknown and not summary.dry_run:
+        structlog.get_logger("bulkpost").warning(
+            "rows may have been created and could not be checked, so they were not sent "
+            "again: run the same command again to look them up; --resend-unknown sends them "
+            "again (only if you know they were not created)", unknown=summary.unknown,
+            report=f"bulkpost report {results}")
     if summary.dry_run:
         allowance = {"single": str(rate), "bulk": f"{bulk_rate} bulk calls of {batch_size}",
                      "both": f"{rate} and {bulk_rate} bulk calls of {batch_size}"}[mode]
@@ -272,6 +284,89 @@ def report(results: Path, input_path: Path | None, failures: Path | None, encodi
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+
+
+@cli.command()
+@click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="The input the results file was written for.")
+@click.option("--mapping", "mapping_path", required=True, type=click.Path(path_type=Path),
+              help="The run's mapping.")
+@click.option("--all", "every", is_flag=True, help="Read back every posted row.")
+@click.option("--sample", default=None, type=click.IntRange(1, None),
+              help="Read back N posted rows chosen at random  [default: 20]")
+@click.option("--seed", default=None, type=click.IntRange(0, None),
+              help="Seed of the sample (printed in the summary), to repeat a check.")
+@click.option("--differences", "differences_path",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one CSV line per difference (row, activity_id, column, field, "
+                   "sent, stored).")
+@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True,
+              help="API host of your account's region.")
+@click.option("--rate", default="25/5s", callback=_rate, show_default=True,
+              help="Most calls in any window: N/Ts, from your plan.")
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")
+@click.option("--no-preflight", is_flag=True,
+              help="As the run: do not read the activity types' schemas (values then "
+                   "compare as strings).")
+@click.option("--decimal-comma", is_flag=True, help="As the run: 12,5 was sent as 12.5.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600),
+              help="Seconds to wait for one answer.")
+@click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
+              show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="warning", show_default=True)
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: when stderr is a terminal).")
+def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
+           sample: int | None, seed: int | None, differences_path: Path | None, host: str,
+           rate: RateSpec, encoding: str, delimiter: str | None, no_preflight: bool,
+           decimal_comma: bool, timeout: float, log_format: str, log_level: str,
+           progress: bool | None) -> None:
+    """Read posted activities back and compare them with what was sent.
+
+    Exit 0 when every activity read back holds what was sent, 1 when some differ or could
+    not be read, 2 for usage errors, 3 when aborted.
+    """
+    import secrets
+
+    from bulkpost import verify as check
+
+    access = os.environ.get("LSQ_ACCESS_KEY", "")
+    secret = os.environ.get("LSQ_SECRET_KEY", "")
+    logs.register_secret(secret, access)
+    logs.configure(log_format, log_level)
+    try:
+        if every and sample is not None:
+            raise UsageError("give --all or --sample N, not both")
+        for path, what in ((results, "results file"), (input_path, "input")):
+            if not path.is_file():
+                raise UsageError(f"{what} {path}: no such file")
+        mapping = load_mapping(mapping_path)
+        if not host:
+            raise UsageError("--host (or LSQ_HOST) is required to read activities back")
+        options = check.VerifyOptions(
+            results=results, input=input_path, mapping=mapping, host=check_host(host),
+            credentials=Credentials(checked_key("LSQ_ACCESS_KEY", access),
+                                    checked_key("LSQ_SECRET_KEY", secret)),
+            rate=rate, sample=None if every else (sample or 20),
+            seed=secrets.randbelow(2**32) if seed is None else seed, encoding=encoding,
+            delimiter=delimiter, preflight=not no_preflight, decimal_comma=decimal_comma,
+            progress=Progress.wanted(sys.stderr) if progress is None else progress,
+            timeout=timeout)
+        summary = asyncio.run(check.verify(options))
+        click.echo(logs.scrub(check.render_report(summary)), err=True)
+        if differences_path is not None:
+            check.write_differences(differences_path, summary.found)
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
+        _emit({"error": logs.scrub(str(exc)), "exit_code": exc.exit_code})
+        sys.exit(exc.exit_code)
+    if summary.aborted:
+        click.echo(f"bulkpost: aborted: {logs.scrub(summary.aborted)}", err=True)
+    _emit(summary.as_dict())
+    sys.exit(summary.exit_code)
 
 
 @cli.group()
@@ -367,17 +462,31 @@ def history_stats(history_path: Path, as_json: bool, runs: int) -> None:
               help="Append every created activity to this JSON-lines file.")
 @click.option("--access-key", default=None, help="Accepted access key (default: demo key).")
 @click.option("--secret-key", default=None, help="Accepted secret key (default: demo key).")
+@click.option("--dialect", "dialect_spec", default="classic", show_default=True,
+              metavar="SPEC",
+              help="How look-ups answer: a preset, a preset with KEY=VALUE overrides "
+                   "(captured,offset=pages0) or overrides of classic. "
+                   "Presets: classic, captured, arrival, pages. Keys: "
+                   "fields=data|activity-fields|data-list, entities=true|false, "
+                   "created_on=posted|arrival, offset=rows|pages0|pages1, "
+                   "record_count=total|page, typed=true|false.")
+@click.option("--alter-stored", default="", metavar="FIELDS",
+              help="SchemaNames (mx_Custom_2,mx_Custom_3) stored as the first half of the "
+                   "value sent, to test reading back.")
 def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec, latency: str,
             latency_tail: str,
             arrival_latency: str, faults: str,
             slow_seconds: float, seed: int | None, ledger: Path | None,
-            access_key: str | None, secret_key: str | None) -> None:
+            access_key: str | None, secret_key: str | None, dialect_spec: str,
+            alter_stored: str) -> None:
     """Serve a LeadSquared look-alike on loopback for demos and tests."""
     from bulkpost.client import is_loopback
+    from bulkpost.dialect import parse_dialect
     from bulkpost.sandbox import (
         DEFAULT_ACCESS_KEY,
         DEFAULT_SECRET_KEY,
         Sandbox,
+        parse_altered,
         parse_faults,
         parse_latency,
         parse_tail,
@@ -392,13 +501,16 @@ def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec, latency: 
                        arrival=parse_latency(arrival_latency, "--arrival-latency"),
                        faults=parse_faults(faults),
                        seed=seed, ledger=ledger, slow_seconds=slow_seconds,
-                       keys={access_key or DEFAULT_ACCESS_KEY: secret_key or DEFAULT_SECRET_KEY})
+                       keys={access_key or DEFAULT_ACCESS_KEY: secret_key or DEFAULT_SECRET_KEY},
+                       dialect=parse_dialect(dialect_spec),
+                       altered=parse_altered(alter_stored))
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {exc}", err=True)
         sys.exit(exc.exit_code)
 
     def announce(url: str) -> None:
-        _emit({"sandbox": url, "rate": str(rate), "faults": faults, "seed": seed})
+        _emit({"sandbox": url, "rate": str(rate), "faults": faults, "seed": seed,
+               "dialect": fake.dialect.name})
         sys.stdout.flush()
 
     with contextlib.suppress(KeyboardInterrupt):

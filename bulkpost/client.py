@@ -2,8 +2,8 @@
 
 Owns the connection to LeadSquared (Create, bulk Create, and the look-ups: "Get Activities
 of a Lead" and "Get Lead by Email Address" for reconciliation, "Get Activity Type Details"
-for the preflight, "Get Custom Fields of an Activity" for reading back what was stored): the host check
-(``https://`` required, except for loopback), the credentials (sent only as
+for the preflight, "Get Custom Fields of an Activity" for reading back what was stored):
+the host check (``https://`` required, except for loopback), the credentials (sent only as
 ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers, never in a URL, so aiohttp's exception
 texts, which quote URLs, cannot carry them), explicit timeouts, and turning transport
 failures into :class:`Classified` answers.

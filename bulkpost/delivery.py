@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -48,15 +49,28 @@ from bulkpost.client import LeadSquaredClient
 from bulkpost.errors import AbortRun, BulkpostError
 from bulkpost.history import History
 from bulkpost.ratelimit import RateLimit
-from bulkpost.reconcile import SendWindow, fingerprint, parse_activities, pick
+from bulkpost.reconcile import (
+    PAGE_SIZE,
+    Fingerprint,
+    Page,
+    Reading,
+    Scan,
+    SendWindow,
+    calibrate,
+    fingerprint,
+    parse_activities,
+    pick,
+    probe_rule,
+    timeless_hash,
+)
 from bulkpost.response import Classified, Verdict
 from bulkpost.results import IN_FLIGHT_NOTE, ResultsLog, RowOutcome
-from bulkpost.resume import Status, key_digest
+from bulkpost.resume import Status
 
 log = structlog.get_logger("bulkpost")
 
-PAGE_SIZE = 25  # the API's largest page of "Get Activities of a Lead"
 BACKOFF_CAP = 30  # the longest wait between attempts, in multiples of --backoff
+CALIBRATION_TRIES = 3  # look-ups of a known activity that did not find it, before giving up
 
 
 @dataclass(slots=True)
@@ -79,6 +93,9 @@ class Tally:
     rate_limited: int = 0
     reconciled: int = 0
     found_posted: int = 0
+    lookup_calls: int = 0  # Retrieve pages read to reconcile rows
+    calibration_calls: int = 0  # look-ups spent learning how the account answers
+    verify_calls: int = 0  # read-backs and calibration of the first rows (--verify-first)
     statuses: collections.Counter[Status] = field(default_factory=collections.Counter)
 
 
@@ -104,6 +121,10 @@ class LookupFailed(Exception):
     def __init__(self, reason: str, *, answered: bool = True) -> None:
         super().__init__(reason)
         self.answered = answered  # False: transport failures until the attempts were spent
+
+
+class NotYetTrusted(LookupFailed):
+    """Look-ups are not calibrated yet: no row of this run is known to be created."""
 
 
 class KeyedLocks:
@@ -153,8 +174,8 @@ class Courier:
 
     def __init__(self, settings: DeliverySettings, limit: RateLimit, client: LeadSquaredClient,
                  results: ResultsLog | None, stopping: asyncio.Event,
-                 stop: Callable[[BulkpostError], None], history: History | None = None
-                 ) -> None:
+                 stop: Callable[[BulkpostError], None], history: History | None = None,
+                 reading: Reading | None = None) -> None:
         self.settings = settings
         self.tally = Tally()
         self.on_wire: set[asyncio.Task[Any]] = set()
@@ -166,6 +187,19 @@ class Courier:
         self._stop = stop
         self._locks = KeyedLocks()
         self._rate_limited_since: dict[int, float] = {}  # id(limit): since when, unbroken
+        # How the account answers look-ups: learned from a known activity (calibration).
+        self.reading = reading or Reading()
+        self.distrust = ""  # why look-ups cannot be trusted on this account ("": they can)
+        self.kinds: dict[int, dict[str, str]] = {}  # event → SchemaName → kind (preflight)
+        self.on_learned: Callable[[Reading], None] | None = None  # saves what was learned
+        self.created: list[tuple[Activity, str]] = []  # this run's first clear creates
+        # While the first rows go (--verify-first), a row whose look-up must wait for the
+        # calibration is set aside here, to be looked up after it, instead of left unknown.
+        self.deferring = False
+        self.deferred: list[Job] = []
+        self._sample: tuple[Activity, str, SendWindow | None] | None = None
+        self._calibrating = asyncio.Lock()
+        self._calibration_misses = 0
 
     @property
     def _log(self) -> ResultsLog:
@@ -204,13 +238,15 @@ class Courier:
 
     async def deliver(self, job: Job) -> Status:
         """Deliver one row and record its outcome; return the row's status now."""
-        async with self._locks.hold(job.activity.content_hash):
+        async with self._locks.hold(timeless_hash(job.activity.body)):
             status = await self._deliver(job)
-        self.tally.statuses[status] += 1
-        return status
+        if status is not None:
+            self.tally.statuses[status] += 1
+        return status or Status.UNKNOWN
 
-    async def _deliver(self, job: Job, flight: _Flight | None = None) -> Status:
-        """Attempts of one row, on its own; ``flight``: what a bulk call left of it."""
+    async def _deliver(self, job: Job, flight: _Flight | None = None) -> Status | None:
+        """Attempts of one row, on its own; ``flight``: what a bulk call left of it.
+        None: set aside to be looked up once the look-ups are calibrated."""
         flight = flight or _Flight(job, uncertain=job.reconcile_first)
         try:
             try:
@@ -226,10 +262,19 @@ class Courier:
                                     error_type="reconciled", error="")
         except _Retry:
             return self._record(flight, Status.FAILED)
+        except NotYetTrusted:
+            if not self.deferring:
+                raise
+            # Its unknown line is on disk; it comes back, looked up first, after calibration.
+            self.deferred.append(Job(job.activity, Status.UNKNOWN, reconcile_first=True,
+                                     window=flight.window(self.settings.timeout)))
+            return None
         except LookupFailed as exc:
             return self._record(flight, Status.UNKNOWN, error_type="unverified",
-                                error=f"may have been created; the look-up failed: {exc}. "
-                                      "Run again to retry the look-up")
+                                error=f"may have been created; not sent again, since the "
+                                      f"look-up could not tell: {exc}. Run again to look it "
+                                      "up again (or --resend-unknown if you know it was not "
+                                      "created)")
         except Stopped:
             return self._settle_interrupted(flight)
         except asyncio.CancelledError:
@@ -357,37 +402,178 @@ class Courier:
             raise LookupFailed(str(exc), answered=False) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _lead_of(self, row: Fingerprint) -> str:
+        if row.lead_id is not None:
+            return row.lead_id
+        assert row.email is not None
+        leads = await self.lookup(lambda: self._client.lead_by_email(row.email or ""))
+        if not isinstance(leads, list) or not leads or not isinstance(leads[0], dict):
+            raise LookupFailed(f"no lead has the e-mail address {row.email!r} (yet)")
+        lead_id = str(leads[0].get("ProspectID") or leads[0].get("ProspectId") or "")
+        if not lead_id:
+            raise LookupFailed("the lead found by e-mail has no ProspectID")
+        return lead_id
+
+    async def _page(self, lead_id: str, event: int, offset: int, count: int = PAGE_SIZE
+                    ) -> Page:
+        """One page of "Get Activities of a Lead"; LookupFailed when not understood."""
+        document = await self.lookup(functools.partial(
+            self._client.retrieve_activities, lead_id, event, offset, count))
+        page = parse_activities(document)
+        if page is None:
+            shape = (f"an object with {', '.join(sorted(map(str, document))[:8])}"
+                     if isinstance(document, dict) else type(document).__name__)
+            raise LookupFailed(f"the look-up's answer is not understood ({shape})")
+        return page
+
     async def _reconcile(self, item: Activity, window: SendWindow | None) -> str | None:
-        """The Id of this row's activity if it exists already, else None."""
+        """The Id of this row's activity if it exists already, else None.
+
+        "Not found" is concluded only from a complete scan by a calibrated reading; else
+        LookupFailed, and the row stays ``unknown``.
+        """
         self.tally.reconciled += 1
+        await self._trust_lookups()
         row = fingerprint(item.body)
-        lead_id = row.lead_id
-        if lead_id is None:
-            assert row.email is not None
-            leads = await self.lookup(lambda: self._client.lead_by_email(row.email or ""))
-            if not isinstance(leads, list) or not leads:
-                raise LookupFailed(f"no lead has the e-mail address {row.email!r} (yet)")
-            lead_id = str(leads[0].get("ProspectID") or leads[0].get("ProspectId") or "")
-            if not lead_id:
-                raise LookupFailed("the lead found by e-mail has no ProspectID")
-        claimed = self._log.claimed_ids(item.content_hash)
-        if self._history is not None:  # and those of other runs, other inputs
-            others = await asyncio.to_thread(self._history.claimed_ids, item.content_hash)
-            claimed |= {key_digest(activity_id) for activity_id in others}
-        offset = 0
+        lead_id = await self._lead_of(row)
+        held: set[str] = set()  # activities the history's keys with this content hold
+        if self._history is not None:  # read off the event loop: SQLite may wait on a commit
+            held = await asyncio.to_thread(self._history.claimed_ids, item.content_hash)
+
+        def claimed(activity_id: str) -> bool:  # held by a posted row: never another's
+            return activity_id in held or self._log.holds(activity_id)
+
+        kinds = self.kinds.get(row.event, {})
+        scan = Scan(self.reading.offset)
+        first: list[str] = []
         while True:
-            document = await self.lookup(
-                functools.partial(self._client.retrieve_activities, lead_id, row.event, offset,
-                                  PAGE_SIZE))
-            total, page = parse_activities(document)
-            found = pick(row, page, lambda i: key_digest(i) in claimed, window)
+            if scan.needs_rule:
+                rule = await self._learn_offset(lead_id, row.event, first)
+                if rule is None:
+                    raise LookupFailed("the lead has more than one page of these activities "
+                                       "and how the look-up's Offset counts is not known yet")
+                scan.rule, scan.needs_rule = rule, False
+            self.tally.lookup_calls += 1
+            page = await self._page(lead_id, row.event, scan.next_offset())
+            if scan.pages == 0:
+                first = [f.activity_id for f in page.items]
+            found = pick(row, page.items, claimed, window, kinds, self.reading)
             if found is not None:
                 self.tally.found_posted += 1
                 log.info("reconciled: already created", row=item.row, activity_id=found)
                 return found
-            offset += len(page)
-            if len(page) < PAGE_SIZE or (total is not None and offset >= total):
+            scan.add(page)
+            if scan.incomplete:
+                raise LookupFailed(scan.incomplete)
+            if scan.complete:
                 return None
+
+    # -- calibration -----------------------------------------------------------------------
+    def offer_sample(self, item: Activity, activity_id: str,
+                     window: SendWindow | None = None) -> None:
+        """A row known to be created as ``activity_id``: what calibration looks up."""
+        if not self.reading.calibrated and self._sample is None and activity_id:
+            self._sample = (item, activity_id, window)
+
+    async def _trust_lookups(self) -> None:
+        """Return once look-ups may be trusted; else LookupFailed with the reason."""
+        if self.distrust:
+            raise LookupFailed(f"look-ups cannot be trusted on this account: {self.distrust}")
+        if not self.reading.calibrated:
+            await self.calibrate()
+        if self.distrust:
+            raise LookupFailed(f"look-ups cannot be trusted on this account: {self.distrust}")
+        if not self.reading.calibrated:
+            raise NotYetTrusted("look-ups are not calibrated yet: no activity of this run is "
+                                "known to be created and found again, so \"not found\" cannot "
+                                "be trusted")
+
+    async def calibrate(self) -> None:
+        """Look up a row known to be created and learn how the account answers; set
+        ``distrust`` when the answer contradicts the row. A look-up that fails, or does not
+        find the activity yet, is tried again by the next caller (a few times)."""
+        async with self._calibrating:
+            if self.reading.calibrated or self.distrust or self._sample is None:
+                return
+            item, activity_id, window = self._sample
+            calls = self.tally.calls
+            try:
+                await self._calibrate(item, activity_id, window)
+            except LookupFailed as exc:
+                self._calibration_misses += 1
+                log.warning("look-ups not calibrated yet", row=item.row, reason=str(exc))
+                if self._calibration_misses >= CALIBRATION_TRIES:
+                    self.distrust = f"{CALIBRATION_TRIES} look-ups of row {item.row} failed: {exc}"
+            finally:
+                self.tally.calibration_calls += self.tally.calls - calls
+            if self.distrust:
+                log.error("look-ups distrusted: rows whose outcome is uncertain stay unknown",
+                          reason=self.distrust)
+
+    async def _calibrate(self, item: Activity, activity_id: str,
+                         window: SendWindow | None) -> None:
+        row = fingerprint(item.body)
+        lead_id = await self._lead_of(row)
+        reading = self.reading
+        first = await self._page(lead_id, row.event, 0)
+        ids = [f.activity_id for f in first.items]
+        found = next((f for f in first.items if f.activity_id == activity_id), None)
+        rule = reading.offset
+        if found is None and not first.items:
+            # Offset 0 is no page of this account's: it may count pages from 1.
+            second = await self._page(lead_id, row.event, 1)
+            found = next((f for f in second.items if f.activity_id == activity_id), None)
+            rule = "pages1" if found is not None else rule
+        elif found is None and len(first.items) >= PAGE_SIZE:
+            rule = rule or await self._learn_offset(lead_id, row.event, ids)
+            if rule is None:
+                raise LookupFailed("how the look-up's Offset counts could not be learned")
+            scan = Scan(rule)
+            scan.add(first)
+            while found is None and not (scan.complete or scan.incomplete):
+                page = await self._page(lead_id, row.event, scan.next_offset())
+                found = next((f for f in page.items if f.activity_id == activity_id), None)
+                scan.add(page)
+        elif rule is None and len(first.items) >= 2:
+            rule = await self._learn_offset(lead_id, row.event, ids)
+        if found is None:
+            raise LookupFailed(f"activity {activity_id}, created from row {item.row}, is not "
+                               "in the look-up's answer (yet)")
+        learned = calibrate(row, activity_id, found, window, self.kinds.get(row.event, {}),
+                            reading)
+        if learned.reading is None:
+            self.distrust = (f"row {item.row} was created as activity {activity_id}, but "
+                             f"{learned.problem}")
+            return
+        count = first.record_count
+        counted = reading.record_count or (
+            "total" if count is not None and count > len(first.items) else
+            "page" if count is not None and count < len(first.items) else None)
+        self._learned(dataclasses.replace(learned.reading, offset=rule, record_count=counted))
+
+    async def _learn_offset(self, lead_id: str, event: int, first: list[str]) -> str | None:
+        """How ``Offset`` counts, from a lead with at least two such activities: the answer
+        to ``Offset 1, RowCount 2`` next to the first page, read again to be sure no
+        activity arrived meanwhile (which would shift every page)."""
+        if len(first) < 2:
+            return None
+        probe = await self._page(lead_id, event, 1, 2)
+        again = await self._page(lead_id, event, 0)
+        if [f.activity_id for f in again.items][:4] != first[:4]:
+            return None  # activities arrived meanwhile: the next look-up tries again
+        rule = probe_rule(first, [f.activity_id for f in probe.items])
+        if rule is not None and rule != self.reading.offset:
+            self._learned(dataclasses.replace(self.reading, offset=rule))
+        return rule
+
+    def _learned(self, reading: Reading) -> None:
+        if reading == self.reading:
+            return
+        self.reading = reading
+        log.info("look-ups calibrated" if reading.calibrated else "look-up rule learned",
+                 reading=reading.describe())
+        if self.on_learned is not None:
+            self.on_learned(reading)
 
     def _left_on_wire(self, cancelled: bool) -> bool:
         """Whether this task was cancelled with its request on the wire (and forget it)."""
@@ -408,8 +594,8 @@ class Courier:
         flights = [_Flight(job) for job in jobs]
         try:
             async with contextlib.AsyncExitStack() as stack:
-                for content_hash in sorted({job.activity.content_hash for job in jobs}):
-                    await stack.enter_async_context(self._locks.hold(content_hash))
+                for content in sorted({timeless_hash(job.activity.body) for job in jobs}):
+                    await stack.enter_async_context(self._locks.hold(content))
                 await self._deliver_batch(flights, limit)
         finally:
             for flight in flights:  # once each, however the batch ended
@@ -432,7 +618,7 @@ class Courier:
                 for flight in pending:  # answered "not created" every time: safe, failed
                     self._record(flight, Status.FAILED)
             for flight in alone:
-                flight.status = await self._deliver(flight.job, flight)
+                flight.status = await self._deliver(flight.job, flight) or Status.UNKNOWN
         except Stopped:
             for flight in flights:
                 if flight.status is None:
@@ -553,6 +739,11 @@ class Courier:
             item.row, item.key, status, activity_id=activity_id,
             http_status=last.http_status if last else None, error_type=error_type,
             error=error, attempts=flight.attempts, content_hash=item.content_hash))
+        if status is Status.POSTED and error_type != "reconciled" and activity_id:
+            # Created, as the answer says: a row to calibrate look-ups and verify with.
+            self.offer_sample(item, activity_id, flight.window(self.settings.timeout))
+            if len(self.created) < 64:
+                self.created.append((item, activity_id))
         if self._history is not None:
             if status is Status.POSTED:
                 self._history.posted(item, activity_id)

@@ -35,6 +35,12 @@ class JobQueue(Generic[T]):
         self._jobs.append(job)
         self._ready.set()
 
+    def put_front(self, jobs: list[T]) -> None:
+        """Put jobs back ahead of the others, in their order (taken out to wait)."""
+        if jobs:
+            self._jobs.extendleft(reversed(jobs))
+            self._ready.set()
+
     def close(self) -> None:
         """No more jobs will come: consumers drain what is left, then get None / []."""
         self._closed = True

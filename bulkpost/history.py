@@ -250,6 +250,17 @@ class History:
         """The request was refused: nothing was created; its claim is dropped."""
         self._pending.append((_SETTLED, (history_key(item), _signed(item.content_hash))))
 
+    def set_meta(self, name: str, value: str) -> None:
+        """Keep a note for later runs (a learned calibration), committed with the next
+        group commit."""
+        self._pending.append(("INSERT INTO meta VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                              "SET value = excluded.value", (name, value)))
+
+    def meta(self, name: str) -> str | None:
+        with self._lock:
+            found = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if found is None else str(found[0])
+
     def take(self) -> list[tuple[str, tuple[Any, ...]]]:
         """The writes recorded so far (on the event loop), for :meth:`commit`."""
         batch, self._pending = self._pending, []

@@ -23,7 +23,7 @@ import math
 import secrets
 import signal
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,8 +32,17 @@ from typing import Any
 import structlog
 
 from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper, by_email
+from bulkpost.calibration import load_reading, save_reading
 from bulkpost.client import Credentials, LeadSquaredClient
-from bulkpost.delivery import BACKOFF_CAP, Courier, DeliverySettings, Job, Stopped, Tally
+from bulkpost.delivery import (
+    BACKOFF_CAP,
+    Courier,
+    DeliverySettings,
+    Job,
+    LookupFailed,
+    Stopped,
+    Tally,
+)
 from bulkpost.dispatch import JobQueue
 from bulkpost.errors import AbortRun, BulkpostError, MappingError, ResultsWriteError, UsageError
 from bulkpost.history import Earlier, History
@@ -41,7 +50,7 @@ from bulkpost.mapping import Mapping, check_columns
 from bulkpost.preflight import event_codes, run_preflight
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateLimit, RateSpec
-from bulkpost.reconcile import SendWindow
+from bulkpost.reconcile import Reading, SendWindow
 from bulkpost.report import ProblemGroups
 from bulkpost.results import ResultsLog, RowOutcome, parse_utc_text
 from bulkpost.resume import Action, Previous, Status, plan_row
@@ -53,6 +62,7 @@ from bulkpost.source import (
     input_columns,
     open_source,
 )
+from bulkpost.verify import field_infos, read_back
 
 log = structlog.get_logger("bulkpost")
 
@@ -87,6 +97,7 @@ class RunOptions:
     batch_size: int = 25  # activities per bulk call (1..25)
     history: Path | None = None  # keys posted by earlier runs, across inputs (SQLite)
     on_changed: str = "skip"  # skip | post | fail: a key posted before, with other content
+    verify_first: int = 1  # rows sent alone and read back before any other (0: none)
 
     def __post_init__(self) -> None:
         if self.on_changed not in ("skip", "post", "fail"):
@@ -148,6 +159,9 @@ class Summary:
     retries: int = 0
     reconciled: int = 0
     found_posted: int = 0
+    lookups: int = 0  # pages of "Get Activities of a Lead" read to reconcile rows
+    calibration_calls: int = 0  # look-ups spent learning how the account answers
+    verify_calls: int = 0  # read-backs of the first rows (--verify-first)
     elapsed_s: float = 0.0
     dry_run: bool = False
     estimated_s: float = 0.0  # dry run: how long sending to_send rows would take
@@ -170,6 +184,9 @@ class Summary:
         self.retries += tally.retries
         self.reconciled += tally.reconciled
         self.found_posted += tally.found_posted
+        self.lookups += tally.lookup_calls
+        self.calibration_calls += tally.calibration_calls
+        self.verify_calls += tally.verify_calls
 
     @property
     def calls_per_s(self) -> float:
@@ -192,6 +209,8 @@ class Summary:
             "calls": self.calls, "calls_per_s": round(self.calls_per_s, 3),
             "rate_limited": self.rate_limited, "retries": self.retries,
             "reconciled": self.reconciled, "found_posted": self.found_posted,
+            "lookups": self.lookups, "calibration_calls": self.calibration_calls,
+            "verify_calls": self.verify_calls,
             "results": self.results, "exit_code": self.exit_code, "run_id": self.run_id,
         }
         if self.dry_run:
@@ -231,6 +250,9 @@ class Run:
         self._low_water = max(options.worker_count() * 4,
                               options.bulk_worker_count() * options.batch_size * 2)
         self._interrupts = 0
+        self._gate = asyncio.Event()  # open once the first rows are checked
+        self._gate.set()
+        self._fields: Callable[[int], Any] = field_infos(options.mapping, None)
         self.problems = ProblemGroups()
         self.progress = Progress(enabled=options.progress,
                                  calls_per_second=self.activities_per_second())
@@ -339,7 +361,18 @@ class Run:
                     settings = DeliverySettings(opts.max_attempts, opts.backoff, opts.timeout,
                                                 opts.max_rate_limited)
                     self._courier = Courier(settings, self.limit, client, results,
-                                            self.stopping, self.stop, history)
+                                            self.stopping, self.stop, history,
+                                            load_reading(opts.results, opts.host, history))
+                    if self._courier.reading.calibrated:
+                        log.info("look-ups calibrated by an earlier run",
+                                 reading=self._courier.reading.describe())
+
+                    def keep(reading: Reading) -> None:
+                        if reading.calibrated:
+                            save_reading(opts.results, opts.host, reading, history,
+                                         self.summary.run_id)
+
+                    self._courier.on_learned = keep
                 try:
                     rules = await self._preflight(client)
                 except Stopped:
@@ -352,7 +385,8 @@ class Run:
                         await self._feed(source, results, None, rules)
                     else:
                         assert client is not None and self._courier is not None
-                        await self._post_all(source, results, self._courier, rules)
+                        self._fields = field_infos(opts.mapping, rules)
+                        await self._post_all(source, results, self._courier, client, rules)
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
@@ -432,15 +466,22 @@ class Run:
             return None
         result = await run_preflight(opts.mapping, self._courier, client, codes,
                                      decimal_comma=opts.decimal_comma)
+        self._courier.kinds = {code: {rule.schema_name: rule.kind for rule in rules}
+                               for code, rules in result.rules.items()}
         return result.rules
 
     async def _post_all(self, source: Source, results: ResultsLog, courier: Courier,
+                        client: LeadSquaredClient,
                         rules: dict[int, tuple[FieldRule, ...]] | None) -> None:
         opts = self.options
         queue: JobQueue[Job] = JobQueue(self._low_water)
         self._feeder = asyncio.create_task(self._feed(source, results, queue, rules))
-        self._workers = [asyncio.create_task(self._work(queue, courier))
-                         for _ in range(opts.worker_count())]
+        self._workers = []
+        if opts.verify_first:
+            self._gate.clear()
+            self._workers.append(asyncio.create_task(self._first_rows(queue, courier, client)))
+        self._workers += [asyncio.create_task(self._work(queue, courier))
+                          for _ in range(opts.worker_count())]
         self._workers += [asyncio.create_task(self._work_bulk(queue, courier))
                           for _ in range(opts.bulk_worker_count())]
         everything: asyncio.Future[Any] = asyncio.gather(self._feeder, *self._workers)
@@ -530,10 +571,32 @@ class Run:
                 elif action is Action.SKIP_POSTED:
                     summary.skipped += 1
                     self.progress.done(passed_over=True)
+                    if previous is not None and isinstance(item, Activity):
+                        self._offer_posted(item, previous, results)
                 else:
                     assert previous is not None
                     summary.count(previous.status)
                     self.progress.done(passed_over=True)
+
+    def _offer_posted(self, item: Activity, previous: Previous, results: ResultsLog) -> None:
+        """A row an earlier run posted, with this very content: what calibration may look
+        up, while look-ups are not calibrated (a resumed run)."""
+        courier = self._courier
+        if (courier is None or courier.reading.calibrated or courier.distrust
+                or previous.status is not Status.POSTED
+                or previous.content_hash != item.content_hash):
+            return
+        outcome = results.last_outcome(item.row)
+        if outcome is not None and outcome.activity_id and outcome.updated_at:
+            courier.offer_sample(item, outcome.activity_id, self._sent_until(
+                parse_utc_text(outcome.updated_at), max(1, outcome.attempts)))
+
+    def _sent_until(self, last: datetime, attempts: int) -> SendWindow:
+        """When attempts that ended at ``last`` may have reached the API: each of at most
+        a timeout and a backoff."""
+        opts = self.options
+        span = attempts * (opts.timeout + BACKOFF_CAP * opts.backoff)
+        return SendWindow.around(last - timedelta(seconds=span), last, opts.timeout)
 
     def _against_history(self, item: Activity | InvalidRow, previous: Previous | None,
                          action: Action, earlier: Earlier | None,
@@ -610,13 +673,7 @@ class Run:
              results: ResultsLog, earlier: Earlier | None = None) -> Job:
         if action is not Action.RECONCILE:
             return Job(item, previous.status if previous else None)
-        opts = self.options
-
-        def sent_until(last: datetime, attempts: int) -> SendWindow:
-            # Attempts that ended at ``last``, each of at most a timeout and a backoff.
-            span = attempts * (opts.timeout + BACKOFF_CAP * opts.backoff)
-            return SendWindow.around(last - timedelta(seconds=span), last, opts.timeout)
-
+        sent_until = self._sent_until
         window = None
         outcome = None
         if previous is not None and previous.status in (Status.UNKNOWN, Status.FAILED):
@@ -627,18 +684,79 @@ class Run:
             # The history's claim, marked at ``at`` by its last attempt, of at most
             # --max-attempts.
             window = sent_until(datetime.fromtimestamp(earlier.at, UTC),
-                                opts.max_attempts).joined(window)
+                                self.options.max_attempts).joined(window)
         return Job(item, previous.status if previous else None, reconcile_first=True,
                    window=window)
 
     # -- workers ---------------------------------------------------------------------------
+    async def _first_rows(self, queue: JobQueue[Job], courier: Courier,
+                          client: LeadSquaredClient) -> None:
+        """``--verify-first``: send rows alone until N are created, read them back and
+        calibrate the look-ups, before any other row goes; stop (exit 3) when a stored
+        value is not the one sent. Rows to be looked up first wait for the calibration."""
+        wanted = self.options.verify_first
+        waiting: list[Job] = []
+        courier.deferring = True
+        try:
+            tries = 0
+            while len(courier.created) < wanted and tries < wanted + 24:
+                job = await queue.get()
+                if job is None:
+                    break
+                if job.reconcile_first:
+                    waiting.append(job)
+                    continue
+                tries += 1
+                if self.stopping.is_set() or not await self._guarded(courier.deliver(job), job):
+                    return
+                self.progress.done()
+            if self.stopping.is_set() or not courier.created:
+                return
+            calls = courier.tally.calls
+            try:
+                await self._check_stored(courier, client, courier.created[:wanted])
+                await courier.calibrate()
+            finally:
+                courier.tally.verify_calls += courier.tally.calls - calls
+        except Stopped:
+            return
+        finally:
+            courier.deferring = False
+            queue.put_front(courier.deferred + waiting)
+            courier.deferred.clear()
+            self._gate.set()
+
+    async def _check_stored(self, courier: Courier, client: LeadSquaredClient,
+                            created: list[tuple[Activity, str]]) -> None:
+        """Read the first created rows back; stop the run when a value differs."""
+        for item, activity_id in created:
+            try:
+                found = await read_back(courier, client, item, activity_id,
+                                        self._fields(item.event), courier.reading.entities)
+            except LookupFailed as exc:
+                log.warning("first rows not read back", row=item.row, reason=str(exc))
+                return
+            if found:
+                shown = "; ".join(
+                    f"column {d.column!r} ({d.label}): sent {d.sent!r}, stored "
+                    + ("nothing" if d.stored is None else repr(d.stored)) for d in found[:5])
+                self.stop(AbortRun(
+                    f"row {item.row} (activity {activity_id}) was stored with other values "
+                    f"than sent: {shown}. Nothing more was sent: check the mapping and the "
+                    "activity type's fields (`bulkpost verify` reads more rows back), then "
+                    "run the same command again"))
+                return
+        log.info("first rows read back: stored as sent", rows=len(created))
+
     async def _work(self, queue: JobQueue[Job], courier: Courier) -> None:
+        await self._gate.wait()
         while (job := await queue.get()) is not None:
             if self.stopping.is_set() or not await self._guarded(courier.deliver(job), job):
                 return
             self.progress.done()
 
     async def _work_bulk(self, queue: JobQueue[Job], courier: Courier) -> None:
+        await self._gate.wait()
         size = self.options.batch_size
         while jobs := await queue.get_batch(size, _bulk_kind):
             if self.stopping.is_set():

@@ -1,30 +1,49 @@
-"""Reconciliation: was this row's activity already created? Pure matching, no I/O.
+"""Reconciliation: was this row's activity already created? Pure reading and matching, no I/O.
 
 The API has no idempotency key, so when the outcome of a sent request is uncertain (a crash
 in flight, a timeout after the body was sent, a 5xx without an MX type, a reset) bulkpost
 looks the row up with "Get Activities of a Lead" before sending it again. This module owns
-the rules of that look-up:
+the rules of that look-up, and it is built for an API whose answers are only partly
+documented:
 
-- a row's :class:`Fingerprint` is what the API stores of it: event, date-time, note and the
-  mapped custom fields, taken from the very request body that was (or will be) sent;
-- an activity matches when its event, note and fields are equal and its ``CreatedOn`` is the
-  row's date-time, or, for a row sent without one (the API fills in "now"), falls inside the
-  window in which the row was sent;
-- an activity already claimed by another row (the Id recorded for a posted row with the same
-  content) is not a match: identical rows for the same lead are counted, not merged.
-
-Responses are parsed tolerantly: ``Data`` may be an object or a list of ``{Key, Value}``.
+- :func:`parse_activities` reads every shape we know of: custom fields in an
+  ``ActivityFields`` object (as a real account answered) or in ``Data`` (an object, or a
+  list of ``{Key, Value}``); the note in ``ActivityFields.ActivityEvent_Note``, ``Data``'s
+  ``NotableEventDescription`` or ``ActivityEvent_Note``, or ``ActivityNote``. An answer of
+  any other shape is *not understood* (None): never read as "nothing found";
+- :func:`matches` compares by meaning (:mod:`bulkpost.values`): HTML entities decoded on the
+  answer's side, typed fields by the activity type's kinds, strings exactly. A row with a
+  date-time matches an activity whose ``CreatedOn`` is that date-time, or, on an account
+  that stamps ``CreatedOn`` on arrival, one created while the row may have been on the wire;
+- :class:`Reading` is what a run has learned of the account's answers (the ``CreatedOn``
+  rule, the entity rule, how ``Paging.Offset`` counts, what ``RecordCount`` means). Until a
+  look-up has found, by content, an activity known to be created from a row
+  (:func:`calibrate`), "not found" is not trusted: the row stays ``unknown``;
+- :class:`Scan` pages through a lead's activities whichever way ``Offset`` counts,
+  de-duplicates by ``Id`` and says "incomplete" rather than "not found" when pages repeat,
+  the count does not add up, or the rule is not known when a second page is needed;
+- an activity that another row holds (its Id is recorded for a posted row) is never a
+  match: identical rows for the same lead are counted, not merged.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
-_NOTE_KEYS = ("ActivityNote", "ActivityEvent_Note", "Note", "NotableEventDescription")
+from bulkpost.activity import content_hash
+from bulkpost.values import entity_rule, parse_shown_datetime, same_value
+
+PAGE_SIZE = 25  # the API's largest page of "Get Activities of a Lead"
+MAX_PAGES = 400  # 10,000 activities of one type on one lead: beyond, say "incomplete"
+OFFSET_RULES = ("rows", "pages0", "pages1")
+_NOTE_KEYS = ("ActivityEvent_Note", "NotableEventDescription", "ActivityNote", "Note")
+_CUSTOM = re.compile(r"mx_Custom_\d+")
+_DATETIME_MEMBER = re.compile(rb',"ActivityDateTime":"[^"]*"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,51 +71,108 @@ def fingerprint(body: bytes) -> Fingerprint:
     )
 
 
+def timeless_hash(body: bytes) -> str:
+    """The content hash of a body without its date-time: rows that only this tells apart
+    look alike to an account that stamps ``CreatedOn`` on arrival, so they are delivered
+    one at a time."""
+    return content_hash(_DATETIME_MEMBER.sub(b"", body, count=1))
+
+
 @dataclass(frozen=True, slots=True)
 class FoundActivity:
-    """One activity as "Get Activities of a Lead" returned it."""
+    """One activity as "Get Activities of a Lead" showed it (texts as shown)."""
 
     activity_id: str
     event: int | None
     created_on: str
-    note: str
-    data: Mapping[str, str]
+    note: str | None  # None: the answer shows no note for it
+    fields: Mapping[str, str]
+    where: str = ""  # where its fields were: "ActivityFields", "Data", "Data list"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a Retrieve answer."""
+
+    record_count: int | None
+    items: tuple[FoundActivity, ...]
 
 
 def _as_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def parse_activities(document: Any) -> tuple[int | None, list[FoundActivity]]:
-    """``(RecordCount, activities)`` from a Retrieve answer; unknown shapes give ``[]``."""
-    if not isinstance(document, dict):
-        return None, []
-    count = document.get("RecordCount")
-    found: list[FoundActivity] = []
-    for item in document.get("ProspectActivities") or []:
-        if not isinstance(item, dict) or not item.get("Id"):
-            continue
-        raw = item.get("Data") or {}
-        data: dict[str, str] = {}
-        if isinstance(raw, dict):
-            data = {str(k): _as_text(v) for k, v in raw.items()}
-        elif isinstance(raw, list):
-            data = {str(e.get("Key")): _as_text(e.get("Value"))
-                    for e in raw if isinstance(e, dict) and "Key" in e}
-        note = next((_as_text(source[k]) for source in (item, data) for k in _NOTE_KEYS
-                     if k in source), "")
-        try:
-            event = int(item["EventCode"]) if item.get("EventCode") is not None else None
-        except (TypeError, ValueError):
-            event = None
-        found.append(FoundActivity(str(item["Id"]), event, _as_text(item.get("CreatedOn")),
-                                   note, data))
-    return (int(count) if isinstance(count, int | str) and str(count).isdigit() else None), found
+def _pairs(raw: Any) -> dict[str, str] | None:
+    """``Data`` or ``ActivityFields`` as a dict: an object, or a list of {Key, Value}."""
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return {str(k): _as_text(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        pairs: dict[str, str] = {}
+        for entry in raw:
+            if not isinstance(entry, dict) or "Key" not in entry:
+                return None
+            pairs[str(entry["Key"])] = _as_text(entry.get("Value"))
+        return pairs
+    return None
+
+
+def _activity(item: Any) -> FoundActivity | None:
+    if not isinstance(item, dict) or not item.get("Id"):
+        return None
+    data = _pairs(item.get("Data"))
+    extra = _pairs(item.get("ActivityFields"))
+    if data is None or extra is None:
+        return None
+    fields: dict[str, str] = {}
+    where = ""
+    for source, name in ((data, "Data list" if isinstance(item.get("Data"), list) else "Data"),
+                         (extra, "ActivityFields")):
+        custom = {k: v for k, v in source.items() if _CUSTOM.fullmatch(k)}
+        if custom:
+            fields.update(custom)
+            where = name
+    note = next((source[k] for source in (extra, data, {k: _as_text(v) for k, v in item.items()
+                                                        if k in _NOTE_KEYS})
+                 for k in _NOTE_KEYS if k in source), None)
+    try:
+        event = int(item["EventCode"]) if item.get("EventCode") is not None else None
+    except (TypeError, ValueError):
+        return None
+    created = _as_text(item.get("CreatedOn")) or extra.get("CreatedOn", "")
+    return FoundActivity(str(item["Id"]), event, created, note, fields, where)
+
+
+def parse_activities(document: Any) -> Page | None:
+    """A Retrieve answer's page; None when its shape is not understood (never "empty")."""
+    count: Any = None
+    if isinstance(document, dict):
+        if "ProspectActivities" not in document:
+            return None
+        items, count = document["ProspectActivities"], document.get("RecordCount")
+        if items is None:
+            items = []
+    else:
+        items = document  # a bare list of activities
+    if not isinstance(items, list):
+        return None
+    found = [_activity(item) for item in items]
+    if any(f is None for f in found):
+        return None
+    record_count = None
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        record_count = count
+    elif isinstance(count, str) and count.strip().isdigit():
+        record_count = int(count)
+    elif count is not None:
+        return None
+    return Page(record_count, tuple(f for f in found if f is not None))
 
 
 @dataclass(frozen=True, slots=True)
 class SendWindow:
-    """When a row without a date-time may have reached the API (UTC)."""
+    """When a row may have reached the API (UTC)."""
 
     earliest: datetime
     latest: datetime
@@ -114,36 +190,225 @@ class SendWindow:
             return self
         return SendWindow(min(self.earliest, other.earliest), max(self.latest, other.latest))
 
-
-def _parse_created(text: str) -> datetime | None:
-    try:
-        value = datetime.fromisoformat(text.strip().replace("T", " ").rstrip("Z"))
-    except ValueError:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    def holds(self, moment: datetime | None) -> bool:
+        return moment is not None and self.earliest <= moment <= self.latest
 
 
-def matches(row: Fingerprint, found: FoundActivity, window: SendWindow | None) -> bool:
-    """True when ``found`` is an activity with exactly this row's content."""
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What a run knows of how the account answers look-ups; None: not learned yet.
+
+    ``calibrated``: a look-up found, by content, an activity known to be created from a
+    row; only then is "not found" trusted.
+    """
+
+    calibrated: bool = False
+    created_on: str | None = None  # "posted" (the row's ActivityDateTime) or "arrival"
+    entities: str | None = None  # "none", "numeric" or "html"
+    offset: str | None = None  # "rows", "pages0" or "pages1"
+    record_count: str | None = None  # "total" or "page"
+    fields_at: str = ""  # where the custom fields were shown, for people
+    note_shown: bool | None = None  # whether the answer shows the note at all
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Reading | None:
+        """A saved reading; None when it is not one this version understands."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            reading = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        except TypeError:
+            return None
+        known = {"created_on": (None, "posted", "arrival"),
+                 "entities": (None, "none", "numeric", "html"),
+                 "offset": (None, *OFFSET_RULES), "record_count": (None, "total", "page")}
+        if any(getattr(reading, name) not in values for name, values in known.items()):
+            return None
+        return reading
+
+    def describe(self) -> str:
+        return (f"CreatedOn {self.created_on or 'not yet known'}, entities "
+                f"{self.entities or 'not yet known'}, Offset counts "
+                f"{self.offset or 'not yet known'}, RecordCount {self.record_count or 'unknown'}, "
+                f"fields in {self.fields_at or 'no field seen'}")
+
+
+def matches(row: Fingerprint, found: FoundActivity, window: SendWindow | None,
+            kinds: Mapping[str, str] | None = None, reading: Reading | None = None) -> bool:
+    """True when ``found`` is an activity with exactly this row's content (by meaning)."""
+    reading = reading or Reading()
+    kinds = kinds or {}
     if found.event is not None and found.event != row.event:
         return False
-    if found.note != row.note:
+    if found.note is None:
+        if row.note:
+            return False
+    elif not same_value("string", row.note, found.note, reading.entities):
         return False
-    if any(found.data.get(name, "") != value for name, value in row.fields):
-        return False
-    created = _parse_created(found.created_on)
-    if row.when is not None:
-        expected = _parse_created(row.when)
-        return created is not None and created == expected
-    if window is None or created is None:
-        return False
-    return window.earliest <= created <= window.latest
+    for name, value in row.fields:
+        if not same_value(kinds.get(name, "string"), value, found.fields.get(name, ""),
+                          reading.entities):
+            return False
+    created = parse_shown_datetime(found.created_on)
+    in_window = window is not None and window.holds(created)
+    if row.when is None:
+        return in_window
+    posted = created is not None and created == parse_shown_datetime(row.when)
+    if reading.created_on == "posted":
+        return posted
+    if reading.created_on == "arrival":
+        return in_window
+    return posted or in_window  # not learned yet: either rule (sound for "not found")
 
 
 def pick(row: Fingerprint, candidates: Iterable[FoundActivity],
-         is_claimed: Callable[[str], bool], window: SendWindow | None) -> str | None:
-    """The Id of an activity matching ``row`` that no other row has claimed, or None."""
+         is_claimed: Callable[[str], bool], window: SendWindow | None,
+         kinds: Mapping[str, str] | None = None, reading: Reading | None = None) -> str | None:
+    """The Id of an activity matching ``row`` that no other row holds, or None."""
     for found in candidates:
-        if not is_claimed(found.activity_id) and matches(row, found, window):
+        if matches(row, found, window, kinds, reading) and not is_claimed(found.activity_id):
             return found.activity_id
     return None
+
+
+def offset_of(page: int, rule: str | None, size: int = PAGE_SIZE) -> int:
+    """The ``Offset`` that asks for page ``page`` (0-based) under ``rule``."""
+    if rule == "pages0":
+        return page
+    if rule == "pages1":
+        return page + 1
+    return page * size  # "rows", and the first page of a rule not yet known
+
+
+@dataclass(slots=True)
+class Scan:
+    """Paging through one lead's activities of one type: which page next, and when the
+    scan is complete, or cannot be (then nothing may be concluded from it)."""
+
+    rule: str | None
+    size: int = PAGE_SIZE
+    pages: int = 0
+    seen: set[str] = field(default_factory=set)
+    total: int | None = None  # RecordCount, once it proved to be a total
+    repeats: int = 0
+    complete: bool = False
+    incomplete: str = ""  # why nothing may be concluded
+    needs_rule: bool = False  # a second page is needed and the Offset rule is not known
+
+    def next_offset(self) -> int:
+        return offset_of(self.pages, self.rule, self.size)
+
+    def add(self, page: Page) -> None:
+        """Take the page just read; then ``complete``, ``incomplete`` or another page."""
+        self.pages += 1
+        items = page.items
+        new = [f for f in items if f.activity_id not in self.seen]
+        self.seen.update(f.activity_id for f in items)
+        count = page.record_count
+        if count is not None and count > len(items) and self.total is None:
+            self.total = count  # more than this page holds: a total
+        if len(items) > self.size:
+            self.incomplete = (f"the look-up answered {len(items)} activities for a page of "
+                               f"{self.size}: paging is not understood")
+        elif len(items) < self.size:
+            if self.pages == 1 and not items and self.rule is None and count:
+                self.incomplete = ("the first page came back empty while RecordCount says "
+                                   f"{count}: the Offset rule is not known yet")
+            elif self.total is not None and len(self.seen) < self.total:
+                self.incomplete = (f"the look-up saw {len(self.seen)} of {self.total} "
+                                   "activities: the scan cannot be completed")
+            else:
+                self.complete = True
+        elif not new:
+            self.repeats += 1
+            if self.repeats >= 3:
+                self.incomplete = ("pages repeat the same activities: the Offset rule may "
+                                   "not be the account's")
+        else:
+            self.repeats = 0
+        if not (self.complete or self.incomplete):
+            if self.pages >= MAX_PAGES:
+                self.incomplete = f"more than {MAX_PAGES} pages of activities on this lead"
+            elif self.rule is None:
+                self.needs_rule = True
+
+
+def probe_rule(first: list[str], probe: list[str]) -> str | None:
+    """The Offset rule that explains the answer to ``Offset 1, RowCount 2`` (``probe``),
+    given the Ids of ``Offset 0, RowCount 25`` (``first``); None when the two cannot tell
+    (a lead with fewer than two such activities) or contradict every rule."""
+    if not first:
+        return None
+    if len(first) >= 2 and probe == first[:2]:
+        return "pages1"
+    if len(first) == 1:
+        return "pages1" if probe == first else None
+    if len(first) >= 2 and probe[:1] == first[1:2] and probe == first[1:3]:
+        return "rows"
+    if probe == first[2:4]:
+        return "pages0"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """What one look-up of a known activity taught, or why it cannot be trusted."""
+
+    reading: Reading | None  # None: the look-up contradicts the row (see ``problem``)
+    problem: str = ""
+
+
+def calibrate(row: Fingerprint, activity_id: str, found: FoundActivity,
+              window: SendWindow | None, kinds: Mapping[str, str],
+              known: Reading) -> Calibration:
+    """Learn from ``found``, the activity ``activity_id`` known to be created from ``row``.
+
+    Every field must read back as the row's value (by meaning); the note must be shown
+    (else a look-up could not tell rows apart by it) unless the row's note is empty.
+    """
+    fields_at = found.where or known.fields_at
+    entities = known.entities
+    if found.note is None:
+        if row.note:
+            return Calibration(None, f"the look-up shows no note for activity {activity_id}, "
+                                     "so rows cannot be told apart by their notes")
+    else:
+        learned = entity_rule(row.note, found.note)
+        entities = learned or entities
+        if not same_value("string", row.note, found.note, entities):
+            return Calibration(None, f"activity {activity_id} shows the note "
+                                     f"{found.note[:80]!r}, sent as {row.note[:80]!r}")
+    for name, value in row.fields:
+        shown = found.fields.get(name)
+        if shown is None and value:
+            return Calibration(None, f"the look-up does not show {name} of activity "
+                                     f"{activity_id} (sent {value[:60]!r})")
+        if shown is not None:
+            if kinds.get(name, "string") == "string" and entities is None:
+                entities = entity_rule(value, shown) or entities
+            if not same_value(kinds.get(name, "string"), value, shown, entities):
+                return Calibration(None, f"activity {activity_id} shows {name} as "
+                                         f"{shown[:60]!r}, sent as {value[:60]!r}")
+    created = parse_shown_datetime(found.created_on)
+    created_on = known.created_on
+    if created is None:
+        return Calibration(None, f"activity {activity_id} shows CreatedOn "
+                                 f"{found.created_on!r}, which is not a date-time")
+    if row.when is not None:
+        if created == parse_shown_datetime(row.when):
+            created_on = "posted"
+        elif window is not None and window.holds(created):
+            created_on = "arrival"
+        else:
+            return Calibration(None, f"activity {activity_id} shows CreatedOn "
+                                     f"{found.created_on!r}: neither the date-time sent "
+                                     f"({row.when}) nor a moment it was on the wire")
+    elif window is not None and not window.holds(created):
+        return Calibration(None, f"activity {activity_id} shows CreatedOn "
+                                 f"{found.created_on!r}, outside the time it was on the wire")
+    return Calibration(replace(known, calibrated=True, created_on=created_on,
+                               entities=entities, fields_at=fields_at,
+                               note_shown=found.note is not None or known.note_shown))

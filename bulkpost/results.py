@@ -20,8 +20,8 @@ a row's last line is its state. Rules:
   write it is not (the log as written is valid, the memory of it is not).
 
 In memory the log keeps only compact per-row arrays (status, content hash, key digest,
-offset of the row's last line), so resuming a million rows stays small; activity Ids are
-read back from the file when a reconciliation needs them.
+digest of the activity Id a posted row holds, offset of the row's last line), so resuming
+a million rows stays small.
 """
 
 from __future__ import annotations
@@ -168,6 +168,7 @@ class ResultsLog:
         self._status = array("b")
         self._hash = array("Q")
         self._key = array("Q")
+        self._id = array("Q")  # digest of the activity Id a posted row holds; 0: none
         self._offset = array("q")
         self._fd = -1
         self._lock_fd = -1
@@ -259,7 +260,7 @@ class ResultsLog:
             except (ValueError, KeyError):
                 self.torn_lines += 1
             else:
-                self._set(row, code, content_hash, fields[1], offset)
+                self._set(row, code, content_hash, fields[1], offset, fields[3])
             offset += len(raw)
         return offset
 
@@ -267,9 +268,10 @@ class ResultsLog:
     def _remember(self, outcome: RowOutcome, offset: int) -> None:
         self._set(outcome.row, _STATUS_CODES[outcome.status],
                   int(outcome.content_hash, 16) if outcome.content_hash else 0,
-                  outcome.key, offset)
+                  outcome.key, offset, outcome.activity_id)
 
-    def _set(self, row: int, code: int, content_hash: int, key: str, offset: int) -> None:
+    def _set(self, row: int, code: int, content_hash: int, key: str, offset: int,
+             activity_id: str) -> None:
         if row < 1:
             return
         if row >= len(self._status):
@@ -277,10 +279,13 @@ class ResultsLog:
             self._status.frombytes(bytes(grow))
             self._hash.frombytes(bytes(8 * grow))
             self._key.frombytes(bytes(8 * grow))
+            self._id.frombytes(bytes(8 * grow))
             self._offset.frombytes(b"\xff" * (8 * grow))  # -1: no line
         self._status[row] = code
         self._hash[row] = content_hash
         self._key[row] = key_digest(key) if key else 0
+        # Only a posted row holds its activity: a skipped line names another row's.
+        self._id[row] = key_digest(activity_id) if activity_id and code == _POSTED else 0
         self._offset[row] = offset
 
     def previous(self, row: int) -> Previous | None:
@@ -295,23 +300,16 @@ class ResultsLog:
         return Previous(_STATUS_BY_CODE[code], f"{content_hash:016x}" if content_hash else "",
                         self._key[row])
 
-    def claimed_ids(self, content_hash: str) -> set[int]:
-        """Digests of the activity Ids held by posted rows with this content hash.
+    def holds(self, activity_id: str) -> bool:
+        """Whether a posted row holds this activity: then no other row may claim it.
 
-        Read back from the file: rows with identical content are few, and a resume need
-        not hold a million activity Ids in memory.
+        Compared by digest, over a compact per-row array (8 bytes a row), so a resume need
+        not hold a million activity Ids in memory; a look-up asks for a few Ids at most.
         """
-        if not content_hash:
-            return set()
-        hashes = np.frombuffer(self._hash, dtype=np.uint64)
-        rows = np.flatnonzero(hashes == np.uint64(int(content_hash, 16)))
-        claimed = set()
-        for row in rows.tolist():
-            if self._status[row] == _POSTED:
-                outcome = self.last_outcome(row)
-                if outcome is not None and outcome.activity_id:
-                    claimed.add(key_digest(outcome.activity_id))
-        return claimed
+        if not activity_id:
+            return False
+        ids = np.frombuffer(self._id, dtype=np.uint64)
+        return bool(np.any(ids == np.uint64(key_digest(activity_id))))
 
     def last_outcome(self, row: int) -> RowOutcome | None:
         """The row's last line, read back from the file."""

@@ -1,14 +1,30 @@
 """A LeadSquared look-alike on loopback, for the demo and the tests.
 
 Owns a fake with real behaviour, not a mock: the real Create, Retrieve ("Get Activities of a
-Lead", newest first, 25 a page), lead-by-e-mail and "Get Activity Type Details" paths (a
-typed type 301 with a mandatory, a Number, a Dropdown, a Date and a DateTime field, and
-duplicate display names; every other code in 100..999 with 50 String fields), auth by
-headers or query string (401 otherwise), the API's validation (typed fields included) and
-error bodies, a strict sliding-window rate limit per access key (at most N accepted calls in
-any T seconds, 429 with the ``MXAPIRateLimitExceededException`` body beyond), latency, and
-faults injected by a seeded random generator so a run can be reproduced (the lookups get the
-faults that strike before anything is created):
+Lead", newest first, up to 25 a page), "Get Custom Fields of an Activity" (by ``activityId``;
+an Id unknown to the access key is HTTP 500 ``Activity does not exist``), lead-by-e-mail and
+"Get Activity Type Details" paths (a typed type 301 with a mandatory, a Number, a Dropdown, a
+Date and a DateTime field, and duplicate display names; every other code in 100..999 with 50
+String fields), auth by headers or query string (401 otherwise), the API's validation (typed
+fields included) and error bodies, a strict sliding-window rate limit per access key (at most
+N accepted calls in any T seconds, 429 with the ``MXAPIRateLimitExceededException`` body
+beyond), latency, and faults injected by a seeded random generator so a run can be
+reproduced.
+
+The look-ups answer in a :class:`~bulkpost.dialect.Dialect` (``classic`` by default): how
+``Data`` is shaped, entities, what ``CreatedOn`` is, how ``Paging.Offset`` and
+``RecordCount`` count, typed values; :mod:`bulkpost.dialect` renders them. ``altered`` names
+fields whose stored value differs from the one sent (the first half of it), to test reading
+back; the ledger entry then keeps the sent values under ``Sent``.
+
+Faults, by the calls they can strike: look-ups (Retrieve, lead-by-e-mail, activity type,
+custom fields) take only those that strike before anything is created (``500-before``,
+``html``, ``reset-before``, ``429-other``, ``ratelimit-200``, ``slow``); a single create takes
+every kind but ``bulk-partial``; a bulk call takes every kind. Every kind configured with a
+probability above 0 is owed once: the seeded generator shuffles the owed kinds, and a call
+that one of them can strike plays it out (a call refused before the fault could strike leaves
+it owed), so a short run sees every kind; after that, faults are drawn at random, and a draw
+the call cannot play is no fault. ``faults`` in the stats counts the faults that took effect:
 
 =================  ====================================================================
 ``500-before``     HTTP 500 without an MX type; nothing created
@@ -21,7 +37,7 @@ faults that strike before anything is created):
 ``ratelimit-200``  the rate-limit body under HTTP 200; nothing created
 ``slow``           the answer comes after ``slow_seconds`` more (default 5 s)
 ``bulk-partial``   a bulk call creates every valid item, but its answer lists only the
-                   first half of them (no effect on other calls)
+                   first half of them
 ``mx-after``       the call is carried out, then HTTP 500 with an ``MX…`` exception body
 =================  ====================================================================
 
@@ -38,8 +54,9 @@ takes up to a longer maximum).
 
 Every created activity goes to the ledger (memory, and a JSON-lines file if asked) with the
 moment its call arrived, and ``GET /_sandbox/stats`` serves the counters tests assert on:
-calls, created, rate-limited, faults by kind, the most calls seen in any window, and when
-the first and the last created activity's call arrived.
+calls, created, rate-limited, look-ups (``details`` of them custom-field calls), faults by
+kind, the most calls seen in any window, when the first and the last created activity's call
+arrived, and the dialect's name.
 """
 
 from __future__ import annotations
@@ -59,12 +76,21 @@ from aiohttp import web
 
 from bulkpost.activity import GUID
 from bulkpost.client import (
+    ACTIVITY_DETAILS_PATH,
     ACTIVITY_SETTING_PATH,
     BULK_BY_FIELD_PATH,
     BULK_BY_ID_PATH,
     CREATE_PATH,
     LEAD_BY_EMAIL_PATH,
     RETRIEVE_PATH,
+)
+from bulkpost.dialect import (
+    DIALECTS,
+    Dialect,
+    canonical_option,
+    page,
+    render_activity,
+    render_details,
 )
 from bulkpost.errors import UsageError
 from bulkpost.mapping import CUSTOM_FIELD
@@ -73,6 +99,11 @@ from bulkpost.ratelimit import RateSpec
 FAULT_KINDS = ("500-before", "500-after", "html", "reset-before", "reset-after",
                "hang-after", "429-other", "ratelimit-200", "slow", "bulk-partial",
                "mx-after")
+# What each kind of call can play out (see the module docstring).
+LOOKUP_FAULTS = frozenset({"500-before", "html", "reset-before", "429-other",
+                           "ratelimit-200", "slow"})
+CREATE_FAULTS = frozenset(FAULT_KINDS) - {"bulk-partial"}
+BULK_FAULTS = frozenset(FAULT_KINDS)
 MAX_BULK_ITEMS = 25
 DEFAULT_ACCESS_KEY = "demo-access-key"
 DEFAULT_SECRET_KEY = "demo-secret-key"
@@ -129,6 +160,15 @@ def parse_faults(spec: str) -> dict[str, float]:
     return faults
 
 
+def parse_altered(spec: str) -> frozenset[str]:
+    """``"mx_Custom_2,mx_Custom_3"`` → the SchemaNames whose stored value is to differ."""
+    names = frozenset(filter(None, (n.strip() for n in spec.split(","))))
+    wrong = sorted(n for n in names if not CUSTOM_FIELD.fullmatch(n))
+    if wrong:
+        raise UsageError(f"--alter-stored: not a custom field SchemaName: {', '.join(wrong)}")
+    return names
+
+
 def parse_latency(spec: str, option: str = "--latency") -> tuple[float, float]:
     """``"0.08:0.6"`` → (0.08, 0.6) seconds; a single number is a fixed latency."""
     low, _, high = spec.partition(":")
@@ -153,8 +193,10 @@ def parse_tail(spec: str) -> tuple[float, float]:
     return tail
 
 
-def _typed_problem(setting: dict[str, Any], name: str, value: str) -> str | None:
-    """What the API would say of ``value`` for field ``name``, or None when it is fine."""
+def _typed_problem(setting: dict[str, Any], name: str, value: str,
+                   any_case: bool = False) -> str | None:
+    """What the API would say of ``value`` for field ``name``, or None when it is fine
+    (``any_case``: a dropdown value may name its option in any case)."""
     spec = next((f for f in setting["Fields"] if f["SchemaName"] == name), None)
     if spec is None:
         return f"Field {name} does not exist in activity type {setting['ActivityEventCode']}"
@@ -167,11 +209,18 @@ def _typed_problem(setting: dict[str, Any], name: str, value: str) -> str | None
         return f"{label}: '{value}' is not a date (yyyy-mm-dd)"
     if kind == "DateTime" and not API_DATETIME.fullmatch(value):
         return f"{label}: '{value}' is not a date-time (yyyy-mm-dd hh:mm:ss)"
-    if kind == "Dropdown" and value not in [o["Value"] for o in json.loads(spec["OptionSet"])]:
-        return f"{label}: '{value}' is not one of the options"
+    if kind == "Dropdown":
+        option = canonical_option(spec, value)
+        if option is None or (option != value and not any_case):
+            return f"{label}: '{value}' is not one of the options"
     if spec.get("MaxFieldLength") and len(value) > spec["MaxFieldLength"]:
         return f"{label} is longer than {spec['MaxFieldLength']} characters"
     return None
+
+
+def _setting_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """The activity type of a stored entry (validated on the way in, so it exists)."""
+    return activity_setting(int(entry["ActivityEvent"])) or {"DisplayName": "", "Fields": []}
 
 
 def _error(status: int, exception_type: str, message: str) -> web.Response:
@@ -181,11 +230,13 @@ def _error(status: int, exception_type: str, message: str) -> web.Response:
 
 
 class Admitted(NamedTuple):
-    """A call the sandbox lets through: whose it is, the fault to play out, its arrival."""
+    """A call the sandbox lets through: whose it is, the fault still to play out (and
+    whether it was owed), its arrival."""
 
     access_key: str
     fault: str | None
     arrived: float  # time.time() when the window counted it
+    owed: bool = False
 
 
 @dataclass
@@ -196,6 +247,7 @@ class Stats:
     unauthorized: int = 0
     rejected: int = 0
     lookups: int = 0
+    details: int = 0  # "Get Custom Fields of an Activity" calls (counted in lookups too)
     max_in_window: int = 0
     bulk_calls: int = 0
     bulk_rate_limited: int = 0
@@ -214,7 +266,9 @@ class Sandbox:
                  arrival: tuple[float, float] = (0, 0),
                  faults: dict[str, float] | None = None, seed: int | None = None,
                  ledger: Path | None = None, slow_seconds: float = 5.0,
-                 keys: dict[str, str] | None = None) -> None:
+                 keys: dict[str, str] | None = None,
+                 dialect: Dialect = DIALECTS["classic"],
+                 altered: frozenset[str] = frozenset()) -> None:
         self.rate = rate or RateSpec(25, 5.0)
         self.bulk_rate = bulk_rate or RateSpec(1, 5.0)
         self.latency = latency
@@ -224,6 +278,10 @@ class Sandbox:
         self.slow_seconds = slow_seconds
         self.keys = keys or {DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY}
         self.random = random.Random(seed)
+        self.dialect = dialect
+        self.altered = altered
+        self._owed = [kind for kind, probability in self.faults.items() if probability > 0]
+        self.random.shuffle(self._owed)
         self.stats = Stats()
         self.ledger: list[dict[str, Any]] = []
         self._ledger_file = open(ledger, "a", encoding="utf-8") if ledger else None  # noqa: SIM115
@@ -237,12 +295,14 @@ class Sandbox:
             collections.deque)
         self.app = web.Application()
         self._by_lead: dict[str, list[dict[str, Any]]] = {}
+        self._by_id: dict[str, dict[str, Any]] = {}
         self._leads_by_email: dict[str, str] = {}
         self.app.router.add_post(CREATE_PATH, self._create)
         self.app.router.add_post(BULK_BY_ID_PATH, self._bulk)
         self.app.router.add_post(BULK_BY_FIELD_PATH, self._bulk)
         self.app.router.add_post(RETRIEVE_PATH, self._retrieve)
         self.app.router.add_get(ACTIVITY_SETTING_PATH, self._activity_setting)
+        self.app.router.add_get(ACTIVITY_DETAILS_PATH, self._details)
         self.app.router.add_get(LEAD_BY_EMAIL_PATH, self._lead_by_email)
         self.app.router.add_get("/_sandbox/stats", self._stats)
         self.app.router.add_get("/_sandbox/ledger", self._ledger)
@@ -273,6 +333,7 @@ class Sandbox:
         s = self.stats
         return {"calls": s.calls, "created": s.created, "rate_limited": s.rate_limited,
                 "unauthorized": s.unauthorized, "rejected": s.rejected, "lookups": s.lookups,
+                "details": s.details, "dialect": self.dialect.name,
                 "max_in_window": s.max_in_window, "faults": dict(s.faults),
                 "first_created": s.first_created, "last_created": s.last_created,
                 "bulk_calls": s.bulk_calls, "bulk_rate_limited": s.bulk_rate_limited,
@@ -313,16 +374,33 @@ class Sandbox:
         accepted.append(now)
         return True
 
-    def _draw_fault(self) -> str | None:
+    def _draw_fault(self, playable: frozenset[str]) -> tuple[str | None, bool]:
+        """The fault for a call that can play ``playable``, and whether it was owed: an
+        owed kind first, else a random draw (a kind the call cannot play is no fault)."""
+        for kind in self._owed:
+            if kind in playable:
+                self._owed.remove(kind)
+                return kind, True
         if not self.faults:
-            return None
+            return None, False
         draw = self.random.random()
         for kind, probability in self.faults.items():
             if draw < probability:
-                self.stats.faults[kind] += 1
-                return kind
+                return (kind if kind in playable else None), False
             draw -= probability
-        return None
+        return None, False
+
+    def _struck(self, fault: str) -> None:
+        """A fault takes effect now: only now is it counted."""
+        self.stats.faults[fault] += 1
+
+    def _refuse(self, admitted: Admitted, status: int, exception_type: str,
+                message: str) -> web.Response:
+        """An error that ends a call before its fault could strike: an owed fault stays owed
+        (at the front), so that every configured kind still takes effect early."""
+        if admitted.owed and admitted.fault is not None:
+            self._owed.insert(0, admitted.fault)
+        return _error(status, exception_type, message)
 
     def _draw(self, bounds: tuple[float, float]) -> float:
         low, high = bounds
@@ -371,8 +449,11 @@ class Sandbox:
             return _error(401, "MXUnAuthorizedException", "Invalid access key or secret key")
         if not self._window_admits(access_key, now, bulk):
             return self._rate_limited(bulk=bulk)
-        fault = self._draw_fault()
+        fault, owed = self._draw_fault(
+            LOOKUP_FAULTS if lookup else BULK_FAULTS if bulk else CREATE_FAULTS)
         await request.read()
+        if fault in LOOKUP_FAULTS:  # these strike here, whatever the call
+            self._struck(fault)
         if fault == "429-other":
             return self._rate_limited(429, bulk)
         if fault == "ratelimit-200":
@@ -386,26 +467,27 @@ class Sandbox:
             return web.Response(status=502, text=GATEWAY_PAGE, content_type="text/html")
         if lookup:
             self.stats.lookups += 1
-        return Admitted(access_key, fault, arrived)
+        return Admitted(access_key, None if fault in LOOKUP_FAULTS else fault, arrived, owed)
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         admitted = await self._admit(request)
         if isinstance(admitted, web.StreamResponse):
             return admitted
-        access_key, fault, arrived = admitted
+        access_key, fault, arrived, _ = admitted
         if request.content_type != "application/json":
             self.stats.rejected += 1
-            return _error(400, "MXInvalidRequestException",
-                          "Content-Type must be application/json")
+            return self._refuse(admitted, 400, "MXInvalidRequestException",
+                                "Content-Type must be application/json")
         try:
             body = json.loads(await request.read())
         except ValueError:
             self.stats.rejected += 1
-            return _error(400, "MXInvalidRequestException", "The request body is not JSON")
+            return self._refuse(admitted, 400, "MXInvalidRequestException",
+                                "The request body is not JSON")
         problem = self._validate(body)
         if problem is not None:
             self.stats.rejected += 1
-            return _error(500, "MXInvalidInputException", problem)
+            return self._refuse(admitted, 500, "MXInvalidInputException", problem)
         activity_id = self._new_id()
         self._record(access_key, activity_id, body, arrived)
         failed = await self._after_saving(request, fault)
@@ -418,20 +500,23 @@ class Sandbox:
         admitted = await self._admit(request, bulk=True)
         if isinstance(admitted, web.StreamResponse):
             return admitted
-        access_key, fault, arrived = admitted
+        access_key, fault, arrived, _ = admitted
         self.stats.bulk_calls += 1
         by_email = request.path == BULK_BY_FIELD_PATH
         if by_email and request.query.get("searchBy") != "EmailAddress":
-            return _error(400, "MXInvalidInputException", "searchBy must be EmailAddress")
+            return self._refuse(admitted, 400, "MXInvalidInputException",
+                                "searchBy must be EmailAddress")
         try:
             items = json.loads(await request.read())
         except ValueError:
-            return _error(400, "MXInvalidRequestException", "The request body is not JSON")
+            return self._refuse(admitted, 400, "MXInvalidRequestException",
+                                "The request body is not JSON")
         if not isinstance(items, list) or not items:
-            return _error(400, "MXInvalidInputException", "Expected a JSON array of activities")
+            return self._refuse(admitted, 400, "MXInvalidInputException",
+                                "Expected a JSON array of activities")
         if len(items) > MAX_BULK_ITEMS:
-            return _error(400, "MXInvalidInputException",
-                          f"At most {MAX_BULK_ITEMS} activities are allowed per call")
+            return self._refuse(admitted, 400, "MXInvalidInputException",
+                                f"At most {MAX_BULK_ITEMS} activities are allowed per call")
         answers: list[dict[str, Any]] = []
         for number, item in enumerate(items, start=1):
             body = dict(item) if isinstance(item, dict) else item
@@ -450,7 +535,8 @@ class Sandbox:
             self._record(access_key, activity_id, body, arrived, bulk=True)
             answers.append({"RowNumber": number, "ActivityCreated": True,
                             "ProspectActivityId": activity_id})
-        if fault == "bulk-partial":
+        if fault == "bulk-partial":  # items is not empty: at least one answer goes
+            self._struck(fault)
             answers = answers[:len(answers) // 2]
         failed = await self._after_saving(request, fault)
         if failed is not None:
@@ -465,6 +551,8 @@ class Sandbox:
                             fault: str | None) -> web.StreamResponse | None:
         """Play out a fault that strikes once the activities are saved: the answer to give
         instead of the real one, or None (``hang-after`` only delays the real one)."""
+        if fault in ("mx-after", "500-after", "reset-after", "hang-after"):
+            self._struck(fault)
         if fault == "mx-after":
             return _error(500, "MXUnknownException", "An error occurred after saving")
         if fault == "500-after":
@@ -496,13 +584,20 @@ class Sandbox:
             return _error(500, "MXInvalidInputException", "RowCount must be 1..25")
         entries = [e for e in reversed(self._by_lead.get(lead_id.lower(), []))
                    if event is None or e["ActivityEvent"] == event]
-        page = entries[offset:offset + count]
-        return web.json_response({"RecordCount": len(entries), "ProspectActivities": [{
-            "Id": e["Id"], "EventCode": e["ActivityEvent"],
-            "EventName": f"Event {e['ActivityEvent']}",
-            "CreatedOn": e["CreatedOn"], "Type": "Activity",
-            "Data": {"ActivityEvent_Note": e["ActivityNote"] or "", **e["Fields"]},
-        } for e in page]})
+        items, record_count = page(entries, offset, count, self.dialect)
+        return web.json_response({"RecordCount": record_count, "ProspectActivities": [
+            render_activity(e, self.dialect, _setting_of(e)) for e in items]})
+
+    async def _details(self, request: web.Request) -> web.StreamResponse:
+        """"Get Custom Fields of an Activity": every field of its type, as stored."""
+        admitted = await self._admit(request, lookup=True)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        self.stats.details += 1
+        entry = self._by_id.get(request.query.get("activityId", "").strip().lower())
+        if entry is None or entry["AccessKey"] != admitted.access_key:
+            return _error(500, "MXInvalidInputException", "Activity does not exist")
+        return web.json_response(render_details(entry, self.dialect, _setting_of(entry)))
 
     async def _activity_setting(self, request: web.Request) -> web.StreamResponse:
         """"Get Activity Type Details" for the sandbox's event codes."""
@@ -565,7 +660,7 @@ class Sandbox:
             seen.add(name)
             if not isinstance(item.get("Value"), str):
                 return f"Field {name}: Value must be a string"
-            problem = _typed_problem(setting, name, item["Value"])
+            problem = _typed_problem(setting, name, item["Value"], self.dialect.typed)
             if problem is not None:
                 return problem
         for spec in setting["Fields"]:
@@ -586,26 +681,39 @@ class Sandbox:
             lead_id = self._leads_by_email.setdefault(
                 email, str(uuid.uuid5(uuid.NAMESPACE_URL, "mailto:" + email)))
         lead_id = lead_id.lower()
+        sent = {f["SchemaName"]: f["Value"] for f in body.get("Fields", [])}
+        specs = {f["SchemaName"]: f for f in _setting_of(body)["Fields"]}
+        stored = {name: self._stored(name, value, specs.get(name))
+                  for name, value in sent.items()}
         entry: dict[str, Any] = {
             "Id": activity_id,
             "LeadId": lead_id,
             "CreatedOn": body.get("ActivityDateTime") or time.strftime(
-                "%Y-%m-%d %H:%M:%S", time.gmtime()),
+                "%Y-%m-%d %H:%M:%S", time.gmtime(arrived)),
             "RelatedProspectId": body.get("RelatedProspectId"),
             "EmailAddress": body.get("EmailAddress"),
             "ActivityEvent": body.get("ActivityEvent"),
             "ActivityNote": body.get("ActivityNote"),
             "ActivityDateTime": body.get("ActivityDateTime"),
-            "Fields": {f["SchemaName"]: f["Value"] for f in body.get("Fields", [])},
+            "Fields": stored,
+            **({"Sent": sent} if stored != sent else {}),
             "AccessKey": access_key,
             "ReceivedAt": arrived,  # when the call arrived, before the latency
             "Bulk": bulk,
         }
         self.ledger.append(entry)
+        self._by_id[activity_id] = entry
         self._by_lead.setdefault(lead_id, []).append(entry)
         if self._ledger_file is not None:
             self._ledger_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
             self._ledger_file.flush()
+
+    def _stored(self, name: str, value: str, spec: dict[str, Any] | None) -> str:
+        """What the sandbox keeps of a sent value: a dropdown's own spelling in a typed
+        dialect, and the first half of an ``altered`` field's value."""
+        if self.dialect.typed and spec is not None and spec["DataType"] == "Dropdown":
+            value = canonical_option(spec, value) or value
+        return value[:len(value) // 2] if name in self.altered else value
 
 
 async def serve(sandbox: Sandbox, host: str, port: int, announce: Any) -> None:

@@ -73,18 +73,18 @@ def parse_shown_datetime(text: str) -> datetime | None:
     text = text.strip()
     if not text:
         return None
+    value: datetime | None = None
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        value = None
         for fmt in _US_FORMATS:
             try:
                 value = datetime.strptime(text, fmt)
                 break
             except ValueError:
                 continue
-        if value is None:
-            return None
+    if value is None:
+        return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

@@ -129,7 +129,8 @@ def test_reload_reads_plain_and_quoted_lines_alike_and_skips_malformed_ones(
     again.close()
 
 
-def test_claimed_ids_are_read_back_for_posted_rows_with_that_content(tmp_path: Path) -> None:
+def test_an_activity_is_held_by_the_row_posted_with_it_whatever_its_content(
+        tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
     log = _log(path)
     same = "00000000000000aa"
@@ -137,10 +138,16 @@ def test_claimed_ids_are_read_back_for_posted_rows_with_that_content(tmp_path: P
     log.record(RowOutcome(2, "b", Status.FAILED, content_hash=same))
     log.record(RowOutcome(3, "c", Status.POSTED, activity_id="id-3", content_hash="bb" * 8))
     log.record(RowOutcome(4, "d", Status.POSTED, activity_id="id-4", content_hash=same))
+    log.record(RowOutcome(5, "e", Status.SKIPPED, activity_id="id-9", content_hash=same))
+    log.record(RowOutcome(6, "f", Status.POSTED, activity_id="id-6", content_hash=same))
+    log.record(RowOutcome(6, "f", Status.UNKNOWN, content_hash=same))  # re-sent: no longer
     log.close()
     again = _log(path)
-    assert again.claimed_ids(same) == {key_digest("id-1"), key_digest("id-4")}
-    assert again.claimed_ids("") == set()
+    assert [again.holds(i) for i in ("id-1", "id-3", "id-4")] == [True] * 3
+    # A skipped line names another row's activity; a row's later line replaces its Id.
+    assert [again.holds(i) for i in ("id-9", "id-6", "id-2", "")] == [False] * 4
+    again.record(RowOutcome(2, "b", Status.POSTED, activity_id="id-2", content_hash=same))
+    assert again.holds("id-2")
     again.close()
 
 

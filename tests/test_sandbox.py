@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from typing import Any
 
 import aiohttp
 import pytest
 
+from bulkpost.client import (
+    ACTIVITY_DETAILS_PATH,
+    BULK_BY_ID_PATH,
+    CREATE_PATH,
+    RETRIEVE_PATH,
+)
+from bulkpost.dialect import CHOICES, DIALECTS, Dialect, page, parse_dialect, shown_value
 from bulkpost.errors import UsageError
 from bulkpost.sandbox import (
+    CATALOG,
     DEFAULT_ACCESS_KEY,
     DEFAULT_SECRET_KEY,
+    FAULT_KINDS,
+    LOOKUP_FAULTS,
     Sandbox,
+    parse_altered,
     parse_faults,
     parse_latency,
     parse_tail,
 )
+from tests.conftest import cli_command, cli_env, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -160,3 +173,429 @@ def test_parse_tail() -> None:
             parse_tail(bad)
     with pytest.raises(UsageError, match="--arrival-latency"):
         parse_latency("1:0.5", "--arrival-latency")
+
+
+# -- dialects: how look-ups show what was stored ------------------------------------------
+LEAD = str(GOOD["RelatedProspectId"])
+NOTE = "Café 👇 & co\n<b>"
+NOTE_ENTITIES = "Caf&#xE9; &#x1F447; & co\n<b>"
+ORDER: dict[str, Any] = {"RelatedProspectId": LEAD, "ActivityEvent": 301, "ActivityNote": "o",
+         "ActivityDateTime": "2024-01-01 10:00:00",
+         "Fields": [{"SchemaName": "mx_Custom_1", "Value": "A-1"},
+                    {"SchemaName": "mx_Custom_2", "Value": "12.50"},
+                    {"SchemaName": "mx_Custom_3", "Value": "Web"},
+                    {"SchemaName": "mx_Custom_4", "Value": "2024-01-05"},
+                    {"SchemaName": "mx_Custom_5", "Value": "2024-01-05 10:00:00"},
+                    {"SchemaName": "mx_Custom_6", "Value": "Zoë 👇"}]}
+
+
+async def _call(url: str, method: str, path: str, body: Any = None,
+                query: dict[str, str] | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """One call; ``(0, None)`` when the connection is reset or dropped."""
+    try:
+        async with aiohttp.ClientSession() as session, session.request(
+                method, f"{url}{path}", params=query,
+                data=None if body is None else json.dumps(body).encode(),
+                headers={"Content-Type": "application/json",
+                         **(HEADERS if headers is None else headers)}) as resp:
+            text = await resp.text()
+            return resp.status, json.loads(text) if text[:1] in ("{", "[") else text
+    except aiohttp.ClientError:
+        return 0, None
+
+
+def _create(url: str, body: Any) -> tuple[int, Any]:
+    return asyncio.run(_call(url, "POST", CREATE_PATH, body))
+
+
+def _retrieve(url: str, offset: int = 0, count: int = 25,
+              event: int | None = None) -> dict[str, Any]:
+    query: dict[str, Any] = {"Paging": {"Offset": str(offset), "RowCount": str(count)},
+                             "Parameter": {} if event is None else {"ActivityEvent": event}}
+    status, answer = asyncio.run(_call(url, "POST", RETRIEVE_PATH, query, {"leadId": LEAD}))
+    assert status == 200, answer
+    result: dict[str, Any] = answer
+    return result
+
+
+def _details(url: str, activity_id: str,
+             headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    return asyncio.run(_call(url, "GET", ACTIVITY_DETAILS_PATH, query={
+        "activityId": activity_id}, headers=headers))
+
+
+def _pairs(data: list[dict[str, str]]) -> dict[str, str]:
+    return {pair["Key"]: pair["Value"] for pair in data}
+
+
+def _one_item(server: Any, body: dict[str, Any]) -> dict[str, Any]:
+    status, answer = _create(server.url, body)
+    assert status == 200, answer
+    (item,) = _retrieve(server.url)["ProspectActivities"]
+    assert item["Id"] == answer["Message"]["Id"]
+    assert item["RelatedProspectId"] == LEAD and item["ModifiedOn"] == item["CreatedOn"]
+    shown: dict[str, Any] = item
+    return shown
+
+
+NOTED: dict[str, Any] = {**GOOD, "ActivityNote": NOTE,
+         "Fields": [{"SchemaName": "mx_Custom_1", "Value": "Zoë"},
+                    {"SchemaName": "mx_Custom_2", "Value": "plain"}]}
+
+
+def test_classic_shows_data_as_an_object_of_the_values_as_sent(make_sandbox: Any) -> None:
+    server = make_sandbox()
+    item = _one_item(server, NOTED)
+    assert item["Data"] == {"ActivityEvent_Note": NOTE, "mx_Custom_1": "Zoë",
+                            "mx_Custom_2": "plain"}
+    assert "ActivityFields" not in item
+    assert (item["EventCode"], item["EventName"]) == (201, "Event 201")
+    assert item["CreatedOn"] == "2024-01-01 10:00:00"
+    assert server.stats()["dialect"] == "classic"
+
+
+def test_captured_shows_activity_fields_and_a_key_value_data_list(make_sandbox: Any) -> None:
+    server = make_sandbox(dialect=DIALECTS["captured"])
+    item = _one_item(server, NOTED)
+    assert item["CreatedOn"] == "2024-01-01 10:00:00"
+    fields = item["ActivityFields"]
+    assert fields["ActivityEvent_Note"] == NOTE_ENTITIES
+    assert (fields["mx_Custom_1"], fields["mx_Custom_2"]) == ("Zo&#xEB;", "plain")
+    assert fields["CreatedOn"] == fields["ModifiedOn"] == "1/1/2024 10:00:00 AM"
+    assert fields["ProspectActivityAutoId"].isdigit()
+    assert {"CreatedBy", "Status", "Owner"} <= fields.keys()
+    assert [pair["Key"] for pair in item["Data"]] == [
+        "CreatedByName", "EventName", "NotableEventDescription", "HasAttachments"]
+    assert _pairs(item["Data"])["NotableEventDescription"] == NOTE_ENTITIES
+
+
+def test_pages_shows_note_and_fields_in_a_data_list_without_activity_fields(
+        make_sandbox: Any) -> None:
+    server = make_sandbox(dialect=DIALECTS["pages"])
+    item = _one_item(server, NOTED)
+    assert "ActivityFields" not in item
+    assert _pairs(item["Data"]) == {"NotableEventDescription": NOTE, "mx_Custom_1": "Zoë",
+                                    "mx_Custom_2": "plain"}
+
+
+@pytest.mark.parametrize(("preset", "posted_shown"), [
+    ("classic", True), ("captured", True), ("arrival", False), ("pages", False)])
+def test_created_on_is_the_posted_time_or_the_arrival(make_sandbox: Any, preset: str,
+                                                      posted_shown: bool) -> None:
+    server = make_sandbox(dialect=DIALECTS[preset])
+    timeless = {k: v for k, v in GOOD.items() if k != "ActivityDateTime"}
+    for body in (GOOD, timeless):
+        assert _create(server.url, body)[0] == 200
+    first_page = 1 if preset == "arrival" else 0  # arrival counts pages from 1
+    untimed, timed = _retrieve(server.url, first_page)["ProspectActivities"]  # newest first
+    arrivals = [time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["ReceivedAt"]))
+                for e in server.ledger()]
+    assert arrivals[0] != GOOD["ActivityDateTime"]
+    assert timed["CreatedOn"] == (GOOD["ActivityDateTime"] if posted_shown else arrivals[0])
+    assert untimed["CreatedOn"] == arrivals[1]
+
+
+def _thirty(server: Any) -> list[str]:
+    """30 activities on one lead, one by one; their Ids newest first."""
+    async def create() -> None:
+        for number in range(30):
+            status, _ = await _call(server.url, "POST", CREATE_PATH,
+                                    {**GOOD, "ActivityNote": f"n{number}"})
+            assert status == 200
+    asyncio.run(create())
+    return [e["Id"] for e in reversed(server.ledger())]
+
+
+@pytest.mark.parametrize(("rule", "offsets"), [
+    ("rows", (0, 25)), ("pages0", (0, 1)), ("pages1", (1, 2))])
+def test_each_offset_rule_pages_through_thirty(make_sandbox: Any, rule: str,
+                                               offsets: tuple[int, int]) -> None:
+    server = make_sandbox(dialect=parse_dialect(f"offset={rule}"))
+    ids = _thirty(server)
+    first, second = (_retrieve(server.url, offset) for offset in offsets)
+    assert [a["Id"] for a in first["ProspectActivities"]] == ids[:25]
+    assert [a["Id"] for a in second["ProspectActivities"]] == ids[25:]
+    assert first["RecordCount"] == second["RecordCount"] == 30
+    assert [a["Data"]["ActivityEvent_Note"] for a in first["ProspectActivities"]] == [
+        f"n{n}" for n in range(29, 4, -1)]
+    zero = _retrieve(server.url, 0)
+    assert [a["Id"] for a in zero["ProspectActivities"]] == (
+        [] if rule == "pages1" else ids[:25])
+    assert zero["RecordCount"] == 30
+
+
+def test_pages1_offset_zero_is_an_empty_page_and_record_count_can_count_the_page(
+        make_sandbox: Any) -> None:
+    server = make_sandbox(dialect=DIALECTS["arrival"])  # pages1, record_count=page
+    ids = _thirty(server)
+    empty = _retrieve(server.url, 0)
+    assert empty == {"RecordCount": 0, "ProspectActivities": []}
+    second = _retrieve(server.url, 2)
+    assert [a["Id"] for a in second["ProspectActivities"]] == ids[25:]
+    assert second["RecordCount"] == 5
+    assert _retrieve(server.url, 1)["RecordCount"] == 25
+    assert _retrieve(server.url, 3) == {"RecordCount": 0, "ProspectActivities": []}
+
+
+def test_rows_offset_with_record_count_per_page(make_sandbox: Any) -> None:
+    server = make_sandbox(dialect=parse_dialect("record_count=page"))
+    _thirty(server)
+    assert _retrieve(server.url, 10, 25)["RecordCount"] == 20
+    assert _retrieve(server.url, 0, 7)["RecordCount"] == 7
+    assert _retrieve(server.url, 30)["RecordCount"] == 0
+
+
+def test_typed_dialect_shows_typed_values_in_the_api_form(make_sandbox: Any) -> None:
+    server = make_sandbox(dialect=parse_dialect("typed=true"))
+    order = {**ORDER, "Fields": [*ORDER["Fields"][:2],
+                                 {"SchemaName": "mx_Custom_3", "Value": "pHONE"},
+                                 *ORDER["Fields"][3:]]}
+    item = _one_item(server, order)
+    assert item["EventName"] == "Order"
+    assert item["Data"] == {"ActivityEvent_Note": "o", "mx_Custom_1": "A-1",
+                            "mx_Custom_2": "12.5", "mx_Custom_3": "Phone",
+                            "mx_Custom_4": "2024-01-05 00:00:00",
+                            "mx_Custom_5": "1/5/2024 10:00:00 AM", "mx_Custom_6": "Zoë 👇"}
+    (entry,) = server.ledger()
+    assert entry["Fields"]["mx_Custom_2"] == "12.50"  # stored as sent; shown normalised
+    assert entry["Fields"]["mx_Custom_3"] == "Phone"  # stored as the option
+    assert entry["Sent"]["mx_Custom_3"] == "pHONE"
+
+
+def test_a_dropdown_in_another_case_is_refused_when_not_typed(make_sandbox: Any) -> None:
+    server = make_sandbox()
+    order = {**ORDER, "Fields": [*ORDER["Fields"][:2],
+                                 {"SchemaName": "mx_Custom_3", "Value": "web"}]}
+    status, answer = _create(server.url, order)
+    assert status == 500 and answer["ExceptionMessage"] == (
+        "Channel: 'web' is not one of the options")
+    assert _create(server.url, ORDER)[0] == 200
+    (entry,) = server.ledger()
+    assert entry["Fields"] == {f["SchemaName"]: f["Value"] for f in ORDER["Fields"]}
+    assert "Sent" not in entry
+
+
+@pytest.mark.parametrize(("kind", "sent", "shown"), [
+    ("Number", "12.50", "12.5"), ("Number", "007", "7"), ("Number", "3.0", "3"),
+    ("Number", "100", "100"), ("Number", "-0.250", "-0.25"), ("Number", "1e3", "1000"),
+    ("Date", "2024-01-05", "2024-01-05 00:00:00"),
+    ("DateTime", "2024-01-05 10:00:00", "1/5/2024 10:00:00 AM"),
+    ("DateTime", "2024-11-25 15:04:05", "11/25/2024 3:04:05 PM"),
+    ("DateTime", "2024-01-05 00:30:00", "1/5/2024 12:30:00 AM"),
+    ("DateTime", "2024-01-05 12:00:00", "1/5/2024 12:00:00 PM"),
+    ("Date", "2024-", "2024-"),  # an altered value is shown as it is stored
+    ("String", "Zoë", "Zoë"),
+])
+def test_typed_forms(kind: str, sent: str, shown: str) -> None:
+    typed = parse_dialect("typed=true")
+    assert shown_value(sent, {"DataType": kind}, typed) == shown
+    assert shown_value(sent, {"DataType": kind}, DIALECTS["classic"]) == sent
+
+
+def test_entities_apply_to_string_values_only() -> None:
+    captured = DIALECTS["captured"]
+    assert shown_value("Café 👇 & co", {"DataType": "String"}, captured) == (
+        "Caf&#xE9; &#x1F447; & co")
+    assert shown_value("Café", None, captured) == "Caf&#xE9;"
+    assert shown_value("Café", {"DataType": "Dropdown"}, captured) == "Café"
+
+
+def test_details_answer_every_field_of_the_type(make_sandbox: Any) -> None:
+    server = make_sandbox(dialect=DIALECTS["arrival"])  # entities and typed
+    status, answer = _create(server.url, {**ORDER, "Fields": [
+        *ORDER["Fields"][:2], {"SchemaName": "mx_Custom_3", "Value": "STORE"},
+        *ORDER["Fields"][3:]]})
+    assert status == 200
+    status, details = _details(server.url, answer["Message"]["Id"])
+    assert status == 200
+    assert (details["ID"], details["Name"], details["DisplayName"]) == (
+        answer["Message"]["Id"], "Order", "Order")
+    fields = details["Fields"]
+    assert [f["SchemaName"] for f in fields] == [f["SchemaName"] for f in CATALOG[301]["Fields"]]
+    assert [f["Sequence"] for f in fields] == list(range(1, 9))
+    assert {f["SchemaName"]: f["Value"] for f in fields} == {
+        "mx_Custom_1": "A-1", "mx_Custom_2": "12.5", "mx_Custom_3": "Store",
+        "mx_Custom_4": "2024-01-05 00:00:00", "mx_Custom_5": "1/5/2024 10:00:00 AM",
+        "mx_Custom_6": "Zo&#xEB; &#x1F447;", "mx_Custom_7": "", "mx_Custom_8": ""}
+    first, _, channel = fields[:3]
+    assert (first["DisplayName"], first["DataType"], first["IsMandatory"]) == (
+        "Order No", "String", True)
+    assert all(f["ShowInForm"] is True for f in fields)
+    assert json.loads(channel["OptionSet"])[2]["Value"] == "Store"
+    stats = server.stats()
+    assert stats["details"] == stats["lookups"] == 1
+
+
+def test_details_of_an_unknown_or_foreign_activity_is_an_mx_error(make_sandbox: Any) -> None:
+    server = make_sandbox(keys={DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY, "other": "secret"})
+    status, answer = _create(server.url, GOOD)
+    assert status == 200
+    activity_id = answer["Message"]["Id"]
+    assert _details(server.url, activity_id.upper())[0] == 200
+    foreign = _details(server.url, activity_id,
+                       headers={"x-LSQ-AccessKey": "other", "x-LSQ-SecretKey": "secret"})
+    unknown = _details(server.url, "6f1c2a9e-0000-4000-8000-000000000000")
+    for status, body in (foreign, unknown):
+        assert status == 500 and body == {"Status": "Error",
+                                          "ExceptionType": "MXInvalidInputException",
+                                          "ExceptionMessage": "Activity does not exist"}
+    field = _details(server.url, activity_id)[1]["Fields"][0]
+    assert (field["SchemaName"], field["Value"]) == ("mx_Custom_1", "x")
+    assert server.stats()["details"] == 4
+
+
+def test_altered_fields_are_stored_as_their_first_half(make_sandbox: Any) -> None:
+    server = make_sandbox(altered=frozenset({"mx_Custom_2", "mx_Custom_3", "mx_Custom_8"}))
+    item = _one_item(server, ORDER)
+    assert (item["Data"]["mx_Custom_2"], item["Data"]["mx_Custom_3"]) == ("12", "W")
+    assert item["Data"]["mx_Custom_1"] == "A-1"
+    (entry,) = server.ledger()
+    assert entry["Fields"]["mx_Custom_2"] == "12" and entry["Fields"]["mx_Custom_3"] == "W"
+    assert entry["Sent"] == {f["SchemaName"]: f["Value"] for f in ORDER["Fields"]}
+    assert _create(server.url, GOOD)[0] == 200  # no altered field sent: nothing differs
+    assert "Sent" not in server.ledger()[1]
+
+
+def test_parse_altered() -> None:
+    assert parse_altered(" mx_Custom_2, mx_Custom_3 ,") == {"mx_Custom_2", "mx_Custom_3"}
+    assert parse_altered("") == frozenset()
+    with pytest.raises(UsageError, match="Amount"):
+        parse_altered("mx_Custom_2,Amount")
+
+
+def test_parse_dialect_presets_and_overrides() -> None:
+    for name, preset in DIALECTS.items():
+        assert parse_dialect(name) is preset
+    assert parse_dialect("") is DIALECTS["classic"]
+    changed = parse_dialect("captured, offset=pages0, entities=False")
+    assert changed == Dialect("captured,offset=pages0,entities=false", "activity-fields",
+                              entities=False, created_on="posted", offset="pages0",
+                              record_count="total", typed=False)
+    alone = parse_dialect("typed=true,created-on=arrival")
+    assert (alone.name, alone.fields, alone.typed, alone.created_on) == (
+        "classic,typed=true,created_on=arrival", "data", True, "arrival")
+
+
+@pytest.mark.parametrize(("spec", "listed"), [
+    ("nope", "classic, captured, arrival, pages"),
+    ("captured,offset=pages2", "rows, pages0, pages1"),
+    ("captured,colour=red", "fields, entities, created_on, offset, record_count, typed"),
+    ("captured,offset", "KEY=VALUE"),
+    ("captured,pages", "KEY=VALUE"),
+    ("typed=maybe", "true, false"),
+])
+def test_parse_dialect_errors_list_what_is_known(spec: str, listed: str) -> None:
+    with pytest.raises(UsageError, match="--dialect") as caught:
+        parse_dialect(spec)
+    assert listed in str(caught.value)
+
+
+def test_the_presets_cover_every_variant_of_every_trait() -> None:
+    for key, values in CHOICES.items():
+        seen = {str(getattr(d, key)).lower() for d in DIALECTS.values()}
+        assert seen == set(values), key
+    classic = DIALECTS["classic"]
+    assert (classic.fields, classic.entities, classic.created_on, classic.offset,
+            classic.record_count, classic.typed) == ("data", False, "posted", "rows",
+                                                     "total", False)
+    with pytest.raises(ValueError, match="offset"):
+        Dialect("bad", "data", entities=False, created_on="posted", offset="pages",
+                record_count="total", typed=False)
+
+
+def test_page_is_a_pure_function_of_the_rule() -> None:
+    rows = list(range(30))
+    assert page(rows, 5, 10, DIALECTS["classic"]) == (list(range(5, 15)), 30)
+    assert page(rows, 2, 10, DIALECTS["pages"]) == (list(range(20, 30)), 30)
+    assert page(rows, 3, 10, DIALECTS["arrival"]) == (list(range(20, 30)), 10)
+    assert page(rows, 0, 10, DIALECTS["arrival"]) == ([], 0)
+    assert page(rows, 0, 10, parse_dialect("offset=pages1")) == ([], 30)
+
+
+# -- faults: counted when they strike; every configured kind strikes early -----------------
+def _bulk(url: str, count: int) -> tuple[int, Any]:
+    items = [{**GOOD, "ActivityNote": f"b{n}"} for n in range(count)]
+    return asyncio.run(_call(url, "POST", BULK_BY_ID_PATH, items))
+
+
+def test_faults_are_counted_when_they_take_effect(make_sandbox: Any) -> None:
+    server = make_sandbox(faults={"500-after": 0.5, "bulk-partial": 0.5}, seed=5)
+    for _ in range(6):  # look-ups create nothing: neither fault can strike them
+        assert _retrieve(server.url)["ProspectActivities"] == []
+    assert server.stats()["faults"] == dict.fromkeys(FAULT_KINDS, 0)
+    status, _ = _create(server.url, {**GOOD, "ActivityEvent": 5})
+    assert status == 500 and server.stats()["faults"]["500-after"] == 0  # refused first
+    assert _create(server.url, GOOD) == (500, "Internal Server Error")  # owed: strikes now
+    assert server.stats()["faults"]["500-after"] == 1 and len(server.ledger()) == 1
+    statuses = [_create(server.url, GOOD)[0] for _ in range(20)]
+    faults = server.stats()["faults"]
+    assert faults["500-after"] == 1 + statuses.count(500)
+    assert faults["bulk-partial"] == 0  # drawn for single creates, never struck
+    assert 200 in statuses and 500 in statuses
+    status, answer = _bulk(server.url, 4)
+    assert status == 200 and [a["RowNumber"] for a in answer["Response"]] == [1, 2]
+    assert server.stats()["faults"]["bulk-partial"] == 1 and len(server.ledger()) == 25
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_configured_kind_takes_effect_within_the_first_calls(make_sandbox: Any,
+                                                                    seed: int) -> None:
+    """One look-up, nine creates and a bulk call: each of the eleven kinds strikes once."""
+    def run() -> list[int]:
+        server = make_sandbox(faults=dict.fromkeys(FAULT_KINDS, 0.05), seed=seed,
+                              slow_seconds=0.01)
+
+        async def calls() -> list[int]:
+            query = {"Paging": {"Offset": "0", "RowCount": "25"}}
+            statuses = [(await _call(server.url, "POST", RETRIEVE_PATH, query,
+                                     {"leadId": LEAD}))[0]]
+            for _ in range(9):
+                statuses.append((await _call(server.url, "POST", CREATE_PATH, GOOD))[0])
+            return statuses
+
+        statuses = asyncio.run(calls())
+        statuses.append(_bulk(server.url, 4)[0])
+        assert server.stats()["faults"] == dict.fromkeys(FAULT_KINDS, 1)
+        return statuses
+
+    first = run()
+    assert first == run()  # the seed picks the same order
+    assert 0 in first and 502 in first and 429 in first
+
+
+def test_a_lookup_is_struck_only_by_faults_that_strike_before_creating(
+        make_sandbox: Any) -> None:
+    after = [k for k in FAULT_KINDS if k not in LOOKUP_FAULTS]
+    server = make_sandbox(faults={**dict.fromkeys(after, 0.1), "html": 0.1}, seed=11)
+    statuses = [asyncio.run(_call(server.url, "GET", ACTIVITY_DETAILS_PATH,
+                                  query={"activityId": "x"}))[0] for _ in range(30)]
+    faults = server.stats()["faults"]
+    assert statuses[0] == 502 and faults["html"] == statuses.count(502) >= 1
+    assert all(faults[k] == 0 for k in after)
+    assert set(statuses) <= {500, 502}
+    assert server.stats()["details"] == statuses.count(500)
+
+
+def test_cli_sandbox_announces_its_dialect() -> None:
+    done = subprocess.run(cli_command("sandbox", "--help"), capture_output=True, text=True,
+                          env=cli_env(), timeout=60, check=False)
+    assert done.returncode == 0
+    usage = "".join(done.stdout.split())  # click wraps lines, even at hyphens
+    for word in [*DIALECTS, *(f"{k}={'|'.join(v)}" for k, v in CHOICES.items()),
+                 "--alter-stored"]:
+        assert word in usage
+    wrong = run_cli("sandbox", "--dialect", "captured,offset=sideways")
+    assert wrong.code == 2 and "rows, pages0, pages1" in wrong.stderr
+    process = subprocess.Popen(
+        cli_command("sandbox", "--port", "0", "--dialect", "arrival,offset=rows",
+                    "--alter-stored", "mx_Custom_2"),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env())
+    try:
+        assert process.stdout is not None
+        announced = json.loads(process.stdout.readline())
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert announced["dialect"] == "arrival,offset=rows"
+    assert announced["sandbox"].startswith("http://127.0.0.1:")

@@ -1,0 +1,546 @@
+"""Reading activities back: does LeadSquared store what bulkpost sent?
+
+Owns ``bulkpost verify`` and the read-back step a run can share (``--verify-first``): an
+activity's custom fields are read with "Get Custom Fields of an Activity" (one call per
+activity, under the run's rate limit) and every field the request body sent is compared
+with the value the answer shows, by the field's kind (:func:`bulkpost.values.same_value`:
+``12.50`` = ``12.5``, dates in any form, dropdowns in any case, HTML entities decoded on
+the answer's side). The note and the date-time are not compared: that answer does not
+show them.
+
+The pure parts (:func:`parse_details`, :func:`differences`, :func:`field_infos`, choosing
+the rows) do no I/O. The command reads the results file's posted rows twice (a row's last
+line is its state) and keeps only the chosen ones, so a sample of a million-row load stays
+small; it maps only the chosen input rows, with the run's preflight rules, and refuses a
+results file whose content hashes the input no longer reproduces. An answer it does not
+understand is never taken for equal: that activity is ``unreadable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import functools
+import hashlib
+import heapq
+import json
+import signal
+import time
+from array import array
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from bulkpost import mapping as mapping_file
+from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
+from bulkpost.client import Credentials, LeadSquaredClient
+from bulkpost.delivery import Courier, DeliverySettings, LookupFailed, Stopped
+from bulkpost.errors import AbortRun, BulkpostError, MappingError, UsageError
+from bulkpost.mapping import CUSTOM_FIELD, check_columns
+from bulkpost.preflight import event_codes, run_preflight
+from bulkpost.progress import Progress
+from bulkpost.ratelimit import RateLimit, RateSpec
+from bulkpost.results import read_outcomes
+from bulkpost.resume import Status
+from bulkpost.source import describe, input_columns, open_source
+from bulkpost.values import same_value
+
+log = structlog.get_logger("bulkpost")
+
+FIRST_ROWS = 5  # rows named per group of differences in the report
+SHOWN_VALUES = 3  # of those, how many show sent and stored values
+DIFFERENCES_HEADER = ["row", "activity_id", "column", "field", "sent", "stored"]
+
+
+# -- comparing ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FieldInfo:
+    """What the report says of one custom field, and how its values compare."""
+
+    label: str  # "mx_Custom_2 (Amount)"
+    column: str  # the input column it was sent from
+    kind: str = "string"  # number, date, datetime, dropdown or string
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One field of one activity whose stored value is not what was sent."""
+
+    row: int
+    activity_id: str
+    field: str  # SchemaName
+    label: str
+    column: str
+    sent: str
+    stored: str | None  # None: the answer does not show the field at all
+
+
+def _shown(value: Any) -> str | None:
+    """A field value from an answer as text; None when it is not a plain value."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def parse_details(document: Any) -> dict[str, str] | None:
+    """SchemaName → shown value from a "Get Custom Fields of an Activity" answer.
+
+    The documented shape is ``{"Fields": [{"SchemaName", "Value", …}, …]}``; the custom
+    fields of a "Get Activities of a Lead" item (an ``ActivityFields`` object keyed by
+    SchemaName) are read too, ``Fields`` winning where both are present. Null values are
+    ``""``. None when the shape is anything else: an answer we cannot read must not pass
+    for one that shows the values sent.
+    """
+    if not isinstance(document, dict):
+        return None
+    listed, keyed = document.get("Fields"), document.get("ActivityFields")
+    if listed is None and keyed is None:
+        return None
+    shown: dict[str, str] = {}
+    if keyed is not None:
+        if not isinstance(keyed, dict):
+            return None
+        for name, value in keyed.items():
+            # Beside the custom fields sit Owner, Status, CreatedOn…: only ours are read.
+            if isinstance(name, str) and CUSTOM_FIELD.fullmatch(name):
+                text = _shown(value)
+                if text is None:
+                    return None
+                shown[name] = text
+    if listed is not None:
+        if not isinstance(listed, list):
+            return None
+        for entry in listed:
+            if not isinstance(entry, dict) or not isinstance(entry.get("SchemaName"), str):
+                return None
+            text = _shown(entry.get("Value"))
+            if text is None:
+                return None
+            shown[entry["SchemaName"]] = text
+    return shown
+
+
+def field_infos(mapping: mapping_file.Mapping,
+                rules: Mapping[int, tuple[FieldRule, ...]] | None
+                ) -> Callable[[int], Mapping[str, FieldInfo]]:
+    """The fields of each event code, by SchemaName: from the preflight's rules, or (without
+    them, or for a code they lack) from the mapping's ``[fields]``, compared as strings."""
+    plain = {name: FieldInfo(name, column) for name, column in mapping.fields}
+    by_event = {code: {rule.schema_name: FieldInfo(rule.label, rule.column, rule.kind)
+                       for rule in event_rules}
+                for code, event_rules in (rules or {}).items()}
+
+    def fields_for(event: int) -> Mapping[str, FieldInfo]:
+        return by_event.get(event, plain)
+
+    return fields_for
+
+
+def differences(item: Activity, activity_id: str, shown: Mapping[str, str],
+                fields: Mapping[str, FieldInfo], entities: str | None = None
+                ) -> list[Difference]:
+    """Every field of ``item``'s request body whose shown value is not the one sent.
+
+    A field sent as ``""`` that the answer leaves out is equal (nothing was stored, nothing
+    is shown); one sent with a value and left out is a difference.
+    """
+    sent_fields = json.loads(item.body).get("Fields") or []
+    found: list[Difference] = []
+    for sent_field in sent_fields:
+        name, sent = str(sent_field["SchemaName"]), str(sent_field["Value"])
+        info = fields.get(name) or FieldInfo(name, "")
+        stored = shown.get(name)
+        if stored is None:
+            if sent == "":
+                continue
+        elif same_value(info.kind, sent, stored, entities):
+            continue
+        found.append(Difference(item.row, activity_id, name, info.label, info.column, sent,
+                                stored))
+    return found
+
+
+async def read_back(courier: Courier, client: LeadSquaredClient, item: Activity,
+                    activity_id: str, fields: Mapping[str, FieldInfo],
+                    entities: str | None = None) -> list[Difference]:
+    """Read one activity's custom fields (one call, under the courier's rate limit) and
+    compare them with what ``item`` sent.
+
+    Raises :class:`LookupFailed` when the call gets no usable answer or an answer whose
+    shape is not understood, and :class:`Stopped` when the run is stopping (a fatal answer
+    such as 401 stops it through the courier).
+    """
+    document = await courier.lookup(functools.partial(client.activity_details, activity_id))
+    shown = parse_details(document)
+    if shown is None:
+        kind = type(document).__name__
+        keys = ", ".join(map(str, list(document)[:8])) if isinstance(document, dict) else ""
+        raise LookupFailed(f"the answer for activity {activity_id} is not understood (a {kind}"
+                           + (f" with {keys}" if keys else "") + ", no list of Fields)")
+    return differences(item, activity_id, shown, fields, entities)
+
+
+# -- choosing the rows ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """A row the results file holds as posted, with its activity Id."""
+
+    row: int
+    key: str
+    activity_id: str
+    content_hash: str
+
+
+@dataclass(slots=True)
+class Chosen:
+    """The rows to read back, and what the results file held."""
+
+    rows: list[Posted]  # in row order
+    posted: int  # rows whose state is posted
+    without_id: int  # of those, rows with no activity Id (nothing to read back)
+
+
+def priority(seed: int, row: int) -> int:
+    """A row's place in the sample: the rows of the lowest priorities are chosen."""
+    digest = hashlib.blake2b(f"{seed}:{row}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def choose_posted(results: Path, sample: int | None, seed: int) -> Chosen:
+    """The posted rows of a results file: all of them (``sample`` None), or ``sample``
+    chosen uniformly at random.
+
+    The sample is a reservoir of the rows with the lowest seeded hash of their row number
+    (a bottom-k sample): uniform, in bounded memory, and the same for the same seed however
+    the file's lines are ordered (before or after compaction); a smaller sample with the
+    same seed is part of a larger one.
+    """
+    # First pass: the number of each row's last line, which holds its state.
+    last = array("q")
+    for number, outcome in enumerate(read_outcomes(results)):
+        if outcome.row >= len(last):
+            last.extend([-1] * (outcome.row + 1 - len(last)))
+        last[outcome.row] = number
+    chosen = Chosen([], 0, 0)
+    reservoir: list[tuple[int, int, Posted]] = []  # (-priority, row, posted): a max-heap
+    for number, outcome in enumerate(read_outcomes(results)):
+        if last[outcome.row] != number or outcome.status is not Status.POSTED:
+            continue
+        chosen.posted += 1
+        if not outcome.activity_id:
+            chosen.without_id += 1
+            continue
+        posted = Posted(outcome.row, outcome.key, outcome.activity_id, outcome.content_hash)
+        if sample is None:
+            chosen.rows.append(posted)
+            continue
+        entry = (-priority(seed, outcome.row), outcome.row, posted)
+        if len(reservoir) < sample:
+            heapq.heappush(reservoir, entry)
+        elif entry > reservoir[0]:
+            heapq.heapreplace(reservoir, entry)
+    chosen.rows = sorted(chosen.rows + [entry[2] for entry in reservoir], key=lambda p: p.row)
+    return chosen
+
+
+def map_chosen(mapping: mapping_file.Mapping, input_path: Path, chosen: list[Posted],
+               rules: dict[int, tuple[FieldRule, ...]] | None, *, encoding: str = "utf-8",
+               delimiter: str | None = None) -> dict[int, Activity]:
+    """The chosen rows' activities, mapped as the run mapped them (only those rows are
+    kept). Raises :class:`UsageError` when a chosen row is missing from the input, no
+    longer valid, or maps to other content than the results file recorded: the results
+    file is then not this input's (or the mapping, or its options, changed)."""
+    check_columns(mapping, input_columns(input_path, encoding=encoding, delimiter=delimiter),
+                  describe(input_path))
+    wanted = {posted.row: posted for posted in chosen}
+    source = open_source(input_path, mapping.used_columns(), encoding=encoding,
+                         delimiter=delimiter)
+    mapper = RowMapper(mapping, source.utc_columns, source.typed_columns, rules)
+    items: dict[int, Activity] = {}
+    problems: dict[int, str] = {}  # row -> why it does not fit
+    while len(items) + len(problems) < len(wanted) and (batch := source.next_batch()):
+        problems.update((row, f"row {row} is unreadable in the input ({reason})")
+                        for row, reason in batch.broken if row in wanted)
+        picks = [index for index, row in enumerate(batch.rows) if row in wanted]
+        if not picks:
+            continue
+        rows = [batch.rows[index] for index in picks]
+        columns = {name: [values[index] for index in picks]
+                   for name, values in batch.columns.items()}
+        for mapped in mapper.map_batch(rows, columns):
+            posted = wanted[mapped.row]
+            if isinstance(mapped, InvalidRow):
+                where = f"column {mapped.column!r}: " if mapped.column else ""
+                problems[mapped.row] = (f"row {mapped.row} was posted but is now invalid "
+                                        f"({where}{mapped.reason})")
+            elif posted.key and mapped.key != posted.key:
+                problems[mapped.row] = (f"row {mapped.row} has key {mapped.key!r} in the "
+                                        f"input, {posted.key!r} in the results file")
+            elif posted.content_hash and mapped.content_hash != posted.content_hash:
+                problems[mapped.row] = (f"row {mapped.row} maps to other content than was "
+                                        f"posted (content hash {mapped.content_hash}, results "
+                                        f"file {posted.content_hash})")
+            else:
+                items[mapped.row] = mapped
+    for row in sorted(set(wanted) - set(items) - set(problems)):
+        problems[row] = f"row {row} is not in the input"
+    if problems:
+        listed = [problems[row] for row in sorted(problems)]
+        raise UsageError(
+            f"the results file does not belong to {describe(input_path)} as mapped now "
+            "(another input, another mapping, or other --no-preflight/--decimal-comma "
+            "than the run):\n  " + "\n  ".join(listed[:5])
+            + (f"\n  … and {len(listed) - 5} more" if len(listed) > 5 else ""))
+    return items
+
+
+# -- the command ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class VerifyOptions:
+    results: Path
+    input: Path
+    mapping: mapping_file.Mapping
+    host: str
+    credentials: Credentials
+    rate: RateSpec
+    sample: int | None  # None: every posted row
+    seed: int
+    encoding: str = "utf-8"
+    delimiter: str | None = None
+    preflight: bool = True
+    decimal_comma: bool = False
+    progress: bool = False
+    timeout: float = 30.0
+
+    def worker_count(self) -> int:
+        """Enough read-backs in flight to keep the limit busy at 4 s of latency."""
+        return max(1, min(64, round(self.rate.per_second * 4)))
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """One activity read back: its differences, or why it could not be read."""
+
+    posted: Posted
+    differences: tuple[Difference, ...] = ()
+    unreadable: str = ""  # the reason; "" when it was read
+
+
+@dataclass(slots=True)
+class VerifySummary:
+    """What a check found; ``as_dict`` is the command's JSON summary."""
+
+    results: str
+    input: str
+    seed: int | None
+    sample: int | None
+    posted: int = 0
+    without_id: int = 0
+    sampled: int = 0
+    checks: list[Checked] = field(default_factory=list)
+    calls: int = 0  # API calls made, the preflight's included
+    elapsed_s: float = 0.0
+    aborted: str = ""
+
+    @property
+    def checked(self) -> int:
+        return sum(1 for check in self.checks if not check.unreadable)
+
+    @property
+    def differ(self) -> int:
+        return sum(1 for check in self.checks if check.differences)
+
+    @property
+    def unreadable(self) -> int:
+        return sum(1 for check in self.checks if check.unreadable)
+
+    @property
+    def found(self) -> list[Difference]:
+        return [d for check in self.checks for d in check.differences]
+
+    @property
+    def exit_code(self) -> int:
+        if self.aborted:
+            return 3
+        return 1 if self.differ or self.unreadable else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "results": self.results, "input": self.input, "posted": self.posted,
+            "posted_without_id": self.without_id,
+            "sample": "all" if self.sample is None else self.sample,
+            "seed": self.seed, "sampled": self.sampled, "checked": self.checked,
+            "equal": self.checked - self.differ, "differ": self.differ,
+            "differences": len(self.found), "unreadable": self.unreadable,
+            "calls": self.calls, "elapsed_s": round(self.elapsed_s, 1), "exit_code": self.exit_code}
+        if self.aborted:
+            data["aborted"] = self.aborted
+        return data
+
+
+async def verify(options: VerifyOptions) -> VerifySummary:
+    """``bulkpost verify``: read the chosen posted rows' activities back and compare.
+
+    Raises :class:`UsageError` (and its kinds) before any read-back; a stop once started
+    (401, a signal, a spent quota) is the summary's ``aborted``.
+    """
+    started = time.monotonic()
+    chosen = await asyncio.to_thread(choose_posted, options.results, options.sample,
+                                     options.seed)
+    summary = VerifySummary(str(options.results), str(options.input),
+                            None if options.sample is None else options.seed, options.sample,
+                            chosen.posted, chosen.without_id, len(chosen.rows))
+    mapping = options.mapping
+    if mapping.display_names and not options.preflight:
+        raise MappingError(f"{mapping.source}: fields given by display name need the "
+                           "activity type's schema: drop --no-preflight, or use SchemaNames")
+    if not chosen.rows:
+        # Nothing to read back; the input must still be the one the mapping reads.
+        check_columns(mapping, input_columns(options.input, encoding=options.encoding,
+                                             delimiter=options.delimiter),
+                      describe(options.input))
+        summary.elapsed_s = time.monotonic() - started
+        return summary
+    stopping = asyncio.Event()
+    failure: list[BulkpostError] = []
+
+    def stop(error: BulkpostError) -> None:
+        if not failure:
+            failure.append(error)
+            log.error("stopping", reason=str(error))
+        stopping.set()
+
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop, AbortRun(f"interrupted by {signum.name}"))
+            installed.append(signum)
+    progress = Progress(enabled=options.progress, calls_per_second=options.rate.per_second)
+    try:
+        async with LeadSquaredClient(options.host, options.credentials,
+                                     timeout=options.timeout,
+                                     connections=options.worker_count()) as client:
+            courier = Courier(DeliverySettings(5, 1.0, options.timeout, 900.0),
+                              RateLimit(options.rate), client, None, stopping, stop)
+            try:
+                rules = await _preflight(options, courier, client)
+                items = await asyncio.to_thread(
+                    map_chosen, mapping, options.input, chosen.rows, rules,
+                    encoding=options.encoding, delimiter=options.delimiter)
+                progress.set_total(len(chosen.rows))
+                summary.checks = await _read_all(
+                    courier, client, [(p, items[p.row]) for p in chosen.rows],
+                    field_infos(mapping, rules), progress, options.worker_count())
+            except Stopped:
+                pass  # stop() has recorded why
+            except AbortRun as exc:
+                stop(exc)
+            summary.calls = courier.tally.calls
+    finally:
+        progress.close()
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+    summary.checks.sort(key=lambda check: check.posted.row)
+    if failure:
+        if not isinstance(failure[0], AbortRun):
+            raise failure[0]
+        summary.aborted = str(failure[0])
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+async def _preflight(options: VerifyOptions, courier: Courier, client: LeadSquaredClient
+                     ) -> dict[int, tuple[FieldRule, ...]] | None:
+    """The run's field rules (kinds and normalisation), or None with --no-preflight."""
+    if not options.preflight:
+        return None
+    codes = await event_codes(options.mapping, options.input, options.encoding,
+                              options.delimiter)
+    if not codes:
+        return None
+    result = await run_preflight(options.mapping, courier, client, codes,
+                                 decimal_comma=options.decimal_comma)
+    return result.rules
+
+
+async def _read_all(courier: Courier, client: LeadSquaredClient,
+                    work: list[tuple[Posted, Activity]],
+                    fields_for: Callable[[int], Mapping[str, FieldInfo]],
+                    progress: Progress, workers: int) -> list[Checked]:
+    """Read every activity back with a few workers under the courier's rate limit."""
+    checks: list[Checked] = []
+    pending: Iterator[tuple[Posted, Activity]] = iter(work)  # shared: each item taken once
+
+    async def worker() -> None:
+        for posted, item in pending:
+            try:
+                found = await read_back(courier, client, item, posted.activity_id,
+                                        fields_for(item.event))
+            except LookupFailed as exc:
+                checks.append(Checked(posted, unreadable=str(exc) or "no answer"))
+            except Stopped:
+                return
+            else:
+                checks.append(Checked(posted, tuple(found)))
+            progress.done()
+
+    await asyncio.gather(*(worker() for _ in range(min(workers, len(work)))))
+    return checks
+
+
+# -- reporting ------------------------------------------------------------------------------
+def _value(text: str | None) -> str:
+    if text is None:
+        return "(not in the answer)"
+    return repr(text if len(text) <= 60 else text[:60] + "…")
+
+
+def render_report(summary: VerifySummary) -> str:
+    """The report for people: counts, then the differences grouped by column and field."""
+    chosen = (f"all {summary.posted:,} posted rows" if summary.sample is None
+              else f"a sample of {summary.sampled:,} of {summary.posted:,} posted rows, "
+                   f"seed {summary.seed}")
+    lines = [f"verify: {summary.checked:,} activities read back ({chosen}): "
+             f"{summary.checked - summary.differ:,} as sent, {summary.differ:,} differ, "
+             f"{summary.unreadable:,} unreadable"]
+    if summary.without_id:
+        lines.append(f"  {summary.without_id:,} posted rows have no activity Id in the "
+                     "results file: not read back")
+    groups: dict[tuple[str, str], list[Difference]] = {}
+    for difference in summary.found:
+        groups.setdefault((difference.column, difference.label), []).append(difference)
+    for (column, label), found in sorted(groups.items(),
+                                         key=lambda group: (-len(group[1]), group[1][0].row)):
+        rows = ", ".join(str(d.row) for d in found[:FIRST_ROWS])
+        more = ", …" if len(found) > FIRST_ROWS else ""
+        where = f"column {column!r} → {label}" if column else label
+        lines.append(f"  {where}: {len(found):,} rows differ (rows {rows}{more})")
+        lines += [f"      row {d.row} (activity {d.activity_id}): sent {_value(d.sent)}, "
+                  f"stored {_value(d.stored)}" for d in found[:SHOWN_VALUES]]
+    unreadable = [check for check in summary.checks if check.unreadable]
+    if unreadable:
+        lines.append(f"  unreadable: {len(unreadable):,} activities (not counted as equal)")
+        lines += [f"      row {c.posted.row} (activity {c.posted.activity_id}): {c.unreadable}"
+                  for c in unreadable[:SHOWN_VALUES]]
+    return "\n".join(lines)
+
+
+def write_differences(path: Path, found: list[Difference]) -> None:
+    """One CSV line per difference; ``stored`` is empty for a field the answer left out."""
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(DIFFERENCES_HEADER)
+            writer.writerows([d.row, d.activity_id, d.column, d.field, d.sent, d.stored or ""]
+                             for d in found)
+    except OSError as exc:
+        raise UsageError(f"cannot write --differences {path}: {exc.strerror}") from None
