@@ -262,14 +262,13 @@ class Courier:
                                     error_type="reconciled", error="")
         except _Retry:
             return self._record(flight, Status.FAILED)
-        except NotYetTrusted:
-            if not self.deferring:
-                raise
-            # Its unknown line is on disk; it comes back, looked up first, after calibration.
-            self.deferred.append(Job(job.activity, Status.UNKNOWN, reconcile_first=True,
-                                     window=flight.window(self.settings.timeout)))
-            return None
         except LookupFailed as exc:
+            if isinstance(exc, NotYetTrusted) and self.deferring:
+                # Its unknown line is on disk; it comes back, looked up first, once the
+                # look-ups are calibrated.
+                self.deferred.append(Job(job.activity, Status.UNKNOWN, reconcile_first=True,
+                                         window=flight.window(self.settings.timeout)))
+                return None
             return self._record(flight, Status.UNKNOWN, error_type="unverified",
                                 error=f"may have been created; not sent again, since the "
                                       f"look-up could not tell: {exc}. Run again to look it "
@@ -433,9 +432,9 @@ class Courier:
         LookupFailed, and the row stays ``unknown``.
         """
         self.tally.reconciled += 1
-        await self._trust_lookups()
         row = fingerprint(item.body)
         lead_id = await self._lead_of(row)
+        await self._trust_lookups()
         held: set[str] = set()  # activities the history's keys with this content hold
         if self._history is not None:  # read off the event loop: SQLite may wait on a commit
             held = await asyncio.to_thread(self._history.claimed_ids, item.content_hash)
@@ -534,8 +533,6 @@ class Courier:
                 page = await self._page(lead_id, row.event, scan.next_offset())
                 found = next((f for f in page.items if f.activity_id == activity_id), None)
                 scan.add(page)
-        elif rule is None and len(first.items) >= 2:
-            rule = await self._learn_offset(lead_id, row.event, ids)
         if found is None:
             raise LookupFailed(f"activity {activity_id}, created from row {item.row}, is not "
                                "in the look-up's answer (yet)")
@@ -552,16 +549,20 @@ class Courier:
         self._learned(dataclasses.replace(learned.reading, offset=rule, record_count=counted))
 
     async def _learn_offset(self, lead_id: str, event: int, first: list[str]) -> str | None:
-        """How ``Offset`` counts, from a lead with at least two such activities: the answer
-        to ``Offset 1, RowCount 2`` next to the first page, read again to be sure no
-        activity arrived meanwhile (which would shift every page)."""
-        if len(first) < 2:
-            return None
-        probe = await self._page(lead_id, event, 1, 2)
-        again = await self._page(lead_id, event, 0)
-        if [f.activity_id for f in again.items][:4] != first[:4]:
-            return None  # activities arrived meanwhile: the next look-up tries again
-        rule = probe_rule(first, [f.activity_id for f in probe.items])
+        """How ``Offset`` counts, from a lead whose first page is full: the pages at
+        ``Offset 1`` and, if need be, ``Offset 2`` next to the first (see probe_rule), then
+        the first page read again: activities that arrived meanwhile shift every page, so
+        the probe counts only when nothing moved (tried three times)."""
+        for _ in range(3):
+            one = [f.activity_id for f in (await self._page(lead_id, event, 1)).items]
+            rule = probe_rule(first, one, None)
+            if rule is None and len(first) >= PAGE_SIZE // 2:
+                two = [f.activity_id for f in (await self._page(lead_id, event, 2)).items]
+                rule = probe_rule(first, one, two)
+            again = [f.activity_id for f in (await self._page(lead_id, event, 0)).items]
+            if again[:len(first)] == first:
+                break
+            first, rule = again, None  # something arrived: read the pages again
         if rule is not None and rule != self.reading.offset:
             self._learned(dataclasses.replace(self.reading, offset=rule))
         return rule

@@ -336,21 +336,25 @@ class Scan:
                 self.needs_rule = True
 
 
-def probe_rule(first: list[str], probe: list[str]) -> str | None:
-    """The Offset rule that explains the answer to ``Offset 1, RowCount 2`` (``probe``),
-    given the Ids of ``Offset 0, RowCount 25`` (``first``); None when the two cannot tell
-    (a lead with fewer than two such activities) or contradict every rule."""
-    if not first:
+def _overlaps(first: list[str], page: list[str]) -> bool:
+    """Whether ``page`` mostly repeats ``first`` (activities arriving meanwhile shift pages
+    by a few items, never by half a page between two quick reads)."""
+    return len(set(first) & set(page)) * 2 > len(first)
+
+
+def probe_rule(first: list[str], one: list[str], two: list[str] | None) -> str | None:
+    """The Offset rule, from a lead whose first page (``Offset 0``, ``first``) is full: the
+    page at ``Offset 1`` (``one``) and, when that one mostly repeats the first, the page at
+    ``Offset 2`` (``two``). Counting rows, both repeat the first page but an item or two;
+    counting pages from 0, ``Offset 1`` is the next page; from 1, ``Offset 1`` is the first
+    page again and ``Offset 2`` the next. None: not a full first page, or ``two`` missing."""
+    if len(first) < PAGE_SIZE // 2:
         return None
-    if len(first) >= 2 and probe == first[:2]:
-        return "pages1"
-    if len(first) == 1:
-        return "pages1" if probe == first else None
-    if len(first) >= 2 and probe[:1] == first[1:2] and probe == first[1:3]:
-        return "rows"
-    if probe == first[2:4]:
+    if not _overlaps(first, one):
         return "pages0"
-    return None
+    if two is None:
+        return None
+    return "rows" if _overlaps(first, two) else "pages1"
 
 
 @dataclass(frozen=True, slots=True)

@@ -283,19 +283,23 @@ def test_a_page_larger_than_asked_or_repeating_pages_are_incomplete() -> None:
 
 
 @pytest.mark.parametrize("rule", ["rows", "pages0", "pages1"])
-@pytest.mark.parametrize("count", [1, 2, 3, 30])
-def test_the_offset_probe_tells_the_rule_or_says_it_cannot(rule: str, count: int) -> None:
+@pytest.mark.parametrize("count", [25, 30, 80])
+@pytest.mark.parametrize("arrived", [0, 1, 5])
+def test_the_offset_probe_tells_the_rule_even_when_activities_arrive_meanwhile(
+        rule: str, count: int, arrived: int) -> None:
     dialect = Dialect("t", "data", False, "posted", rule, "total", False)
     entries = _ids(count)
-    first_offset = 1 if rule == "pages1" else 0
-    first = [e["Id"] for e in dialect_page(entries, first_offset, 25, dialect)[0]]
-    probe = [e["Id"] for e in dialect_page(entries, 1, 2, dialect)[0]]
-    learned = probe_rule(first, probe)
-    if count == 1 and rule != "pages1":
-        assert learned is None  # one activity: rows and pages0 look alike
-    else:
-        assert learned == rule
-    assert probe_rule([], probe) is None
+    first = [e["Id"] for e in dialect_page(entries, 1 if rule == "pages1" else 0, 25,
+                                           dialect)[0]]
+    # Newest first: activities created after the first read push every page down.
+    later = [{"Id": f"new{i}"} for i in range(arrived)] + entries
+    one = [e["Id"] for e in dialect_page(later, 1, 25, dialect)[0]]
+    two = [e["Id"] for e in dialect_page(later, 2, 25, dialect)[0]]
+    learned = probe_rule(first, one, None)
+    if learned is None:
+        learned = probe_rule(first, one, two)
+    assert learned == rule
+    assert probe_rule(first[:3], one, two) is None  # no full first page: cannot tell
 
 
 # -- calibration ---------------------------------------------------------------------------
