@@ -246,11 +246,12 @@ def matches(row: Fingerprint, found: FoundActivity, window: SendWindow | None,
     if found.note is None:
         if row.note:
             return False
-    elif not same_value("string", row.note, found.note, reading.entities):
+    # Every entity reading is tried, whatever the calibration learned: a match that is too
+    # strict would conclude "not found" and send a created row again.
+    elif not same_value("string", row.note, found.note):
         return False
     for name, value in row.fields:
-        if not same_value(kinds.get(name, "string"), value, found.fields.get(name, ""),
-                          reading.entities):
+        if not same_value(kinds.get(name, "string"), value, found.fields.get(name, "")):
             return False
     created = parse_shown_datetime(found.created_on)
     in_window = window is not None and window.holds(created)

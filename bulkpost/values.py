@@ -62,10 +62,8 @@ def entity_rule(sent: str, shown: str) -> str | None:
     with an ``&`` or a non-ASCII character); None when they cannot tell, or none does."""
     if sent.isascii() and "&" not in sent:
         return None
-    for rule in ENTITY_RULES:
-        if decode(shown, rule) == sent:
-            return rule
-    return None
+    fitting = [rule for rule in ENTITY_RULES if decode(shown, rule) == sent]
+    return fitting[0] if len(fitting) == 1 else None  # two that fit: the text cannot tell
 
 
 def parse_shown_datetime(text: str) -> datetime | None:

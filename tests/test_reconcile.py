@@ -148,9 +148,11 @@ def test_fields_compare_by_the_kind_of_the_field(name: str, sent: str, shown: st
 def test_entity_rules() -> None:
     assert decodings("a &amp; b &#xE9;") == ("a &amp; b &#xE9;", "a &amp; b é", "a & b é")
     assert decodings("a &amp; b", "numeric") == ("a &amp; b",)
-    assert entity_rule("é & co", "&#xE9; & co") == "numeric"
+    assert entity_rule("é & co", "&#xE9; & co") is None  # numeric and html both fit
+    assert entity_rule("é &amp; co", "&#xE9; &amp; co") == "numeric"
     assert entity_rule("é &amp; co", "&#xE9; &amp;amp; co") == "html"
     assert entity_rule("plain", "plain") is None  # cannot tell
+    assert entity_rule("x & y", "x & y") is None  # "none" and "numeric" both fit
     # A note that literally holds entity text is not the same as its decoding, once known.
     assert not same_value("string", "A", "&#x41;", "none")
     assert same_value("string", "A", "&#x41;", "numeric")
@@ -308,7 +310,8 @@ def test_calibration_learns_the_captured_accounts_rules() -> None:
     assert page is not None
     learned = calibrate(_row(), CAPTURED_ITEM["Id"], page.items[0], None, {}, Reading())
     assert learned.reading is not None and learned.reading.calibrated
-    assert learned.reading.created_on == "posted" and learned.reading.entities == "numeric"
+    # The note decodes the same under "numeric" and "html" (its & stayed as it was).
+    assert learned.reading.created_on == "posted" and learned.reading.entities is None
     assert learned.reading.fields_at == "ActivityFields"
 
 
