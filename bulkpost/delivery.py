@@ -61,6 +61,7 @@ from bulkpost.reconcile import (
     parse_activities,
     pick,
     probe_rule,
+    steady,
     timeless_hash,
 )
 from bulkpost.response import Classified, Verdict
@@ -509,6 +510,23 @@ class Courier:
                 log.error("look-ups distrusted: rows whose outcome is uncertain stay unknown",
                           reason=self.distrust)
 
+    async def settle_offset(self) -> None:
+        """Learn how Offset counts, if still unknown, on the lead of this run's first
+        created row when its first page is full: called while the first rows are checked,
+        when nothing else is being sent (pages of a busy lead keep shifting)."""
+        if self.reading.offset is not None or self.distrust or not self.created:
+            return
+        item = self.created[0][0]
+        row = fingerprint(item.body)
+        try:
+            lead_id = await self._lead_of(row)
+            first = await self._page(lead_id, row.event, 0)
+            if len(first.items) >= PAGE_SIZE:
+                await self._learn_offset(lead_id, row.event,
+                                         [f.activity_id for f in first.items])
+        except LookupFailed as exc:
+            log.warning("how the look-up's Offset counts is not learned yet", reason=str(exc))
+
     async def _calibrate(self, item: Activity, activity_id: str,
                          window: SendWindow | None) -> None:
         row = fingerprint(item.body)
@@ -536,6 +554,10 @@ class Courier:
         if found is None:
             raise LookupFailed(f"activity {activity_id}, created from row {item.row}, is not "
                                "in the look-up's answer (yet)")
+        if rule is None and len(first.items) >= PAGE_SIZE:
+            # A lead with a full first page: learn how Offset counts now, while the first
+            # rows are checked and nothing else is sent (a busy lead shifts its pages).
+            rule = await self._learn_offset(lead_id, row.event, ids)
         learned = calibrate(row, activity_id, found, window, self.kinds.get(row.event, {}),
                             reading)
         if learned.reading is None:
@@ -544,25 +566,26 @@ class Courier:
             return
         count = first.record_count
         counted = reading.record_count or (
-            "total" if count is not None and count > len(first.items) else
-            "page" if count is not None and count < len(first.items) else None)
+            "total" if count is not None and count > len(first.items) else None)
         self._learned(dataclasses.replace(learned.reading, offset=rule, record_count=counted))
 
     async def _learn_offset(self, lead_id: str, event: int, first: list[str]) -> str | None:
         """How ``Offset`` counts, from a lead whose first page is full: the pages at
         ``Offset 1`` and, if need be, ``Offset 2`` next to the first (see probe_rule), then
-        the first page read again: activities that arrived meanwhile shift every page, so
-        the probe counts only when nothing moved (tried three times)."""
-        for _ in range(3):
+        the first page read again: the probe counts only if few activities arrived
+        meanwhile (see steady); else it is tried again after a backoff, five times in all."""
+        for attempt in range(5):
+            if attempt:
+                await self._backoff(self.settings.backoff * attempt)
             one = [f.activity_id for f in (await self._page(lead_id, event, 1)).items]
             rule = probe_rule(first, one, None)
             if rule is None and len(first) >= PAGE_SIZE // 2:
                 two = [f.activity_id for f in (await self._page(lead_id, event, 2)).items]
                 rule = probe_rule(first, one, two)
             again = [f.activity_id for f in (await self._page(lead_id, event, 0)).items]
-            if again[:len(first)] == first:
+            if steady(first, again):
                 break
-            first, rule = again, None  # something arrived: read the pages again
+            first, rule = again, None
         if rule is not None and rule != self.reading.offset:
             self._learned(dataclasses.replace(self.reading, offset=rule))
         return rule

@@ -716,6 +716,7 @@ class Run:
             try:
                 await self._check_stored(courier, client, courier.created[:wanted])
                 await courier.calibrate()
+                await courier.settle_offset()
             finally:
                 courier.tally.verify_calls += courier.tally.calls - calls
         except Stopped:

@@ -293,24 +293,29 @@ class Scan:
     size: int = PAGE_SIZE
     pages: int = 0
     seen: set[str] = field(default_factory=set)
-    total: int | None = None  # RecordCount, once it proved to be a total
+    total: int | None = None  # RecordCount of the first page, once it proved to be a total
     repeats: int = 0
     complete: bool = False
     incomplete: str = ""  # why nothing may be concluded
     needs_rule: bool = False  # a second page is needed and the Offset rule is not known
+    read: list[str] = field(default_factory=list)  # "Offset:items" of each page, for reasons
 
     def next_offset(self) -> int:
         return offset_of(self.pages, self.rule, self.size)
 
     def add(self, page: Page) -> None:
         """Take the page just read; then ``complete``, ``incomplete`` or another page."""
-        self.pages += 1
         items = page.items
         new = [f for f in items if f.activity_id not in self.seen]
+        self.read.append(f"{self.next_offset()}:{len(items)}/{len(new)}")
+        self.pages += 1
         self.seen.update(f.activity_id for f in items)
         count = page.record_count
-        if count is not None and count > len(items) and self.total is None:
-            self.total = count  # more than this page holds: a total
+        if count is not None and count > len(items) and self.pages == 1:
+            # More than the first page holds: a total, of the activities there were when the
+            # scan began. Those that arrive later only push older ones down (repeats, never
+            # gaps), and are newer than the row looked for: later counts are not compared.
+            self.total = count
         if len(items) > self.size:
             self.incomplete = (f"the look-up answered {len(items)} activities for a page of "
                                f"{self.size}: paging is not understood")
@@ -320,7 +325,8 @@ class Scan:
                                    f"{count}: the Offset rule is not known yet")
             elif self.total is not None and len(self.seen) < self.total:
                 self.incomplete = (f"the look-up saw {len(self.seen)} of {self.total} "
-                                   "activities: the scan cannot be completed")
+                                   "activities (Offset:activities/new "
+                                   f"{' '.join(self.read)}): the scan cannot be completed")
             else:
                 self.complete = True
         elif not new:
@@ -356,6 +362,17 @@ def probe_rule(first: list[str], one: list[str], two: list[str] | None) -> str |
     if two is None:
         return None
     return "rows" if _overlaps(first, two) else "pages1"
+
+
+def steady(first: list[str], again: list[str]) -> bool:
+    """Whether the first page read again (``again``) is the first read (``first``) with at
+    most a third of a page of activities that arrived meanwhile on top, and nothing else
+    changed: then pages read in between were shifted by no more than that, which
+    :func:`probe_rule` tolerates (it errs only past 10 of 25)."""
+    if not first or first[0] not in again:
+        return False
+    shift = again.index(first[0])
+    return shift <= PAGE_SIZE // 3 and again[shift:] == first[:len(again) - shift]
 
 
 @dataclass(frozen=True, slots=True)

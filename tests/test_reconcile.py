@@ -31,6 +31,7 @@ from bulkpost.reconcile import (
     parse_activities,
     pick,
     probe_rule,
+    steady,
     timeless_hash,
 )
 from bulkpost.sandbox import activity_setting
@@ -282,11 +283,18 @@ def test_a_page_larger_than_asked_or_repeating_pages_are_incomplete() -> None:
     short.add(Page(10, same.items))
     short.add(Page(10, ()))
     assert short.incomplete and "2 of 10" in short.incomplete
+    # Activities arriving during a scan push older ones down: the second page repeats some
+    # of the first and counts more, and the scan still completes when it reaches the end.
+    first = tuple(FoundActivity(f"a{i}", 1, "", "", {}) for i in range(25))
+    busy = Scan("rows", 25)
+    busy.add(Page(25, first))
+    busy.add(Page(35, first[15:]))  # 10 arrived meanwhile
+    assert busy.complete and not busy.incomplete
 
 
 @pytest.mark.parametrize("rule", ["rows", "pages0", "pages1"])
 @pytest.mark.parametrize("count", [25, 30, 80])
-@pytest.mark.parametrize("arrived", [0, 1, 5])
+@pytest.mark.parametrize("arrived", [0, 1, 8, 10])
 def test_the_offset_probe_tells_the_rule_even_when_activities_arrive_meanwhile(
         rule: str, count: int, arrived: int) -> None:
     dialect = Dialect("t", "data", False, "posted", rule, "total", False)
@@ -302,6 +310,20 @@ def test_the_offset_probe_tells_the_rule_even_when_activities_arrive_meanwhile(
         learned = probe_rule(first, one, two)
     assert learned == rule
     assert probe_rule(first[:3], one, two) is None  # no full first page: cannot tell
+    again = [e["Id"] for e in dialect_page(later, 1 if rule == "pages1" else 0, 25,
+                                           dialect)[0]]
+    assert steady(first, again) is (arrived <= 8)  # a third of a page at most: it counts
+
+
+def test_a_first_page_read_again_is_steady_only_when_little_arrived_on_top() -> None:
+    first = [f"a{i}" for i in range(25)]
+    assert steady(first, first)
+    assert steady(first, ["n1", "n2", *first[:23]])
+    assert steady(first, [f"n{i}" for i in range(8)] + first[:17])
+    assert not steady(first, [f"n{i}" for i in range(9)] + first[:16])  # too many
+    assert not steady(first, [first[1], first[0], *first[2:]])  # reordered
+    assert not steady(first, ["n1", *first[:10], *first[11:], "x"])  # one went away
+    assert not steady([], first)
 
 
 # -- calibration ---------------------------------------------------------------------------
