@@ -95,8 +95,8 @@ class Tally:
     reconciled: int = 0
     found_posted: int = 0
     lookup_calls: int = 0  # Retrieve pages read to reconcile rows
-    calibration_calls: int = 0  # look-ups spent learning how the account answers
-    verify_calls: int = 0  # read-backs and calibration of the first rows (--verify-first)
+    calibration_calls: int = 0  # Retrieve pages read to learn how the account answers
+    verify_calls: int = 0  # first rows read back (--verify-first)
     statuses: collections.Counter[Status] = field(default_factory=collections.Counter)
 
 
@@ -201,6 +201,7 @@ class Courier:
         self._sample: tuple[Activity, str, SendWindow | None] | None = None
         self._calibrating = asyncio.Lock()
         self._calibration_misses = 0
+        self._calibration_failure = ""  # why the last calibration did not succeed
 
     @property
     def _log(self) -> ResultsLog:
@@ -414,9 +415,14 @@ class Courier:
             raise LookupFailed("the lead found by e-mail has no ProspectID")
         return lead_id
 
-    async def _page(self, lead_id: str, event: int, offset: int, count: int = PAGE_SIZE
-                    ) -> Page:
-        """One page of "Get Activities of a Lead"; LookupFailed when not understood."""
+    async def _page(self, lead_id: str, event: int, offset: int, count: int = PAGE_SIZE, *,
+                    learning: bool = False) -> Page:
+        """One page of "Get Activities of a Lead"; LookupFailed when not understood.
+        ``learning``: read to learn how the account answers (counted apart)."""
+        if learning:
+            self.tally.calibration_calls += 1
+        else:
+            self.tally.lookup_calls += 1
         document = await self.lookup(functools.partial(
             self._client.retrieve_activities, lead_id, event, offset, count))
         page = parse_activities(document)
@@ -453,7 +459,6 @@ class Courier:
                     raise LookupFailed("the lead has more than one page of these activities "
                                        "and how the look-up's Offset counts is not known yet")
                 scan.rule, scan.needs_rule = rule, False
-            self.tally.lookup_calls += 1
             page = await self._page(lead_id, row.event, scan.next_offset())
             if scan.pages == 0:
                 first = [f.activity_id for f in page.items]
@@ -477,16 +482,14 @@ class Courier:
 
     async def _trust_lookups(self) -> None:
         """Return once look-ups may be trusted; else LookupFailed with the reason."""
-        if self.distrust:
-            raise LookupFailed(f"look-ups cannot be trusted on this account: {self.distrust}")
         if not self.reading.calibrated:
             await self.calibrate()
         if self.distrust:
             raise LookupFailed(f"look-ups cannot be trusted on this account: {self.distrust}")
         if not self.reading.calibrated:
-            raise NotYetTrusted("look-ups are not calibrated yet: no activity of this run is "
-                                "known to be created and found again, so \"not found\" cannot "
-                                "be trusted")
+            raise NotYetTrusted("look-ups are not calibrated yet (" + (
+                self._calibration_failure or "no activity of this run is known to be created")
+                + "), so \"not found\" cannot be trusted")
 
     async def calibrate(self) -> None:
         """Look up a row known to be created and learn how the account answers; set
@@ -496,16 +499,14 @@ class Courier:
             if self.reading.calibrated or self.distrust or self._sample is None:
                 return
             item, activity_id, window = self._sample
-            calls = self.tally.calls
             try:
                 await self._calibrate(item, activity_id, window)
             except LookupFailed as exc:
                 self._calibration_misses += 1
+                self._calibration_failure = str(exc)
                 log.warning("look-ups not calibrated yet", row=item.row, reason=str(exc))
                 if self._calibration_misses >= CALIBRATION_TRIES:
                     self.distrust = f"{CALIBRATION_TRIES} look-ups of row {item.row} failed: {exc}"
-            finally:
-                self.tally.calibration_calls += self.tally.calls - calls
             if self.distrust:
                 log.error("look-ups distrusted: rows whose outcome is uncertain stay unknown",
                           reason=self.distrust)
@@ -513,14 +514,16 @@ class Courier:
     async def settle_offset(self) -> None:
         """Learn how Offset counts, if still unknown, on the lead of this run's first
         created row when its first page is full: called while the first rows are checked,
-        when nothing else is being sent (pages of a busy lead keep shifting)."""
-        if self.reading.offset is not None or self.distrust or not self.created:
+        when nothing else is being sent (pages of a busy lead keep shifting). For a reading
+        an earlier run saved: one calibrated in this run read its lead's first page already."""
+        if (self.reading.offset is not None or self.distrust or not self.created
+                or self._sample is not None):
             return
         item = self.created[0][0]
         row = fingerprint(item.body)
         try:
             lead_id = await self._lead_of(row)
-            first = await self._page(lead_id, row.event, 0)
+            first = await self._page(lead_id, row.event, 0, learning=True)
             if len(first.items) >= PAGE_SIZE:
                 await self._learn_offset(lead_id, row.event,
                                          [f.activity_id for f in first.items])
@@ -532,32 +535,27 @@ class Courier:
         row = fingerprint(item.body)
         lead_id = await self._lead_of(row)
         reading = self.reading
-        first = await self._page(lead_id, row.event, 0)
+        first = await self._page(lead_id, row.event, 0, learning=True)
         ids = [f.activity_id for f in first.items]
-        found = next((f for f in first.items if f.activity_id == activity_id), None)
         rule = reading.offset
-        if found is None and not first.items:
-            # Offset 0 is no page of this account's: it may count pages from 1.
-            second = await self._page(lead_id, row.event, 1)
-            found = next((f for f in second.items if f.activity_id == activity_id), None)
-            rule = "pages1" if found is not None else rule
-        elif found is None and len(first.items) >= PAGE_SIZE:
-            rule = rule or await self._learn_offset(lead_id, row.event, ids)
-            if rule is None:
-                raise LookupFailed("how the look-up's Offset counts could not be learned")
+        if not first.items:
+            rule = "pages1"  # the lead holds the row's activity: Offset 0 names no page
+        elif rule is None and len(first.items) >= PAGE_SIZE:
+            # A full first page: learn how Offset counts now, while the first rows are
+            # checked and nothing else is sent (a busy lead keeps shifting its pages).
+            rule = await self._learn_offset(lead_id, row.event, ids)
+        found = next((f for f in first.items if f.activity_id == activity_id), None)
+        if found is None and rule is not None:
             scan = Scan(rule)
-            scan.add(first)
+            if first.items:
+                scan.add(first)
             while found is None and not (scan.complete or scan.incomplete):
-                page = await self._page(lead_id, row.event, scan.next_offset())
+                page = await self._page(lead_id, row.event, scan.next_offset(), learning=True)
                 found = next((f for f in page.items if f.activity_id == activity_id), None)
                 scan.add(page)
         if found is None:
             raise LookupFailed(f"activity {activity_id}, created from row {item.row}, is not "
                                "in the look-up's answer (yet)")
-        if rule is None and len(first.items) >= PAGE_SIZE:
-            # A lead with a full first page: learn how Offset counts now, while the first
-            # rows are checked and nothing else is sent (a busy lead shifts its pages).
-            rule = await self._learn_offset(lead_id, row.event, ids)
         learned = calibrate(row, activity_id, found, window, self.kinds.get(row.event, {}),
                             reading)
         if learned.reading is None:
@@ -577,12 +575,15 @@ class Courier:
         for attempt in range(5):
             if attempt:
                 await self._backoff(self.settings.backoff * attempt)
-            one = [f.activity_id for f in (await self._page(lead_id, event, 1)).items]
+            one = [f.activity_id for f in
+                   (await self._page(lead_id, event, 1, learning=True)).items]
             rule = probe_rule(first, one, None)
             if rule is None and len(first) >= PAGE_SIZE // 2:
-                two = [f.activity_id for f in (await self._page(lead_id, event, 2)).items]
+                two = [f.activity_id for f in
+                       (await self._page(lead_id, event, 2, learning=True)).items]
                 rule = probe_rule(first, one, two)
-            again = [f.activity_id for f in (await self._page(lead_id, event, 0)).items]
+            again = [f.activity_id for f in
+                     (await self._page(lead_id, event, 0, learning=True)).items]
             if steady(first, again):
                 break
             first, rule = again, None

@@ -160,8 +160,8 @@ class Summary:
     reconciled: int = 0
     found_posted: int = 0
     lookups: int = 0  # pages of "Get Activities of a Lead" read to reconcile rows
-    calibration_calls: int = 0  # look-ups spent learning how the account answers
-    verify_calls: int = 0  # read-backs of the first rows (--verify-first)
+    calibration_calls: int = 0  # pages read to learn how the account answers look-ups
+    verify_calls: int = 0  # first rows read back (--verify-first)
     elapsed_s: float = 0.0
     dry_run: bool = False
     estimated_s: float = 0.0  # dry run: how long sending to_send rows would take
@@ -673,18 +673,18 @@ class Run:
              results: ResultsLog, earlier: Earlier | None = None) -> Job:
         if action is not Action.RECONCILE:
             return Job(item, previous.status if previous else None)
-        sent_until = self._sent_until
         window = None
         outcome = None
         if previous is not None and previous.status in (Status.UNKNOWN, Status.FAILED):
             outcome = results.last_outcome(item.row)
         if outcome is not None and outcome.updated_at:  # the earlier run's, in this file
-            window = sent_until(parse_utc_text(outcome.updated_at), max(1, outcome.attempts))
+            window = self._sent_until(parse_utc_text(outcome.updated_at),
+                                      max(1, outcome.attempts))
         if earlier is not None and not earlier.posted and not earlier.row:
             # The history's claim, marked at ``at`` by its last attempt, of at most
             # --max-attempts.
-            window = sent_until(datetime.fromtimestamp(earlier.at, UTC),
-                                self.options.max_attempts).joined(window)
+            window = self._sent_until(datetime.fromtimestamp(earlier.at, UTC),
+                                      self.options.max_attempts).joined(window)
         return Job(item, previous.status if previous else None, reconcile_first=True,
                    window=window)
 
@@ -712,13 +712,9 @@ class Run:
                 self.progress.done()
             if self.stopping.is_set() or not courier.created:
                 return
-            calls = courier.tally.calls
-            try:
-                await self._check_stored(courier, client, courier.created[:wanted])
-                await courier.calibrate()
-                await courier.settle_offset()
-            finally:
-                courier.tally.verify_calls += courier.tally.calls - calls
+            await self._check_stored(courier, client, courier.created[:wanted])
+            await courier.calibrate()
+            await courier.settle_offset()
         except Stopped:
             return
         finally:
@@ -731,6 +727,7 @@ class Run:
                             created: list[tuple[Activity, str]]) -> None:
         """Read the first created rows back; stop the run when a value differs."""
         for item, activity_id in created:
+            courier.tally.verify_calls += 1
             try:
                 found = await read_back(courier, client, item, activity_id,
                                         self._fields(item.event), courier.reading.entities)
