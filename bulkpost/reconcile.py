@@ -208,7 +208,6 @@ class Reading:
     offset: str | None = None  # "rows", "pages0" or "pages1"
     record_count: str | None = None  # "total" or "page"
     fields_at: str = ""  # where the custom fields were shown, for people
-    note_shown: bool | None = None  # whether the answer shows the note at all
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -432,5 +431,4 @@ def calibrate(row: Fingerprint, activity_id: str, found: FoundActivity,
         return Calibration(None, f"activity {activity_id} shows CreatedOn "
                                  f"{found.created_on!r}, outside the time it was on the wire")
     return Calibration(replace(known, calibrated=True, created_on=created_on,
-                               entities=entities, fields_at=fields_at,
-                               note_shown=found.note is not None or known.note_shown))
+                               entities=entities, fields_at=fields_at))

@@ -364,7 +364,7 @@ def test_calibration_learns_arrival_stamps_from_the_send_window() -> None:
 
 
 def test_readings_round_trip_and_refuse_what_they_do_not_know() -> None:
-    reading = Reading(True, "arrival", "numeric", "pages1", "page", "ActivityFields", True)
+    reading = Reading(True, "arrival", "numeric", "pages1", "page", "ActivityFields")
     assert Reading.from_json(json.loads(json.dumps(reading.to_json()))) == reading
     assert Reading.from_json({"calibrated": True, "offset": "pages2"}) is None
     assert Reading.from_json("x") is None
