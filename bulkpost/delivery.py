@@ -200,6 +200,7 @@ class Courier:
         self.deferred: list[Job] = []
         self._sample: tuple[Activity, str, SendWindow | None] | None = None
         self._calibrating = asyncio.Lock()
+        self._learning = asyncio.Lock()  # one Offset probe at a time
         self._calibration_misses = 0
         self._calibration_failure = ""  # why the last calibration did not succeed
 
@@ -454,7 +455,7 @@ class Courier:
         first: list[str] = []
         while True:
             if scan.needs_rule:
-                rule = await self._learn_offset(lead_id, row.event, first)
+                rule = await self._offset_rule(lead_id, row.event, first)
                 if rule is None:
                     raise LookupFailed("the lead has more than one page of these activities "
                                        "and how the look-up's Offset counts is not known yet")
@@ -525,8 +526,8 @@ class Courier:
             lead_id = await self._lead_of(row)
             first = await self._page(lead_id, row.event, 0, learning=True)
             if len(first.items) >= PAGE_SIZE:
-                await self._learn_offset(lead_id, row.event,
-                                         [f.activity_id for f in first.items])
+                await self._offset_rule(lead_id, row.event,
+                                        [f.activity_id for f in first.items])
         except LookupFailed as exc:
             log.warning("how the look-up's Offset counts is not learned yet", reason=str(exc))
 
@@ -543,7 +544,7 @@ class Courier:
         elif rule is None and len(first.items) >= PAGE_SIZE:
             # A full first page: learn how Offset counts now, while the first rows are
             # checked and nothing else is sent (a busy lead keeps shifting its pages).
-            rule = await self._learn_offset(lead_id, row.event, ids)
+            rule = await self._offset_rule(lead_id, row.event, ids)
         found = next((f for f in first.items if f.activity_id == activity_id), None)
         if found is None and rule is not None:
             scan = Scan(rule)
@@ -566,6 +567,14 @@ class Courier:
         counted = reading.record_count or (
             "total" if count is not None and count > len(first.items) else None)
         self._learned(dataclasses.replace(learned.reading, offset=rule, record_count=counted))
+
+    async def _offset_rule(self, lead_id: str, event: int, first: list[str]) -> str | None:
+        """The Offset rule: learned by one look-up at a time, and once learned, known to
+        every look-up that was waiting for it."""
+        async with self._learning:
+            if self.reading.offset is not None:
+                return self.reading.offset
+            return await self._learn_offset(lead_id, event, first)
 
     async def _learn_offset(self, lead_id: str, event: int, first: list[str]) -> str | None:
         """How ``Offset`` counts, from a lead whose first page is full: the pages at
