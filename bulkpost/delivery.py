@@ -218,7 +218,7 @@ class Courier:
         after it failed: it then sleeps the first backoff, and the schedule shifts by one.
         """
         backoff, cap = self.settings.backoff, self.settings.backoff * BACKOFF_CAP
-        first_wait = wait_exponential_jitter(initial=backoff, max=cap)
+        first_wait = wait_exponential_jitter(multiplier=backoff, max=cap)
 
         async def sleep_first(state: RetryCallState) -> None:
             if state.attempt_number == 1:
@@ -227,7 +227,7 @@ class Courier:
         skipped = 1 if after_first else 0
         return AsyncRetrying(
             stop=stop_after_attempt(self.settings.max_attempts - skipped),
-            wait=wait_exponential_jitter(initial=backoff * 2**skipped, max=cap),
+            wait=wait_exponential_jitter(multiplier=backoff * 2**skipped, max=cap),
             retry=retry_if_exception_type(exception),
             before=sleep_first if after_first else before_nothing,
             sleep=self._backoff,
@@ -349,15 +349,19 @@ class Courier:
         while True:
             if self._stopping.is_set():
                 raise Stopped
-            await limit.acquire()
-            if self._stopping.is_set():
-                raise Stopped
-            if before_sending is not None:
-                await before_sending()
+            slot = await limit.reserve()
+            try:
                 if self._stopping.is_set():
                     raise Stopped
-                self.on_wire.add(task)
-                self.tally.creates += 1
+                if before_sending is not None:
+                    await before_sending()
+                    if self._stopping.is_set():
+                        raise Stopped
+                    self.on_wire.add(task)
+                    self.tally.creates += 1
+                slot.sending()  # the window counts from here, not from the grant
+            finally:
+                slot.release()
             self.tally.calls += 1
             # Cancelled while on the wire, the task stays in on_wire: the row stays unknown.
             answer, document = await call()

@@ -17,6 +17,13 @@ Sustained throughput is ``N / (T + margin)``: 98% of the allowance by default.
 
 On top sits a pause gate: when the server says "rate limited" every caller waits until the
 pause ends (the server's ``Retry-After``, or one whole window), then calls resume.
+
+A call's start is when it leaves, not when its slot was granted: between the two, a create
+first makes its claim durable (an fsync that a busy disk can stretch to tens of
+milliseconds). :meth:`RateLimit.reserve` grants a :class:`Slot` whose time the caller moves
+to the moment it sends (:meth:`Slot.sending`), and a slot still being prepared holds back the
+call N places later until it has left. Otherwise a slow claim and a quick one N places later
+would reach the server closer together than the window.
 """
 
 from __future__ import annotations
@@ -61,10 +68,32 @@ def parse_rate(text: str) -> RateSpec:
     return RateSpec(int(calls), period)
 
 
+class Slot:
+    """One call's place in the log: when it started (or was granted, until it starts)."""
+
+    __slots__ = ("_limit", "at", "left")
+
+    def __init__(self, limit: RateLimit, at: float) -> None:
+        self._limit = limit
+        self.at = at
+        self.left = asyncio.Event()  # set once the call is on its way, or will never be
+
+    def sending(self) -> None:
+        """The call leaves now: its start moves to now (never earlier than it was)."""
+        if not self.left.is_set():
+            self._limit._restamp(self, asyncio.get_running_loop().time())
+            self.left.set()
+
+    def release(self) -> None:
+        """Done with the slot: a slot never sent keeps the time it was granted."""
+        self.left.set()
+
+
 class RateLimit:
     """Lets calls start so that no T-second window ever holds more than N of them.
 
-    :meth:`acquire` blocks until the caller may start one call, and records the start.
+    :meth:`acquire` blocks until the caller may start one call, and records the start;
+    :meth:`reserve` does the same for a call with work to do before it leaves.
     :meth:`pause` stops every caller until the pause ends. Callers pass one at a time in
     FIFO order. Uses the running loop's clock only (``loop.time`` and timers), so tests
     drive it with a virtual clock.
@@ -80,7 +109,8 @@ class RateLimit:
         # Slightly faster than the log allows, so that the log alone sets the pace and a
         # late wake-up in the smoothing stage is made up for.
         self._limiter = AsyncLimiter(1, 0.98 * self.spacing)
-        self._starts: collections.deque[float] = collections.deque(maxlen=spec.calls)
+        # Slots in the order granted, their times never decreasing (see _restamp).
+        self._starts: collections.deque[Slot] = collections.deque(maxlen=spec.calls)
         self._gate = asyncio.Lock()
         self._resume_at = 0.0
 
@@ -111,19 +141,44 @@ class RateLimit:
     def _log_wait(self) -> float:
         if len(self._starts) < self.spec.calls:
             return 0.0
-        return self._starts[0] + self.window - asyncio.get_running_loop().time()
+        return self._starts[0].at + self.window - asyncio.get_running_loop().time()
 
-    async def acquire(self) -> None:
-        """Wait for the pause to end and for this call's slot; record the start."""
+    def _restamp(self, slot: Slot, now: float) -> None:
+        """Move ``slot`` to ``now`` and every later-granted slot to no earlier than it, so
+        the log stays in time order and ``_starts[0]`` stays the earliest of the last N."""
+        if now <= slot.at:
+            return
+        slot.at = now
+        for later in reversed(self._starts):  # the slot is recent: few slots after it
+            if later is slot:
+                break
+            later.at = max(later.at, now)
+
+    async def reserve(self) -> Slot:
+        """Wait for the pause to end and for a slot; the caller calls :meth:`Slot.sending`
+        as the call leaves and :meth:`Slot.release` when done (``finally``)."""
         async with self._gate:
             await self._limiter.acquire()
             # A loop, not an Event: we wait for a moment in time, and a pause may move it.
-            while (delay := max(self.paused_for(), self._log_wait())) > 0:  # noqa: ASYNC110
+            while True:
+                oldest = self._starts[0] if len(self._starts) == self.spec.calls else None
+                if oldest is not None and not oldest.left.is_set():
+                    await oldest.left.wait()  # its time is not known until it leaves
+                    continue
+                delay = max(self.paused_for(), self._log_wait())
+                if delay <= 0:
+                    break
                 await asyncio.sleep(delay)
             now = asyncio.get_running_loop().time()
             starts = self._starts
             # Starts a whole window old constrain nothing: dropped, the log stays small
             # whatever N is (a lifted limit of a million calls a second included).
-            while starts and starts[0] + self.window <= now:
+            while starts and starts[0].at + self.window <= now and starts[0].left.is_set():
                 starts.popleft()
-            starts.append(now)
+            slot = Slot(self, now)
+            starts.append(slot)
+            return slot
+
+    async def acquire(self) -> None:
+        """Wait for the pause to end and for this call's slot; the call starts now."""
+        (await self.reserve()).sending()

@@ -137,3 +137,61 @@ def test_the_log_keeps_only_starts_inside_the_window() -> None:
     # Workers are busy 0.3 s per call: about 10 calls per 0.3 s, so ~35 in a 1.02 s window.
     assert kept <= 50
     assert kept == sum(1 for t in times if t > max(times) - limit_box[0].window)
+
+
+async def _prepared_sends(limit: RateLimit, calls: int, stamp: bool) -> list[float]:
+    """Workers that take a slot, then prepare (a claim's fsync: 0-300 ms) before sending."""
+    import random
+
+    loop = asyncio.get_running_loop()
+    draw = random.Random(5)
+    sends: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(calls):
+        queue.put_nowait(index)
+
+    async def worker() -> None:
+        while not queue.empty():
+            queue.get_nowait()
+            slot = await limit.reserve()
+            try:
+                await asyncio.sleep(draw.choice((0.0, 0.0, 0.3)))
+                if stamp:
+                    slot.sending()
+                sends.append(loop.time())
+            finally:
+                slot.release()
+            await asyncio.sleep(0.2)
+
+    await asyncio.gather(*(worker() for _ in range(12)))
+    return sends
+
+
+def test_a_call_counts_from_when_it_leaves_not_from_its_grant() -> None:
+    spec = RateSpec(5, 1.0)
+
+    async def scenario(stamp: bool) -> list[float]:
+        return await _prepared_sends(RateLimit(spec, margin=0.0), 80, stamp)
+
+    unstamped = run_virtual(scenario(False))
+    # The checker sees the danger: slots counted from the grant let sends crowd together.
+    assert most_in_any_window(unstamped, spec.period) > spec.calls
+    sends = run_virtual(scenario(True))
+    assert len(sends) == 80
+    assert most_in_any_window(sends, spec.period) <= spec.calls
+    rate = (len(sends) - 1) / (max(sends) - min(sends))
+    assert rate >= 0.85 * spec.per_second
+
+
+def test_a_slot_never_sent_keeps_its_grant_time() -> None:
+    async def scenario() -> tuple[float, float]:
+        limit = RateLimit(RateSpec(1, 1.0), margin=0.0)
+        loop = asyncio.get_running_loop()
+        first = await limit.reserve()
+        granted = loop.time()
+        first.release()  # given up (the run stopping): the next call waits from the grant
+        await limit.acquire()
+        return granted, loop.time()
+
+    granted, second = run_virtual(scenario())
+    assert second - granted == pytest.approx(1.0, abs=1e-3)
