@@ -129,15 +129,20 @@ class RowMapper:
         lead_id = cells[m.lead_id_column].strip() if m.lead_id_column else ""
         if m.lead_id_column and (lead_id or not m.lead_email_column):
             if not GUID.fullmatch(lead_id):
-                return invalid(m.lead_id_column, f"lead id {lead_id!r} is not a GUID")
+                # Empty and malformed are two problems with two fixes: two messages.
+                return invalid(m.lead_id_column, f"lead id {lead_id!r} is not a GUID"
+                               if lead_id else "lead id is empty")
             lead = body["RelatedProspectId"] = lead_id
         else:
             # By e-mail: the mapping has no id column, or this row's id cell is empty.
             assert m.lead_email_column is not None
             lead = cells[m.lead_email_column].strip()
             if not EMAIL.fullmatch(lead):
+                empty = ("lead id and e-mail are both empty" if m.lead_id_column
+                         else "lead e-mail is empty")
                 return invalid(m.lead_email_column,
-                               f"lead e-mail {lead!r} is not an e-mail address")
+                               f"lead e-mail {lead!r} is not an e-mail address"
+                               if lead else empty)
             body["EmailAddress"] = lead
         if m.event_column:
             event_text = cells[m.event_column].strip()

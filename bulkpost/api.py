@@ -8,11 +8,22 @@ the CLI's, with the same guarantees: the same results file, resume and reconcili
 A DataFrame goes through Arrow without its index, so pandas' own quirks do not leak into
 values: ``NaN`` and ``None`` are nulls (sent as ""), an integer column that pandas turned
 into floats to hold a ``NaN`` is sent without ".0", nullable ``Int64`` as integers.
+
+Arguments are checked before any request, by the CLI's own checks, and refused with a
+:class:`~bulkpost.errors.UsageError` in this API's words: settings are named as keywords
+(``host='ftp://x': …``, ``batch_size=26: …``, never ``--host``), a misspelled keyword is
+named with the closest valid one and the list of them, and ``run()`` called inside a running
+event loop says to ``await run_async()`` instead (no coroutine is left unawaited).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import difflib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +32,7 @@ import structlog
 
 from bulkpost import logs
 from bulkpost.client import Credentials, check_host, checked_key
-from bulkpost.errors import UsageError
+from bulkpost.errors import BulkpostError, UsageError
 from bulkpost.mapping import Mapping, load_mapping, parse_mapping
 from bulkpost.pipeline import Run, RunOptions, Summary, run_sync
 from bulkpost.ratelimit import RateSpec, parse_rate
@@ -61,10 +72,14 @@ def run(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
     ``resend_unknown``, ``max_attempts``, ``timeout``, ``preflight``, ``decimal_comma``,
     ``mode``, ``bulk_rate`` ("1/5s"), ``batch_size``…).
     Raises :class:`~bulkpost.errors.UsageError` (and its kin) before any request for bad
-    arguments; a run that stopped returns a summary with ``aborted`` set.
+    arguments, an unknown keyword, or a call inside a running event loop; a run that
+    stopped returns a summary with ``aborted`` set.
     """
-    return run_sync(_options(source, mapping, results, host, access_key, secret_key, rate,
-                             dry_run, options))
+    with _in_python_terms():
+        _no_running_loop()
+        _check_keywords("run", options)
+        return run_sync(_options(source, mapping, results, host, access_key, secret_key,
+                                 rate, dry_run, options))
 
 
 async def run_async(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
@@ -73,25 +88,77 @@ async def run_async(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
                     rate: str | RateSpec = "25/5s", dry_run: bool = False,
                     **options: Any) -> Summary:
     """:func:`run` for code that already runs an event loop."""
-    return await Run(_options(source, mapping, results, host, access_key, secret_key, rate,
-                              dry_run, options)).execute()
+    with _in_python_terms():
+        _check_keywords("run_async", options)
+        return await Run(_options(source, mapping, results, host, access_key, secret_key,
+                                  rate, dry_run, options)).execute()
+
+
+@contextlib.contextmanager
+def _in_python_terms() -> Iterator[None]:
+    """The API's boundary: errors leaving it name settings as keywords, not CLI options."""
+    try:
+        yield
+    except BulkpostError as exc:
+        exc.surface = "api"
+        raise
+
+
+def _no_running_loop() -> None:
+    """Refuse to block inside a running event loop, before any coroutine exists: asyncio
+    would refuse too, but leave that coroutine unawaited (a RuntimeWarning)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise UsageError("bulkpost.run() blocks, so it cannot be called inside a running event "
+                     "loop (a notebook, an async application): use "
+                     "`await bulkpost.run_async(...)` with the same arguments")
+
+
+# RunOptions fields that run() fills from its own arguments: not keywords of their own.
+_FILLED = frozenset({"input", "mapping", "results", "credentials"})
+
+
+def _keywords() -> list[str]:
+    """The keywords run() takes after source, mapping and results."""
+    fields = {field.name for field in dataclasses.fields(RunOptions)} - _FILLED
+    return sorted(fields | {"access_key", "secret_key"})
+
+
+def _check_keywords(function: str, options: dict[str, Any]) -> None:
+    """Refuse keywords that are not options, naming the closest valid one of each."""
+    valid = _keywords()
+    unknown = [name for name in options if name not in valid]
+    if not unknown:
+        return
+    named = []
+    for name in unknown:
+        closest = difflib.get_close_matches(name, valid, n=1)
+        named.append(f"{name}=" + (f" (did you mean {closest[0]}=?)" if closest else ""))
+    raise UsageError(f"bulkpost.{function}(): unknown keyword argument"
+                     f"{'s' if len(unknown) > 1 else ''} {', '.join(named)}; "
+                     f"valid: {', '.join(valid)}")
 
 
 def _options(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
              results: str | Path, host: str | None, access_key: str | None,
              secret_key: str | None, rate: str | RateSpec, dry_run: bool,
              options: dict[str, Any]) -> RunOptions:
-    host = host if host is not None else os.environ.get("LSQ_HOST", "")
-    access = access_key if access_key is not None else os.environ.get("LSQ_ACCESS_KEY", "")
-    secret = secret_key if secret_key is not None else os.environ.get("LSQ_SECRET_KEY", "")
+    given = [(name, env, (value if value is not None else os.environ.get(env, "")).strip())
+             for name, env, value in (("host", "LSQ_HOST", host),
+                                      ("access_key", "LSQ_ACCESS_KEY", access_key),
+                                      ("secret_key", "LSQ_SECRET_KEY", secret_key))]
+    host, access, secret = (value for _name, _env, value in given)
     credentials = None
     if host and access and secret:
         host = check_host(host)
-        credentials = Credentials(checked_key("access_key", access),
-                                  checked_key("secret_key", secret))
+        credentials = Credentials(checked_key("access_key=", access),
+                                  checked_key("secret_key=", secret))
     elif not dry_run:
-        raise UsageError("a real run needs host, access_key and secret_key (or LSQ_HOST, "
-                         "LSQ_ACCESS_KEY, LSQ_SECRET_KEY)")
+        *rest, last = [f"{name}= (or {env})" for name, env, value in given if not value]
+        listed = f"{', '.join(rest)} and {last}" if rest else last
+        raise UsageError(f"a real run needs {listed}; dry_run=True sends nothing")
     logs.register_secret(secret, access)
     if not structlog.is_configured():
         logs.configure()

@@ -15,6 +15,7 @@ import faulthandler
 import gc
 import json
 import os
+import shlex
 import signal
 import sys
 import traceback
@@ -28,7 +29,8 @@ from bulkpost import logs
 from bulkpost.client import Credentials, check_host, checked_key
 from bulkpost.errors import BulkpostError, UsageError
 from bulkpost.mapping import load_mapping
-from bulkpost.pipeline import RunOptions, new_run_id, run_sync
+from bulkpost.outputs import check_output
+from bulkpost.pipeline import RunOptions, Summary, new_run_id, run_sync
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateSpec, parse_rate
 from bulkpost.report import build_report, export_failures
@@ -74,27 +76,47 @@ def _write_summary(path: Path | None, data: dict[str, Any]) -> None:
                    err=True)
 
 
+# Examples without a hyphen: help text wraps at hyphens, and a name cut in two misleads.
+_HOST_HELP = ("API host of your account's region, as a name or a URL: api.leadsquared.com "
+              "or https://api.leadsquared.com (a name means https://; http:// only for "
+              "loopback, as the sandbox).")
+_ENCODING_HELP = "Encoding of a CSV input, e.g. cp1252 for Excel exports."
+_LOG_LEVEL_HELP = "Least severe log lines shown; debug shows every retry."
+
+
+# -h works on every command: subcommands inherit the group's help option names.
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="bulkpost")
 def cli() -> None:
-    """Load activities into LeadSquared in bulk: at the full rate limit, resumably."""
+    """Load activities into LeadSquared in bulk: at the full rate limit, resumably.
+
+    \b
+    Example (keys from the environment; `bulkpost COMMAND -h` for each command):
+      export LSQ_ACCESS_KEY=… LSQ_SECRET_KEY=…
+      bulkpost run activities.csv --mapping mapping.toml --results results.csv \\
+          --host api-in21.leadsquared.com
+    """
 
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--mapping", "mapping_path", required=True, type=click.Path(path_type=Path),
+@click.option("--mapping", "mapping_path", required=True, metavar="FILE",
+              type=click.Path(path_type=Path),
               help="TOML file mapping input columns to the activity.")
-@click.option("--results", required=True, type=click.Path(path_type=Path),
+@click.option("--results", required=True, metavar="FILE", type=click.Path(path_type=Path),
               help="Results file: every row's outcome; rerun with the same file to resume.")
-@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True,
-              help="API host of your account's region, e.g. https://api-in21.leadsquared.com")
+@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True, metavar="HOST",
+              help=_HOST_HELP)
 @click.option("--rate", default="25/5s", callback=_rate, show_default=True,
               help="Most calls in any window: N/Ts, from your plan.")
 @click.option("--rate-margin", default=None, type=click.FloatRange(0, 10),
               help="Seconds added to each window to absorb latency jitter "
                    "[default: 2% of the window, 0.1 s at 25/5s].")
 @click.option("--workers", default=0, type=click.IntRange(0, 512),
-              help="Concurrent requests (default: enough for the rate at 4 s latency).")
+              help="Concurrent single-call requests. 0 (the default): enough to keep the rate "
+                   "busy at 4 s of latency, the calls per second times 4, from 2 to 64 (20 "
+                   "at 25/5s; times 2.5 with --mode both). --mode bulk uses none: its "
+                   "workers follow --bulk-rate.")
 @click.option("--mode", type=click.Choice(["single", "bulk", "both"]), default="single",
               show_default=True,
               help="Create activities one per call, 25 per bulk call, or both at once "
@@ -106,8 +128,7 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="Map and validate every row; send nothing.")
 @click.option("--resend-unknown", is_flag=True,
               help="Re-send rows whose earlier outcome is unknown (may create duplicates).")
-@click.option("--encoding", default="utf-8", show_default=True,
-              help="Encoding of a CSV input, e.g. cp1252 for Excel exports.")
+@click.option("--encoding", default="utf-8", show_default=True, help=_ENCODING_HELP)
 @click.option("--delimiter", default=None,
               help="CSV delimiter (default: sniffed from the header: , ; tab |).")
 @click.option("--max-attempts", default=5, show_default=True, type=click.IntRange(1, 100),
@@ -122,14 +143,15 @@ def cli() -> None:
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
               show_default=True, help="auto: console on a terminal, JSON lines otherwise.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="info", show_default=True)
+              default="info", show_default=True, help=_LOG_LEVEL_HELP)
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--no-preflight", is_flag=True,
               help="Do not read the activity types' schemas (rows are checked less).")
 @click.option("--decimal-comma", is_flag=True,
-              help="Accept 12,5 in Number fields, sent as 12.5.")
-@click.option("--summary-json", type=click.Path(path_type=Path), default=None,
+              help="Accept 12,5 in Number fields, sent as 12.5 (without thousands "
+                   "separators: 1234,5).")
+@click.option("--summary-json", metavar="FILE", type=click.Path(path_type=Path), default=None,
               help="Also write the final summary (counts, rate, elapsed, exit code, run id) "
                    "to this file, atomically, for schedulers.")
 @click.option("--history", "history_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -154,6 +176,12 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
 
     Keys come from LSQ_ACCESS_KEY and LSQ_SECRET_KEY. Run the same command again to
     resume: posted rows are never sent twice.
+
+    \b
+    Example:
+      export LSQ_ACCESS_KEY=… LSQ_SECRET_KEY=…
+      bulkpost run activities.csv --mapping mapping.toml --results results.csv \\
+          --host api-in21.leadsquared.com
     """
     access = os.environ.get("LSQ_ACCESS_KEY", "")
     secret = os.environ.get("LSQ_SECRET_KEY", "")
@@ -161,6 +189,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
     logs.configure(log_format, log_level)
     run_id = new_run_id()
     try:
+        check_output(summary_json, "--summary-json")
         mapping = load_mapping(mapping_path)
         if on_changed is not None and history_path is None:
             raise UsageError("--on-changed needs --history")
@@ -198,7 +227,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
         _write_summary(summary_json, failure)
         _emit(failure)
         sys.exit(exc.exit_code)
-    if summary.aborted:
+    if summary.aborted and not summary.interrupted:
         click.echo(f"bulkpost: aborted: {logs.scrub(summary.aborted)}", err=True)
     if summary.unknown and not summary.dry_run:
         structlog.get_logger("bulkpost").warning(
@@ -213,27 +242,100 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
                                    summary.problems, allowance), err=True)
     _write_summary(summary_json, summary.as_dict())
     _emit(summary.as_dict())
+    sys.stdout.flush()
+    # After the summary: in a terminal, what to do next is the last thing on the screen.
+    for line in _closing_lines(summary, results, input_path, encoding, delimiter):
+        click.echo(f"bulkpost: {line}", err=True)
     sys.exit(summary.exit_code)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                               "help_option_names": []})
-@click.pass_context
-def validate(ctx: click.Context) -> None:
-    """Check every row and report, sending nothing: `run --dry-run` (run's options apply)."""
-    run.main(args=[*ctx.args, "--dry-run"], prog_name="bulkpost validate")
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+def _closing_lines(summary: Summary, results: Path, input_path: Path, encoding: str,
+                   delimiter: str | None) -> list[str]:
+    """Plain words after a run that did not post everything: what, how many, what next."""
+    if summary.dry_run:
+        return []
+    lines: list[str] = []
+    data = summary.as_dict()
+    kinds = [(status, data[status]) for status in ("rejected", "invalid", "failed", "unknown")
+             if data[status]]
+    if kinds:
+        report = ["bulkpost", "report", str(results), "--input", str(input_path)]
+        if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+            report += ["--encoding", encoding]
+        if delimiter is not None:
+            report += ["--delimiter", delimiter]
+        lines.append(
+            f"{_plural(sum(n for _, n in kinds), 'row')} not posted ("
+            + ", ".join(f"{n:,} {status}" for status, n in kinds)
+            + f"); see why, and write them to a file to fix: {shlex.join(report)} "
+            "--failures to-fix.csv")
+    if summary.undecodable and summary.undecodable == summary.invalid == summary.rows:
+        lines.append(f"no row of {input_path} could be read as UTF-8: if it was saved by "
+                     "Excel or another Windows program, try --encoding cp1252 (or the "
+                     "encoding it was saved in)")
+    pending = data.get("pending", 0)
+    if summary.interrupted or pending:
+        not_sent = f" with {_plural(pending, 'row')} not yet sent" if pending else ""
+        again = shlex.join(["bulkpost", *sys.argv[1:]])
+        if summary.interrupted:
+            lines.append(f"stopped as asked{not_sent}: run the same command again to resume, "
+                         f"nothing is sent twice: {again}")
+        else:
+            lines.append(f"stopped{not_sent}: once the cause above is fixed, the same command "
+                         f"resumes, nothing is sent twice: {again}")
+    return lines
 
 
 @cli.command()
-@click.option("--mapping", "mapping_path", required=True, type=click.Path(path_type=Path))
-@click.option("--input", "input_path", type=click.Path(path_type=Path),
+@click.pass_context
+def validate(ctx: click.Context, /, **options: Any) -> None:
+    """Check every row of INPUT and report the problems, sending nothing.
+
+    The same as `run --dry-run`: maps and validates every row (against the activity
+    types' schemas when --host and the keys are given), records the invalid rows in the
+    results file, and prints the problems by column and how long a real run would take.
+    Exit 0 when every row is valid, 1 when some are not, 2 for usage or mapping errors.
+
+    \b
+    Example:
+      bulkpost validate activities.csv --mapping mapping.toml --results results.csv \\
+          --host api-in21.leadsquared.com
+    """
+    ctx.invoke(run, dry_run=True, **options)
+
+
+# validate takes run's options but those that only matter when sending; a new option of
+# run reaches validate too.
+_SENDING_ONLY = ("dry_run", "workers", "verify_first")
+validate.params = [param for param in run.params if param.name not in _SENDING_ONLY]
+
+
+@cli.command()
+@click.option("--mapping", "mapping_path", required=True, metavar="FILE",
+              type=click.Path(path_type=Path),
+              help="TOML file mapping input columns to the activity.")
+@click.option("--input", "input_path", metavar="FILE", type=click.Path(path_type=Path),
               help="Also check the input's columns, and the types of its event codes.")
-@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True)
-@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True, metavar="HOST",
+              help=_HOST_HELP)
+@click.option("--encoding", default="utf-8", show_default=True, help=_ENCODING_HELP)
 @click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")
 def check(mapping_path: Path, input_path: Path | None, host: str, encoding: str,
           delimiter: str | None) -> None:
-    """Check the keys, the host and the mapping against the activity types' schemas."""
+    """Check the keys, the host and the mapping against the activity types' schemas.
+
+    The preflight of a run, alone: sends no activity. Keys come from LSQ_ACCESS_KEY and
+    LSQ_SECRET_KEY.
+
+    \b
+    Example:
+      bulkpost check --mapping mapping.toml --input activities.csv \\
+          --host api-in21.leadsquared.com
+    """
     from bulkpost.preflight import check_mapping
 
     logs.register_secret(os.environ.get("LSQ_SECRET_KEY", ""),
@@ -264,23 +366,43 @@ def check(mapping_path: Path, input_path: Path | None, host: str, encoding: str,
 @cli.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path),
-              help="The input the results belong to (for --failures).")
-@click.option("--failures", type=click.Path(path_type=Path),
-              help="Write the rows not posted, with their columns plus status and error.")
-@click.option("--encoding", default="utf-8", show_default=True)
-@click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")
+              metavar="FILE", help="The input the results belong to (for --failures).")
+@click.option("--failures", type=click.Path(path_type=Path), metavar="FILE",
+              help="Write the rows not posted, with their columns plus status and error, "
+                   "in the input's encoding and delimiter (Parquet: a UTF-8 CSV).")
+@click.option("--encoding", default="utf-8", show_default=True,
+              help="Encoding of a CSV input, as given to run (e.g. cp1252).")
+@click.option("--delimiter", default=None,
+              help="CSV delimiter, as given to run (default: sniffed from the header).")
 @click.option("--top", default=10, show_default=True, help="How many error kinds to list.")
 def report(results: Path, input_path: Path | None, failures: Path | None, encoding: str,
            delimiter: str | None, top: int) -> None:
-    """Counts by status and the most common errors of a RESULTS file."""
+    """Counts by status and the most common errors of a RESULTS file.
+
+    \b
+    Example (the report, then the rows not posted to a file, to fix and load again):
+      bulkpost report results.csv
+      bulkpost report results.csv --input activities.csv --failures to-fix.csv
+    """
+    written = None
     try:
-        if failures is not None and input_path is None:
-            raise UsageError("--failures needs --input (the file the results belong to)")
+        if failures is not None:
+            if input_path is None:
+                raise UsageError("--failures needs --input (the file the results belong to)")
+            check_output(failures, "--failures")
+            for path, what in ((input_path, "the input"), (results, "the results file")):
+                if failures.exists() and failures.samefile(path):
+                    raise UsageError(f"--failures {failures} is {what}: give a new file")
+            # Before the report: an input that does not decode stops here, nothing printed.
+            try:
+                written = export_failures(results, input_path, failures, encoding=encoding,
+                                          delimiter=delimiter)
+            except OSError as exc:
+                raise UsageError(f"--failures {failures}: cannot write it: "
+                                 f"{exc.strerror}") from None
         click.echo(build_report(results).render(top))
-        if failures is not None and input_path is not None:
-            count = export_failures(results, input_path, failures, encoding=encoding,
-                                    delimiter=delimiter)
-            click.echo(f"wrote {count} rows not posted to {failures}")
+        if written is not None:
+            click.echo(written.describe(), err=True)
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -288,12 +410,13 @@ def report(results: Path, input_path: Path | None, failures: Path | None, encodi
 
 @cli.command()
 @click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
+@click.option("--input", "input_path", required=True, metavar="FILE",
+              type=click.Path(path_type=Path),
               help="The input the results file was written for.")
-@click.option("--mapping", "mapping_path", required=True, type=click.Path(path_type=Path),
-              help="The run's mapping.")
+@click.option("--mapping", "mapping_path", required=True, metavar="FILE",
+              type=click.Path(path_type=Path), help="The run's mapping.")
 @click.option("--all", "every", is_flag=True, help="Read back every posted row.")
-@click.option("--sample", default=None, type=click.IntRange(1, None),
+@click.option("--sample", default=None, type=click.IntRange(1, None), metavar="N",
               help="Read back N posted rows chosen at random  [default: 20]")
 @click.option("--seed", default=None, type=click.IntRange(0, None),
               help="Seed of the sample (printed in the summary), to repeat a check.")
@@ -301,11 +424,11 @@ def report(results: Path, input_path: Path | None, failures: Path | None, encodi
               type=click.Path(dir_okay=False, path_type=Path),
               help="Write one CSV line per difference (row, activity_id, column, field, "
                    "sent, stored).")
-@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True,
-              help="API host of your account's region.")
+@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True, metavar="HOST",
+              help=_HOST_HELP)
 @click.option("--rate", default="25/5s", callback=_rate, show_default=True,
               help="Most calls in any window: N/Ts, from your plan.")
-@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True, help=_ENCODING_HELP)
 @click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")
 @click.option("--no-preflight", is_flag=True,
               help="As the run: do not read the activity types' schemas (values then "
@@ -314,9 +437,9 @@ def report(results: Path, input_path: Path | None, failures: Path | None, encodi
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600),
               help="Seconds to wait for one answer.")
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
-              show_default=True)
+              show_default=True, help="auto: console on a terminal, JSON lines otherwise.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="warning", show_default=True)
+              default="warning", show_default=True, help=_LOG_LEVEL_HELP)
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
 def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
@@ -328,6 +451,11 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
 
     Exit 0 when every activity read back holds what was sent, 1 when some differ or could
     not be read, 2 for usage errors, 3 when aborted.
+
+    \b
+    Example (50 posted rows at random, the differences to a file):
+      bulkpost verify results.csv --input activities.csv --mapping mapping.toml \\
+          --host api-in21.leadsquared.com --sample 50 --differences diff.csv
     """
     import secrets
 
@@ -340,6 +468,7 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
     try:
         if every and sample is not None:
             raise UsageError("give --all or --sample N, not both")
+        check_output(differences_path, "--differences")
         for path, what in ((results, "results file"), (input_path, "input")):
             if not path.is_file():
                 raise UsageError(f"{what} {path}: no such file")
@@ -371,7 +500,13 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
 
 @cli.group()
 def history() -> None:
-    """The --history database: seed it from results files, see what it holds."""
+    """The --history database: seed it from results files, see what it holds.
+
+    \b
+    Example:
+      bulkpost history import results-2026-*.csv --history history.db
+      bulkpost history stats --history history.db
+    """
 
 
 @history.command("import")
@@ -385,6 +520,10 @@ def history_import(results_files: tuple[Path, ...], history_path: Path) -> None:
 
     Posted rows become posted keys (key column, else content hash); rows that may have
     been created (unknown, failed) are marked to be looked up before a run sends them.
+
+    \b
+    Example (the results of earlier nightly loads, before the first run with --history):
+      bulkpost history import results-2026-*.csv --history history.db
     """
     from bulkpost.history import import_results
 
@@ -409,7 +548,14 @@ def history_import(results_files: tuple[Path, ...], history_path: Path) -> None:
 @click.option("--runs", default=5, show_default=True, type=click.IntRange(0, 1000),
               help="How many of the latest runs to list.")
 def history_stats(history_path: Path, as_json: bool, runs: int) -> None:
-    """What the history holds: keys by state and event code, runs, size on disk."""
+    """What the history holds: keys by state and event code, runs, size on disk.
+
+    Readable while a run writes the history.
+
+    \b
+    Example:
+      bulkpost history stats --history history.db --runs 10
+    """
     from bulkpost.history import History
 
     try:
@@ -442,10 +588,30 @@ def history_stats(history_path: Path, as_json: bool, runs: int) -> None:
     click.echo("\n".join(lines))
 
 
+def _sandbox_announcement(url: str, demo_keys: tuple[str, str] | None) -> str:
+    """The sandbox's start-up lines for stderr: where it listens, the keys it accepts.
+
+    ``demo_keys`` (access, secret) are printed: they are the sandbox's, no one's secret.
+    Keys given on the command line (``demo_keys`` None) never are.
+    """
+    lines = [f"bulkpost sandbox: listening on {url} (loopback only; Ctrl-C stops it)"]
+    if demo_keys is None:
+        lines += ["it accepts the custom keys given by --access-key/--secret-key (not shown);",
+                  "to use it, set LSQ_ACCESS_KEY and LSQ_SECRET_KEY to them, and:"]
+    else:
+        access, secret = demo_keys
+        lines += [f"it accepts the demo keys {access} / {secret}; to use it:",
+                  f"  export LSQ_ACCESS_KEY={access} LSQ_SECRET_KEY={secret}"]
+    lines.append(f"  export LSQ_HOST={url}")
+    return "\n".join(lines)
+
+
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Loopback address to serve on: 127.0.0.1, ::1 or localhost.")
 @click.option("--port", default=8750, show_default=True, help="0 picks a free port.")
-@click.option("--rate", default="25/5s", callback=_rate, show_default=True)
+@click.option("--rate", default="25/5s", callback=_rate, show_default=True,
+              help="Most calls per access key in any window (a strict sliding window): N/Ts.")
 @click.option("--bulk-rate", default="1/5s", callback=_rate, show_default=True,
               help="The bulk endpoints' own limit.")
 @click.option("--latency", default="0.05:0.2", show_default=True,
@@ -458,10 +624,14 @@ def history_stats(history_path: Path, as_json: bool, runs: int) -> None:
 @click.option("--slow-seconds", default=5.0, show_default=True,
               help="Extra latency of the 'slow' fault.")
 @click.option("--seed", default=None, type=int, help="Seed for latency and faults.")
-@click.option("--ledger", type=click.Path(path_type=Path),
+@click.option("--ledger", metavar="FILE", type=click.Path(path_type=Path),
               help="Append every created activity to this JSON-lines file.")
-@click.option("--access-key", default=None, help="Accepted access key (default: demo key).")
-@click.option("--secret-key", default=None, help="Accepted secret key (default: demo key).")
+# The defaults are bulkpost.sandbox.DEFAULT_ACCESS_KEY/DEFAULT_SECRET_KEY (tests/test_help.py
+# holds the two together); spelled out so that -h does not import the server.
+@click.option("--access-key", default=None,
+              help="The access key it accepts  [default: demo-access-key]")
+@click.option("--secret-key", default=None,
+              help="The secret key it accepts  [default: demo-secret-key]")
 @click.option("--dialect", "dialect_spec", default="classic", show_default=True,
               metavar="SPEC",
               help="How look-ups answer: a preset, a preset with KEY=VALUE overrides "
@@ -479,7 +649,16 @@ def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec, latency: 
             slow_seconds: float, seed: int | None, ledger: Path | None,
             access_key: str | None, secret_key: str | None, dialect_spec: str,
             alter_stored: str) -> None:
-    """Serve a LeadSquared look-alike on loopback for demos and tests."""
+    """Serve a LeadSquared look-alike on loopback for demos and tests.
+
+    It accepts the keys demo-access-key / demo-secret-key (unless --access-key and
+    --secret-key say otherwise). When ready it prints {"sandbox": URL} on stdout, and on
+    stderr the URL and the keys to export; Ctrl-C stops it.
+
+    \b
+    Example (then, in another shell, the export lines it prints, and bulkpost run):
+      bulkpost sandbox --port 0 --faults 500-before:0.05,html:0.02 --seed 1
+    """
     from bulkpost.client import is_loopback
     from bulkpost.dialect import parse_dialect
     from bulkpost.sandbox import (
@@ -508,10 +687,15 @@ def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec, latency: 
         click.echo(f"bulkpost: error: {exc}", err=True)
         sys.exit(exc.exit_code)
 
+    demo_keys = (None if access_key is not None or secret_key is not None
+                 else (DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY))
+
     def announce(url: str) -> None:
         _emit({"sandbox": url, "rate": str(rate), "faults": faults, "seed": seed,
                "dialect": fake.dialect.name})
         sys.stdout.flush()
+        click.echo(_sandbox_announcement(url, demo_keys), err=True)
+        sys.stderr.flush()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(fake, host, port, announce))

@@ -6,7 +6,9 @@ for the preflight, "Get Custom Fields of an Activity" for reading back what was 
 the host check (``https://`` required, except for loopback), the credentials (sent only as
 ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers, never in a URL, so aiohttp's exception
 texts, which quote URLs, cannot carry them), explicit timeouts, and turning transport
-failures into :class:`Classified` answers.
+failures into :class:`Classified` answers. A connection that does not open is said in plain
+words, with the host tried: refused, a name that does not resolve, ``https://`` to a server
+that speaks plain HTTP.
 """
 
 from __future__ import annotations
@@ -14,20 +16,23 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import socket
+import ssl
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from bulkpost.errors import UsageError
+from bulkpost.errors import HOST, Given, UsageError
 from bulkpost.response import (
     Classified,
     classify,
     classify_bulk,
     classify_read,
     transport_failure,
+    unreachable,
 )
 
 CREATE_PATH = "/v2/ProspectActivity.svc/Create"
@@ -75,16 +80,60 @@ def is_loopback(hostname: str) -> bool:
 
 
 def check_host(host: str) -> str:
-    """Validate ``--host`` and return it without a trailing slash."""
-    parts = urlsplit(host.strip())
+    """Validate ``--host`` and return it as a URL without a trailing slash.
+
+    A bare name (``api-in21.leadsquared.com``, as the README lists the regions) means
+    ``https://`` that name.
+    """
+    text = host.strip()
+    if text and "://" not in text:
+        text = f"https://{text}"
+    parts = urlsplit(text)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise UsageError(f"--host {host!r}: expected a URL such as "
-                         "https://api-in21.leadsquared.com")
+        raise UsageError("{host}: expected a host such as api-in21.leadsquared.com or "
+                         "https://api-in21.leadsquared.com", host=Given(HOST, host))
     if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise UsageError(f"--host {host!r}: https:// is required (http:// only for loopback)")
+        raise UsageError("{host}: https:// is required (http:// only for loopback)",
+                         host=Given(HOST, host))
     if parts.query or parts.fragment:
-        raise UsageError(f"--host {host!r}: give the host only, no query string")
+        raise UsageError("{host}: give the host only, no query string", host=Given(HOST, host))
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+# What OpenSSL says when its hello is answered in plain text (an HTTP server's 400 page).
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG",
+                      "RECORD_LAYER_FAILURE"})
+
+
+def cannot_connect(base: str, error: OSError) -> tuple[str, str]:
+    """Why no connection to ``base`` opened, in plain words, and what to check."""
+    parts = urlsplit(base)
+    name = parts.hostname or base
+    check = "is the host right?"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (f"cannot connect to {base}: its TLS certificate is not valid "
+                f"({error.verify_message or error.reason})", check)
+    if isinstance(error, ssl.SSLError):
+        if error.reason in _NOT_TLS:
+            if is_loopback(name):
+                netloc = parts.netloc if parts.port else f"{parts.netloc}:443"
+                check = f"use {urlunsplit(('http', netloc, parts.path, '', ''))}"
+            else:
+                check = "are the host and its port right?"
+            return f"the server at {base} does not speak HTTPS (plain HTTP?)", check
+        return (f"cannot connect to {base}: the TLS handshake failed ({error.reason or error})",
+                check)
+    if isinstance(error, socket.gaierror):
+        if error.errno == socket.EAI_AGAIN:
+            return (f"cannot connect to {base}: the name {name} cannot be resolved now "
+                    "(temporary failure in name resolution)",
+                    "is the network up, and is the host right?")
+        return f"cannot connect to {base}: the name {name} does not resolve", check
+    if isinstance(error, ConnectionRefusedError):
+        return f"cannot connect to {base}: connection refused", check
+    reason = error.strerror or str(error) or type(error).__name__
+    return (f"cannot connect to {base}: {reason[:1].lower()}{reason[1:]}",
+            "is the network up, and is the host right?")
 
 
 class LeadSquaredClient:
@@ -97,6 +146,9 @@ class LeadSquaredClient:
         self.timeout = timeout
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        # Until the host answers once, a connection that cannot be opened means a wrong or
+        # unreachable host: fatal at once (response.unreachable), not retried for seconds.
+        self._answered = False
 
     async def __aenter__(self) -> LeadSquaredClient:
         self._session = aiohttp.ClientSession(
@@ -130,6 +182,7 @@ class LeadSquaredClient:
             # No redirects: they would carry the key headers to whatever host they name.
             async with self._session.request(method, self.base + path, data=body,
                                              params=params, allow_redirects=False) as response:
+                self._answered = True
                 raw = await response.read()
                 if items:
                     return classify_bulk(response.status, response.headers, raw, items)
@@ -140,9 +193,9 @@ class LeadSquaredClient:
             failure = transport_failure("timeout", f"no answer within {self.timeout:g} s")
         except aiohttp.ClientConnectorError as exc:
             # The connection never opened: the request certainly did not arrive.
-            failure = transport_failure("connect error", self.credentials.scrub(
-                f"cannot connect to {self.base}: {exc.os_error.strerror or exc.os_error}"),
-                uncertain=False)
+            what, check = cannot_connect(self.base, exc.os_error)
+            failure = unreachable(self.credentials.scrub(what), check,
+                                  answered_before=self._answered)
         except aiohttp.ServerDisconnectedError:
             failure = transport_failure("disconnected", "the server closed the connection")
         except aiohttp.ClientPayloadError as exc:

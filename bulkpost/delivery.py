@@ -315,12 +315,16 @@ class Courier:
             # the rows that may really be on the wire.
             if self._history is not None:
                 self._history.sending(item)  # committed with the mark
-            await self._log.mark_in_flight(item.row, item.key, item.content_hash,
-                                               attempts=flight.attempts)
+            self._log.record(RowOutcome(item.row, item.key, Status.UNKNOWN,
+                                        error=IN_FLIGHT_NOTE, attempts=flight.attempts,
+                                        content_hash=item.content_hash))
+            # Its line is recorded: stopped from here on, even while waiting for the fsync,
+            # the row must get a line saying what became of it.
             flight.marked = True
             now = datetime.now(UTC)
             flight.first_sent = flight.first_sent or now
             flight.last_sent = now
+            await self._log.sync()
 
         answer, _ = await self._call(functools.partial(self._post, item.body),
                                      before_sending=mark_in_flight)
@@ -384,9 +388,9 @@ class Courier:
                 "run the same command later to resume"))
             raise Stopped
         if limit.paused_for() <= 0:
-            log.warning("rate limited by the server: pausing all workers",
-                        retry_after=answer.retry_after, error=answer.error,
-                        bulk=limit is not self._limit)
+            said = {} if answer.retry_after is None else {"retry_after": answer.retry_after}
+            log.warning("rate limited by the server: pausing all workers", **said,
+                        error=answer.error, bulk=limit is not self._limit)
         limit.pause(answer.retry_after)
 
     # -- reconciliation --------------------------------------------------------------------
@@ -791,10 +795,16 @@ class Courier:
         return status
 
     def _settle_interrupted(self, flight: _Flight, *, cancelled: bool = False,
-                            on_wire: bool | None = None) -> Status:
-        """The run stopped while this row was being delivered: say what we know of it."""
+                            on_wire: bool | None = None) -> Status | None:
+        """The run stopped while this row was being delivered: say what we know of it.
+
+        ``unknown`` if it may be on the wire; ``failed`` (recorded, error_type ``stopped``)
+        if it was sent this run and every answer said "not created"; its earlier outcome if
+        an earlier run recorded one; else None: never sent, nothing recorded, the row is
+        ``pending`` in the summary as in the results file and the report."""
         if on_wire is None:
             on_wire = self._left_on_wire(cancelled)
+        status: Status | None
         if on_wire or flight.uncertain:
             # It may have been created and nobody has checked: unknown, for the next run
             # to reconcile. A row resumed without a new mark keeps its earlier line.
@@ -804,8 +814,8 @@ class Courier:
             reason = f"stopped while retrying: {last.error}" if last else "stopped before sending"
             status = self._record(flight, Status.FAILED, error_type="stopped", error=reason)
         else:
-            status = flight.job.previous or Status.FAILED
-        if cancelled:
+            status = flight.job.previous
+        if cancelled and status is not None:
             self.tally.statuses[status] += 1
             flight.counted = True
         flight.status = status

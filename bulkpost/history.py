@@ -44,7 +44,7 @@ from typing import Any
 
 from bulkpost.activity import Activity
 from bulkpost.errors import HistoryLocked, ResultsWriteError, UsageError
-from bulkpost.locking import lock_beside
+from bulkpost.locking import lock_beside, release
 from bulkpost.results import parse_utc_text, read_outcomes, utc_text
 from bulkpost.resume import Status
 
@@ -231,7 +231,7 @@ class History:
                 self._db.close()
             self._db = None
         if self._lock_fd >= 0:
-            os.close(self._lock_fd)
+            release(self._lock_fd)
             self._lock_fd = -1
 
     # -- a run's writes: buffered on the event loop, committed with the results file ------

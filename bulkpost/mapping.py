@@ -3,7 +3,8 @@
 Owns parsing and checking the TOML mapping (``[activity]`` and ``[fields]``) and nothing
 else. Everything here is pure: a mapping is checked against the input's column names
 before any request, and every problem is a :class:`MappingError` naming the file, the key
-and, for columns, the columns that do exist.
+and, for columns, the columns that do exist (and a header cell that is a missing column but
+for spaces around it).
 """
 
 from __future__ import annotations
@@ -147,10 +148,37 @@ def parse_mapping(data: dict[str, Any], source: str = "<mapping>") -> Mapping:
 
 
 def check_columns(mapping: Mapping, available: list[str], input_name: str) -> None:
-    """Raise :class:`MappingError` when the mapping names a column the input lacks."""
+    """Raise :class:`MappingError` when the mapping names a column the input lacks.
+
+    A header cell that is the missing column but for spaces around it (``'Notes '``, as
+    spreadsheets leave them) is pointed out: its repr alone is easy to misread.
+    """
     present = set(available)
     missing = [c for c in mapping.used_columns() if c not in present]
     if missing:
+        hints = [_space_hint(column, name) for column in missing for name in available
+                 if name.strip() == column.strip()]
         raise MappingError(
             f"{mapping.source}: column(s) {', '.join(map(repr, missing))} not found in "
-            f"{input_name}; available columns: {', '.join(map(repr, available))}")
+            f"{input_name}; {''.join(f'{hint}; ' for hint in hints)}"
+            f"available columns: {', '.join(map(repr, available))}")
+
+
+def _spaces(text: str) -> str:
+    """The spaces around ``text``: "a trailing space", "2 leading spaces and a trailing
+    space"; "" when there are none."""
+    counts = (("leading", len(text) - len(text.lstrip())),
+              ("trailing", len(text) - len(text.rstrip())))
+    return " and ".join(f"a {side} space" if count == 1 else f"{count} {side} spaces"
+                        for side, count in counts if count)
+
+
+def _space_hint(column: str, header: str) -> str:
+    """What sets a mapped ``column`` apart from the ``header`` cell equal to it but for
+    spaces around them."""
+    hint = f"the input has {header!r}"
+    if _spaces(header):
+        hint += f" (with {_spaces(header)})"
+    if _spaces(column):
+        hint += f", the mapping {column!r} (with {_spaces(column)})"
+    return hint

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import structlog
 
 from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper, by_email
@@ -44,7 +45,18 @@ from bulkpost.delivery import (
     Tally,
 )
 from bulkpost.dispatch import JobQueue
-from bulkpost.errors import AbortRun, BulkpostError, MappingError, ResultsWriteError, UsageError
+from bulkpost.errors import (
+    ACCESS_KEY,
+    HOST,
+    SECRET_KEY,
+    AbortRun,
+    BulkpostError,
+    Given,
+    MappingError,
+    ResultsWriteError,
+    Setting,
+    UsageError,
+)
 from bulkpost.history import Earlier, History
 from bulkpost.mapping import Mapping, check_columns
 from bulkpost.preflight import event_codes, run_preflight
@@ -53,8 +65,9 @@ from bulkpost.ratelimit import RateLimit, RateSpec
 from bulkpost.reconcile import Reading, SendWindow
 from bulkpost.report import ProblemGroups
 from bulkpost.results import ResultsLog, RowOutcome, parse_utc_text
-from bulkpost.resume import Action, Previous, Status, plan_row
+from bulkpost.resume import Action, Previous, Status, other_input, plan_row, posted_differs
 from bulkpost.source import (
+    NOT_UTF8,
     InputSource,
     Source,
     count_rows,
@@ -100,18 +113,21 @@ class RunOptions:
     verify_first: int = 1  # rows sent alone and read back before any other (0: none)
 
     def __post_init__(self) -> None:
+        # The CLI's choices refuse these values first: the messages are the Python API's.
         if self.on_changed not in ("skip", "post", "fail"):
-            raise UsageError(f"on_changed {self.on_changed!r}: expected skip, post or fail")
+            raise UsageError("{given}: expected skip, post or fail",
+                             given=Given(Setting("on_changed"), self.on_changed))
         if self.history is not None:
             self.history = Path(self.history)
             if self.history.resolve() == Path(self.results).resolve():
                 raise UsageError(f"{self.history}: the history and the results file must be "
                                  "two files")
         if self.mode not in ("single", "bulk", "both"):
-            raise UsageError(f"mode {self.mode!r}: expected single, bulk or both")
+            raise UsageError("{given}: expected single, bulk or both",
+                             given=Given(Setting("mode"), self.mode))
         if not 1 <= self.batch_size <= 25:
-            raise UsageError(f"batch size {self.batch_size}: a bulk call takes 1 to 25 "
-                             "activities")
+            raise UsageError("{given}: a bulk call takes 1 to 25 activities",
+                             given=Given(Setting("batch_size"), self.batch_size))
 
     def worker_count(self) -> int:
         """Single-call workers (0 in bulk mode, where look-ups and re-sends after a look-up
@@ -170,6 +186,8 @@ class Summary:
     results: str = ""
     run_id: str = ""
     history: str = ""
+    undecodable: int = 0  # invalid rows with a cell that is not UTF-8 (not in as_dict)
+    interrupted: bool = False  # stopped by a signal: as the user asked (not in as_dict)
 
     def count(self, status: Status, rows: int = 1) -> None:
         name = status.value
@@ -267,11 +285,13 @@ class Run:
         return per_second
 
     # -- control -------------------------------------------------------------------------
-    def stop(self, error: BulkpostError) -> None:
-        """Stop sending now; requests on the wire may finish (bounded by drain_timeout)."""
+    def stop(self, error: BulkpostError, *, asked: bool = False) -> None:
+        """Stop sending now; requests on the wire may finish (bounded by drain_timeout).
+        ``asked``: the user asked for it (a signal), which is no error."""
         if self._abort is None:
             self._abort = error
-            log.error("stopping", reason=str(error))
+            if not asked:
+                log.error("stopping", reason=str(error))
         self.stopping.set()
         if self._feeder is not None:
             self._feeder.cancel()
@@ -285,7 +305,8 @@ class Run:
         if self._interrupts == 1:
             log.warning("interrupted: finishing requests on the wire; interrupt again to quit "
                         "at once", signal=signame)
-            self.stop(AbortRun(f"interrupted by {signame}"))
+            self.summary.interrupted = True
+            self.stop(AbortRun(f"interrupted by {signame}"), asked=True)
         else:
             log.warning("interrupted again: stopping at once; rows on the wire stay unknown",
                         signal=signame)
@@ -381,6 +402,7 @@ class Run:
                     rules = None
                     self.stop(exc)
                 if self._abort is None:
+                    await self._check_same_input(results, rules)
                     if opts.dry_run:
                         await self._feed(source, results, None, rules)
                     else:
@@ -470,6 +492,38 @@ class Run:
                                for code, rules in result.rules.items()}
         return result.rules
 
+    async def _check_same_input(self, results: ResultsLog,
+                                rules: dict[int, tuple[FieldRule, ...]] | None) -> None:
+        """Refuse, before any call, a results file whose posted rows now hold other
+        content: those rows would be skipped, never sent (another input, or the same file
+        edited where it was posted). One read of the input up to the last posted row; a
+        stream that can be read once only is checked row by row as it is planned."""
+        last = results.last_posted_row()
+        if not last or isinstance(self.options.input, pa.RecordBatchReader):
+            return
+        differ = await asyncio.to_thread(self._posted_differing, results, rules, last)
+        if differ:
+            raise other_input(differ)
+
+    def _posted_differing(self, results: ResultsLog,
+                          rules: dict[int, tuple[FieldRule, ...]] | None,
+                          last: int) -> list[int]:
+        """The first rows (up to six) up to ``last`` recorded posted with other content."""
+        opts = self.options
+        source = open_source(opts.input, opts.mapping.used_columns(), encoding=opts.encoding,
+                             delimiter=opts.delimiter)
+        mapper = RowMapper(opts.mapping, source.utc_columns, source.typed_columns, rules)
+        differ: list[int] = []
+        while len(differ) < 6 and (batch := source.next_batch()) is not None:
+            items: list[Activity | InvalidRow] = [
+                InvalidRow(row, "", "", reason, "") for row, reason in batch.broken]
+            items.extend(mapper.map_batch(batch.rows, batch.columns))
+            differ.extend(item.row for item in items
+                          if item.row <= last and posted_differs(item, results.previous(item.row)))
+            if batch.rows and batch.rows[-1] >= last:
+                break
+        return sorted(differ)[:6]
+
     async def _post_all(self, source: Source, results: ResultsLog, courier: Courier,
                         client: LeadSquaredClient,
                         rules: dict[int, tuple[FieldRule, ...]] | None) -> None:
@@ -519,7 +573,8 @@ class Run:
         if batch is None:
             return None
         mapped: list[Activity | InvalidRow] = [
-            InvalidRow(row, "", "", reason, "") for row, reason in batch.broken]
+            InvalidRow(row, "", batch.broken_columns.get(row, ""), reason, "")
+            for row, reason in batch.broken]
         mapped.extend(mapper.map_batch(batch.rows, batch.columns))
         if batch.broken:  # only then are the rows out of order
             mapped.sort(key=lambda item: item.row)
@@ -562,6 +617,8 @@ class Run:
                         queue.put(self._job(item, action, previous, results, earlier))
                 elif action is Action.RECORD_INVALID:
                     assert isinstance(item, InvalidRow)
+                    if NOT_UTF8 in item.reason:
+                        summary.undecodable += 1
                     results.record(RowOutcome(
                         item.row, item.key, Status.INVALID, error_type=item.column,
                         error=item.reason, content_hash=item.content_hash))
@@ -767,8 +824,7 @@ class Run:
                                            jobs[0])
             if not done:
                 return
-            for _ in jobs:
-                self.progress.done()
+            self.progress.done(len(jobs))  # at once: the rate sees one batch, not a burst
 
     async def _guarded(self, delivery: Awaitable[Any], job: Job) -> bool:
         """Await a delivery; on a write failure or a bug, stop the run and say False."""
@@ -796,6 +852,6 @@ def _bulk_kind(job: Job) -> str | None:
 def run_sync(options: RunOptions) -> Summary:
     """Run to completion on a fresh event loop (the CLI's entry)."""
     if not options.dry_run and (options.credentials is None or not options.host):
-        raise UsageError("a real run needs --host (or LSQ_HOST) and LSQ_ACCESS_KEY / "
-                         "LSQ_SECRET_KEY")
+        raise UsageError("a real run needs {host} (or LSQ_HOST) and {access} / {secret}",
+                         host=HOST, access=ACCESS_KEY, secret=SECRET_KEY)
     return asyncio.run(Run(options).execute())

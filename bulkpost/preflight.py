@@ -5,6 +5,7 @@ will post (the mapping's constant, or the distinct values of ``event_column``), 
 type's schema with "Get Activity Type Details" (one cheap call each, which also proves the
 keys and the host), resolve display names in ``[fields]`` to SchemaNames, and refuse the
 run (exit 2) when a mapped field does not exist or a mandatory field is not mapped. The
+log says how many of a type's fields are left unmapped, and lists them at debug level. The
 result is the per-event field rules that :class:`bulkpost.activity.RowMapper` checks every
 row against, the same in a dry run and a real one.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import structlog
@@ -76,6 +77,7 @@ async def run_preflight(mapping: Mapping, courier: Courier, client: LeadSquaredC
                 raise AbortRun(f"cannot read activity type {code} from the API: {exc}") from None
             report.append(f"activity type {code}: not found in the account ({exc}); "
                           "its rows will be invalid")
+            log.info("preflight", detail=report[-1])
             missing.append(code)
             continue
         activity: ActivityType = parse_activity_type(document, code)
@@ -86,11 +88,17 @@ async def run_preflight(mapping: Mapping, courier: Courier, client: LeadSquaredC
             continue
         found = compare(resolved, activity)
         report += found.lines()
+        # The type's other fields would fill lines of every run's log: their count for a
+        # person, the list for whoever debugs.
+        for line in replace(found, unmapped=()).lines():
+            log.info("preflight", detail=line)
+        if found.unmapped:
+            log.info("fields not mapped", activity_type=code, count=len(found.unmapped))
+            log.debug("fields not mapped", activity_type=code,
+                      fields=[spec.label() for spec in found.unmapped])
         if not found.ok:
             problems += [line.strip() for line in found.lines() if "error:" in line]
         rules[code] = field_rules(resolved, activity, mapping.timezone, decimal_comma)
-    for line in report:
-        log.info("preflight", detail=line)
     if problems:
         raise MappingError("the mapping does not fit the activity type:\n  "
                            + "\n  ".join(problems))

@@ -1,31 +1,59 @@
 """``bulkpost report``: what a results file says, and the rows to fix and load again.
 
-Owns reading a results file for people: counts by status, the most common errors (values
-in quotes are folded so that "lead id 'a' …" and "lead id 'b' …" count as one), and the
-failures export: the input rows that were not posted, with all their original columns plus
-``status`` and ``error``, ready to fix and load again (with a new ``--results`` file: row
-numbers refer to the file they were read from).
+Owns reading a results file for people: counts by status, the most common errors (one
+cause is one line: :func:`fold` folds the values that vary from row to row, so "lead id
+'a' …" and "lead id 'b' …", "Lead with Id <guid 1> does not exist" and "… <guid 2> …",
+"… at byte 17" and "… at byte 1234" count as one), and the failures export.
+
+The failures file holds the input rows not posted, with all their original columns plus
+``status`` and ``error``, ready to fix and load again with the command that loaded the
+input (and a new ``--results`` file: row numbers refer to the file they were read from).
+So it is written as that command reads: a CSV input's encoding (its byte-order mark too)
+and delimiter (given, or sniffed as :mod:`bulkpost.source` does); a Parquet input gives a
+CSV in UTF-8 with commas (and zone-aware timestamps with their ``+00:00``). The input must
+decode whole before anything is written: else the error names the row, column and byte,
+and suggests ``--encoding``. The file is written whole or not at all (atomic replace).
 """
 
 from __future__ import annotations
 
+import codecs
 import collections
+import contextlib
 import csv
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bulkpost.activity import EMAIL, GUID
+from bulkpost.errors import InputError
 from bulkpost.results import RowOutcome, read_outcomes
 from bulkpost.resume import Status
-from bulkpost.source import input_columns, open_source
+from bulkpost.source import Source, dialect, input_columns, open_source
+from bulkpost.source import _is_parquet as is_parquet
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+# Lead Ids and e-mail addresses: "Lead with Id … does not exist" is one cause for any lead.
+_LEAD = re.compile(rf"\b{GUID.pattern}\b|{EMAIL.pattern}")
+# Where in a text a parser stopped: "at byte 1234", "position 17", "line 1 column 5 (char 4)".
+_POSITION = re.compile(r"\b(byte|bytes|offset|position|pos|char|character|line|column|col|"
+                       r"index)( |: ?)\d+\b", re.IGNORECASE)
 
 
 def fold(reason: str) -> str:
-    """A reason with its quoted values folded, so one kind of problem is one line."""
-    return _QUOTED.sub("'…'", reason)
+    """A reason with what varies from row to row folded (quoted values, lead Ids and
+    e-mail addresses, positions and offsets), so one kind of problem is one line."""
+    reason = _QUOTED.sub("'…'", reason)
+    reason = _LEAD.sub("…", reason)
+    return _POSITION.sub(r"\1\2…", reason)
+
+
+def rows_text(count: int) -> str:
+    """``1 row``, ``2 rows``, ``1,234 rows``."""
+    return f"{count:,} row" if count == 1 else f"{count:,} rows"
 
 
 class ProblemGroups:
@@ -49,7 +77,8 @@ class ProblemGroups:
             else:
                 out.append(f"{where}{count:,} rows, first at row {first}: {reason}")
         if len(ranked) > top:
-            out.append(f"… and {len(ranked) - top} more kinds of problem")
+            more = len(ranked) - top
+            out.append(f"… and {more} more kind{'' if more == 1 else 's'} of problem")
         return out
 
 
@@ -60,7 +89,7 @@ class Report:
     rows: int
 
     def render(self, top: int = 10) -> str:
-        lines = [f"{self.rows} rows"]
+        lines = [rows_text(self.rows)]
         for status in Status:
             lines.append(f"  {status.value:<9} {self.counts[status]:>10}")
         if self.errors:
@@ -110,10 +139,38 @@ def build_report(path: str | Path) -> Report:
     return Report(counts, ranked, len(latest))
 
 
+@dataclass(frozen=True, slots=True)
+class FailuresFile:
+    """What :func:`export_failures` wrote, and how: what a person needs to load it again."""
+
+    path: Path
+    rows: int
+    encoding: str  # the codec written with: utf-8-sig and utf-16 write a byte-order mark
+    delimiter: str
+    parquet: bool  # the input was Parquet: the file is a CSV in UTF-8 all the same
+
+    def describe(self) -> str:
+        encoding = {"utf-8-sig": "utf-8 with a byte-order mark",
+                    "utf-16": "utf-16 with a byte-order mark"}.get(self.encoding, self.encoding)
+        text = (f"wrote {rows_text(self.rows)} not posted to {self.path} "
+                f"(encoding {encoding}, delimiter {self.delimiter!r}")
+        if self.parquet:
+            return text + "; the input is Parquet, this file is a CSV: load it with " \
+                          "--encoding utf-8 and a new --results file)"
+        return text + ", as the input: load it with the command that loaded the input " \
+                      "and a new --results file)"
+
+
 def export_failures(results: str | Path, input_path: str | Path, out: str | Path, *,
-                    encoding: str = "utf-8", delimiter: str | None = None) -> int:
-    """Write the input rows not posted, with ``status`` and ``error``; return how many.
-    Rows ``skipped`` because their key was posted earlier are not among them."""
+                    encoding: str = "utf-8", delimiter: str | None = None) -> FailuresFile:
+    """Write the input rows not posted, with ``status`` and ``error``, as the input is
+    written (see the module's docstring). Rows ``skipped`` because their key was posted
+    earlier are not among them.
+
+    Raises :class:`InputError` before writing anything when the input does not decode in
+    ``encoding`` (naming row, column and byte), and, leaving no file, when a value cannot
+    be written in it; ``OSError`` when ``out`` cannot be written.
+    """
     latest = latest_outcomes(results)
 
     def not_posted(row: int) -> tuple[str, str] | None:
@@ -124,22 +181,153 @@ def export_failures(results: str | Path, input_path: str | Path, out: str | Path
             return None
         return (outcome.status.value, outcome.error)
 
+    input_path, out = Path(input_path), Path(out)
+    parquet = is_parquet(input_path)
+    if parquet:
+        encoding, delimiter, written_as = "utf-8", ",", "utf-8"
+    else:
+        encoding, delimiter = dialect(input_path, encoding, delimiter)
+        check_decodes(input_path, encoding, delimiter)
+        written_as = _with_byte_order_mark(input_path, encoding)
     columns = input_columns(input_path, encoding=encoding, delimiter=delimiter)
     extra = ["status", "error"]
     extra = [name if name not in columns else f"{name}_bulkpost" for name in extra]
     written = 0
     source = open_source(input_path, columns, encoding=encoding, delimiter=delimiter)
-    with open(out, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([*columns, *extra])
-        while (batch := source.next_batch()) is not None:
-            entries: list[tuple[int, list[str]]] = [
-                (row, [""] * len(columns)) for row, _reason in batch.broken]
-            entries.extend((row, [batch.columns[c][index] for c in columns])
-                           for index, row in enumerate(batch.rows))
-            entries.sort(key=lambda entry: entry[0])
-            for row, values in entries:
-                if (state := not_posted(row)) is not None:
-                    writer.writerow(values + list(state))
-                    written += 1
-    return written
+    # Read as UTC and written without a zone, these would load again in the mapping's zone.
+    utc = [columns.index(name) for name in source.utc_columns] if parquet else []
+    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "w", newline="", encoding=written_as) as handle:
+            writer = csv.writer(handle, delimiter=delimiter)
+            writer.writerow([*columns, *extra])
+            for row, values in _rows_in_order(source, columns):
+                if (state := not_posted(row)) is None:
+                    continue
+                for index in utc:
+                    values[index] += "+00:00" if values[index] else ""
+                _check_encodes(values, columns, row, written_as, input_path)
+                status, error = state
+                # Our own text, not the input's: what the encoding lacks is shown escaped.
+                error = error.encode(written_as, "backslashreplace").decode(written_as)
+                writer.writerow([*values, status, error])
+                written += 1
+        os.replace(temp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    return FailuresFile(out, written, written_as, delimiter, parquet)
+
+
+def _rows_in_order(source: Source, columns: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """Every input row by number, its cells in ``columns`` order; a broken row's are empty
+    (its ``error`` holds its text)."""
+    while (batch := source.next_batch()) is not None:
+        entries: list[tuple[int, list[str]]] = [
+            (row, [""] * len(columns)) for row, _reason in batch.broken]
+        entries.extend((row, [batch.columns[c][index] for c in columns])
+                       for index, row in enumerate(batch.rows))
+        entries.sort(key=lambda entry: entry[0])
+        yield from entries
+
+
+def _check_encodes(values: list[str], columns: list[str], row: int, encoding: str,
+                   input_path: Path) -> None:
+    """Raise :class:`InputError` naming the row and column of a value ``encoding`` lacks.
+
+    Values read from a file in that encoding always encode: this only makes sure that a
+    value that does not never becomes a ``?`` or an error half-way through the file."""
+    try:
+        "".join(values).encode(encoding)
+    except UnicodeEncodeError:
+        for name, value in zip(columns, values, strict=True):
+            try:
+                value.encode(encoding)
+            except UnicodeEncodeError as exc:
+                raise InputError(
+                    f"{input_path}: row {row}, column {name!r}: "
+                    f"{value[exc.start:exc.end]!r} cannot be written in {encoding}, the "
+                    "input's encoding, so the failures file could not be loaded again as "
+                    "the input was; no failures file was written") from None
+
+
+def _with_byte_order_mark(path: Path, encoding: str) -> str:
+    """The codec that writes as ``path`` is written: its byte-order mark too, since a mark
+    decides how the file is read whatever ``--encoding`` says."""
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if start.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    return encoding
+
+
+# -- does the input decode? ------------------------------------------------------------------
+_CHUNK = 1 << 20
+_ESCAPED = re.compile("[\udc80-\udcff]")  # a byte surrogateescape could not decode
+
+
+def check_decodes(path: Path, encoding: str, delimiter: str) -> None:
+    """Raise :class:`InputError` if some byte of the CSV ``path`` does not decode in
+    ``encoding``, naming the row, the column and the byte, and suggesting ``--encoding``.
+
+    One pass at the codec's speed; a second, slower one (Python's CSV reader) only for a
+    file that does not decode, to name the row and column as a run numbers them.
+    """
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+    except LookupError:
+        raise InputError(f"unknown encoding {encoding!r}") from None
+    offset = 0
+    try:
+        with open(path, "rb") as handle:
+            while True:
+                chunk = handle.read(_CHUNK)
+                buffered = decoder.getstate()[0]
+                try:
+                    decoder.decode(chunk, final=not chunk)
+                except UnicodeDecodeError as exc:
+                    offset += exc.start - len(buffered)
+                    break
+                if not chunk:
+                    return
+                offset += len(chunk)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the input: {exc.strerror}") from None
+    raise InputError(f"{path}: {_undecodable(path, encoding, delimiter, offset)}")
+
+
+def _undecodable(path: Path, encoding: str, delimiter: str, offset: int) -> str:
+    """Where the first byte that does not decode is, and what to do about it."""
+    where, cell = f"byte {offset:,} of the file", b""
+    try:
+        with open(path, encoding=encoding, errors="surrogateescape", newline="") as handle:
+            header: list[str] = []
+            number = -1
+            for record in csv.reader(handle, delimiter=delimiter):
+                if not record:
+                    continue  # blank lines are no rows (pyarrow skips them too)
+                number += 1
+                header = header or record
+                bad = next((i for i, v in enumerate(record) if _ESCAPED.search(v)), None)
+                if bad is None:
+                    continue
+                column = repr(header[bad]) if number and bad < len(header) else bad + 1
+                row = f"row {number}" if number else "the header row"
+                where = f"{row}, column {column}, {where}"
+                cell = record[bad].encode(encoding, "surrogateescape")
+                break
+    except (UnicodeError, csv.Error, OSError):
+        pass  # the byte's offset alone, then
+    lead = f"{where} ({cell[:60]!r})" if cell else where
+    try:
+        cell.decode("cp1252")
+        other = codecs.lookup(encoding).name != "cp1252"
+    except UnicodeDecodeError:
+        other = False
+    suggestion = ("--encoding cp1252, as Excel on Windows writes" if other
+                  else "--encoding with the encoding the file was written in")
+    return (f"does not decode as {encoding} at {lead}: the file is in another encoding; "
+            f"give {suggestion}. Nothing was written")

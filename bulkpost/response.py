@@ -13,6 +13,10 @@ worker does next. The rules, from our API notes:
   the activity may have been created, so the row is reconciled before it is sent again.
 - fatal: 401 (keys, or the wrong regional host), 403 (no access to this API), 404 (wrong
   URL) and any redirect (never followed: it would carry the keys elsewhere): stop the run.
+  So is a connection that cannot be opened before the host has ever answered (refused, a
+  name that does not resolve, ``https://`` to a plain-HTTP server): the host is wrong or
+  out of reach, and backing off would only delay saying so. Once it has answered, the same
+  failure is a passing one: retried, and certain (nothing was sent).
 """
 
 from __future__ import annotations
@@ -166,6 +170,15 @@ def transport_failure(kind: str, detail: str, *, uncertain: bool = True) -> Clas
     """A request that got no HTTP answer: retried; uncertain unless it never left."""
     return Classified(Verdict.RETRY, None, error_type=kind, error=_one_line(detail),
                       uncertain=uncertain)
+
+
+def unreachable(what: str, check: str, *, answered_before: bool) -> Classified:
+    """A connection that never opened (``what`` went wrong): nothing was sent. Fatal, with
+    what to ``check``, when the host has never answered; else retried."""
+    if answered_before:
+        return transport_failure("connect error", what, uncertain=False)
+    return Classified(Verdict.FATAL, None, error_type="connect error",
+                      error=_one_line(f"{what} — {check}"))
 
 
 # -- bulk calls ----------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from bulkpost.errors import ResultsLocked, ResultsWriteError, UsageError
-from bulkpost.locking import lock_beside
+from bulkpost.locking import lock_beside, release
 from bulkpost.resume import Previous, Status, key_digest
 
 HEADER = ["row", "key", "status", "activity_id", "http_status", "error_type", "error",
@@ -300,6 +300,13 @@ class ResultsLog:
         return Previous(_STATUS_BY_CODE[code], f"{content_hash:016x}" if content_hash else "",
                         self._key[row])
 
+    def last_posted_row(self) -> int:
+        """The highest row number recorded ``posted`` with a content hash (0: none)."""
+        codes = np.frombuffer(self._status, dtype=np.int8)
+        posted = np.flatnonzero((codes == _POSTED) & (np.frombuffer(self._hash,
+                                                                    dtype=np.uint64) != 0))
+        return int(posted[-1]) if len(posted) else 0
+
     def holds(self, activity_id: str) -> bool:
         """Whether a posted row holds this activity: then no other row may claim it.
 
@@ -494,5 +501,5 @@ class ResultsLog:
             os.close(self._fd)
             self._fd = -1
         if self._lock_fd >= 0:
-            os.close(self._lock_fd)
+            release(self._lock_fd)
             self._lock_fd = -1

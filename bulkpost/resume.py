@@ -13,7 +13,10 @@ Pure functions over plain values, no I/O. The rules:
   with ``--resend-unknown``, send without looking.
 
 A row whose key differs from the key recorded under its number means the results file was
-written for another input; that stops the run before any request.
+written for another input; so does a row recorded ``posted`` whose number now maps to other
+content (the row would be skipped, never sent). Both stop the run before any request: the
+run compares every posted row before it sends (:func:`posted_differs`), and the planner
+refuses such a row again should a one-pass stream bring one.
 """
 
 from __future__ import annotations
@@ -65,6 +68,29 @@ def key_digest(key: str) -> int:
     return (hash(key) & _MASK) or 1
 
 
+def posted_differs(current: Activity | InvalidRow, previous: Previous | None) -> bool:
+    """Whether the results file holds ``current``'s row number as posted with other
+    content: then this is not the input (or the mapping) that results file was written for.
+
+    Only a valid row can be compared (an invalid row's fingerprint is of its cells, not of
+    a request); a posted row that no longer validates, say after its activity type's
+    fields changed, is skipped as posted."""
+    return (isinstance(current, Activity) and previous is not None
+            and previous.status is Status.POSTED
+            and bool(previous.content_hash) and previous.content_hash != current.content_hash)
+
+
+def other_input(rows: list[int]) -> UsageError:
+    """The refusal when rows recorded posted now hold other content."""
+    shown = ", ".join(map(str, rows[:5])) + (" …" if len(rows) > 5 else "")
+    return UsageError(
+        f"the results file was written for another input (or another mapping): row(s) "
+        f"{shown} are recorded as posted, but hold other content in this input, so they "
+        "would be skipped without being sent. Nothing was sent. Rows are numbered per file: "
+        "load this input with a new --results file (editing rows that were not posted is "
+        "fine)")
+
+
 def plan_row(current: Activity | InvalidRow, previous: Previous | None,
              resend_unknown: bool = False) -> Action:
     """Decide what this run does with one row."""
@@ -74,6 +100,8 @@ def plan_row(current: Activity | InvalidRow, previous: Previous | None,
             f"the results file was written for another input: row {current.row} has key "
             f"{current.key!r} here but another key in the results file; "
             "use a new --results file for a new input")
+    if posted_differs(current, previous):
+        raise other_input([current.row])
     status = previous.status if previous else None
     if status is Status.POSTED or status is Status.SKIPPED:
         return Action.SKIP_POSTED

@@ -10,7 +10,8 @@ maximum length. Pure functions only:
   to SchemaNames, with a clear error when a name is unknown or ambiguous;
 - :func:`preflight` lists mapped fields the type lacks, mandatory fields left unmapped and
   the type's other fields;
-- :meth:`FieldSpec.check` validates and normalises one value: numbers must parse, dates are
+- :meth:`FieldSpec.check` validates and normalises one value: numbers must parse (one that
+  does not, written with a decimal comma or thousands separators, is told how), dates are
   sent as ``YYYY-MM-DD`` and date-times as ``YYYY-MM-DD HH:MM:SS`` UTC, dropdown values are
   matched case-insensitively and sent in the canonical spelling, lengths and mandatory fields
   are enforced.
@@ -74,9 +75,7 @@ class FieldSpec:
             if decimal_comma and DECIMAL_COMMA.fullmatch(text):
                 text = text.replace(",", ".")
             if not NUMBER.fullmatch(text):
-                hint = " (a decimal comma? see --decimal-comma)" if DECIMAL_COMMA.fullmatch(
-                    text) else ""
-                raise ValueError(f"is not a number{hint}")
+                raise ValueError(f"is not a number{_number_hint(text, decimal_comma)}")
             value = text
         elif kind == "date":
             value = _date_text(value.strip())
@@ -92,6 +91,27 @@ class FieldSpec:
         if self.max_length is not None and len(value) > self.max_length:
             raise ValueError(f"is longer than {self.max_length} characters")
         return value
+
+
+# Thousands separators: dots before a decimal comma (1.234,00, 1.234.567) or commas before
+# a decimal point (1,234.00, 1,234,567). A lone 1,234 reads as a decimal comma.
+_DOT_THOUSANDS = re.compile(r"[+-]?\d{1,3}(\.\d{3})+(,\d+)?")
+_COMMA_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
+
+
+def _number_hint(text: str, decimal_comma: bool) -> str:
+    """What to do about a Number value that is not a number, when its form tells; "" else."""
+    if _DOT_THOUSANDS.fullmatch(text):
+        plain = text.replace(".", "")
+        if decimal_comma or "," not in plain:
+            return f" (thousands separators? write {plain})"
+        return (f" (thousands separators and a decimal comma? write "
+                f"{plain.replace(',', '.')}, or {plain} with --decimal-comma)")
+    if DECIMAL_COMMA.fullmatch(text):
+        return " (a decimal comma? see --decimal-comma)"
+    if _COMMA_THOUSANDS.fullmatch(text):
+        return f" (thousands separators? write {text.replace(',', '')})"
+    return ""
 
 
 def _date_text(text: str) -> str:

@@ -40,6 +40,7 @@ class RowBatch:
     rows: list[int]
     columns: dict[str, list[str]]
     broken: list[tuple[int, str]] = field(default_factory=list)  # (row, reason)
+    broken_columns: dict[int, str] = field(default_factory=dict)  # row: the cell's column
 
 
 class Source:
@@ -295,11 +296,15 @@ def _open_csv(path: Path, columns: list[str], encoding: str, delimiter: str = ",
     return Source(path, names, None, frozenset(), batches())
 
 
+NOT_UTF8 = "is not valid UTF-8"  # in the reason of a row with such a cell
+
+
 def _decoded(rows: list[int], batch: pa.RecordBatch, columns: list[str],
              broken: list[tuple[int, str]]) -> RowBatch:
     """Binary CSV cells as text; a row with a cell that is not UTF-8 becomes broken."""
     texts: dict[str, list[str]] = {}
     bad: dict[int, str] = {}
+    bad_column: dict[int, str] = {}
     for name in columns:
         cells = batch.column(name)
         try:
@@ -311,7 +316,8 @@ def _decoded(rows: list[int], batch: pa.RecordBatch, columns: list[str],
                     values.append(raw.decode("utf-8"))
                 except UnicodeDecodeError as exc:
                     values.append("")
-                    bad.setdefault(index, f"column {name!r} is not valid UTF-8 (byte "
+                    bad_column.setdefault(index, name)
+                    bad.setdefault(index, f"column {name!r} {NOT_UTF8} (byte "
                                           f"{exc.start}: {raw[exc.start:exc.start + 1]!r}); "
                                           "is --encoding right?")
             texts[name] = values
@@ -320,7 +326,7 @@ def _decoded(rows: list[int], batch: pa.RecordBatch, columns: list[str],
     keep = [i for i in range(len(rows)) if i not in bad]
     broken = sorted([*broken, *((rows[i], reason) for i, reason in bad.items())])
     return RowBatch([rows[i] for i in keep], {n: [v[i] for i in keep] for n, v in texts.items()},
-                    broken)
+                    broken, {rows[i]: name for i, name in bad_column.items()})
 
 
 def distinct_values(path: InputSource, column: str, *, encoding: str = "utf-8",

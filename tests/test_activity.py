@@ -82,7 +82,8 @@ def test_a_guid_lead_is_sent_as_related_prospect_id(cell: str, lead: str) -> Non
 def test_a_lead_that_is_not_a_guid_makes_the_row_invalid(cell: str) -> None:
     result = invalid(mapped(mapping(), lead=cell))
     assert result.column == "lead"
-    assert result.reason == f"lead id {cell.strip()!r} is not a GUID"
+    assert result.reason == (f"lead id {cell.strip()!r} is not a GUID" if cell.strip()
+                             else "lead id is empty")
 
 
 @pytest.mark.parametrize(
@@ -108,7 +109,8 @@ def test_a_lead_that_is_not_an_email_makes_the_row_invalid(cell: str) -> None:
     m = mapping(lead_id_column=None, lead_email_column="email")
     result = invalid(RowMapper(m).map_row(1, {"email": cell}))
     assert result.column == "email"
-    assert result.reason == f"lead e-mail {cell.strip()!r} is not an e-mail address"
+    assert result.reason == (f"lead e-mail {cell.strip()!r} is not an e-mail address"
+                             if cell.strip() else "lead e-mail is empty")
 
 
 # The event --------------------------------------------------------------------------------

@@ -336,7 +336,6 @@ def test_check_columns_accepts_an_input_with_every_column_and_more() -> None:
         (["lead_id", "amount"], "'channel'"),
         (["amount", "channel"], "'lead_id'"),
         (["Lead_Id", "amount", "channel"], "'lead_id'"),
-        (["lead_id ", "amount", "channel"], "'lead_id'"),
         ([], "'lead_id', 'amount', 'channel'"),
         (["channel"], "'lead_id', 'amount'"),
     ],
@@ -349,4 +348,39 @@ def test_check_columns_names_the_missing_and_the_available_columns(
     assert str(caught.value) == (
         f"<mapping>: column(s) {missing} not found in orders.csv; "
         f"available columns: {', '.join(map(repr, available))}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("available", "missing", "hint"),
+    [
+        (["lead_id ", "amount", "channel"], "'lead_id'",
+         "the input has 'lead_id ' (with a trailing space)"),
+        (["lead_id", " amount", "channel"], "'amount'",
+         "the input has ' amount' (with a leading space)"),
+        (["lead_id", "amount", " channel  "], "'channel'",
+         "the input has ' channel  ' (with a leading space and 2 trailing spaces)"),
+        (["lead_id ", " amount", "channel"], "'lead_id', 'amount'",
+         "the input has 'lead_id ' (with a trailing space); "
+         "the input has ' amount' (with a leading space)"),
+    ],
+)
+def test_check_columns_points_out_a_header_cell_with_spaces_around_it(
+    available: list[str], missing: str, hint: str
+) -> None:
+    with pytest.raises(MappingError) as caught:
+        check_columns(full(), available, "orders.csv")
+    assert str(caught.value) == (
+        f"<mapping>: column(s) {missing} not found in orders.csv; {hint}; "
+        f"available columns: {', '.join(map(repr, available))}"
+    )
+
+
+def test_check_columns_points_out_spaces_in_the_mapping_s_column_name() -> None:
+    mapping = parse_mapping(data({"mx_Custom_1": "Notes "}))
+    with pytest.raises(MappingError) as caught:
+        check_columns(mapping, ["lead_id", "Notes"], "orders.csv")
+    assert str(caught.value) == (
+        "<mapping>: column(s) 'Notes ' not found in orders.csv; the input has 'Notes', "
+        "the mapping 'Notes ' (with a trailing space); available columns: 'lead_id', 'Notes'"
     )

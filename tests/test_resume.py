@@ -29,7 +29,7 @@ PLAN = [
     (None, ACTIVITY, Action.SEND, Action.SEND),
     (None, INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
     (previous(Status.POSTED), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
-    (previous(Status.POSTED, OTHER_HASH), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    # Posted with other content: refused (test_a_posted_row_with_other_content_stops_the_run).
     (previous(Status.POSTED), INVALID, Action.SKIP_POSTED, Action.SKIP_POSTED),
     # An attempt of a failed row may have created it: look before sending again.
     (previous(Status.FAILED), ACTIVITY, Action.RECONCILE, Action.RECONCILE),
@@ -63,6 +63,19 @@ def test_plan_row(
     assert plan_row(current, earlier) is by_default
     assert plan_row(current, earlier, resend_unknown=False) is by_default
     assert plan_row(current, earlier, resend_unknown=True) is resending_unknown
+
+
+@pytest.mark.parametrize("resend_unknown", [False, True])
+def test_a_posted_row_with_other_content_stops_the_run(resend_unknown: bool) -> None:
+    """Skipped as posted, the row's new content would never be sent: refused instead."""
+    with pytest.raises(UsageError) as caught:
+        plan_row(ACTIVITY, previous(Status.POSTED, OTHER_HASH), resend_unknown)
+    assert "row(s) 7 are recorded as posted" in str(caught.value)
+    assert "new --results file" in str(caught.value)
+    # Without a recorded fingerprint (an old results file) there is nothing to compare.
+    assert plan_row(ACTIVITY, previous(Status.POSTED, "")) is Action.SKIP_POSTED
+    # Other statuses may change content freely: those rows are sent (again).
+    assert plan_row(ACTIVITY, previous(Status.INVALID, OTHER_HASH)) is Action.SEND
 
 
 def test_the_plan_covers_every_status() -> None:

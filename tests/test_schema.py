@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -130,3 +132,52 @@ def test_rows_are_checked_and_normalised_by_the_rules() -> None:
                                                      "ch": "Web"})
     assert isinstance(other, InvalidRow)
     assert "activity type 301 does not exist" in other.reason
+
+
+@pytest.mark.parametrize(("value", "decimal_comma", "hint"), [
+    ("1.234,00", False, "(thousands separators and a decimal comma? write 1234.00, or "
+                        "1234,00 with --decimal-comma)"),
+    ("-1.234.567,5", False, "(thousands separators and a decimal comma? write -1234567.5, "
+                            "or -1234567,5 with --decimal-comma)"),
+    ("1.234,00", True, "(thousands separators? write 1234,00)"),
+    ("1.234.567", False, "(thousands separators? write 1234567)"),
+    ("1.234.567", True, "(thousands separators? write 1234567)"),
+    ("1,234.00", False, "(thousands separators? write 1234.00)"),
+    ("1,234.00", True, "(thousands separators? write 1234.00)"),
+    ("1,234,567", False, "(thousands separators? write 1234567)"),
+    ("12,5", False, "(a decimal comma? see --decimal-comma)"),
+])
+def test_a_number_with_thousands_separators_says_what_to_write(
+        value: str, decimal_comma: bool, hint: str) -> None:
+    spec = FieldSpec("mx_Custom_1", "Amount", "Number")
+    with pytest.raises(ValueError) as caught:
+        spec.check(value, UTC, decimal_comma=decimal_comma)
+    assert str(caught.value) == f"is not a number {hint}"
+
+
+@pytest.mark.parametrize(("value", "decimal_comma", "meant"), [
+    ("1.234,00", True, "1234"), ("1.234,00", False, "1234"),
+    ("-1.234.567,5", False, "-1234567.5"), ("1.234.567", True, "1234567"),
+    ("1,234.00", False, "1234"), ("1,234.00", True, "1234"), ("1,234,567", False, "1234567")])
+def test_what_a_thousands_hint_says_to_write_is_accepted(value: str, decimal_comma: bool,
+                                                          meant: str) -> None:
+    spec = FieldSpec("mx_Custom_1", "Amount", "Number")
+    with pytest.raises(ValueError) as caught:
+        spec.check(value, UTC, decimal_comma=decimal_comma)
+    hint = str(caught.value)
+    # "write X" in the run's own mode; "or Y with --decimal-comma" with the option on.
+    suggested = [(written, decimal_comma)
+                 for written in re.findall(r"write ([-+\d.,]*\d)", hint)]
+    suggested += [(written, True)
+                  for written in re.findall(r"or ([-+\d.,]*\d) with --decimal-comma", hint)]
+    assert suggested
+    for written, comma in suggested:
+        assert Decimal(spec.check(written, UTC, decimal_comma=comma)) == Decimal(meant)
+
+
+@pytest.mark.parametrize("value", ["abc", "1.2.3", "12,,5", "1,23.4"])
+def test_a_number_of_no_known_form_gets_no_hint(value: str) -> None:
+    spec = FieldSpec("mx_Custom_1", "Amount", "Number")
+    with pytest.raises(ValueError) as caught:
+        spec.check(value, UTC)
+    assert str(caught.value) == "is not a number"
