@@ -188,8 +188,10 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
     logs.register_secret(secret, access)
     logs.configure(log_format, log_level)
     run_id = new_run_id()
+    writable: Path | None = None  # where a refusal is written too, once known writable
     try:
         check_output(summary_json, "--summary-json")
+        writable = summary_json
         mapping = load_mapping(mapping_path)
         if on_changed is not None and history_path is None:
             raise UsageError("--on-changed needs --history")
@@ -224,7 +226,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
         failure = {"error": logs.scrub(str(exc)), "exit_code": exc.exit_code, "run_id": run_id}
-        _write_summary(summary_json, failure)
+        _write_summary(writable, failure)
         _emit(failure)
         sys.exit(exc.exit_code)
     if summary.aborted and not summary.interrupted:

@@ -216,9 +216,11 @@ class Courier:
         Most rows need one attempt, so delivery makes the first one itself (the retry
         machinery costs more per row than the rest of our own code) and starts this only
         after it failed: it then sleeps the first backoff, and the schedule shifts by one.
+        The jitter is up to one more ``backoff`` (tenacity's default, a whole second, would
+        make a short backoff long); every wait stays under the cap.
         """
         backoff, cap = self.settings.backoff, self.settings.backoff * BACKOFF_CAP
-        first_wait = wait_exponential_jitter(multiplier=backoff, max=cap)
+        first_wait = wait_exponential_jitter(multiplier=backoff, max=cap, jitter=backoff)
 
         async def sleep_first(state: RetryCallState) -> None:
             if state.attempt_number == 1:
@@ -227,7 +229,7 @@ class Courier:
         skipped = 1 if after_first else 0
         return AsyncRetrying(
             stop=stop_after_attempt(self.settings.max_attempts - skipped),
-            wait=wait_exponential_jitter(multiplier=backoff * 2**skipped, max=cap),
+            wait=wait_exponential_jitter(multiplier=backoff * 2**skipped, max=cap, jitter=backoff),
             retry=retry_if_exception_type(exception),
             before=sleep_first if after_first else before_nothing,
             sleep=self._backoff,

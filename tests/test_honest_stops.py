@@ -138,14 +138,14 @@ def test_a_file_that_is_not_utf8_at_all_suggests_an_encoding(tmp_path: Path) -> 
 
 def test_after_ctrl_c_the_summary_the_results_file_and_the_report_agree(
         tmp_path: Path, make_sandbox: Any) -> None:
-    server = make_sandbox(rate="20/1s", latency=(0.1, 0.3),
+    server = make_sandbox(rate="200/1s", latency=(0.1, 0.3),
                           faults={"500-before": 0.15}, seed=3)
-    data, mapping = _files(tmp_path, _rows(160))
+    data, mapping = _files(tmp_path, _rows(120))
     results = tmp_path / "r.csv"
     process = subprocess.Popen(
         cli_command("run", data, "--mapping", mapping, "--results", results, "--host",
                     server.url, "--log-format", "json", "--rate", "20/1s",
-                    "--backoff", "0.5", "--max-attempts", "3"),
+                    "--backoff", "0.3", "--max-attempts", "3"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
     _wait_for_posted(results, 25)
     process.send_signal(signal.SIGINT)
@@ -175,12 +175,13 @@ def test_after_ctrl_c_the_summary_the_results_file_and_the_report_agree(
         listed = Counter(row["status"] for row in csv.DictReader(handle))
     assert listed.get("failed", 0) == summary["failed"]
     assert listed.get("unknown", 0) == summary["unknown"]
-    assert listed["pending"] == 160 - sum(recorded.values())
+    assert listed["pending"] == 120 - sum(recorded.values())
     # Resuming finishes the load: every row once.
-    finished = _run(data, mapping, results, server.url, "--rate", "20/1s")
+    finished = _run(data, mapping, results, server.url, "--rate", "200/1s",
+                    "--backoff", "0.05")
     assert finished.code == 0, finished.stderr
     notes = Counter(entry["ActivityNote"] for entry in server.ledger())
-    assert len(notes) == 160 and max(notes.values()) == 1
+    assert len(notes) == 120 and max(notes.values()) == 1
 
 
 def test_a_rate_limit_warning_says_retry_after_only_when_the_server_said_it(

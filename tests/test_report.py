@@ -271,6 +271,7 @@ def test_run_and_verify_outputs_in_a_missing_directory_are_refused_before_any_ca
                    "--summary-json", str(missing / "s.json"))
     assert refused.code == 2 and f"--summary-json {missing / 's.json'}: the directory" \
         in refused.stderr
+    assert refused.stderr.count("bulkpost: error:") == 1  # said once, not again on writing
     assert server.stats()["calls"] == 0
     refused = run_cli("verify", tmp_path / "r.csv", "--input", data, "--mapping", mapping,
                       "--differences", missing / "d.csv", "--host", server.url)
