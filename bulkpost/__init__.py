@@ -14,7 +14,7 @@ from bulkpost.errors import (
     MappingError,
     UsageError,
 )
-from bulkpost.pipeline import Summary
+from bulkpost.summary import Summary
 
 __version__ = "0.1.0"
 

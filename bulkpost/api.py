@@ -34,9 +34,11 @@ from bulkpost import logs
 from bulkpost.client import Credentials, check_host, checked_key
 from bulkpost.errors import BulkpostError, UsageError
 from bulkpost.mapping import Mapping, load_mapping, parse_mapping
-from bulkpost.pipeline import Run, RunOptions, Summary, run_sync
+from bulkpost.options import RunOptions
+from bulkpost.pipeline import Run, run_sync
 from bulkpost.ratelimit import RateSpec, parse_rate
 from bulkpost.source import InputSource
+from bulkpost.summary import Summary
 
 
 def _source(data: Any) -> InputSource:

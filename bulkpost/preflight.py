@@ -20,8 +20,8 @@ import pyarrow as pa
 import structlog
 
 from bulkpost.activity import FieldRule
+from bulkpost.calls import ApiCalls, DeliverySettings, LookupFailed, Reads, Stopped
 from bulkpost.client import Credentials, LeadSquaredClient
-from bulkpost.delivery import Courier, DeliverySettings, LookupFailed, Stopped
 from bulkpost.errors import AbortRun, BulkpostError, MappingError
 from bulkpost.mapping import Mapping
 from bulkpost.ratelimit import RateLimit, RateSpec
@@ -62,16 +62,17 @@ async def event_codes(mapping: Mapping, input_path: InputSource | None, encoding
     return {int(v) for v in values if v.isdigit() and v.isascii() and len(v) <= 9}
 
 
-async def run_preflight(mapping: Mapping, courier: Courier, client: LeadSquaredClient,
+async def run_preflight(mapping: Mapping, calls: Reads, client: LeadSquaredClient,
                         codes: set[int], *, decimal_comma: bool = False) -> PreflightResult:
-    """Read every type's schema and check the mapping against it."""
+    """Read every type's schema (look-ups through ``calls``, under the run's rate limit)
+    and check the mapping against it."""
     rules: dict[int, tuple[FieldRule, ...]] = {}
     report: list[str] = []
     missing: list[int] = []
     problems: list[str] = []
     for code in sorted(codes):
         try:
-            document = await courier.lookup(functools.partial(client.activity_setting, code))
+            document = await calls.lookup(functools.partial(client.activity_setting, code))
         except LookupFailed as exc:
             if not exc.answered:
                 raise AbortRun(f"cannot read activity type {code} from the API: {exc}") from None
@@ -118,13 +119,13 @@ async def check_mapping(mapping: Mapping, input_path: InputSource | None, host: 
         stopping.set()
 
     async with LeadSquaredClient(host, credentials) as client:
-        courier = Courier(DeliverySettings(3, 0.5, 30.0, 120.0),
-                          RateLimit(RateSpec(25, 5.0)), client, None, stopping, stop)
+        calls = ApiCalls(DeliverySettings(3, 0.5, 30.0, 120.0), RateLimit(RateSpec(25, 5.0)),
+                         stopping, stop)
         codes = await event_codes(mapping, input_path, encoding, delimiter)
         if not codes:
             raise MappingError("no event code to check: give --input with event_column")
         try:
-            result = await run_preflight(mapping, courier, client, codes)
+            result = await run_preflight(mapping, calls, client, codes)
         except Stopped:
             raise failure[0] from None
     return result.report

@@ -66,9 +66,8 @@ class Throughput:
     the rows added since the window's start divided by the time since then. It is None
     until the first call is ``warmup`` seconds old and ``warmup_rows`` rows came after it,
     or, for a slow run, until it is ``patience`` seconds old and one row came after it: a
-    rate read from a handful of rows swings with every pause (measured under faults: 4 rows
-    after a 429 pause read as 2.5 rows/s, an ETA of two minutes, in a run that went on at
-    14 rows/s). The
+    rate read from a handful of rows swings with every pause (under faults, a few rows after
+    a 429 pause read as a fraction of the real rate, an ETA of minutes too long). The
     window's starts are kept at most every ``resolution`` seconds, so memory stays bounded
     however fast rows come.
     """

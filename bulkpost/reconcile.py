@@ -14,11 +14,10 @@ documented:
 - :func:`matches` compares by meaning (:mod:`bulkpost.values`): HTML entities decoded on the
   answer's side, typed fields by the activity type's kinds, strings exactly. A row with a
   date-time matches an activity whose ``CreatedOn`` is that date-time, or, on an account
-  that stamps ``CreatedOn`` on arrival, one created while the row may have been on the wire;
-- :class:`Reading` is what a run has learned of the account's answers (the ``CreatedOn``
-  rule, the entity rule, how ``Paging.Offset`` counts, what ``RecordCount`` means). Until a
-  look-up has found, by content, an activity known to be created from a row
-  (:func:`calibrate`), "not found" is not trusted: the row stays ``unknown``;
+  that stamps ``CreatedOn`` on arrival, one created while the row may have been on the wire:
+  which of the two, the run's :class:`~bulkpost.calibration.Reading` says (until it is
+  learned, either). What is learned of the account's answers, and when "not found" is
+  trusted, is :mod:`bulkpost.calibration`'s;
 - :class:`Scan` pages through a lead's activities whichever way ``Offset`` counts,
   de-duplicates by ``Id`` and says "incomplete" rather than "not found" when pages repeat,
   the count does not add up, or the rule is not known when a second page is needed;
@@ -31,16 +30,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulkpost.activity import content_hash
-from bulkpost.values import entity_rule, parse_shown_datetime, same_value
+from bulkpost.values import parse_shown_datetime, same_value
+
+if TYPE_CHECKING:  # calibration builds on this module's types: a type-only import back
+    from bulkpost.calibration import Reading
 
 PAGE_SIZE = 25  # the API's largest page of "Get Activities of a Lead"
 MAX_PAGES = 400  # 10,000 activities of one type on one lead: beyond, say "incomplete"
-OFFSET_RULES = ("rows", "pages0", "pages1")
 _NOTE_KEYS = ("ActivityEvent_Note", "NotableEventDescription", "ActivityNote", "Note")
 _CUSTOM = re.compile(r"mx_Custom_\d+")
 _DATETIME_MEMBER = re.compile(rb',"ActivityDateTime":"[^"]*"')
@@ -194,51 +195,11 @@ class SendWindow:
         return moment is not None and self.earliest <= moment <= self.latest
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """What a run knows of how the account answers look-ups; None: not learned yet.
-
-    ``calibrated``: a look-up found, by content, an activity known to be created from a
-    row; only then is "not found" trusted.
-    """
-
-    calibrated: bool = False
-    created_on: str | None = None  # "posted" (the row's ActivityDateTime) or "arrival"
-    entities: str | None = None  # "none", "numeric" or "html"
-    offset: str | None = None  # "rows", "pages0" or "pages1"
-    record_count: str | None = None  # "total" or "page"
-    fields_at: str = ""  # where the custom fields were shown, for people
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Any) -> Reading | None:
-        """A saved reading; None when it is not one this version understands."""
-        if not isinstance(data, dict):
-            return None
-        try:
-            reading = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-        except TypeError:
-            return None
-        known = {"created_on": (None, "posted", "arrival"),
-                 "entities": (None, "none", "numeric", "html"),
-                 "offset": (None, *OFFSET_RULES), "record_count": (None, "total", "page")}
-        if any(getattr(reading, name) not in values for name, values in known.items()):
-            return None
-        return reading
-
-    def describe(self) -> str:
-        return (f"CreatedOn {self.created_on or 'not yet known'}, entities "
-                f"{self.entities or 'not yet known'}, Offset counts "
-                f"{self.offset or 'not yet known'}, RecordCount {self.record_count or 'unknown'}, "
-                f"fields in {self.fields_at or 'no field seen'}")
-
-
 def matches(row: Fingerprint, found: FoundActivity, window: SendWindow | None,
             kinds: Mapping[str, str] | None = None, reading: Reading | None = None) -> bool:
-    """True when ``found`` is an activity with exactly this row's content (by meaning)."""
-    reading = reading or Reading()
+    """True when ``found`` is an activity with exactly this row's content (by meaning);
+    ``reading`` None: nothing learned yet."""
+    created_on = None if reading is None else reading.created_on
     kinds = kinds or {}
     if found.event is not None and found.event != row.event:
         return False
@@ -257,9 +218,9 @@ def matches(row: Fingerprint, found: FoundActivity, window: SendWindow | None,
     if row.when is None:
         return in_window
     posted = created is not None and created == parse_shown_datetime(row.when)
-    if reading.created_on == "posted":
+    if created_on == "posted":
         return posted
-    if reading.created_on == "arrival":
+    if created_on == "arrival":
         return in_window
     return posted or in_window  # not learned yet: either rule (sound for "not found")
 
@@ -340,95 +301,3 @@ class Scan:
                 self.incomplete = f"more than {MAX_PAGES} pages of activities on this lead"
             elif self.rule is None:
                 self.needs_rule = True
-
-
-def _overlaps(first: list[str], page: list[str]) -> bool:
-    """Whether ``page`` mostly repeats ``first`` (activities arriving meanwhile shift pages
-    by a few items, never by half a page between two quick reads)."""
-    return len(set(first) & set(page)) * 2 > len(first)
-
-
-def probe_rule(first: list[str], one: list[str], two: list[str] | None) -> str | None:
-    """The Offset rule, from a lead whose first page (``Offset 0``, ``first``) is full: the
-    page at ``Offset 1`` (``one``) and, when that one mostly repeats the first, the page at
-    ``Offset 2`` (``two``). Counting rows, both repeat the first page but an item or two;
-    counting pages from 0, ``Offset 1`` is the next page; from 1, ``Offset 1`` is the first
-    page again and ``Offset 2`` the next. None: not a full first page, or ``two`` missing."""
-    if len(first) < PAGE_SIZE // 2:
-        return None
-    if not _overlaps(first, one):
-        return "pages0"
-    if two is None:
-        return None
-    return "rows" if _overlaps(first, two) else "pages1"
-
-
-def steady(first: list[str], again: list[str]) -> bool:
-    """Whether the first page read again (``again``) is the first read (``first``) with at
-    most a third of a page of activities that arrived meanwhile on top, and nothing else
-    changed: then pages read in between were shifted by no more than that, which
-    :func:`probe_rule` tolerates (it errs only past 10 of 25)."""
-    if not first or first[0] not in again:
-        return False
-    shift = again.index(first[0])
-    return shift <= PAGE_SIZE // 3 and again[shift:] == first[:len(again) - shift]
-
-
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    """What one look-up of a known activity taught, or why it cannot be trusted."""
-
-    reading: Reading | None  # None: the look-up contradicts the row (see ``problem``)
-    problem: str = ""
-
-
-def calibrate(row: Fingerprint, activity_id: str, found: FoundActivity,
-              window: SendWindow | None, kinds: Mapping[str, str],
-              known: Reading) -> Calibration:
-    """Learn from ``found``, the activity ``activity_id`` known to be created from ``row``.
-
-    Every field must read back as the row's value (by meaning); the note must be shown
-    (else a look-up could not tell rows apart by it) unless the row's note is empty.
-    """
-    fields_at = found.where or known.fields_at
-    entities = known.entities
-    if found.note is None:
-        if row.note:
-            return Calibration(None, f"the look-up shows no note for activity {activity_id}, "
-                                     "so rows cannot be told apart by their notes")
-    else:
-        learned = entity_rule(row.note, found.note)
-        entities = learned or entities
-        if not same_value("string", row.note, found.note, entities):
-            return Calibration(None, f"activity {activity_id} shows the note "
-                                     f"{found.note[:80]!r}, sent as {row.note[:80]!r}")
-    for name, value in row.fields:
-        shown = found.fields.get(name)
-        if shown is None and value:
-            return Calibration(None, f"the look-up does not show {name} of activity "
-                                     f"{activity_id} (sent {value[:60]!r})")
-        if shown is not None:
-            if kinds.get(name, "string") == "string" and entities is None:
-                entities = entity_rule(value, shown) or entities
-            if not same_value(kinds.get(name, "string"), value, shown, entities):
-                return Calibration(None, f"activity {activity_id} shows {name} as "
-                                         f"{shown[:60]!r}, sent as {value[:60]!r}")
-    created = parse_shown_datetime(found.created_on)
-    created_on = known.created_on
-    if created is None:
-        return Calibration(None, f"activity {activity_id} shows CreatedOn "
-                                 f"{found.created_on!r}, which is not a date-time")
-    if row.when is not None:
-        if created == parse_shown_datetime(row.when):
-            created_on = "posted"
-        elif window is not None and window.holds(created):
-            created_on = "arrival"
-        else:
-            return Calibration(None, f"activity {activity_id} shows CreatedOn "
-                                     f"{found.created_on!r}: neither the date-time sent "
-                                     f"({row.when}) nor a moment it was on the wire")
-    elif window is not None and not window.holds(created):
-        return Calibration(None, f"activity {activity_id} shows CreatedOn "
-                                 f"{found.created_on!r}, outside the time it was on the wire")
-    return Calibration(replace(known, calibrated=True, created_on=created_on,
-                               entities=entities, fields_at=fields_at))

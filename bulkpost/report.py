@@ -30,7 +30,7 @@ from typing import Any
 
 from bulkpost.activity import EMAIL, GUID
 from bulkpost.errors import InputError
-from bulkpost.results import RowOutcome, read_outcomes
+from bulkpost.outcomes import RowOutcome, read_outcomes
 from bulkpost.resume import Status
 from bulkpost.source import Source, dialect, input_columns, open_source
 from bulkpost.source import _is_parquet as is_parquet

@@ -1,13 +1,13 @@
 """The results file: every row's outcome, durable, resumable.
 
-Owns the file format and its durability. The file is a CSV append-only log with the header
-``row,key,status,activity_id,http_status,error_type,error,attempts,updated_at,content_hash``;
-a row's last line is its state. Rules:
+Owns the file and its durability: the lock, appending, group-commit fsync, cutting off a
+torn line, compaction. The line format is :mod:`bulkpost.outcomes`'s; what the file holds
+of each row, in memory, is :class:`~bulkpost.row_index.RowIndex`'s. The file is an
+append-only log; a row's last line is its state. Rules:
 
-- every line is one physical line (text is folded to one line); the lines recorded while
-  the event loop turns are written together, with one ``write`` on an ``O_APPEND``
-  descriptor, and fsynced together (group commit), so ``kill -9`` can tear at most the
-  last line, which the next open cuts off;
+- the lines recorded while the event loop turns are written together, with one ``write``
+  on an ``O_APPEND`` descriptor, and fsynced together (group commit), so ``kill -9`` can
+  tear at most the last line, which the next open cuts off;
 - before a row's request is sent, its ``unknown`` line is on disk (the row waits for its
   group's fsync), so a crash leaves the row ``unknown``, never silently re-sendable;
 - the other lines are written at the end of the loop turn that recorded them and fsynced
@@ -18,10 +18,6 @@ a row's last line is its state. Rules:
 - a lock file beside it keeps a second run out;
 - at the end the log is compacted, by atomic replace, to one line per row; after a failed
   write it is not (the log as written is valid, the memory of it is not).
-
-In memory the log keeps only compact per-row arrays (status, content hash, key digest,
-digest of the activity Id a posted row holds, offset of the row's last line), so resuming
-a million rows stays small.
 """
 
 from __future__ import annotations
@@ -29,47 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import functools
-import io
 import os
-import time
-from array import array
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
-
-import numpy as np
+from typing import Any, Protocol
 
 from bulkpost.errors import ResultsLocked, ResultsWriteError, UsageError
 from bulkpost.locking import lock_beside, release
-from bulkpost.resume import Previous, Status, key_digest
-
-HEADER = ["row", "key", "status", "activity_id", "http_status", "error_type", "error",
-          "attempts", "updated_at", "content_hash"]
-_HEADER_LINE = (",".join(HEADER) + "\n").encode()
-_STATUS_CODES = {status: index for index, status in enumerate(Status, start=1)}
-_STATUS_BY_CODE = {index: status for status, index in _STATUS_CODES.items()}
-_CODES_BY_TEXT = {status.value: index for status, index in _STATUS_CODES.items()}
-_POSTED = _STATUS_CODES[Status.POSTED]
-IN_FLIGHT_NOTE = "in flight: sent; no answer recorded"  # no comma: a plain line
-
-
-@dataclass(frozen=True, slots=True)
-class RowOutcome:
-    """One line of the results file."""
-
-    row: int
-    key: str
-    status: Status
-    activity_id: str = ""
-    http_status: int | None = None
-    error_type: str = ""
-    error: str = ""
-    attempts: int = 0
-    content_hash: str = ""
-    updated_at: str = ""
+from bulkpost.outcomes import HEADER_LINE, IN_FLIGHT_NOTE, RowOutcome, format_line, parse_line
+from bulkpost.resume import Status
+from bulkpost.row_index import RowIndex
 
 
 class Companion(Protocol):
@@ -82,94 +46,22 @@ class Companion(Protocol):
         """Make them durable; called in a worker thread. Raises ResultsWriteError."""
 
 
-def _one_line(text: str) -> str:
-    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-
-
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # ``updated_at``, UTC to the second
-
-
-def utc_text(second: int) -> str:
-    """Unix seconds as written in ``updated_at``."""
-    return datetime.fromtimestamp(second, UTC).strftime(TIME_FORMAT)
-
-
-def parse_utc_text(text: str) -> datetime:
-    """An ``updated_at`` value back into an aware UTC datetime; raises ValueError."""
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
-
-
-_cached_utc_text = functools.lru_cache(maxsize=1)(utc_text)
-
-
-def now_text() -> str:
-    """The current UTC time to the second, as written in ``updated_at`` (formatted once a
-    second: every row writes it twice)."""
-    return _cached_utc_text(int(time.time()))
-
-
-_NEEDS_QUOTES = frozenset(',"\r\n')
-
-
-def format_line(outcome: RowOutcome) -> bytes:
-    """The CSV line for one outcome, always a single physical line."""
-    key, error_type, error = outcome.key, outcome.error_type, outcome.error
-    if _NEEDS_QUOTES.isdisjoint(key) and _NEEDS_QUOTES.isdisjoint(error) and \
-            _NEEDS_QUOTES.isdisjoint(error_type) and _NEEDS_QUOTES.isdisjoint(outcome.activity_id):
-        # The common line, written two writes per row: plain fields, joined as they are.
-        http = "" if outcome.http_status is None else outcome.http_status
-        return (f"{outcome.row},{key},{outcome.status.value},{outcome.activity_id},{http},"
-                f"{error_type},{error},{outcome.attempts},{outcome.updated_at or now_text()},"
-                f"{outcome.content_hash}\n").encode()
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([
-        outcome.row, _one_line(outcome.key), outcome.status.value, _one_line(outcome.activity_id),
-        "" if outcome.http_status is None else outcome.http_status,
-        _one_line(outcome.error_type), _one_line(outcome.error), outcome.attempts,
-        outcome.updated_at or now_text(), outcome.content_hash,
-    ])
-    return buffer.getvalue().encode("utf-8")
-
-
-def parse_line(fields: list[str]) -> RowOutcome | None:
-    """A results line back into an outcome; None for a malformed (torn) line."""
-    if len(fields) != len(HEADER):
-        return None
-    try:
-        return RowOutcome(
-            row=int(fields[0]), key=fields[1], status=Status(fields[2]),
-            activity_id=fields[3], http_status=int(fields[4]) if fields[4] else None,
-            error_type=fields[5], error=fields[6], attempts=int(fields[7] or 0),
-            updated_at=fields[8], content_hash=fields[9],
-        )
-    except ValueError:
-        return None
-
-
-def read_outcomes(path: str | Path) -> Iterator[RowOutcome]:
-    """Every well-formed line of a results file, in file order (later lines win)."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header != HEADER:
-            raise UsageError(f"{path}: not a bulkpost results file (header {header!r})")
-        for fields in reader:
-            outcome = parse_line(fields)
-            if outcome is not None:
-                yield outcome
-
-
 class ResultsLog:
-    """The open results file of one run. Not thread-safe: use it from the event loop."""
+    """The open results file of one run. Not thread-safe: use it from the event loop.
+
+    Its per-row queries (``previous``, ``holds``, ``last_posted_row``, ``counts``) are its
+    :class:`~bulkpost.row_index.RowIndex`'s.
+    """
 
     def __init__(self, path: str | Path, companion: Companion | None = None) -> None:
         self.path = Path(path)
         self._companion = companion
-        self._status = array("b")
-        self._hash = array("Q")
-        self._key = array("Q")
-        self._id = array("Q")  # digest of the activity Id a posted row holds; 0: none
-        self._offset = array("q")
+        self._index = RowIndex()
+        # Bound once, not wrapped: a resume asks ``previous`` of every row, a million times.
+        self.previous = self._index.previous
+        self.holds = self._index.holds
+        self.last_posted_row = self._index.last_posted_row
+        self.counts = self._index.counts
         self._fd = -1
         self._lock_fd = -1
         self._size = 0            # bytes recorded: written, and buffered after them
@@ -204,125 +96,38 @@ class ResultsLog:
     def _load(self) -> None:
         size = os.fstat(self._fd).st_size
         if size == 0:
-            self._append(_HEADER_LINE)
+            self._append(HEADER_LINE)
             os.fsync(self._fd)
             self._synced = self._size
             return
         with open(self.path, "rb") as handle:
             first = handle.readline()
-            if not first.endswith(b"\n") and _HEADER_LINE.startswith(first):
+            if not first.endswith(b"\n") and HEADER_LINE.startswith(first):
                 # Torn while the header itself was written: start the file afresh.
                 os.ftruncate(self._fd, 0)
                 self._size = self._written = 0
-                self._append(_HEADER_LINE)
+                self._append(HEADER_LINE)
                 os.fsync(self._fd)
                 self._synced = self._size
                 return
-            if first.rstrip(b"\r\n") != _HEADER_LINE.rstrip(b"\n"):
+            if first.rstrip(b"\r\n") != HEADER_LINE.rstrip(b"\n"):
                 raise UsageError(f"{self.path}: not a bulkpost results file "
                                  f"(first line {first[:80]!r})")
-            offset = self._replay(handle, len(first))
-        self._size = self._synced = self._written = offset
-
-    def _replay(self, handle: BinaryIO, offset: int) -> int:
-        """Remember every line after the header; return where appending starts.
-
-        A resume of a million lines is dominated by this loop, so the common line (no
-        quotes, hence no comma or line break inside a field) is split directly and stored
-        without building an outcome; quoted lines go through the csv module.
-        """
-        codes, width = _CODES_BY_TEXT, len(HEADER)
-        for raw in handle:
-            if not raw.endswith(b"\n"):
+            offset, malformed = self._index.replay(handle, len(first))
+            self.torn_lines += malformed
+            if offset < size:
                 # A torn last line from a crash: cut it off before appending.
                 self.torn_lines += 1
                 os.ftruncate(self._fd, offset)
-                break
-            text = raw.decode("utf-8", "replace")
-            if '"' in text:
-                outcome = parse_line(next(csv.reader([text]), []))
-                if outcome is None:
-                    self.torn_lines += 1
-                else:
-                    self._remember(outcome, offset)
-                offset += len(raw)
-                continue
-            fields = text.rstrip("\r\n").split(",")
-            try:
-                if len(fields) != width:
-                    raise ValueError
-                row, code = int(fields[0]), codes[fields[2]]
-                if fields[4]:
-                    int(fields[4])
-                if fields[7]:
-                    int(fields[7])
-                content_hash = int(fields[9], 16) if fields[9] else 0
-            except (ValueError, KeyError):
-                self.torn_lines += 1
-            else:
-                self._set(row, code, content_hash, fields[1], offset, fields[3])
-            offset += len(raw)
-        return offset
+        self._size = self._synced = self._written = offset
 
-    # -- state -------------------------------------------------------------------------
-    def _remember(self, outcome: RowOutcome, offset: int) -> None:
-        self._set(outcome.row, _STATUS_CODES[outcome.status],
-                  int(outcome.content_hash, 16) if outcome.content_hash else 0,
-                  outcome.key, offset, outcome.activity_id)
-
-    def _set(self, row: int, code: int, content_hash: int, key: str, offset: int,
-             activity_id: str) -> None:
-        if row < 1:
-            return
-        if row >= len(self._status):
-            grow = max(row + 1, 2 * len(self._status)) - len(self._status)
-            self._status.frombytes(bytes(grow))
-            self._hash.frombytes(bytes(8 * grow))
-            self._key.frombytes(bytes(8 * grow))
-            self._id.frombytes(bytes(8 * grow))
-            self._offset.frombytes(b"\xff" * (8 * grow))  # -1: no line
-        self._status[row] = code
-        self._hash[row] = content_hash
-        self._key[row] = key_digest(key) if key else 0
-        # Only a posted row holds its activity: a skipped line names another row's.
-        self._id[row] = key_digest(activity_id) if activity_id and code == _POSTED else 0
-        self._offset[row] = offset
-
-    def previous(self, row: int) -> Previous | None:
-        """What an earlier run (or this one) recorded last for ``row``."""
-        try:
-            code = self._status[row]
-        except IndexError:
-            return None
-        if not code:
-            return None
-        content_hash = self._hash[row]
-        return Previous(_STATUS_BY_CODE[code], f"{content_hash:016x}" if content_hash else "",
-                        self._key[row])
-
-    def last_posted_row(self) -> int:
-        """The highest row number recorded ``posted`` with a content hash (0: none)."""
-        codes = np.frombuffer(self._status, dtype=np.int8)
-        posted = np.flatnonzero((codes == _POSTED) & (np.frombuffer(self._hash,
-                                                                    dtype=np.uint64) != 0))
-        return int(posted[-1]) if len(posted) else 0
-
-    def holds(self, activity_id: str) -> bool:
-        """Whether a posted row holds this activity: then no other row may claim it.
-
-        Compared by digest, over a compact per-row array (8 bytes a row), so a resume need
-        not hold a million activity Ids in memory; a look-up asks for a few Ids at most.
-        """
-        if not activity_id:
-            return False
-        ids = np.frombuffer(self._id, dtype=np.uint64)
-        return bool(np.any(ids == np.uint64(key_digest(activity_id))))
-
+    # -- reading back ------------------------------------------------------------------
     def last_outcome(self, row: int) -> RowOutcome | None:
         """The row's last line, read back from the file."""
-        if row >= len(self._status) or not self._status[row]:
+        offset = self._index.line_offset(row)
+        if offset is None:
             return None
-        offset, chunk = self._offset[row], b""
+        chunk = b""
         if offset >= self._written:
             self._flush()  # the line is still in the buffer
         while not chunk.endswith(b"\n"):
@@ -334,14 +139,6 @@ class ResultsLog:
                 chunk = chunk[:chunk.index(b"\n") + 1]
         fields = next(csv.reader([chunk.decode("utf-8", "replace")]), [])
         return parse_line(fields)
-
-    def counts(self) -> dict[Status, int]:
-        """How many rows are in each status now."""
-        totals = dict.fromkeys(Status, 0)
-        for code in self._status:
-            if code:
-                totals[_STATUS_BY_CODE[code]] += 1
-        return totals
 
     # -- writing -----------------------------------------------------------------------
     def _append(self, data: bytes) -> None:
@@ -377,7 +174,7 @@ class ResultsLog:
             raise self._failure
         line = format_line(outcome)
         self._buffer.append(line)
-        self._remember(outcome, self._size)
+        self._index.remember(outcome, self._size)
         self._size += len(line)
         try:
             loop = asyncio.get_running_loop()
@@ -473,11 +270,10 @@ class ResultsLog:
         temp = self.path.with_name(f".{self.path.name}.compact")
         try:
             with open(self.path, "rb") as source, open(temp, "wb") as target:
-                target.write(_HEADER_LINE)
-                for row, code in enumerate(self._status):
-                    if code:
-                        source.seek(self._offset[row])
-                        target.write(source.readline())
+                target.write(HEADER_LINE)
+                for offset in self._index.line_offsets():
+                    source.seek(offset)
+                    target.write(source.readline())
                 target.flush()
                 os.fsync(target.fileno())
         except OSError as exc:

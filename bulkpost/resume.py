@@ -17,6 +17,10 @@ written for another input; so does a row recorded ``posted`` whose number now ma
 content (the row would be skipped, never sent). Both stop the run before any request: the
 run compares every posted row before it sends (:func:`posted_differs`), and the planner
 refuses such a row again should a one-pass stream bring one.
+
+These are the results file's rules (:func:`plan_row`); the planner
+(:func:`bulkpost.planner.decide`), the one place a row's plan is made, starts from them and
+adds the history's.
 """
 
 from __future__ import annotations
@@ -42,11 +46,17 @@ class Status(enum.Enum):
 
 
 class Action(enum.Enum):
+    """What this run does with a row. :func:`plan_row` decides among the first five from the
+    results file; the planner (:mod:`bulkpost.planner`) adds the history's three."""
+
     SEND = "send"            # post it
     RECONCILE = "reconcile"  # look it up first: an earlier run may have created it
     RECORD_INVALID = "invalid"  # record it invalid, send nothing
     SKIP_POSTED = "skipped"  # posted by an earlier run
     KEEP = "keep"            # keep the earlier outcome (rejected unchanged)
+    SKIP_KEY = "skipped key"  # --history: its key was posted, or in an earlier row, as is
+    SKIP_CHANGED = "skipped changed"  # --on-changed skip: its key holds other content
+    FAIL_CHANGED = "failed changed"  # --on-changed fail: recorded invalid, naming the key
 
 
 class Previous(NamedTuple):
@@ -93,7 +103,9 @@ def other_input(rows: list[int]) -> UsageError:
 
 def plan_row(current: Activity | InvalidRow, previous: Previous | None,
              resend_unknown: bool = False) -> Action:
-    """Decide what this run does with one row."""
+    """What the results file alone says to do with one row (one of the first five actions);
+    the planner (:func:`bulkpost.planner.decide`) starts from this. Raises UsageError for a
+    results file written for another input."""
     if (previous is not None and previous.key_digest
             and previous.key_digest != key_digest(current.key)):
         raise UsageError(

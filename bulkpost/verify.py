@@ -1,19 +1,11 @@
-"""Reading activities back: does LeadSquared store what bulkpost sent?
+"""``bulkpost verify``: read posted activities back and report what LeadSquared stored otherwise.
 
-Owns ``bulkpost verify`` and the read-back step a run can share (``--verify-first``): an
-activity's custom fields are read with "Get Custom Fields of an Activity" (one call per
-activity, under the run's rate limit) and every field the request body sent is compared
-with the value the answer shows, by the field's kind (:func:`bulkpost.values.same_value`:
-``12.50`` = ``12.5``, dates in any form, dropdowns in any case, HTML entities decoded on
-the answer's side). The note and the date-time are not compared: that answer does not
-show them.
-
-The pure parts (:func:`parse_details`, :func:`differences`, :func:`field_infos`, choosing
-the rows) do no I/O. The command reads the results file's posted rows twice (a row's last
-line is its state) and keeps only the chosen ones, so a sample of a million-row load stays
-small; it maps only the chosen input rows, with the run's preflight rules, and refuses a
-results file whose content hashes the input no longer reproduces. An answer it does not
-understand is never taken for equal: that activity is ``unreadable``.
+Owns choosing the rows (all, or a seeded sample), mapping them again from the input with the
+run's preflight rules, reading them back (:mod:`bulkpost.readback`) under the rate limit,
+and the report. The command reads the results file's posted rows twice (a row's last line
+is its state) and keeps only the chosen ones, so a sample of a million-row load stays
+small; it maps only the chosen input rows, and refuses a results file whose content hashes
+the input no longer reproduces.
 """
 
 from __future__ import annotations
@@ -21,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import functools
 import hashlib
 import heapq
-import json
 import signal
 import time
 from array import array
@@ -37,155 +27,23 @@ import structlog
 
 from bulkpost import mapping as mapping_file
 from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
+from bulkpost.calls import ApiCalls, DeliverySettings, LookupFailed, Stopped
 from bulkpost.client import Credentials, LeadSquaredClient
-from bulkpost.delivery import Courier, DeliverySettings, LookupFailed, Stopped
 from bulkpost.errors import AbortRun, BulkpostError, MappingError, UsageError
-from bulkpost.mapping import CUSTOM_FIELD, check_columns
+from bulkpost.mapping import check_columns
+from bulkpost.outcomes import read_outcomes
 from bulkpost.preflight import event_codes, run_preflight
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateLimit, RateSpec
-from bulkpost.results import read_outcomes
+from bulkpost.readback import Difference, FieldInfo, field_infos, read_back
 from bulkpost.resume import Status
 from bulkpost.source import describe, input_columns, open_source
-from bulkpost.values import same_value
 
 log = structlog.get_logger("bulkpost")
 
 FIRST_ROWS = 5  # rows named per group of differences in the report
 SHOWN_VALUES = 3  # of those, how many show sent and stored values
 DIFFERENCES_HEADER = ["row", "activity_id", "column", "field", "sent", "stored"]
-
-
-# -- comparing ------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class FieldInfo:
-    """What the report says of one custom field, and how its values compare."""
-
-    label: str  # "mx_Custom_2 (Amount)"
-    column: str  # the input column it was sent from
-    kind: str = "string"  # number, date, datetime, dropdown or string
-
-
-@dataclass(frozen=True, slots=True)
-class Difference:
-    """One field of one activity whose stored value is not what was sent."""
-
-    row: int
-    activity_id: str
-    field: str  # SchemaName
-    label: str
-    column: str
-    sent: str
-    stored: str | None  # None: the answer does not show the field at all
-
-
-def _shown(value: Any) -> str | None:
-    """A field value from an answer as text; None when it is not a plain value."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def parse_details(document: Any) -> dict[str, str] | None:
-    """SchemaName → shown value from a "Get Custom Fields of an Activity" answer.
-
-    The documented shape is ``{"Fields": [{"SchemaName", "Value", …}, …]}``; the custom
-    fields of a "Get Activities of a Lead" item (an ``ActivityFields`` object keyed by
-    SchemaName) are read too, ``Fields`` winning where both are present. Null values are
-    ``""``. None when the shape is anything else: an answer we cannot read must not pass
-    for one that shows the values sent.
-    """
-    if not isinstance(document, dict):
-        return None
-    listed, keyed = document.get("Fields"), document.get("ActivityFields")
-    if listed is None and keyed is None:
-        return None
-    shown: dict[str, str] = {}
-    if keyed is not None:
-        if not isinstance(keyed, dict):
-            return None
-        for name, value in keyed.items():
-            # Beside the custom fields sit Owner, Status, CreatedOn…: only ours are read.
-            if isinstance(name, str) and CUSTOM_FIELD.fullmatch(name):
-                text = _shown(value)
-                if text is None:
-                    return None
-                shown[name] = text
-    if listed is not None:
-        if not isinstance(listed, list):
-            return None
-        for entry in listed:
-            if not isinstance(entry, dict) or not isinstance(entry.get("SchemaName"), str):
-                return None
-            text = _shown(entry.get("Value"))
-            if text is None:
-                return None
-            shown[entry["SchemaName"]] = text
-    return shown
-
-
-def field_infos(mapping: mapping_file.Mapping,
-                rules: Mapping[int, tuple[FieldRule, ...]] | None
-                ) -> Callable[[int], Mapping[str, FieldInfo]]:
-    """The fields of each event code, by SchemaName: from the preflight's rules, or (without
-    them, or for a code they lack) from the mapping's ``[fields]``, compared as strings."""
-    plain = {name: FieldInfo(name, column) for name, column in mapping.fields}
-    by_event = {code: {rule.schema_name: FieldInfo(rule.label, rule.column, rule.kind)
-                       for rule in event_rules}
-                for code, event_rules in (rules or {}).items()}
-
-    def fields_for(event: int) -> Mapping[str, FieldInfo]:
-        return by_event.get(event, plain)
-
-    return fields_for
-
-
-def differences(item: Activity, activity_id: str, shown: Mapping[str, str],
-                fields: Mapping[str, FieldInfo], entities: str | None = None
-                ) -> list[Difference]:
-    """Every field of ``item``'s request body whose shown value is not the one sent.
-
-    A field sent as ``""`` that the answer leaves out is equal (nothing was stored, nothing
-    is shown); one sent with a value and left out is a difference.
-    """
-    sent_fields = json.loads(item.body).get("Fields") or []
-    found: list[Difference] = []
-    for sent_field in sent_fields:
-        name, sent = str(sent_field["SchemaName"]), str(sent_field["Value"])
-        info = fields.get(name) or FieldInfo(name, "")
-        stored = shown.get(name)
-        if stored is None:
-            if sent == "":
-                continue
-        elif same_value(info.kind, sent, stored, entities):
-            continue
-        found.append(Difference(item.row, activity_id, name, info.label, info.column, sent,
-                                stored))
-    return found
-
-
-async def read_back(courier: Courier, client: LeadSquaredClient, item: Activity,
-                    activity_id: str, fields: Mapping[str, FieldInfo],
-                    entities: str | None = None) -> list[Difference]:
-    """Read one activity's custom fields (one call, under the courier's rate limit) and
-    compare them with what ``item`` sent.
-
-    Raises :class:`LookupFailed` when the call gets no usable answer or an answer whose
-    shape is not understood, and :class:`Stopped` when the run is stopping (a fatal answer
-    such as 401 stops it through the courier).
-    """
-    document = await courier.lookup(functools.partial(client.activity_details, activity_id))
-    shown = parse_details(document)
-    if shown is None:
-        kind = type(document).__name__
-        keys = ", ".join(map(str, list(document)[:8])) if isinstance(document, dict) else ""
-        raise LookupFailed(f"the answer for activity {activity_id} is not understood (a {kind}"
-                           + (f" with {keys}" if keys else "") + ", no list of Fields)")
-    return differences(item, activity_id, shown, fields, entities)
 
 
 # -- choosing the rows ----------------------------------------------------------------------
@@ -429,22 +287,22 @@ async def verify(options: VerifyOptions) -> VerifySummary:
         async with LeadSquaredClient(options.host, options.credentials,
                                      timeout=options.timeout,
                                      connections=options.worker_count()) as client:
-            courier = Courier(DeliverySettings(5, 1.0, options.timeout, 900.0),
-                              RateLimit(options.rate), client, None, stopping, stop)
+            calls = ApiCalls(DeliverySettings(5, 1.0, options.timeout, 900.0),
+                             RateLimit(options.rate), stopping, stop)
             try:
-                rules = await _preflight(options, courier, client)
+                rules = await _preflight(options, calls, client)
                 items = await asyncio.to_thread(
                     map_chosen, mapping, options.input, chosen.rows, rules,
                     encoding=options.encoding, delimiter=options.delimiter)
                 progress.set_total(len(chosen.rows))
                 summary.checks = await _read_all(
-                    courier, client, [(p, items[p.row]) for p in chosen.rows],
+                    calls, client, [(p, items[p.row]) for p in chosen.rows],
                     field_infos(mapping, rules), progress, options.worker_count())
             except Stopped:
                 pass  # stop() has recorded why
             except AbortRun as exc:
                 stop(exc)
-            summary.calls = courier.tally.calls
+            summary.calls = calls.tally.calls
     finally:
         progress.close()
         for signum in installed:
@@ -458,7 +316,7 @@ async def verify(options: VerifyOptions) -> VerifySummary:
     return summary
 
 
-async def _preflight(options: VerifyOptions, courier: Courier, client: LeadSquaredClient
+async def _preflight(options: VerifyOptions, calls: ApiCalls, client: LeadSquaredClient
                      ) -> dict[int, tuple[FieldRule, ...]] | None:
     """The run's field rules (kinds and normalisation), or None with --no-preflight."""
     if not options.preflight:
@@ -467,23 +325,23 @@ async def _preflight(options: VerifyOptions, courier: Courier, client: LeadSquar
                               options.delimiter)
     if not codes:
         return None
-    result = await run_preflight(options.mapping, courier, client, codes,
+    result = await run_preflight(options.mapping, calls, client, codes,
                                  decimal_comma=options.decimal_comma)
     return result.rules
 
 
-async def _read_all(courier: Courier, client: LeadSquaredClient,
+async def _read_all(calls: ApiCalls, client: LeadSquaredClient,
                     work: list[tuple[Posted, Activity]],
                     fields_for: Callable[[int], Mapping[str, FieldInfo]],
                     progress: Progress, workers: int) -> list[Checked]:
-    """Read every activity back with a few workers under the courier's rate limit."""
+    """Read every activity back with a few workers under the run's rate limit."""
     checks: list[Checked] = []
     pending: Iterator[tuple[Posted, Activity]] = iter(work)  # shared: each item taken once
 
     async def worker() -> None:
         for posted, item in pending:
             try:
-                found = await read_back(courier, client, item, posted.activity_id,
+                found = await read_back(calls, client, item, posted.activity_id,
                                         fields_for(item.event))
             except LookupFailed as exc:
                 checks.append(Checked(posted, unreadable=str(exc) or "no answer"))

@@ -343,7 +343,8 @@ def bench_resume(workdir: Path, rows: int) -> dict[str, Any]:
 # -- 7. history ----------------------------------------------------------------------------
 HISTORY_BUILD = """
 import json, os, random, sys, time, uuid
-from bulkpost.history import History, _POSTED
+from bulkpost.history import History
+from bulkpost.history_schema import POSTED as _POSTED
 path, keys, nights = sys.argv[1], int(sys.argv[2]), 365
 rng = random.Random(keys)
 history = History(path, "bench").open()
@@ -479,6 +480,9 @@ def render(results: dict[str, Any], command: str, minutes: float) -> str:
          for r in allowance])
     r = recovery
     lines += [
+        "", "Part of what bulkpost leaves of the allowance is the check at the start of every "
+        "run: the first row is read back and the look-ups calibrated before any other row "
+        "goes (`--verify-first`), a second or two of a run this short.",
         "", "## 2. Recovery", "",
         f"bulkpost posts {r['rows']} rows at 25/5s (same latency). Once half are posted, a "
         "second client on the same account starts calls at half the allowance (25/10s) "

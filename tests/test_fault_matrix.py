@@ -1,7 +1,15 @@
-"""The fault matrix: every fault the sandbox can inject, SIGKILL at random moments, resume,
+"""The fault matrix: every fault the sandbox can inject, SIGKILL with rows in flight, resume,
 in every dialect the sandbox speaks (where fields sit, entity-encoded notes, ``CreatedOn``
 posted or stamped on arrival, ``Offset`` in rows or in pages from 0 or 1, typed values shown
 in another form).
+
+Nothing here is left to chance or to the clock: every configured fault kind is owed to one of
+the first calls (the sandbox's schedule), so each strikes in the first run; each run is killed
+by the sandbox itself the moment its ledger reaches a count planned from the seed, before the
+call that created that activity is answered, so every kill leaves a created row unknown to
+the client; and each call's fate comes from its own seeded stream. What the client itself has
+in flight at a kill is up to its workers, so after the first kill the fault counts of two runs
+of one seed can differ by a few.
 
 The input is built to be hard on reconciliation: two leads with many activities each (so
 look-ups page), identical rows for the same lead (which must be counted, not merged), rows
@@ -20,9 +28,9 @@ import os
 import random
 import signal
 import subprocess
-import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +39,15 @@ import pytest
 from bulkpost.dialect import DIALECTS
 from bulkpost.history import History
 from bulkpost.ratelimit import parse_rate
-from tests.conftest import ROOT, cli_command, cli_env, read_results, read_results_log, run_cli
+from tests.conftest import (
+    ROOT,
+    SandboxServer,
+    cli_command,
+    cli_env,
+    read_results,
+    read_results_log,
+    run_cli,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +55,8 @@ FAULTS = {"500-before": 0.03, "500-after": 0.03, "html": 0.02, "reset-before": 0
           "reset-after": 0.02, "hang-after": 0.02, "429-other": 0.02, "ratelimit-200": 0.02}
 RATE = "50/0.2s"
 BULK_RATE = "5/0.2s"
+KILLS = 4
+KILL_STEP = (25, 50)  # each run is killed this many activities after the ledger it found
 MAPPING = """
 [activity]
 event_column = "event"
@@ -90,6 +108,48 @@ def _input_content(row: tuple[str, ...]) -> tuple[str, ...]:
     return (lead, event, note, when, order, amount, channel)  # `when` is already UTC, ISO
 
 
+@dataclass(frozen=True)
+class Kill:
+    """A run killed by the sandbox: the ledger count planned and the one it was killed at,
+    the entry whose storing fired it (its call not answered yet), and the faults struck by
+    the end of the run's calls."""
+
+    planned: int
+    ledger: int
+    entry: dict[str, Any]
+    faults: dict[str, int]
+
+
+def _run_killed_at(server: SandboxServer, args: tuple[Any, ...], planned: int) -> Kill:
+    """Start a run; the sandbox SIGKILLs it the moment its ledger holds ``planned`` entries."""
+    started: list[subprocess.Popen[str]] = []
+    fired: list[tuple[int, dict[str, Any]]] = []
+
+    def kill(entry: dict[str, Any]) -> None:  # on the sandbox's loop, inside the create
+        if started and started[0].returncode is None:
+            started[0].send_signal(signal.SIGKILL)
+            fired.append((len(server.sandbox.ledger), entry))
+
+    async def watch() -> None:
+        server.sandbox.watch_ledger(planned, kill)
+
+    server.call(watch())
+    process = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
+    started.append(process)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert fired and process.returncode == -signal.SIGKILL, (
+        f"the run ended (exit {process.returncode}) before the ledger reached {planned}: "
+        f"{stderr[-3000:]}")
+    [(ledger, entry)] = fired
+    return Kill(planned, ledger, entry, server.stats()["faults"])
+
+
 MODES = ["single", "bulk", "both", "both+history"]
 # Every dialect in two modes and every mode in two dialects, within the suite's time; the
 # whole product on demand (BULKPOST_MATRIX_FULL=1), with more seeds
@@ -132,15 +192,17 @@ def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
             "--log-format", "json", "--mode", mode, "--bulk-rate", BULK_RATE,
             "--batch-size", "5",
             *(("--history", str(tmp_path / "history.db")) if with_history else ()))
-    kills = 0
-    for _ in range(4):
-        process = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
-        time.sleep(rng.uniform(0.8, 2.5))
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
-        process.communicate(timeout=60)
+    kills: list[Kill] = []
+    for _ in range(KILLS):
+        kill = _run_killed_at(server, args, len(server.ledger()) + rng.randint(*KILL_STEP))
+        # Killed at the planned count, with the call that created the last entry still
+        # unanswered: its row is in flight, recorded nowhere in the results file.
+        assert kill.ledger == kill.planned
+        assert kill.entry["Id"] not in results.read_text(encoding="utf-8")
+        kills.append(kill)
+    # The schedule: every configured kind was owed to one of the first calls, and struck in
+    # the first run.
+    assert all(kills[0].faults[kind] > 0 for kind in faults), kills[0].faults
     unknown_before = Counter(read_results_log(results).values())["unknown"]
     final = run_cli(*args)
     summary = final.summary
@@ -166,7 +228,9 @@ def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
     assert len(set(ids)) == 300 and set(ids) == {e["Id"] for e in ledger}
 
     stats = server.stats()
-    figures = {"seed": seed, "mode": mode, "dialect": dialect, "kills": kills,
+    figures = {"seed": seed, "mode": mode, "dialect": dialect, "kills": len(kills),
+               "killed_at": [kill.ledger for kill in kills],
+               "faults_at_kills": [kill.faults for kill in kills],
                "faults": stats["faults"],
                "bulk_calls": stats["bulk_calls"],
                "calls": stats["calls"], "lookups": stats["lookups"],

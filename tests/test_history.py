@@ -16,8 +16,10 @@ import pytest
 
 from bulkpost.activity import Activity
 from bulkpost.errors import HistoryLocked, ResultsWriteError, UsageError
-from bulkpost.history import History, history_key, import_results
-from bulkpost.results import ResultsLog, RowOutcome
+from bulkpost.history import History, history_key
+from bulkpost.history_import import import_results
+from bulkpost.outcomes import RowOutcome
+from bulkpost.results import ResultsLog
 from bulkpost.resume import Status
 from tests.conftest import ROOT, cli_command, cli_env, read_results, run_cli, write_csv
 

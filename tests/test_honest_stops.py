@@ -131,7 +131,7 @@ def test_a_file_that_is_not_utf8_at_all_suggests_an_encoding(tmp_path: Path) -> 
     assert result.code == 1, result.stderr
     assert result.summary["invalid"] == 3 and result.summary["posted"] == 0
     assert "try --encoding cp1252" in result.stderr
-    # The results file names the column, as the README says.
+    # The results file names the column, as docs/RESULTS.md says.
     recorded = read_results(tmp_path / "r.csv")
     assert {r["error_type"] for r in recorded.values()} == {"note"}
 

@@ -16,22 +16,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bulkpost.calibration import Reading, calibrate, probe_rule, steady
 from bulkpost.dialect import DIALECTS, Dialect, render_activity
 from bulkpost.dialect import page as dialect_page
 from bulkpost.reconcile import (
     Fingerprint,
     FoundActivity,
     Page,
-    Reading,
     Scan,
     SendWindow,
-    calibrate,
     matches,
     offset_of,
     parse_activities,
     pick,
-    probe_rule,
-    steady,
     timeless_hash,
 )
 from bulkpost.sandbox import activity_setting

@@ -26,8 +26,9 @@ from bulkpost.activity import RowMapper
 from bulkpost.errors import InputError, ResultsLocked
 from bulkpost.locking import lock_beside, release
 from bulkpost.mapping import parse_mapping
+from bulkpost.outcomes import HEADER
 from bulkpost.report import ProblemGroups, _check_encodes, fold
-from bulkpost.results import HEADER, ResultsLog
+from bulkpost.results import ResultsLog
 from tests.conftest import ROOT, cli_command, cli_env, run_cli
 
 MAPPING = """

@@ -1,4 +1,5 @@
-"""The results log: append, reload, torn lines, compaction, the lock, write failures."""
+"""The results log: append, reload, torn lines, compaction, the lock, write failures; its
+line format and its in-memory row index."""
 
 from __future__ import annotations
 
@@ -14,15 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkpost.errors import ResultsLocked, ResultsWriteError, UsageError
-from bulkpost.results import (
-    HEADER,
-    ResultsLog,
-    RowOutcome,
-    format_line,
-    parse_line,
-    read_outcomes,
-)
+from bulkpost.outcomes import HEADER, RowOutcome, format_line, parse_line, read_outcomes
+from bulkpost.results import ResultsLog
 from bulkpost.resume import Previous, Status, key_digest
+from bulkpost.row_index import RowIndex
 
 
 def _log(path: Path) -> ResultsLog:
@@ -127,6 +123,26 @@ def test_reload_reads_plain_and_quoted_lines_alike_and_skips_malformed_ones(
     fast = again.last_outcome(1)
     assert fast is not None and fast.activity_id == "id-1"
     again.close()
+
+
+def test_the_row_index_replays_whole_lines_and_stops_at_a_torn_one() -> None:
+    at = "2026-01-01T00:00:00Z"
+    lines = [
+        format_line(RowOutcome(2, "k2", Status.POSTED, activity_id="id-2",
+                               content_hash="ab" * 8, updated_at=at)),
+        b"not,a,results,line\n",
+        format_line(RowOutcome(1, "k,1", Status.FAILED, error='x "y"', updated_at=at)),
+        b"3,k3,pos",  # torn: no line break
+    ]
+    index = RowIndex()
+    end, malformed = index.replay(lines, 100)
+    assert (end, malformed) == (100 + sum(len(line) for line in lines[:3]), 1)
+    assert index.previous(2) == Previous(Status.POSTED, "ab" * 8, key_digest("k2"))
+    assert index.previous(1) == Previous(Status.FAILED, "", key_digest("k,1"))
+    assert index.previous(3) is None and index.line_offset(3) is None
+    assert list(index.line_offsets()) == [100 + len(lines[0]) + len(lines[1]), 100]
+    assert index.holds("id-2") and index.last_posted_row() == 2
+    assert index.counts()[Status.FAILED] == 1
 
 
 def test_an_activity_is_held_by_the_row_posted_with_it_whatever_its_content(
@@ -236,3 +252,18 @@ def test_unwritable_results_file_stops_sending(tmp_path: Path) -> None:
     with pytest.raises(ResultsWriteError, match="cannot write"):
         log.record(RowOutcome(1, "", Status.POSTED))
     log.close()
+
+
+def test_a_quoted_line_with_a_fingerprint_that_is_not_hex_counts_as_torn(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    good = format_line(RowOutcome(5, "k5", Status.POSTED, activity_id="a5",
+                                  content_hash="00000000000000aa")).decode()
+    path.write_text(",".join(HEADER) + "\n" + good + '6,"k,6",posted,,,,,1,x,zz\n')
+    log = ResultsLog(path).open()
+    try:
+        assert log.torn_lines == 1
+        assert log.previous(6) is None
+        previous = log.previous(5)
+        assert previous is not None and previous.status is Status.POSTED
+    finally:
+        log.close()

@@ -11,26 +11,22 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bulkpost.client import (
-    ACTIVITY_DETAILS_PATH,
-    BULK_BY_ID_PATH,
-    CREATE_PATH,
-    RETRIEVE_PATH,
-)
 from bulkpost.dialect import CHOICES, DIALECTS, Dialect, page, parse_dialect, shown_value
 from bulkpost.errors import UsageError
+from bulkpost.ratelimit import parse_rate
 from bulkpost.sandbox import (
     CATALOG,
     DEFAULT_ACCESS_KEY,
     DEFAULT_SECRET_KEY,
     FAULT_KINDS,
     LOOKUP_FAULTS,
-    Sandbox,
+    draw_fate,
     parse_altered,
     parse_faults,
     parse_latency,
     parse_tail,
 )
+from bulkpost.sandbox.paths import ACTIVITY_DETAILS, BULK_BY_LEAD_ID, CREATE, RETRIEVE
 from tests.conftest import cli_command, cli_env, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -45,7 +41,7 @@ async def _post(url: str, body: Any, headers: dict[str, str] | None = None,
                 query: str = "", raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as session:
         data = raw if raw is not None else json.dumps(body).encode()
-        async with session.post(f"{url}/v2/ProspectActivity.svc/Create{query}", data=data,
+        async with session.post(f"{url}{CREATE}{query}", data=data,
                                 headers={"Content-Type": "application/json",
                                          **(HEADERS if headers is None else headers)}) as resp:
             text = await resp.text()
@@ -146,19 +142,8 @@ def test_arrival_delay_comes_before_the_window_and_the_ledger_keeps_the_arrival(
 
 
 def test_latency_tail_takes_its_share_of_the_answers() -> None:
-    fake = Sandbox(latency=(0.0, 0.1), latency_tail=(0.25, 3.0), seed=9)
-    delays: list[float] = []
-
-    async def sleep(delay: float) -> None:
-        delays.append(delay)
-
-    async def draw() -> None:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(asyncio, "sleep", sleep)
-            for _ in range(2000):
-                await fake._latency()
-
-    asyncio.run(draw())
+    delays = [draw_fate(9, "call", n, latency=(0.0, 0.1), tail=(0.25, 3.0)).latency
+              for n in range(2000)]
     tail = [d for d in delays if d > 0.1]
     assert all(0 <= d <= 3.0 for d in delays)
     assert 0.2 < len(tail) / len(delays) < 0.3
@@ -206,14 +191,14 @@ async def _call(url: str, method: str, path: str, body: Any = None,
 
 
 def _create(url: str, body: Any) -> tuple[int, Any]:
-    return asyncio.run(_call(url, "POST", CREATE_PATH, body))
+    return asyncio.run(_call(url, "POST", CREATE, body))
 
 
 def _retrieve(url: str, offset: int = 0, count: int = 25,
               event: int | None = None) -> dict[str, Any]:
     query: dict[str, Any] = {"Paging": {"Offset": str(offset), "RowCount": str(count)},
                              "Parameter": {} if event is None else {"ActivityEvent": event}}
-    status, answer = asyncio.run(_call(url, "POST", RETRIEVE_PATH, query, {"leadId": LEAD}))
+    status, answer = asyncio.run(_call(url, "POST", RETRIEVE, query, {"leadId": LEAD}))
     assert status == 200, answer
     result: dict[str, Any] = answer
     return result
@@ -221,7 +206,7 @@ def _retrieve(url: str, offset: int = 0, count: int = 25,
 
 def _details(url: str, activity_id: str,
              headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    return asyncio.run(_call(url, "GET", ACTIVITY_DETAILS_PATH, query={
+    return asyncio.run(_call(url, "GET", ACTIVITY_DETAILS, query={
         "activityId": activity_id}, headers=headers))
 
 
@@ -300,7 +285,7 @@ def _thirty(server: Any) -> list[str]:
     """30 activities on one lead, one by one; their Ids newest first."""
     async def create() -> None:
         for number in range(30):
-            status, _ = await _call(server.url, "POST", CREATE_PATH,
+            status, _ = await _call(server.url, "POST", CREATE,
                                     {**GOOD, "ActivityNote": f"n{number}"})
             assert status == 200
     asyncio.run(create())
@@ -516,7 +501,7 @@ def test_page_is_a_pure_function_of_the_rule() -> None:
 # -- faults: counted when they strike; every configured kind strikes early -----------------
 def _bulk(url: str, count: int) -> tuple[int, Any]:
     items = [{**GOOD, "ActivityNote": f"b{n}"} for n in range(count)]
-    return asyncio.run(_call(url, "POST", BULK_BY_ID_PATH, items))
+    return asyncio.run(_call(url, "POST", BULK_BY_LEAD_ID, items))
 
 
 def test_faults_are_counted_when_they_take_effect(make_sandbox: Any) -> None:
@@ -548,10 +533,10 @@ def test_every_configured_kind_takes_effect_within_the_first_calls(make_sandbox:
 
         async def calls() -> list[int]:
             query = {"Paging": {"Offset": "0", "RowCount": "25"}}
-            statuses = [(await _call(server.url, "POST", RETRIEVE_PATH, query,
+            statuses = [(await _call(server.url, "POST", RETRIEVE, query,
                                      {"leadId": LEAD}))[0]]
             for _ in range(9):
-                statuses.append((await _call(server.url, "POST", CREATE_PATH, GOOD))[0])
+                statuses.append((await _call(server.url, "POST", CREATE, GOOD))[0])
             return statuses
 
         statuses = asyncio.run(calls())
@@ -568,13 +553,69 @@ def test_a_lookup_is_struck_only_by_faults_that_strike_before_creating(
         make_sandbox: Any) -> None:
     after = [k for k in FAULT_KINDS if k not in LOOKUP_FAULTS]
     server = make_sandbox(faults={**dict.fromkeys(after, 0.1), "html": 0.1}, seed=11)
-    statuses = [asyncio.run(_call(server.url, "GET", ACTIVITY_DETAILS_PATH,
+    statuses = [asyncio.run(_call(server.url, "GET", ACTIVITY_DETAILS,
                                   query={"activityId": "x"}))[0] for _ in range(30)]
     faults = server.stats()["faults"]
     assert statuses[0] == 502 and faults["html"] == statuses.count(502) >= 1
     assert all(faults[k] == 0 for k in after)
     assert set(statuses) <= {500, 502}
     assert server.stats()["details"] == statuses.count(500)
+
+
+# -- fates: each call's own seeded stream, so that a seed replays a run -------------------
+def _drive(server: Any) -> list[tuple[int, Any]]:
+    """Thirty calls, one after the other: creates (some identical), look-ups, bulk calls."""
+    async def calls() -> list[tuple[int, Any]]:
+        answers = []
+        for n in range(30):
+            if n % 6 == 5:
+                answers.append(await _call(server.url, "POST", RETRIEVE, {
+                    "Paging": {"Offset": "0", "RowCount": "25"}}, {"leadId": LEAD}))
+            elif n % 8 == 7:
+                answers.append(await _call(server.url, "POST", BULK_BY_LEAD_ID, [
+                    {**GOOD, "ActivityNote": f"b{n}-{item}"} for item in range(3)]))
+            else:
+                answers.append(await _call(server.url, "POST", CREATE,
+                                           {**GOOD, "ActivityNote": f"n{n % 4}"}))
+        return answers
+
+    return asyncio.run(calls())
+
+
+def test_a_seed_replays_the_fates_and_the_fault_counts(make_sandbox: Any) -> None:
+    def run(seed: int) -> tuple[list[tuple[int, Any]], list[str], dict[str, int]]:
+        server = make_sandbox(faults=dict.fromkeys(FAULT_KINDS, 0.06), seed=seed,
+                              slow_seconds=0.01, bulk_rate=parse_rate("100/1s"),
+                              latency=(0.0, 0.002))
+        answers = _drive(server)
+        return answers, [e["Id"] for e in server.ledger()], server.stats()["faults"]
+
+    first, again, other = run(5), run(5), run(6)
+    assert first == again  # every answer, every Id created, every fault
+    answers, ids, faults = first
+    assert all(count >= 1 for count in faults.values())  # every kind owed, and struck
+    assert len(set(ids)) == len(ids) and sum(faults.values()) > len(FAULT_KINDS)
+    assert other[1] != ids and [a[0] for a in other[0]] != [a[0] for a in answers]
+
+
+def test_a_calls_fate_is_its_own_whatever_came_before(make_sandbox: Any) -> None:
+    """Concurrent calls arrive in any order: that changes no call's fate."""
+    bodies = [{**GOOD, "ActivityNote": f"n{n}"} for n in range(12)]
+
+    def ids(order: list[int]) -> dict[str, str]:
+        server = make_sandbox(seed=8)
+        for n in order:
+            assert _create(server.url, bodies[n])[0] == 200
+        return {e["ActivityNote"]: e["Id"] for e in server.ledger()}
+
+    assert ids(list(range(12))) == ids(list(range(11, -1, -1)))
+    fate = draw_fate(8, "call", 0, arrival=(0.1, 0.2), latency=(0.0, 1.0))
+    same = draw_fate(8, "call", 0, arrival=(0.1, 0.2), latency=(0.0, 1.0))
+    assert (fate.arrival, fate.latency, fate.draw, fate.new_id()) == (
+        same.arrival, same.latency, same.draw, same.new_id())
+    assert 0.1 <= fate.arrival <= 0.2 and 0 <= fate.draw < 1
+    assert draw_fate(8, "call", 1).draw != fate.draw  # the next identical call: its own
+    assert draw_fate(9, "call", 0).draw != fate.draw
 
 
 def test_cli_sandbox_announces_its_dialect() -> None:

@@ -14,16 +14,10 @@ from aiohttp import web
 
 from bulkpost.activity import Activity, FieldRule, content_hash
 from bulkpost.mapping import parse_mapping
-from bulkpost.results import HEADER, RowOutcome, format_line
+from bulkpost.outcomes import HEADER, RowOutcome, format_line
+from bulkpost.readback import Difference, FieldInfo, differences, field_infos, parse_details
 from bulkpost.resume import Status
-from bulkpost.verify import (
-    Difference,
-    FieldInfo,
-    choose_posted,
-    differences,
-    field_infos,
-    parse_details,
-)
+from bulkpost.verify import choose_posted
 from tests.conftest import read_results, run_cli, write_csv
 
 ID = "5a8f7c2e-1b3d-4e6f-9a0b-1c2d3e4f5a6b"

@@ -1,0 +1,54 @@
+"""What every command shares: option callbacks and help texts, the JSON line on stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bulkpost.errors import UsageError
+from bulkpost.ratelimit import RateSpec, parse_rate
+
+
+def rate_option(_ctx: click.Context, _param: click.Parameter, value: str) -> RateSpec:
+    try:
+        return parse_rate(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+
+
+def emit(data: dict[str, Any]) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False))
+
+
+def write_summary(path: Path | None, data: dict[str, Any]) -> None:
+    """Write the final summary for an orchestrator: whole or not at all (atomic replace)."""
+    if path is None:
+        return
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, ensure_ascii=False, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        click.echo(f"bulkpost: error: cannot write --summary-json {path}: {exc.strerror}",
+                   err=True)
+
+
+# Examples without a hyphen: help text wraps at hyphens, and a name cut in two misleads.
+HOST_HELP = ("API host of your account's region, as a name or a URL: api.leadsquared.com "
+              "or https://api.leadsquared.com (a name means https://; http:// only for "
+              "loopback, as the sandbox).")
+ENCODING_HELP = "Encoding of a CSV input, e.g. cp1252 for Excel exports."
+LOG_LEVEL_HELP = "Least severe log lines shown; debug shows every retry."

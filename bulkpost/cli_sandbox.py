@@ -1,0 +1,130 @@
+"""``bulkpost sandbox``: the bundled fake LeadSquared on 127.0.0.1, and what it announces."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+
+import click
+
+from bulkpost.cli_common import (
+    emit,
+    rate_option,
+)
+from bulkpost.errors import BulkpostError, UsageError
+from bulkpost.ratelimit import RateSpec
+
+
+def _sandbox_announcement(url: str, demo_keys: tuple[str, str] | None) -> str:
+    """The sandbox's start-up lines for stderr: where it listens, the keys it accepts.
+
+    ``demo_keys`` (access, secret) are printed: they are the sandbox's, no one's secret.
+    Keys given on the command line (``demo_keys`` None) never are.
+    """
+    lines = [f"bulkpost sandbox: listening on {url} (loopback only; Ctrl-C stops it)"]
+    if demo_keys is None:
+        lines += ["it accepts the custom keys given by --access-key/--secret-key (not shown);",
+                  "to use it, set LSQ_ACCESS_KEY and LSQ_SECRET_KEY to them, and:"]
+    else:
+        access, secret = demo_keys
+        lines += [f"it accepts the demo keys {access} / {secret}; to use it:",
+                  f"  export LSQ_ACCESS_KEY={access} LSQ_SECRET_KEY={secret}"]
+    lines.append(f"  export LSQ_HOST={url}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Loopback address to serve on: 127.0.0.1, ::1 or localhost.")
+@click.option("--port", default=8750, show_default=True, help="0 picks a free port.")
+@click.option("--rate", default="25/5s", callback=rate_option, show_default=True,
+              help="Most calls per access key in any window (a strict sliding window): N/Ts.")
+@click.option("--bulk-rate", default="1/5s", callback=rate_option, show_default=True,
+              help="The bulk endpoints' own limit.")
+@click.option("--latency", default="0.05:0.2", show_default=True,
+              help="Answer latency A:B seconds, uniform.")
+@click.option("--latency-tail", default="0:0", show_default=True,
+              help="P:MAX: a share P of the answers takes B..MAX seconds instead.")
+@click.option("--arrival-latency", default="0", show_default=True,
+              help="A:B seconds each request travels before the server counts it.")
+@click.option("--faults", default="", help="KIND:P,… e.g. 500-before:0.05,html:0.02")
+@click.option("--slow-seconds", default=5.0, show_default=True,
+              help="Extra latency of the 'slow' fault.")
+@click.option("--seed", default=None, type=int, help="Seed for latency and faults.")
+@click.option("--ledger", metavar="FILE", type=click.Path(path_type=Path),
+              help="Append every created activity to this JSON-lines file.")
+# The defaults are bulkpost.sandbox.DEFAULT_ACCESS_KEY/DEFAULT_SECRET_KEY (tests/test_help.py
+# holds the two together); spelled out so that -h does not import the server.
+@click.option("--access-key", default=None,
+              help="The access key it accepts  [default: demo-access-key]")
+@click.option("--secret-key", default=None,
+              help="The secret key it accepts  [default: demo-secret-key]")
+@click.option("--dialect", "dialect_spec", default="classic", show_default=True,
+              metavar="SPEC",
+              help="How look-ups answer: a preset, a preset with KEY=VALUE overrides "
+                   "(captured,offset=pages0) or overrides of classic. "
+                   "Presets: classic, captured, arrival, pages. Keys: "
+                   "fields=data|activity-fields|data-list, entities=true|false, "
+                   "created_on=posted|arrival, offset=rows|pages0|pages1, "
+                   "record_count=total|page, typed=true|false.")
+@click.option("--alter-stored", default="", metavar="FIELDS",
+              help="SchemaNames (mx_Custom_2,mx_Custom_3) stored as the first half of the "
+                   "value sent, to test reading back.")
+def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec, latency: str,
+            latency_tail: str,
+            arrival_latency: str, faults: str,
+            slow_seconds: float, seed: int | None, ledger: Path | None,
+            access_key: str | None, secret_key: str | None, dialect_spec: str,
+            alter_stored: str) -> None:
+    """Serve a LeadSquared look-alike on loopback for demos and tests.
+
+    It accepts the keys demo-access-key / demo-secret-key (unless --access-key and
+    --secret-key say otherwise). When ready it prints {"sandbox": URL} on stdout, and on
+    stderr the URL and the keys to export; Ctrl-C stops it.
+
+    \b
+    Example (then, in another shell, the export lines it prints, and bulkpost run):
+      bulkpost sandbox --port 0 --faults 500-before:0.05,html:0.02 --seed 1
+    """
+    from bulkpost.client import is_loopback
+    from bulkpost.dialect import parse_dialect
+    from bulkpost.sandbox import (
+        DEFAULT_ACCESS_KEY,
+        DEFAULT_SECRET_KEY,
+        Sandbox,
+        parse_altered,
+        parse_faults,
+        parse_latency,
+        parse_tail,
+        serve,
+    )
+
+    try:
+        if not is_loopback(host):
+            raise UsageError("the sandbox serves on loopback only (127.0.0.1, ::1, localhost)")
+        fake = Sandbox(rate=rate, bulk_rate=bulk_rate, latency=parse_latency(latency),
+                       latency_tail=parse_tail(latency_tail),
+                       arrival=parse_latency(arrival_latency, "--arrival-latency"),
+                       faults=parse_faults(faults),
+                       seed=seed, ledger=ledger, slow_seconds=slow_seconds,
+                       keys={access_key or DEFAULT_ACCESS_KEY: secret_key or DEFAULT_SECRET_KEY},
+                       dialect=parse_dialect(dialect_spec),
+                       altered=parse_altered(alter_stored))
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+    demo_keys = (None if access_key is not None or secret_key is not None
+                 else (DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY))
+
+    def announce(url: str) -> None:
+        emit({"sandbox": url, "rate": str(rate), "faults": faults, "seed": fake.seed,
+               "dialect": fake.dialect.name})
+        sys.stdout.flush()
+        click.echo(_sandbox_announcement(url, demo_keys), err=True)
+        sys.stderr.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(fake, host, port, announce))

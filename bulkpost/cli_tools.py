@@ -1,0 +1,210 @@
+"""``bulkpost check``, ``report`` and ``verify``: look at a mapping, a results file, the CRM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from bulkpost import logs
+from bulkpost.cli_common import (
+    ENCODING_HELP,
+    HOST_HELP,
+    LOG_LEVEL_HELP,
+    emit,
+    rate_option,
+)
+from bulkpost.client import Credentials, check_host, checked_key
+from bulkpost.errors import BulkpostError, UsageError
+from bulkpost.mapping import load_mapping
+from bulkpost.outputs import check_output
+from bulkpost.progress import Progress
+from bulkpost.ratelimit import RateSpec
+from bulkpost.report import build_report, export_failures
+
+
+@click.command()
+@click.option("--mapping", "mapping_path", required=True, metavar="FILE",
+              type=click.Path(path_type=Path),
+              help="TOML file mapping input columns to the activity.")
+@click.option("--input", "input_path", metavar="FILE", type=click.Path(path_type=Path),
+              help="Also check the input's columns, and the types of its event codes.")
+@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True, metavar="HOST",
+              help=HOST_HELP)
+@click.option("--encoding", default="utf-8", show_default=True, help=ENCODING_HELP)
+@click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")
+def check(mapping_path: Path, input_path: Path | None, host: str, encoding: str,
+          delimiter: str | None) -> None:
+    """Check the keys, the host and the mapping against the activity types' schemas.
+
+    The preflight of a run, alone: sends no activity. Keys come from LSQ_ACCESS_KEY and
+    LSQ_SECRET_KEY.
+
+    \b
+    Example:
+      bulkpost check --mapping mapping.toml --input activities.csv \\
+          --host api-in21.leadsquared.com
+    """
+    from bulkpost.preflight import check_mapping
+
+    logs.register_secret(os.environ.get("LSQ_SECRET_KEY", ""),
+                         os.environ.get("LSQ_ACCESS_KEY", ""))
+    logs.configure("auto", "warning")
+    try:
+        mapping = load_mapping(mapping_path)
+        if input_path is not None:
+            from bulkpost.mapping import check_columns
+            from bulkpost.source import input_columns
+
+            check_columns(mapping, input_columns(input_path, encoding=encoding,
+                                                 delimiter=delimiter), str(input_path))
+        if not host:
+            raise UsageError("--host (or LSQ_HOST) is required to read the schemas")
+        environ = os.environ
+        credentials = Credentials(checked_key("LSQ_ACCESS_KEY", environ.get("LSQ_ACCESS_KEY", "")),
+                                  checked_key("LSQ_SECRET_KEY", environ.get("LSQ_SECRET_KEY", "")))
+        lines = asyncio.run(check_mapping(mapping, input_path, check_host(host), credentials,
+                                          encoding=encoding, delimiter=delimiter))
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo("\n".join(lines))
+    click.echo("the mapping fits: ok")
+
+
+@click.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path),
+              metavar="FILE", help="The input the results belong to (for --failures).")
+@click.option("--failures", type=click.Path(path_type=Path), metavar="FILE",
+              help="Write the rows not posted, with their columns plus status and error, "
+                   "in the input's encoding and delimiter (Parquet: a UTF-8 CSV).")
+@click.option("--encoding", default="utf-8", show_default=True,
+              help="Encoding of a CSV input, as given to run (e.g. cp1252).")
+@click.option("--delimiter", default=None,
+              help="CSV delimiter, as given to run (default: sniffed from the header).")
+@click.option("--top", default=10, show_default=True, help="How many error kinds to list.")
+def report(results: Path, input_path: Path | None, failures: Path | None, encoding: str,
+           delimiter: str | None, top: int) -> None:
+    """Counts by status and the most common errors of a RESULTS file.
+
+    \b
+    Example (the report, then the rows not posted to a file, to fix and load again):
+      bulkpost report results.csv
+      bulkpost report results.csv --input activities.csv --failures to-fix.csv
+    """
+    written = None
+    try:
+        if failures is not None:
+            if input_path is None:
+                raise UsageError("--failures needs --input (the file the results belong to)")
+            check_output(failures, "--failures")
+            for path, what in ((input_path, "the input"), (results, "the results file")):
+                if failures.exists() and failures.samefile(path):
+                    raise UsageError(f"--failures {failures} is {what}: give a new file")
+            # Before the report: an input that does not decode stops here, nothing printed.
+            try:
+                written = export_failures(results, input_path, failures, encoding=encoding,
+                                          delimiter=delimiter)
+            except OSError as exc:
+                raise UsageError(f"--failures {failures}: cannot write it: "
+                                 f"{exc.strerror}") from None
+        click.echo(build_report(results).render(top))
+        if written is not None:
+            click.echo(written.describe(), err=True)
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+@click.command()
+@click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "input_path", required=True, metavar="FILE",
+              type=click.Path(path_type=Path),
+              help="The input the results file was written for.")
+@click.option("--mapping", "mapping_path", required=True, metavar="FILE",
+              type=click.Path(path_type=Path), help="The run's mapping.")
+@click.option("--all", "every", is_flag=True, help="Read back every posted row.")
+@click.option("--sample", default=None, type=click.IntRange(1, None), metavar="N",
+              help="Read back N posted rows chosen at random  [default: 20]")
+@click.option("--seed", default=None, type=click.IntRange(0, None),
+              help="Seed of the sample (printed in the summary), to repeat a check.")
+@click.option("--differences", "differences_path",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one CSV line per difference (row, activity_id, column, field, "
+                   "sent, stored).")
+@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True, metavar="HOST",
+              help=HOST_HELP)
+@click.option("--rate", default="25/5s", callback=rate_option, show_default=True,
+              help="Most calls in any window: N/Ts, from your plan.")
+@click.option("--encoding", default="utf-8", show_default=True, help=ENCODING_HELP)
+@click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")
+@click.option("--no-preflight", is_flag=True,
+              help="As the run: do not read the activity types' schemas (values then "
+                   "compare as strings).")
+@click.option("--decimal-comma", is_flag=True, help="As the run: 12,5 was sent as 12.5.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600),
+              help="Seconds to wait for one answer.")
+@click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
+              show_default=True, help="auto: console on a terminal, JSON lines otherwise.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="warning", show_default=True, help=LOG_LEVEL_HELP)
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: when stderr is a terminal).")
+def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
+           sample: int | None, seed: int | None, differences_path: Path | None, host: str,
+           rate: RateSpec, encoding: str, delimiter: str | None, no_preflight: bool,
+           decimal_comma: bool, timeout: float, log_format: str, log_level: str,
+           progress: bool | None) -> None:
+    """Read posted activities back and compare them with what was sent.
+
+    Exit 0 when every activity read back holds what was sent, 1 when some differ or could
+    not be read, 2 for usage errors, 3 when aborted.
+
+    \b
+    Example (50 posted rows at random, the differences to a file):
+      bulkpost verify results.csv --input activities.csv --mapping mapping.toml \\
+          --host api-in21.leadsquared.com --sample 50 --differences diff.csv
+    """
+    import secrets
+
+    from bulkpost import verify as check
+
+    access = os.environ.get("LSQ_ACCESS_KEY", "")
+    secret = os.environ.get("LSQ_SECRET_KEY", "")
+    logs.register_secret(secret, access)
+    logs.configure(log_format, log_level)
+    try:
+        if every and sample is not None:
+            raise UsageError("give --all or --sample N, not both")
+        check_output(differences_path, "--differences")
+        for path, what in ((results, "results file"), (input_path, "input")):
+            if not path.is_file():
+                raise UsageError(f"{what} {path}: no such file")
+        mapping = load_mapping(mapping_path)
+        if not host:
+            raise UsageError("--host (or LSQ_HOST) is required to read activities back")
+        options = check.VerifyOptions(
+            results=results, input=input_path, mapping=mapping, host=check_host(host),
+            credentials=Credentials(checked_key("LSQ_ACCESS_KEY", access),
+                                    checked_key("LSQ_SECRET_KEY", secret)),
+            rate=rate, sample=None if every else (sample or 20),
+            seed=secrets.randbelow(2**32) if seed is None else seed, encoding=encoding,
+            delimiter=delimiter, preflight=not no_preflight, decimal_comma=decimal_comma,
+            progress=Progress.wanted(sys.stderr) if progress is None else progress,
+            timeout=timeout)
+        summary = asyncio.run(check.verify(options))
+        click.echo(logs.scrub(check.render_report(summary)), err=True)
+        if differences_path is not None:
+            check.write_differences(differences_path, summary.found)
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
+        emit({"error": logs.scrub(str(exc)), "exit_code": exc.exit_code})
+        sys.exit(exc.exit_code)
+    if summary.aborted:
+        click.echo(f"bulkpost: aborted: {logs.scrub(summary.aborted)}", err=True)
+    emit(summary.as_dict())
+    sys.exit(summary.exit_code)

@@ -1,0 +1,222 @@
+"""The feeder: the input read, mapped and planned, a batch at a time, onto the workers' queue.
+
+Owns the one pass over the input. A batch is read and mapped off the event loop
+(``asyncio.to_thread``), with what the history holds of its rows' keys; then each row is
+planned (:func:`bulkpost.planner.decide`) and the plan applied: a row to send goes on the
+bounded queue as a :class:`~bulkpost.delivery.Job`; any other is recorded and counted here.
+The feeder decides nothing itself. The next batch is put once the queue has drained below
+its low-water mark, so memory stays flat whatever the input size.
+
+Before the first row: the activity types' field rules the rows are mapped by
+(:func:`field_rules`, read by the preflight), the progress bar's counts
+(:func:`track_progress`), and :meth:`Feeder.check_same_input`, which refuses a results file
+whose posted rows now hold other content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pyarrow as pa
+import structlog
+
+from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
+from bulkpost.client import LeadSquaredClient
+from bulkpost.delivery import BACKOFF_CAP, Courier, Job
+from bulkpost.dispatch import JobQueue
+from bulkpost.errors import MappingError
+from bulkpost.history import History
+from bulkpost.options import RunOptions
+from bulkpost.planner import Earlier, Plan, PlanOptions, decide, needs_line
+from bulkpost.preflight import event_codes, run_preflight
+from bulkpost.progress import Progress
+from bulkpost.report import ProblemGroups
+from bulkpost.results import ResultsLog
+from bulkpost.resume import Action, Status, other_input, posted_differs
+from bulkpost.source import NOT_UTF8, Source, count_rows, open_source
+from bulkpost.summary import Summary
+
+log = structlog.get_logger("bulkpost")
+
+FieldRules = dict[int, tuple[FieldRule, ...]]
+
+
+class Feeder:
+    """Feeds one run's rows to its workers (or, in a dry run, only counts them)."""
+
+    def __init__(self, options: RunOptions, results: ResultsLog, history: History | None,
+                 courier: Courier | None, summary: Summary, progress: Progress,
+                 problems: ProblemGroups, stopping: asyncio.Event) -> None:
+        self.options = options
+        self.plan_options = PlanOptions(
+            resend_unknown=options.resend_unknown, history=history is not None,
+            on_changed=options.on_changed, dry_run=options.dry_run,
+            key_column=options.mapping.key_column or "", timeout=options.timeout,
+            backoff=options.backoff, backoff_cap=BACKOFF_CAP,
+            max_attempts=options.max_attempts)
+        self._results = results
+        self._history = history
+        self._courier = courier
+        self._summary = summary
+        self._progress = progress
+        self._problems = problems
+        self._stopping = stopping
+
+    async def feed(self, source: Source, queue: JobQueue[Job] | None,
+                   rules: FieldRules | None) -> None:
+        """Every row planned and applied; ``queue`` None: a dry run (rows are counted)."""
+        opts, results = self.options, self._results
+        mapper = RowMapper(opts.mapping, source.utc_columns, source.typed_columns, rules)
+        while not self._stopping.is_set():
+            got = await asyncio.to_thread(self._read_and_map, source, mapper)
+            if queue is not None:
+                await queue.wait_for_room()  # the next batch was read and mapped meanwhile
+            if got is None:
+                if queue is not None:
+                    queue.close()
+                return
+            items, screened = got
+            for item in items:
+                self._summary.rows += 1
+                previous = results.previous(item.row)
+                earlier = screened.get(item.row)
+                courier = self._courier
+                wanted = (courier is not None and not courier.reading.calibrated
+                          and not courier.distrust)
+                line = results.last_outcome(item.row) if needs_line(
+                    item, previous, earlier, self.plan_options, sample_wanted=wanted) else None
+                self._apply(item, decide(item, previous, line, earlier, self.plan_options,
+                                         sample_wanted=wanted), queue)
+
+    def _read_and_map(self, source: Source, mapper: RowMapper
+                      ) -> tuple[list[Activity | InvalidRow], dict[int, Earlier]] | None:
+        """The next batch, mapped, and what the history holds of its rows' keys."""
+        batch = source.next_batch()
+        if batch is None:
+            return None
+        mapped: list[Activity | InvalidRow] = [
+            InvalidRow(row, "", batch.broken_columns.get(row, ""), reason, "")
+            for row, reason in batch.broken]
+        mapped.extend(mapper.map_batch(batch.rows, batch.columns))
+        if batch.broken:  # only then are the rows out of order
+            mapped.sort(key=lambda item: item.row)
+        screened: dict[int, Earlier] = {}
+        if self._history is not None:
+            screened = self._history.screen([i for i in mapped if isinstance(i, Activity)])
+        return mapped, screened
+
+    def _apply(self, item: Activity | InvalidRow, plan: Plan,
+               queue: JobQueue[Job] | None) -> None:
+        """Do what the row's plan says."""
+        summary = self._summary
+        if plan.repair:
+            assert self._history is not None and isinstance(item, Activity)
+            self._history.posted(item, plan.repair)
+        if plan.other_claim:
+            log.info("key sent by a run that stopped, with other content: sending this row",
+                     row=item.row, run_of_the_other=plan.other_claim)
+        if plan.changed:
+            summary.changed += 1
+        if plan.sends:
+            assert isinstance(item, Activity)
+            if queue is None:
+                summary.to_send += 1
+                self._progress.done()
+            else:
+                queue.put(Job(item, plan.previous, reconcile_first=plan.action
+                              is Action.RECONCILE, window=plan.window))
+            return
+        assert plan.counted is not None
+        if plan.record is not None:
+            self._results.record(plan.record)
+        if plan.problem is not None:
+            column, reason = plan.problem
+            self._problems.add(column, reason, item.row)
+            if plan.action is Action.RECORD_INVALID and NOT_UTF8 in reason:
+                summary.undecodable += 1
+        summary.count(plan.counted)
+        self._progress.done(passed_over=plan.passed_over)
+        if plan.sample is not None and self._courier is not None:
+            assert isinstance(item, Activity)
+            self._courier.offer_sample(item, *plan.sample)
+
+    # -- before the first row ------------------------------------------------------------
+    async def check_same_input(self, rules: FieldRules | None) -> None:
+        """Refuse, before any call, a results file whose posted rows now hold other
+        content: those rows would be skipped, never sent (another input, or the same file
+        edited where it was posted). One read of the input up to the last posted row; a
+        stream that can be read once only is checked row by row as it is planned."""
+        last = self._results.last_posted_row()
+        if not last or isinstance(self.options.input, pa.RecordBatchReader):
+            return
+        differ = await asyncio.to_thread(self._posted_differing, rules, last)
+        if differ:
+            raise other_input(differ)
+
+    def _posted_differing(self, rules: FieldRules | None, last: int) -> list[int]:
+        """The first rows (up to six) up to ``last`` recorded posted with other content."""
+        opts, results = self.options, self._results
+        source = open_source(opts.input, opts.mapping.used_columns(), encoding=opts.encoding,
+                             delimiter=opts.delimiter)
+        mapper = RowMapper(opts.mapping, source.utc_columns, source.typed_columns, rules)
+        differ: list[int] = []
+        while len(differ) < 6 and (batch := source.next_batch()) is not None:
+            items: list[Activity | InvalidRow] = [
+                InvalidRow(row, "", "", reason, "") for row, reason in batch.broken]
+            items.extend(mapper.map_batch(batch.rows, batch.columns))
+            differ.extend(item.row for item in items
+                          if item.row <= last and posted_differs(item, results.previous(item.row)))
+            if batch.rows and batch.rows[-1] >= last:
+                break
+        return sorted(differ)[:6]
+
+
+async def field_rules(options: RunOptions, courier: Courier | None,
+                      client: LeadSquaredClient | None) -> FieldRules | None:
+    """The field rules per event code, or None when the schemas are not read (they are
+    read through ``courier``, which learns the fields' kinds for its look-ups)."""
+    opts = options
+    if not opts.preflight or client is None or courier is None:
+        if opts.mapping.display_names:
+            raise MappingError(
+                f"{opts.mapping.source}: fields given by display name "
+                f"({', '.join(map(repr, opts.mapping.display_names))}) need the activity "
+                "type's schema: give --host and the keys (and no --no-preflight), or use "
+                "SchemaNames")
+        if opts.dry_run and opts.preflight:
+            log.warning("no --host or keys: the dry run checks rows without the activity "
+                        "types' schemas")
+        return None
+    codes = await event_codes(opts.mapping, opts.input, opts.encoding, opts.delimiter)
+    if not codes:
+        if opts.mapping.display_names:
+            raise MappingError(f"{opts.mapping.source}: fields given by display name need "
+                               "the event codes before the run: give a constant event, or "
+                               "an input that can be read twice")
+        return None
+    result = await run_preflight(opts.mapping, courier, client, codes,
+                                 decimal_comma=opts.decimal_comma)
+    courier.kinds = {code: {rule.schema_name: rule.kind for rule in rules}
+                     for code, rules in result.rules.items()}
+    return result.rules
+
+
+def track_progress(progress: Progress, options: RunOptions, source: Source,
+                   results: ResultsLog) -> asyncio.Task[int | None] | None:
+    """Tell the bar the rows finished before (to be passed over) and the input's size;
+    return the task counting the rows of an input that cannot say (cancel it at the end)."""
+    counter = None
+    if options.progress:
+        if source.total_rows is not None:
+            progress.set_total(source.total_rows)
+        else:
+            counter = asyncio.get_running_loop().create_task(asyncio.to_thread(
+                count_rows, options.input, encoding=options.encoding,
+                delimiter=options.delimiter))
+            counter.add_done_callback(
+                lambda t: progress.set_total(t.result()) if not t.cancelled()
+                and t.exception() is None else None)
+    finished = results.counts()
+    progress.resuming(finished[Status.POSTED] + finished[Status.REJECTED]
+                      + finished[Status.SKIPPED])
+    return counter

@@ -1,0 +1,165 @@
+"""A row in flight: what a run knows of it while delivering it, and how its outcome is kept.
+
+Owns what single-row and bulk delivery share: the :class:`Job` a worker takes, the
+:class:`Flight` that follows it through its attempts, the content locks, and the
+:class:`Recorder` that writes what became of the row. Its rules:
+
+- rows with the same content (the content hash without the date-time) are delivered one
+  at a time (:class:`KeyedLocks`), so that two identical rows can never both claim the same
+  activity: each claims only an Id that no other posted row with that content holds;
+- an outcome goes to the results file with the last answer's HTTP status, error and Id
+  unless told otherwise; server text is scrubbed of the keys first. With ``--history`` a
+  posted row's key is made posted there with its Id, a rejected row's key released;
+- a row created as the answer says (not found by a look-up) is offered to calibrate the
+  look-ups, and its first few are kept in ``created`` to be read back (``--verify-first``);
+- a row the run stopped on is ``unknown`` if it may be on the wire or may have been
+  created; ``failed`` (``stopped``) if it was sent and every answer said "not created";
+  else it keeps what an earlier run recorded, or is recorded nowhere (``pending``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from bulkpost.activity import Activity
+from bulkpost.calls import ApiCalls
+from bulkpost.client import Credentials
+from bulkpost.history import History
+from bulkpost.lookups import Lookups
+from bulkpost.outcomes import RowOutcome
+from bulkpost.reconcile import SendWindow
+from bulkpost.response import Classified
+from bulkpost.results import ResultsLog
+from bulkpost.resume import Status
+
+
+@dataclass(slots=True)
+class Job:
+    """A row for a worker: the request, and what the results file said of it before."""
+
+    activity: Activity
+    previous: Status | None = None
+    reconcile_first: bool = False  # an earlier run may have created it
+    window: SendWindow | None = None  # when an earlier run may have sent it
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+@dataclass(slots=True)
+class Flight:
+    """What this run knows of one row while delivering it."""
+
+    job: Job
+    attempts: int = 0
+    last: Classified | None = None
+    marked: bool = False  # this run wrote an ``unknown`` line for the row
+    uncertain: bool = False  # an attempt (this run or earlier) may have created it
+    first_sent: datetime | None = None
+    last_sent: datetime | None = None
+    status: Status | None = None  # recorded by this run
+    counted: bool = False  # in the tally
+
+    def window(self, timeout: float) -> SendWindow | None:
+        if self.first_sent is None or self.last_sent is None:
+            return self.job.window
+        return SendWindow.around(self.first_sent, self.last_sent, timeout).joined(
+            self.job.window)
+
+
+class Recorder:
+    """Records rows' outcomes for one run: in the results file, the history, the tally."""
+
+    def __init__(self, calls: ApiCalls, lookups: Lookups, results: ResultsLog | None,
+                 credentials: Credentials, history: History | None = None) -> None:
+        self._calls = calls
+        self._lookups = lookups
+        self._results = results
+        self._credentials = credentials
+        self._history = history
+        self._timeout = calls.settings.timeout
+        self.created: list[tuple[Activity, str]] = []  # this run's first clear creates
+
+    @property
+    def log(self) -> ResultsLog:
+        """The results file (a courier without one makes look-ups only)."""
+        assert self._results is not None, "this courier only makes look-ups"
+        return self._results
+
+    def record(self, flight: Flight, status: Status, *, activity_id: str = "",
+               error_type: str | None = None, error: str | None = None) -> Status:
+        """Record the outcome; what is not given comes from the last answer."""
+        item, last = flight.job.activity, flight.last
+        if error_type is None:
+            error_type = last.error_type if last else ""
+        if error is None:
+            error = last.error if last else ""
+        if not activity_id and last is not None:
+            activity_id = last.activity_id
+        # Server text goes into the file: make sure it cannot carry the keys.
+        error = self._credentials.scrub(error)
+        self.log.record(RowOutcome(
+            item.row, item.key, status, activity_id=activity_id,
+            http_status=last.http_status if last else None, error_type=error_type,
+            error=error, attempts=flight.attempts, content_hash=item.content_hash))
+        if status is Status.POSTED and error_type != "reconciled" and activity_id:
+            # Created, as the answer says: a row to calibrate look-ups and verify with.
+            self._lookups.offer_sample(item, activity_id, flight.window(self._timeout))
+            if len(self.created) < 64:
+                self.created.append((item, activity_id))
+        if self._history is not None:
+            if status is Status.POSTED:
+                self._history.posted(item, activity_id)
+            elif status is Status.REJECTED:
+                self._history.released(item)
+        flight.status = status
+        return status
+
+    def settle_interrupted(self, flight: Flight, *, cancelled: bool = False,
+                           on_wire: bool | None = None) -> Status | None:
+        """The run stopped while this row was being delivered: say what we know of it.
+
+        ``unknown`` if it may be on the wire; ``failed`` (recorded, error_type ``stopped``)
+        if it was sent this run and every answer said "not created"; its earlier outcome if
+        an earlier run recorded one; else None: never sent, nothing recorded, the row is
+        ``pending`` in the summary as in the results file and the report."""
+        if on_wire is None:
+            on_wire = self._calls.left_on_wire(cancelled)
+        status: Status | None
+        if on_wire or flight.uncertain:
+            # It may have been created and nobody has checked: unknown, for the next run
+            # to reconcile. A row resumed without a new mark keeps its earlier line.
+            status = Status.UNKNOWN if flight.marked else (flight.job.previous or Status.UNKNOWN)
+        elif flight.marked:
+            last = flight.last
+            reason = f"stopped while retrying: {last.error}" if last else "stopped before sending"
+            status = self.record(flight, Status.FAILED, error_type="stopped", error=reason)
+        else:
+            status = flight.job.previous
+        if cancelled and status is not None:
+            self._calls.tally.statuses[status] += 1
+            flight.counted = True
+        flight.status = status
+        return status

@@ -1,0 +1,88 @@
+"""Seeding the history from results files: ``bulkpost history import``.
+
+Before the first run with ``--history``, the results files of earlier loads say what was
+posted. Each file is imported as a run of its own, in file order (a log that was not
+compacted reads right: a file's later lines win over its earlier ones):
+
+- a ``posted`` row's key becomes a posted key, unless another run posted that key (what
+  another run posted is kept);
+- an ``unknown`` or ``failed`` row may have been created: its key and content become a
+  claim, so the next run looks it up before sending it, unless that content is the one the
+  key was posted with;
+- a ``rejected`` row created nothing: it drops only a claim this import made;
+- ``invalid`` and ``skipped`` rows (their key is in some history already), and rows
+  without a key or content hash, are counted as ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bulkpost.history import History
+from bulkpost.history_schema import POSTED, SETTLED, stored_hash
+from bulkpost.outcomes import parse_utc_text, read_outcomes
+from bulkpost.resume import Status
+
+_IMPORT_POSTED = POSTED + " WHERE keys.run = excluded.run"
+_IMPORT_CLAIM = """INSERT INTO claims (key, content_hash, event_code, run, at)
+SELECT ?1, ?2, NULL, ?3, ?4 WHERE NOT EXISTS (
+    SELECT 1 FROM keys WHERE key = ?1 AND content_hash = ?2)
+ON CONFLICT (key, content_hash) DO NOTHING"""
+_IMPORT_SETTLED = "DELETE FROM claims WHERE key = ? AND content_hash = ? AND run = ?"
+_BATCH = 10_000  # statements per transaction
+
+
+def import_results(history: Path, results: Iterable[Path], run_id: str
+                   ) -> list[tuple[Path, dict[str, int]]]:
+    """``bulkpost history import``: every results file into the history, one run each."""
+    done = []
+    for index, path in enumerate(results):
+        store = History(history, f"import-{run_id}-{index + 1}").open()
+        try:
+            done.append((path, import_file(store, path)))
+        finally:
+            store.close()
+    return done
+
+
+def import_file(store: History, path: str | Path) -> dict[str, int]:
+    """Seed ``store`` from one results file, as a run of its own. Returns the lines read,
+    and the keys posted and the claims this import made."""
+    lines = ignored = 0
+    store.register("", str(path))
+    run = store.run_row
+    batch: list[tuple[str, tuple[Any, ...]]] = []
+    for outcome in read_outcomes(path):
+        lines += 1
+        key = outcome.key or outcome.content_hash
+        if len(batch) >= _BATCH:
+            store.commit(batch)
+            batch = []
+        at = _parse_time(outcome.updated_at)
+        content = stored_hash(outcome.content_hash)
+        if not key:
+            ignored += 1
+        elif outcome.status is Status.POSTED and outcome.activity_id:
+            batch.append((_IMPORT_POSTED, (key, outcome.activity_id, None, content, run, at)))
+            batch.append((SETTLED, (key, content)))
+        elif outcome.status in (Status.UNKNOWN, Status.FAILED):
+            batch.append((_IMPORT_CLAIM, (key, content, run, at)))
+        elif outcome.status is Status.REJECTED:
+            batch.append((_IMPORT_SETTLED, (key, content, run)))
+        else:  # invalid, skipped (its key is in some history already)
+            ignored += 1
+    store.commit(batch)
+    posted, claims = store.held_by_run()
+    counts = {"lines": lines, "posted": posted, "to_look_up": claims, "ignored": ignored}
+    store.finish(0, counts["posted"], 0, 0)
+    return counts
+
+
+def _parse_time(text: str) -> int:
+    try:
+        return int(parse_utc_text(text).timestamp())
+    except ValueError:
+        return int(time.time())

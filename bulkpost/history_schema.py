@@ -1,0 +1,106 @@
+"""The history's SQLite database: its tables, the statements a run writes them with, opening it.
+
+Owns the layout every history user shares, so that it is read in one place: the ``meta``,
+``runs``, ``keys`` and ``claims`` tables and the connection's temporary ``seen`` table; the
+schema version (a database of another version is refused, never rewritten); how a content
+hash is stored (its 64 bits as a signed integer, SQLite's); the statements that claim,
+post and settle a key; and how the database is opened: WAL mode, a commit durable when it
+returns (``synchronous = FULL``), transactions begun and committed explicitly. What the
+rows mean, and when each statement runs, is :mod:`bulkpost.history`'s.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from bulkpost.errors import UsageError
+
+SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL UNIQUE,
+    started INTEGER NOT NULL,
+    finished INTEGER,
+    input TEXT NOT NULL DEFAULT '',
+    results TEXT NOT NULL DEFAULT '',
+    exit_code INTEGER,
+    posted INTEGER,
+    skipped INTEGER,
+    changed INTEGER
+);
+-- Posted keys: the activity each holds (the latest, when posted again with new content).
+CREATE TABLE IF NOT EXISTS keys (
+    key TEXT PRIMARY KEY,
+    activity_id TEXT NOT NULL,
+    event_code INTEGER,                -- NULL when imported from a results file
+    content_hash INTEGER NOT NULL,     -- the posted content's 64-bit hash, signed
+    run INTEGER NOT NULL,              -- runs.id of the run that posted it
+    at INTEGER NOT NULL                -- when, in Unix seconds (UTC)
+) WITHOUT ROWID;
+-- Activities held by posted keys, by content: a look-up must not claim another key's.
+CREATE INDEX IF NOT EXISTS keys_by_content ON keys (content_hash);
+-- Claims: a request for this key with this content went out (or may have) and its outcome
+-- is not known yet; one per content, so that no claim hides another.
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT NOT NULL,
+    content_hash INTEGER NOT NULL,
+    event_code INTEGER,
+    run INTEGER NOT NULL,              -- runs.id of the run whose request it was
+    at INTEGER NOT NULL,               -- when its (last) request went out
+    PRIMARY KEY (key, content_hash)
+) WITHOUT ROWID;
+"""
+# This connection's rows so far: each key's first row of the input, and its content.
+_SEEN = """CREATE TEMP TABLE IF NOT EXISTS seen (
+    key TEXT PRIMARY KEY, row INTEGER NOT NULL, content_hash INTEGER NOT NULL
+) WITHOUT ROWID"""
+
+CLAIM = """INSERT INTO claims (key, content_hash, event_code, run, at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (key, content_hash) DO UPDATE SET event_code = excluded.event_code,
+    run = excluded.run, at = excluded.at"""
+POSTED = """INSERT INTO keys (key, activity_id, event_code, content_hash, run, at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET activity_id = excluded.activity_id,
+    event_code = coalesce(excluded.event_code, keys.event_code),
+    content_hash = excluded.content_hash, run = excluded.run, at = excluded.at"""
+# An answer settles the claim of its own content only.
+SETTLED = "DELETE FROM claims WHERE key = ? AND content_hash = ?"
+
+
+def stored_hash(content_hash: str) -> int:
+    """A content hash (16 hex digits; "" for none) as stored: a signed 64-bit integer."""
+    value = int(content_hash, 16) if content_hash else 0
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def hash_text(stored: int) -> str:
+    """A stored content hash as the 16 hex digits of results files."""
+    return f"{stored & ((1 << 64) - 1):016x}"
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """The history at ``path`` (created if need be), its schema checked: a connection in
+    WAL mode with durable commits, to be shared by threads under one lock (transactions are
+    begun and committed explicitly). Raises UsageError for another schema version, and
+    sqlite3.DatabaseError for a file that is not a database."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")  # a commit is on disk when it returns
+        db.execute("PRAGMA cache_size = -32768")  # 32 MiB of pages
+        db.execute("PRAGMA temp_store = FILE")
+        db.executescript(_SCHEMA)
+        version = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        if version is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif version[0] != SCHEMA_VERSION:
+            raise UsageError(f"{path}: history schema {version[0]}, this bulkpost reads "
+                             f"schema {SCHEMA_VERSION}: upgrade bulkpost")
+        db.execute(_SEEN)
+    except BaseException:
+        db.close()
+        raise
+    return db

@@ -1,0 +1,102 @@
+"""A run's options: everything one run needs, as the CLI and the Python API give it.
+
+Owns :class:`RunOptions`, the checks of its values that the CLI's own choices do not make
+(their messages are the Python API's), the sizes derived from them (worker pools,
+connections, the queue's low-water mark), and a run's id (:func:`new_run_id`).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bulkpost.client import Credentials
+from bulkpost.errors import Given, Setting, UsageError
+from bulkpost.mapping import Mapping
+from bulkpost.ratelimit import RateSpec
+from bulkpost.source import InputSource
+
+
+@dataclass(slots=True)
+class RunOptions:
+    """Everything one run needs; the CLI and the Python API both build one."""
+
+    input: InputSource  # a CSV or Parquet path, or Arrow data (the Python API)
+    mapping: Mapping
+    results: Path
+    host: str = ""
+    credentials: Credentials | None = None
+    rate: RateSpec = field(default_factory=lambda: RateSpec(25, 5.0))
+    rate_margin: float | None = None  # seconds; None: 2% of the window
+    workers: int = 0  # 0: enough to keep the limit busy
+    dry_run: bool = False
+    resend_unknown: bool = False
+    encoding: str = "utf-8"
+    delimiter: str | None = None  # None: sniffed from the header line
+    max_attempts: int = 5
+    backoff: float = 1.0
+    timeout: float = 30.0
+    drain_timeout: float = 30.0
+    max_rate_limited: float = 900.0  # seconds of rate limiting without a success
+    progress: bool = False
+    preflight: bool = True  # read the activity types' schemas and check rows against them
+    decimal_comma: bool = False  # accept 12,5 in Number fields (sent as 12.5)
+    run_id: str = ""  # "": a new one (new_run_id)
+    mode: str = "single"  # single | bulk | both: which calls create activities
+    bulk_rate: RateSpec = field(default_factory=lambda: RateSpec(1, 5.0))
+    batch_size: int = 25  # activities per bulk call (1..25)
+    history: Path | None = None  # keys posted by earlier runs, across inputs (SQLite)
+    on_changed: str = "skip"  # skip | post | fail: a key posted before, with other content
+    verify_first: int = 1  # rows sent alone and read back before any other (0: none)
+
+    def __post_init__(self) -> None:
+        # The CLI's choices refuse these values first: the messages are the Python API's.
+        if self.on_changed not in ("skip", "post", "fail"):
+            raise UsageError("{given}: expected skip, post or fail",
+                             given=Given(Setting("on_changed"), self.on_changed))
+        if self.history is not None:
+            self.history = Path(self.history)
+            if self.history.resolve() == Path(self.results).resolve():
+                raise UsageError(f"{self.history}: the history and the results file must be "
+                                 "two files")
+        if self.mode not in ("single", "bulk", "both"):
+            raise UsageError("{given}: expected single, bulk or both",
+                             given=Given(Setting("mode"), self.mode))
+        if not 1 <= self.batch_size <= 25:
+            raise UsageError("{given}: a bulk call takes 1 to 25 activities",
+                             given=Given(Setting("batch_size"), self.batch_size))
+
+    def worker_count(self) -> int:
+        """Single-call workers (0 in bulk mode, where look-ups and re-sends after a look-up
+        are made by the bulk workers themselves, under the single-call limit)."""
+        if self.mode == "bulk":
+            return 0
+        if self.workers > 0:
+            return self.workers
+        # Enough requests in flight to keep the limit busy even at 4 s of latency. Beside
+        # bulk workers, fewer: each holds a row while it waits for a slot, and at the end of
+        # the input those rows would wait there while bulk calls could have taken them.
+        horizon = 2.5 if self.mode == "both" else 4
+        return min(64, max(2, math.ceil(self.rate.per_second * horizon)))
+
+    def bulk_worker_count(self) -> int:
+        """Bulk-call workers: enough to keep the bulk limit busy at 8 s a call."""
+        if self.mode == "single":
+            return 0
+        return min(16, max(2, math.ceil(self.bulk_rate.per_second * 8)))
+
+    def connections(self) -> int:
+        return max(2, self.worker_count() + self.bulk_worker_count())
+
+    def low_water(self) -> int:
+        """How few rows the queue holds before the feeder puts the next mapped batch on it
+        (a whole batch at once: one wake-up per batch, not per row)."""
+        return max(self.worker_count() * 4, self.bulk_worker_count() * self.batch_size * 2)
+
+
+def new_run_id() -> str:
+    """A run's id, for logs and summaries: its UTC start and a random suffix."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)

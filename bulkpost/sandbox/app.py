@@ -1,0 +1,261 @@
+"""The sandbox's HTTP application: its routes, its endpoints, and serving it.
+
+Owns :class:`Sandbox`, which puts the parts together (the gate every call passes, the fault
+schedule and fates, the activity store) and carries each endpoint out: Create; the two bulk
+endpoints ("Post Bulk Activities on Leads", by lead Id and by e-mail with
+``searchBy=EmailAddress`` and ``SearchByValue``: up to 25 items, each validated like a single
+create, answered ``{"Response": [{"RowNumber", "ActivityCreated", "ProspectActivityId" |
+"ExceptionMessage"}, …]}``); the look-ups; and the sandbox's own ``/_sandbox/stats`` and
+``/_sandbox/ledger``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bulkpost.activity import GUID
+from bulkpost.dialect import DIALECTS, Dialect
+from bulkpost.ratelimit import RateSpec
+from bulkpost.sandbox import paths
+from bulkpost.sandbox.faults import Fates, FaultSchedule
+from bulkpost.sandbox.gate import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Gate, error
+from bulkpost.sandbox.stats import Stats
+from bulkpost.sandbox.store import ActivityStore, Watch
+from bulkpost.sandbox.validation import (
+    activity_setting,
+    bulk_item,
+    bulk_problem,
+    create_problem,
+)
+
+
+class Sandbox:
+    """The fake API. ``await start()`` serves it; ``app`` can also be mounted in tests.
+
+    ``seed`` replays a run (None: a random one, shown in the stats).
+    """
+
+    def __init__(self, *, rate: RateSpec | None = None, bulk_rate: RateSpec | None = None,
+                 latency: tuple[float, float] = (0, 0),
+                 latency_tail: tuple[float, float] = (0, 0),
+                 arrival: tuple[float, float] = (0, 0),
+                 faults: dict[str, float] | None = None, seed: int | None = None,
+                 ledger: Path | None = None, slow_seconds: float = 5.0,
+                 keys: dict[str, str] | None = None,
+                 dialect: Dialect = DIALECTS["classic"],
+                 altered: frozenset[str] = frozenset()) -> None:
+        self.rate = rate or RateSpec(25, 5.0)
+        self.bulk_rate = bulk_rate or RateSpec(1, 5.0)
+        self.seed = secrets.randbits(63) if seed is None else seed
+        self.dialect = dialect
+        self.stats = Stats()
+        self.store = ActivityStore(self.stats, dialect=dialect, altered=altered, ledger=ledger)
+        self.gate = Gate(self.stats, keys=keys or {DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY},
+                         rate=self.rate, bulk_rate=self.bulk_rate,
+                         fates=Fates(self.seed, arrival=arrival, latency=latency,
+                                     tail=latency_tail),
+                         schedule=FaultSchedule(faults or {}, self.seed),
+                         slow_seconds=slow_seconds)
+        self.app = web.Application()
+        self.app.router.add_post(paths.CREATE, self._create)
+        self.app.router.add_post(paths.BULK_BY_LEAD_ID, self._bulk)
+        self.app.router.add_post(paths.BULK_BY_LEAD_FIELD, self._bulk)
+        self.app.router.add_post(paths.RETRIEVE, self._retrieve)
+        self.app.router.add_get(paths.ACTIVITY_SETTING, self._activity_setting)
+        self.app.router.add_get(paths.ACTIVITY_DETAILS, self._details)
+        self.app.router.add_get(paths.LEAD_BY_EMAIL, self._lead_by_email)
+        self.app.router.add_get(paths.STATS, self._stats)
+        self.app.router.add_get(paths.LEDGER, self._ledger)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # Tests read and replace these while serving (another client taking the allowance; an
+    # activity that vanished): they are the schedule's and the store's.
+    @property
+    def faults(self) -> dict[str, float]:
+        return self.gate.schedule.probabilities
+
+    @faults.setter
+    def faults(self, probabilities: dict[str, float]) -> None:
+        self.gate.schedule.probabilities = probabilities
+
+    @property
+    def ledger(self) -> list[dict[str, Any]]:
+        return self.store.ledger
+
+    @ledger.setter
+    def ledger(self, entries: list[dict[str, Any]]) -> None:
+        self.store.ledger = entries
+
+    @property
+    def _by_lead(self) -> dict[str, list[dict[str, Any]]]:
+        return self.store.by_lead
+
+    @_by_lead.setter
+    def _by_lead(self, entries: dict[str, list[dict[str, Any]]]) -> None:
+        self.store.by_lead = entries
+
+    def watch_ledger(self, count: int, action: Watch) -> None:
+        """Call ``action`` with the entry that brings the ledger to ``count`` entries, the
+        moment it is stored, before its call is answered (from the serving loop)."""
+        self.store.watch(count, action)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0: any free port); return the base URL."""
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = self._runner.addresses[0][1]
+        self.url = f"http://{host}:{bound}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.store.close()
+
+    def stats_dict(self) -> dict[str, Any]:
+        return {**self.stats.as_dict(), "dialect": self.dialect.name, "seed": self.seed,
+                "rate": str(self.rate), "bulk_rate": str(self.bulk_rate)}
+
+    async def _stats(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.stats_dict())
+
+    async def _ledger(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.store.ledger)
+
+    # -- creating ----------------------------------------------------------------------------
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        admitted = await self.gate.admit(request)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        if request.content_type != "application/json":
+            self.stats.rejected += 1
+            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
+                                    "Content-Type must be application/json")
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            self.stats.rejected += 1
+            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
+                                    "The request body is not JSON")
+        problem = create_problem(body, self.dialect.typed)
+        if problem is not None:
+            self.stats.rejected += 1
+            return self.gate.refuse(admitted, 500, "MXInvalidInputException", problem)
+        activity_id = admitted.fate.new_id()
+        self.store.record(admitted.access_key, activity_id, body, admitted.arrived)
+        failed = await self.gate.after_saving(request, admitted.fault)
+        if failed is not None:
+            return failed
+        return web.json_response({"Status": "Success", "Message": {"Id": activity_id}})
+
+    async def _bulk(self, request: web.Request) -> web.StreamResponse:
+        """"Post Bulk Activities on Leads": by lead Id, or by e-mail (``SearchByValue``)."""
+        admitted = await self.gate.admit(request, bulk=True)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        self.stats.bulk_calls += 1
+        by_email = request.path == paths.BULK_BY_LEAD_FIELD
+        if by_email and request.query.get("searchBy") != "EmailAddress":
+            return self.gate.refuse(admitted, 400, "MXInvalidInputException",
+                                    "searchBy must be EmailAddress")
+        try:
+            items = json.loads(await request.read())
+        except ValueError:
+            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
+                                    "The request body is not JSON")
+        problem = bulk_problem(items)
+        if problem is not None:
+            return self.gate.refuse(admitted, 400, "MXInvalidInputException", problem)
+        answers: list[dict[str, Any]] = []
+        for number, item in enumerate(items, start=1):
+            body = bulk_item(item, by_email)
+            problem = create_problem(body, self.dialect.typed)
+            if problem is not None:
+                self.stats.rejected += 1
+                answers.append({"RowNumber": number, "ActivityCreated": False,
+                                "ExceptionMessage": problem})
+                continue
+            activity_id = admitted.fate.new_id()
+            self.store.record(admitted.access_key, activity_id, body, admitted.arrived,
+                              bulk=True)
+            answers.append({"RowNumber": number, "ActivityCreated": True,
+                            "ProspectActivityId": activity_id})
+        if admitted.fault == "bulk-partial":  # items is not empty: at least one answer goes
+            self.gate.struck(admitted.fault)
+            answers = answers[:len(answers) // 2]
+        failed = await self.gate.after_saving(request, admitted.fault)
+        if failed is not None:
+            return failed
+        return web.json_response({"Response": answers})
+
+    # -- look-ups ----------------------------------------------------------------------------
+    async def _retrieve(self, request: web.Request) -> web.StreamResponse:
+        """"Get Activities of a Lead": newest first, filtered by event, paged."""
+        admitted = await self.gate.admit(request, lookup=True)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        lead_id = request.query.get("leadId", "")
+        try:
+            body = json.loads(await request.read() or b"{}")
+            parameter = body.get("Parameter") or {}
+            paging = body.get("Paging") or {}
+            event = int(parameter["ActivityEvent"]) if "ActivityEvent" in parameter else None
+            offset = int(paging.get("Offset", 0))
+            count = int(paging.get("RowCount", 25))
+        except (ValueError, TypeError, AttributeError, KeyError):
+            return error(500, "MXInvalidInputException", "Invalid Parameter or Paging")
+        if not GUID.fullmatch(lead_id):
+            return error(500, "MXInvalidInputException", f"Invalid leadId: {lead_id}")
+        if not 0 < count <= 25 or offset < 0:
+            return error(500, "MXInvalidInputException", "RowCount must be 1..25")
+        return web.json_response(self.store.activities_page(lead_id, event, offset, count))
+
+    async def _details(self, request: web.Request) -> web.StreamResponse:
+        """"Get Custom Fields of an Activity": every field of its type, as stored."""
+        admitted = await self.gate.admit(request, lookup=True)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        self.stats.details += 1
+        details = self.store.details(request.query.get("activityId", ""), admitted.access_key)
+        if details is None:
+            return error(500, "MXInvalidInputException", "Activity does not exist")
+        return web.json_response(details)
+
+    async def _activity_setting(self, request: web.Request) -> web.StreamResponse:
+        """"Get Activity Type Details" for the sandbox's event codes."""
+        admitted = await self.gate.admit(request, lookup=True)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        code = request.query.get("code", "")
+        setting = activity_setting(int(code)) if code.isdigit() else None
+        if setting is None:
+            return error(500, "MXInvalidInputException", f"Activity event {code} does not exist")
+        return web.json_response(setting)
+
+    async def _lead_by_email(self, request: web.Request) -> web.StreamResponse:
+        """"Get Lead by Email Address": a list with the lead, or an empty list."""
+        admitted = await self.gate.admit(request, lookup=True)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        return web.json_response(self.store.leads_by_email(request.query.get("emailaddress", "")))
+
+
+async def serve(sandbox: Sandbox, host: str, port: int, announce: Any) -> None:
+    """Serve until cancelled (SIGINT/SIGTERM in the CLI); ``announce`` gets the URL."""
+    url = await sandbox.start(host, port)
+    announce(url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sandbox.stop()

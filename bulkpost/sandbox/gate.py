@@ -1,0 +1,204 @@
+"""What every API call of the sandbox passes first, and the faults it plays out over HTTP.
+
+Owns auth (keys in the ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers or the query string,
+401 otherwise), the strict sliding windows per access key (at most N accepted calls in any T
+seconds, 429 with the ``MXAPIRateLimitExceededException`` body beyond; the bulk endpoints
+have their own), each call's fate (:mod:`bulkpost.sandbox.faults`: its arrival delay, the
+request's trip before the window counts it; its answer latency; its fault) and the playing
+out of a fault: those that strike before anything is created here in :meth:`Gate.admit`,
+those that strike once activities are saved in :meth:`Gate.after_saving`. A fault is counted
+in the stats when it takes effect, and only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import NamedTuple
+
+from aiohttp import web
+
+from bulkpost.ratelimit import RateSpec
+from bulkpost.sandbox.faults import (
+    BULK_FAULTS,
+    CREATE_FAULTS,
+    LOOKUP_FAULTS,
+    Fate,
+    Fates,
+    FaultSchedule,
+    call_identity,
+)
+from bulkpost.sandbox.stats import Stats
+
+DEFAULT_ACCESS_KEY = "demo-access-key"
+DEFAULT_SECRET_KEY = "demo-secret-key"
+GATEWAY_PAGE = ("<html><head><title>502 Bad Gateway</title></head><body><center>"
+                "<h1>502 Bad Gateway</h1></center></body></html>")
+_AFTER_SAVING = frozenset({"mx-after", "500-after", "reset-after", "hang-after"})
+
+
+def error(status: int, exception_type: str, message: str) -> web.Response:
+    """The API's error body."""
+    return web.json_response(
+        {"Status": "Error", "ExceptionType": exception_type, "ExceptionMessage": message},
+        status=status)
+
+
+class Admitted(NamedTuple):
+    """A call the gate lets through: whose it is, the fault still to play out (and whether
+    it was owed), its arrival, and its fate (the Ids it creates)."""
+
+    access_key: str
+    fault: str | None
+    arrived: float  # time.time() when the window counted it
+    owed: bool
+    fate: Fate
+
+
+class _Window:
+    """One strict sliding window per access key: every arrival is seen, the accepted ones
+    are limited."""
+
+    __slots__ = ("_accepted", "_arrivals", "most", "rate")
+
+    def __init__(self, rate: RateSpec) -> None:
+        self.rate = rate
+        self.most = 0  # the most calls seen in any window
+        self._arrivals: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque)
+        self._accepted: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque)
+
+    def admits(self, access_key: str, now: float) -> bool:
+        horizon = now - self.rate.period
+        arrivals = self._arrivals[access_key]
+        arrivals.append(now)
+        while arrivals and arrivals[0] <= horizon:
+            arrivals.popleft()
+        self.most = max(self.most, len(arrivals))
+        accepted = self._accepted[access_key]
+        while accepted and accepted[0] <= horizon:
+            accepted.popleft()
+        if len(accepted) >= self.rate.calls:
+            return False
+        accepted.append(now)
+        return True
+
+
+class Gate:
+    """Auth, the windows, fates and faults, for every API call of one sandbox."""
+
+    def __init__(self, stats: Stats, *, keys: dict[str, str], rate: RateSpec,
+                 bulk_rate: RateSpec, fates: Fates, schedule: FaultSchedule,
+                 slow_seconds: float) -> None:
+        self.stats = stats
+        self.keys = keys
+        self.fates = fates
+        self.schedule = schedule
+        self.slow_seconds = slow_seconds
+        self._window = _Window(rate)
+        self._bulk_window = _Window(bulk_rate)
+
+    async def admit(self, request: web.Request, lookup: bool = False,
+                    bulk: bool = False) -> Admitted | web.StreamResponse:
+        """What every endpoint does first: the call's fate, its trip, auth, the window, a
+        fault that strikes before anything is created, the latency.
+
+        Returns what the endpoint needs to carry the call out, or the answer to give now.
+        """
+        body = await request.read()
+        fate = self.fates.of(call_identity(request.method, request.path,
+                                           request.query.items(), body))
+        if fate.arrival > 0:
+            await asyncio.sleep(fate.arrival)  # the trip to the server
+        now = time.monotonic()
+        arrived = time.time()
+        self.stats.calls += 1
+        access_key = self._access_key(request)
+        if access_key is None:
+            self.stats.unauthorized += 1
+            return error(401, "MXUnAuthorizedException", "Invalid access key or secret key")
+        if not self._admits(access_key, now, bulk):
+            return self.rate_limited(bulk=bulk)
+        fault, owed = self.schedule.choose(
+            fate.draw, LOOKUP_FAULTS if lookup else BULK_FAULTS if bulk else CREATE_FAULTS)
+        if fault in LOOKUP_FAULTS:  # these strike here, whatever the call
+            self.struck(fault)
+        if fault == "429-other":
+            return self.rate_limited(429, bulk)
+        if fault == "ratelimit-200":
+            return self.rate_limited(200, bulk)
+        if fault == "reset-before":
+            return self._reset(request)
+        delay = fate.latency + (self.slow_seconds if fault == "slow" else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if fault == "500-before":
+            return web.Response(status=500, text="Internal Server Error")
+        if fault == "html":
+            return web.Response(status=502, text=GATEWAY_PAGE, content_type="text/html")
+        if lookup:
+            self.stats.lookups += 1
+        return Admitted(access_key, None if fault in LOOKUP_FAULTS else fault, arrived, owed,
+                        fate)
+
+    def refuse(self, admitted: Admitted, status: int, exception_type: str,
+               message: str) -> web.Response:
+        """An error that ends a call before its fault could strike: an owed fault stays owed
+        (at the front), so that every configured kind still takes effect early."""
+        if admitted.owed and admitted.fault is not None:
+            self.schedule.give_back(admitted.fault)
+        return error(status, exception_type, message)
+
+    async def after_saving(self, request: web.Request,
+                           fault: str | None) -> web.StreamResponse | None:
+        """Play out a fault that strikes once the activities are saved: the answer to give
+        instead of the real one, or None (``hang-after`` only delays the real one)."""
+        if fault in _AFTER_SAVING:
+            self.struck(fault)
+        if fault == "mx-after":
+            return error(500, "MXUnknownException", "An error occurred after saving")
+        if fault == "500-after":
+            return web.Response(status=500, text="Internal Server Error")
+        if fault == "reset-after":
+            return self._reset(request)
+        if fault == "hang-after":
+            await asyncio.sleep(self.slow_seconds)
+        return None
+
+    def struck(self, fault: str) -> None:
+        """A fault takes effect now: only now is it counted."""
+        self.stats.faults[fault] += 1
+
+    def rate_limited(self, status: int = 429, bulk: bool = False) -> web.Response:
+        self.stats.rate_limited += 1
+        rate = (self._bulk_window if bulk else self._window).rate
+        if bulk:
+            self.stats.bulk_rate_limited += 1
+        return error(status, "MXAPIRateLimitExceededException",
+                     f"API calls exceeded the limit of {rate.calls} in "
+                     f"{rate.period:g} second(s)")
+
+    def _access_key(self, request: web.Request) -> str | None:
+        access = request.headers.get("x-LSQ-AccessKey") or request.query.get("accessKey")
+        secret = request.headers.get("x-LSQ-SecretKey") or request.query.get("secretKey")
+        if access is None or secret is None or self.keys.get(access) != secret:
+            return None
+        return access
+
+    def _admits(self, access_key: str, now: float, bulk: bool) -> bool:
+        window = self._bulk_window if bulk else self._window
+        admitted = window.admits(access_key, now)
+        if bulk:
+            self.stats.max_bulk_in_window = window.most
+        else:
+            self.stats.max_in_window = window.most
+        return admitted
+
+    @staticmethod
+    def _reset(request: web.Request) -> web.Response:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        return web.Response(status=500)

@@ -1,0 +1,36 @@
+"""The sandbox's counters: what ``GET /_sandbox/stats`` serves and tests assert on.
+
+Owns :class:`Stats`: calls, activities created, calls refused (unauthorized, rate-limited,
+rejected), look-ups (``details`` of them custom-field calls), faults by kind as they take
+effect, the most calls seen in any window, when the first and the last creating call arrived,
+and the same for bulk calls. The gate, the endpoints and the store share one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bulkpost.sandbox.faults import FAULT_KINDS
+
+
+@dataclass
+class Stats:
+    calls: int = 0
+    created: int = 0
+    rate_limited: int = 0
+    unauthorized: int = 0
+    rejected: int = 0
+    lookups: int = 0
+    details: int = 0  # "Get Custom Fields of an Activity" calls (counted in lookups too)
+    max_in_window: int = 0
+    bulk_calls: int = 0
+    bulk_rate_limited: int = 0
+    max_bulk_in_window: int = 0
+    faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
+    first_created: float | None = None  # arrival (time.time()) of the first and last
+    last_created: float | None = None   # call that created an activity
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counters as plain data (``faults`` copied)."""
+        return asdict(self)

@@ -1,0 +1,165 @@
+"""What the sandbox's API accepts: its activity types, and the checks of a create. No I/O.
+
+Owns the catalog of activity types ("Get Activity Type Details": a typed type 301 with a
+mandatory, a Number, a Dropdown, a Date and a DateTime field, and duplicate display names;
+every other code in 100..999 with 50 String fields) and the validation a single create and
+each item of a bulk call go through, with the API's messages (typed fields included).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from bulkpost.activity import GUID
+from bulkpost.dialect import canonical_option
+from bulkpost.mapping import CUSTOM_FIELD
+
+MAX_BULK_ITEMS = 25
+API_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+# Typed activity types the sandbox knows; every other event code in 100..999 exists with
+# fifty untyped String fields.
+CATALOG: dict[int, dict[str, Any]] = {
+    301: {"DisplayName": "Order", "Fields": [
+        {"SchemaName": "mx_Custom_1", "DisplayName": "Order No", "DataType": "String",
+         "IsMandatory": True, "MaxFieldLength": 12},
+        {"SchemaName": "mx_Custom_2", "DisplayName": "Amount", "DataType": "Number"},
+        {"SchemaName": "mx_Custom_3", "DisplayName": "Channel", "DataType": "Dropdown",
+         "OptionSet": json.dumps([{"Value": v, "Text": v} for v in ("Web", "Phone", "Store")])},
+        {"SchemaName": "mx_Custom_4", "DisplayName": "Delivery Date", "DataType": "Date"},
+        {"SchemaName": "mx_Custom_5", "DisplayName": "Shipped At", "DataType": "DateTime"},
+        {"SchemaName": "mx_Custom_6", "DisplayName": "Purpose", "DataType": "String"},
+        {"SchemaName": "mx_Custom_7", "DisplayName": "Purpose", "DataType": "String"},
+        {"SchemaName": "mx_Custom_8", "DisplayName": "Remarks", "DataType": "String"},
+    ]},
+}
+
+
+def activity_setting(code: int) -> dict[str, Any] | None:
+    """What "Get Activity Type Details" answers for ``code`` (None: no such type)."""
+    if code in CATALOG:
+        return {"ActivityEventCode": code, **CATALOG[code]}
+    if 100 <= code <= 999:
+        return {"ActivityEventCode": code, "DisplayName": f"Event {code}", "Fields": [
+            {"SchemaName": f"mx_Custom_{n}", "DisplayName": f"Custom {n}", "DataType": "String"}
+            for n in range(1, 51)]}
+    return None
+
+
+def setting_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """The activity type of a stored entry or a valid body (validated, so it exists)."""
+    return activity_setting(int(entry["ActivityEvent"])) or {"DisplayName": "", "Fields": []}
+
+
+def typed_problem(setting: dict[str, Any], name: str, value: str,
+                  any_case: bool = False) -> str | None:
+    """What the API would say of ``value`` for field ``name``, or None when it is fine
+    (``any_case``: a dropdown value may name its option in any case)."""
+    spec = next((f for f in setting["Fields"] if f["SchemaName"] == name), None)
+    if spec is None:
+        return f"Field {name} does not exist in activity type {setting['ActivityEventCode']}"
+    label, kind = spec["DisplayName"], spec["DataType"]
+    if value == "":
+        return f"{label} is mandatory" if spec.get("IsMandatory") else None
+    if kind == "Number" and not _NUMBER.fullmatch(value):
+        return f"{label}: '{value}' is not a number"
+    if kind == "Date" and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return f"{label}: '{value}' is not a date (yyyy-mm-dd)"
+    if kind == "DateTime" and not API_DATETIME.fullmatch(value):
+        return f"{label}: '{value}' is not a date-time (yyyy-mm-dd hh:mm:ss)"
+    if kind == "Dropdown":
+        option = canonical_option(spec, value)
+        if option is None or (option != value and not any_case):
+            return f"{label}: '{value}' is not one of the options"
+    if spec.get("MaxFieldLength") and len(value) > spec["MaxFieldLength"]:
+        return f"{label} is longer than {spec['MaxFieldLength']} characters"
+    return None
+
+
+def _lead_problem(body: dict[str, Any]) -> str | None:
+    lead_id = body.get("RelatedProspectId")
+    if lead_id is not None:
+        if not isinstance(lead_id, str) or not GUID.fullmatch(lead_id):
+            return f"Invalid RelatedProspectId: {lead_id}"
+        if lead_id.startswith("00000000-"):
+            return f"Lead with Id {lead_id} does not exist"
+        return None
+    email = body.get("EmailAddress")
+    if not isinstance(email, str) or "@" not in email:
+        return "RelatedProspectId or EmailAddress is required"
+    return None
+
+
+def _fields_problem(setting: dict[str, Any], fields: list[Any],
+                    any_case: bool) -> str | None:
+    seen: set[str] = set()
+    for item in fields:
+        if not isinstance(item, dict) or not isinstance(item.get("SchemaName"), str):
+            return "Each field needs a SchemaName and a Value"
+        name = item["SchemaName"]
+        if not CUSTOM_FIELD.fullmatch(name):
+            return f"Invalid field SchemaName: {name}"
+        if name in seen:
+            return f"Field {name} given twice"
+        seen.add(name)
+        if not isinstance(item.get("Value"), str):
+            return f"Field {name}: Value must be a string"
+        problem = typed_problem(setting, name, item["Value"], any_case)
+        if problem is not None:
+            return problem
+    for spec in setting["Fields"]:
+        if spec.get("IsMandatory") and spec["SchemaName"] not in seen:
+            return f"Mandatory field {spec['DisplayName']} is missing"
+    return None
+
+
+def create_problem(body: Any, any_case: bool = False) -> str | None:
+    """What the API would say of a create's ``body``, or None when it would create it
+    (``any_case``: a dropdown value may name its option in any case)."""
+    if not isinstance(body, dict):
+        return "The request body must be a JSON object"
+    problem = _lead_problem(body)
+    if problem is not None:
+        return problem
+    event = body.get("ActivityEvent")
+    if not isinstance(event, int) or isinstance(event, bool):
+        return "ActivityEvent is required and must be an integer"
+    setting = activity_setting(event)
+    if setting is None:
+        return f"Activity event {event} does not exist"
+    if not isinstance(body.get("ActivityNote", ""), str):
+        return "ActivityNote must be a string"
+    when = body.get("ActivityDateTime")
+    if when is not None and (not isinstance(when, str) or not API_DATETIME.fullmatch(when)):
+        return f"Invalid ActivityDateTime: {when} (expected yyyy-mm-dd hh:mm:ss, UTC)"
+    fields = body.get("Fields", [])
+    if not isinstance(fields, list):
+        return "Fields must be a list"
+    return _fields_problem(setting, fields, any_case)
+
+
+def bulk_item(item: Any, by_email: bool) -> Any:
+    """A bulk item as the single create it stands for: by e-mail, ``SearchByValue`` is the
+    lead's ``EmailAddress``; by Id, the Id alone names the lead."""
+    if not isinstance(item, dict):
+        return item
+    body = dict(item)
+    if by_email:
+        body.pop("RelatedProspectId", None)
+        body["EmailAddress"] = body.pop("SearchByValue", None)
+    else:
+        body.pop("EmailAddress", None)
+    return body
+
+
+def bulk_problem(items: Any) -> str | None:
+    """What the API would say of a bulk call's whole body, or None (items are checked one by
+    one with :func:`create_problem`)."""
+    if not isinstance(items, list) or not items:
+        return "Expected a JSON array of activities"
+    if len(items) > MAX_BULK_ITEMS:
+        return f"At most {MAX_BULK_ITEMS} activities are allowed per call"
+    return None

@@ -1,0 +1,104 @@
+"""A run's summary: what happened to the input's rows, as counted by the feeder and the
+workers. Printed as the last line of stdout, returned by the Python API, written by
+``--summary-json``; its exit code is the run's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bulkpost.resume import Status
+
+if TYPE_CHECKING:  # only its type: the summary is public API, the delivery is not
+    from bulkpost.delivery import Tally
+
+
+@dataclass(slots=True)
+class Summary:
+    """What happened to the input's rows. Printed as the last line of stdout."""
+
+    rows: int = 0
+    posted: int = 0
+    skipped: int = 0  # posted earlier: by an earlier run, or under the same key (--history)
+    changed: int = 0  # --history: keys posted before with other content (see --on-changed)
+    failed: int = 0
+    rejected: int = 0
+    invalid: int = 0
+    unknown: int = 0
+    to_send: int = 0
+    calls: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+    reconciled: int = 0
+    found_posted: int = 0
+    lookups: int = 0  # pages of "Get Activities of a Lead" read to reconcile rows
+    calibration_calls: int = 0  # pages read to learn how the account answers look-ups
+    verify_calls: int = 0  # first rows read back (--verify-first)
+    elapsed_s: float = 0.0
+    dry_run: bool = False
+    estimated_s: float = 0.0  # dry run: how long sending to_send rows would take
+    problems: list[str] = field(default_factory=list)  # dry run: invalid rows, grouped
+    aborted: str = ""
+    results: str = ""
+    run_id: str = ""
+    history: str = ""
+    undecodable: int = 0  # invalid rows with a cell that is not UTF-8 (not in as_dict)
+    interrupted: bool = False  # stopped by a signal: as the user asked (not in as_dict)
+
+    def count(self, status: Status, rows: int = 1) -> None:
+        name = status.value
+        setattr(self, name, getattr(self, name) + rows)
+
+    def add(self, tally: Tally) -> None:
+        """Fold in what the workers counted."""
+        for status, rows in tally.statuses.items():
+            self.count(status, rows)
+        self.calls += tally.calls
+        self.rate_limited += tally.rate_limited
+        self.retries += tally.retries
+        self.reconciled += tally.reconciled
+        self.found_posted += tally.found_posted
+        self.lookups += tally.lookup_calls
+        self.calibration_calls += tally.calibration_calls
+        self.verify_calls += tally.verify_calls
+
+    @property
+    def calls_per_s(self) -> float:
+        return self.calls / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.aborted:
+            return 3
+        not_done = self.failed + self.rejected + self.invalid + self.unknown
+        if self.dry_run:
+            return 1 if self.invalid else 0
+        return 0 if not_done == 0 else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "rows": self.rows, "posted": self.posted, "skipped": self.skipped,
+            "failed": self.failed, "rejected": self.rejected, "invalid": self.invalid,
+            "unknown": self.unknown, "elapsed_s": round(self.elapsed_s, 3),
+            "calls": self.calls, "calls_per_s": round(self.calls_per_s, 3),
+            "rate_limited": self.rate_limited, "retries": self.retries,
+            "reconciled": self.reconciled, "found_posted": self.found_posted,
+            "lookups": self.lookups, "calibration_calls": self.calibration_calls,
+            "verify_calls": self.verify_calls,
+            "results": self.results, "exit_code": self.exit_code, "run_id": self.run_id,
+        }
+        if self.dry_run:
+            data["dry_run"] = True
+            data["to_send"] = self.to_send
+            data["estimated_s"] = round(self.estimated_s)
+            data["problems"] = self.problems
+        else:
+            # Rows read but not finished when the run stopped (they resume next time).
+            data["pending"] = self.rows - sum(getattr(self, s.value) for s in Status)
+        if self.history:
+            data["history"] = self.history
+            data["changed"] = self.changed
+        if self.aborted:
+            data["aborted"] = self.aborted
+        return data

@@ -1,0 +1,475 @@
+"""Planning a row: every earlier outcome, row kind, history holding and option.
+
+The tables are the product's rules as they stand: what a run does with a row, given its line
+in the results file, what the history (or an earlier row of the input) holds of its key,
+``--on-changed``, ``--resend-unknown`` and the dry run. A cell reads ``action [recorded
+error_type]`` (``[-]``: the line on file says so already, nothing recorded), then the send
+window's sources (``@line``: the results file's attempts, ``@claim``: a stopped run's claim)
+and flags: ``+changed`` (counted changed), ``+other claim`` (logged), ``+repair`` (the
+history is given the key), ``+sample`` (offered to calibrate look-ups).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bulkpost.activity import Activity, InvalidRow
+from bulkpost.errors import UsageError
+from bulkpost.outcomes import RowOutcome
+from bulkpost.planner import Earlier, Plan, PlanOptions, decide, earlier_of, needs_line
+from bulkpost.reconcile import SendWindow
+from bulkpost.resume import Action, Previous, Status, key_digest
+
+KEY, HASH, OTHER_HASH = "S-7", "00000000000000aa", "00000000000000bb"
+ROW = Activity(row=7, key=KEY, lead="3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+               body=b'{"ActivityEvent":201}', content_hash=HASH, event=201)
+INVALID = InvalidRow(row=7, key=KEY, column="lead", reason="lead id 'x' is not a GUID",
+                     content_hash=HASH)
+WHEN = "2025-06-01T10:00:00Z"  # the recorded line's updated_at
+LAST = datetime(2025, 6, 1, 10, tzinfo=UTC)
+CLAIMED_AT = int(datetime(2025, 5, 31, 22, tzinfo=UTC).timestamp())
+S = Status
+
+
+def previous(status: Status, content_hash: str = HASH, key: str = KEY) -> Previous:
+    return Previous(status, content_hash, key_digest(key))
+
+
+def line(status: Status, error_type: str = "", activity_id: str = "",
+         content_hash: str = HASH) -> RowOutcome:
+    return RowOutcome(7, KEY, status, activity_id=activity_id, error_type=error_type,
+                      error="as recorded", attempts=2, content_hash=content_hash,
+                      updated_at=WHEN)
+
+
+# What the results file holds of row 7: its status, and its last line.
+RECORDED: dict[str, tuple[Previous | None, RowOutcome | None]] = {
+    "new": (None, None),
+    "posted": (previous(S.POSTED), line(S.POSTED, activity_id="act-7")),
+    "skipped: history": (previous(S.SKIPPED), line(S.SKIPPED, "history", "act-1")),
+    "skipped: changed": (previous(S.SKIPPED), line(S.SKIPPED, "changed")),
+    "skipped: duplicate key": (previous(S.SKIPPED), line(S.SKIPPED, "duplicate key")),
+    "failed": (previous(S.FAILED), line(S.FAILED, "timeout")),
+    "rejected": (previous(S.REJECTED), line(S.REJECTED, "MXInvalid")),
+    "rejected, other content": (previous(S.REJECTED, OTHER_HASH),
+                                line(S.REJECTED, "MXInvalid", content_hash=OTHER_HASH)),
+    "invalid": (previous(S.INVALID), line(S.INVALID, "lead")),
+    "unknown": (previous(S.UNKNOWN), line(S.UNKNOWN)),
+}
+# What the history, or an earlier row of this input, holds of the row's key.
+HELD: dict[str, Earlier | None] = {
+    "nothing": None,
+    "posted as is": Earlier(True, True, "act-1", "night-1", CLAIMED_AT),
+    "posted other": Earlier(True, False, "act-2", "night-1", CLAIMED_AT),
+    "claimed as is": Earlier(False, True, run_id="night-2", at=CLAIMED_AT),
+    "claimed other": Earlier(False, False, run_id="night-3", at=CLAIMED_AT),
+    "row as is": Earlier(False, True, row=3),
+    "row other": Earlier(False, False, row=3),
+}
+OPTIONS = PlanOptions(history=True, key_column="order", timeout=7.0, backoff=0.5,
+                      max_attempts=4)
+LINE_WINDOW = OPTIONS.sent_until(LAST, 2)
+CLAIM_WINDOW = OPTIONS.sent_until(datetime.fromtimestamp(CLAIMED_AT, UTC), 4)
+WINDOWS = {LINE_WINDOW: "@line", CLAIM_WINDOW: "@claim",
+           CLAIM_WINDOW.joined(LINE_WINDOW): "@line+claim"}
+
+
+def cell(plan: Plan) -> str:
+    """A plan as the tables write it."""
+    parts = [plan.action.value]
+    if plan.record is not None:
+        parts.append(f"[{plan.record.error_type}]")
+    elif plan.action in (Action.SKIP_KEY, Action.SKIP_CHANGED):
+        parts.append("[-]")
+    if plan.action is Action.KEEP:
+        assert plan.counted is not None
+        parts.append(plan.counted.value)
+    if plan.window is not None:
+        parts.append(WINDOWS[plan.window])
+    parts += [flag for flag, on in (("+changed", plan.changed),
+                                    ("+other claim", plan.other_claim),
+                                    ("+repair", plan.repair), ("+sample", plan.sample))
+              if on]
+    return " ".join(parts)
+
+
+# --on-changed skip, post, fail: a key posted (or in an earlier row) with other content.
+CHANGED_SEND = ("skipped changed [changed] +changed", "send +changed",
+                "failed changed [order] +changed")
+CHANGED_LOOKUP = ("skipped changed [changed] +changed", "reconcile @line +changed",
+                  "failed changed [order] +changed")
+CHANGED_AGAIN = ("skipped changed [-] +changed", "send +changed",
+                 "failed changed [order] +changed")
+
+# (recorded, held) -> the plan under every --on-changed (one cell), or (skip, post, fail).
+# "unknown" is planned without --resend-unknown, "unknown, resend" with it; every other
+# row is planned the same either way.
+WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
+    ("new", "nothing", "send"),
+    ("new", "posted as is", "skipped key [history]"),
+    ("new", "posted other", CHANGED_SEND),
+    ("new", "claimed as is", "reconcile @claim"),
+    ("new", "claimed other", "send +other claim"),
+    ("new", "row as is", "skipped key [duplicate key]"),
+    ("new", "row other", CHANGED_SEND),
+    # Posted: never sent again. The history is given the key unless it holds it posted
+    # (with any content) or an earlier row of this input has it.
+    ("posted", "nothing", "skipped +repair"),
+    ("posted", "posted as is", "skipped"),
+    ("posted", "posted other", "skipped"),
+    ("posted", "claimed as is", "skipped +repair"),
+    ("posted", "claimed other", "skipped +repair"),
+    ("posted", "row as is", "skipped"),
+    ("posted", "row other", "skipped"),
+    # Skipped because the key was posted: as final as posted (repaired with its activity).
+    ("skipped: history", "nothing", "skipped +repair"),
+    ("skipped: history", "posted as is", "skipped"),
+    ("skipped: history", "posted other", "skipped"),
+    ("skipped: history", "claimed as is", "skipped +repair"),
+    ("skipped: history", "claimed other", "skipped +repair"),
+    ("skipped: history", "row as is", "skipped"),
+    ("skipped: history", "row other", "skipped"),
+    # Skipped as changed or as a duplicate key: decided again, as a new row is; a line that
+    # says so already is not written again.
+    ("skipped: changed", "nothing", "send"),
+    ("skipped: changed", "posted as is", "skipped key [history]"),
+    ("skipped: changed", "posted other", CHANGED_AGAIN),
+    ("skipped: changed", "claimed as is", "reconcile @claim"),
+    ("skipped: changed", "claimed other", "send +other claim"),
+    ("skipped: changed", "row as is", "skipped key [duplicate key]"),
+    ("skipped: changed", "row other", CHANGED_AGAIN),
+    ("skipped: duplicate key", "nothing", "send"),
+    ("skipped: duplicate key", "posted as is", "skipped key [history]"),
+    ("skipped: duplicate key", "posted other", CHANGED_SEND),
+    ("skipped: duplicate key", "claimed as is", "reconcile @claim"),
+    ("skipped: duplicate key", "claimed other", "send +other claim"),
+    ("skipped: duplicate key", "row as is", "skipped key [-]"),
+    ("skipped: duplicate key", "row other", CHANGED_SEND),
+    # Failed or unknown: looked up first, within the window of the attempts on file (and
+    # of any claim a stopped run left, even of other content).
+    ("failed", "nothing", "reconcile @line"),
+    ("failed", "posted as is", "skipped key [history]"),
+    ("failed", "posted other", CHANGED_LOOKUP),
+    ("failed", "claimed as is", "reconcile @line+claim"),
+    ("failed", "claimed other", "reconcile @line+claim +other claim"),
+    ("failed", "row as is", "skipped key [duplicate key]"),
+    ("failed", "row other", CHANGED_LOOKUP),
+    # Rejected, unchanged: kept; the history is not asked.
+    ("rejected", "nothing", "keep rejected"),
+    ("rejected", "posted as is", "keep rejected"),
+    ("rejected", "posted other", "keep rejected"),
+    ("rejected", "claimed as is", "keep rejected"),
+    ("rejected", "claimed other", "keep rejected"),
+    ("rejected", "row as is", "keep rejected"),
+    ("rejected", "row other", "keep rejected"),
+    ("rejected, other content", "nothing", "send"),
+    ("rejected, other content", "posted as is", "skipped key [history]"),
+    ("rejected, other content", "posted other", CHANGED_SEND),
+    ("rejected, other content", "claimed as is", "reconcile @claim"),
+    ("rejected, other content", "claimed other", "send +other claim"),
+    ("rejected, other content", "row as is", "skipped key [duplicate key]"),
+    ("rejected, other content", "row other", CHANGED_SEND),
+    ("invalid", "nothing", "send"),
+    ("invalid", "posted as is", "skipped key [history]"),
+    ("invalid", "posted other", CHANGED_SEND),
+    ("invalid", "claimed as is", "reconcile @claim"),
+    ("invalid", "claimed other", "send +other claim"),
+    ("invalid", "row as is", "skipped key [duplicate key]"),
+    ("invalid", "row other", CHANGED_SEND),
+    ("unknown", "nothing", "reconcile @line"),
+    ("unknown", "posted as is", "skipped key [history]"),
+    ("unknown", "posted other", CHANGED_LOOKUP),
+    ("unknown", "claimed as is", "reconcile @line+claim"),
+    ("unknown", "claimed other", "reconcile @line+claim +other claim"),
+    ("unknown", "row as is", "skipped key [duplicate key]"),
+    ("unknown", "row other", CHANGED_LOOKUP),
+    ("unknown, resend", "nothing", "send"),
+    ("unknown, resend", "posted as is", "skipped key [history]"),
+    ("unknown, resend", "posted other", CHANGED_SEND),
+    ("unknown, resend", "claimed as is", "reconcile @line+claim"),  # its own claim: look
+    ("unknown, resend", "claimed other", "send +other claim"),
+    ("unknown, resend", "row as is", "skipped key [duplicate key]"),
+    ("unknown, resend", "row other", CHANGED_SEND),
+]
+
+
+def _history_cases() -> list[Any]:
+    cases = []
+    for recorded, held, expected in WITH_HISTORY:
+        cells = (expected,) * 3 if isinstance(expected, str) else expected
+        label = recorded.removesuffix(", resend")
+        resends = ([True] if recorded.endswith(", resend") else [False] if label == "unknown"
+                   else [False, True])
+        for (on_changed, want), resend in itertools.product(
+                zip(("skip", "post", "fail"), cells, strict=True), resends):
+            cases.append(pytest.param(label, held, on_changed, resend, want,
+                                      id=f"{recorded}-{held}-{on_changed}-{resend}"))
+    return cases
+
+
+@pytest.mark.parametrize(("recorded", "held", "on_changed", "resend", "expected"),
+                         _history_cases())
+def test_with_history(recorded: str, held: str, on_changed: str, resend: bool,
+                      expected: str) -> None:
+    before, last = RECORDED[recorded]
+    options = dataclasses.replace(OPTIONS, on_changed=on_changed, resend_unknown=resend)
+    plan = decide(ROW, before, last, HELD[held], options)
+    assert cell(plan) == expected
+    # What the feeder counts and passes over follows from the action.
+    if plan.sends:
+        assert plan.counted is None and plan.record is None
+        assert plan.previous is (None if recorded.startswith("skipped") or before is None
+                                 else before.status)
+    else:
+        assert plan.counted is not None and plan.window is None
+
+
+def test_the_history_table_covers_every_status_and_holding() -> None:
+    pairs = {(recorded, held) for recorded, held, _ in WITH_HISTORY}
+    assert pairs >= set(itertools.product(RECORDED, HELD))
+    statuses = {before.status for before, _ in RECORDED.values() if before is not None}
+    assert statuses == set(Status)
+
+
+# (recorded, row) -> the plan without a history, by default and with --resend-unknown; a
+# posted row offers itself to calibrate look-ups (when they want it).
+WITHOUT_HISTORY: list[tuple[str, Activity | InvalidRow, str, str]] = [
+    ("new", ROW, "send", "send"),
+    ("new", INVALID, "invalid [lead]", "invalid [lead]"),
+    ("posted", ROW, "skipped +sample", "skipped +sample"),
+    ("posted", INVALID, "skipped", "skipped"),
+    ("skipped: history", ROW, "skipped", "skipped"),
+    ("skipped: history", INVALID, "skipped", "skipped"),
+    ("skipped: changed", ROW, "skipped", "skipped"),  # decided again only with a history
+    ("skipped: changed", INVALID, "skipped", "skipped"),
+    ("skipped: duplicate key", ROW, "skipped", "skipped"),
+    ("skipped: duplicate key", INVALID, "skipped", "skipped"),
+    ("failed", ROW, "reconcile @line", "reconcile @line"),
+    ("failed", INVALID, "invalid [lead]", "invalid [lead]"),
+    ("rejected", ROW, "keep rejected", "keep rejected"),
+    ("rejected", INVALID, "invalid [lead]", "invalid [lead]"),
+    ("rejected, other content", ROW, "send", "send"),
+    ("rejected, other content", INVALID, "invalid [lead]", "invalid [lead]"),
+    ("invalid", ROW, "send", "send"),
+    ("invalid", INVALID, "invalid [lead]", "invalid [lead]"),
+    ("unknown", ROW, "reconcile @line", "send"),
+    # An unknown row that no longer validates cannot be looked up: keep what we know.
+    ("unknown", INVALID, "keep unknown", "invalid [lead]"),
+]
+
+
+@pytest.mark.parametrize(("recorded", "row", "by_default", "resending_unknown"),
+                         WITHOUT_HISTORY)
+def test_without_history(recorded: str, row: Activity | InvalidRow, by_default: str,
+                         resending_unknown: str) -> None:
+    before, last = RECORDED[recorded]
+    options = dataclasses.replace(OPTIONS, history=False)
+    for resend, expected in ((False, by_default), (True, resending_unknown)):
+        plan = decide(row, before, last, None, dataclasses.replace(
+            options, resend_unknown=resend), sample_wanted=True)
+        assert cell(plan) == expected
+
+
+@pytest.mark.parametrize("recorded", list(RECORDED))
+@pytest.mark.parametrize("resend", [False, True])
+def test_an_invalid_row_is_planned_without_the_history(recorded: str, resend: bool) -> None:
+    """Only valid rows are screened: an invalid row's plan is the results file's alone."""
+    before, last = RECORDED[recorded]
+    alone = decide(INVALID, before, last, None, PlanOptions(resend_unknown=resend))
+    for on_changed, dry_run in itertools.product(("skip", "post", "fail"), (False, True)):
+        options = dataclasses.replace(OPTIONS, resend_unknown=resend, on_changed=on_changed,
+                                      dry_run=dry_run)
+        assert decide(INVALID, before, last, None, options) == alone
+
+
+@pytest.mark.parametrize(("recorded", "held"), list(itertools.product(RECORDED, HELD)))
+@pytest.mark.parametrize("on_changed", ["skip", "post", "fail"])
+def test_a_dry_run_decides_nothing(recorded: str, held: str, on_changed: str) -> None:
+    """The same plans, but no ``skipped`` line recorded, no history repaired and no window
+    (nothing is sent); ``--on-changed fail`` still records the row invalid."""
+    before, last = RECORDED[recorded]
+    options = dataclasses.replace(OPTIONS, on_changed=on_changed)
+    real = decide(ROW, before, last, HELD[held], options)
+    dry = decide(ROW, before, last, HELD[held], dataclasses.replace(options, dry_run=True))
+    skipped_line = real.record is not None and real.record.status is Status.SKIPPED
+    assert dry == dataclasses.replace(real, record=None if skipped_line else real.record,
+                                      repair="", window=None)
+
+
+# -- what is recorded ------------------------------------------------------------------------
+@pytest.mark.parametrize(("held", "on_changed", "status", "error_type", "activity_id",
+                          "error"), [
+    ("posted as is", "skip", S.SKIPPED, "history", "act-1",
+     "key 'S-7' was posted as activity act-1 by run night-1 at 2025-05-31T22:00:00Z"),
+    ("row as is", "skip", S.SKIPPED, "duplicate key", "", "key 'S-7' was in row 3 of this input"),
+    ("posted other", "skip", S.SKIPPED, "changed", "",
+     "key 'S-7' was posted as activity act-2 by run night-1 at 2025-05-31T22:00:00Z, with "
+     "other content; skipped (--on-changed skip)"),
+    ("row other", "fail", S.INVALID, "order", "",
+     "key 'S-7' was in row 3 of this input, with other content (--on-changed fail)"),
+])
+def test_the_recorded_lines(held: str, on_changed: str, status: Status, error_type: str,
+                            activity_id: str, error: str) -> None:
+    plan = decide(ROW, None, None, HELD[held], dataclasses.replace(OPTIONS,
+                                                                   on_changed=on_changed))
+    assert plan.record == RowOutcome(7, KEY, status, activity_id=activity_id,
+                                     error_type=error_type, error=error, content_hash=HASH)
+    assert plan.counted is status
+    assert plan.problem == ((error_type, error) if status is S.INVALID else None)
+
+
+def test_a_row_without_a_key_is_named_by_its_content() -> None:
+    keyless = dataclasses.replace(ROW, key="")
+    options = dataclasses.replace(OPTIONS, on_changed="fail", key_column="")
+    plan = decide(keyless, None, None, HELD["posted other"], options)
+    assert plan.record is not None and plan.record.error_type == "key"
+    assert plan.record.error.startswith("its content was posted as activity act-2")
+    claimed = decide(keyless, None, None, HELD["claimed other"], options)
+    assert claimed.action is Action.SEND and claimed.other_claim == "night-3"
+
+
+def test_an_invalid_row_is_recorded_with_its_column_and_reason() -> None:
+    plan = decide(INVALID, None, None, None, OPTIONS)
+    assert plan.record == RowOutcome(7, KEY, S.INVALID, error_type="lead",
+                                     error="lead id 'x' is not a GUID", content_hash=HASH)
+    assert plan.problem == ("lead", "lead id 'x' is not a GUID")
+    assert plan.counted is S.INVALID and not plan.passed_over
+
+
+@pytest.mark.parametrize(("action", "sends", "passed_over"), [
+    (Action.SEND, True, False), (Action.RECONCILE, True, False),
+    (Action.RECORD_INVALID, False, False), (Action.FAIL_CHANGED, False, False),
+    (Action.SKIP_POSTED, False, True), (Action.KEEP, False, True),
+    (Action.SKIP_KEY, False, True), (Action.SKIP_CHANGED, False, True),
+])
+def test_what_an_action_means_to_the_feeder(action: Action, sends: bool,
+                                            passed_over: bool) -> None:
+    assert (Plan(action).sends, Plan(action).passed_over) == (sends, passed_over)
+
+
+# -- send windows and samples --------------------------------------------------------------
+def test_the_send_window_spans_every_attempt_of_a_timeout_and_the_longest_backoff() -> None:
+    options = PlanOptions(timeout=7.0, backoff=0.5, backoff_cap=30, max_attempts=4)
+    # Two attempts of at most 7 s + 30 × 0.5 s each, ending at LAST; 120 s of clock slack.
+    assert options.sent_until(LAST, 2) == SendWindow(
+        LAST - timedelta(seconds=44 + 120), LAST + timedelta(seconds=7 + 120))
+    plan = decide(ROW, previous(S.UNKNOWN), dataclasses.replace(line(S.UNKNOWN), attempts=0),
+                  HELD["claimed as is"], dataclasses.replace(OPTIONS, timeout=7.0))
+    claimed = datetime.fromtimestamp(CLAIMED_AT, UTC)
+    # A line of 0 attempts counts as one; the claim as --max-attempts (4) of them.
+    assert plan.window == SendWindow(claimed - timedelta(seconds=4 * 22 + 120),
+                                     LAST + timedelta(seconds=7 + 120))
+    no_time = decide(ROW, previous(S.FAILED), dataclasses.replace(line(S.FAILED), updated_at=""),
+                     None, OPTIONS)
+    assert no_time.action is Action.RECONCILE and no_time.window is None
+
+
+@pytest.mark.parametrize(("before", "last", "wanted", "sample"), [
+    (previous(S.POSTED), line(S.POSTED, activity_id="act-7"), True, ("act-7", LINE_WINDOW)),
+    (previous(S.POSTED), line(S.POSTED, activity_id="act-7"), False, None),
+    (previous(S.POSTED), line(S.POSTED), True, None),  # no activity on file
+    (previous(S.POSTED), dataclasses.replace(line(S.POSTED, activity_id="act-7"),
+                                             updated_at=""), True, None),
+    (previous(S.POSTED, ""), line(S.POSTED, activity_id="act-7"), True, None),  # old file
+    (previous(S.SKIPPED), line(S.SKIPPED, "history", "act-1"), True, None),
+])
+def test_a_posted_row_calibrates_look_ups(before: Previous, last: RowOutcome, wanted: bool,
+                                          sample: tuple[str, SendWindow] | None) -> None:
+    for history in (False, True):
+        plan = decide(ROW, before, last, None, dataclasses.replace(OPTIONS, history=history),
+                      sample_wanted=wanted)
+        assert plan.action is Action.SKIP_POSTED and plan.sample == sample
+
+
+# -- reading lines only when they are used -------------------------------------------------
+@pytest.mark.parametrize("recorded", list(RECORDED))
+def test_a_line_not_needed_changes_no_plan(recorded: str) -> None:
+    """Whenever :func:`needs_line` says no, the plan is the same without the line."""
+    before, last = RECORDED[recorded]
+    rows: tuple[Activity | InvalidRow, ...] = (ROW, INVALID)
+    for row, held, on_changed, resend, dry_run, history, wanted in itertools.product(
+            rows, HELD, ("skip", "post", "fail"), (False, True), (False, True),
+            (False, True), (False, True)):
+        earlier = HELD[held] if history and isinstance(row, Activity) else None
+        options = dataclasses.replace(OPTIONS, on_changed=on_changed, resend_unknown=resend,
+                                      dry_run=dry_run, history=history)
+        if not needs_line(row, before, earlier, options, sample_wanted=wanted):
+            assert decide(row, before, None, earlier, options, sample_wanted=wanted) == decide(
+                row, before, last, earlier, options, sample_wanted=wanted)
+
+
+@pytest.mark.parametrize(("recorded", "options", "wanted", "needed"), [
+    ("new", OPTIONS, True, False),
+    ("posted", OPTIONS, False, True),  # the history may need repairing
+    ("posted", PlanOptions(), False, False),
+    ("posted", PlanOptions(), True, True),
+    ("skipped: history", PlanOptions(), True, False),
+    ("skipped: changed", OPTIONS, False, True),  # decided again
+    ("failed", PlanOptions(), False, True),
+    ("failed", PlanOptions(dry_run=True), False, False),
+    ("unknown", PlanOptions(), False, True),
+    ("unknown", PlanOptions(resend_unknown=True), False, False),
+    ("rejected", OPTIONS, True, False),
+    ("invalid", OPTIONS, True, False),
+])
+def test_which_lines_are_read(recorded: str, options: PlanOptions, wanted: bool,
+                              needed: bool) -> None:
+    before, _ = RECORDED[recorded]
+    assert needs_line(ROW, before, None, options, sample_wanted=wanted) is needed
+    assert not needs_line(INVALID, before, None, options, sample_wanted=wanted)
+
+
+# -- refusals ------------------------------------------------------------------------------
+@pytest.mark.parametrize("status", list(Status))
+@pytest.mark.parametrize("row", [ROW, INVALID])
+@pytest.mark.parametrize("history", [False, True])
+def test_another_key_under_the_row_number_is_refused(status: Status,
+                                                     row: Activity | InvalidRow,
+                                                     history: bool) -> None:
+    options = dataclasses.replace(OPTIONS, history=history)
+    for held in HELD.values():
+        earlier = held if isinstance(row, Activity) else None
+        with pytest.raises(UsageError, match="row 7 has key 'S-7' here but another key"):
+            decide(row, previous(status, key="S-8"), line(status), earlier, options)
+
+
+@pytest.mark.parametrize("history", [False, True])
+@pytest.mark.parametrize("resend", [False, True])
+def test_a_posted_row_with_other_content_is_refused(history: bool, resend: bool) -> None:
+    options = dataclasses.replace(OPTIONS, history=history, resend_unknown=resend)
+    for held in HELD.values():
+        with pytest.raises(UsageError, match=r"row\(s\) 7 are recorded as posted"):
+            decide(ROW, previous(S.POSTED, OTHER_HASH),
+                   line(S.POSTED, activity_id="act-7", content_hash=OTHER_HASH), held, options)
+
+
+# -- what the history holds of a key --------------------------------------------------------
+POSTED_AS_IS = ("act-1", 11, "night-1", 100)
+POSTED_OTHER = ("act-2", 12, "night-1", 100)
+
+
+@pytest.mark.parametrize(("first", "posted", "claims", "expected"), [
+    (None, None, {}, None),
+    # The input's first row of the key decides for the later ones, whatever is held.
+    ((3, 11), POSTED_OTHER, {11: ("night-2", 50)}, Earlier(False, True, row=3)),
+    ((3, 12), None, {}, Earlier(False, False, row=3)),
+    (None, POSTED_AS_IS, {}, Earlier(True, True, "act-1", "night-1", 100)),
+    (None, POSTED_AS_IS, {12: ("night-2", 200)}, Earlier(True, True, "act-1", "night-1", 100)),
+    (None, POSTED_OTHER, {}, Earlier(True, False, "act-2", "night-1", 100)),
+    # Posted with other content, but this content may be on the API too: look it up.
+    (None, POSTED_OTHER, {11: ("night-2", 50)}, Earlier(False, True, run_id="night-2", at=50)),
+    (None, None, {11: ("night-2", 50)}, Earlier(False, True, run_id="night-2", at=50)),
+    # Other contents only: the latest claim is named.
+    (None, None, {12: ("night-2", 50), 13: ("night-3", 70)},
+     Earlier(False, False, run_id="night-3", at=70)),
+])
+def test_what_the_history_holds(first: tuple[int, int] | None,
+                                posted: tuple[str, int, str, int] | None,
+                                claims: dict[int, tuple[str, int]],
+                                expected: Earlier | None) -> None:
+    assert earlier_of(11, first, posted, claims) == expected
