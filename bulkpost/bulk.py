@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 import structlog
 
@@ -32,8 +31,6 @@ from bulkpost.calls import ApiCalls, Retry, Stopped
 from bulkpost.client import LeadSquaredClient
 from bulkpost.errors import AbortRun
 from bulkpost.flight import Flight, Job, KeyedLocks, Recorder
-from bulkpost.history import History
-from bulkpost.outcomes import IN_FLIGHT_NOTE, RowOutcome
 from bulkpost.ratelimit import RateLimit
 from bulkpost.reconcile import timeless_hash
 from bulkpost.response import Classified, Verdict
@@ -50,13 +47,12 @@ class BulkDelivery:
     """
 
     def __init__(self, calls: ApiCalls, recorder: Recorder, locks: KeyedLocks,
-                 client: LeadSquaredClient, history: History | None,
+                 client: LeadSquaredClient,
                  alone: Callable[[Job, Flight], Awaitable[Status | None]]) -> None:
         self._calls = calls
         self._recorder = recorder
         self._locks = locks
         self._client = client
-        self._history = history
         self._alone = alone
 
     async def deliver(self, jobs: list[Job], limit: RateLimit) -> list[Status]:
@@ -150,25 +146,11 @@ class BulkDelivery:
         """The bulk call itself: its rows marked in flight (one group commit) once the
         slot is ours, rate-limited answers sat out."""
         items = [flight.job.activity for flight in flights]
-        results = self._recorder.log
-
-        async def mark_in_flight() -> None:
-            now = datetime.now(UTC)
-            for flight, item in zip(flights, items, strict=True):
-                if self._history is not None:
-                    self._history.sending(item)  # committed with the marks
-                results.record(RowOutcome(item.row, item.key, Status.UNKNOWN,
-                                          error=IN_FLIGHT_NOTE, attempts=flight.attempts,
-                                          content_hash=item.content_hash))
-                flight.marked = True
-                flight.first_sent = flight.first_sent or now
-                flight.last_sent = now
-            await results.sync()
-
         answer, outcomes = await self._calls.call(
             functools.partial(self._client.post_bulk, bulk_body(items), len(items),
                               by_email(items[0])),
-            before_sending=mark_in_flight, limit=limit, settle_clock=False)
+            before_sending=functools.partial(self._recorder.mark_in_flight, flights),
+            limit=limit, settle_clock=False)
         return answer, outcomes
 
     def _refused(self, answer: Classified, flights: list[Flight],

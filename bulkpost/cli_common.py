@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from bulkpost.errors import UsageError
 from bulkpost.ratelimit import RateSpec, parse_rate
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def rate_option(_ctx: click.Context, _param: click.Parameter, value: str) -> RateSpec:
@@ -52,3 +55,21 @@ HOST_HELP = ("API host of your account's region, as a name or a URL: api.leadsqu
               "loopback, as the sandbox).")
 ENCODING_HELP = "Encoding of a CSV input, e.g. cp1252 for Excel exports."
 LOG_LEVEL_HELP = "Least severe log lines shown; debug shows every retry."
+
+
+def what_you_see(log_level: str) -> Callable[[F], F]:
+    """The options of what a command shows: its log format and level, and the progress bar."""
+    def decorate(command: F) -> F:
+        for option in reversed((
+            click.option("--log-format", type=click.Choice(["auto", "console", "json"]),
+                         default="auto", show_default=True,
+                         help="auto: console on a terminal, JSON lines otherwise."),
+            click.option("--log-level", type=click.Choice(["debug", "info", "warning",
+                                                           "error"]),
+                         default=log_level, show_default=True, help=LOG_LEVEL_HELP),
+            click.option("--progress/--no-progress", default=None,
+                         help="Progress bar on stderr (default: when stderr is a terminal)."),
+        )):
+            command = option(command)
+        return command
+    return decorate

@@ -21,9 +21,9 @@ from bulkpost import logs
 from bulkpost.cli_common import (
     ENCODING_HELP,
     HOST_HELP,
-    LOG_LEVEL_HELP,
     emit,
     rate_option,
+    what_you_see,
     write_summary,
 )
 from bulkpost.client import Credentials, check_host, checked_key
@@ -89,12 +89,7 @@ def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[st
 @click.option("--max-rate-limited", default=900.0, show_default=True,
               type=click.FloatRange(1, 86400),
               help="Stop (exit 3) after this many seconds of rate limiting without a success.")
-@click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
-              show_default=True, help="auto: console on a terminal, JSON lines otherwise.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="info", show_default=True, help=LOG_LEVEL_HELP)
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar on stderr (default: when stderr is a terminal).")
+@what_you_see(log_level="info")
 @click.option("--no-preflight", is_flag=True,
               help="Do not read the activity types' schemas (rows are checked less).")
 @click.option("--decimal-comma", is_flag=True,

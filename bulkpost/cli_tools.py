@@ -13,9 +13,9 @@ from bulkpost import logs
 from bulkpost.cli_common import (
     ENCODING_HELP,
     HOST_HELP,
-    LOG_LEVEL_HELP,
     emit,
     rate_option,
+    what_you_see,
 )
 from bulkpost.client import Credentials, check_host, checked_key
 from bulkpost.errors import BulkpostError, UsageError
@@ -148,12 +148,7 @@ def report(results: Path, input_path: Path | None, failures: Path | None, encodi
 @click.option("--decimal-comma", is_flag=True, help="As the run: 12,5 was sent as 12.5.")
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600),
               help="Seconds to wait for one answer.")
-@click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
-              show_default=True, help="auto: console on a terminal, JSON lines otherwise.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="warning", show_default=True, help=LOG_LEVEL_HELP)
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar on stderr (default: when stderr is a terminal).")
+@what_you_see(log_level="warning")
 def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
            sample: int | None, seed: int | None, differences_path: Path | None, host: str,
            rate: RateSpec, encoding: str, delimiter: str | None, no_preflight: bool,

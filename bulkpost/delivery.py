@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -45,7 +44,6 @@ from bulkpost.errors import AbortRun, BulkpostError
 from bulkpost.flight import Flight, Job, KeyedLocks, Recorder
 from bulkpost.history import History
 from bulkpost.lookups import Lookups, NotYetTrusted
-from bulkpost.outcomes import IN_FLIGHT_NOTE, RowOutcome
 from bulkpost.ratelimit import RateLimit
 from bulkpost.reconcile import SendWindow, timeless_hash
 from bulkpost.response import Classified, Verdict
@@ -72,15 +70,13 @@ class RowDelivery:
     """Delivers rows one at a time for the workers of one run."""
 
     def __init__(self, calls: ApiCalls, lookups: Lookups, recorder: Recorder,
-                 locks: KeyedLocks, client: LeadSquaredClient,
-                 history: History | None = None) -> None:
+                 locks: KeyedLocks, client: LeadSquaredClient) -> None:
         self._calls = calls
         self._settings = calls.settings
         self._lookups = lookups
         self._recorder = recorder
         self._locks = locks
         self._client = client
-        self._history = history  # --history: keys claimed there with the in-flight mark
         # While the first rows go (--verify-first), a row whose look-up must wait for the
         # calibration is set aside here, to be looked up after it, instead of left unknown.
         self.deferring = False
@@ -156,26 +152,9 @@ class RowDelivery:
         if flight.attempts:
             self._calls.tally.retries += 1
         flight.attempts += 1
-        results = self._recorder.log
-
-        async def mark_in_flight() -> None:
-            # After the rate-limit slot, right before sending: a crash leaves unknown only
-            # the rows that may really be on the wire.
-            if self._history is not None:
-                self._history.sending(item)  # committed with the mark
-            results.record(RowOutcome(item.row, item.key, Status.UNKNOWN,
-                                      error=IN_FLIGHT_NOTE, attempts=flight.attempts,
-                                      content_hash=item.content_hash))
-            # Its line is recorded: stopped from here on, even while waiting for the fsync,
-            # the row must get a line saying what became of it.
-            flight.marked = True
-            now = datetime.now(UTC)
-            flight.first_sent = flight.first_sent or now
-            flight.last_sent = now
-            await results.sync()
-
-        answer, _ = await self._calls.call(functools.partial(self._post, item.body),
-                                           before_sending=mark_in_flight)
+        answer, _ = await self._calls.call(
+            functools.partial(self._post, item.body),
+            before_sending=functools.partial(self._recorder.mark_in_flight, [flight]))
         flight.last = answer
         if answer.verdict is Verdict.RETRY:
             flight.uncertain = flight.uncertain or answer.uncertain
@@ -205,9 +184,9 @@ class Courier:
         self._recorder = Recorder(self.calls, self.lookups, results, client.credentials,
                                   history)
         locks = KeyedLocks()
-        self._rows = RowDelivery(self.calls, self.lookups, self._recorder, locks, client,
-                                 history)
-        self._bulk = BulkDelivery(self.calls, self._recorder, locks, client, history,
+        # --history: keys are claimed there with the in-flight mark (the recorder's).
+        self._rows = RowDelivery(self.calls, self.lookups, self._recorder, locks, client)
+        self._bulk = BulkDelivery(self.calls, self._recorder, locks, client,
                                   self._rows.deliver_alone)
 
     # -- delivery --------------------------------------------------------------------------

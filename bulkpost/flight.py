@@ -23,14 +23,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from bulkpost.activity import Activity
 from bulkpost.calls import ApiCalls
 from bulkpost.client import Credentials
 from bulkpost.history import History
 from bulkpost.lookups import Lookups
-from bulkpost.outcomes import RowOutcome
+from bulkpost.outcomes import IN_FLIGHT_NOTE, RowOutcome
 from bulkpost.reconcile import SendWindow
 from bulkpost.response import Classified
 from bulkpost.results import ResultsLog
@@ -107,6 +107,25 @@ class Recorder:
         """The results file (a courier without one makes look-ups only)."""
         assert self._results is not None, "this courier only makes look-ups"
         return self._results
+
+    async def mark_in_flight(self, flights: list[Flight]) -> None:
+        """Right before sending, once the rate-limit slot is ours: each row's ``unknown``
+        line (and its history claim) recorded, then made durable in one group commit. A
+        crash leaves unknown only the rows that may really be on the wire."""
+        now = datetime.now(UTC)
+        for flight in flights:
+            item = flight.job.activity
+            if self._history is not None:
+                self._history.sending(item)  # committed with the mark
+            self.log.record(RowOutcome(item.row, item.key, Status.UNKNOWN,
+                                       error=IN_FLIGHT_NOTE, attempts=flight.attempts,
+                                       content_hash=item.content_hash))
+            # Its line is recorded: stopped from here on, even while waiting for the fsync,
+            # the row must get a line saying what became of it.
+            flight.marked = True
+            flight.first_sent = flight.first_sent or now
+            flight.last_sent = now
+        await self.log.sync()
 
     def record(self, flight: Flight, status: Status, *, activity_id: str = "",
                error_type: str | None = None, error: str | None = None) -> Status:
