@@ -71,6 +71,22 @@ class SandboxServer:
         self.loop.close()
 
 
+# The mapping of the CLI tests' inputs: key, lead, note, when (Kolkata time), value.
+KEYED_MAPPING = """
+[activity]
+event = 201
+lead_id_column = "lead"
+note_column = "note"
+datetime_column = "when"
+timezone = "Asia/Kolkata"
+key_column = "key"
+
+[fields]
+mx_Custom_1 = "key"
+mx_Custom_2 = "value"
+"""
+
+
 @pytest.fixture
 def serve_handler() -> Iterator[Callable[..., str]]:
     """Serve one aiohttp handler for every path on 127.0.0.1; the fixture gives its URL."""

@@ -17,6 +17,7 @@ import pytest
 
 from bulkpost.results import ResultsLog
 from tests.conftest import (
+    KEYED_MAPPING,
     ROOT,
     SECRET,
     CliResult,
@@ -30,19 +31,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.e2e
 
-MAPPING = """
-[activity]
-event = 201
-lead_id_column = "lead"
-note_column = "note"
-datetime_column = "when"
-timezone = "Asia/Kolkata"
-key_column = "key"
-
-[fields]
-mx_Custom_1 = "key"
-mx_Custom_2 = "value"
-"""
+MAPPING = KEYED_MAPPING
 
 
 def _lead(n: int) -> str:

@@ -23,7 +23,9 @@ def most_in_any_window(times: list[float], period: float) -> int:
     return best
 
 
-async def _starts(acquire: object, calls: int, workers: int = 30) -> list[float]:
+async def _starts(acquire: object, calls: int, workers: int = 30,
+                  busy: float = 0.3) -> list[float]:
+    """When each of ``calls`` starts, ``workers`` at a time, each ``busy`` seconds after."""
     loop = asyncio.get_running_loop()
     times: list[float] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -35,7 +37,7 @@ async def _starts(acquire: object, calls: int, workers: int = 30) -> list[float]
             queue.get_nowait()
             await acquire()  # type: ignore[operator]
             times.append(loop.time())
-            await asyncio.sleep(0.3)  # latency: the worker is busy for a while
+            await asyncio.sleep(busy)  # latency: the worker is busy for a while
 
     await asyncio.gather(*(worker() for _ in range(workers)))
     return times
@@ -143,28 +145,18 @@ async def _prepared_sends(limit: RateLimit, calls: int, stamp: bool) -> list[flo
     """Workers that take a slot, then prepare (a claim's fsync: 0-300 ms) before sending."""
     import random
 
-    loop = asyncio.get_running_loop()
     draw = random.Random(5)
-    sends: list[float] = []
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for index in range(calls):
-        queue.put_nowait(index)
 
-    async def worker() -> None:
-        while not queue.empty():
-            queue.get_nowait()
-            slot = await limit.reserve()
-            try:
-                await asyncio.sleep(draw.choice((0.0, 0.0, 0.3)))
-                if stamp:
-                    slot.sending()
-                sends.append(loop.time())
-            finally:
-                slot.release()
-            await asyncio.sleep(0.2)
+    async def send() -> None:
+        slot = await limit.reserve()
+        try:
+            await asyncio.sleep(draw.choice((0.0, 0.0, 0.3)))
+            if stamp:
+                slot.sending()
+        finally:
+            slot.release()
 
-    await asyncio.gather(*(worker() for _ in range(12)))
-    return sends
+    return await _starts(send, calls, workers=12, busy=0.2)
 
 
 def test_a_call_counts_from_when_it_leaves_not_from_its_grant() -> None:

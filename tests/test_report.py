@@ -29,21 +29,9 @@ from bulkpost.mapping import parse_mapping
 from bulkpost.outcomes import HEADER
 from bulkpost.report import ProblemGroups, _check_encodes, fold
 from bulkpost.results import ResultsLog
-from tests.conftest import ROOT, cli_command, cli_env, run_cli
+from tests.conftest import KEYED_MAPPING, ROOT, cli_command, cli_env, run_cli
 
-MAPPING = """
-[activity]
-event = 201
-lead_id_column = "lead"
-note_column = "note"
-datetime_column = "when"
-timezone = "Asia/Kolkata"
-key_column = "key"
-
-[fields]
-mx_Custom_1 = "key"
-mx_Custom_2 = "value"
-"""
+MAPPING = KEYED_MAPPING
 COLUMNS = ["key", "lead", "note", "when", "value"]
 UNKNOWN = "00000000-0000-4000-8000-00000000000"  # the sandbox knows no lead 00000000-…
 

@@ -25,24 +25,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, SECRET, cli_command, cli_env, run_cli, write_csv
+from tests.conftest import KEYED_MAPPING, ROOT, SECRET, cli_command, cli_env, run_cli, write_csv
 
 pytestmark = pytest.mark.e2e
 
 WIDTH = 120
-MAPPING = """
-[activity]
-event = 201
-lead_id_column = "lead"
-note_column = "note"
-datetime_column = "when"
-timezone = "Asia/Kolkata"
-key_column = "key"
-
-[fields]
-mx_Custom_1 = "key"
-mx_Custom_2 = "value"
-"""
+MAPPING = KEYED_MAPPING
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z \[(debug|info|warning|error) *\] ")
 _BAR = re.compile(r"\r( *\d+%\|[^|\r\n]*\| (\d+)/(\d+|\?) \[([0-9:]+)"
