@@ -216,7 +216,7 @@ def save_reading(results: Path, host: str, reading: Reading, history: History | 
         temp.write_text(text + "\n", encoding="utf-8")
         os.replace(temp, path)
     except OSError as exc:
-        log.warning("calibration not saved beside the results file", reason=exc.strerror)
+        log.warning("lookup.calibration_not_saved", reason=exc.strerror)
         with contextlib.suppress(OSError):
             temp.unlink()
     if history is not None:

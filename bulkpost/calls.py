@@ -6,16 +6,17 @@ so they share the run's rate limit and its rules:
 
 - a call waits for a slot (:meth:`RateLimit.reserve`) and counts from the moment it leaves
   (:meth:`Slot.sending`), not from its grant: a create first makes its in-flight mark
-  durable between the two. No call leaves once the run is stopping (:class:`Stopped`);
+  durable between the two. No call leaves once the run's :class:`StopSignal` is set
+  (:class:`Stopped`);
 - a create's task is *on the wire* from the moment it leaves until its answer is in: a task
   cancelled meanwhile leaves its row ``unknown``;
 - a "rate limited" answer is no attempt: every caller of that limit pauses (the server's
-  ``Retry-After``, or one window) and the call goes again. Each limit keeps a storm clock:
-  rate limited without an answer of any other kind for longer than ``max_rate_limited``
-  seconds, the run stops (the quota may be spent);
-- what may be tried again is backed off exponentially (``backoff`` times 2**n, jitter up to
-  one more ``backoff``, never over :data:`BACKOFF_CAP` backoffs) and tried again up to
-  ``max_attempts`` in all; a backoff ends at once when the run stops;
+  ``Retry-After``, or one window) and the call goes again. Each limit keeps its storm
+  clock (:meth:`RateLimit.rate_limited`): rate limited without an answer of any other kind
+  for longer than ``max_rate_limited`` seconds, the run stops (the quota may be spent);
+- what may be tried again is backed off exponentially (:class:`Backoff`) and tried again
+  up to ``max_attempts`` in all; a backoff ends at once when the run stops. Delivery
+  decides its retries itself (:mod:`bulkpost.attempts`); look-ups use tenacity;
 - a look-up is a read with these retries: its document, or :class:`LookupFailed`. A fatal
   answer (keys, host) stops the run.
 """
@@ -33,27 +34,46 @@ import structlog
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    before_nothing,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential_jitter,
 )
 
-from bulkpost.errors import AbortRun, BulkpostError
+from bulkpost.errors import AbortRun
 from bulkpost.ratelimit import RateLimit
 from bulkpost.response import Classified, Verdict
 from bulkpost.resume import Status
+from bulkpost.stop import StopSignal
 
 log = structlog.get_logger("bulkpost")
 
 BACKOFF_CAP = 30  # the longest wait between attempts, in multiples of --backoff
-
 # One request, classified: its answer and what came with it (a document, bulk outcomes).
 Call = Callable[[], Awaitable[tuple[Classified, Any]]]
 
 
+class Backoff:
+    """How long to wait after a failed attempt: ``backoff`` times 2**(n-1) after the n-th,
+    plus a jitter of up to one more ``backoff``, never over :data:`BACKOFF_CAP` backoffs.
+
+    The schedule is tenacity's (``wait_exponential_jitter``), so the look-ups' retries
+    (:meth:`bulkpost.calls.ApiCalls.lookup`, run by tenacity) and delivery's share it.
+    Its default jitter (a whole second) would make a short backoff long.
+    """
+
+    def __init__(self, backoff: float) -> None:
+        self.wait = wait_exponential_jitter(multiplier=backoff, max=backoff * BACKOFF_CAP,
+                                            jitter=backoff)
+
+    def after(self, failed_attempts: int) -> float:
+        """Seconds to wait after ``failed_attempts`` attempts (1 or more) failed."""
+        state = RetryCallState(AsyncRetrying(), None, (), {})
+        state.attempt_number = failed_attempts
+        return float(self.wait(state))
+
+
 @dataclass(slots=True)
-class Tally:
+class DeliveryCounts:
     """Counters the workers keep for the summary."""
 
     calls: int = 0
@@ -93,8 +113,7 @@ class LookupFailed(Exception):
 
 
 class Reads(Protocol):
-    """Whatever makes look-ups under the run's rate limit (:class:`ApiCalls`, or the
-    courier that holds one)."""
+    """Whatever makes look-ups under the run's rate limit (:class:`ApiCalls`)."""
 
     async def lookup(self, call: Call) -> Any: ...
 
@@ -102,42 +121,25 @@ class Reads(Protocol):
 class ApiCalls:
     """Makes the calls of one run (or of one ``check``/``verify``); all its workers share it.
 
-    ``stop`` is called with the reason when the run must stop (a fatal answer, a rate-limit
-    storm), and is expected to set ``stopping``.
+    ``stopping`` is set with the reason when the run must stop (a fatal answer, a
+    rate-limit storm); no call leaves after that.
     """
 
-    def __init__(self, settings: DeliverySettings, limit: RateLimit, stopping: asyncio.Event,
-                 stop: Callable[[BulkpostError], None]) -> None:
+    def __init__(self, settings: DeliverySettings, limit: RateLimit,
+                 stopping: StopSignal) -> None:
         self.settings = settings
         self.limit = limit  # the single-call limit; bulk calls name theirs
         self.stopping = stopping
-        self.stop = stop
-        self.tally = Tally()
+        self.backoff_schedule = Backoff(settings.backoff)
+        self.counts = DeliveryCounts()
         self.on_wire: set[asyncio.Task[Any]] = set()
-        self._rate_limited_since: dict[int, float] = {}  # id(limit): since when, unbroken
 
-    def retrying(self, exception: type[Exception], *, after_first: bool = False) -> AsyncRetrying:
-        """Attempts with exponential backoff; ``after_first``: attempt 1 was made already.
-
-        Most rows need one attempt, so delivery makes the first one itself (the retry
-        machinery costs more per row than the rest of our own code) and starts this only
-        after it failed: it then sleeps the first backoff, and the schedule shifts by one.
-        The jitter is up to one more ``backoff`` (tenacity's default, a whole second, would
-        make a short backoff long); every wait stays under the cap.
-        """
-        backoff, cap = self.settings.backoff, self.settings.backoff * BACKOFF_CAP
-        first_wait = wait_exponential_jitter(multiplier=backoff, max=cap, jitter=backoff)
-
-        async def sleep_first(state: RetryCallState) -> None:
-            if state.attempt_number == 1:
-                await self.backoff(first_wait(state))
-
-        skipped = 1 if after_first else 0
+    def retrying(self, exception: type[Exception]) -> AsyncRetrying:
+        """Attempts of a look-up, ``exception`` meaning "try again", on :class:`Backoff`."""
         return AsyncRetrying(
-            stop=stop_after_attempt(self.settings.max_attempts - skipped),
-            wait=wait_exponential_jitter(multiplier=backoff * 2**skipped, max=cap, jitter=backoff),
+            stop=stop_after_attempt(self.settings.max_attempts),
+            wait=self.backoff_schedule.wait,
             retry=retry_if_exception_type(exception),
-            before=sleep_first if after_first else before_nothing,
             sleep=self.backoff,
             reraise=True,
         )
@@ -149,12 +151,12 @@ class ApiCalls:
 
     async def call(self, call: Call, *, before_sending: Callable[[], Awaitable[None]] | None = None,
                    limit: RateLimit | None = None,
-                   settle_clock: bool = True) -> tuple[Classified, Any]:
+                   answered_ends_storm: bool = True) -> tuple[Classified, Any]:
         """Wait for a slot, make the call, and sit out rate limiting until answered.
 
         ``before_sending`` runs once the slot is ours; a call that has one is a create,
-        whose task counts as on the wire until the answer is in. ``settle_clock``: any
-        answer but "rate limited" stops the limit's storm clock (a bulk call's caller
+        whose task counts as on the wire until the answer is in. ``answered_ends_storm``:
+        any answer but "rate limited" stops the limit's storm clock (a bulk call's caller
         decides that from its items). Raises :class:`Stopped` when the run stops first.
         """
         task = asyncio.current_task()
@@ -172,39 +174,33 @@ class ApiCalls:
                     if self.stopping.is_set():
                         raise Stopped
                     self.on_wire.add(task)
-                    self.tally.creates += 1
+                    self.counts.creates += 1
                 slot.sending()  # the window counts from here, not from the grant
             finally:
                 slot.release()
-            self.tally.calls += 1
+            self.counts.calls += 1
             # Cancelled while on the wire, the task stays in on_wire: the row stays unknown.
             answer, document = await call()
             self.on_wire.discard(task)
             if answer.verdict is not Verdict.RATE_LIMITED:
-                if settle_clock:
-                    self.lifted(limit)  # this window is open
+                if answered_ends_storm:
+                    limit.answered()  # this window is open
                 return answer, document
             self.note_rate_limited(answer, limit)
 
-    def lifted(self, limit: RateLimit) -> None:
-        """An answer other than "rate limited" came under ``limit``: its storm clock stops."""
-        self._rate_limited_since.pop(id(limit), None)
-
     def note_rate_limited(self, answer: Classified, limit: RateLimit) -> None:
         """Pause the limit's callers; stop the run when it has lasted too long."""
-        self.tally.rate_limited += 1
-        now = asyncio.get_running_loop().time()
-        since = self._rate_limited_since.setdefault(id(limit), now)
-        if now - since > self.settings.max_rate_limited:
-            self.stop(AbortRun(
-                f"rate limited for {now - since:.0f} s without a success: "
+        self.counts.rate_limited += 1
+        lasted = limit.rate_limited()
+        if lasted > self.settings.max_rate_limited:
+            self.stopping.stop(AbortRun(
+                f"rate limited for {lasted:.0f} s without a success: "
                 "the daily quota may be spent, or another client uses the whole allowance; "
                 "run the same command later to resume"))
             raise Stopped
         if limit.paused_for() <= 0:
             said = {} if answer.retry_after is None else {"retry_after": answer.retry_after}
-            log.warning("rate limited by the server: pausing all workers", **said,
-                        error=answer.error, bulk=limit is not self.limit)
+            log.warning("rate_limited", **said, error=answer.error, bulk=limit is not self.limit)
         limit.pause(answer.retry_after)
 
     def left_on_wire(self, cancelled: bool) -> bool:
@@ -223,7 +219,7 @@ class ApiCalls:
                     if answer.verdict is Verdict.OK:
                         return document
                     if answer.verdict is Verdict.FATAL:
-                        self.stop(AbortRun(answer.error))
+                        self.stopping.stop(AbortRun(answer.error))
                         raise Stopped
                     if answer.verdict is Verdict.RETRY:
                         raise Retry(answer.error)

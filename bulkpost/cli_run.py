@@ -177,9 +177,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
         click.echo(f"bulkpost: aborted: {logs.scrub(summary.aborted)}", err=True)
     if summary.unknown and not summary.dry_run:
         structlog.get_logger("bulkpost").warning(
-            "rows may have been created and could not be checked, so they were not sent "
-            "again: run the same command again to look them up; --resend-unknown sends them "
-            "again (only if you know they were not created)", unknown=summary.unknown,
+            "rows.unknown", unknown=summary.unknown,
             report=f"bulkpost report {results}")
     if summary.dry_run:
         allowance = {"single": str(rate), "bulk": f"{bulk_rate} bulk calls of {batch_size}",

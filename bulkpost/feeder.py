@@ -21,19 +21,23 @@ import pyarrow as pa
 import structlog
 
 from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
+from bulkpost.calls import BACKOFF_CAP
 from bulkpost.client import LeadSquaredClient
-from bulkpost.delivery import BACKOFF_CAP, Courier, Job
+from bulkpost.delivery import Delivery
 from bulkpost.dispatch import JobQueue
 from bulkpost.errors import MappingError
 from bulkpost.history import History
+from bulkpost.lookups import Lookups
 from bulkpost.options import RunOptions
-from bulkpost.planner import Earlier, Plan, PlanOptions, decide, needs_line
+from bulkpost.planner import KeyHolder, Plan, PlanOptions, decide, needs_line
 from bulkpost.preflight import event_codes, run_preflight
 from bulkpost.progress import Progress
 from bulkpost.report import ProblemGroups
 from bulkpost.results import ResultsLog
 from bulkpost.resume import Action, Status, other_input, posted_differs
+from bulkpost.row_state import Job
 from bulkpost.source import NOT_UTF8, Source, count_rows, open_source
+from bulkpost.stop import StopSignal
 from bulkpost.summary import Summary
 
 log = structlog.get_logger("bulkpost")
@@ -45,8 +49,8 @@ class Feeder:
     """Feeds one run's rows to its workers (or, in a dry run, only counts them)."""
 
     def __init__(self, options: RunOptions, results: ResultsLog, history: History | None,
-                 courier: Courier | None, summary: Summary, progress: Progress,
-                 problems: ProblemGroups, stopping: asyncio.Event) -> None:
+                 lookups: Lookups | None, summary: Summary, progress: Progress,
+                 problems: ProblemGroups, stopping: StopSignal) -> None:
         self.options = options
         self.plan_options = PlanOptions(
             resend_unknown=options.resend_unknown, history=history is not None,
@@ -56,7 +60,7 @@ class Feeder:
             max_attempts=options.max_attempts)
         self._results = results
         self._history = history
-        self._courier = courier
+        self._lookups = lookups
         self._summary = summary
         self._progress = progress
         self._problems = problems
@@ -78,18 +82,18 @@ class Feeder:
             items, screened = got
             for item in items:
                 self._summary.rows += 1
-                previous = results.previous(item.row)
-                earlier = screened.get(item.row)
-                courier = self._courier
-                wanted = (courier is not None and not courier.reading.calibrated
-                          and not courier.distrust)
+                recorded = results.recorded(item.row)
+                key_holder = screened.get(item.row)
+                lookups = self._lookups
+                wanted = (lookups is not None and not lookups.reading.calibrated
+                          and not lookups.distrust)
                 line = results.last_outcome(item.row) if needs_line(
-                    item, previous, earlier, self.plan_options, sample_wanted=wanted) else None
-                self._apply(item, decide(item, previous, line, earlier, self.plan_options,
+                    item, recorded, key_holder, self.plan_options, sample_wanted=wanted) else None
+                self._apply(item, decide(item, recorded, line, key_holder, self.plan_options,
                                          sample_wanted=wanted), queue)
 
     def _read_and_map(self, source: Source, mapper: RowMapper
-                      ) -> tuple[list[Activity | InvalidRow], dict[int, Earlier]] | None:
+                      ) -> tuple[list[Activity | InvalidRow], dict[int, KeyHolder]] | None:
         """The next batch, mapped, and what the history holds of its rows' keys."""
         batch = source.next_batch()
         if batch is None:
@@ -100,7 +104,7 @@ class Feeder:
         mapped.extend(mapper.map_batch(batch.rows, batch.columns))
         if batch.broken:  # only then are the rows out of order
             mapped.sort(key=lambda item: item.row)
-        screened: dict[int, Earlier] = {}
+        screened: dict[int, KeyHolder] = {}
         if self._history is not None:
             screened = self._history.screen([i for i in mapped if isinstance(i, Activity)])
         return mapped, screened
@@ -113,7 +117,7 @@ class Feeder:
             assert self._history is not None and isinstance(item, Activity)
             self._history.posted(item, plan.repair)
         if plan.other_claim:
-            log.info("key sent by a run that stopped, with other content: sending this row",
+            log.info("history.other_claim",
                      row=item.row, run_of_the_other=plan.other_claim)
         if plan.changed:
             summary.changed += 1
@@ -123,7 +127,7 @@ class Feeder:
                 summary.to_send += 1
                 self._progress.done()
             else:
-                queue.put(Job(item, plan.previous, reconcile_first=plan.action
+                queue.put(Job(item, plan.recorded_status, reconcile_first=plan.action
                               is Action.RECONCILE, window=plan.window))
             return
         assert plan.counted is not None
@@ -136,9 +140,9 @@ class Feeder:
                 summary.undecodable += 1
         summary.count(plan.counted)
         self._progress.done(passed_over=plan.passed_over)
-        if plan.sample is not None and self._courier is not None:
+        if plan.sample is not None and self._lookups is not None:
             assert isinstance(item, Activity)
-            self._courier.offer_sample(item, *plan.sample)
+            self._lookups.offer_sample(item, *plan.sample)
 
     # -- before the first row ------------------------------------------------------------
     async def check_same_input(self, rules: FieldRules | None) -> None:
@@ -165,18 +169,18 @@ class Feeder:
                 InvalidRow(row, "", "", reason, "") for row, reason in batch.broken]
             items.extend(mapper.map_batch(batch.rows, batch.columns))
             differ.extend(item.row for item in items
-                          if item.row <= last and posted_differs(item, results.previous(item.row)))
+                          if item.row <= last and posted_differs(item, results.recorded(item.row)))
             if batch.rows and batch.rows[-1] >= last:
                 break
         return sorted(differ)[:6]
 
 
-async def field_rules(options: RunOptions, courier: Courier | None,
+async def field_rules(options: RunOptions, delivery: Delivery | None,
                       client: LeadSquaredClient | None) -> FieldRules | None:
     """The field rules per event code, or None when the schemas are not read (they are
-    read through ``courier``, which learns the fields' kinds for its look-ups)."""
+    read through ``delivery``, whose look-ups learn the fields' kinds)."""
     opts = options
-    if not opts.preflight or client is None or courier is None:
+    if not opts.preflight or client is None or delivery is None:
         if opts.mapping.display_names:
             raise MappingError(
                 f"{opts.mapping.source}: fields given by display name "
@@ -184,8 +188,7 @@ async def field_rules(options: RunOptions, courier: Courier | None,
                 "type's schema: give --host and the keys (and no --no-preflight), or use "
                 "SchemaNames")
         if opts.dry_run and opts.preflight:
-            log.warning("no --host or keys: the dry run checks rows without the activity "
-                        "types' schemas")
+            log.warning("dry_run.no_schemas")
         return None
     codes = await event_codes(opts.mapping, opts.input, opts.encoding, opts.delimiter)
     if not codes:
@@ -194,9 +197,9 @@ async def field_rules(options: RunOptions, courier: Courier | None,
                                "the event codes before the run: give a constant event, or "
                                "an input that can be read twice")
         return None
-    result = await run_preflight(opts.mapping, courier, client, codes,
+    result = await run_preflight(opts.mapping, delivery.calls, client, codes,
                                  decimal_comma=opts.decimal_comma)
-    courier.kinds = {code: {rule.schema_name: rule.kind for rule in rules}
+    delivery.lookups.kinds = {code: {rule.schema_name: rule.kind for rule in rules}
                      for code, rules in result.rules.items()}
     return result.rules
 

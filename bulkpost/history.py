@@ -23,7 +23,7 @@ The rules, enforced with the results file's own durability:
   (the row is ``invalid``, naming the key column);
 - the first row of an input with a key is the key's row: later ones are ``skipped`` (same
   content) or handled by ``--on-changed`` (other content). What a row's key holds is read
-  by :func:`~bulkpost.planner.earlier_of`, and the row planned by the planner;
+  by :func:`~bulkpost.planner.key_holder_of`, and the row planned by the planner;
 - the database is locked by a run (a lock file beside it): a second run refuses, exit 2.
 
 Commits are made from the results file's sync thread; reads for a batch of rows from the
@@ -51,7 +51,7 @@ from bulkpost.errors import HistoryLocked, ResultsWriteError, UsageError
 from bulkpost.history_schema import CLAIM, POSTED, SETTLED, hash_text, open_database, stored_hash
 from bulkpost.locking import lock_beside, release
 from bulkpost.outcomes import utc_text
-from bulkpost.planner import Earlier, earlier_of
+from bulkpost.planner import KeyHolder, key_holder_of
 
 _CHUNK = 500  # keys per IN (...) query: well under SQLite's variable limit
 
@@ -189,12 +189,12 @@ class History:
                                     "stopped sending") from None
 
     # -- reads ---------------------------------------------------------------------------
-    def screen(self, items: Sequence[Activity]) -> dict[int, Earlier]:
+    def screen(self, items: Sequence[Activity]) -> dict[int, KeyHolder]:
         """For each row (by number) whose key an earlier row of this input or the history
-        holds: what it holds (read by :func:`~bulkpost.planner.earlier_of`). Rows are taken
-        in order; each key's first row is remembered. Called from the feeder's thread, a
-        batch at a time."""
-        found: dict[int, Earlier] = {}
+        holds: its :class:`~bulkpost.planner.KeyHolder` (read by
+        :func:`~bulkpost.planner.key_holder_of`). Rows are taken in order; each key's first
+        row is remembered. Called from the feeder's thread, a batch at a time."""
+        found: dict[int, KeyHolder] = {}
         if not items:
             return found
         keys = [history_key(item) for item in items]
@@ -215,9 +215,9 @@ class History:
             for item, key in zip(items, keys, strict=True):
                 content = stored_hash(item.content_hash)
                 first = seen.get(key)
-                earlier = earlier_of(content, first, posted.get(key), claims.get(key, {}))
-                if earlier is not None:
-                    found[item.row] = earlier
+                holder = key_holder_of(content, first, posted.get(key), claims.get(key, {}))
+                if holder is not None:
+                    found[item.row] = holder
                 if first is None:
                     seen[key] = (item.row, content)
                     fresh.append((key, item.row, content))

@@ -5,6 +5,11 @@ or when stderr is not a terminal. Exceptions are rendered as plain text without 
 variables (locals would hold request headers, and so the keys), and the last processor
 blanks the access and secret keys out of every rendered line whatever path they took.
 
+Every event is a short stable key (``run.finished``, ``rate_limited``), its variable parts
+fields. :data:`EVENTS` gives each key the sentence a person reads: the console shows the
+sentence in place of the key; a JSON line keeps the key in ``event``, for a scheduler to
+filter on, and carries the sentence in ``message``.
+
 Lists and dicts stay lists and dicts, so a JSON line carries them as JSON values; other
 objects (paths, exceptions) are logged as their text. The console leaves out fields whose
 value is None: an optional field that is not there is not shown as ``key=None``.
@@ -20,6 +25,57 @@ from typing import Any, TextIO, cast
 import structlog
 
 from bulkpost.progress import BarAwareStream
+
+# Every log call's event, and what a person reads for it. A key is snake_case, dotted by
+# area; tests/test_logs.py checks that every call in bulkpost/ uses a key of this table and
+# that every key is used.
+EVENTS: dict[str, str] = {
+    # The run
+    "run.started": "run started",
+    "run.finished": "run finished",
+    "run.stopping": "stopping",
+    "run.interrupted": "interrupted: finishing requests on the wire; interrupt again to quit "
+                       "at once",
+    "run.interrupted_again": "interrupted again: stopping at once; rows on the wire stay "
+                             "unknown",
+    "internal_error": "internal error",
+    "verify.stopping": "stopping",
+    # Rows and activities
+    "row.retrying": "retrying",
+    "row.reconciled": "reconciled: already created",
+    "rows.unknown": "rows may have been created and could not be checked, so they were not "
+                    "sent again: run the same command again to look them up; "
+                    "--resend-unknown sends them again (only if you know they were not "
+                    "created)",
+    "rate_limited": "rate limited by the server: pausing all workers",
+    "bulk.refused": "bulk call refused as a whole: sending its rows one by one",
+    # The first rows, read back
+    "readback.stored_as_sent": "first rows read back: stored as sent",
+    "readback.failed": "first rows not read back",
+    # Look-ups and their calibration
+    "lookup.calibrated": "look-ups calibrated",
+    "lookup.calibrated_earlier": "look-ups calibrated by an earlier run",
+    "lookup.rule_learned": "look-up rule learned",
+    "lookup.not_calibrated": "look-ups not calibrated yet",
+    "lookup.distrusted": "look-ups distrusted: rows whose outcome is uncertain stay unknown",
+    "lookup.offset_not_learned": "how the look-up's Offset counts is not learned yet",
+    "lookup.calibration_not_saved": "calibration not saved beside the results file",
+    # The activity types' schemas
+    "preflight.report": "preflight",
+    "preflight.fields_unmapped": "fields not mapped",
+    "preflight.stream_unchecked": "event codes of a record batch stream are not known before "
+                                  "the run: rows are not checked against the activity types' "
+                                  "schemas",
+    "dry_run.no_schemas": "no --host or keys: the dry run checks rows without the activity "
+                          "types' schemas",
+    # The results file and the history
+    "results.not_compacted": "results file not compacted",
+    "history.changed_skipped": "rows skipped: their key was posted before with other content; "
+                               "--on-changed post sends them, fail lists them",
+    "history.other_claim": "key sent by a run that stopped, with other content: sending this "
+                           "row",
+    "history.not_finished": "history not finished",
+}
 
 _secrets: list[str] = []
 
@@ -64,6 +120,23 @@ def _drop_none(_logger: Any, _name: str, event: MutableMapping[str, Any]
     return event
 
 
+def _sentence(_logger: Any, _name: str, event: MutableMapping[str, Any]
+              ) -> MutableMapping[str, Any]:
+    """The console's: the event's sentence in place of its key."""
+    key = event.get("event")
+    if isinstance(key, str):
+        event["event"] = EVENTS.get(key, key)
+    return event
+
+
+def _message(_logger: Any, _name: str, event: MutableMapping[str, Any]
+             ) -> MutableMapping[str, Any]:
+    """JSON's: the key stays in ``event``, the sentence goes in ``message``."""
+    key = event.get("event")
+    event["message"] = EVENTS.get(key, key) if isinstance(key, str) else key
+    return event
+
+
 def _redact_rendered(_logger: Any, _name: str, rendered: Any) -> Any:
     return scrub(rendered) if isinstance(rendered, str) else rendered
 
@@ -75,8 +148,10 @@ def configure(log_format: str = "auto", level: str = "info",
     as_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
     renderer: list[Any]
     if as_json:
+        worded: Any = _message
         renderer = [structlog.processors.JSONRenderer()]
     else:
+        worded = _sentence
         renderer = [_drop_none, structlog.dev.ConsoleRenderer(
             colors=stream.isatty(),
             exception_formatter=structlog.dev.plain_traceback,
@@ -87,6 +162,7 @@ def configure(log_format: str = "auto", level: str = "info",
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            worded,
             _redact,
             *renderer,
             _redact_rendered,

@@ -66,7 +66,7 @@ class Lookups:
     def __init__(self, calls: ApiCalls, client: LeadSquaredClient, results: ResultsLog | None,
                  history: History | None = None, reading: Reading | None = None) -> None:
         self._calls = calls
-        self._tally = calls.tally
+        self._counts = calls.counts
         self._client = client
         self._results = results  # None: no rows to reconcile (``bulkpost check``)
         self._history = history
@@ -104,9 +104,9 @@ class Lookups:
         """One page of "Get Activities of a Lead"; LookupFailed when not understood.
         ``learning``: read to learn how the account answers (counted apart)."""
         if learning:
-            self._tally.calibration_calls += 1
+            self._counts.calibration_calls += 1
         else:
-            self._tally.lookup_calls += 1
+            self._counts.lookup_calls += 1
         document = await self._calls.lookup(functools.partial(
             self._client.retrieve_activities, lead_id, event, offset, count))
         page = parse_activities(document)
@@ -122,7 +122,7 @@ class Lookups:
         "Not found" is concluded only from a complete scan by a calibrated reading; else
         LookupFailed, and the row stays ``unknown``.
         """
-        self._tally.reconciled += 1
+        self._counts.reconciled += 1
         row = fingerprint(item.body)
         lead_id = await self._lead_of(row)
         await self._trust_lookups()
@@ -148,8 +148,8 @@ class Lookups:
                 first = [f.activity_id for f in page.items]
             found = pick(row, page.items, claimed, window, kinds, self.reading)
             if found is not None:
-                self._tally.found_posted += 1
-                log.info("reconciled: already created", row=item.row, activity_id=found)
+                self._counts.found_posted += 1
+                log.info("row.reconciled", row=item.row, activity_id=found)
                 return found
             scan.add(page)
             if scan.incomplete:
@@ -188,14 +188,13 @@ class Lookups:
             except LookupFailed as exc:
                 self._calibration_misses += 1
                 self._calibration_failure = str(exc)
-                log.warning("look-ups not calibrated yet", row=item.row, reason=str(exc))
+                log.warning("lookup.not_calibrated", row=item.row, reason=str(exc))
                 if self._calibration_misses >= CALIBRATION_TRIES:
                     self.distrust = f"{CALIBRATION_TRIES} look-ups of row {item.row} failed: {exc}"
             if self.distrust:
-                log.error("look-ups distrusted: rows whose outcome is uncertain stay unknown",
-                          reason=self.distrust)
+                log.error("lookup.distrusted", reason=self.distrust)
 
-    async def settle_offset(self, created: Sequence[tuple[Activity, str]]) -> None:
+    async def learn_offset(self, created: Sequence[tuple[Activity, str]]) -> None:
         """Learn how Offset counts, if still unknown, on the lead of this run's first
         ``created`` row when its first page is full: called while the first rows are checked,
         when nothing else is being sent (pages of a busy lead keep shifting). For a reading
@@ -212,7 +211,7 @@ class Lookups:
                 await self._offset_rule(lead_id, row.event,
                                         [f.activity_id for f in first.items])
         except LookupFailed as exc:
-            log.warning("how the look-up's Offset counts is not learned yet", reason=str(exc))
+            log.warning("lookup.offset_not_learned", reason=str(exc))
 
     async def _calibrate(self, item: Activity, activity_id: str,
                          window: SendWindow | None) -> None:
@@ -287,7 +286,7 @@ class Lookups:
         if reading == self.reading:
             return
         self.reading = reading
-        log.info("look-ups calibrated" if reading.calibrated else "look-up rule learned",
+        log.info("lookup.calibrated" if reading.calibrated else "lookup.rule_learned",
                  reading=reading.describe())
         if self.on_learned is not None:
             self.on_learned(reading)

@@ -1,7 +1,7 @@
 """The run's lifecycle: source → feeder (each row's plan) → queue → workers → delivery → results.
 
 The thin shell around the parts: it opens and closes the results file and the history,
-the client and the courier, wires the feeder (:mod:`bulkpost.feeder`) to the worker pools
+the client and the delivery, wires the feeder (:mod:`bulkpost.feeder`) to the worker pools
 (:mod:`bulkpost.workers`) through a bounded queue, handles signals, stops, and turns errors
 into the run's outcome (:class:`~bulkpost.summary.Summary`, or an exception).
 
@@ -21,8 +21,9 @@ from typing import Any
 
 import structlog
 
+from bulkpost.calls import Stopped
 from bulkpost.client import LeadSquaredClient
-from bulkpost.delivery import Courier, Job, Stopped
+from bulkpost.delivery import Delivery
 from bulkpost.dispatch import JobQueue
 from bulkpost.errors import (
     ACCESS_KEY,
@@ -42,9 +43,11 @@ from bulkpost.ratelimit import RateLimit
 from bulkpost.readback import field_infos
 from bulkpost.report import ProblemGroups
 from bulkpost.results import ResultsLog
+from bulkpost.row_state import Job
 from bulkpost.source import Source, describe, input_columns, open_source
+from bulkpost.stop import StopSignal
 from bulkpost.summary import Summary
-from bulkpost.workers import Workers, new_courier
+from bulkpost.workers import Workers, new_delivery
 
 __all__ = ["Run", "RunOptions", "Summary", "new_run_id", "run_sync"]  # where callers look
 
@@ -62,9 +65,10 @@ class Run:
         self.history: History | None = None
         self.limit = RateLimit(options.rate, options.rate_margin)
         self.bulk_limit = RateLimit(options.bulk_rate, options.rate_margin)
-        self.stopping = asyncio.Event()
-        self._abort: BulkpostError | None = None
-        self._courier: Courier | None = None
+        self.stopping = StopSignal()
+        self.stopping.listen(self._halt)
+        self._halted = False
+        self._delivery: Delivery | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
         self._interrupts = 0
@@ -85,14 +89,18 @@ class Run:
     def stop(self, error: BulkpostError, *, asked: bool = False) -> None:
         """Stop sending now; requests on the wire may finish (bounded by drain_timeout).
         ``asked``: the user asked for it (a signal), which is no error."""
-        if self._abort is None:
-            self._abort = error
-            if not asked:
-                log.error("stopping", reason=str(error))
-        self.stopping.set()
+        self.stopping.stop(error, asked=asked)
+
+    def _halt(self) -> None:
+        """The run stops (whoever said so): say why, once; cancel the feeder and every
+        worker whose request is not on the wire."""
+        if not self._halted:
+            self._halted = True
+            if not self.stopping.asked:
+                log.error("run.stopping", reason=str(self.stopping.reason))
         if self._feeder is not None:
             self._feeder.cancel()
-        on_wire = self._courier.on_wire if self._courier else set()
+        on_wire = self._delivery.calls.on_wire if self._delivery else set()
         for task in self._workers:
             if task not in on_wire:
                 task.cancel()
@@ -100,13 +108,11 @@ class Run:
     def interrupt(self, signame: str) -> None:
         self._interrupts += 1
         if self._interrupts == 1:
-            log.warning("interrupted: finishing requests on the wire; interrupt again to quit "
-                        "at once", signal=signame)
+            log.warning("run.interrupted", signal=signame)
             self.summary.interrupted = True
             self.stop(AbortRun(f"interrupted by {signame}"), asked=True)
         else:
-            log.warning("interrupted again: stopping at once; rows on the wire stay unknown",
-                        signal=signame)
+            log.warning("run.interrupted_again", signal=signame)
             for task in self._workers:
                 task.cancel()
 
@@ -155,14 +161,15 @@ class Run:
             counter = track_progress(self.progress, opts, source, results)
             await self._run(source, results, history)
         finally:
+            abort = self.stopping.reason
             for signum in installed:
                 loop.remove_signal_handler(signum)
             if counter is not None:
                 counter.cancel()
             self.progress.close()
             self.summary.elapsed_s = time.monotonic() - started
-            if self._courier is not None:
-                self.summary.add(self._courier.tally)
+            if self._delivery is not None:
+                self.summary.add(self._delivery.calls.counts)
             try:
                 if self._interrupts < 2:
                     await results.sync()
@@ -170,31 +177,30 @@ class Run:
             except ResultsWriteError as exc:
                 # The log is valid as it stands (a rerun reads it the same); say so, and
                 # keep the reason the run stopped, if it stopped.
-                log.error("results file not compacted", reason=str(exc))
-                if self._abort is None:
-                    self._abort = exc
+                log.error("results.not_compacted", reason=str(exc))
+                abort = abort or exc
             finally:
                 results.close()
-        if self._abort is not None:
-            if isinstance(self._abort, AbortRun):
-                self.summary.aborted = str(self._abort)
+        if abort is not None:
+            if isinstance(abort, AbortRun):
+                self.summary.aborted = str(abort)
             else:
                 if history is not None:
-                    self._finish_history(history, self._abort.exit_code)
-                raise self._abort
+                    self._finish_history(history, abort.exit_code)
+                raise abort
         if opts.dry_run:
             self.summary.problems = self.problems.lines()
             # What the real run would take at the configured rate (look-ups not counted).
             self.summary.estimated_s = self.summary.to_send / self.activities_per_second()
         if history is not None:
             self._finish_history(history)
-        log.info("run finished", **self.summary.as_dict())
+        log.info("run.finished", **self.summary.as_dict())
         return self.summary
 
     async def _run(self, source: Source, results: ResultsLog, history: History | None) -> None:
         """The rows, from the client's opening to its closing."""
         opts = self.options
-        log.info("run started", input=describe(opts.input), results=str(opts.results),
+        log.info("run.started", input=describe(opts.input), results=str(opts.results),
                  rate=str(opts.rate), workers=opts.worker_count(), mode=opts.mode,
                  bulk_rate=str(opts.bulk_rate) if opts.mode != "single" else None,
                  bulk_workers=opts.bulk_worker_count(), dry_run=opts.dry_run,
@@ -205,32 +211,33 @@ class Run:
                 client = await stack.enter_async_context(LeadSquaredClient(
                     opts.host, opts.credentials, timeout=opts.timeout,
                     connections=opts.connections()))
-                self._courier = new_courier(opts, self.limit, client, results, history,
-                                            self.stopping, self.stop, self.summary.run_id)
+                self._delivery = new_delivery(opts, self.limit, client, results, history,
+                                              self.stopping, self.summary.run_id)
             try:
-                rules = await field_rules(opts, self._courier, client)
+                rules = await field_rules(opts, self._delivery, client)
             except Stopped:
                 rules = None  # a fatal answer: stop() has recorded why
             except AbortRun as exc:
                 rules = None
                 self.stop(exc)
-            if self._abort is not None:
+            if self.stopping.is_set():
                 return
-            feeder = Feeder(opts, results, history, self._courier, self.summary,
+            lookups = self._delivery.lookups if self._delivery else None
+            feeder = Feeder(opts, results, history, lookups, self.summary,
                             self.progress, self.problems, self.stopping)
             await feeder.check_same_input(rules)
             if opts.dry_run:
                 await feeder.feed(source, None, rules)
                 return
-            assert client is not None and self._courier is not None
+            assert client is not None and self._delivery is not None
             queue: JobQueue[Job] = JobQueue(opts.low_water())
             self._feeder = asyncio.create_task(feeder.feed(source, queue, rules))
-            self._workers = Workers(opts, queue, self._courier, client, self.bulk_limit,
+            self._workers = Workers(opts, queue, self._delivery, client, self.bulk_limit,
                                     field_infos(opts.mapping, rules), self.progress,
-                                    self.stopping, self.stop).start()
-            await self._until_done(self._feeder, self._courier)
+                                    self.stopping).start()
+            await self._until_done(self._feeder, self._delivery)
 
-    async def _until_done(self, feeder: asyncio.Task[None], courier: Courier) -> None:
+    async def _until_done(self, feeder: asyncio.Task[None], delivery: Delivery) -> None:
         """Wait for the feeder and the workers to finish, or for the run to stop; then let
         requests on the wire finish, for a bounded time."""
         everything: asyncio.Future[Any] = asyncio.gather(feeder, *self._workers)
@@ -242,11 +249,11 @@ class Run:
                 if isinstance(error, BulkpostError):
                     # An input or usage problem found mid-file, after requests went out,
                     # is an abort: the summary must say what was done.
-                    sent = courier.tally.creates > 0
+                    sent = delivery.calls.counts.creates > 0
                     self.stop(AbortRun(str(error)) if sent and error.exit_code == 2
                               else error)
                 elif error is not None and not isinstance(error, asyncio.CancelledError):
-                    log.error("internal error", exc_info=error)
+                    log.error("internal_error", exc_info=error)
                     self.stop(AbortRun(f"internal error ({type(error).__name__}: {error}); "
                                        "please report it. Rerun to resume"))
             if self.stopping.is_set():
@@ -263,8 +270,7 @@ class Run:
         """Commit the history's last writes and how the run ended; warn of changed keys."""
         summary = self.summary
         if summary.changed and self.options.on_changed == "skip":
-            log.warning("rows skipped: their key was posted before with other content; "
-                        "--on-changed post sends them, fail lists them", rows=summary.changed)
+            log.warning("history.changed_skipped", rows=summary.changed)
         if self.options.dry_run:
             return
         try:
@@ -273,7 +279,7 @@ class Run:
         except ResultsWriteError as exc:
             # Its claims were committed before each send; only the last posted marks and the
             # run's line are missing, and the next run repairs them from the results file.
-            log.error("history not finished", reason=str(exc))
+            log.error("history.not_finished", reason=str(exc))
             if not summary.aborted:
                 summary.aborted = str(exc)
 

@@ -3,11 +3,11 @@
 The one place where a row's fate is decided before any request; the feeder only applies
 the :class:`Plan`. Pure: plain values in, a plan out, no I/O. What is known of a row:
 
-- its line in the results file: :class:`~bulkpost.resume.Previous`, and the whole line
+- its line in the results file: :class:`~bulkpost.resume.Recorded`, and the whole line
   when the plan uses it (:func:`needs_line` says when, so that a resume reads from disk
   only the lines it uses);
 - with ``--history``, what the history or an earlier row of this input holds of its key
-  (:class:`Earlier`, read by :func:`earlier_of`);
+  (:class:`KeyHolder`, read by :func:`key_holder_of`);
 - the run's options that bear on it (:class:`PlanOptions`).
 
 The rules, in the order they apply:
@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from bulkpost.activity import Activity, InvalidRow
 from bulkpost.outcomes import RowOutcome, parse_utc_text, utc_text
 from bulkpost.reconcile import SendWindow
-from bulkpost.resume import Action, Previous, Status, plan_row
+from bulkpost.resume import Action, Recorded, Status, plan_row
 
 # A row skipped for these reasons is decided again by each run (see rule 2).
 DECIDED_AGAIN = ("changed", "duplicate key")
@@ -44,8 +44,9 @@ _PASSED_OVER = frozenset({Action.SKIP_POSTED, Action.KEEP, Action.SKIP_KEY,
 
 
 @dataclass(frozen=True, slots=True)
-class Earlier:
-    """What the history, or an earlier row of this input, holds for a row's key."""
+class KeyHolder:
+    """Who holds a row's key, and how: the history (posted, or claimed by a run that
+    stopped), or an earlier row of this input."""
 
     posted: bool  # False: claimed, sent by a run that stopped before knowing
     same_content: bool
@@ -63,27 +64,27 @@ class Earlier:
         return f"{what}{held} by run {self.run_id} at {utc_text(self.at)}"
 
 
-def earlier_of(content: int, first: tuple[int, int] | None,
-               posted: tuple[str, int, str, int] | None,
-               claims: Mapping[int, tuple[str, int]]) -> Earlier | None:
+def key_holder_of(content: int, first: tuple[int, int] | None,
+                  posted: tuple[str, int, str, int] | None,
+                  claims: Mapping[int, tuple[str, int]]) -> KeyHolder | None:
     """What decides a row with this content (a signed 64-bit hash) from what is held of its
     key: ``first``, the input's first row of the key (its number, its content); ``posted``,
     the key's posted activity (Id, content, run id, at); ``claims``, the key's open claims
     (content → run id, at). None: nothing; the row is the key's first."""
     if first is not None:  # the input's first row of a key decides for the later ones
         row, first_content = first
-        return Earlier(posted=False, same_content=content == first_content, row=row)
+        return KeyHolder(posted=False, same_content=content == first_content, row=row)
     if posted is not None and (posted[1] == content or content not in claims):
         # Posted: with this content, or with another and this one never sent.
         activity_id, posted_content, run_id, at = posted
-        return Earlier(posted=True, same_content=posted_content == content,
-                       activity_id=activity_id, run_id=run_id, at=at)
+        return KeyHolder(posted=True, same_content=posted_content == content,
+                         activity_id=activity_id, run_id=run_id, at=at)
     if content in claims:  # this very content may be on the API already
         run_id, at = claims[content]
-        return Earlier(posted=False, same_content=True, run_id=run_id, at=at)
+        return KeyHolder(posted=False, same_content=True, run_id=run_id, at=at)
     if claims:  # only other content was sent under this key
         run_id, at = max(claims.values(), key=lambda claim: claim[1])
-        return Earlier(posted=False, same_content=False, run_id=run_id, at=at)
+        return KeyHolder(posted=False, same_content=False, run_id=run_id, at=at)
     return None
 
 
@@ -115,7 +116,7 @@ class Plan:
     action: Action
     counted: Status | None = None  # settled now, counted as this; None: sent (or to send)
     record: RowOutcome | None = None  # the line to record now, if any
-    previous: Status | None = None  # sent: the earlier status its job carries
+    recorded_status: Status | None = None  # sent: its status on file, which its job carries
     window: SendWindow | None = None  # looked up first: when earlier attempts may have gone
     problem: tuple[str, str] | None = None  # (column, reason): why the row is invalid
     changed: bool = False  # --history: its key was posted before with other content
@@ -138,93 +139,95 @@ _SEND = Plan(Action.SEND)
 _PASSED = Plan(Action.SKIP_POSTED, Status.SKIPPED)
 
 
-def decide(row: Activity | InvalidRow, previous: Previous | None, line: RowOutcome | None,
-           earlier: Earlier | None, options: PlanOptions, *,
+def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutcome | None,
+           key_holder: KeyHolder | None, options: PlanOptions, *,
            sample_wanted: bool = False) -> Plan:
     """The plan for one row.
 
-    ``previous``: what the results file holds of it; ``line``: its last line there, when
-    :func:`needs_line` says the plan uses it (else None); ``earlier``: what the history
-    holds of its key (with ``--history``; only valid rows are screened); ``sample_wanted``:
-    look-ups are not calibrated yet and a posted row may calibrate them. Raises UsageError
-    for a results file written for another input.
+    ``recorded``: what the results file holds of it; ``line``: its last line there, when
+    :func:`needs_line` says the plan uses it (else None); ``key_holder``: who holds its key,
+    the history or an earlier row of this input (with ``--history``; only valid rows are
+    screened); ``sample_wanted``: look-ups are not calibrated yet and a posted row may
+    calibrate them. Raises UsageError for a results file written for another input.
     """
-    action = plan_row(row, previous, options.resend_unknown)
+    action = plan_row(row, recorded, options.resend_unknown)
     if isinstance(row, InvalidRow):
         if action is Action.RECORD_INVALID:
             return Plan(action, Status.INVALID, RowOutcome(
                 row.row, row.key, Status.INVALID, error_type=row.column, error=row.reason,
                 content_hash=row.content_hash), problem=(row.column, row.reason))
-        assert previous is not None  # skipped or kept: there was a line
-        return Plan(action, Status.SKIPPED if action is Action.SKIP_POSTED else previous.status)
+        assert recorded is not None  # skipped or kept: there was a line
+        return Plan(action, Status.SKIPPED if action is Action.SKIP_POSTED else recorded.status)
     if not options.history:
-        earlier = None
+        key_holder = None
     again = None  # the row's skipped line, when it is decided again
     repair = ""
-    if action is Action.SKIP_POSTED and previous is not None and options.history:
-        if (previous.status is Status.SKIPPED and line is not None
+    if action is Action.SKIP_POSTED and recorded is not None and options.history:
+        if (recorded.status is Status.SKIPPED and line is not None
                 and line.error_type in DECIDED_AGAIN):
-            again, action, previous = line, Action.SEND, None
+            again, action, recorded = line, Action.SEND, None
         elif (line is not None and line.activity_id and not options.dry_run
-              and (earlier is None or not (earlier.posted or earlier.row))):
+              and (key_holder is None or not (key_holder.posted or key_holder.row))):
             # Posted (by this row, or by the run its skipped line names), but not in this
             # history: the run stopped before committing it, or used another history. A key
             # posted since, with any content, is left as it is.
             repair = line.activity_id
     if action is Action.SKIP_POSTED:
-        sample = _sample(row, previous, line, options) if sample_wanted else None
+        sample = _sample(row, recorded, line, options) if sample_wanted else None
         if not repair and sample is None:
             return _PASSED
         return Plan(action, Status.SKIPPED, repair=repair, sample=sample)
     if action is Action.KEEP:
-        assert previous is not None
-        return Plan(action, previous.status)
+        assert recorded is not None
+        return Plan(action, recorded.status)
     changed, other_claim = False, ""
-    if earlier is not None:
+    if key_holder is not None:
         key = f"key {row.key!r}" if row.key else "its content"
-        if earlier.same_content:
-            if earlier.row or earlier.posted:
+        if key_holder.same_content:
+            if key_holder.row or key_holder.posted:
                 return _skipped(row, options, Action.SKIP_KEY,
-                                "duplicate key" if earlier.row else "history",
-                                f"{key} was {earlier.describe()}",
-                                earlier.activity_id if earlier.posted else "", again)
+                                "duplicate key" if key_holder.row else "history",
+                                f"{key} was {key_holder.describe()}",
+                                key_holder.activity_id if key_holder.posted else "", again)
             action = Action.RECONCILE  # a run that stopped sent it: look it up
-        elif not earlier.posted and not earlier.row:
+        elif not key_holder.posted and not key_holder.row:
             # Runs that stopped sent only other content under this key; whether that was
             # created cannot be looked up (its content is not known here). The key may hold
             # nothing yet: send this row.
-            other_claim = earlier.run_id
+            other_claim = key_holder.run_id
         elif options.on_changed == "post":
             changed = True
         elif options.on_changed == "skip":
             return _skipped(row, options, Action.SKIP_CHANGED, "changed",
-                            f"{key} was {earlier.describe()}, with other content; skipped "
+                            f"{key} was {key_holder.describe()}, with other content; skipped "
                             "(--on-changed skip)", "", again, changed=True)
         else:  # --on-changed fail
             column = options.key_column or "key"
-            reason = f"{key} was {earlier.describe()}, with other content (--on-changed fail)"
+            reason = (f"{key} was {key_holder.describe()}, with other content "
+                      "(--on-changed fail)")
             return Plan(Action.FAIL_CHANGED, Status.INVALID, RowOutcome(
                 row.row, row.key, Status.INVALID, error_type=column, error=reason,
                 content_hash=row.content_hash), problem=(column, reason), changed=True)
-    if action is Action.SEND and previous is None and not changed and not other_claim:
+    if action is Action.SEND and recorded is None and not changed and not other_claim:
         return _SEND
-    return Plan(action, previous=previous.status if previous else None,
-                window=_window(action, previous, line, earlier, options), changed=changed,
+    return Plan(action, recorded_status=recorded.status if recorded else None,
+                window=_window(action, recorded, line, key_holder, options), changed=changed,
                 other_claim=other_claim)
 
 
-def needs_line(row: Activity | InvalidRow, previous: Previous | None, earlier: Earlier | None,
-               options: PlanOptions, *, sample_wanted: bool = False) -> bool:
+def needs_line(row: Activity | InvalidRow, recorded: Recorded | None,
+               key_holder: KeyHolder | None, options: PlanOptions, *,
+               sample_wanted: bool = False) -> bool:
     """Whether :func:`decide` uses the row's recorded line (read from disk, a row at a
     time: a resume of a million posted rows reads none it does not use)."""
-    if previous is None or not isinstance(row, Activity):
+    if recorded is None or not isinstance(row, Activity):
         return False
-    status = previous.status
+    status = recorded.status
     if status is Status.POSTED or status is Status.SKIPPED:
         return options.history or (sample_wanted and status is Status.POSTED
-                                   and previous.content_hash == row.content_hash)
+                                   and recorded.content_hash == row.content_hash)
     if (status is Status.UNKNOWN or status is Status.FAILED) and not options.dry_run:
-        return decide(row, previous, None, earlier, options).action is Action.RECONCILE
+        return decide(row, recorded, None, key_holder, options).action is Action.RECONCILE
     return False
 
 
@@ -241,30 +244,30 @@ def _skipped(row: Activity, options: PlanOptions, action: Action, error_type: st
     return Plan(action, Status.SKIPPED, record, changed=changed)
 
 
-def _sample(row: Activity, previous: Previous | None, line: RowOutcome | None,
+def _sample(row: Activity, recorded: Recorded | None, line: RowOutcome | None,
             options: PlanOptions) -> tuple[str, SendWindow] | None:
     """A row an earlier run posted, with this very content: what calibration may look up,
     while look-ups are not calibrated (a resumed run)."""
-    if (previous is None or previous.status is not Status.POSTED
-            or previous.content_hash != row.content_hash
+    if (recorded is None or recorded.status is not Status.POSTED
+            or recorded.content_hash != row.content_hash
             or line is None or not line.activity_id or not line.updated_at):
         return None
     return line.activity_id, options.sent_until(parse_utc_text(line.updated_at),
                                                 max(1, line.attempts))
 
 
-def _window(action: Action, previous: Previous | None, line: RowOutcome | None,
-            earlier: Earlier | None, options: PlanOptions) -> SendWindow | None:
+def _window(action: Action, recorded: Recorded | None, line: RowOutcome | None,
+            key_holder: KeyHolder | None, options: PlanOptions) -> SendWindow | None:
     """When earlier attempts of a row looked up first may have reached the API: those the
     results file recorded, and the claim a run that stopped left in the history."""
     if action is not Action.RECONCILE or options.dry_run:
         return None
     window = None
-    if (previous is not None and previous.status in (Status.UNKNOWN, Status.FAILED)
+    if (recorded is not None and recorded.status in (Status.UNKNOWN, Status.FAILED)
             and line is not None and line.updated_at):
         window = options.sent_until(parse_utc_text(line.updated_at), max(1, line.attempts))
-    if earlier is not None and not earlier.posted and not earlier.row:
+    if key_holder is not None and not key_holder.posted and not key_holder.row:
         # The claim was marked at ``at`` by its last attempt, of at most --max-attempts.
-        window = options.sent_until(datetime.fromtimestamp(earlier.at, UTC),
+        window = options.sent_until(datetime.fromtimestamp(key_holder.at, UTC),
                                     options.max_attempts).joined(window)
     return window

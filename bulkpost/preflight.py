@@ -22,7 +22,7 @@ import structlog
 from bulkpost.activity import FieldRule
 from bulkpost.calls import ApiCalls, DeliverySettings, LookupFailed, Reads, Stopped
 from bulkpost.client import Credentials, LeadSquaredClient
-from bulkpost.errors import AbortRun, BulkpostError, MappingError
+from bulkpost.errors import AbortRun, MappingError
 from bulkpost.mapping import Mapping
 from bulkpost.ratelimit import RateLimit, RateSpec
 from bulkpost.schema import (
@@ -34,6 +34,7 @@ from bulkpost.schema import (
 )
 from bulkpost.schema import preflight as compare
 from bulkpost.source import InputSource, distinct_values
+from bulkpost.stop import StopSignal
 
 log = structlog.get_logger("bulkpost")
 
@@ -54,8 +55,7 @@ async def event_codes(mapping: Mapping, input_path: InputSource | None, encoding
         return set()
     if isinstance(input_path, pa.RecordBatchReader):
         # A stream can be read once only: the run reads it, not the preflight.
-        log.warning("event codes of a record batch stream are not known before the run: "
-                    "rows are not checked against the activity types' schemas")
+        log.warning("preflight.stream_unchecked")
         return set()
     values = await asyncio.to_thread(distinct_values, input_path, mapping.event_column,
                                      encoding=encoding, delimiter=delimiter)
@@ -78,7 +78,7 @@ async def run_preflight(mapping: Mapping, calls: Reads, client: LeadSquaredClien
                 raise AbortRun(f"cannot read activity type {code} from the API: {exc}") from None
             report.append(f"activity type {code}: not found in the account ({exc}); "
                           "its rows will be invalid")
-            log.info("preflight", detail=report[-1])
+            log.info("preflight.report", detail=report[-1])
             missing.append(code)
             continue
         activity: ActivityType = parse_activity_type(document, code)
@@ -92,10 +92,10 @@ async def run_preflight(mapping: Mapping, calls: Reads, client: LeadSquaredClien
         # The type's other fields would fill lines of every run's log: their count for a
         # person, the list for whoever debugs.
         for line in replace(found, unmapped=()).lines():
-            log.info("preflight", detail=line)
+            log.info("preflight.report", detail=line)
         if found.unmapped:
-            log.info("fields not mapped", activity_type=code, count=len(found.unmapped))
-            log.debug("fields not mapped", activity_type=code,
+            log.info("preflight.fields_unmapped", activity_type=code, count=len(found.unmapped))
+            log.debug("preflight.fields_unmapped", activity_type=code,
                       fields=[spec.label() for spec in found.unmapped])
         if not found.ok:
             problems += [line.strip() for line in found.lines() if "error:" in line]
@@ -106,27 +106,21 @@ async def run_preflight(mapping: Mapping, calls: Reads, client: LeadSquaredClien
     return PreflightResult(rules, report, tuple(missing))
 
 
-
 async def check_mapping(mapping: Mapping, input_path: InputSource | None, host: str,
                         credentials: Credentials, *, encoding: str = "utf-8",
                         delimiter: str | None = None) -> list[str]:
     """``bulkpost check``: the preflight alone; its report, or MappingError / AbortRun."""
-    stopping = asyncio.Event()
-    failure: list[BulkpostError] = []
-
-    def stop(error: BulkpostError) -> None:
-        failure.append(error)
-        stopping.set()
-
+    stopping = StopSignal()
     async with LeadSquaredClient(host, credentials) as client:
         calls = ApiCalls(DeliverySettings(3, 0.5, 30.0, 120.0), RateLimit(RateSpec(25, 5.0)),
-                         stopping, stop)
+                         stopping)
         codes = await event_codes(mapping, input_path, encoding, delimiter)
         if not codes:
             raise MappingError("no event code to check: give --input with event_column")
         try:
             result = await run_preflight(mapping, calls, client, codes)
         except Stopped:
-            raise failure[0] from None
+            assert stopping.reason is not None
+            raise stopping.reason from None
     return result.report
 

@@ -16,7 +16,9 @@ T/N seconds, which puts 2N-1 calls in the first window. Here two stages are comb
 Sustained throughput is ``N / (T + margin)``: 98% of the allowance by default.
 
 On top sits a pause gate: when the server says "rate limited" every caller waits until the
-pause ends (the server's ``Retry-After``, or one whole window), then calls resume.
+pause ends (the server's ``Retry-After``, or one whole window), then calls resume. The limit
+also keeps its storm clock: how long it has been rate limited without an answer of any other
+kind (:meth:`RateLimit.rate_limited`, :meth:`RateLimit.answered`).
 
 A call's start is when it leaves, not when its slot was granted: between the two, a create
 first makes its claim durable (an fsync that a busy disk can stretch to tens of
@@ -99,7 +101,15 @@ class RateLimit:
     drive it with a virtual clock.
     """
 
-    __slots__ = ("_gate", "_limiter", "_resume_at", "_starts", "margin", "spec")
+    __slots__ = (
+        "_gate",
+        "_limited_since",
+        "_limiter",
+        "_resume_at",
+        "_starts",
+        "margin",
+        "spec",
+    )
 
     def __init__(self, spec: RateSpec, margin: float | None = None) -> None:
         if margin is not None and margin < 0:
@@ -113,6 +123,7 @@ class RateLimit:
         self._starts: collections.deque[Slot] = collections.deque(maxlen=spec.calls)
         self._gate = asyncio.Lock()
         self._resume_at = 0.0
+        self._limited_since: float | None = None  # rate limited since, without a break
 
     @property
     def window(self) -> float:
@@ -133,6 +144,18 @@ class RateLimit:
         loop = asyncio.get_running_loop()
         delay = self.window if seconds is None else seconds
         self._resume_at = max(self._resume_at, loop.time() + delay)
+
+    def rate_limited(self) -> float:
+        """A "rate limited" answer came: how long the limit has been rate limited without
+        an answer of any other kind (0 for the first of a storm)."""
+        now = asyncio.get_running_loop().time()
+        if self._limited_since is None:
+            self._limited_since = now
+        return now - self._limited_since
+
+    def answered(self) -> None:
+        """An answer other than "rate limited" came: the storm, if any, is over."""
+        self._limited_since = None
 
     def paused_for(self) -> float:
         """Seconds left in the current pause (0 when not paused)."""

@@ -49,7 +49,7 @@ class Companion(Protocol):
 class ResultsLog:
     """The open results file of one run. Not thread-safe: use it from the event loop.
 
-    Its per-row queries (``previous``, ``holds``, ``last_posted_row``, ``counts``) are its
+    Its per-row queries (``recorded``, ``holds``, ``last_posted_row``, ``counts``) are its
     :class:`~bulkpost.row_index.RowIndex`'s.
     """
 
@@ -57,8 +57,8 @@ class ResultsLog:
         self.path = Path(path)
         self._companion = companion
         self._index = RowIndex()
-        # Bound once, not wrapped: a resume asks ``previous`` of every row, a million times.
-        self.previous = self._index.previous
+        # Bound once, not wrapped: a resume asks ``recorded`` of every row, a million times.
+        self.recorded = self._index.recorded
         self.holds = self._index.holds
         self.last_posted_row = self._index.last_posted_row
         self.counts = self._index.counts

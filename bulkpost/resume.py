@@ -47,20 +47,22 @@ class Status(enum.Enum):
 
 class Action(enum.Enum):
     """What this run does with a row. :func:`plan_row` decides among the first five from the
-    results file; the planner (:mod:`bulkpost.planner`) adds the history's three."""
+    results file; the planner (:mod:`bulkpost.planner`) adds the history's three. Internal:
+    a value is the member's name, never written to a file or shown (unlike :class:`Status`)."""
 
     SEND = "send"            # post it
     RECONCILE = "reconcile"  # look it up first: an earlier run may have created it
-    RECORD_INVALID = "invalid"  # record it invalid, send nothing
-    SKIP_POSTED = "skipped"  # posted by an earlier run
+    RECORD_INVALID = "record_invalid"  # record it invalid, send nothing
+    SKIP_POSTED = "skip_posted"  # recorded posted (or skipped) by an earlier run
     KEEP = "keep"            # keep the earlier outcome (rejected unchanged)
-    SKIP_KEY = "skipped key"  # --history: its key was posted, or in an earlier row, as is
-    SKIP_CHANGED = "skipped changed"  # --on-changed skip: its key holds other content
-    FAIL_CHANGED = "failed changed"  # --on-changed fail: recorded invalid, naming the key
+    SKIP_KEY = "skip_key"    # --history: its key was posted, or in an earlier row, as is
+    SKIP_CHANGED = "skip_changed"  # --on-changed skip: its key holds other content
+    FAIL_CHANGED = "fail_changed"  # --on-changed fail: recorded invalid, naming the key
 
 
-class Previous(NamedTuple):
-    """What the results file holds for one row (a tuple: a resume makes a million)."""
+class Recorded(NamedTuple):
+    """What the results file recorded last for one row, in brief (a tuple: a resume makes a
+    million; :class:`~bulkpost.outcomes.RowOutcome` is the whole line)."""
 
     status: Status
     content_hash: str
@@ -78,16 +80,16 @@ def key_digest(key: str) -> int:
     return (hash(key) & _MASK) or 1
 
 
-def posted_differs(current: Activity | InvalidRow, previous: Previous | None) -> bool:
+def posted_differs(current: Activity | InvalidRow, recorded: Recorded | None) -> bool:
     """Whether the results file holds ``current``'s row number as posted with other
     content: then this is not the input (or the mapping) that results file was written for.
 
     Only a valid row can be compared (an invalid row's fingerprint is of its cells, not of
     a request); a posted row that no longer validates, say after its activity type's
     fields changed, is skipped as posted."""
-    return (isinstance(current, Activity) and previous is not None
-            and previous.status is Status.POSTED
-            and bool(previous.content_hash) and previous.content_hash != current.content_hash)
+    return (isinstance(current, Activity) and recorded is not None
+            and recorded.status is Status.POSTED
+            and bool(recorded.content_hash) and recorded.content_hash != current.content_hash)
 
 
 def other_input(rows: list[int]) -> UsageError:
@@ -101,20 +103,20 @@ def other_input(rows: list[int]) -> UsageError:
         "fine)")
 
 
-def plan_row(current: Activity | InvalidRow, previous: Previous | None,
+def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
              resend_unknown: bool = False) -> Action:
     """What the results file alone says to do with one row (one of the first five actions);
     the planner (:func:`bulkpost.planner.decide`) starts from this. Raises UsageError for a
     results file written for another input."""
-    if (previous is not None and previous.key_digest
-            and previous.key_digest != key_digest(current.key)):
+    if (recorded is not None and recorded.key_digest
+            and recorded.key_digest != key_digest(current.key)):
         raise UsageError(
             f"the results file was written for another input: row {current.row} has key "
             f"{current.key!r} here but another key in the results file; "
             "use a new --results file for a new input")
-    if posted_differs(current, previous):
+    if posted_differs(current, recorded):
         raise other_input([current.row])
-    status = previous.status if previous else None
+    status = recorded.status if recorded else None
     if status is Status.POSTED or status is Status.SKIPPED:
         return Action.SKIP_POSTED
     if isinstance(current, InvalidRow):
@@ -126,7 +128,7 @@ def plan_row(current: Activity | InvalidRow, previous: Previous | None,
         return Action.SEND if resend_unknown else Action.RECONCILE
     if status is Status.FAILED:
         return Action.RECONCILE
-    if (status is Status.REJECTED and previous is not None
-            and previous.content_hash == current.content_hash):
+    if (status is Status.REJECTED and recorded is not None
+            and recorded.content_hash == current.content_hash):
         return Action.KEEP
     return Action.SEND

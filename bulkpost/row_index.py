@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from bulkpost.outcomes import HEADER, RowOutcome, parse_line
-from bulkpost.resume import Previous, Status, key_digest
+from bulkpost.resume import Recorded, Status, key_digest
 
 _STATUS_CODES = {status: index for index, status in enumerate(Status, start=1)}
 _STATUS_BY_CODE = {index: status for status, index in _STATUS_CODES.items()}
@@ -100,7 +100,7 @@ class RowIndex:
         self._offset[row] = offset
 
     # -- queries -----------------------------------------------------------------------
-    def previous(self, row: int) -> Previous | None:
+    def recorded(self, row: int) -> Recorded | None:
         """What an earlier run (or this one) recorded last for ``row``."""
         try:
             code = self._status[row]
@@ -109,7 +109,7 @@ class RowIndex:
         if not code:
             return None
         content_hash = self._hash[row]
-        return Previous(_STATUS_BY_CODE[code], f"{content_hash:016x}" if content_hash else "",
+        return Recorded(_STATUS_BY_CODE[code], f"{content_hash:016x}" if content_hash else "",
                         self._key[row])
 
     def last_posted_row(self) -> int:

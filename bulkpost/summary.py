@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from bulkpost.resume import Status
 
 if TYPE_CHECKING:  # only its type: the summary is public API, the delivery is not
-    from bulkpost.delivery import Tally
+    from bulkpost.calls import DeliveryCounts
 
 
 @dataclass(slots=True)
@@ -50,18 +50,18 @@ class Summary:
         name = status.value
         setattr(self, name, getattr(self, name) + rows)
 
-    def add(self, tally: Tally) -> None:
+    def add(self, counts: DeliveryCounts) -> None:
         """Fold in what the workers counted."""
-        for status, rows in tally.statuses.items():
+        for status, rows in counts.statuses.items():
             self.count(status, rows)
-        self.calls += tally.calls
-        self.rate_limited += tally.rate_limited
-        self.retries += tally.retries
-        self.reconciled += tally.reconciled
-        self.found_posted += tally.found_posted
-        self.lookups += tally.lookup_calls
-        self.calibration_calls += tally.calibration_calls
-        self.verify_calls += tally.verify_calls
+        self.calls += counts.calls
+        self.rate_limited += counts.rate_limited
+        self.retries += counts.retries
+        self.reconciled += counts.reconciled
+        self.found_posted += counts.found_posted
+        self.lookups += counts.lookup_calls
+        self.calibration_calls += counts.calibration_calls
+        self.verify_calls += counts.verify_calls
 
     @property
     def calls_per_s(self) -> float:

@@ -29,7 +29,7 @@ from bulkpost import mapping as mapping_file
 from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
 from bulkpost.calls import ApiCalls, DeliverySettings, LookupFailed, Stopped
 from bulkpost.client import Credentials, LeadSquaredClient
-from bulkpost.errors import AbortRun, BulkpostError, MappingError, UsageError
+from bulkpost.errors import AbortRun, MappingError, UsageError
 from bulkpost.mapping import check_columns
 from bulkpost.outcomes import read_outcomes
 from bulkpost.preflight import event_codes, run_preflight
@@ -38,6 +38,7 @@ from bulkpost.ratelimit import RateLimit, RateSpec
 from bulkpost.readback import Difference, FieldInfo, field_infos, read_back
 from bulkpost.resume import Status
 from bulkpost.source import describe, input_columns, open_source
+from bulkpost.stop import StopSignal
 
 log = structlog.get_logger("bulkpost")
 
@@ -267,20 +268,22 @@ async def verify(options: VerifyOptions) -> VerifySummary:
                       describe(options.input))
         summary.elapsed_s = time.monotonic() - started
         return summary
-    stopping = asyncio.Event()
-    failure: list[BulkpostError] = []
+    stopping = StopSignal()
+    told: list[bool] = []
 
-    def stop(error: BulkpostError) -> None:
-        if not failure:
-            failure.append(error)
-            log.error("stopping", reason=str(error))
-        stopping.set()
+    def say_why() -> None:
+        if not told:
+            told.append(True)
+            log.error("verify.stopping", reason=str(stopping.reason))
+
+    stopping.listen(say_why)
 
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop, AbortRun(f"interrupted by {signum.name}"))
+            loop.add_signal_handler(signum, stopping.stop,
+                                    AbortRun(f"interrupted by {signum.name}"))
             installed.append(signum)
     progress = Progress(enabled=options.progress, calls_per_second=options.rate.per_second)
     try:
@@ -288,7 +291,7 @@ async def verify(options: VerifyOptions) -> VerifySummary:
                                      timeout=options.timeout,
                                      connections=options.worker_count()) as client:
             calls = ApiCalls(DeliverySettings(5, 1.0, options.timeout, 900.0),
-                             RateLimit(options.rate), stopping, stop)
+                             RateLimit(options.rate), stopping)
             try:
                 rules = await _preflight(options, calls, client)
                 items = await asyncio.to_thread(
@@ -299,19 +302,19 @@ async def verify(options: VerifyOptions) -> VerifySummary:
                     calls, client, [(p, items[p.row]) for p in chosen.rows],
                     field_infos(mapping, rules), progress, options.worker_count())
             except Stopped:
-                pass  # stop() has recorded why
+                pass  # the stop signal holds why
             except AbortRun as exc:
-                stop(exc)
-            summary.calls = calls.tally.calls
+                stopping.stop(exc)
+            summary.calls = calls.counts.calls
     finally:
         progress.close()
         for signum in installed:
             loop.remove_signal_handler(signum)
     summary.checks.sort(key=lambda check: check.posted.row)
-    if failure:
-        if not isinstance(failure[0], AbortRun):
-            raise failure[0]
-        summary.aborted = str(failure[0])
+    if stopping.reason is not None:
+        if not isinstance(stopping.reason, AbortRun):
+            raise stopping.reason
+        summary.aborted = str(stopping.reason)
     summary.elapsed_s = time.monotonic() - started
     return summary
 

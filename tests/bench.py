@@ -311,7 +311,7 @@ imported = time.monotonic()
 log = ResultsLog(sys.argv[1]).open()
 loaded = time.monotonic()
 posted = sum(1 for row in range(1, int(sys.argv[2]) + 1)
-             if (p := log.previous(row)) is not None and p.status is Status.POSTED)
+             if (p := log.recorded(row)) is not None and p.status is Status.POSTED)
 planned = time.monotonic()
 log.close()
 print(json.dumps({"import_s": imported - started, "load_s": loaded - imported,

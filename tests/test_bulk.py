@@ -342,7 +342,9 @@ def test_a_bulk_call_refused_as_a_whole_sends_its_rows_one_by_one(
     rows = read_results(results)
     assert rows[7]["status"] == "rejected"
     assert sum(r["status"] == "posted" for r in rows.values()) == 9 and len(created) == 9
-    assert "one by one" in done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    refused = [e for e in events if e["event"] == "bulk.refused"]
+    assert refused and all("one by one" in e["message"] for e in refused)
 
 
 @pytest.mark.parametrize(("mode", "single", "bulk", "per_second"), [

@@ -18,6 +18,7 @@ from bulkpost.calls import ApiCalls, DeliverySettings, LookupFailed, Stopped
 from bulkpost.errors import AbortRun, BulkpostError
 from bulkpost.ratelimit import RateLimit, RateSpec
 from bulkpost.response import Classified, Verdict
+from bulkpost.stop import StopSignal
 from tests.clock import run_virtual
 from tests.fakes import OK, POSTED, FakeClient, rate_limited, retry
 
@@ -27,16 +28,12 @@ SLACK = 0.05  # rate-limit spacing and loop turns, in virtual seconds
 
 def _calls(limit: RateLimit | None = None, *, attempts: int = 3, backoff: float = 1.0,
            max_rate_limited: float = 120.0) -> tuple[ApiCalls, list[BulkpostError]]:
-    """An ApiCalls whose stop callback records the reason and stops, as the pipeline's."""
-    stopping = asyncio.Event()
+    """An ApiCalls and every reason it was told to stop for."""
+    stopping = StopSignal()
     reasons: list[BulkpostError] = []
-
-    def stop(error: BulkpostError) -> None:
-        reasons.append(error)
-        stopping.set()
-
+    stopping.listen(lambda: reasons.append(stopping.reason) if stopping.reason else None)
     settings = DeliverySettings(attempts, backoff, 30.0, max_rate_limited)
-    return ApiCalls(settings, limit or RateLimit(FAST), stopping, stop), reasons
+    return ApiCalls(settings, limit or RateLimit(FAST), stopping), reasons
 
 
 def _setting(fake: FakeClient) -> functools.partial[Any]:
@@ -54,7 +51,7 @@ def test_a_look_up_answered_after_a_retry_waits_one_backoff_with_jitter() -> Non
     first, second = fake.times("activity_setting")
     # The answer's latency, then backoff * 2**0 plus a jitter of up to one backoff.
     assert 0.1 + 2.0 <= second - first <= 0.1 + 4.0 + SLACK
-    assert calls.tally.calls == 2 and calls.tally.creates == 0
+    assert calls.counts.calls == 2 and calls.counts.creates == 0
 
 
 @pytest.mark.parametrize(("answers", "answered", "made"), [
@@ -105,7 +102,7 @@ def test_rate_limited_answers_are_sat_out_not_counted_as_attempts() -> None:
     assert len(times) == 5
     for earlier, later in itertools.pairwise(times):
         assert 0.1 + 7.0 <= later - earlier <= 0.1 + 7.0 + SLACK  # the server's Retry-After
-    assert calls.tally.rate_limited == 4 and calls.tally.calls == 5
+    assert calls.counts.rate_limited == 4 and calls.counts.calls == 5
 
 
 def test_a_rate_limit_storm_longer_than_max_rate_limited_stops_the_run() -> None:
@@ -167,7 +164,7 @@ def test_a_create_counts_from_when_it_leaves_not_from_its_slot() -> None:
     assert look_up >= 3.0 + 5.0 * 1.02 - 1e-9  # the window and its margin, from the leaving
     assert on_wire == [True, False]  # a create is on the wire until answered; a read is not
     assert not calls.on_wire
-    assert (calls.tally.calls, calls.tally.creates) == (2, 1)
+    assert (calls.counts.calls, calls.counts.creates) == (2, 1)
 
 
 def test_a_stop_while_waiting_for_a_slot_sends_nothing() -> None:
@@ -178,13 +175,13 @@ def test_a_stop_while_waiting_for_a_slot_sends_nothing() -> None:
         waiting = asyncio.ensure_future(calls.lookup(_setting(fake)))
         await asyncio.sleep(2.0)
         assert not waiting.done()  # its slot is 10 s away
-        calls.stop(AbortRun("interrupted by SIGINT"))
+        calls.stopping.stop(AbortRun("interrupted by SIGINT"))
         with pytest.raises(Stopped):
             await waiting
         return fake, calls
 
     fake, calls = run_virtual(scenario())
-    assert len(fake.sent) == 1 and calls.tally.calls == 1
+    assert len(fake.sent) == 1 and calls.counts.calls == 1
 
 
 def test_a_backoff_ends_at_once_when_the_run_stops() -> None:
@@ -192,7 +189,7 @@ def test_a_backoff_ends_at_once_when_the_run_stops() -> None:
         calls, _ = _calls()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        loop.call_later(1.5, calls.stopping.set)
+        loop.call_later(1.5, calls.stopping.stop, AbortRun("interrupted by SIGINT"))
         await calls.backoff(600.0)
         return loop.time() - started
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bulkpost.logs import EVENTS
 from bulkpost.results import ResultsLog
 from tests.conftest import (
     KEYED_MAPPING,
@@ -352,8 +353,10 @@ def test_json_logs_are_json_lines_without_secrets(tmp_path: Path, make_sandbox: 
     result = _run(data, mapping, tmp_path / "r.csv", server.url, "--backoff", "0.01",
                   "--log-level", "debug")
     events = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
-    assert {"run started", "run finished"} <= {e["event"] for e in events}
-    assert any(e["event"] == "retrying" for e in events)
+    assert {"run.started", "run.finished"} <= {e["event"] for e in events}
+    assert any(e["event"] == "row.retrying" for e in events)
+    # Each line: a stable key for a scheduler, and the sentence for a person.
+    assert all(e["message"] == EVENTS.get(e["event"]) for e in events), events
     assert SECRET not in result.stderr
 
 

@@ -370,8 +370,7 @@ def test_changed_content_is_skipped_posted_or_failed_as_on_changed_says(
     assert (skip.summary["posted"], skip.summary["skipped"], skip.summary["changed"]) == (1, 10, 2)
     warnings = [line for line in map(json.loads, skip.stderr.splitlines())
                 if line["level"] == "warning"]
-    assert [(w["event"].split(":")[0], w["rows"]) for w in warnings] == [
-        ("rows skipped", 2)]
+    assert [(w["event"], w["rows"]) for w in warnings] == [("history.changed_skipped", 2)]
     rows = read_results(tmp_path / "r-skip.csv")
     assert rows[3]["status"] == "skipped" and rows[3]["error_type"] == "changed"
     assert "key 'ORD-00003' was posted as activity" in rows[3]["error"]

@@ -192,7 +192,7 @@ def test_a_rate_limit_warning_says_retry_after_only_when_the_server_said_it(
     result = _run(data, mapping, tmp_path / "r.csv", server.url, "--rate", "100/0.5s",
                   "--verify-first", "0")
     assert result.code == 0, result.stderr
-    warnings = [json.loads(line) for line in result.stderr.splitlines()
-                if line.startswith("{") and "rate limited by the server" in line]
-    assert warnings
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    warnings = [event for event in events if event["event"] == "rate_limited"]
+    assert warnings and all(w["level"] == "warning" for w in warnings)
     assert all("retry_after" not in warning for warning in warnings)

@@ -166,6 +166,10 @@ def test_answers_that_cannot_be_trusted_leave_rows_unknown_never_sent_again(
     rows = read_results(tmp_path / "results.csv")
     unknown = [r for r in rows.values() if r["status"] == "unknown"]
     assert unknown and all(reason in r["error"] for r in unknown), unknown[0]["error"]
-    assert "rows may have been created" in done.stderr  # and how to resolve it
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    warned, = [e for e in events if e["event"] == "rows.unknown"]  # and how to resolve it
+    assert warned["unknown"] == len(unknown) and warned["level"] == "warning"
+    assert "rows may have been created" in warned["message"]
+    assert "run the same command again" in warned["message"]
     _once_each(server, 16)
     assert len(server.ledger()) == 16  # every row created once: none sent again

@@ -21,9 +21,9 @@ import pytest
 from bulkpost.activity import Activity, InvalidRow
 from bulkpost.errors import UsageError
 from bulkpost.outcomes import RowOutcome
-from bulkpost.planner import Earlier, Plan, PlanOptions, decide, earlier_of, needs_line
+from bulkpost.planner import KeyHolder, Plan, PlanOptions, decide, key_holder_of, needs_line
 from bulkpost.reconcile import SendWindow
-from bulkpost.resume import Action, Previous, Status, key_digest
+from bulkpost.resume import Action, Recorded, Status, key_digest
 
 KEY, HASH, OTHER_HASH = "S-7", "00000000000000aa", "00000000000000bb"
 ROW = Activity(row=7, key=KEY, lead="3f2504e0-4f89-11d3-9a0c-0305e82c3301",
@@ -36,8 +36,8 @@ CLAIMED_AT = int(datetime(2025, 5, 31, 22, tzinfo=UTC).timestamp())
 S = Status
 
 
-def previous(status: Status, content_hash: str = HASH, key: str = KEY) -> Previous:
-    return Previous(status, content_hash, key_digest(key))
+def recorded_as(status: Status, content_hash: str = HASH, key: str = KEY) -> Recorded:
+    return Recorded(status, content_hash, key_digest(key))
 
 
 def line(status: Status, error_type: str = "", activity_id: str = "",
@@ -48,28 +48,28 @@ def line(status: Status, error_type: str = "", activity_id: str = "",
 
 
 # What the results file holds of row 7: its status, and its last line.
-RECORDED: dict[str, tuple[Previous | None, RowOutcome | None]] = {
+RECORDED: dict[str, tuple[Recorded | None, RowOutcome | None]] = {
     "new": (None, None),
-    "posted": (previous(S.POSTED), line(S.POSTED, activity_id="act-7")),
-    "skipped: history": (previous(S.SKIPPED), line(S.SKIPPED, "history", "act-1")),
-    "skipped: changed": (previous(S.SKIPPED), line(S.SKIPPED, "changed")),
-    "skipped: duplicate key": (previous(S.SKIPPED), line(S.SKIPPED, "duplicate key")),
-    "failed": (previous(S.FAILED), line(S.FAILED, "timeout")),
-    "rejected": (previous(S.REJECTED), line(S.REJECTED, "MXInvalid")),
-    "rejected, other content": (previous(S.REJECTED, OTHER_HASH),
+    "posted": (recorded_as(S.POSTED), line(S.POSTED, activity_id="act-7")),
+    "skipped: history": (recorded_as(S.SKIPPED), line(S.SKIPPED, "history", "act-1")),
+    "skipped: changed": (recorded_as(S.SKIPPED), line(S.SKIPPED, "changed")),
+    "skipped: duplicate key": (recorded_as(S.SKIPPED), line(S.SKIPPED, "duplicate key")),
+    "failed": (recorded_as(S.FAILED), line(S.FAILED, "timeout")),
+    "rejected": (recorded_as(S.REJECTED), line(S.REJECTED, "MXInvalid")),
+    "rejected, other content": (recorded_as(S.REJECTED, OTHER_HASH),
                                 line(S.REJECTED, "MXInvalid", content_hash=OTHER_HASH)),
-    "invalid": (previous(S.INVALID), line(S.INVALID, "lead")),
-    "unknown": (previous(S.UNKNOWN), line(S.UNKNOWN)),
+    "invalid": (recorded_as(S.INVALID), line(S.INVALID, "lead")),
+    "unknown": (recorded_as(S.UNKNOWN), line(S.UNKNOWN)),
 }
 # What the history, or an earlier row of this input, holds of the row's key.
-HELD: dict[str, Earlier | None] = {
+HELD: dict[str, KeyHolder | None] = {
     "nothing": None,
-    "posted as is": Earlier(True, True, "act-1", "night-1", CLAIMED_AT),
-    "posted other": Earlier(True, False, "act-2", "night-1", CLAIMED_AT),
-    "claimed as is": Earlier(False, True, run_id="night-2", at=CLAIMED_AT),
-    "claimed other": Earlier(False, False, run_id="night-3", at=CLAIMED_AT),
-    "row as is": Earlier(False, True, row=3),
-    "row other": Earlier(False, False, row=3),
+    "posted as is": KeyHolder(True, True, "act-1", "night-1", CLAIMED_AT),
+    "posted other": KeyHolder(True, False, "act-2", "night-1", CLAIMED_AT),
+    "claimed as is": KeyHolder(False, True, run_id="night-2", at=CLAIMED_AT),
+    "claimed other": KeyHolder(False, False, run_id="night-3", at=CLAIMED_AT),
+    "row as is": KeyHolder(False, True, row=3),
+    "row other": KeyHolder(False, False, row=3),
 }
 OPTIONS = PlanOptions(history=True, key_column="order", timeout=7.0, backoff=0.5,
                       max_attempts=4)
@@ -99,65 +99,65 @@ def cell(plan: Plan) -> str:
 
 
 # --on-changed skip, post, fail: a key posted (or in an earlier row) with other content.
-CHANGED_SEND = ("skipped changed [changed] +changed", "send +changed",
-                "failed changed [order] +changed")
-CHANGED_LOOKUP = ("skipped changed [changed] +changed", "reconcile @line +changed",
-                  "failed changed [order] +changed")
-CHANGED_AGAIN = ("skipped changed [-] +changed", "send +changed",
-                 "failed changed [order] +changed")
+CHANGED_SEND = ("skip_changed [changed] +changed", "send +changed",
+                "fail_changed [order] +changed")
+CHANGED_LOOKUP = ("skip_changed [changed] +changed", "reconcile @line +changed",
+                  "fail_changed [order] +changed")
+CHANGED_AGAIN = ("skip_changed [-] +changed", "send +changed",
+                 "fail_changed [order] +changed")
 
 # (recorded, held) -> the plan under every --on-changed (one cell), or (skip, post, fail).
 # "unknown" is planned without --resend-unknown, "unknown, resend" with it; every other
 # row is planned the same either way.
 WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
     ("new", "nothing", "send"),
-    ("new", "posted as is", "skipped key [history]"),
+    ("new", "posted as is", "skip_key [history]"),
     ("new", "posted other", CHANGED_SEND),
     ("new", "claimed as is", "reconcile @claim"),
     ("new", "claimed other", "send +other claim"),
-    ("new", "row as is", "skipped key [duplicate key]"),
+    ("new", "row as is", "skip_key [duplicate key]"),
     ("new", "row other", CHANGED_SEND),
     # Posted: never sent again. The history is given the key unless it holds it posted
     # (with any content) or an earlier row of this input has it.
-    ("posted", "nothing", "skipped +repair"),
-    ("posted", "posted as is", "skipped"),
-    ("posted", "posted other", "skipped"),
-    ("posted", "claimed as is", "skipped +repair"),
-    ("posted", "claimed other", "skipped +repair"),
-    ("posted", "row as is", "skipped"),
-    ("posted", "row other", "skipped"),
+    ("posted", "nothing", "skip_posted +repair"),
+    ("posted", "posted as is", "skip_posted"),
+    ("posted", "posted other", "skip_posted"),
+    ("posted", "claimed as is", "skip_posted +repair"),
+    ("posted", "claimed other", "skip_posted +repair"),
+    ("posted", "row as is", "skip_posted"),
+    ("posted", "row other", "skip_posted"),
     # Skipped because the key was posted: as final as posted (repaired with its activity).
-    ("skipped: history", "nothing", "skipped +repair"),
-    ("skipped: history", "posted as is", "skipped"),
-    ("skipped: history", "posted other", "skipped"),
-    ("skipped: history", "claimed as is", "skipped +repair"),
-    ("skipped: history", "claimed other", "skipped +repair"),
-    ("skipped: history", "row as is", "skipped"),
-    ("skipped: history", "row other", "skipped"),
+    ("skipped: history", "nothing", "skip_posted +repair"),
+    ("skipped: history", "posted as is", "skip_posted"),
+    ("skipped: history", "posted other", "skip_posted"),
+    ("skipped: history", "claimed as is", "skip_posted +repair"),
+    ("skipped: history", "claimed other", "skip_posted +repair"),
+    ("skipped: history", "row as is", "skip_posted"),
+    ("skipped: history", "row other", "skip_posted"),
     # Skipped as changed or as a duplicate key: decided again, as a new row is; a line that
     # says so already is not written again.
     ("skipped: changed", "nothing", "send"),
-    ("skipped: changed", "posted as is", "skipped key [history]"),
+    ("skipped: changed", "posted as is", "skip_key [history]"),
     ("skipped: changed", "posted other", CHANGED_AGAIN),
     ("skipped: changed", "claimed as is", "reconcile @claim"),
     ("skipped: changed", "claimed other", "send +other claim"),
-    ("skipped: changed", "row as is", "skipped key [duplicate key]"),
+    ("skipped: changed", "row as is", "skip_key [duplicate key]"),
     ("skipped: changed", "row other", CHANGED_AGAIN),
     ("skipped: duplicate key", "nothing", "send"),
-    ("skipped: duplicate key", "posted as is", "skipped key [history]"),
+    ("skipped: duplicate key", "posted as is", "skip_key [history]"),
     ("skipped: duplicate key", "posted other", CHANGED_SEND),
     ("skipped: duplicate key", "claimed as is", "reconcile @claim"),
     ("skipped: duplicate key", "claimed other", "send +other claim"),
-    ("skipped: duplicate key", "row as is", "skipped key [-]"),
+    ("skipped: duplicate key", "row as is", "skip_key [-]"),
     ("skipped: duplicate key", "row other", CHANGED_SEND),
     # Failed or unknown: looked up first, within the window of the attempts on file (and
     # of any claim a stopped run left, even of other content).
     ("failed", "nothing", "reconcile @line"),
-    ("failed", "posted as is", "skipped key [history]"),
+    ("failed", "posted as is", "skip_key [history]"),
     ("failed", "posted other", CHANGED_LOOKUP),
     ("failed", "claimed as is", "reconcile @line+claim"),
     ("failed", "claimed other", "reconcile @line+claim +other claim"),
-    ("failed", "row as is", "skipped key [duplicate key]"),
+    ("failed", "row as is", "skip_key [duplicate key]"),
     ("failed", "row other", CHANGED_LOOKUP),
     # Rejected, unchanged: kept; the history is not asked.
     ("rejected", "nothing", "keep rejected"),
@@ -168,32 +168,32 @@ WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
     ("rejected", "row as is", "keep rejected"),
     ("rejected", "row other", "keep rejected"),
     ("rejected, other content", "nothing", "send"),
-    ("rejected, other content", "posted as is", "skipped key [history]"),
+    ("rejected, other content", "posted as is", "skip_key [history]"),
     ("rejected, other content", "posted other", CHANGED_SEND),
     ("rejected, other content", "claimed as is", "reconcile @claim"),
     ("rejected, other content", "claimed other", "send +other claim"),
-    ("rejected, other content", "row as is", "skipped key [duplicate key]"),
+    ("rejected, other content", "row as is", "skip_key [duplicate key]"),
     ("rejected, other content", "row other", CHANGED_SEND),
     ("invalid", "nothing", "send"),
-    ("invalid", "posted as is", "skipped key [history]"),
+    ("invalid", "posted as is", "skip_key [history]"),
     ("invalid", "posted other", CHANGED_SEND),
     ("invalid", "claimed as is", "reconcile @claim"),
     ("invalid", "claimed other", "send +other claim"),
-    ("invalid", "row as is", "skipped key [duplicate key]"),
+    ("invalid", "row as is", "skip_key [duplicate key]"),
     ("invalid", "row other", CHANGED_SEND),
     ("unknown", "nothing", "reconcile @line"),
-    ("unknown", "posted as is", "skipped key [history]"),
+    ("unknown", "posted as is", "skip_key [history]"),
     ("unknown", "posted other", CHANGED_LOOKUP),
     ("unknown", "claimed as is", "reconcile @line+claim"),
     ("unknown", "claimed other", "reconcile @line+claim +other claim"),
-    ("unknown", "row as is", "skipped key [duplicate key]"),
+    ("unknown", "row as is", "skip_key [duplicate key]"),
     ("unknown", "row other", CHANGED_LOOKUP),
     ("unknown, resend", "nothing", "send"),
-    ("unknown, resend", "posted as is", "skipped key [history]"),
+    ("unknown, resend", "posted as is", "skip_key [history]"),
     ("unknown, resend", "posted other", CHANGED_SEND),
     ("unknown, resend", "claimed as is", "reconcile @line+claim"),  # its own claim: look
     ("unknown, resend", "claimed other", "send +other claim"),
-    ("unknown, resend", "row as is", "skipped key [duplicate key]"),
+    ("unknown, resend", "row as is", "skip_key [duplicate key]"),
     ("unknown, resend", "row other", CHANGED_SEND),
 ]
 
@@ -223,8 +223,8 @@ def test_with_history(recorded: str, held: str, on_changed: str, resend: bool,
     # What the feeder counts and passes over follows from the action.
     if plan.sends:
         assert plan.counted is None and plan.record is None
-        assert plan.previous is (None if recorded.startswith("skipped") or before is None
-                                 else before.status)
+        assert plan.recorded_status is (None if recorded.startswith("skipped")
+                                        or before is None else before.status)
     else:
         assert plan.counted is not None and plan.window is None
 
@@ -240,26 +240,26 @@ def test_the_history_table_covers_every_status_and_holding() -> None:
 # posted row offers itself to calibrate look-ups (when they want it).
 WITHOUT_HISTORY: list[tuple[str, Activity | InvalidRow, str, str]] = [
     ("new", ROW, "send", "send"),
-    ("new", INVALID, "invalid [lead]", "invalid [lead]"),
-    ("posted", ROW, "skipped +sample", "skipped +sample"),
-    ("posted", INVALID, "skipped", "skipped"),
-    ("skipped: history", ROW, "skipped", "skipped"),
-    ("skipped: history", INVALID, "skipped", "skipped"),
-    ("skipped: changed", ROW, "skipped", "skipped"),  # decided again only with a history
-    ("skipped: changed", INVALID, "skipped", "skipped"),
-    ("skipped: duplicate key", ROW, "skipped", "skipped"),
-    ("skipped: duplicate key", INVALID, "skipped", "skipped"),
+    ("new", INVALID, "record_invalid [lead]", "record_invalid [lead]"),
+    ("posted", ROW, "skip_posted +sample", "skip_posted +sample"),
+    ("posted", INVALID, "skip_posted", "skip_posted"),
+    ("skipped: history", ROW, "skip_posted", "skip_posted"),
+    ("skipped: history", INVALID, "skip_posted", "skip_posted"),
+    ("skipped: changed", ROW, "skip_posted", "skip_posted"),  # decided again only with a history
+    ("skipped: changed", INVALID, "skip_posted", "skip_posted"),
+    ("skipped: duplicate key", ROW, "skip_posted", "skip_posted"),
+    ("skipped: duplicate key", INVALID, "skip_posted", "skip_posted"),
     ("failed", ROW, "reconcile @line", "reconcile @line"),
-    ("failed", INVALID, "invalid [lead]", "invalid [lead]"),
+    ("failed", INVALID, "record_invalid [lead]", "record_invalid [lead]"),
     ("rejected", ROW, "keep rejected", "keep rejected"),
-    ("rejected", INVALID, "invalid [lead]", "invalid [lead]"),
+    ("rejected", INVALID, "record_invalid [lead]", "record_invalid [lead]"),
     ("rejected, other content", ROW, "send", "send"),
-    ("rejected, other content", INVALID, "invalid [lead]", "invalid [lead]"),
+    ("rejected, other content", INVALID, "record_invalid [lead]", "record_invalid [lead]"),
     ("invalid", ROW, "send", "send"),
-    ("invalid", INVALID, "invalid [lead]", "invalid [lead]"),
+    ("invalid", INVALID, "record_invalid [lead]", "record_invalid [lead]"),
     ("unknown", ROW, "reconcile @line", "send"),
     # An unknown row that no longer validates cannot be looked up: keep what we know.
-    ("unknown", INVALID, "keep unknown", "invalid [lead]"),
+    ("unknown", INVALID, "keep unknown", "record_invalid [lead]"),
 ]
 
 
@@ -358,27 +358,28 @@ def test_the_send_window_spans_every_attempt_of_a_timeout_and_the_longest_backof
     # Two attempts of at most 7 s + 30 × 0.5 s each, ending at LAST; 120 s of clock slack.
     assert options.sent_until(LAST, 2) == SendWindow(
         LAST - timedelta(seconds=44 + 120), LAST + timedelta(seconds=7 + 120))
-    plan = decide(ROW, previous(S.UNKNOWN), dataclasses.replace(line(S.UNKNOWN), attempts=0),
+    plan = decide(ROW, recorded_as(S.UNKNOWN),
+                  dataclasses.replace(line(S.UNKNOWN), attempts=0),
                   HELD["claimed as is"], dataclasses.replace(OPTIONS, timeout=7.0))
     claimed = datetime.fromtimestamp(CLAIMED_AT, UTC)
     # A line of 0 attempts counts as one; the claim as --max-attempts (4) of them.
     assert plan.window == SendWindow(claimed - timedelta(seconds=4 * 22 + 120),
                                      LAST + timedelta(seconds=7 + 120))
-    no_time = decide(ROW, previous(S.FAILED), dataclasses.replace(line(S.FAILED), updated_at=""),
-                     None, OPTIONS)
+    no_time = decide(ROW, recorded_as(S.FAILED),
+                     dataclasses.replace(line(S.FAILED), updated_at=""), None, OPTIONS)
     assert no_time.action is Action.RECONCILE and no_time.window is None
 
 
 @pytest.mark.parametrize(("before", "last", "wanted", "sample"), [
-    (previous(S.POSTED), line(S.POSTED, activity_id="act-7"), True, ("act-7", LINE_WINDOW)),
-    (previous(S.POSTED), line(S.POSTED, activity_id="act-7"), False, None),
-    (previous(S.POSTED), line(S.POSTED), True, None),  # no activity on file
-    (previous(S.POSTED), dataclasses.replace(line(S.POSTED, activity_id="act-7"),
-                                             updated_at=""), True, None),
-    (previous(S.POSTED, ""), line(S.POSTED, activity_id="act-7"), True, None),  # old file
-    (previous(S.SKIPPED), line(S.SKIPPED, "history", "act-1"), True, None),
+    (recorded_as(S.POSTED), line(S.POSTED, activity_id="act-7"), True, ("act-7", LINE_WINDOW)),
+    (recorded_as(S.POSTED), line(S.POSTED, activity_id="act-7"), False, None),
+    (recorded_as(S.POSTED), line(S.POSTED), True, None),  # no activity on file
+    (recorded_as(S.POSTED), dataclasses.replace(line(S.POSTED, activity_id="act-7"),
+                                                updated_at=""), True, None),
+    (recorded_as(S.POSTED, ""), line(S.POSTED, activity_id="act-7"), True, None),  # old file
+    (recorded_as(S.SKIPPED), line(S.SKIPPED, "history", "act-1"), True, None),
 ])
-def test_a_posted_row_calibrates_look_ups(before: Previous, last: RowOutcome, wanted: bool,
+def test_a_posted_row_calibrates_look_ups(before: Recorded, last: RowOutcome, wanted: bool,
                                           sample: tuple[str, SendWindow] | None) -> None:
     for history in (False, True):
         plan = decide(ROW, before, last, None, dataclasses.replace(OPTIONS, history=history),
@@ -395,12 +396,12 @@ def test_a_line_not_needed_changes_no_plan(recorded: str) -> None:
     for row, held, on_changed, resend, dry_run, history, wanted in itertools.product(
             rows, HELD, ("skip", "post", "fail"), (False, True), (False, True),
             (False, True), (False, True)):
-        earlier = HELD[held] if history and isinstance(row, Activity) else None
+        holder = HELD[held] if history and isinstance(row, Activity) else None
         options = dataclasses.replace(OPTIONS, on_changed=on_changed, resend_unknown=resend,
                                       dry_run=dry_run, history=history)
-        if not needs_line(row, before, earlier, options, sample_wanted=wanted):
-            assert decide(row, before, None, earlier, options, sample_wanted=wanted) == decide(
-                row, before, last, earlier, options, sample_wanted=wanted)
+        if not needs_line(row, before, holder, options, sample_wanted=wanted):
+            assert decide(row, before, None, holder, options, sample_wanted=wanted) == decide(
+                row, before, last, holder, options, sample_wanted=wanted)
 
 
 @pytest.mark.parametrize(("recorded", "options", "wanted", "needed"), [
@@ -433,9 +434,9 @@ def test_another_key_under_the_row_number_is_refused(status: Status,
                                                      history: bool) -> None:
     options = dataclasses.replace(OPTIONS, history=history)
     for held in HELD.values():
-        earlier = held if isinstance(row, Activity) else None
+        holder = held if isinstance(row, Activity) else None
         with pytest.raises(UsageError, match="row 7 has key 'S-7' here but another key"):
-            decide(row, previous(status, key="S-8"), line(status), earlier, options)
+            decide(row, recorded_as(status, key="S-8"), line(status), holder, options)
 
 
 @pytest.mark.parametrize("history", [False, True])
@@ -444,7 +445,7 @@ def test_a_posted_row_with_other_content_is_refused(history: bool, resend: bool)
     options = dataclasses.replace(OPTIONS, history=history, resend_unknown=resend)
     for held in HELD.values():
         with pytest.raises(UsageError, match=r"row\(s\) 7 are recorded as posted"):
-            decide(ROW, previous(S.POSTED, OTHER_HASH),
+            decide(ROW, recorded_as(S.POSTED, OTHER_HASH),
                    line(S.POSTED, activity_id="act-7", content_hash=OTHER_HASH), held, options)
 
 
@@ -456,20 +457,20 @@ POSTED_OTHER = ("act-2", 12, "night-1", 100)
 @pytest.mark.parametrize(("first", "posted", "claims", "expected"), [
     (None, None, {}, None),
     # The input's first row of the key decides for the later ones, whatever is held.
-    ((3, 11), POSTED_OTHER, {11: ("night-2", 50)}, Earlier(False, True, row=3)),
-    ((3, 12), None, {}, Earlier(False, False, row=3)),
-    (None, POSTED_AS_IS, {}, Earlier(True, True, "act-1", "night-1", 100)),
-    (None, POSTED_AS_IS, {12: ("night-2", 200)}, Earlier(True, True, "act-1", "night-1", 100)),
-    (None, POSTED_OTHER, {}, Earlier(True, False, "act-2", "night-1", 100)),
+    ((3, 11), POSTED_OTHER, {11: ("night-2", 50)}, KeyHolder(False, True, row=3)),
+    ((3, 12), None, {}, KeyHolder(False, False, row=3)),
+    (None, POSTED_AS_IS, {}, KeyHolder(True, True, "act-1", "night-1", 100)),
+    (None, POSTED_AS_IS, {12: ("night-2", 200)}, KeyHolder(True, True, "act-1", "night-1", 100)),
+    (None, POSTED_OTHER, {}, KeyHolder(True, False, "act-2", "night-1", 100)),
     # Posted with other content, but this content may be on the API too: look it up.
-    (None, POSTED_OTHER, {11: ("night-2", 50)}, Earlier(False, True, run_id="night-2", at=50)),
-    (None, None, {11: ("night-2", 50)}, Earlier(False, True, run_id="night-2", at=50)),
+    (None, POSTED_OTHER, {11: ("night-2", 50)}, KeyHolder(False, True, run_id="night-2", at=50)),
+    (None, None, {11: ("night-2", 50)}, KeyHolder(False, True, run_id="night-2", at=50)),
     # Other contents only: the latest claim is named.
     (None, None, {12: ("night-2", 50), 13: ("night-3", 70)},
-     Earlier(False, False, run_id="night-3", at=70)),
+     KeyHolder(False, False, run_id="night-3", at=70)),
 ])
 def test_what_the_history_holds(first: tuple[int, int] | None,
                                 posted: tuple[str, int, str, int] | None,
                                 claims: dict[int, tuple[str, int]],
-                                expected: Earlier | None) -> None:
-    assert earlier_of(11, first, posted, claims) == expected
+                                expected: KeyHolder | None) -> None:
+    assert key_holder_of(11, first, posted, claims) == expected

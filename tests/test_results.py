@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from bulkpost.errors import ResultsLocked, ResultsWriteError, UsageError
 from bulkpost.outcomes import HEADER, RowOutcome, format_line, parse_line, read_outcomes
 from bulkpost.results import ResultsLog
-from bulkpost.resume import Previous, Status, key_digest
+from bulkpost.resume import Recorded, Status, key_digest
 from bulkpost.row_index import RowIndex
 
 
@@ -41,13 +41,13 @@ def test_outcomes_survive_reopen_and_last_line_wins(tmp_path: Path) -> None:
     log.record(RowOutcome(2, "k2", Status.REJECTED, error="bad,\nvalue", content_hash="ff" * 8))
     log.close()
     again = _log(path)
-    first = again.previous(1)
+    first = again.recorded(1)
     assert first is not None and first.status is Status.POSTED
     assert first.content_hash == "00000000000000ab" and first.key_digest == key_digest("k1")
-    second = again.previous(2)
+    second = again.recorded(2)
     assert second is not None and second.status is Status.REJECTED
     assert second.content_hash == "ff" * 8
-    assert again.previous(3) is None
+    assert again.recorded(3) is None
     assert again.counts()[Status.POSTED] == 1
     again.close()
 
@@ -89,7 +89,7 @@ def test_torn_last_line_is_cut_off_before_appending(tmp_path: Path) -> None:
         handle.write(b"2,,posted,half-written-i")  # kill -9 in the middle of a write
     again = _log(path)
     assert again.torn_lines == 1
-    assert again.previous(2) is None
+    assert again.recorded(2) is None
     again.record(RowOutcome(2, "", Status.POSTED, activity_id="b"))
     again.close()
     rows = [o.row for o in read_outcomes(path)]
@@ -115,11 +115,11 @@ def test_reload_reads_plain_and_quoted_lines_alike_and_skips_malformed_ones(
         handle.write(b"8,,unknown,,,,,,2026-01-01T00:00:00Z,\n")  # empty attempts: fine
     again = _log(path)
     assert again.torn_lines == 5
-    first, second = again.previous(1), again.previous(2)
-    assert first == Previous(Status.POSTED, "0123456789abcdef", key_digest("k1"))
-    assert second == Previous(Status.REJECTED, "ff" * 8, key_digest("k,2"))
-    assert [again.previous(row) for row in (3, 4, 5, 6, 7)] == [None] * 5
-    assert again.previous(8) == Previous(Status.UNKNOWN, "", 0)
+    first, second = again.recorded(1), again.recorded(2)
+    assert first == Recorded(Status.POSTED, "0123456789abcdef", key_digest("k1"))
+    assert second == Recorded(Status.REJECTED, "ff" * 8, key_digest("k,2"))
+    assert [again.recorded(row) for row in (3, 4, 5, 6, 7)] == [None] * 5
+    assert again.recorded(8) == Recorded(Status.UNKNOWN, "", 0)
     fast = again.last_outcome(1)
     assert fast is not None and fast.activity_id == "id-1"
     again.close()
@@ -137,9 +137,9 @@ def test_the_row_index_replays_whole_lines_and_stops_at_a_torn_one() -> None:
     index = RowIndex()
     end, malformed = index.replay(lines, 100)
     assert (end, malformed) == (100 + sum(len(line) for line in lines[:3]), 1)
-    assert index.previous(2) == Previous(Status.POSTED, "ab" * 8, key_digest("k2"))
-    assert index.previous(1) == Previous(Status.FAILED, "", key_digest("k,1"))
-    assert index.previous(3) is None and index.line_offset(3) is None
+    assert index.recorded(2) == Recorded(Status.POSTED, "ab" * 8, key_digest("k2"))
+    assert index.recorded(1) == Recorded(Status.FAILED, "", key_digest("k,1"))
+    assert index.recorded(3) is None and index.line_offset(3) is None
     assert list(index.line_offsets()) == [100 + len(lines[0]) + len(lines[1]), 100]
     assert index.holds("id-2") and index.last_posted_row() == 2
     assert index.counts()[Status.FAILED] == 1
@@ -176,7 +176,7 @@ def test_a_resume_in_another_process_matches_keys(tmp_path: Path) -> None:
     script = (
         "import sys; from bulkpost.results import ResultsLog; "
         "from bulkpost.resume import key_digest; "
-        "log = ResultsLog(sys.argv[1]).open(); p = log.previous(1); "
+        "log = ResultsLog(sys.argv[1]).open(); p = log.recorded(1); "
         "print(p.key_digest == key_digest('K-1'), p.key_digest == key_digest('K-2'))")
     for seed in ("1", "2"):
         done = subprocess.run([sys.executable, "-c", script, str(path)], check=True,
@@ -262,8 +262,8 @@ def test_a_quoted_line_with_a_fingerprint_that_is_not_hex_counts_as_torn(tmp_pat
     log = ResultsLog(path).open()
     try:
         assert log.torn_lines == 1
-        assert log.previous(6) is None
-        previous = log.previous(5)
-        assert previous is not None and previous.status is Status.POSTED
+        assert log.recorded(6) is None
+        recorded = log.recorded(5)
+        assert recorded is not None and recorded.status is Status.POSTED
     finally:
         log.close()

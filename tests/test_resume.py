@@ -8,7 +8,7 @@ import pytest
 
 from bulkpost.activity import Activity, InvalidRow
 from bulkpost.errors import UsageError
-from bulkpost.resume import Action, Previous, Status, key_digest, plan_row
+from bulkpost.resume import Action, Recorded, Status, key_digest, plan_row
 
 KEY = "S-7"
 HASH = "00000000000000aa"
@@ -20,66 +20,66 @@ INVALID = InvalidRow(row=7, key=KEY, column="lead", reason="lead id 'x' is not a
                      content_hash=HASH)
 
 
-def previous(status: Status, content_hash: str = HASH, key: str | None = KEY) -> Previous:
-    return Previous(status, content_hash, key_digest(key) if key is not None else 0)
+def recorded_as(status: Status, content_hash: str = HASH, key: str | None = KEY) -> Recorded:
+    return Recorded(status, content_hash, key_digest(key) if key is not None else 0)
 
 
-# (earlier outcome, current row) -> action, without and with --resend-unknown.
+# (recorded outcome, current row) -> action, without and with --resend-unknown.
 PLAN = [
     (None, ACTIVITY, Action.SEND, Action.SEND),
     (None, INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
-    (previous(Status.POSTED), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (recorded_as(Status.POSTED), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
     # Posted with other content: refused (test_a_posted_row_with_other_content_stops_the_run).
-    (previous(Status.POSTED), INVALID, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (recorded_as(Status.POSTED), INVALID, Action.SKIP_POSTED, Action.SKIP_POSTED),
     # An attempt of a failed row may have created it: look before sending again.
-    (previous(Status.FAILED), ACTIVITY, Action.RECONCILE, Action.RECONCILE),
-    (previous(Status.FAILED, OTHER_HASH), ACTIVITY, Action.RECONCILE, Action.RECONCILE),
-    (previous(Status.FAILED), INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
-    (previous(Status.REJECTED), ACTIVITY, Action.KEEP, Action.KEEP),
-    (previous(Status.REJECTED, OTHER_HASH), ACTIVITY, Action.SEND, Action.SEND),
-    (previous(Status.REJECTED, ""), ACTIVITY, Action.SEND, Action.SEND),
-    (previous(Status.REJECTED), INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
-    (previous(Status.REJECTED, OTHER_HASH), INVALID, Action.RECORD_INVALID,
+    (recorded_as(Status.FAILED), ACTIVITY, Action.RECONCILE, Action.RECONCILE),
+    (recorded_as(Status.FAILED, OTHER_HASH), ACTIVITY, Action.RECONCILE, Action.RECONCILE),
+    (recorded_as(Status.FAILED), INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
+    (recorded_as(Status.REJECTED), ACTIVITY, Action.KEEP, Action.KEEP),
+    (recorded_as(Status.REJECTED, OTHER_HASH), ACTIVITY, Action.SEND, Action.SEND),
+    (recorded_as(Status.REJECTED, ""), ACTIVITY, Action.SEND, Action.SEND),
+    (recorded_as(Status.REJECTED), INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
+    (recorded_as(Status.REJECTED, OTHER_HASH), INVALID, Action.RECORD_INVALID,
      Action.RECORD_INVALID),
-    (previous(Status.INVALID), ACTIVITY, Action.SEND, Action.SEND),
-    (previous(Status.INVALID), INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
-    (previous(Status.UNKNOWN), ACTIVITY, Action.RECONCILE, Action.SEND),
-    (previous(Status.UNKNOWN, OTHER_HASH), ACTIVITY, Action.RECONCILE, Action.SEND),
-    (previous(Status.UNKNOWN), INVALID, Action.KEEP, Action.RECORD_INVALID),
+    (recorded_as(Status.INVALID), ACTIVITY, Action.SEND, Action.SEND),
+    (recorded_as(Status.INVALID), INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
+    (recorded_as(Status.UNKNOWN), ACTIVITY, Action.RECONCILE, Action.SEND),
+    (recorded_as(Status.UNKNOWN, OTHER_HASH), ACTIVITY, Action.RECONCILE, Action.SEND),
+    (recorded_as(Status.UNKNOWN), INVALID, Action.KEEP, Action.RECORD_INVALID),
     # Skipped because the history held its key: as final as posted.
-    (previous(Status.SKIPPED), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
-    (previous(Status.SKIPPED, OTHER_HASH), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
-    (previous(Status.SKIPPED), INVALID, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (recorded_as(Status.SKIPPED), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (recorded_as(Status.SKIPPED, OTHER_HASH), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (recorded_as(Status.SKIPPED), INVALID, Action.SKIP_POSTED, Action.SKIP_POSTED),
 ]
 
 
-@pytest.mark.parametrize(("earlier", "current", "by_default", "resending_unknown"), PLAN)
+@pytest.mark.parametrize(("recorded", "current", "by_default", "resending_unknown"), PLAN)
 def test_plan_row(
-    earlier: Previous | None,
+    recorded: Recorded | None,
     current: Activity | InvalidRow,
     by_default: Action,
     resending_unknown: Action,
 ) -> None:
-    assert plan_row(current, earlier) is by_default
-    assert plan_row(current, earlier, resend_unknown=False) is by_default
-    assert plan_row(current, earlier, resend_unknown=True) is resending_unknown
+    assert plan_row(current, recorded) is by_default
+    assert plan_row(current, recorded, resend_unknown=False) is by_default
+    assert plan_row(current, recorded, resend_unknown=True) is resending_unknown
 
 
 @pytest.mark.parametrize("resend_unknown", [False, True])
 def test_a_posted_row_with_other_content_stops_the_run(resend_unknown: bool) -> None:
     """Skipped as posted, the row's new content would never be sent: refused instead."""
     with pytest.raises(UsageError) as caught:
-        plan_row(ACTIVITY, previous(Status.POSTED, OTHER_HASH), resend_unknown)
+        plan_row(ACTIVITY, recorded_as(Status.POSTED, OTHER_HASH), resend_unknown)
     assert "row(s) 7 are recorded as posted" in str(caught.value)
     assert "new --results file" in str(caught.value)
     # Without a recorded fingerprint (an old results file) there is nothing to compare.
-    assert plan_row(ACTIVITY, previous(Status.POSTED, "")) is Action.SKIP_POSTED
+    assert plan_row(ACTIVITY, recorded_as(Status.POSTED, "")) is Action.SKIP_POSTED
     # Other statuses may change content freely: those rows are sent (again).
-    assert plan_row(ACTIVITY, previous(Status.INVALID, OTHER_HASH)) is Action.SEND
+    assert plan_row(ACTIVITY, recorded_as(Status.INVALID, OTHER_HASH)) is Action.SEND
 
 
 def test_the_plan_covers_every_status() -> None:
-    covered = {earlier.status for earlier, *_ in PLAN if earlier is not None}
+    covered = {recorded.status for recorded, *_ in PLAN if recorded is not None}
     assert covered == set(Status)
 
 
@@ -90,7 +90,7 @@ def test_a_different_key_under_the_same_row_stops_the_run(
     status: Status, current: Activity | InvalidRow, resend_unknown: bool
 ) -> None:
     with pytest.raises(UsageError) as caught:
-        plan_row(current, previous(status, key="S-8"), resend_unknown)
+        plan_row(current, recorded_as(status, key="S-8"), resend_unknown)
     message = str(caught.value)
     assert "row 7 has key 'S-7' here but another key in the results file" in message
     assert "use a new --results file" in message
@@ -100,7 +100,7 @@ def test_a_different_key_under_the_same_row_stops_the_run(
 def test_an_empty_or_differently_cased_key_is_a_different_key(recorded: str, current: str) -> None:
     row = Activity(row=3, key=current, lead="l", body=b"{}", content_hash=HASH)
     with pytest.raises(UsageError):
-        plan_row(row, previous(Status.FAILED, key=recorded))
+        plan_row(row, recorded_as(Status.FAILED, key=recorded))
 
 
 @pytest.mark.parametrize("status", list(Status))
@@ -109,7 +109,8 @@ def test_a_row_recorded_without_a_key_is_not_checked(
     status: Status, current: Activity | InvalidRow
 ) -> None:
     rekeyed = replace(current, key="S-999")
-    assert plan_row(rekeyed, previous(status, key=None)) is plan_row(current, previous(status))
+    unchecked = plan_row(rekeyed, recorded_as(status, key=None))
+    assert unchecked is plan_row(current, recorded_as(status))
 
 
 @pytest.mark.parametrize(

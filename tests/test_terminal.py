@@ -253,13 +253,15 @@ def test_json_log_lines_carry_lists_as_json_values(tmp_path: Path, make_sandbox:
                      "--log-level", "debug")
     assert result.code == 1, result.stderr
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    finished = next(e for e in events if e["event"] == "run finished")
+    finished = next(e for e in events if e["event"] == "run.finished")
     assert finished["problems"] == result.summary["problems"]
     assert len(finished["problems"]) == 1 and "2 rows" in finished["problems"][0]
-    listed = next(e for e in events if e["event"] == "fields not mapped" and "fields" in e)
+    listed = next(e for e in events
+                  if e["event"] == "preflight.fields_unmapped" and "fields" in e)
     assert listed["fields"][:2] == ["mx_Custom_3 (Custom 3)", "mx_Custom_4 (Custom 4)"]
-    counted = next(e for e in events if e["event"] == "fields not mapped" and "count" in e)
+    counted = next(e for e in events
+                   if e["event"] == "preflight.fields_unmapped" and "count" in e)
     assert counted["count"] == 48 and counted["level"] == "info"
     # JSON keeps an absent optional field as null: a scheduler reads a stable set of keys.
-    started = next(e for e in events if e["event"] == "run started")
+    started = next(e for e in events if e["event"] == "run.started")
     assert "bulk_rate" in started and started["bulk_rate"] is None

@@ -1,8 +1,9 @@
-"""A row in flight: what a run knows of it while delivering it, and how its outcome is kept.
+"""A row being delivered: what a run knows of it, and how its outcome is kept.
 
 Owns what single-row and bulk delivery share: the :class:`Job` a worker takes, the
-:class:`Flight` that follows it through its attempts, the content locks, and the
-:class:`Recorder` that writes what became of the row. Its rules:
+:class:`RowState` that follows it through its attempts (the state machines of
+:mod:`bulkpost.attempts` update it), the content locks, and the :class:`Recorder` that
+writes what became of the row. Its rules:
 
 - rows with the same content (the content hash without the date-time) are delivered one
   at a time (:class:`KeyedLocks`), so that two identical rows can never both claim the same
@@ -39,10 +40,10 @@ from bulkpost.resume import Status
 
 @dataclass(slots=True)
 class Job:
-    """A row for a worker: the request, and what the results file said of it before."""
+    """A row for a worker: the request, and what the results file recorded of it."""
 
     activity: Activity
-    previous: Status | None = None
+    recorded_status: Status | None = None  # its status in the results file, if any
     reconcile_first: bool = False  # an earlier run may have created it
     window: SendWindow | None = None  # when an earlier run may have sent it
 
@@ -69,7 +70,7 @@ class KeyedLocks:
 
 
 @dataclass(slots=True)
-class Flight:
+class RowState:
     """What this run knows of one row while delivering it."""
 
     job: Job
@@ -80,7 +81,7 @@ class Flight:
     first_sent: datetime | None = None
     last_sent: datetime | None = None
     status: Status | None = None  # recorded by this run
-    counted: bool = False  # in the tally
+    counted: bool = False  # in the delivery counts
 
     def window(self, timeout: float) -> SendWindow | None:
         if self.first_sent is None or self.last_sent is None:
@@ -90,7 +91,7 @@ class Flight:
 
 
 class Recorder:
-    """Records rows' outcomes for one run: in the results file, the history, the tally."""
+    """Records rows' outcomes for one run: in the results file, the history, the counts."""
 
     def __init__(self, calls: ApiCalls, lookups: Lookups, results: ResultsLog | None,
                  credentials: Credentials, history: History | None = None) -> None:
@@ -104,33 +105,33 @@ class Recorder:
 
     @property
     def log(self) -> ResultsLog:
-        """The results file (a courier without one makes look-ups only)."""
-        assert self._results is not None, "this courier only makes look-ups"
+        """The results file (None: look-ups only)."""
+        assert self._results is not None, "this run only makes look-ups"
         return self._results
 
-    async def mark_in_flight(self, flights: list[Flight]) -> None:
+    async def mark_in_flight(self, rows: list[RowState]) -> None:
         """Right before sending, once the rate-limit slot is ours: each row's ``unknown``
         line (and its history claim) recorded, then made durable in one group commit. A
         crash leaves unknown only the rows that may really be on the wire."""
         now = datetime.now(UTC)
-        for flight in flights:
-            item = flight.job.activity
+        for row in rows:
+            item = row.job.activity
             if self._history is not None:
                 self._history.sending(item)  # committed with the mark
             self.log.record(RowOutcome(item.row, item.key, Status.UNKNOWN,
-                                       error=IN_FLIGHT_NOTE, attempts=flight.attempts,
+                                       error=IN_FLIGHT_NOTE, attempts=row.attempts,
                                        content_hash=item.content_hash))
             # Its line is recorded: stopped from here on, even while waiting for the fsync,
             # the row must get a line saying what became of it.
-            flight.marked = True
-            flight.first_sent = flight.first_sent or now
-            flight.last_sent = now
+            row.marked = True
+            row.first_sent = row.first_sent or now
+            row.last_sent = now
         await self.log.sync()
 
-    def record(self, flight: Flight, status: Status, *, activity_id: str = "",
+    def record(self, row: RowState, status: Status, *, activity_id: str = "",
                error_type: str | None = None, error: str | None = None) -> Status:
         """Record the outcome; what is not given comes from the last answer."""
-        item, last = flight.job.activity, flight.last
+        item, last = row.job.activity, row.last
         if error_type is None:
             error_type = last.error_type if last else ""
         if error is None:
@@ -142,10 +143,10 @@ class Recorder:
         self.log.record(RowOutcome(
             item.row, item.key, status, activity_id=activity_id,
             http_status=last.http_status if last else None, error_type=error_type,
-            error=error, attempts=flight.attempts, content_hash=item.content_hash))
+            error=error, attempts=row.attempts, content_hash=item.content_hash))
         if status is Status.POSTED and error_type != "reconciled" and activity_id:
             # Created, as the answer says: a row to calibrate look-ups and verify with.
-            self._lookups.offer_sample(item, activity_id, flight.window(self._timeout))
+            self._lookups.offer_sample(item, activity_id, row.window(self._timeout))
             if len(self.created) < 64:
                 self.created.append((item, activity_id))
         if self._history is not None:
@@ -153,10 +154,10 @@ class Recorder:
                 self._history.posted(item, activity_id)
             elif status is Status.REJECTED:
                 self._history.released(item)
-        flight.status = status
+        row.status = status
         return status
 
-    def settle_interrupted(self, flight: Flight, *, cancelled: bool = False,
+    def record_stopped(self, row: RowState, *, cancelled: bool = False,
                            on_wire: bool | None = None) -> Status | None:
         """The run stopped while this row was being delivered: say what we know of it.
 
@@ -167,18 +168,18 @@ class Recorder:
         if on_wire is None:
             on_wire = self._calls.left_on_wire(cancelled)
         status: Status | None
-        if on_wire or flight.uncertain:
+        if on_wire or row.uncertain:
             # It may have been created and nobody has checked: unknown, for the next run
             # to reconcile. A row resumed without a new mark keeps its earlier line.
-            status = Status.UNKNOWN if flight.marked else (flight.job.previous or Status.UNKNOWN)
-        elif flight.marked:
-            last = flight.last
+            status = Status.UNKNOWN if row.marked else (row.job.recorded_status or Status.UNKNOWN)
+        elif row.marked:
+            last = row.last
             reason = f"stopped while retrying: {last.error}" if last else "stopped before sending"
-            status = self.record(flight, Status.FAILED, error_type="stopped", error=reason)
+            status = self.record(row, Status.FAILED, error_type="stopped", error=reason)
         else:
-            status = flight.job.previous
+            status = row.job.recorded_status
         if cancelled and status is not None:
-            self._calls.tally.statuses[status] += 1
-            flight.counted = True
-        flight.status = status
+            self._calls.counts.statuses[status] += 1
+            row.counted = True
+        row.status = status
         return status

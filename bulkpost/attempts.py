@@ -1,0 +1,267 @@
+"""What to do next with a row, or a bulk call, being delivered: delivery's state machines.
+
+Every decision of delivery lives here, apart from any I/O (the sans-IO way): a machine is
+given what came of its last step and returns the next one. The drivers
+(:class:`bulkpost.delivery.RowDelivery`, :class:`bulkpost.bulk.BulkDelivery`) carry the steps
+out: send (the in-flight mark first), look up, wait, record. The rules of one row
+(:class:`RowAttempts`):
+
+- an attempt looks the row up first when it may have been created already (an uncertain
+  answer, this run or earlier): found, the row is ``posted`` with that activity's Id
+  (``reconciled``); not found, it is sent;
+- posted or rejected, the answer is recorded; a fatal answer (keys, host) fails the row and
+  stops the run;
+- an answer that may be tried again waits :meth:`Backoff.after` the attempts made, then
+  tries again (looking up first if the answer was uncertain), up to ``max_attempts``
+  attempts; then the row is ``failed``;
+- a look-up that cannot tell leaves the row ``unknown`` (``unverified``), never sent again on
+  a guess; while the first rows calibrate the look-ups, such a row is set aside instead
+  (:class:`SetAside`), to be looked up once the look-ups are calibrated.
+
+A bulk call (:class:`BatchAttempts`) takes each item's outcome from the answer only where
+it accounts for the item unambiguously: posted, rejected, or not created (sent again in
+bulk after a backoff). Items rate limited go again at once after the pause (no attempt).
+Every other row goes on alone through :class:`RowAttempts`: a call refused as a whole (a
+row may be bad), an item left out of the answer, a lost or uncertain answer. Only a 4xx
+proves nothing was created; after anything else those rows are looked up first.
+
+Rate-limited answers never reach a machine: the call layer (:mod:`bulkpost.calls`) sits
+them out. Nor does a stop: the driver records what it knows of the row
+(:meth:`bulkpost.row_state.Recorder.record_stopped`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bulkpost.calls import Backoff
+from bulkpost.reconcile import SendWindow
+from bulkpost.response import Classified, Verdict
+from bulkpost.resume import Status
+from bulkpost.row_state import Job, RowState
+
+
+# -- steps ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Mark the row in flight and post it; give the answer to :meth:`RowAttempts.answered`.
+    ``retry``: not the row's first send (counted as a retry)."""
+
+    retry: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LookUp:
+    """Look the row up; give the Id found (or None) to :meth:`RowAttempts.looked_up`, or
+    why it failed to :meth:`RowAttempts.lookup_failed`."""
+
+    window: SendWindow | None  # when it may have been sent
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Back off (ending early if the run stops), then ask :meth:`~RowAttempts.waited`."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Record the row's outcome; what is None comes from its last answer. The row is done.
+    ``stop_run``: a fatal answer's error; the run stops with it."""
+
+    status: Status
+    activity_id: str = ""
+    error_type: str | None = None
+    error: str | None = None
+    stop_run: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """Look-ups are not calibrated yet: hand ``job`` back, to be looked up after the
+    calibration. Its ``unknown`` line is on disk meanwhile. The row is done for now."""
+
+    job: Job
+
+
+RowStep = Send | LookUp | Wait | Record | SetAside
+
+
+def _status_of(answer: Classified) -> Status:
+    if answer.verdict is Verdict.POSTED:
+        return Status.POSTED
+    return Status.REJECTED if answer.verdict is Verdict.REJECTED else Status.FAILED
+
+
+class RowAttempts:
+    """The attempts of one row: start with :meth:`start`, feed each step's outcome back."""
+
+    def __init__(self, row: RowState, *, max_attempts: int, backoff: Backoff,
+                 timeout: float) -> None:
+        self.row = row
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._timeout = timeout
+        self._tries = 0  # attempts begun (a look-up and the send it allows are one)
+
+    def start(self) -> RowStep:
+        return self._attempt()
+
+    def looked_up(self, activity_id: str | None) -> RowStep:
+        """The look-up's answer: the Id of the row's activity, or None (not created)."""
+        if activity_id:
+            return Record(Status.POSTED, activity_id=activity_id, error_type="reconciled",
+                          error="")
+        self.row.uncertain = False  # not created: safe to send
+        return self._send()
+
+    def lookup_failed(self, reason: str, *, not_yet_trusted: bool,
+                      may_set_aside: bool) -> RowStep:
+        """The look-up could not tell. ``not_yet_trusted``: only because look-ups are not
+        calibrated yet; ``may_set_aside``: the run is calibrating them (--verify-first)."""
+        if not_yet_trusted and may_set_aside:
+            return SetAside(Job(self.row.job.activity, Status.UNKNOWN, reconcile_first=True,
+                                window=self.row.window(self._timeout)))
+        return Record(Status.UNKNOWN, error_type="unverified",
+                      error=f"may have been created; not sent again, since the look-up could "
+                            f"not tell: {reason}. Run again to look it up again (or "
+                            "--resend-unknown if you know it was not created)")
+
+    def answered(self, answer: Classified) -> RowStep:
+        """The answer to the row's send (never "rate limited": that is sat out before)."""
+        self.row.last = answer
+        if answer.verdict is not Verdict.RETRY:
+            fatal = answer.error if answer.verdict is Verdict.FATAL else ""
+            return Record(_status_of(answer), stop_run=fatal)
+        self.row.uncertain = self.row.uncertain or answer.uncertain
+        if self._tries >= self._max_attempts:
+            return Record(Status.FAILED)
+        return Wait(self._backoff.after(self._tries))
+
+    def waited(self) -> RowStep:
+        return self._attempt()
+
+    def _attempt(self) -> RowStep:
+        self._tries += 1
+        if self.row.uncertain:
+            return LookUp(self.row.window(self._timeout))
+        return self._send()
+
+    def _send(self) -> Send:
+        retry = self.row.attempts > 0
+        self.row.attempts += 1
+        return Send(retry=retry)
+
+
+# -- bulk ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SendBatch:
+    """Mark these rows in flight and post them in one bulk call; give the answer to
+    :meth:`BatchAttempts.answered`. ``retries``: rows sent before (counted as retries)."""
+
+    rows: list[RowState]
+    retries: int = 0
+
+
+@dataclass(slots=True)
+class BatchNext:
+    """What came of a bulk answer, to carry out in this order: ``lifted`` (an answer other
+    than "rate limited" came: the limit's storm clock stops), ``refused`` (log it), the
+    ``records``, ``stop_run``, ``rate_limited`` (pause for this answer), then ``then``:
+    the next bulk step, or None when the bulk call is over and :attr:`BatchAttempts.alone`
+    go on their own."""
+
+    then: SendBatch | Wait | None
+    records: list[tuple[RowState, Record]] = field(default_factory=list)
+    lifted: bool = False
+    refused: bool = False  # refused as a whole: its rows go on alone
+    rate_limited: Classified | None = None
+    stop_run: str = ""
+
+
+class BatchAttempts:
+    """The attempts of one bulk call's rows: :meth:`start`, then feed each answer back."""
+
+    def __init__(self, rows: list[RowState], *, max_attempts: int, backoff: Backoff) -> None:
+        self._rows = rows
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._tries = 0
+        self._again: list[RowState] = []  # answered "not created" in this attempt
+        self.alone: list[RowState] = []  # rows to deliver one at a time, in order
+
+    def start(self) -> SendBatch:
+        return self._attempt(self._rows)
+
+    def waited(self) -> SendBatch:
+        again, self._again = self._again, []
+        return self._attempt(again)
+
+    def answered(self, sent: list[RowState], answer: Classified,
+                 outcomes: list[Classified | None]) -> BatchNext:
+        """The answer to a bulk call of ``sent``, with each item's outcome (None: the
+        answer does not account for it)."""
+        if answer.verdict is not Verdict.OK:
+            return self._refused(sent, answer)
+        records: list[tuple[RowState, Record]] = []
+        limited: list[RowState] = []
+        for row, outcome in zip(sent, outcomes, strict=True):
+            row.last = outcome or answer
+            if outcome is None:
+                row.uncertain = True  # not accounted for: may have been created
+                self.alone.append(row)
+            elif outcome.verdict in (Verdict.POSTED, Verdict.REJECTED):
+                records.append((row, Record(_status_of(outcome))))
+            elif outcome.verdict is Verdict.RATE_LIMITED:
+                limited.append(row)
+            else:  # the item was not created, and no reason given
+                self._again.append(row)
+        lifted = len(limited) < len(sent)  # some items went through
+        if limited:
+            return BatchNext(SendBatch(limited), records, lifted=lifted,
+                             rate_limited=limited[0].last or answer)
+        return self._end_of_attempt(records, lifted=lifted)
+
+    def _refused(self, sent: list[RowState], answer: Classified) -> BatchNext:
+        """A bulk call not answered item by item."""
+        for row in sent:
+            row.last = answer
+        if answer.verdict is Verdict.FATAL:
+            return BatchNext(None, [(row, Record(Status.FAILED)) for row in sent], lifted=True,
+                             stop_run=answer.error)
+        if answer.verdict is Verdict.REJECTED:
+            # Each row goes on its own call, where a bad row is refused alone. Only a 4xx
+            # proves nothing was created; after a 5xx or a 200 carrying an MX error, the
+            # rows are looked up first.
+            certain = answer.http_status is not None and 400 <= answer.http_status < 500
+            for row in sent:
+                row.uncertain = row.uncertain or not certain
+            self.alone += sent
+            after = self._end_of_attempt([], lifted=True)
+            after.refused = True
+            return after
+        if answer.uncertain:
+            for row in sent:
+                row.uncertain = True
+            self.alone += sent
+            return self._end_of_attempt([], lifted=True)
+        self._again += sent  # never reached the server: the same call again, backed off
+        return self._end_of_attempt([], lifted=True)
+
+    def _end_of_attempt(self, records: list[tuple[RowState, Record]], *,
+                        lifted: bool) -> BatchNext:
+        if not self._again:
+            return BatchNext(None, records, lifted=lifted)
+        if self._tries >= self._max_attempts:  # "not created" every time: safe, failed
+            records += [(row, Record(Status.FAILED)) for row in self._again]
+            self._again = []
+            return BatchNext(None, records, lifted=lifted)
+        return BatchNext(Wait(self._backoff.after(self._tries)), records, lifted=lifted)
+
+    def _attempt(self, rows: list[RowState]) -> SendBatch:
+        self._tries += 1
+        retries = sum(1 for row in rows if row.attempts)
+        for row in rows:
+            row.attempts += 1
+        return SendBatch(rows, retries)
