@@ -32,13 +32,21 @@ import structlog
 
 from bulkpost import logs
 from bulkpost.client import Credentials, check_host, checked_key
-from bulkpost.errors import BulkpostError, UsageError
+from bulkpost.errors import ACCESS_KEY, HOST, SECRET_KEY, BulkpostError, UsageError
 from bulkpost.mapping import Mapping, load_mapping, parse_mapping
 from bulkpost.options import RunOptions
-from bulkpost.pipeline import Run, run_sync
+from bulkpost.pipeline import Run
 from bulkpost.ratelimit import RateSpec, parse_rate
 from bulkpost.source import InputSource
 from bulkpost.summary import Summary
+
+
+def run_sync(options: RunOptions) -> Summary:
+    """Run to completion on a fresh event loop (the CLI's entry)."""
+    if not options.dry_run and (options.credentials is None or not options.host):
+        raise UsageError("a real run needs {host} (or LSQ_HOST) and {access} / {secret}",
+                         host=HOST, access=ACCESS_KEY, secret=SECRET_KEY)
+    return asyncio.run(Run(options).execute())
 
 
 def _source(data: Any) -> InputSource:

@@ -18,6 +18,7 @@ import click
 import structlog
 
 from bulkpost import logs
+from bulkpost.api import run_sync
 from bulkpost.cli_common import (
     ENCODING_HELP,
     HOST_HELP,
@@ -31,7 +32,6 @@ from bulkpost.errors import BulkpostError, UsageError
 from bulkpost.mapping import load_mapping
 from bulkpost.options import RunOptions, new_run_id
 from bulkpost.outputs import check_output
-from bulkpost.pipeline import run_sync
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateSpec
 from bulkpost.summary import Summary

@@ -44,7 +44,9 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from bulkpost.activity import Activity
 from bulkpost.errors import HistoryLocked, ResultsWriteError, UsageError
@@ -52,6 +54,12 @@ from bulkpost.history_schema import CLAIM, POSTED, SETTLED, hash_text, open_data
 from bulkpost.locking import lock_beside, release
 from bulkpost.outcomes import utc_text
 from bulkpost.planner import KeyHolder, key_holder_of
+
+if TYPE_CHECKING:
+    from bulkpost.options import RunOptions
+    from bulkpost.summary import Summary
+
+log = structlog.get_logger("bulkpost")
 
 _CHUNK = 500  # keys per IN (...) query: well under SQLite's variable limit
 
@@ -302,3 +310,22 @@ class History:
                 for run_id, started, finished, input_text, code, posted, skipped, changed
                 in recent],
         }
+
+
+def finish_history(history: History, summary: Summary, options: RunOptions,
+                   exit_code: int | None = None) -> None:
+    """At the end of a run: commit the history's last writes and how the run ended; warn of
+    changed keys skipped."""
+    if summary.changed and options.on_changed == "skip":
+        log.warning("history.changed_skipped", rows=summary.changed)
+    if options.dry_run:
+        return
+    try:
+        history.finish(summary.exit_code if exit_code is None else exit_code,
+                       summary.posted, summary.skipped, summary.changed)
+    except ResultsWriteError as exc:
+        # Its claims were committed before each send; only the last posted marks and the
+        # run's line are missing, and the next run repairs them from the results file.
+        log.error("history.not_finished", reason=str(exc))
+        if not summary.aborted:
+            summary.aborted = str(exc)

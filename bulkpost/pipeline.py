@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from typing import Any
 
@@ -25,17 +24,9 @@ from bulkpost.calls import Stopped
 from bulkpost.client import LeadSquaredClient
 from bulkpost.delivery import Delivery
 from bulkpost.dispatch import JobQueue
-from bulkpost.errors import (
-    ACCESS_KEY,
-    HOST,
-    SECRET_KEY,
-    AbortRun,
-    BulkpostError,
-    ResultsWriteError,
-    UsageError,
-)
+from bulkpost.errors import AbortRun, BulkpostError, ResultsWriteError
 from bulkpost.feeder import Feeder, field_rules, track_progress
-from bulkpost.history import History
+from bulkpost.history import History, finish_history
 from bulkpost.mapping import check_columns
 from bulkpost.options import RunOptions, new_run_id
 from bulkpost.progress import Progress
@@ -45,11 +36,11 @@ from bulkpost.report import ProblemGroups
 from bulkpost.results import ResultsLog
 from bulkpost.row_state import Job
 from bulkpost.source import Source, describe, input_columns, open_source
-from bulkpost.stop import StopSignal
+from bulkpost.stop import StopSignal, signals_handled
 from bulkpost.summary import Summary
 from bulkpost.workers import Workers, new_delivery
 
-__all__ = ["Run", "RunOptions", "Summary", "new_run_id", "run_sync"]  # where callers look
+__all__ = ["Run", "RunOptions", "Summary", "new_run_id"]  # where callers look
 
 log = structlog.get_logger("bulkpost")
 
@@ -66,8 +57,8 @@ class Run:
         self.limit = RateLimit(options.rate, options.rate_margin)
         self.bulk_limit = RateLimit(options.bulk_rate, options.rate_margin)
         self.stopping = StopSignal()
+        self.stopping.listen(self._say_why, once=True)
         self.stopping.listen(self._halt)
-        self._halted = False
         self._delivery: Delivery | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
@@ -91,13 +82,13 @@ class Run:
         ``asked``: the user asked for it (a signal), which is no error."""
         self.stopping.stop(error, asked=asked)
 
+    def _say_why(self) -> None:
+        if not self.stopping.asked:
+            log.error("run.stopping", reason=str(self.stopping.reason))
+
     def _halt(self) -> None:
-        """The run stops (whoever said so): say why, once; cancel the feeder and every
-        worker whose request is not on the wire."""
-        if not self._halted:
-            self._halted = True
-            if not self.stopping.asked:
-                log.error("run.stopping", reason=str(self.stopping.reason))
+        """The run stops (whoever said so): cancel the feeder and every worker whose
+        request is not on the wire."""
         if self._feeder is not None:
             self._feeder.cancel()
         on_wire = self._delivery.calls.on_wire if self._delivery else set()
@@ -148,22 +139,13 @@ class Run:
                 results.close()
                 raise
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(signum, self.interrupt, signal.Signals(signum).name)
-                installed.append(signum)
-            except (NotImplementedError, RuntimeError):
-                pass
         counter: asyncio.Task[int | None] | None = None
         try:
-            counter = track_progress(self.progress, opts, source, results)
-            await self._run(source, results, history)
+            with signals_handled(self.interrupt):
+                counter = track_progress(self.progress, opts, source, results)
+                await self._run(source, results, history)
         finally:
             abort = self.stopping.reason
-            for signum in installed:
-                loop.remove_signal_handler(signum)
             if counter is not None:
                 counter.cancel()
             self.progress.close()
@@ -186,14 +168,14 @@ class Run:
                 self.summary.aborted = str(abort)
             else:
                 if history is not None:
-                    self._finish_history(history, abort.exit_code)
+                    finish_history(history, self.summary, opts, abort.exit_code)
                 raise abort
         if opts.dry_run:
             self.summary.problems = self.problems.lines()
             # What the real run would take at the configured rate (look-ups not counted).
             self.summary.estimated_s = self.summary.to_send / self.activities_per_second()
         if history is not None:
-            self._finish_history(history)
+            finish_history(history, self.summary, opts)
         log.info("run.finished", **self.summary.as_dict())
         return self.summary
 
@@ -265,28 +247,3 @@ class Run:
             for task in (feeder, *self._workers):
                 task.cancel()  # no-op for the finished ones
             await asyncio.gather(feeder, *self._workers, return_exceptions=True)
-
-    def _finish_history(self, history: History, exit_code: int | None = None) -> None:
-        """Commit the history's last writes and how the run ended; warn of changed keys."""
-        summary = self.summary
-        if summary.changed and self.options.on_changed == "skip":
-            log.warning("history.changed_skipped", rows=summary.changed)
-        if self.options.dry_run:
-            return
-        try:
-            history.finish(summary.exit_code if exit_code is None else exit_code,
-                           summary.posted, summary.skipped, summary.changed)
-        except ResultsWriteError as exc:
-            # Its claims were committed before each send; only the last posted marks and the
-            # run's line are missing, and the next run repairs them from the results file.
-            log.error("history.not_finished", reason=str(exc))
-            if not summary.aborted:
-                summary.aborted = str(exc)
-
-
-def run_sync(options: RunOptions) -> Summary:
-    """Run to completion on a fresh event loop (the CLI's entry)."""
-    if not options.dry_run and (options.credentials is None or not options.host):
-        raise UsageError("a real run needs {host} (or LSQ_HOST) and {access} / {secret}",
-                         host=HOST, access=ACCESS_KEY, secret=SECRET_KEY)
-    return asyncio.run(Run(options).execute())

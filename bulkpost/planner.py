@@ -111,10 +111,10 @@ class PlanOptions:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What the feeder does with one row: send it (its job's fields), or settle it now."""
+    """What the feeder does with one row: send it (its job's fields), or count it now."""
 
     action: Action
-    counted: Status | None = None  # settled now, counted as this; None: sent (or to send)
+    counted: Status | None = None  # counted now as this, never sent; None: sent (or to send)
     record: RowOutcome | None = None  # the line to record now, if any
     recorded_status: Status | None = None  # sent: its status on file, which its job carries
     window: SendWindow | None = None  # looked up first: when earlier attempts may have gone

@@ -5,12 +5,15 @@ finds a reason to stop (a fatal answer, a rate-limit storm, a write failure, a s
 calls :meth:`StopSignal.stop` with it; the first reason is kept. Calls, backoffs and the
 feeder check :meth:`StopSignal.is_set` or await :meth:`StopSignal.wait`; the run, which
 owns the tasks, listens (:meth:`StopSignal.listen`) to cancel what must not go on.
+:func:`signals_handled` turns SIGINT and SIGTERM into a call of the caller's choice.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
 
 from bulkpost.errors import BulkpostError
 
@@ -22,23 +25,43 @@ class StopSignal:
         self._event = asyncio.Event()
         self.reason: BulkpostError | None = None
         self.asked = False  # the user asked for it (a signal): no error
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[tuple[Callable[[], None], bool]] = []
 
     def stop(self, reason: BulkpostError, *, asked: bool = False) -> None:
         """Stop the run for ``reason`` (kept only if it is the first); tell the listeners."""
-        if self.reason is None:
+        first = self.reason is None
+        if first:
             self.reason = reason
             self.asked = asked
         self._event.set()
-        for listener in list(self._listeners):
-            listener()
+        for listener, once in list(self._listeners):
+            if first or not once:
+                listener()
 
-    def listen(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` on every :meth:`stop` (it must be quick and not raise)."""
-        self._listeners.append(listener)
+    def listen(self, listener: Callable[[], None], *, once: bool = False) -> None:
+        """Call ``listener`` on every :meth:`stop` (``once``: on the first only). It must be
+        quick and must not raise."""
+        self._listeners.append((listener, once))
 
     def is_set(self) -> bool:
         return self._event.is_set()
 
     async def wait(self) -> None:
         await self._event.wait()
+
+
+@contextlib.contextmanager
+def signals_handled(handler: Callable[[str], None]) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM call ``handler`` with the signal's name on the
+    running loop (where the platform lets a loop handle signals)."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, handler, signum.name)
+            installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

@@ -11,11 +11,9 @@ the input no longer reproduces.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import hashlib
 import heapq
-import signal
 import time
 from array import array
 from collections.abc import Callable, Iterator, Mapping
@@ -38,7 +36,7 @@ from bulkpost.ratelimit import RateLimit, RateSpec
 from bulkpost.readback import Difference, FieldInfo, field_infos, read_back
 from bulkpost.resume import Status
 from bulkpost.source import describe, input_columns, open_source
-from bulkpost.stop import StopSignal
+from bulkpost.stop import StopSignal, signals_handled
 
 log = structlog.get_logger("bulkpost")
 
@@ -269,47 +267,32 @@ async def verify(options: VerifyOptions) -> VerifySummary:
         summary.elapsed_s = time.monotonic() - started
         return summary
     stopping = StopSignal()
-    told: list[bool] = []
-
-    def say_why() -> None:
-        if not told:
-            told.append(True)
-            log.error("verify.stopping", reason=str(stopping.reason))
-
-    stopping.listen(say_why)
-
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stopping.stop,
-                                    AbortRun(f"interrupted by {signum.name}"))
-            installed.append(signum)
+    stopping.listen(lambda: log.error("verify.stopping", reason=str(stopping.reason)),
+                    once=True)
     progress = Progress(enabled=options.progress, calls_per_second=options.rate.per_second)
     try:
-        async with LeadSquaredClient(options.host, options.credentials,
-                                     timeout=options.timeout,
-                                     connections=options.worker_count()) as client:
-            calls = ApiCalls(DeliverySettings(5, 1.0, options.timeout, 900.0),
-                             RateLimit(options.rate), stopping)
-            try:
-                rules = await _preflight(options, calls, client)
-                items = await asyncio.to_thread(
-                    map_chosen, mapping, options.input, chosen.rows, rules,
-                    encoding=options.encoding, delimiter=options.delimiter)
-                progress.set_total(len(chosen.rows))
-                summary.checks = await _read_all(
-                    calls, client, [(p, items[p.row]) for p in chosen.rows],
-                    field_infos(mapping, rules), progress, options.worker_count())
-            except Stopped:
-                pass  # the stop signal holds why
-            except AbortRun as exc:
-                stopping.stop(exc)
-            summary.calls = calls.counts.calls
+        with signals_handled(lambda name: stopping.stop(AbortRun(f"interrupted by {name}"))):
+            async with LeadSquaredClient(options.host, options.credentials,
+                                         timeout=options.timeout,
+                                         connections=options.worker_count()) as client:
+                calls = ApiCalls(DeliverySettings(5, 1.0, options.timeout, 900.0),
+                                 RateLimit(options.rate), stopping)
+                try:
+                    rules = await _preflight(options, calls, client)
+                    items = await asyncio.to_thread(
+                        map_chosen, mapping, options.input, chosen.rows, rules,
+                        encoding=options.encoding, delimiter=options.delimiter)
+                    progress.set_total(len(chosen.rows))
+                    summary.checks = await _read_all(
+                        calls, client, [(p, items[p.row]) for p in chosen.rows],
+                        field_infos(mapping, rules), progress, options.worker_count())
+                except Stopped:
+                    pass  # the stop signal holds why
+                except AbortRun as exc:
+                    stopping.stop(exc)
+                summary.calls = calls.counts.calls
     finally:
         progress.close()
-        for signum in installed:
-            loop.remove_signal_handler(signum)
     summary.checks.sort(key=lambda check: check.posted.row)
     if stopping.reason is not None:
         if not isinstance(stopping.reason, AbortRun):

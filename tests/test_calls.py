@@ -194,3 +194,22 @@ def test_a_backoff_ends_at_once_when_the_run_stops() -> None:
         return loop.time() - started
 
     assert run_virtual(scenario()) == pytest.approx(1.5, abs=0.01)
+
+
+def test_the_stop_signal_keeps_the_first_reason_and_tells_each_listener_as_asked() -> None:
+    async def scenario() -> tuple[StopSignal, list[str]]:
+        stopping = StopSignal()
+        heard: list[str] = []
+        stopping.listen(lambda: heard.append("every"))
+        stopping.listen(lambda: heard.append(f"once: {stopping.reason}"), once=True)
+        waiter = asyncio.ensure_future(stopping.wait())
+        await asyncio.sleep(0)
+        assert not waiter.done() and not stopping.is_set()
+        stopping.stop(AbortRun("interrupted by SIGINT"), asked=True)
+        stopping.stop(AbortRun("wrong keys"))
+        await waiter
+        return stopping, heard
+
+    stopping, heard = run_virtual(scenario())
+    assert str(stopping.reason) == "interrupted by SIGINT" and stopping.asked
+    assert heard == ["every", "once: interrupted by SIGINT", "every"]

@@ -187,3 +187,19 @@ def test_a_slot_never_sent_keeps_its_grant_time() -> None:
 
     granted, second = run_virtual(scenario())
     assert second - granted == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_storm_clock_runs_while_answers_are_all_rate_limited_and_stops_at_any_other() -> None:
+    async def scenario() -> list[float]:
+        limit = RateLimit(RateSpec(5, 1.0))
+        seen = [limit.rate_limited()]  # the first of a storm
+        await asyncio.sleep(7.5)
+        seen.append(limit.rate_limited())
+        limit.answered()  # any other answer: the storm is over
+        await asyncio.sleep(3.0)
+        seen.append(limit.rate_limited())  # a new storm starts its own clock
+        await asyncio.sleep(2.0)
+        seen.append(limit.rate_limited())
+        return seen
+
+    assert run_virtual(scenario()) == pytest.approx([0.0, 7.5, 0.0, 2.0])
