@@ -33,14 +33,6 @@ _LEVELS = {"debug", "info", "warning", "warn", "error", "err", "exception", "cri
            "fatal", "msg"}
 _LEVELS |= {f"a{level}" for level in _LEVELS}  # structlog's async methods: ainfo, ...
 
-# PENDING(issue 13): calls.py, delivery.py and bulk.py are converted to keys by another
-# change. Until it lands, each may still log the sentence of its key instead, and the key
-# may be unused. Once the three files log their keys (in the working tree they already
-# do), delete this dict and what reads it below (an elif branch and two lines, marked).
-PENDING = {"rate_limited": "bulkpost/calls.py", "row.retrying": "bulkpost/delivery.py",
-           "bulk.refused": "bulkpost/bulk.py"}
-
-
 def _is_get_logger(node: ast.expr) -> bool:
     return (isinstance(node, ast.Call) and ast.unparse(node.func) in
             ("structlog.get_logger", "get_logger", "structlog.stdlib.get_logger"))
@@ -99,19 +91,16 @@ def test_every_log_call_uses_a_key_of_the_table_and_every_key_is_used() -> None:
             wrong.append(f"{where}: the event is not a literal key")
         elif key in EVENTS:
             used.add(key)
-        elif PENDING.get(next((k for k, s in EVENTS.items() if s == key), "")) == path:
-            pass  # PENDING(issue 13): the sentence of a key its file does not log yet
         else:
             wrong.append(f"{where}: {key!r} is not a key of bulkpost.logs.EVENTS")
         if "message" in names:
             wrong.append(f"{where}: 'message' is the JSON line's sentence, not a field")
-    unused = set(EVENTS) - used - set(PENDING)  # PENDING(issue 13): "- set(PENDING)"
+    unused = set(EVENTS) - used
     assert not wrong, "\n".join(wrong)
     assert not unused, f"keys no log call uses: {sorted(unused)}"
 
 
 def test_the_keys_are_short_snake_case_dotted_by_area_and_each_has_a_sentence() -> None:
-    assert set(PENDING) <= set(EVENTS)  # PENDING(issue 13)
     for key, sentence in EVENTS.items():
         assert _KEY.fullmatch(key) and len(key) <= 40, key
         assert key.count(".") <= 1, key

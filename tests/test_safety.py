@@ -151,14 +151,18 @@ def test_tracebacks_in_json_logs_carry_no_secrets(capsys: pytest.CaptureFixture[
     import sys
 
     logs.register_secret(SECRET)
+    before = structlog.get_config()
     logs.configure("json", "debug", stream=sys.stdout)
-    log = structlog.get_logger("test")
-    headers = {"x-LSQ-SecretKey": SECRET}  # a local that a traceback with locals would show
     try:
-        raise RuntimeError(f"request failed with headers {headers}")
-    except RuntimeError:
-        log.exception("boom", secret=SECRET)
-    out = capsys.readouterr().out
+        log = structlog.get_logger("test")
+        headers = {"x-LSQ-SecretKey": SECRET}  # a local that a traceback with locals shows
+        try:
+            raise RuntimeError(f"request failed with headers {headers}")
+        except RuntimeError:
+            log.exception("boom", secret=SECRET)
+        out = capsys.readouterr().out
+    finally:
+        structlog.configure(**before)  # not capsys's stream: it closes after this test
     event = json.loads(out.strip().splitlines()[-1])
     assert "RuntimeError" in event["exception"] and "***" in event["exception"]
     assert SECRET not in out
