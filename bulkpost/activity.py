@@ -212,3 +212,40 @@ def bulk_body(activities: Sequence[Activity]) -> bytes:
         body["SearchByValue"] = body.pop("EmailAddress")
         items.append(body)
     return json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# -- updating an activity in place (--on-changed update) -------------------------------------
+def identity_hash(activity: Activity) -> str:
+    """What an update cannot change, fingerprinted (16 hex digits): the lead and the
+    date-time. "Update an Activity" changes the note and the custom fields only; a row whose
+    identity differs from the activity's cannot be brought up to date by updating it."""
+    body = json.loads(activity.body)
+    lead = body.get("RelatedProspectId") or body.get("EmailAddress") or ""
+    when = body.get("ActivityDateTime", "")
+    return content_hash(f"{lead}\x1f{when}".encode())
+
+
+def _update_item(activity: Activity, activity_id: str, *, event: bool) -> dict[str, object]:
+    body = json.loads(activity.body)
+    item: dict[str, object] = {"ProspectActivityId": activity_id}
+    if event:  # "Update an Activity" names the type; the bulk call's items do not
+        item["ActivityEvent"] = body["ActivityEvent"]
+    if "ActivityNote" in body:  # no note column: the activity's note is left as it is
+        item["ActivityNote"] = body["ActivityNote"]
+    # Every mapped field goes, empty ones included: a value emptied upstream is emptied.
+    item["Fields"] = body.get("Fields", [])
+    return item
+
+
+def update_body(activity: Activity, activity_id: str) -> bytes:
+    """The body of "Update an Activity" bringing ``activity_id`` to this row's content: its
+    note (when the mapping has one) and every mapped custom field."""
+    return json.dumps(_update_item(activity, activity_id, event=True), ensure_ascii=False,
+                      separators=(",", ":")).encode()
+
+
+def bulk_update_body(updates: Sequence[tuple[Activity, str]]) -> bytes:
+    """The body of one "Update Activities in Bulk" call: each row's update, in order."""
+    items = [_update_item(activity, activity_id, event=False)
+             for activity, activity_id in updates]
+    return json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode()

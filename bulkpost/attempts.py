@@ -16,7 +16,11 @@ out: send (the in-flight mark first), look up, wait, record. The rules of one ro
   attempts; then the row is ``failed``;
 - a look-up that cannot tell leaves the row ``unknown`` (``unverified``), never sent again on
   a guess; while the first rows calibrate the look-ups, such a row is set aside instead
-  (:class:`SetAside`), to be looked up once the look-ups are calibrated.
+  (:class:`SetAside`), to be looked up once the look-ups are calibrated;
+- an update (``--on-changed update``) is idempotent: one whose answer was lost is simply
+  sent again, never looked up. Done, the row is ``updated`` with the activity's Id; an
+  answer naming another activity is not understood (``unknown``); a refusal (the activity
+  was deleted, a value refused) is ``rejected`` with the reason.
 
 A bulk call (:class:`BatchAttempts`) takes each item's outcome from the answer only where
 it accounts for the item unambiguously: posted, rejected, or not created (sent again in
@@ -94,6 +98,16 @@ def _status_of(answer: Classified) -> Status:
     return Status.REJECTED if answer.verdict is Verdict.REJECTED else Status.FAILED
 
 
+def _updated(answer: Classified, update_of: str) -> Record:
+    """A success answered to an update of ``update_of``."""
+    if answer.activity_id and answer.activity_id != update_of:
+        return Record(Status.UNKNOWN, activity_id=update_of, error_type="unverified",
+                      error=f"the update of activity {update_of} was answered with activity "
+                            f"{answer.activity_id}: not understood. Run again to update it "
+                            "again")
+    return Record(Status.UPDATED, activity_id=update_of)
+
+
 class RowAttempts:
     """The attempts of one row: start with :meth:`start`, feed each step's outcome back."""
 
@@ -131,10 +145,14 @@ class RowAttempts:
     def answered(self, answer: Classified) -> RowStep:
         """The answer to the row's send (never "rate limited": that is sat out before)."""
         self.row.last = answer
+        update_of = self.row.job.update_of
+        if update_of and answer.verdict is Verdict.POSTED:
+            return _updated(answer, update_of)
         if answer.verdict is not Verdict.RETRY:
             fatal = answer.error if answer.verdict is Verdict.FATAL else ""
             return Record(_status_of(answer), stop_run=fatal)
-        self.row.uncertain = self.row.uncertain or answer.uncertain
+        # An update may be sent again whatever became of it: never looked up.
+        self.row.uncertain = not update_of and (self.row.uncertain or answer.uncertain)
         if self._tries >= self._max_attempts:
             return Record(Status.FAILED)
         return Wait(self._backoff.after(self._tries))
@@ -144,7 +162,7 @@ class RowAttempts:
 
     def _attempt(self) -> RowStep:
         self._tries += 1
-        if self.row.uncertain:
+        if self.row.uncertain and not self.row.job.update_of:
             return LookUp(self.row.window(self._timeout))
         return self._send()
 
@@ -211,6 +229,8 @@ class BatchAttempts:
             if outcome is None:
                 row.uncertain = True  # not accounted for: may have been created
                 self.alone.append(row)
+            elif outcome.verdict is Verdict.POSTED and row.job.update_of:
+                records.append((row, _updated(outcome, row.job.update_of)))
             elif outcome.verdict in (Verdict.POSTED, Verdict.REJECTED):
                 records.append((row, Record(_status_of(outcome))))
             elif outcome.verdict is Verdict.RATE_LIMITED:

@@ -1,4 +1,5 @@
-"""Bulk delivery: up to 25 rows in one "Post Bulk Activities on Leads" call.
+"""Bulk delivery: up to 25 rows in one "Post Bulk Activities on Leads" call (or, for
+``--on-changed update``, one "Update Activities in Bulk" call).
 
 Owns a batch of rows from the moment a bulk worker takes it, and drives its
 :class:`~bulkpost.attempts.BatchAttempts` (where what to do with each item of an answer is
@@ -26,7 +27,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from bulkpost.activity import bulk_body, by_email
+from bulkpost.activity import bulk_body, bulk_update_body, by_email
 from bulkpost.attempts import BatchAttempts, SendBatch, Wait
 from bulkpost.calls import ApiCalls, Stopped
 from bulkpost.client import LeadSquaredClient
@@ -73,7 +74,7 @@ class BulkDelivery:
         finally:
             for row in rows:  # once each, however the batch ended
                 if row.status is not None and not row.counted:
-                    self._calls.counts.statuses[row.status] += 1
+                    self._calls.counts.count(row.status, carried=row.job.carried_from is not None)
                     row.counted = True
         return [row.status or Status.UNKNOWN for row in rows]
 
@@ -122,9 +123,14 @@ class BulkDelivery:
         """The bulk call itself: its rows marked in flight (one group commit) once the
         slot is ours, rate-limited answers sat out."""
         items = [row.job.activity for row in rows]
+        if rows[0].job.update_of:  # a batch is all updates, or all creates
+            updates = [(row.job.activity, row.job.update_of) for row in rows]
+            call = functools.partial(self._client.update_bulk, bulk_update_body(updates),
+                                     [activity_id for _, activity_id in updates])
+        else:
+            call = functools.partial(self._client.post_bulk, bulk_body(items), len(items),
+                                     by_email(items[0]))
         answer, outcomes = await self._calls.call(
-            functools.partial(self._client.post_bulk, bulk_body(items), len(items),
-                              by_email(items[0])),
-            before_sending=functools.partial(self._recorder.mark_in_flight, rows),
+            call, before_sending=functools.partial(self._recorder.mark_in_flight, rows),
             limit=limit, answered_ends_storm=False)
         return answer, outcomes

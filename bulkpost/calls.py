@@ -86,6 +86,12 @@ class DeliveryCounts:
     calibration_calls: int = 0  # Retrieve pages read to learn how the account answers
     verify_calls: int = 0  # first rows read back (--verify-first)
     statuses: collections.Counter[Status] = field(default_factory=collections.Counter)
+    # Rows carried over from an earlier run (no input of this run holds them), by status.
+    carried: collections.Counter[Status] = field(default_factory=collections.Counter)
+
+    def count(self, status: Status, *, carried: bool = False) -> None:
+        """A row delivered (or stopped on) ends in ``status``: an input row, or carried."""
+        (self.carried if carried else self.statuses)[status] += 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,9 +102,12 @@ def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[st
               default=None,
               help="SQLite history of the keys posted by every run using it: rows whose key "
                    "it holds are skipped (nightly loads of overlapping files).")
-@click.option("--on-changed", type=click.Choice(["skip", "post", "fail"]), default=None,
+@click.option("--on-changed", type=click.Choice(["skip", "post", "update", "fail"]),
+              default=None,
               help="With --history: a row whose key was posted with other content is "
-                   "skipped (counted, warned), posted again, or made invalid  [default: skip]")
+                   "skipped (counted, warned), posted as a new activity, updated in place "
+                   "(its note and custom fields; a changed lead, event or date-time is "
+                   "skipped, saying why), or made invalid  [default: skip]")
 @click.option("--verify-first", default=1, show_default=True, type=click.IntRange(0, 25),
               help="Send this many rows alone first, read them back and calibrate the "
                    "look-ups before sending more; stop (exit 3) if a stored value differs "

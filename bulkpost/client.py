@@ -31,6 +31,7 @@ from bulkpost.response import (
     classify,
     classify_bulk,
     classify_read,
+    classify_update,
     transport_failure,
     unreachable,
 )
@@ -42,6 +43,8 @@ ACTIVITY_SETTING_PATH = "/v2/ProspectActivity.svc/CustomActivity/GetActivitySett
 BULK_BY_ID_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId"
 BULK_BY_FIELD_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadField"
 ACTIVITY_DETAILS_PATH = "/v2/ProspectActivity.svc/GetActivityDetails"
+UPDATE_PATH = "/v2/ProspectActivity.svc/CustomActivity/Update"
+BULK_UPDATE_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Update"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,11 +175,11 @@ class LeadSquaredClient:
 
     async def _call(self, method: str, path: str, *, body: bytes | None = None,
                     params: dict[str, str] | None = None, read: bool = False,
-                    items: int = 0) -> tuple[Classified, Any]:
+                    items: int = 0, update_of: str = "") -> tuple[Classified, Any]:
         """One request, classified. Never raises for I/O: failures become RETRY answers.
 
         ``read``: a look-up (the parsed document comes back); ``items``: a bulk call of that
-        many items (their outcomes come back)."""
+        many items (their outcomes come back); ``update_of``: an update of that activity."""
         assert self._session is not None, "use the client as an async context manager"
         try:
             # No redirects: they would carry the key headers to whatever host they name.
@@ -188,6 +191,9 @@ class LeadSquaredClient:
                     return classify_bulk(response.status, response.headers, raw, items)
                 if read:
                     return classify_read(response.status, response.headers, raw)
+                if update_of:
+                    return classify_update(response.status, response.headers, raw,
+                                           update_of), None
                 return classify(response.status, response.headers, raw), None
         except TimeoutError:
             failure = transport_failure("timeout", f"no answer within {self.timeout:g} s")
@@ -221,6 +227,23 @@ class LeadSquaredClient:
                         else (BULK_BY_ID_PATH, None))
         answer, outcomes = await self._call("POST", path, body=body, params=params, items=items)
         return answer, outcomes or []
+
+    async def update_activity(self, body: bytes, activity_id: str) -> Classified:
+        """Update one activity's note and custom fields ("Update an Activity")."""
+        answer, _ = await self._call("POST", UPDATE_PATH, body=body, update_of=activity_id)
+        return answer
+
+    async def update_bulk(self, body: bytes, activity_ids: list[str]
+                          ) -> tuple[Classified, list[Classified | None]]:
+        """Update up to 25 activities in one call ("Update Activities in Bulk"); as
+        :meth:`post_bulk`. An item answered with another activity's Id than the one it
+        updates is not accounted for (None)."""
+        answer, outcomes = await self._call("POST", BULK_UPDATE_PATH, body=body,
+                                            items=len(activity_ids))
+        outcomes = outcomes or []
+        return answer, [None if outcome is not None and outcome.activity_id
+                        and outcome.activity_id != activity_id else outcome
+                        for outcome, activity_id in zip(outcomes, activity_ids, strict=True)]
 
     async def retrieve_activities(self, lead_id: str, event: int, offset: int,
                                   count: int = 25) -> tuple[Classified, Any]:

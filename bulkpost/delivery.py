@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from bulkpost.activity import update_body
 from bulkpost.attempts import LookUp, Record, RowAttempts, Send, SetAside, Wait
 from bulkpost.bulk import BulkDelivery
 from bulkpost.calibration import Reading
@@ -65,7 +66,7 @@ class RowDelivery:
         async with self._locks.hold(timeless_hash(job.activity.body)):
             status = await self.deliver_alone(job)
         if status is not None:
-            self._calls.counts.statuses[status] += 1
+            self._calls.counts.count(status, carried=job.carried_from is not None)
         return status or Status.UNKNOWN
 
     async def deliver_alone(self, job: Job, row: RowState | None = None) -> Status | None:
@@ -118,14 +119,23 @@ class RowDelivery:
         return status
 
     async def _send(self, row: RowState) -> Classified:
-        """Mark the row in flight once its slot is ours, post it, and return the answer."""
+        """Mark the row in flight once its slot is ours, post it (or update the activity
+        it updates), and return the answer."""
+        job = row.job
+        if job.update_of:
+            call = functools.partial(self._update, update_body(job.activity, job.update_of),
+                                     job.update_of)
+        else:
+            call = functools.partial(self._post, job.activity.body)
         answer, _ = await self._calls.call(
-            functools.partial(self._post, row.job.activity.body),
-            before_sending=functools.partial(self._recorder.mark_in_flight, [row]))
+            call, before_sending=functools.partial(self._recorder.mark_in_flight, [row]))
         return answer
 
     async def _post(self, body: bytes) -> tuple[Classified, Any]:
         return await self._client.post_activity(body), None
+
+    async def _update(self, body: bytes, activity_id: str) -> tuple[Classified, Any]:
+        return await self._client.update_activity(body, activity_id), None
 
 
 class Delivery:

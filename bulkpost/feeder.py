@@ -16,6 +16,7 @@ whose posted rows now hold other content.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import structlog
@@ -77,6 +78,7 @@ class Feeder:
                 await queue.wait_for_room()  # the next batch was read and mapped meanwhile
             if got is None:
                 if queue is not None:
+                    await self._carry_over(queue)
                     queue.close()
                 return
             items, screened = got
@@ -91,6 +93,33 @@ class Feeder:
                     item, recorded, key_holder, self.plan_options, sample_wanted=wanted) else None
                 self._apply(item, decide(item, recorded, line, key_holder, self.plan_options,
                                          sample_wanted=wanted), queue)
+
+    async def _carry_over(self, queue: JobQueue[Job]) -> None:
+        """With a history, once the input is read: queue the rows earlier runs left
+        unfinished whose key this input does not hold (looked up first when they may have
+        been created; updates sent again)."""
+        history = self._history
+        if history is None:
+            return
+        after, taken = "", 0
+        while not self._stopping.is_set():
+            page = await asyncio.to_thread(history.carried, after)
+            if not page:
+                break
+            if not taken:
+                log.info("history.carrying", first_from=page[0].origin)
+            for carried in page:
+                when = datetime.fromtimestamp(carried.at, UTC)
+                queue.put(Job(carried.activity, reconcile_first=not carried.update_of,
+                              window=self.plan_options.sent_until(
+                                  when, self.plan_options.max_attempts),
+                              update_of=carried.update_of,
+                              carried_from=(carried.origin, carried.activity.row)))
+            taken += len(page)
+            self._progress.add_rows(len(page))
+            after = page[-1].key
+            await queue.wait_for_room()
+        self._summary.carried = taken
 
     def _read_and_map(self, source: Source, mapper: RowMapper
                       ) -> tuple[list[Activity | InvalidRow], dict[int, KeyHolder]] | None:

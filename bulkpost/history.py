@@ -43,12 +43,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bulkpost.activity import Activity
+from bulkpost.activity import Activity, identity_hash
 from bulkpost.errors import HistoryLocked, ResultsWriteError, UsageError
 from bulkpost.history_schema import CLAIM, POSTED, SETTLED, hash_text, open_database, stored_hash
 from bulkpost.locking import lock_beside, release
@@ -62,6 +63,17 @@ if TYPE_CHECKING:
 log = structlog.get_logger("bulkpost")
 
 _CHUNK = 500  # keys per IN (...) query: well under SQLite's variable limit
+
+
+@dataclass(frozen=True, slots=True)
+class CarriedRow:
+    """A row an earlier run left unfinished, as its claim kept it."""
+
+    activity: Activity  # its number is the one it had in ``origin``
+    key: str  # its key in the history
+    update_of: str  # the activity it updates ("": a create)
+    origin: str  # the input it came from
+    at: int  # when its last request went out (Unix seconds)
 
 
 def history_key(item: Activity) -> str:
@@ -83,6 +95,7 @@ class History:
         self._lock = threading.Lock()
         self._lock_fd = -1
         self._run = 0  # runs.id of this run; 0 until registered
+        self._input = ""  # the input this run reads, which its claims name as their origin
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
 
     # -- opening and closing -------------------------------------------------------------
@@ -113,6 +126,7 @@ class History:
     def register(self, input_text: str, results: str) -> None:
         """Record this run's start; a run id given again (by a caller's own ids) goes on
         as the same run."""
+        self._input = input_text
         with self._lock:
             self.db.execute(
                 "INSERT INTO runs (run_id, started, input, results) VALUES (?, ?, ?, ?) "
@@ -122,7 +136,8 @@ class History:
             self._run = self.db.execute("SELECT id FROM runs WHERE run_id = ?",
                                         (self.run_id,)).fetchone()[0]
 
-    def finish(self, exit_code: int, posted: int, skipped: int, changed: int) -> None:
+    def finish(self, exit_code: int, posted: int, skipped: int, changed: int,
+               updated: int = 0) -> None:
         """Commit what is pending and record how the run ended."""
         if not self._run:
             return
@@ -130,8 +145,8 @@ class History:
         with self._lock:
             self.db.execute(
                 "UPDATE runs SET finished = ?, exit_code = ?, posted = ?, skipped = ?, "
-                "changed = ? WHERE id = ?",
-                (int(time.time()), exit_code, posted, skipped, changed, self._run))
+                "changed = ?, updated = ? WHERE id = ?",
+                (int(time.time()), exit_code, posted, skipped, changed, updated, self._run))
 
     def close(self) -> None:
         if self._db is not None:
@@ -143,15 +158,22 @@ class History:
             self._lock_fd = -1
 
     # -- a run's writes: buffered on the event loop, committed with the results file ------
-    def sending(self, item: Activity) -> None:
-        """The row's create request is about to go out (committed before it does)."""
+    def sending(self, item: Activity, update_of: str = "",
+                origin: tuple[str, int] | None = None) -> None:
+        """The row's request (a create, or an update of ``update_of``) is about to go out
+        (committed before it does). The claim keeps the request and where it came from
+        (``origin``: an input and its row; default this run's input and the row's number),
+        so that a later run can finish it from another input."""
+        where, row = origin or (self._input, item.row)
         self._pending.append((CLAIM, (history_key(item), stored_hash(item.content_hash),
-                                      item.event, self._run, int(time.time()))))
+                                      item.event, self._run, int(time.time()), update_of,
+                                      item.body, item.lead, where, row)))
 
     def posted(self, item: Activity, activity_id: str) -> None:
+        """The key holds ``activity_id`` with the row's content (created, or updated)."""
         key, content = history_key(item), stored_hash(item.content_hash)
         self._pending.append((POSTED, (key, activity_id, item.event, content, self._run,
-                                       int(time.time()))))
+                                       int(time.time()), stored_hash(identity_hash(item)))))
         self._pending.append((SETTLED, (key, content)))
 
     def released(self, item: Activity) -> None:
@@ -210,15 +232,19 @@ class History:
             db = self.db
             seen = {key: (row, content) for key, row, content in self._rows_in(
                 db, "SELECT key, row, content_hash FROM temp.seen WHERE key IN ({})", keys)}
-            posted = {key: (activity_id, content, run_id or "?", at)
-                      for key, activity_id, content, run_id, at in self._rows_in(
-                db, "SELECT k.key, k.activity_id, k.content_hash, r.run_id, k.at "
+            posted = {key: (activity_id, content, run_id or "?", at, event_code,
+                            "" if identity is None else hash_text(identity))
+                      for key, activity_id, content, run_id, at, event_code, identity
+                      in self._rows_in(
+                db, "SELECT k.key, k.activity_id, k.content_hash, r.run_id, k.at, "
+                    "k.event_code, k.identity_hash "
                     "FROM keys k LEFT JOIN runs r ON r.id = k.run WHERE k.key IN ({})", keys)}
-            claims: dict[str, dict[int, tuple[str, int]]] = {}
-            for key, content, run_id, at in self._rows_in(
-                    db, "SELECT c.key, c.content_hash, r.run_id, c.at FROM claims c "
-                        "LEFT JOIN runs r ON r.id = c.run WHERE c.key IN ({})", keys):
-                claims.setdefault(key, {})[content] = (run_id or "?", at)
+            claims: dict[str, dict[int, tuple[str, int, str]]] = {}
+            for key, content, run_id, at, update_of in self._rows_in(
+                    db, "SELECT c.key, c.content_hash, r.run_id, c.at, c.update_of "
+                        "FROM claims c LEFT JOIN runs r ON r.id = c.run WHERE c.key IN ({})",
+                    keys):
+                claims.setdefault(key, {})[content] = (run_id or "?", at, update_of)
             fresh: list[tuple[str, int, int]] = []
             for item, key in zip(items, keys, strict=True):
                 content = stored_hash(item.content_hash)
@@ -231,6 +257,29 @@ class History:
                     fresh.append((key, item.row, content))
             db.executemany("INSERT OR IGNORE INTO temp.seen VALUES (?, ?, ?)", fresh)
         return found
+
+    def carried(self, after: str = "", limit: int = 1000) -> list[CarriedRow]:
+        """Rows earlier runs left unfinished (failed or unknown, their request kept) whose
+        key no row of this run's input has, a page at a time in key order (keys after
+        ``after``). Call once the input is read. A key's latest claim only: an older
+        content of it stays to be looked up when the key comes again."""
+        with self._lock:
+            found = self.db.execute(
+                "SELECT c.key, c.content_hash, c.event_code, c.update_of, c.body, c.lead, "
+                "c.origin, c.row, c.at FROM claims c "
+                "WHERE c.key > ? AND c.body IS NOT NULL "
+                "AND c.key NOT IN (SELECT key FROM temp.seen) "
+                "AND c.at = (SELECT max(at) FROM claims o WHERE o.key = c.key) "
+                "ORDER BY c.key LIMIT ?", (after, limit)).fetchall()
+        rows: list[CarriedRow] = []
+        for key, content, event, update_of, body, lead, origin, row, at in found:
+            text = hash_text(content)
+            if rows and rows[-1].key == key:
+                continue  # two claims of one key at the same second: the first
+            item = Activity(row, "" if key == text else key, lead, bytes(body), text,
+                            event or 0)
+            rows.append(CarriedRow(item, key, update_of, origin, at))
+        return rows
 
     @staticmethod
     def _rows_in(db: sqlite3.Connection, query: str, keys: Sequence[str]) -> Iterator[Any]:
@@ -322,7 +371,7 @@ def finish_history(history: History, summary: Summary, options: RunOptions,
         return
     try:
         history.finish(summary.exit_code if exit_code is None else exit_code,
-                       summary.posted, summary.skipped, summary.changed)
+                       summary.posted, summary.skipped, summary.changed, summary.updated)
     except ResultsWriteError as exc:
         # Its claims were committed before each send; only the last posted marks and the
         # run's line are missing, and the next run repairs them from the results file.

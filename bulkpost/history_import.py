@@ -65,8 +65,10 @@ def import_file(store: History, path: str | Path) -> dict[str, int]:
         content = stored_hash(outcome.content_hash)
         if not key:
             ignored += 1
-        elif outcome.status is Status.POSTED and outcome.activity_id:
-            batch.append((_IMPORT_POSTED, (key, outcome.activity_id, None, content, run, at)))
+        elif outcome.status in (Status.POSTED, Status.UPDATED) and outcome.activity_id:
+            # Results files keep no lead or date-time: imported keys cannot be updated.
+            batch.append((_IMPORT_POSTED, (key, outcome.activity_id, None, content, run, at,
+                                           None)))
             batch.append((SETTLED, (key, content)))
         elif outcome.status in (Status.UNKNOWN, Status.FAILED):
             batch.append((_IMPORT_CLAIM, (key, content, run, at)))

@@ -2,7 +2,8 @@
 
 Owns the layout every history user shares, so that it is read in one place: the ``meta``,
 ``runs``, ``keys`` and ``claims`` tables and the connection's temporary ``seen`` table; the
-schema version (a database of another version is refused, never rewritten); how a content
+schema version (a database of version 1 is brought to version 2 by adding columns; a later
+version is refused, never rewritten); how a content
 hash is stored (its 64 bits as a signed integer, SQLite's); the statements that claim,
 post and settle a key; and how the database is opened: WAL mode, a commit durable when it
 returns (``synchronous = FULL``), transactions begun and committed explicitly. What the
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from bulkpost.errors import UsageError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
@@ -29,7 +30,8 @@ CREATE TABLE IF NOT EXISTS runs (
     exit_code INTEGER,
     posted INTEGER,
     skipped INTEGER,
-    changed INTEGER
+    changed INTEGER,
+    updated INTEGER                    -- schema 2
 );
 -- Posted keys: the activity each holds (the latest, when posted again with new content).
 CREATE TABLE IF NOT EXISTS keys (
@@ -38,18 +40,26 @@ CREATE TABLE IF NOT EXISTS keys (
     event_code INTEGER,                -- NULL when imported from a results file
     content_hash INTEGER NOT NULL,     -- the posted content's 64-bit hash, signed
     run INTEGER NOT NULL,              -- runs.id of the run that posted it
-    at INTEGER NOT NULL                -- when, in Unix seconds (UTC)
+    at INTEGER NOT NULL,               -- when, in Unix seconds (UTC)
+    identity_hash INTEGER              -- schema 2: its lead and date-time (NULL: not known)
 ) WITHOUT ROWID;
 -- Activities held by posted keys, by content: a look-up must not claim another key's.
 CREATE INDEX IF NOT EXISTS keys_by_content ON keys (content_hash);
 -- Claims: a request for this key with this content went out (or may have) and its outcome
--- is not known yet; one per content, so that no claim hides another.
+-- is not known yet; one per content, so that no claim hides another. A claim is a row
+-- left unfinished: the next run sharing the history finishes it, from its own input or,
+-- when that no longer holds the key, from the request kept here (schema 2).
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT NOT NULL,
     content_hash INTEGER NOT NULL,
     event_code INTEGER,
     run INTEGER NOT NULL,              -- runs.id of the run whose request it was
     at INTEGER NOT NULL,               -- when its (last) request went out
+    update_of TEXT NOT NULL DEFAULT '',  -- schema 2: an update of this activity ('': a create)
+    body BLOB,                         -- schema 2: the create's body (NULL: not kept)
+    lead TEXT NOT NULL DEFAULT '',     -- schema 2: the row's lead
+    origin TEXT NOT NULL DEFAULT '',   -- schema 2: the input it came from
+    row INTEGER NOT NULL DEFAULT 0,    -- schema 2: its row number there
     PRIMARY KEY (key, content_hash)
 ) WITHOUT ROWID;
 """
@@ -58,14 +68,17 @@ _SEEN = """CREATE TEMP TABLE IF NOT EXISTS seen (
     key TEXT PRIMARY KEY, row INTEGER NOT NULL, content_hash INTEGER NOT NULL
 ) WITHOUT ROWID"""
 
-CLAIM = """INSERT INTO claims (key, content_hash, event_code, run, at) VALUES (?, ?, ?, ?, ?)
+CLAIM = """INSERT INTO claims (key, content_hash, event_code, run, at, update_of, body, lead,
+    origin, row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (key, content_hash) DO UPDATE SET event_code = excluded.event_code,
-    run = excluded.run, at = excluded.at"""
-POSTED = """INSERT INTO keys (key, activity_id, event_code, content_hash, run, at)
-VALUES (?, ?, ?, ?, ?, ?)
+    run = excluded.run, at = excluded.at, update_of = excluded.update_of,
+    body = excluded.body, lead = excluded.lead, origin = excluded.origin, row = excluded.row"""
+POSTED = """INSERT INTO keys (key, activity_id, event_code, content_hash, run, at, identity_hash)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET activity_id = excluded.activity_id,
     event_code = coalesce(excluded.event_code, keys.event_code),
-    content_hash = excluded.content_hash, run = excluded.run, at = excluded.at"""
+    content_hash = excluded.content_hash, run = excluded.run, at = excluded.at,
+    identity_hash = excluded.identity_hash"""
 # An answer settles the claim of its own content only.
 SETTLED = "DELETE FROM claims WHERE key = ? AND content_hash = ?"
 
@@ -79,6 +92,32 @@ def stored_hash(content_hash: str) -> int:
 def hash_text(stored: int) -> str:
     """A stored content hash as the 16 hex digits of results files."""
     return f"{stored & ((1 << 64) - 1):016x}"
+
+
+# Schema 1 → 2: columns added (NULL or empty in rows written before), nothing rewritten.
+_UPGRADE_FROM_1 = (
+    "ALTER TABLE runs ADD COLUMN updated INTEGER",
+    "ALTER TABLE keys ADD COLUMN identity_hash INTEGER",
+    "ALTER TABLE claims ADD COLUMN update_of TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE claims ADD COLUMN body BLOB",
+    "ALTER TABLE claims ADD COLUMN lead TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE claims ADD COLUMN origin TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE claims ADD COLUMN row INTEGER NOT NULL DEFAULT 0",
+)
+
+
+def _upgrade_from_1(db: sqlite3.Connection) -> None:
+    """Bring a schema 1 history to schema 2, in one transaction. Keys posted before keep no
+    lead and date-time: they cannot be updated in place (``--on-changed update`` says so)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _UPGRADE_FROM_1:
+            db.execute(statement)
+        db.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (SCHEMA_VERSION,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def open_database(path: Path) -> sqlite3.Connection:
@@ -96,6 +135,8 @@ def open_database(path: Path) -> sqlite3.Connection:
         version = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
         if version is None:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif version[0] == "1":
+            _upgrade_from_1(db)
         elif version[0] != SCHEMA_VERSION:
             raise UsageError(f"{path}: history schema {version[0]}, this bulkpost reads "
                              f"schema {SCHEMA_VERSION}: upgrade bulkpost")

@@ -71,10 +71,14 @@ EVENTS: dict[str, str] = {
     # The results file and the history
     "results.not_compacted": "results file not compacted",
     "history.changed_skipped": "rows skipped: their key was posted before with other content; "
-                               "--on-changed post sends them, fail lists them",
+                               "--on-changed post sends them, update updates them in place, "
+                               "fail lists them",
     "history.other_claim": "key sent by a run that stopped, with other content: sending this "
                            "row",
     "history.not_finished": "history not finished",
+    "history.carrying": "rows earlier runs left unfinished, no longer in any input: "
+                        "finishing them",
+    "row.carried_over": "row carried over from an earlier run",
 }
 
 _secrets: list[str] = []

@@ -49,13 +49,13 @@ class RunOptions:
     bulk_rate: RateSpec = field(default_factory=lambda: RateSpec(1, 5.0))
     batch_size: int = 25  # activities per bulk call (1..25)
     history: Path | None = None  # keys posted by earlier runs, across inputs (SQLite)
-    on_changed: str = "skip"  # skip | post | fail: a key posted before, with other content
+    on_changed: str = "skip"  # skip | post | update | fail: a key posted with other content
     verify_first: int = 1  # rows sent alone and read back before any other (0: none)
 
     def __post_init__(self) -> None:
         # The CLI's choices refuse these values first: the messages are the Python API's.
-        if self.on_changed not in ("skip", "post", "fail"):
-            raise UsageError("{given}: expected skip, post or fail",
+        if self.on_changed not in ("skip", "post", "update", "fail"):
+            raise UsageError("{given}: expected skip, post, update or fail",
                              given=Given(Setting("on_changed"), self.on_changed))
         if self.history is not None:
             self.history = Path(self.history)

@@ -17,10 +17,14 @@ The rules, in the order they apply:
 2. with ``--history``, for a row still to be sent, or skipped as ``changed`` or ``duplicate
    key`` (decided again: ``--on-changed`` or the input's other rows may say otherwise now):
    its key posted, or in an earlier row of this input, with this content: ``skipped``;
-   claimed with this content by a run that stopped: looked up first; claimed with other
-   content only: sent (those contents cannot be looked up); posted, or in an earlier row,
-   with other content: as ``--on-changed`` says. A row posted (or skipped because its key
-   was posted) whose key the history does not hold has the history repaired;
+   claimed with this content by a run that stopped: looked up first (an update of it: updated
+   again, an update is idempotent); claimed with other content only: sent (those contents
+   cannot be looked up); posted, or in an earlier row, with other content: as
+   ``--on-changed`` says. ``update`` updates the key's activity in place when only what an
+   update can change differs (the note, the custom fields); a row whose lead, event code or
+   date-time changed is skipped as ``changed``, saying why. A row posted or updated (or
+   skipped because its key was posted) whose key the history does not hold as recorded has
+   the history repaired;
 3. a row looked up first carries when earlier attempts may have reached the API (its
    :class:`~bulkpost.reconcile.SendWindow`): each attempt took at most a timeout and a
    backoff.
@@ -32,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from bulkpost.activity import Activity, InvalidRow
+from bulkpost.activity import Activity, InvalidRow, identity_hash
 from bulkpost.outcomes import RowOutcome, parse_utc_text, utc_text
 from bulkpost.reconcile import SendWindow
 from bulkpost.resume import Action, Recorded, Status, plan_row
@@ -41,6 +45,7 @@ from bulkpost.resume import Action, Recorded, Status, plan_row
 DECIDED_AGAIN = ("changed", "duplicate key")
 _PASSED_OVER = frozenset({Action.SKIP_POSTED, Action.KEEP, Action.SKIP_KEY,
                           Action.SKIP_CHANGED})
+_SENDS = frozenset({Action.SEND, Action.RECONCILE, Action.UPDATE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,8 @@ class KeyHolder:
     run_id: str = ""
     at: int = 0
     row: int = 0  # non-zero: the earlier row of this input that has the key
+    event_code: int | None = None  # posted: the activity's event code (None: not known)
+    identity: str = ""  # posted: its lead and date-time, fingerprinted ("": not known)
 
     def describe(self) -> str:
         """Where the key was, to follow "key 'K' was …"."""
@@ -65,25 +72,29 @@ class KeyHolder:
 
 
 def key_holder_of(content: int, first: tuple[int, int] | None,
-                  posted: tuple[str, int, str, int] | None,
-                  claims: Mapping[int, tuple[str, int]]) -> KeyHolder | None:
+                  posted: tuple[str, int, str, int, int | None, str] | None,
+                  claims: Mapping[int, tuple[str, int, str]]) -> KeyHolder | None:
     """What decides a row with this content (a signed 64-bit hash) from what is held of its
     key: ``first``, the input's first row of the key (its number, its content); ``posted``,
-    the key's posted activity (Id, content, run id, at); ``claims``, the key's open claims
-    (content → run id, at). None: nothing; the row is the key's first."""
+    the key's posted activity (Id, content, run id, at, event code, identity); ``claims``,
+    the key's open claims (content → run id, at, the activity it updates or ""). None:
+    nothing; the row is the key's first."""
     if first is not None:  # the input's first row of a key decides for the later ones
         row, first_content = first
         return KeyHolder(posted=False, same_content=content == first_content, row=row)
-    if posted is not None and (posted[1] == content or content not in claims):
-        # Posted: with this content, or with another and this one never sent.
-        activity_id, posted_content, run_id, at = posted
+    claim = claims.get(content)
+    if posted is not None and (posted[1] == content or claim is None or claim[2]):
+        # Posted: with this content, or with another and this one never sent, or sent as
+        # an update of the posted activity (idempotent: it is simply updated again).
+        activity_id, posted_content, run_id, at, event_code, identity = posted
         return KeyHolder(posted=True, same_content=posted_content == content,
-                         activity_id=activity_id, run_id=run_id, at=at)
-    if content in claims:  # this very content may be on the API already
-        run_id, at = claims[content]
+                         activity_id=activity_id, run_id=run_id, at=at,
+                         event_code=event_code, identity=identity)
+    if claim is not None:  # this very content may be on the API already
+        run_id, at, _ = claim
         return KeyHolder(posted=False, same_content=True, run_id=run_id, at=at)
     if claims:  # only other content was sent under this key
-        run_id, at = max(claims.values(), key=lambda claim: claim[1])
+        run_id, at, _ = max(claims.values(), key=lambda claim: claim[1])
         return KeyHolder(posted=False, same_content=False, run_id=run_id, at=at)
     return None
 
@@ -94,7 +105,7 @@ class PlanOptions:
 
     resend_unknown: bool = False
     history: bool = False  # --history: rows are planned against their keys too
-    on_changed: str = "skip"  # skip | post | fail
+    on_changed: str = "skip"  # skip | post | update | fail
     dry_run: bool = False  # decides nothing: records no ``skipped`` line, sends nothing
     key_column: str = ""  # named by a row that --on-changed fail records invalid
     timeout: float = 30.0
@@ -123,10 +134,11 @@ class Plan:
     repair: str = ""  # --history: mark its key posted with this activity (it was not)
     sample: tuple[str, SendWindow] | None = None  # its activity, to calibrate look-ups with
     other_claim: str = ""  # sent although a run that stopped (this id) sent other content
+    update_of: str = ""  # --on-changed update: the activity to update
 
     @property
     def sends(self) -> bool:
-        return self.action is Action.SEND or self.action is Action.RECONCILE
+        return self.action in _SENDS
 
     @property
     def passed_over(self) -> bool:
@@ -172,6 +184,11 @@ def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutco
             # history: the run stopped before committing it, or used another history. A key
             # posted since, with any content, is left as it is.
             repair = line.activity_id
+        elif (recorded.status is Status.UPDATED and line is not None and line.activity_id
+              and not options.dry_run and key_holder is not None and key_holder.posted
+              and not key_holder.same_content and key_holder.activity_id == line.activity_id):
+            # Updated, but the run stopped before the history took the new content.
+            repair = line.activity_id
     if action is Action.SKIP_POSTED:
         sample = _sample(row, recorded, line, options) if sample_wanted else None
         if not repair and sample is None:
@@ -197,6 +214,16 @@ def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutco
             other_claim = key_holder.run_id
         elif options.on_changed == "post":
             changed = True
+        elif options.on_changed == "update":
+            why = _not_updatable(row, key_holder)
+            if why:
+                return _skipped(row, options, Action.SKIP_CHANGED, "changed",
+                                f"{key} was {key_holder.describe()}, with other content, but "
+                                f"{why}, which an update cannot change (--on-changed update); "
+                                "--on-changed post posts it as a new activity", "", again,
+                                changed=True)
+            return Plan(Action.UPDATE, recorded_status=recorded.status if recorded else None,
+                        update_of=key_holder.activity_id)
         elif options.on_changed == "skip":
             return _skipped(row, options, Action.SKIP_CHANGED, "changed",
                             f"{key} was {key_holder.describe()}, with other content; skipped "
@@ -215,6 +242,20 @@ def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutco
                 other_claim=other_claim)
 
 
+def _not_updatable(row: Activity, holder: KeyHolder) -> str:
+    """Why updating the key's activity cannot bring it to this row ("": it can)."""
+    if holder.row:
+        return f"row {holder.row} of this input has the key (updates go across runs)"
+    if not holder.identity:
+        return ("the history does not know the activity's lead and date-time (posted by an "
+                "older bulkpost, or imported)")
+    if holder.event_code is not None and holder.event_code != row.event:
+        return f"its event code changed ({holder.event_code} → {row.event})"
+    if holder.identity != identity_hash(row):
+        return "its lead or date-time changed"
+    return ""
+
+
 def needs_line(row: Activity | InvalidRow, recorded: Recorded | None,
                key_holder: KeyHolder | None, options: PlanOptions, *,
                sample_wanted: bool = False) -> bool:
@@ -223,7 +264,7 @@ def needs_line(row: Activity | InvalidRow, recorded: Recorded | None,
     if recorded is None or not isinstance(row, Activity):
         return False
     status = recorded.status
-    if status is Status.POSTED or status is Status.SKIPPED:
+    if status is Status.POSTED or status is Status.SKIPPED or status is Status.UPDATED:
         return options.history or (sample_wanted and status is Status.POSTED
                                    and recorded.content_hash == row.content_hash)
     if (status is Status.UNKNOWN or status is Status.FAILED) and not options.dry_run:

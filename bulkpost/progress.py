@@ -131,6 +131,8 @@ class Progress:
         self._clock = clock
         self._bar: tqdm[Never] | None = None
         self._finished_before = 0  # rows an earlier run finished: they take no call
+        self._counted: int | None = None  # the input's rows, once counted
+        self._extra = 0  # rows carried over from earlier runs
         self.throughput = Throughput()
         if enabled:
             # miniters=1: tqdm would otherwise learn from the burst of rows passed over at
@@ -147,9 +149,17 @@ class Progress:
         return stream.isatty()
 
     def set_total(self, total: int | None) -> None:
-        if self._bar is not None and total is not None:
-            self._bar.total = total
+        """The input's rows, once counted."""
+        if total is not None:
+            self._counted = total
+        if self._bar is not None and self._counted is not None:
+            self._bar.total = self._counted + self._extra
             self._bar.refresh()
+
+    def add_rows(self, rows: int) -> None:
+        """Rows to deliver beyond the input's (carried over from earlier runs)."""
+        self._extra += rows
+        self.set_total(None)
 
     def resuming(self, finished: int) -> None:
         """A resumed run: ``finished`` rows (posted, rejected…) will be passed over."""

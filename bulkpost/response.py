@@ -106,6 +106,23 @@ def classify(status: int, headers: Mapping[str, str], body: bytes,
                      "HTTP 200 without a Success status and an activity Id")
 
 
+def classify_update(status: int, headers: Mapping[str, str], body: bytes, activity_id: str,
+                    now: datetime | None = None) -> Classified:
+    """Decide what one answer to "Update an Activity" of ``activity_id`` means. Pure.
+
+    Success is HTTP 2xx with ``"Status": "Success"``; an Id in ``Message`` must be the one
+    updated (POSTED carries the Id the answer names, which delivery compares: another Id is
+    an answer not understood). Everything else is classified as for a create."""
+    document = _parse(body)
+    payload = document if isinstance(document, dict) else {}
+    if 200 <= status < 300 and payload.get("Status") == "Success":
+        inner = payload.get("Message")
+        named = inner.get("Id") if isinstance(inner, dict) else None
+        return Classified(Verdict.POSTED, status, activity_id=named.strip()
+                          if isinstance(named, str) and named.strip() else activity_id)
+    return _not_done(status, headers, body, document, now, "HTTP 200 without a Success status")
+
+
 def classify_read(status: int, headers: Mapping[str, str], body: bytes,
                   now: datetime | None = None) -> tuple[Classified, Any]:
     """Decide what the answer to a look-up means: ``(verdict, parsed JSON)``.

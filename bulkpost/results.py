@@ -69,7 +69,10 @@ class ResultsLog:
         self._sync_task: asyncio.Task[None] | None = None
         self._buffer: list[bytes] = []  # lines recorded, not yet written
         self._flush_scheduled = False
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (bytes, woken once synced)
+        # Records made (lines, and writes of the companion): a sync waits for a count of them.
+        self._marks = 0
+        self._synced_marks = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (marks, woken once synced)
         self._pending_outcomes = 0  # recorded since the last fsync was started
         self._written = 0         # bytes in the file
         self._failure: ResultsWriteError | None = None  # a background fsync that failed
@@ -176,6 +179,7 @@ class ResultsLog:
         self._buffer.append(line)
         self._index.remember(outcome, self._size)
         self._size += len(line)
+        self._marks += 1
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # used without an event loop (reports, tests): write now
@@ -214,7 +218,7 @@ class ResultsLog:
         """Group commit: write the lines recorded so far in one write, fsync, wake those
         waiting for them; again while others came to wait meanwhile."""
         while True:
-            target = self._size
+            target, size = self._marks, self._size
             try:
                 self._flush()
                 batch = self._companion.take() if self._companion is not None else None
@@ -231,10 +235,11 @@ class ResultsLog:
                         waiter.set_exception(self._failure)
                 self._waiters.clear()
                 raise self._failure
-            self._synced = max(self._synced, target)
+            self._synced = max(self._synced, size)
+            self._synced_marks = max(self._synced_marks, target)
             waiting = []
             for until, waiter in self._waiters:
-                if until > self._synced:
+                if until > self._synced_marks:
                     waiting.append((until, waiter))
                 elif not waiter.done():  # done: its caller was cancelled
                     waiter.set_result(None)
@@ -247,10 +252,16 @@ class ResultsLog:
         if self._companion is not None:
             self._companion.commit(batch)
 
+    def companion_wrote(self) -> None:
+        """The companion (the history) has a write to make durable with the next group
+        commit, with no line of its own in this file."""
+        self._marks += 1
+
     async def sync(self) -> None:
-        """Return once everything recorded so far is on disk (one fsync serves many)."""
-        target = self._size
-        if self._synced >= target:
+        """Return once everything recorded so far (lines, and the companion's writes noted
+        with :meth:`companion_wrote`) is on disk (one fsync serves many)."""
+        target = self._marks
+        if self._synced_marks >= target:
             return
         if self._failure is not None:
             raise self._failure

@@ -4,6 +4,8 @@ Pure functions over plain values, no I/O. The rules:
 
 - never seen: send it (or record it ``invalid``);
 - ``posted``: skip; it is never sent twice;
+- ``updated`` (``--on-changed update``: its key's activity was updated in place): skip, the
+  same;
 - ``skipped`` (its key was in the history, or an earlier row's): skip, the same;
 - ``failed`` (retryable, attempts spent): reconcile (an attempt may have created it), then
   send if it was not created;
@@ -43,6 +45,11 @@ class Status(enum.Enum):
     INVALID = "invalid"
     UNKNOWN = "unknown"
     SKIPPED = "skipped"  # not sent: the history (--history) holds its key
+    UPDATED = "updated"  # --on-changed update: the activity its key holds was updated
+
+
+# Rows whose request the API carried out with the content the results file records.
+_DONE_WITH_CONTENT = frozenset({Status.POSTED, Status.UPDATED})
 
 
 class Action(enum.Enum):
@@ -53,11 +60,12 @@ class Action(enum.Enum):
     SEND = "send"            # post it
     RECONCILE = "reconcile"  # look it up first: an earlier run may have created it
     RECORD_INVALID = "record_invalid"  # record it invalid, send nothing
-    SKIP_POSTED = "skip_posted"  # recorded posted (or skipped) by an earlier run
+    SKIP_POSTED = "skip_posted"  # recorded posted, updated (or skipped) by an earlier run
     KEEP = "keep"            # keep the earlier outcome (rejected unchanged)
     SKIP_KEY = "skip_key"    # --history: its key was posted, or in an earlier row, as is
     SKIP_CHANGED = "skip_changed"  # --on-changed skip: its key holds other content
     FAIL_CHANGED = "fail_changed"  # --on-changed fail: recorded invalid, naming the key
+    UPDATE = "update"        # --on-changed update: update the activity its key holds
 
 
 class Recorded(NamedTuple):
@@ -88,7 +96,7 @@ def posted_differs(current: Activity | InvalidRow, recorded: Recorded | None) ->
     a request); a posted row that no longer validates, say after its activity type's
     fields changed, is skipped as posted."""
     return (isinstance(current, Activity) and recorded is not None
-            and recorded.status is Status.POSTED
+            and recorded.status in _DONE_WITH_CONTENT
             and bool(recorded.content_hash) and recorded.content_hash != current.content_hash)
 
 
@@ -117,7 +125,7 @@ def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
     if posted_differs(current, recorded):
         raise other_input([current.row])
     status = recorded.status if recorded else None
-    if status is Status.POSTED or status is Status.SKIPPED:
+    if status is Status.POSTED or status is Status.SKIPPED or status is Status.UPDATED:
         return Action.SKIP_POSTED
     if isinstance(current, InvalidRow):
         # An unknown row that no longer validates cannot be looked up: keep what we know.

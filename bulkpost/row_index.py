@@ -22,6 +22,7 @@ _STATUS_CODES = {status: index for index, status in enumerate(Status, start=1)}
 _STATUS_BY_CODE = {index: status for status, index in _STATUS_CODES.items()}
 _CODES_BY_TEXT = {status.value: index for status, index in _STATUS_CODES.items()}
 _POSTED = _STATUS_CODES[Status.POSTED]
+_UPDATED = _STATUS_CODES[Status.UPDATED]  # holds its activity too, with this content
 
 
 class RowIndex:
@@ -95,8 +96,9 @@ class RowIndex:
         self._status[row] = code
         self._hash[row] = content_hash
         self._key[row] = key_digest(key) if key else 0
-        # Only a posted row holds its activity: a skipped line names another row's.
-        self._id[row] = key_digest(activity_id) if activity_id and code == _POSTED else 0
+        # Only a posted (or updated) row holds its activity: a skipped line names another's.
+        self._id[row] = (key_digest(activity_id)
+                         if activity_id and code in (_POSTED, _UPDATED) else 0)
         self._offset[row] = offset
 
     # -- queries -----------------------------------------------------------------------
@@ -113,10 +115,11 @@ class RowIndex:
                         self._key[row])
 
     def last_posted_row(self) -> int:
-        """The highest row number recorded ``posted`` with a content hash (0: none)."""
+        """The highest row number recorded ``posted`` (or ``updated``) with a content hash
+        (0: none)."""
         codes = np.frombuffer(self._status, dtype=np.int8)
-        posted = np.flatnonzero((codes == _POSTED) & (np.frombuffer(self._hash,
-                                                                    dtype=np.uint64) != 0))
+        done = (codes == _POSTED) | (codes == _UPDATED)
+        posted = np.flatnonzero(done & (np.frombuffer(self._hash, dtype=np.uint64) != 0))
         return int(posted[-1]) if len(posted) else 0
 
     def holds(self, activity_id: str) -> bool:

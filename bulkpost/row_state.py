@@ -26,6 +26,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import structlog
+
 from bulkpost.activity import Activity
 from bulkpost.calls import ApiCalls
 from bulkpost.client import Credentials
@@ -37,6 +39,8 @@ from bulkpost.response import Classified
 from bulkpost.results import ResultsLog
 from bulkpost.resume import Status
 
+log = structlog.get_logger("bulkpost")
+
 
 @dataclass(slots=True)
 class Job:
@@ -46,6 +50,10 @@ class Job:
     recorded_status: Status | None = None  # its status in the results file, if any
     reconcile_first: bool = False  # an earlier run may have created it
     window: SendWindow | None = None  # when an earlier run may have sent it
+    update_of: str = ""  # --on-changed update: the activity its key holds, to update
+    # Carried over: a row an earlier run left unfinished, no longer in any input (the
+    # input and the row it came from). Recorded in the history only.
+    carried_from: tuple[str, int] | None = None
 
 
 class KeyedLocks:
@@ -115,12 +123,18 @@ class Recorder:
         crash leaves unknown only the rows that may really be on the wire."""
         now = datetime.now(UTC)
         for row in rows:
-            item = row.job.activity
+            job = row.job
+            item = job.activity
             if self._history is not None:
-                self._history.sending(item)  # committed with the mark
-            self.log.record(RowOutcome(item.row, item.key, Status.UNKNOWN,
-                                       error=IN_FLIGHT_NOTE, attempts=row.attempts,
-                                       content_hash=item.content_hash))
+                # Committed with the mark: the claim keeps the request, to be finished by a
+                # later run even if no input holds the row again.
+                self._history.sending(item, job.update_of, job.carried_from)
+                self.log.companion_wrote()
+            if job.carried_from is None:
+                self.log.record(RowOutcome(item.row, item.key, Status.UNKNOWN,
+                                           activity_id=job.update_of, error=IN_FLIGHT_NOTE,
+                                           attempts=row.attempts,
+                                           content_hash=item.content_hash))
             # Its line is recorded: stopped from here on, even while waiting for the fsync,
             # the row must get a line saying what became of it.
             row.marked = True
@@ -140,17 +154,22 @@ class Recorder:
             activity_id = last.activity_id
         # Server text goes into the file: make sure it cannot carry the keys.
         error = self._credentials.scrub(error)
-        self.log.record(RowOutcome(
-            item.row, item.key, status, activity_id=activity_id,
-            http_status=last.http_status if last else None, error_type=error_type,
-            error=error, attempts=row.attempts, content_hash=item.content_hash))
+        carried = row.job.carried_from
+        if carried is None:
+            self.log.record(RowOutcome(
+                item.row, item.key, status, activity_id=activity_id,
+                http_status=last.http_status if last else None, error_type=error_type,
+                error=error, attempts=row.attempts, content_hash=item.content_hash))
+        else:
+            log.info("row.carried_over", input=carried[0], row=carried[1], key=item.key,
+                     status=status.value, activity_id=activity_id, error=error)
         if status is Status.POSTED and error_type != "reconciled" and activity_id:
             # Created, as the answer says: a row to calibrate look-ups and verify with.
             self._lookups.offer_sample(item, activity_id, row.window(self._timeout))
             if len(self.created) < 64:
                 self.created.append((item, activity_id))
         if self._history is not None:
-            if status is Status.POSTED:
+            if status is Status.POSTED or status is Status.UPDATED:
                 self._history.posted(item, activity_id)
             elif status is Status.REJECTED:
                 self._history.released(item)
@@ -179,7 +198,7 @@ class Recorder:
         else:
             status = row.job.recorded_status
         if cancelled and status is not None:
-            self._calls.counts.statuses[status] += 1
+            self._calls.counts.count(status, carried=row.job.carried_from is not None)
             row.counted = True
         row.status = status
         return status

@@ -22,6 +22,12 @@ class Summary:
     posted: int = 0
     skipped: int = 0  # posted earlier: by an earlier run, or under the same key (--history)
     changed: int = 0  # --history: keys posted before with other content (see --on-changed)
+    updated: int = 0  # --on-changed update: rows whose key's activity was updated in place
+    # --history: rows an earlier run left unfinished and no input holds any more, finished
+    # by this run (posted, updated or rejected), and those still unfinished.
+    carried: int = 0  # taken from the history to deliver
+    carried_done: int = 0
+    carried_left: int = 0
     failed: int = 0
     rejected: int = 0
     invalid: int = 0
@@ -54,6 +60,11 @@ class Summary:
         """Fold in what the workers counted."""
         for status, rows in counts.statuses.items():
             self.count(status, rows)
+        for status, rows in counts.carried.items():
+            if status in (Status.FAILED, Status.UNKNOWN):
+                self.carried_left += rows
+            else:
+                self.carried_done += rows
         self.calls += counts.calls
         self.rate_limited += counts.rate_limited
         self.retries += counts.retries
@@ -71,7 +82,8 @@ class Summary:
     def exit_code(self) -> int:
         if self.aborted:
             return 3
-        not_done = self.failed + self.rejected + self.invalid + self.unknown
+        not_done = (self.failed + self.rejected + self.invalid + self.unknown
+                    + self.carried_left)
         if self.dry_run:
             return 1 if self.invalid else 0
         return 0 if not_done == 0 else 1
@@ -99,6 +111,10 @@ class Summary:
         if self.history:
             data["history"] = self.history
             data["changed"] = self.changed
+            data["updated"] = self.updated
+            data["carried"] = self.carried
+            data["carried_done"] = self.carried_done
+            data["carried_left"] = self.carried_left
         if self.aborted:
             data["aborted"] = self.aborted
         return data

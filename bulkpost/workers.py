@@ -158,8 +158,8 @@ class Workers:
         while jobs := await self._queue.get_batch(size, _bulk_kind):
             if self._stopping.is_set():
                 return
-            if len(jobs) == 1 and jobs[0].reconcile_first:
-                # To be looked up first: on its own, under the single-call limit.
+            if len(jobs) == 1 and _bulk_kind(jobs[0]) is None:
+                # To be looked up first (or carried over): alone, under the single-call limit.
                 done = await self.guarded(delivery.rows.deliver(jobs[0]), jobs[0])
             else:
                 done = await self.guarded(delivery.bulk.deliver(jobs, self._bulk_limit),
@@ -185,7 +185,10 @@ class Workers:
 
 
 def _bulk_kind(job: Job) -> str | None:
-    """Which bulk endpoint a row goes to; None: it goes alone (it is looked up first)."""
-    if job.reconcile_first:
+    """Which bulk endpoint a row goes to; None: it goes alone (it is looked up first, or
+    carried over from an earlier run)."""
+    if job.reconcile_first or job.carried_from is not None:
         return None
+    if job.update_of:
+        return "update"
     return "email" if by_email(job.activity) else "id"

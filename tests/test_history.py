@@ -79,7 +79,7 @@ def test_a_new_history_is_sqlite_in_wal_mode_and_locked_while_open(tmp_path: Pat
         history.close()
     History(path, "run-3").open().close()  # released on close
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone() == ("1",)
+        assert db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone() == ("2",)
 
 
 def _entry(history: History, key: str) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 The tables are the product's rules as they stand: what a run does with a row, given its line
 in the results file, what the history (or an earlier row of the input) holds of its key,
 ``--on-changed``, ``--resend-unknown`` and the dry run. A cell reads ``action [recorded
-error_type]`` (``[-]``: the line on file says so already, nothing recorded), then the send
+error_type]`` (``[-]``: the line on file says so already, nothing recorded; ``of ID``: the
+activity an update updates), then the send
 window's sources (``@line``: the results file's attempts, ``@claim``: a stopped run's claim)
 and flags: ``+changed`` (counted changed), ``+other claim`` (logged), ``+repair`` (the
 history is given the key), ``+sample`` (offered to calibrate look-ups).
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bulkpost.activity import Activity, InvalidRow
+from bulkpost.activity import Activity, InvalidRow, content_hash, identity_hash
 from bulkpost.errors import UsageError
 from bulkpost.outcomes import RowOutcome
 from bulkpost.planner import KeyHolder, Plan, PlanOptions, decide, key_holder_of, needs_line
@@ -60,12 +61,20 @@ RECORDED: dict[str, tuple[Recorded | None, RowOutcome | None]] = {
                                 line(S.REJECTED, "MXInvalid", content_hash=OTHER_HASH)),
     "invalid": (recorded_as(S.INVALID), line(S.INVALID, "lead")),
     "unknown": (recorded_as(S.UNKNOWN), line(S.UNKNOWN)),
+    "updated": (recorded_as(S.UPDATED), line(S.UPDATED, activity_id="act-2")),
 }
 # What the history, or an earlier row of this input, holds of the row's key.
 HELD: dict[str, KeyHolder | None] = {
     "nothing": None,
     "posted as is": KeyHolder(True, True, "act-1", "night-1", CLAIMED_AT),
+    # Posted by an older bulkpost (or imported): its lead and date-time are not known.
     "posted other": KeyHolder(True, False, "act-2", "night-1", CLAIMED_AT),
+    # Posted with this row's lead, event and date-time: an update can bring it up to date.
+    "posted other, updatable": KeyHolder(True, False, "act-2", "night-1", CLAIMED_AT,
+                                         event_code=201, identity=identity_hash(ROW)),
+    # Posted at another date-time (or on another lead): an update cannot move it.
+    "posted other, moved": KeyHolder(True, False, "act-2", "night-1", CLAIMED_AT,
+                                     event_code=201, identity=content_hash(b"elsewhere")),
     "claimed as is": KeyHolder(False, True, run_id="night-2", at=CLAIMED_AT),
     "claimed other": KeyHolder(False, False, run_id="night-3", at=CLAIMED_AT),
     "row as is": KeyHolder(False, True, row=3),
@@ -89,6 +98,8 @@ def cell(plan: Plan) -> str:
     if plan.action is Action.KEEP:
         assert plan.counted is not None
         parts.append(plan.counted.value)
+    if plan.update_of:
+        parts.append(f"of {plan.update_of}")
     if plan.window is not None:
         parts.append(WINDOWS[plan.window])
     parts += [flag for flag, on in (("+changed", plan.changed),
@@ -98,21 +109,33 @@ def cell(plan: Plan) -> str:
     return " ".join(parts)
 
 
-# --on-changed skip, post, fail: a key posted (or in an earlier row) with other content.
+# --on-changed skip, post, update, fail: a key posted (or in an earlier row) with other
+# content. An update is made only where it can bring the activity to the row: the history
+# knows the activity's lead, event and date-time, and they are the row's (the _U tuples).
+# It is idempotent, so a row that may have been sent is updated again, never looked up.
 CHANGED_SEND = ("skip_changed [changed] +changed", "send +changed",
-                "fail_changed [order] +changed")
+                "skip_changed [changed] +changed", "fail_changed [order] +changed")
 CHANGED_LOOKUP = ("skip_changed [changed] +changed", "reconcile @line +changed",
-                  "fail_changed [order] +changed")
+                  "skip_changed [changed] +changed", "fail_changed [order] +changed")
 CHANGED_AGAIN = ("skip_changed [-] +changed", "send +changed",
-                 "fail_changed [order] +changed")
+                 "skip_changed [-] +changed", "fail_changed [order] +changed")
+CHANGED_SEND_U = ("skip_changed [changed] +changed", "send +changed", "update of act-2",
+                  "fail_changed [order] +changed")
+CHANGED_LOOKUP_U = ("skip_changed [changed] +changed", "reconcile @line +changed",
+                    "update of act-2", "fail_changed [order] +changed")
+CHANGED_AGAIN_U = ("skip_changed [-] +changed", "send +changed", "update of act-2",
+                   "fail_changed [order] +changed")
+ON_CHANGED = ("skip", "post", "update", "fail")
 
 # (recorded, held) -> the plan under every --on-changed (one cell), or (skip, post, fail).
 # "unknown" is planned without --resend-unknown, "unknown, resend" with it; every other
 # row is planned the same either way.
-WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
+WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str, str]]] = [
     ("new", "nothing", "send"),
     ("new", "posted as is", "skip_key [history]"),
     ("new", "posted other", CHANGED_SEND),
+    ("new", "posted other, updatable", CHANGED_SEND_U),
+    ("new", "posted other, moved", CHANGED_SEND),
     ("new", "claimed as is", "reconcile @claim"),
     ("new", "claimed other", "send +other claim"),
     ("new", "row as is", "skip_key [duplicate key]"),
@@ -122,6 +145,8 @@ WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
     ("posted", "nothing", "skip_posted +repair"),
     ("posted", "posted as is", "skip_posted"),
     ("posted", "posted other", "skip_posted"),
+    ("posted", "posted other, updatable", "skip_posted"),
+    ("posted", "posted other, moved", "skip_posted"),
     ("posted", "claimed as is", "skip_posted +repair"),
     ("posted", "claimed other", "skip_posted +repair"),
     ("posted", "row as is", "skip_posted"),
@@ -130,6 +155,8 @@ WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
     ("skipped: history", "nothing", "skip_posted +repair"),
     ("skipped: history", "posted as is", "skip_posted"),
     ("skipped: history", "posted other", "skip_posted"),
+    ("skipped: history", "posted other, updatable", "skip_posted"),
+    ("skipped: history", "posted other, moved", "skip_posted"),
     ("skipped: history", "claimed as is", "skip_posted +repair"),
     ("skipped: history", "claimed other", "skip_posted +repair"),
     ("skipped: history", "row as is", "skip_posted"),
@@ -139,6 +166,8 @@ WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
     ("skipped: changed", "nothing", "send"),
     ("skipped: changed", "posted as is", "skip_key [history]"),
     ("skipped: changed", "posted other", CHANGED_AGAIN),
+    ("skipped: changed", "posted other, updatable", CHANGED_AGAIN_U),
+    ("skipped: changed", "posted other, moved", CHANGED_AGAIN),
     ("skipped: changed", "claimed as is", "reconcile @claim"),
     ("skipped: changed", "claimed other", "send +other claim"),
     ("skipped: changed", "row as is", "skip_key [duplicate key]"),
@@ -146,6 +175,8 @@ WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
     ("skipped: duplicate key", "nothing", "send"),
     ("skipped: duplicate key", "posted as is", "skip_key [history]"),
     ("skipped: duplicate key", "posted other", CHANGED_SEND),
+    ("skipped: duplicate key", "posted other, updatable", CHANGED_SEND_U),
+    ("skipped: duplicate key", "posted other, moved", CHANGED_SEND),
     ("skipped: duplicate key", "claimed as is", "reconcile @claim"),
     ("skipped: duplicate key", "claimed other", "send +other claim"),
     ("skipped: duplicate key", "row as is", "skip_key [-]"),
@@ -155,6 +186,8 @@ WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
     ("failed", "nothing", "reconcile @line"),
     ("failed", "posted as is", "skip_key [history]"),
     ("failed", "posted other", CHANGED_LOOKUP),
+    ("failed", "posted other, updatable", CHANGED_LOOKUP_U),
+    ("failed", "posted other, moved", CHANGED_LOOKUP),
     ("failed", "claimed as is", "reconcile @line+claim"),
     ("failed", "claimed other", "reconcile @line+claim +other claim"),
     ("failed", "row as is", "skip_key [duplicate key]"),
@@ -163,6 +196,8 @@ WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
     ("rejected", "nothing", "keep rejected"),
     ("rejected", "posted as is", "keep rejected"),
     ("rejected", "posted other", "keep rejected"),
+    ("rejected", "posted other, updatable", "keep rejected"),
+    ("rejected", "posted other, moved", "keep rejected"),
     ("rejected", "claimed as is", "keep rejected"),
     ("rejected", "claimed other", "keep rejected"),
     ("rejected", "row as is", "keep rejected"),
@@ -170,6 +205,8 @@ WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
     ("rejected, other content", "nothing", "send"),
     ("rejected, other content", "posted as is", "skip_key [history]"),
     ("rejected, other content", "posted other", CHANGED_SEND),
+    ("rejected, other content", "posted other, updatable", CHANGED_SEND_U),
+    ("rejected, other content", "posted other, moved", CHANGED_SEND),
     ("rejected, other content", "claimed as is", "reconcile @claim"),
     ("rejected, other content", "claimed other", "send +other claim"),
     ("rejected, other content", "row as is", "skip_key [duplicate key]"),
@@ -177,6 +214,8 @@ WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
     ("invalid", "nothing", "send"),
     ("invalid", "posted as is", "skip_key [history]"),
     ("invalid", "posted other", CHANGED_SEND),
+    ("invalid", "posted other, updatable", CHANGED_SEND_U),
+    ("invalid", "posted other, moved", CHANGED_SEND),
     ("invalid", "claimed as is", "reconcile @claim"),
     ("invalid", "claimed other", "send +other claim"),
     ("invalid", "row as is", "skip_key [duplicate key]"),
@@ -184,6 +223,8 @@ WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
     ("unknown", "nothing", "reconcile @line"),
     ("unknown", "posted as is", "skip_key [history]"),
     ("unknown", "posted other", CHANGED_LOOKUP),
+    ("unknown", "posted other, updatable", CHANGED_LOOKUP_U),
+    ("unknown", "posted other, moved", CHANGED_LOOKUP),
     ("unknown", "claimed as is", "reconcile @line+claim"),
     ("unknown", "claimed other", "reconcile @line+claim +other claim"),
     ("unknown", "row as is", "skip_key [duplicate key]"),
@@ -191,22 +232,35 @@ WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str]]] = [
     ("unknown, resend", "nothing", "send"),
     ("unknown, resend", "posted as is", "skip_key [history]"),
     ("unknown, resend", "posted other", CHANGED_SEND),
+    ("unknown, resend", "posted other, updatable", CHANGED_SEND_U),
+    ("unknown, resend", "posted other, moved", CHANGED_SEND),
     ("unknown, resend", "claimed as is", "reconcile @line+claim"),  # its own claim: look
     ("unknown, resend", "claimed other", "send +other claim"),
     ("unknown, resend", "row as is", "skip_key [duplicate key]"),
     ("unknown, resend", "row other", CHANGED_SEND),
+    # Updated: as final as posted. The history is given the new content when it holds the
+    # key with other content (the run stopped before it took it), or not at all.
+    ("updated", "nothing", "skip_posted +repair"),
+    ("updated", "posted as is", "skip_posted"),
+    ("updated", "posted other", "skip_posted +repair"),
+    ("updated", "posted other, updatable", "skip_posted +repair"),
+    ("updated", "posted other, moved", "skip_posted +repair"),
+    ("updated", "claimed as is", "skip_posted +repair"),
+    ("updated", "claimed other", "skip_posted +repair"),
+    ("updated", "row as is", "skip_posted"),
+    ("updated", "row other", "skip_posted"),
 ]
 
 
 def _history_cases() -> list[Any]:
     cases = []
     for recorded, held, expected in WITH_HISTORY:
-        cells = (expected,) * 3 if isinstance(expected, str) else expected
+        cells = (expected,) * 4 if isinstance(expected, str) else expected
         label = recorded.removesuffix(", resend")
         resends = ([True] if recorded.endswith(", resend") else [False] if label == "unknown"
                    else [False, True])
         for (on_changed, want), resend in itertools.product(
-                zip(("skip", "post", "fail"), cells, strict=True), resends):
+                zip(ON_CHANGED, cells, strict=True), resends):
             cases.append(pytest.param(label, held, on_changed, resend, want,
                                       id=f"{recorded}-{held}-{on_changed}-{resend}"))
     return cases
@@ -281,14 +335,14 @@ def test_an_invalid_row_is_planned_without_the_history(recorded: str, resend: bo
     """Only valid rows are screened: an invalid row's plan is the results file's alone."""
     before, last = RECORDED[recorded]
     alone = decide(INVALID, before, last, None, PlanOptions(resend_unknown=resend))
-    for on_changed, dry_run in itertools.product(("skip", "post", "fail"), (False, True)):
+    for on_changed, dry_run in itertools.product(ON_CHANGED, (False, True)):
         options = dataclasses.replace(OPTIONS, resend_unknown=resend, on_changed=on_changed,
                                       dry_run=dry_run)
         assert decide(INVALID, before, last, None, options) == alone
 
 
 @pytest.mark.parametrize(("recorded", "held"), list(itertools.product(RECORDED, HELD)))
-@pytest.mark.parametrize("on_changed", ["skip", "post", "fail"])
+@pytest.mark.parametrize("on_changed", ON_CHANGED)
 def test_a_dry_run_decides_nothing(recorded: str, held: str, on_changed: str) -> None:
     """The same plans, but no ``skipped`` line recorded, no history repaired and no window
     (nothing is sent); ``--on-changed fail`` still records the row invalid."""
@@ -394,7 +448,7 @@ def test_a_line_not_needed_changes_no_plan(recorded: str) -> None:
     before, last = RECORDED[recorded]
     rows: tuple[Activity | InvalidRow, ...] = (ROW, INVALID)
     for row, held, on_changed, resend, dry_run, history, wanted in itertools.product(
-            rows, HELD, ("skip", "post", "fail"), (False, True), (False, True),
+            rows, HELD, ON_CHANGED, (False, True), (False, True),
             (False, True), (False, True)):
         holder = HELD[held] if history and isinstance(row, Activity) else None
         options = dataclasses.replace(OPTIONS, on_changed=on_changed, resend_unknown=resend,
@@ -450,27 +504,34 @@ def test_a_posted_row_with_other_content_is_refused(history: bool, resend: bool)
 
 
 # -- what the history holds of a key --------------------------------------------------------
-POSTED_AS_IS = ("act-1", 11, "night-1", 100)
-POSTED_OTHER = ("act-2", 12, "night-1", 100)
+POSTED_AS_IS = ("act-1", 11, "night-1", 100, 201, "")
+POSTED_OTHER = ("act-2", 12, "night-1", 100, 201, "00000000000000cc")
 
 
 @pytest.mark.parametrize(("first", "posted", "claims", "expected"), [
     (None, None, {}, None),
     # The input's first row of the key decides for the later ones, whatever is held.
-    ((3, 11), POSTED_OTHER, {11: ("night-2", 50)}, KeyHolder(False, True, row=3)),
+    ((3, 11), POSTED_OTHER, {11: ("night-2", 50, "")}, KeyHolder(False, True, row=3)),
     ((3, 12), None, {}, KeyHolder(False, False, row=3)),
-    (None, POSTED_AS_IS, {}, KeyHolder(True, True, "act-1", "night-1", 100)),
-    (None, POSTED_AS_IS, {12: ("night-2", 200)}, KeyHolder(True, True, "act-1", "night-1", 100)),
-    (None, POSTED_OTHER, {}, KeyHolder(True, False, "act-2", "night-1", 100)),
+    (None, POSTED_AS_IS, {}, KeyHolder(True, True, "act-1", "night-1", 100, event_code=201)),
+    (None, POSTED_AS_IS, {12: ("night-2", 200, "")},
+     KeyHolder(True, True, "act-1", "night-1", 100, event_code=201)),
+    (None, POSTED_OTHER, {}, KeyHolder(True, False, "act-2", "night-1", 100, event_code=201,
+                                       identity="00000000000000cc")),
     # Posted with other content, but this content may be on the API too: look it up.
-    (None, POSTED_OTHER, {11: ("night-2", 50)}, KeyHolder(False, True, run_id="night-2", at=50)),
-    (None, None, {11: ("night-2", 50)}, KeyHolder(False, True, run_id="night-2", at=50)),
+    (None, POSTED_OTHER, {11: ("night-2", 50, "")},
+     KeyHolder(False, True, run_id="night-2", at=50)),
+    # ... unless it was sent as an update of the posted activity: update it again.
+    (None, POSTED_OTHER, {11: ("night-2", 50, "act-2")},
+     KeyHolder(True, False, "act-2", "night-1", 100, event_code=201,
+               identity="00000000000000cc")),
+    (None, None, {11: ("night-2", 50, "")}, KeyHolder(False, True, run_id="night-2", at=50)),
     # Other contents only: the latest claim is named.
-    (None, None, {12: ("night-2", 50), 13: ("night-3", 70)},
+    (None, None, {12: ("night-2", 50, ""), 13: ("night-3", 70, "")},
      KeyHolder(False, False, run_id="night-3", at=70)),
 ])
 def test_what_the_history_holds(first: tuple[int, int] | None,
-                                posted: tuple[str, int, str, int] | None,
-                                claims: dict[int, tuple[str, int]],
+                                posted: tuple[str, int, str, int, int | None, str] | None,
+                                claims: dict[int, tuple[str, int, str]],
                                 expected: KeyHolder | None) -> None:
     assert key_holder_of(11, first, posted, claims) == expected
