@@ -88,8 +88,10 @@ def history_stats(history_path: Path, as_json: bool, runs: int) -> None:
         return
     lines = [f"{stats['history']}: {stats['keys']:,} keys, {stats['bytes'] / 1e6:,.1f} MB",
              f"  posted   {stats['posted']:>12,}",
-             f"  claims   {stats['claims']:>12,}  (requests whose answer a stopped run never "
-             "recorded: looked up before that content is sent again)",
+             f"  claims   {stats['claims']:>12,}  (requests whose answer no run recorded as "
+             "final: looked up before that content is sent again)",
+             f"  waiting  {stats['waiting']:>12,}  (rows left failed or unknown: the next run "
+             "finishes them, even if its input no longer has them)",
              f"  from {stats['first'] or '-'} to {stats['last'] or '-'}, {stats['runs']:,} runs"]
     if stats["by_event_code"]:
         lines.append("posted keys by event code:")
@@ -99,6 +101,7 @@ def history_stats(history_path: Path, as_json: bool, runs: int) -> None:
         lines.append("latest runs:")
         for r in stats["recent_runs"]:
             ended = (f"exit {r['exit_code']}, {r['posted'] or 0:,} posted, "
-                     f"{r['skipped'] or 0:,} skipped" if r["finished"] else "did not finish")
+                     f"{r['updated'] or 0:,} updated, {r['skipped'] or 0:,} skipped"
+                     if r["finished"] else "did not finish")
             lines.append(f"  {r['run_id']}  {r['started']}  {ended}  {r['input']}")
     click.echo("\n".join(lines))

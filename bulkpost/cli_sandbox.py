@@ -54,7 +54,8 @@ def _sandbox_announcement(url: str, demo_keys: tuple[str, str] | None) -> str:
               help="Extra latency of the 'slow' fault.")
 @click.option("--seed", default=None, type=int, help="Seed for latency and faults.")
 @click.option("--ledger", metavar="FILE", type=click.Path(path_type=Path),
-              help="Append every created activity to this JSON-lines file.")
+              help="Append every created activity, and every update (a line whose "
+                   "UpdateOf names the activity), to this JSON-lines file.")
 # The defaults are bulkpost.sandbox.DEFAULT_ACCESS_KEY/DEFAULT_SECRET_KEY (tests/test_help.py
 # holds the two together); spelled out so that -h does not import the server.
 @click.option("--access-key", default=None,

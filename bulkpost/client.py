@@ -240,7 +240,8 @@ class LeadSquaredClient:
         updates is not accounted for (None)."""
         answer, outcomes = await self._call("POST", BULK_UPDATE_PATH, body=body,
                                             items=len(activity_ids))
-        outcomes = outcomes or []
+        if not outcomes:  # not answered item by item
+            return answer, []
         return answer, [None if outcome is not None and outcome.activity_id
                         and outcome.activity_id != activity_id else outcome
                         for outcome, activity_id in zip(outcomes, activity_ids, strict=True)]

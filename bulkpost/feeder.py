@@ -157,7 +157,8 @@ class Feeder:
                 self._progress.done()
             else:
                 queue.put(Job(item, plan.recorded_status, reconcile_first=plan.action
-                              is Action.RECONCILE, window=plan.window))
+                              is Action.RECONCILE, window=plan.window,
+                              update_of=plan.update_of))
             return
         assert plan.counted is not None
         if plan.record is not None:

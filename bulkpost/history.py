@@ -98,6 +98,12 @@ class History:
         self._input = ""  # the input this run reads, which its claims name as their origin
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
 
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     # -- opening and closing -------------------------------------------------------------
     def open(self, *, lock: bool = True) -> History:
         """Open (creating it if need be); ``lock``: keep other runs out while open."""
@@ -334,6 +340,8 @@ class History:
             db = self.db
             posted = db.execute("SELECT count(*) FROM keys").fetchone()[0]
             claims = db.execute("SELECT count(*) FROM claims").fetchone()[0]
+            waiting = db.execute("SELECT count(DISTINCT key) FROM claims "
+                                 "WHERE body IS NOT NULL").fetchone()[0]
             unposted = db.execute("SELECT count(DISTINCT key) FROM claims "
                                   "WHERE key NOT IN (SELECT key FROM keys)").fetchone()[0]
             first, last = db.execute("SELECT min(at), max(at) FROM keys").fetchone()
@@ -342,22 +350,22 @@ class History:
                 "GROUP BY event_code ORDER BY n DESC LIMIT 10").fetchall()
             runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
             recent = db.execute(
-                "SELECT run_id, started, finished, input, exit_code, posted, skipped, changed "
-                "FROM runs ORDER BY id DESC LIMIT ?", (recent_runs,)).fetchall()
+                "SELECT run_id, started, finished, input, exit_code, posted, skipped, changed, "
+                "updated FROM runs ORDER BY id DESC LIMIT ?", (recent_runs,)).fetchall()
         size = sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal"))
                    if os.path.exists(p))
         return {
             "history": str(self.path), "bytes": size,
-            "keys": posted + unposted, "posted": posted, "claims": claims,
+            "keys": posted + unposted, "posted": posted, "claims": claims, "waiting": waiting,
             "first": _when(first), "last": _when(last),
             "by_event_code": [{"event_code": code, "keys": n} for code, n in events],
             "runs": runs,
             "recent_runs": [
                 {"run_id": run_id, "started": utc_text(started), "finished": _when(finished),
                  "input": input_text, "exit_code": code, "posted": posted, "skipped": skipped,
-                 "changed": changed}
-                for run_id, started, finished, input_text, code, posted, skipped, changed
-                in recent],
+                 "changed": changed, "updated": updated}
+                for run_id, started, finished, input_text, code, posted, skipped, changed,
+                updated in recent],
         }
 
 
@@ -365,7 +373,7 @@ def finish_history(history: History, summary: Summary, options: RunOptions,
                    exit_code: int | None = None) -> None:
     """At the end of a run: commit the history's last writes and how the run ended; warn of
     changed keys skipped."""
-    if summary.changed and options.on_changed == "skip":
+    if summary.changed and options.on_changed in ("skip", "update"):
         log.warning("history.changed_skipped", rows=summary.changed)
     if options.dry_run:
         return

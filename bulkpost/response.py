@@ -257,8 +257,10 @@ def _indices(entries: list[Any], count: int) -> list[int] | None:
 
 
 def _created(entry: dict[str, Any]) -> bool | None:
-    """The entry's "created" flag: true/false, "true"/"false" or 1/0; None if absent."""
-    value = entry.get("ActivityCreated", entry.get("IsCreated", entry.get("Created")))
+    """The entry's "created" (for an update: "successful") flag: true/false, "true"/"false"
+    or 1/0; None if absent."""
+    value = entry.get("ActivityCreated", entry.get("IsCreated", entry.get(
+        "Created", entry.get("IsSuccessful"))))
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):

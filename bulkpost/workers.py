@@ -35,6 +35,10 @@ from bulkpost.stop import StopSignal
 
 log = structlog.get_logger("bulkpost")
 
+# Rows set aside while the first rows are checked (--verify-first): memory stays bounded when
+# an input brings no new row to check (a resume, a night of updates).
+MAX_SET_ASIDE = 5_000
+
 
 def new_delivery(options: RunOptions, limit: RateLimit, client: LeadSquaredClient,
                  results: ResultsLog, history: History | None, stopping: StopSignal,
@@ -89,7 +93,9 @@ class Workers:
     async def _first_rows(self) -> None:
         """``--verify-first``: send rows alone until N are created, read them back and
         calibrate the look-ups, before any other row goes; stop (exit 3) when a stored
-        value is not the one sent. Rows to be looked up first wait for the calibration."""
+        value is not the one sent. Rows to be looked up first wait for the calibration, and
+        updates for the check (a mapping that stores other values must not update either);
+        at most :data:`MAX_SET_ASIDE` of them, then the rest go unchecked."""
         queue, rows = self._queue, self._delivery.rows
         created, lookups = self._delivery.recorder.created, self._delivery.lookups
         wanted = self.options.verify_first
@@ -97,11 +103,12 @@ class Workers:
         rows.deferring = True
         try:
             tries = 0
-            while len(created) < wanted and tries < wanted + 24:
+            while (len(created) < wanted and tries < wanted + 24
+                   and len(waiting) < MAX_SET_ASIDE):
                 job = await queue.get()
                 if job is None:
                     break
-                if job.reconcile_first:
+                if job.reconcile_first or job.update_of:
                     waiting.append(job)
                     continue
                 tries += 1

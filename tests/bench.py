@@ -82,8 +82,13 @@ class SandboxProcess:
 
     def entries(self) -> list[dict[str, Any]]:
         """The created activities, by arrival."""
-        lines = self.ledger.read_text().splitlines()
-        return sorted((json.loads(line) for line in lines), key=lambda e: e["ReceivedAt"])
+        entries = (json.loads(line) for line in self.ledger.read_text().splitlines())
+        return sorted((e for e in entries if "UpdateOf" not in e), key=lambda e: e["ReceivedAt"])
+
+    def updates(self) -> list[dict[str, Any]]:
+        """The updates, by arrival (each names its activity in ``UpdateOf``)."""
+        entries = (json.loads(line) for line in self.ledger.read_text().splitlines())
+        return sorted((e for e in entries if "UpdateOf" in e), key=lambda e: e["ReceivedAt"])
 
     def close(self) -> None:
         self.process.terminate()

@@ -27,6 +27,11 @@ DOCUMENTED = {
     "ACTIVITY_SETTING_PATH": ("GET",
                               "/v2/ProspectActivity.svc/CustomActivity/GetActivitySetting",
                               "Reading an activity type's schema"),
+    "UPDATE_PATH": ("POST", "/v2/ProspectActivity.svc/CustomActivity/Update",
+                    "Changing activities after they exist: Update an Activity"),
+    # The notes name the page ("bulk-update-activities"); its path, as that page gives it.
+    "BULK_UPDATE_PATH": ("POST", "/v2/ProspectActivity.svc/Bulk/CustomActivity/Update",
+                         "Changing activities after they exist: Update Activities in Bulk"),
     # Not in the reference notes: "Get Lead by Email Address" as the open-source LeadSquared
     # clients call it (GET, ?emailaddress=…). The notes should gain it.
     "LEAD_BY_EMAIL_PATH": ("GET", "/v2/LeadManagement.svc/Leads.GetByEmailaddress",

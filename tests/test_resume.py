@@ -50,6 +50,9 @@ PLAN = [
     (recorded_as(Status.SKIPPED), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
     (recorded_as(Status.SKIPPED, OTHER_HASH), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
     (recorded_as(Status.SKIPPED), INVALID, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    # Updated in place (--on-changed update): as final as posted.
+    (recorded_as(Status.UPDATED), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (recorded_as(Status.UPDATED), INVALID, Action.SKIP_POSTED, Action.SKIP_POSTED),
 ]
 
 
@@ -72,6 +75,9 @@ def test_a_posted_row_with_other_content_stops_the_run(resend_unknown: bool) -> 
         plan_row(ACTIVITY, recorded_as(Status.POSTED, OTHER_HASH), resend_unknown)
     assert "row(s) 7 are recorded as posted" in str(caught.value)
     assert "new --results file" in str(caught.value)
+    # An updated row holds its activity with the content it records: the same refusal.
+    with pytest.raises(UsageError, match=r"row\(s\) 7 are recorded as posted"):
+        plan_row(ACTIVITY, recorded_as(Status.UPDATED, OTHER_HASH), resend_unknown)
     # Without a recorded fingerprint (an old results file) there is nothing to compare.
     assert plan_row(ACTIVITY, recorded_as(Status.POSTED, "")) is Action.SKIP_POSTED
     # Other statuses may change content freely: those rows are sent (again).

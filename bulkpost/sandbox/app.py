@@ -5,8 +5,8 @@ schedule and fates, the activity store) and carries each endpoint out: Create; t
 endpoints ("Post Bulk Activities on Leads", by lead Id and by e-mail with
 ``searchBy=EmailAddress`` and ``SearchByValue``: up to 25 items, each validated like a single
 create, answered ``{"Response": [{"RowNumber", "ActivityCreated", "ProspectActivityId" |
-"ExceptionMessage"}, …]}``); the look-ups; and the sandbox's own ``/_sandbox/stats`` and
-``/_sandbox/ledger``.
+"ExceptionMessage"}, …]}``); "Update an Activity" and "Update Activities in Bulk"; the
+look-ups; and the sandbox's own ``/_sandbox/stats`` and ``/_sandbox/ledger``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from bulkpost.sandbox.validation import (
     bulk_item,
     bulk_problem,
     create_problem,
+    update_problem,
 )
 
 
@@ -66,6 +67,8 @@ class Sandbox:
         self.app.router.add_post(paths.CREATE, self._create)
         self.app.router.add_post(paths.BULK_BY_LEAD_ID, self._bulk)
         self.app.router.add_post(paths.BULK_BY_LEAD_FIELD, self._bulk)
+        self.app.router.add_post(paths.UPDATE, self._update)
+        self.app.router.add_post(paths.BULK_UPDATE, self._bulk_update)
         self.app.router.add_post(paths.RETRIEVE, self._retrieve)
         self.app.router.add_get(paths.ACTIVITY_SETTING, self._activity_setting)
         self.app.router.add_get(paths.ACTIVITY_DETAILS, self._details)
@@ -192,6 +195,71 @@ class Sandbox:
             answers.append({"RowNumber": number, "ActivityCreated": True,
                             "ProspectActivityId": activity_id})
         if admitted.fault == "bulk-partial":  # items is not empty: at least one answer goes
+            self.gate.struck(admitted.fault)
+            answers = answers[:len(answers) // 2]
+        failed = await self.gate.after_saving(request, admitted.fault)
+        if failed is not None:
+            return failed
+        return web.json_response({"Response": answers})
+
+    # -- updating ----------------------------------------------------------------------------
+    async def _update(self, request: web.Request) -> web.StreamResponse:
+        """"Update an Activity": its note and custom fields."""
+        admitted = await self.gate.admit(request)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            self.stats.rejected += 1
+            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
+                                    "The request body is not JSON")
+        entry = self.store.activity(body.get("ProspectActivityId") if isinstance(body, dict)
+                                    else None, admitted.access_key)
+        problem = update_problem(body, entry, self.dialect.typed)
+        if problem is not None or entry is None:
+            self.stats.rejected += 1
+            return self.gate.refuse(admitted, 500, "MXInvalidInputException",
+                                    problem or "Activity does not exist")
+        self.store.update(entry, body, admitted.arrived)
+        failed = await self.gate.after_saving(request, admitted.fault)
+        if failed is not None:
+            return failed
+        return web.json_response({"Status": "Success",
+                                  "Message": {"Id": entry["Id"], "IsSuccessful": True}})
+
+    async def _bulk_update(self, request: web.Request) -> web.StreamResponse:
+        """"Update Activities in Bulk": up to 25 updates, each checked like a single one,
+        answered ``{"Response": [{"RowNumber", "IsSuccessful", "ProspectActivityId" |
+        "ExceptionType", "ExceptionMessage"}, …]}`` (the docs do not show the answer: this is
+        the bulk create's shape)."""
+        admitted = await self.gate.admit(request, bulk=True)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        self.stats.bulk_calls += 1
+        try:
+            items = json.loads(await request.read())
+        except ValueError:
+            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
+                                    "The request body is not JSON")
+        problem = bulk_problem(items)
+        if problem is not None:
+            return self.gate.refuse(admitted, 400, "MXInvalidInputException", problem)
+        answers: list[dict[str, Any]] = []
+        for number, item in enumerate(items, start=1):
+            entry = self.store.activity(item.get("ProspectActivityId") if isinstance(
+                item, dict) else None, admitted.access_key)
+            problem = update_problem(item, entry, self.dialect.typed)
+            if problem is not None or entry is None:
+                self.stats.rejected += 1
+                answers.append({"RowNumber": number, "IsSuccessful": False,
+                                "ExceptionType": "MXInvalidInputException",
+                                "ExceptionMessage": problem or "Activity does not exist"})
+                continue
+            self.store.update(entry, item, admitted.arrived, bulk=True)
+            answers.append({"RowNumber": number, "IsSuccessful": True,
+                            "ProspectActivityId": entry["Id"]})
+        if admitted.fault == "bulk-partial":
             self.gate.struck(admitted.fault)
             answers = answers[:len(answers) // 2]
         failed = await self.gate.after_saving(request, admitted.fault)

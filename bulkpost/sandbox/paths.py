@@ -15,6 +15,8 @@ RETRIEVE = "/v2/ProspectActivity.svc/Retrieve"
 ACTIVITY_SETTING = "/v2/ProspectActivity.svc/CustomActivity/GetActivitySetting"
 ACTIVITY_DETAILS = "/v2/ProspectActivity.svc/GetActivityDetails"
 LEAD_BY_EMAIL = "/v2/LeadManagement.svc/Leads.GetByEmailaddress"
+UPDATE = "/v2/ProspectActivity.svc/CustomActivity/Update"
+BULK_UPDATE = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Update"
 # The sandbox's own: not the API's.
 STATS = "/_sandbox/stats"
 LEDGER = "/_sandbox/ledger"

@@ -24,7 +24,8 @@ class Stats:
     lookups: int = 0
     details: int = 0  # "Get Custom Fields of an Activity" calls (counted in lookups too)
     max_in_window: int = 0
-    bulk_calls: int = 0
+    updated: int = 0  # activities updated ("Update an Activity", or a bulk update's items)
+    bulk_calls: int = 0  # bulk creates and bulk updates
     bulk_rate_limited: int = 0
     max_bulk_in_window: int = 0
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))

@@ -1,9 +1,10 @@
 """The activities the sandbox holds, and what look-ups answer of them.
 
 Owns the ledger (memory, and a JSON-lines file if asked), where every created activity goes
-with the moment its call arrived; the indexes look-ups read (by lead, newest last; by Id;
-leads created by e-mail); what is kept of a sent value (a dropdown's own spelling in a typed
-dialect, the first half of an ``altered`` field, the sent values then kept under ``Sent``);
+with the moment its call arrived, and every update of it under its ``Updates``; the indexes
+look-ups read (by lead, newest last; by Id; leads created by e-mail); what is kept of a sent
+value (a dropdown's own spelling in a typed dialect, the first half of an ``altered`` field,
+the sent values then kept under ``Sent``);
 the answers of "Get Activities of a Lead", "Get Custom Fields of an Activity" and "Get Lead
 by Email Address", rendered by :mod:`bulkpost.dialect`; and watches, which let a test act the
 moment the ledger reaches a count.
@@ -107,6 +108,34 @@ class ActivityStore:
             self._watches.remove(watch)
             watch[1](entry)
         return entry
+
+    def activity(self, activity_id: Any, access_key: str) -> dict[str, Any] | None:
+        """The key's activity with this Id, or None."""
+        entry = self._by_id.get(activity_id.strip().lower()) if isinstance(
+            activity_id, str) else None
+        return entry if entry is not None and entry["AccessKey"] == access_key else None
+
+    def update(self, entry: dict[str, Any], body: dict[str, Any], arrived: float,
+               bulk: bool = False) -> None:
+        """Carry out a valid update of ``entry``: its note (when the body has one) and the
+        fields the body names change; the change is kept under the entry's ``Updates`` and
+        appended to the ledger file (a line naming the activity in ``UpdateOf``)."""
+        self.stats.updated += 1
+        sent = {f["SchemaName"]: f["Value"] for f in body.get("Fields", [])}
+        specs = {f["SchemaName"]: f for f in setting_of(entry)["Fields"]}
+        stored = {name: self._stored(name, value, specs.get(name))
+                  for name, value in sent.items()}
+        change: dict[str, Any] = {"ReceivedAt": arrived, "Bulk": bulk, "Fields": stored}
+        if "ActivityNote" in body:
+            change["ActivityNote"] = entry["ActivityNote"] = body["ActivityNote"]
+        if stored != sent or "Sent" in entry:  # what was sent, where the store keeps less
+            entry["Sent"] = {**entry.get("Sent", entry["Fields"]), **sent}
+        entry["Fields"] = {**entry["Fields"], **stored}
+        entry.setdefault("Updates", []).append(change)
+        if self._file is not None:
+            self._file.write(json.dumps({"UpdateOf": entry["Id"], **change},
+                                        ensure_ascii=False) + "\n")
+            self._file.flush()
 
     def _stored(self, name: str, value: str, spec: dict[str, Any] | None) -> str:
         """What the sandbox keeps of a sent value: a dropdown's own spelling in a typed

@@ -163,3 +163,29 @@ def bulk_problem(items: Any) -> str | None:
     if len(items) > MAX_BULK_ITEMS:
         return f"At most {MAX_BULK_ITEMS} activities are allowed per call"
     return None
+
+
+def update_problem(body: Any, entry: dict[str, Any] | None, any_case: bool = False) -> str | None:
+    """What the API would say of "Update an Activity" (or one item of the bulk call) with
+    ``body``, given the activity it names (None: none of the key's), or None when it would
+    update it. An update changes the note and the custom fields only: a body that names the
+    lead or the date-time is refused (bulkpost never sends one), as is another event code."""
+    if not isinstance(body, dict):
+        return "The request body must be a JSON object"
+    activity_id = body.get("ProspectActivityId")
+    if not isinstance(activity_id, str) or not activity_id.strip():
+        return "ProspectActivityId is required"
+    if entry is None:
+        return f"Activity {activity_id} does not exist"
+    event = body.get("ActivityEvent")
+    if event is not None and event != entry["ActivityEvent"]:
+        return f"ActivityEvent {event} is not the activity's ({entry['ActivityEvent']})"
+    for name in ("RelatedProspectId", "EmailAddress", "SearchByValue", "ActivityDateTime"):
+        if name in body:
+            return f"{name} cannot be updated"
+    if not isinstance(body.get("ActivityNote", ""), str):
+        return "ActivityNote must be a string"
+    fields = body.get("Fields", [])
+    if not isinstance(fields, list):
+        return "Fields must be a list"
+    return _fields_problem(setting_of(entry), fields, any_case)
