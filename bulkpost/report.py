@@ -108,7 +108,8 @@ def latest_outcomes(path: str | Path) -> dict[int, RowOutcome]:
 
 
 _SKIPPED_LABELS = {
-    "changed": "its key was posted before with other content (--on-changed skip)",
+    "changed": "its key was posted before with other content, and not sent (--on-changed "
+               "skip, or update where an update cannot change what changed)",
     "duplicate key": "an earlier row of the input has the same key",
 }
 
@@ -177,7 +178,7 @@ def export_failures(results: str | Path, input_path: str | Path, out: str | Path
         outcome = latest.get(row)
         if outcome is None:
             return ("pending", "not processed yet: run the same command again to resume")
-        if outcome.status is Status.POSTED or outcome.status is Status.SKIPPED:
+        if outcome.status in (Status.POSTED, Status.SKIPPED, Status.UPDATED):
             return None
         return (outcome.status.value, outcome.error)
 

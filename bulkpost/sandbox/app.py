@@ -109,6 +109,10 @@ class Sandbox:
         moment it is stored, before its call is answered (from the serving loop)."""
         self.store.watch(count, action)
 
+    def watch_updates(self, count: int, action: Watch) -> None:
+        """As :meth:`watch_ledger`, for the ``count``-th update made."""
+        self.store.watch_updates(count, action)
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on ``host:port`` (0: any free port); return the base URL."""
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,

@@ -50,6 +50,7 @@ class ActivityStore:
         self._by_id: dict[str, dict[str, Any]] = {}
         self._leads_by_email: dict[str, str] = {}
         self._watches: list[tuple[int, Watch]] = []
+        self._update_watches: list[tuple[int, Watch]] = []
         self._file = open(ledger, "a", encoding="utf-8") if ledger else None  # noqa: SIM115
 
     def close(self) -> None:
@@ -62,6 +63,11 @@ class ActivityStore:
         or more, the moment it is stored: before its call is answered, and before any later
         item of its bulk call is stored."""
         self._watches.append((count, action))
+
+    def watch_updates(self, count: int, action: Watch) -> None:
+        """As :meth:`watch`, for the updates made: ``action`` gets the updated entry the
+        moment the ``count``-th update is made, before its call is answered."""
+        self._update_watches.append((count, action))
 
     def record(self, access_key: str, activity_id: str, body: dict[str, Any],
                arrived: float, bulk: bool = False) -> dict[str, Any]:
@@ -136,6 +142,10 @@ class ActivityStore:
             self._file.write(json.dumps({"UpdateOf": entry["Id"], **change},
                                         ensure_ascii=False) + "\n")
             self._file.flush()
+        due = [w for w in self._update_watches if w[0] <= self.stats.updated]
+        for watch in due:
+            self._update_watches.remove(watch)
+            watch[1](entry)
 
     def _stored(self, name: str, value: str, spec: dict[str, Any] | None) -> str:
         """What the sandbox keeps of a sent value: a dropdown's own spelling in a typed
