@@ -6,8 +6,9 @@ per account). Two phases:
 
 1. rate-bound, all at once (each client has its own sandbox, and they use a few percent of
    the CPU): allowance use at 25/5s and 10/5s for bulkpost, the sleeping loop and the naive
-   gather; the recovery scenario (a second client spends half the allowance for 20 s); and
-   bulkpost's three modes (single, bulk, both) at two plan settings;
+   gather; the recovery scenario (a second client spends half the allowance for 20 s);
+   bulkpost's three modes (single, bulk, both) at two plan settings; and updates in place,
+   single and bulk, beside creates;
 2. CPU-bound, one at a time: overhead against a bare aiohttp loop with the limit lifted,
    peak memory of real runs at 20k and 200k rows, dry runs over a million rows, and
    planning a resume from a results file of a million lines.
@@ -48,14 +49,15 @@ WORKERS = 64  # bulkpost's pool at an unlimited rate (RunOptions.worker_count)
 OTHER_NOTE = "posted by the other client"
 
 
-def make_csv(path: Path, rows: int, note: str = "") -> Path:
-    """A CSV shaped like samples/activities.csv, ``rows`` long, deterministic."""
+def make_csv(path: Path, rows: int, note: str = "", first: int = 1) -> Path:
+    """A CSV shaped like samples/activities.csv, ``rows`` long (keys from ``first``),
+    deterministic."""
     rng = random.Random(rows)
     leads = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(1000)]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(HEADER)
-        for n in range(1, rows + 1):
+        for n in range(first, first + rows):
             writer.writerow([f"ACT-{n:07d}", leads[n % 1000],
                              f"{n % 28 + 1:02d}/03/2024 10:{n % 60:02d}",
                              note or ("Called, no answer" if n % 3 else "Visit\nscheduled"),
@@ -177,6 +179,46 @@ def bench_allowance(workdir: Path, data: Path, client: str, rate: str, rows: int
             "most_created_in_window": most_in_window(arrivals, period),
             "most_arrivals_in_window": stats["max_in_window"],
             "bulk_calls": stats["bulk_calls"]}
+
+
+# -- 8. updates ---------------------------------------------------------------------------
+def bench_updates(workdir: Path, rate: str, rows: int) -> list[dict[str, Any]]:
+    """Creates and updates side by side at one plan's limits, against one sandbox with the
+    latency of section 1, sharing one history: ``rows`` created (single calls), then every
+    row changed and updated in place (single calls), changed again and updated in bulk, and
+    ``rows`` new ones created in bulk."""
+    bulk_rate = PLANS[rate]
+    tag = rate.replace("/", "-")
+    history = workdir / f"updates-{tag}.db"
+    sandbox = SandboxProcess(workdir, "--rate", rate, "--bulk-rate", bulk_rate, *LATENCY,
+                             "--seed", "1")
+    steps = [("create", "single", make_csv(workdir / f"u1-{tag}.csv", rows)),
+             ("update", "single", make_csv(workdir / f"u2-{tag}.csv", rows, "Called back")),
+             ("update", "bulk", make_csv(workdir / f"u3-{tag}.csv", rows, "Closed")),
+             ("create", "bulk", make_csv(workdir / f"u4-{tag}.csv", rows, first=rows + 1))]
+    measured = []
+    try:
+        for kind, mode, data in steps:
+            time.sleep(max(_rate(rate)[1], _rate(bulk_rate)[1]))  # each run, fresh windows
+            created, updated = len(sandbox.entries()), len(sandbox.updates())
+            limited = sandbox.stats()["rate_limited"]
+            run = run_bulkpost(data, sandbox.url, rate, workdir / f"u-{kind}-{mode}-{tag}.csv",
+                               "--mode", mode, "--bulk-rate", bulk_rate, "--history",
+                               str(history), "--on-changed", "update")
+            times = ([e["ReceivedAt"] for e in sandbox.entries()[created:]] if kind == "create"
+                     else [u["ReceivedAt"] for u in sandbox.updates()[updated:]])
+            summary = run.last_json()
+            last = sum(1 for t in times if t == times[-1])  # a bulk call's rows arrive together
+            measured.append({
+                "rate": rate, "bulk_rate": bulk_rate, "kind": kind, "mode": mode, "rows": rows,
+                "done": summary["posted"] if kind == "create" else summary["updated"],
+                "server_per_s": (len(times) - last) / (times[-1] - times[0]),
+                "end_to_end_rows_per_s": rows / run.wall,
+                "rate_limited": sandbox.stats()["rate_limited"] - limited,
+                "exit_code": summary["exit_code"]})
+    finally:
+        sandbox.close()
+    return measured
 
 
 # -- 2. recovery -------------------------------------------------------------------------
@@ -625,6 +667,24 @@ def render(results: dict[str, Any], command: str, minutes: float) -> str:
               "emptied (the first night after a reboot; measured only where the bench may empty "
               "it). A nightly run of 100,000 rows at 25 calls per 5 s takes 5.7 hours; "
               "screening its keys takes seconds either way."]
+    lines += [
+        "", "## 8. Updates (`--on-changed update`)", "",
+        "Creates and updates side by side, at each plan's two limits, against one sandbox "
+        "with the latency of section 1 and one history (these runs share the moment of "
+        "sections 1 and 2): rows created with single calls; every row changed and updated "
+        "in place with single calls (\"Update an Activity\"); changed again and updated in "
+        "bulk (\"Update Activities in Bulk\", 25 a call under the bulk limit); as many new "
+        "rows created in bulk. Per second as the server saw them (a bulk call's rows arrive "
+        "together, so the last call's are left out of the span); `% of single limit`: "
+        "against N/T of the single-call limit.", ""]
+    lines += _table(
+        ["limits", "what", "mode", "rows", "done", "per second", "% of single limit",
+         "end-to-end /s", "429s"],
+        [[f"{u['rate']}, bulk {u['bulk_rate']}", f"**{u['kind']}**", u["mode"], str(u["rows"]),
+          str(u["done"]), f"{u['server_per_s']:.2f}",
+          f"{100 * u['server_per_s'] / (_rate(u['rate'])[0] / _rate(u['rate'])[1]):.0f}%",
+          f"{u['end_to_end_rows_per_s']:.2f}", str(u["rate_limited"])]
+         for u in results["updates"]])
     return "\n".join(lines) + "\n"
 
 
@@ -650,10 +710,13 @@ def main() -> None:
             recovery = pool.submit(bench_recovery, workdir, data, rows, other_seconds)
             modes = [pool.submit(bench_allowance, workdir, data, "bulkpost", rate, rows, mode)
                      for rate in PLANS for mode in ("bulk", "both")]
+            updates = [pool.submit(bench_updates, workdir, rate, rows // 2) for rate in PLANS]
             results["allowance"] = [run.result() for run in runs]
             results["recovery"] = recovery.result()
             results["modes"] = [run.result() for run in modes]
-        for line in (*results["allowance"], results["recovery"], *results["modes"]):
+            results["updates"] = [step for run in updates for step in run.result()]
+        for line in (*results["allowance"], results["recovery"], *results["modes"],
+                     *results["updates"]):
             print(json.dumps(line), flush=True)
         results["pairs"] = alternating(workdir, ("bulkpost", "bare"), sizes[0], 3)
         results["large"] = bench_unlimited(workdir, "bulkpost", sizes[1])

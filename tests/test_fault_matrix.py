@@ -5,11 +5,22 @@ in another form).
 
 Nothing here is left to chance or to the clock: every configured fault kind is owed to one of
 the first calls (the sandbox's schedule), so each strikes in the first run; each run is killed
-by the sandbox itself the moment its ledger reaches a count planned from the seed, before the
-call that created that activity is answered, so every kill leaves a created row unknown to
-the client; and each call's fate comes from its own seeded stream. What the client itself has
-in flight at a kill is up to its workers, so after the first kill the fault counts of two runs
-of one seed can differ by a few.
+by the sandbox itself the moment its ledger reaches a count planned from the seed, and the
+sandbox goes down with it: the call that created that activity is never answered, so every
+kill leaves a created row unknown to the client, and every other call in flight is dropped
+without effect (its fate given back), so the ledger holds exactly the planned count and the
+kills replay; and each call's fate comes from its own seeded stream.
+
+What a run does after a kill cannot replay with several workers, and no sandbox can make it:
+which rows the client had recorded when it was killed is a cut through its workers' progress,
+set by the clock to the millisecond. Rows left unknown are looked up first in the next run (a
+look-up more or less, and later identical look-ups meet other fates) and, in bulk mode, go
+alone instead of in a batch (other bulk calls, other fates); in ``both`` mode, which rows go
+by single call and which in bulk is a race between the workers even without a kill. What does
+replay with concurrent workers is checked by ``test_fault_matrix_a_concurrent_pair_replays``:
+the kills, and in single mode the faults on creates kind by kind (each row's creates meet its
+own fates in order until one creates, whichever run sends them). With one worker, a seed
+replays everything (``test_a_seed_replays_the_same_faults_and_ids``).
 
 The input is built to be hard on reconciliation: two leads with many activities each (so
 look-ups page), identical rows for the same lead (which must be counted, not merged), rows
@@ -22,23 +33,29 @@ ledger's.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
 import random
 import signal
 import subprocess
+import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from bulkpost.dialect import DIALECTS
 from bulkpost.history import History
 from bulkpost.ratelimit import parse_rate
+from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, LOOKUP_FAULTS
+from bulkpost.sandbox.paths import CREATE
 from tests.conftest import (
     ROOT,
     SandboxServer,
@@ -111,17 +128,19 @@ def _input_content(row: tuple[str, ...]) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Kill:
     """A run killed by the sandbox: the ledger count planned and the one it was killed at,
-    the entry whose storing fired it (its call not answered yet), and the faults struck by
-    the end of the run's calls."""
+    the entry whose storing fired it (its call never answered), the faults struck by the
+    run's calls, and the calls dropped by the sandbox so far (in flight when it went down)."""
 
     planned: int
     ledger: int
     entry: dict[str, Any]
     faults: dict[str, int]
+    dropped: int
 
 
 def _run_killed_at(server: SandboxServer, args: tuple[Any, ...], planned: int) -> Kill:
-    """Start a run; the sandbox SIGKILLs it the moment its ledger holds ``planned`` entries."""
+    """Start a run; the moment its ledger holds ``planned`` entries, the sandbox goes down
+    and SIGKILLs it; it comes up again once the run is dead."""
     started: list[subprocess.Popen[str]] = []
     fired: list[tuple[int, dict[str, Any]]] = []
 
@@ -131,7 +150,7 @@ def _run_killed_at(server: SandboxServer, args: tuple[Any, ...], planned: int) -
             fired.append((len(server.sandbox.ledger), entry))
 
     async def watch() -> None:
-        server.sandbox.watch_ledger(planned, kill)
+        server.sandbox.go_down_at(planned, kill)
 
     server.call(watch())
     process = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL,
@@ -147,7 +166,11 @@ def _run_killed_at(server: SandboxServer, args: tuple[Any, ...], planned: int) -
         f"the run ended (exit {process.returncode}) before the ledger reached {planned}: "
         f"{stderr[-3000:]}")
     [(ledger, entry)] = fired
-    return Kill(planned, ledger, entry, server.stats()["faults"])
+    stats = server.stats()
+    server.call(server.sandbox.come_up())
+    # Down with the run: nothing it had in flight took effect after the kill.
+    assert len(server.ledger()) == planned
+    return Kill(planned, ledger, entry, stats["faults"], stats["dropped"])
 
 
 MODES = ["single", "bulk", "both", "both+history"]
@@ -168,10 +191,41 @@ def test_the_pairs_cover_every_mode_and_every_dialect() -> None:
     assert {dialect for _, dialect in PAIRS} == set(DIALECTS)
 
 
-@pytest.mark.parametrize(("mode", "dialect"), PAIRS)
+# Run twice at once by test_fault_matrix_a_concurrent_pair_replays, so not by the matrix test.
+REPLAYED = ("single", "classic")
+
+
+@pytest.mark.parametrize(("mode", "dialect"), [pair for pair in PAIRS if pair != REPLAYED])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
                                              seed: int, mode: str, dialect: str) -> None:
+    _matrix_load(tmp_path, make_sandbox, seed, mode, dialect)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fault_matrix_a_concurrent_pair_replays(tmp_path: Path, make_sandbox: Any,
+                                                seed: int) -> None:
+    """One pair loaded twice at once with one seed, 64 workers each, every run of both
+    checked like any pair's: the same kills, and the same faults on creates, kind by kind.
+    (The faults on look-ups depend on which rows each kill left unknown: see the module's
+    docstring.)"""
+    with ThreadPoolExecutor(2) as pool:
+        first, again = pool.map(
+            lambda name: _matrix_load(tmp_path / name, make_sandbox, seed, *REPLAYED),
+            ("a", "b"))
+    assert first["killed_at"] == again["killed_at"]
+    assert first["faults_on"]["single"] == again["faults_on"]["single"], (
+        first["faults_on"]["single"], again["faults_on"]["single"])
+    # Not a comparison of zeros: the kinds that only creates can take struck them.
+    assert all(first["faults_on"]["single"][kind] > 0 for kind in FAULTS
+               if kind not in LOOKUP_FAULTS)
+
+
+def _matrix_load(tmp_path: Path, make_sandbox: Any, seed: int, mode: str,
+                 dialect: str) -> dict[str, Any]:
+    """The load of one pair: killed KILLS times, then finished; every row must be posted
+    exactly once. Returns its figures."""
+    tmp_path.mkdir(exist_ok=True)
     # "+history": the same with --history, whose claims ride on the results file's commits.
     mode, _, with_history = mode.partition("+")
     rng = random.Random(seed)
@@ -231,7 +285,8 @@ def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
     figures = {"seed": seed, "mode": mode, "dialect": dialect, "kills": len(kills),
                "killed_at": [kill.ledger for kill in kills],
                "faults_at_kills": [kill.faults for kill in kills],
-               "faults": stats["faults"],
+               "dropped_at_kills": [kill.dropped for kill in kills],
+               "faults": stats["faults"], "faults_on": stats["faults_on"],
                "bulk_calls": stats["bulk_calls"],
                "calls": stats["calls"], "lookups": stats["lookups"],
                "unknown_before_final_run": unknown_before,
@@ -253,6 +308,7 @@ def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
         assert stats["bulk_calls"] > 0 and any(entry["Bulk"] for entry in ledger)
     if mode == "both":
         assert not all(entry["Bulk"] for entry in ledger)
+    return figures
 
 
 def _killed_load(tmp_path: Path, make_sandbox: Any, seed: int) -> dict[str, Any]:
@@ -283,8 +339,81 @@ def test_a_seed_replays_the_same_faults_and_ids(tmp_path: Path, make_sandbox: An
     """Each call's fate comes from the seed and the call itself: with the calls in one order,
     a seed gives the same faults, kills and activity Ids twice (that another seed gives
     others is test_sandbox's)."""
-    first = _killed_load(tmp_path / "a", make_sandbox, 7)
-    again = _killed_load(tmp_path / "b", make_sandbox, 7)
+    with ThreadPoolExecutor(2) as pool:  # at once: neither load's calls touch the other's
+        first, again = pool.map(lambda name: _killed_load(tmp_path / name, make_sandbox, 7),
+                                ("a", "b"))
     assert all(first["faults"][kind] > 0 for kind in FAULTS), first["faults"]
     assert len(first["ledger"]) == 60
     assert first == again
+
+
+# -- the sandbox's part: going down with the client, and fates kept for calls without effect
+def _creates(url: str, bodies: list[dict[str, Any]]) -> list[int]:
+    """Creates sent all at once; the status of each (0: the connection was reset)."""
+    async def one(session: aiohttp.ClientSession, body: dict[str, Any]) -> int:
+        try:
+            async with session.post(f"{url}{CREATE}", json=body, headers={
+                    "x-LSQ-AccessKey": DEFAULT_ACCESS_KEY,
+                    "x-LSQ-SecretKey": DEFAULT_SECRET_KEY}) as answer:
+                await answer.read()
+                return answer.status
+        except aiohttp.ClientError:
+            return 0
+
+    async def all_at_once() -> list[int]:
+        async with aiohttp.ClientSession() as session:
+            return list(await asyncio.gather(*(one(session, body) for body in bodies)))
+
+    return asyncio.run(all_at_once())
+
+
+def _ids(server: SandboxServer) -> dict[str, str]:
+    return {entry["ActivityNote"]: entry["Id"] for entry in server.ledger()}
+
+
+BODIES = [{"RelatedProspectId": "9e3779b9-7f4a-4c15-b39c-c0605cedc834", "ActivityEvent": 201,
+           "ActivityNote": f"n{n}", "ActivityDateTime": "2024-01-01 10:00:00",
+           "Fields": [{"SchemaName": "mx_Custom_1", "Value": "x"}]} for n in range(8)]
+
+
+def test_the_sandbox_goes_down_with_the_client_and_calls_without_effect_keep_their_fates(
+        make_sandbox: Any) -> None:
+    """Down at a ledger count with calls in flight: the ledger keeps that count, the call
+    that stored the last entry is not answered, the others are reset without effect and
+    count no fault; sent again once it is up, each meets the fate it would have met."""
+    options: dict[str, Any] = {"seed": 4, "latency": (0.05, 0.05), "faults": {"500-after": 1.0}}
+    alone = make_sandbox(**options)
+    for body in BODIES:
+        assert _creates(alone.url, [body]) == [500]  # created, then the fault
+    server = make_sandbox(**options)
+    fired: list[dict[str, Any]] = []
+
+    async def down_at_one() -> None:
+        server.sandbox.go_down_at(1, fired.append)
+
+    server.call(down_at_one())
+    assert _creates(server.url, BODIES) == [0] * 8  # all in flight: one stored, none answered
+    [entry] = server.ledger()
+    assert fired == [entry]
+    assert _creates(server.url, BODIES[:1]) == [0]  # down: it comes to nothing
+    stats = server.stats()
+    assert stats["dropped"] == 8 and stats["faults"]["500-after"] == 1  # the one that stored
+    server.call(server.sandbox.come_up(settle=0))
+    rest = [body for body in BODIES if body["ActivityNote"] != entry["ActivityNote"]]
+    assert _creates(server.url, rest) == [500] * 7
+    assert _ids(server) == _ids(alone)  # the same Ids: each call met the fate it had
+    stats = server.stats()
+    assert stats["faults"]["500-after"] == 8 and stats["faults_on"]["single"]["500-after"] == 8
+    assert len(server.ledger()) == 8
+
+
+def test_a_call_refused_by_the_window_keeps_its_fate(make_sandbox: Any) -> None:
+    """The window's 429 is the clock's, not the call's fate: the call sent again meets the
+    fate it would have met."""
+    alone = make_sandbox(seed=5)
+    assert _creates(alone.url, BODIES[:1]) + _creates(alone.url, BODIES[1:2]) == [200, 200]
+    server = make_sandbox(rate="1/0.5s", seed=5)
+    assert _creates(server.url, BODIES[:1]) + _creates(server.url, BODIES[1:2]) == [200, 429]
+    time.sleep(0.55)
+    assert _creates(server.url, BODIES[1:2]) == [200]
+    assert _ids(server) == _ids(alone)

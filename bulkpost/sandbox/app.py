@@ -113,6 +113,27 @@ class Sandbox:
         """As :meth:`watch_ledger`, for the ``count``-th update made."""
         self.store.watch_updates(count, action)
 
+    def go_down_at(self, count: int, action: Watch) -> None:
+        """Go down the moment the ledger holds ``count`` entries, as if the host died with
+        the client (``action``, called with that entry from the serving loop, kills the
+        client): the ledger keeps exactly ``count`` entries, the call that stored the last
+        one is not answered, and every other call not answered yet or arriving until
+        :meth:`come_up` is reset without effect: nothing stored, no fault counted
+        (``dropped`` in the stats), its fate given back for the same call sent again (see
+        :mod:`bulkpost.sandbox.gate`)."""
+        def down(entry: dict[str, Any]) -> None:
+            self.gate.go_down()
+            action(entry)
+
+        self.store.watch(count, down)
+
+    async def come_up(self, settle: float = 0.1) -> None:
+        """Take calls again after :meth:`go_down_at`, once ``settle`` seconds have passed:
+        meanwhile, what the dead client had sent before it died is still read, and dropped.
+        (Calls that came before going down stay without effect whenever they end.)"""
+        await asyncio.sleep(settle)
+        self.gate.come_up()
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on ``host:port`` (0: any free port); return the base URL."""
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
@@ -161,7 +182,7 @@ class Sandbox:
             return self.gate.refuse(admitted, 500, "MXInvalidInputException", problem)
         activity_id = admitted.fate.new_id()
         self.store.record(admitted.access_key, activity_id, body, admitted.arrived)
-        failed = await self.gate.after_saving(request, admitted.fault)
+        failed = await self.gate.after_saving(request, admitted)
         if failed is not None:
             return failed
         return web.json_response({"Status": "Success", "Message": {"Id": activity_id}})
@@ -186,6 +207,8 @@ class Sandbox:
             return self.gate.refuse(admitted, 400, "MXInvalidInputException", problem)
         answers: list[dict[str, Any]] = []
         for number, item in enumerate(items, start=1):
+            if not self.gate.live(admitted):  # an item before brought it down: no more
+                break
             body = bulk_item(item, by_email)
             problem = create_problem(body, self.dialect.typed)
             if problem is not None:
@@ -199,9 +222,9 @@ class Sandbox:
             answers.append({"RowNumber": number, "ActivityCreated": True,
                             "ProspectActivityId": activity_id})
         if admitted.fault == "bulk-partial":  # items is not empty: at least one answer goes
-            self.gate.struck(admitted.fault)
+            self.gate.struck(admitted)
             answers = answers[:len(answers) // 2]
-        failed = await self.gate.after_saving(request, admitted.fault)
+        failed = await self.gate.after_saving(request, admitted)
         if failed is not None:
             return failed
         return web.json_response({"Response": answers})
@@ -226,7 +249,7 @@ class Sandbox:
             return self.gate.refuse(admitted, 500, "MXInvalidInputException",
                                     problem or "Activity does not exist")
         self.store.update(entry, body, admitted.arrived)
-        failed = await self.gate.after_saving(request, admitted.fault)
+        failed = await self.gate.after_saving(request, admitted)
         if failed is not None:
             return failed
         return web.json_response({"Status": "Success",
@@ -251,6 +274,8 @@ class Sandbox:
             return self.gate.refuse(admitted, 400, "MXInvalidInputException", problem)
         answers: list[dict[str, Any]] = []
         for number, item in enumerate(items, start=1):
+            if not self.gate.live(admitted):  # gone down meanwhile (a watch): no more
+                break
             entry = self.store.activity(item.get("ProspectActivityId") if isinstance(
                 item, dict) else None, admitted.access_key)
             problem = update_problem(item, entry, self.dialect.typed)
@@ -264,9 +289,9 @@ class Sandbox:
             answers.append({"RowNumber": number, "IsSuccessful": True,
                             "ProspectActivityId": entry["Id"]})
         if admitted.fault == "bulk-partial":
-            self.gate.struck(admitted.fault)
+            self.gate.struck(admitted)
             answers = answers[:len(answers) // 2]
-        failed = await self.gate.after_saving(request, admitted.fault)
+        failed = await self.gate.after_saving(request, admitted)
         if failed is not None:
             return failed
         return web.json_response({"Response": answers})

@@ -29,13 +29,17 @@ that, a call's fault comes from its fate's draw, and a draw the call cannot play
 
 A call's fate (:func:`draw_fate`) comes from its own stream, seeded by the sandbox's seed,
 what the call is (method, path, query without the keys, body) and how many identical calls
-came before it: never from a generator shared by concurrent calls, so one call arriving
-before another changes neither's fate, and the same seed with the same calls replays a run.
+took effect before it (its *repeat*): never from a generator shared by concurrent calls, so
+one call arriving before another changes neither's fate, and the same seed with the same
+calls replays a run. A call that has no effect (refused by the window, or dropped because
+the sandbox went down) gives its repeat back (:meth:`Fates.give_back`): the same call sent
+again meets the same fate, so neither the clock nor a kill changes which fates are met.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import random
 import uuid
 from collections.abc import Iterable
@@ -145,9 +149,10 @@ def draw_fate(seed: int, call: str, repeat: int, *, arrival: tuple[float, float]
 
 
 class Fates:
-    """The fates of a sandbox's calls: counts identical calls, so each gets its own."""
+    """The fates of a sandbox's calls: identical calls each get their own repeat, the lowest
+    not taken (one given back is taken again first)."""
 
-    __slots__ = ("_seen", "arrival", "latency", "seed", "tail")
+    __slots__ = ("_free", "_next", "arrival", "latency", "seed", "tail")
 
     def __init__(self, seed: int, *, arrival: tuple[float, float] = (0, 0),
                  latency: tuple[float, float] = (0, 0),
@@ -156,14 +161,23 @@ class Fates:
         self.arrival = arrival
         self.latency = latency
         self.tail = tail
-        self._seen: dict[str, int] = {}
+        self._next: dict[str, int] = {}  # the next repeat never taken, by call
+        self._free: dict[str, list[int]] = {}  # repeats given back, a heap, by call
 
-    def of(self, call: str) -> Fate:
-        """The fate of the next call identified as ``call``."""
-        repeat = self._seen.get(call, 0)
-        self._seen[call] = repeat + 1
-        return draw_fate(self.seed, call, repeat, arrival=self.arrival,
-                         latency=self.latency, tail=self.tail)
+    def take(self, call: str) -> tuple[int, Fate]:
+        """The lowest repeat of ``call`` not taken, and its fate."""
+        free = self._free.get(call)
+        if free:
+            repeat = heapq.heappop(free)
+        else:
+            repeat = self._next.get(call, 0)
+            self._next[call] = repeat + 1
+        return repeat, draw_fate(self.seed, call, repeat, arrival=self.arrival,
+                                 latency=self.latency, tail=self.tail)
+
+    def give_back(self, call: str, repeat: int) -> None:
+        """A call had no effect: its repeat (and fate) goes to the next identical call."""
+        heapq.heappush(self._free.setdefault(call, []), repeat)
 
 
 class FaultSchedule:

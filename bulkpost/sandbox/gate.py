@@ -7,7 +7,15 @@ have their own), each call's fate (:mod:`bulkpost.sandbox.faults`: its arrival d
 request's trip before the window counts it; its answer latency; its fault) and the playing
 out of a fault: those that strike before anything is created here in :meth:`Gate.admit`,
 those that strike once activities are saved in :meth:`Gate.after_saving`. A fault is counted
-in the stats when it takes effect, and only then.
+in the stats when it takes effect, and only then: by kind, and by what it struck (single
+calls that create or update one activity, bulk calls, look-ups).
+
+It also owns the sandbox going down (:meth:`Gate.go_down`, as if its host died with the
+client: a test kills the client at a planned ledger count): from that moment until
+:meth:`Gate.come_up`, no call has any effect. Every call not answered yet, or arriving
+meanwhile, is reset without creating anything, counts no fault (``dropped`` in the stats)
+and gives back its fate (:meth:`Fates.give_back`), so that sent again it meets the same one;
+a call that stored activities before took effect, fault and all, though its answer is lost.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ DEFAULT_SECRET_KEY = "demo-secret-key"
 GATEWAY_PAGE = ("<html><head><title>502 Bad Gateway</title></head><body><center>"
                 "<h1>502 Bad Gateway</h1></center></body></html>")
 _AFTER_SAVING = frozenset({"mx-after", "500-after", "reset-after", "hang-after"})
+_ANSWERED_AT_ONCE = frozenset({"429-other", "ratelimit-200", "reset-before"})
 
 
 def error(status: int, exception_type: str, message: str) -> web.Response:
@@ -47,13 +56,16 @@ def error(status: int, exception_type: str, message: str) -> web.Response:
 
 class Admitted(NamedTuple):
     """A call the gate lets through: whose it is, the fault still to play out (and whether
-    it was owed), its arrival, and its fate (the Ids it creates)."""
+    it was owed), its arrival, its fate (the Ids it creates), what it is as faults are
+    counted, and which time up of the sandbox it came in."""
 
     access_key: str
     fault: str | None
     arrived: float  # time.time() when the window counted it
     owed: bool
     fate: Fate
+    on: str  # what the call is, as faults are counted: "single", "bulk" or "lookups"
+    epoch: int  # how often the sandbox had gone down when the call came
 
 
 class _Window:
@@ -99,6 +111,23 @@ class Gate:
         self.slow_seconds = slow_seconds
         self._window = _Window(rate)
         self._bulk_window = _Window(bulk_rate)
+        self.down = False  # gone down with the client: calls have no effect
+        self.epoch = 0  # how often it went down: a call that came before is dropped
+
+    def go_down(self) -> None:
+        """Go down now, as if the host died: no call not answered yet, or arriving before
+        :meth:`come_up`, has any effect."""
+        self.down = True
+        self.epoch += 1
+
+    def come_up(self) -> None:
+        """Take calls again (calls that came before going down stay without effect)."""
+        self.down = False
+
+    def live(self, admitted: Admitted) -> bool:
+        """Whether the call may still take effect: the sandbox has not gone down since it
+        came."""
+        return not self.down and admitted.epoch == self.epoch
 
     async def admit(self, request: web.Request, lookup: bool = False,
                     bulk: bool = False) -> Admitted | web.StreamResponse:
@@ -108,23 +137,30 @@ class Gate:
         Returns what the endpoint needs to carry the call out, or the answer to give now.
         """
         body = await request.read()
-        fate = self.fates.of(call_identity(request.method, request.path,
-                                           request.query.items(), body))
+        call = call_identity(request.method, request.path, request.query.items(), body)
+        repeat, fate = self.fates.take(call)
+        epoch = self.epoch
         if fate.arrival > 0:
             await asyncio.sleep(fate.arrival)  # the trip to the server
         now = time.monotonic()
         arrived = time.time()
         self.stats.calls += 1
+        if self.down or epoch != self.epoch:  # it came to a sandbox down, or died on the way
+            return self._drop(request, call, repeat)
         access_key = self._access_key(request)
-        if access_key is None:
+        if access_key is None:  # refused before its fate could play: the next one gets it
+            self.fates.give_back(call, repeat)
             self.stats.unauthorized += 1
             return error(401, "MXUnAuthorizedException", "Invalid access key or secret key")
-        if not self._admits(access_key, now, bulk):
+        if not self._admits(access_key, now, bulk):  # the clock's doing, not the call's fate
+            self.fates.give_back(call, repeat)
             return self.rate_limited(bulk=bulk)
         fault, owed = self.schedule.choose(
             fate.draw, LOOKUP_FAULTS if lookup else BULK_FAULTS if bulk else CREATE_FAULTS)
-        if fault in LOOKUP_FAULTS:  # these strike here, whatever the call
-            self.struck(fault)
+        admitted = Admitted(access_key, fault, arrived, owed, fate,
+                            "lookups" if lookup else "bulk" if bulk else "single", epoch)
+        if fault in _ANSWERED_AT_ONCE:  # these strike here, whatever the call
+            self.struck(admitted)
         if fault == "429-other":
             return self.rate_limited(429, bulk)
         if fault == "ratelimit-200":
@@ -134,14 +170,20 @@ class Gate:
         delay = fate.latency + (self.slow_seconds if fault == "slow" else 0.0)
         if delay > 0:
             await asyncio.sleep(delay)
+        if not self.live(admitted):  # it went down meanwhile: the answer dies with it
+            if owed and fault is not None:
+                self.schedule.give_back(fault)
+            return self._drop(request, call, repeat)
+        # From here on the call takes effect: the endpoint carries it out without waiting.
+        if fault in LOOKUP_FAULTS:
+            self.struck(admitted)
         if fault == "500-before":
             return web.Response(status=500, text="Internal Server Error")
         if fault == "html":
             return web.Response(status=502, text=GATEWAY_PAGE, content_type="text/html")
         if lookup:
             self.stats.lookups += 1
-        return Admitted(access_key, None if fault in LOOKUP_FAULTS else fault, arrived, owed,
-                        fate)
+        return admitted._replace(fault=None if fault in LOOKUP_FAULTS else fault)
 
     def refuse(self, admitted: Admitted, status: int, exception_type: str,
                message: str) -> web.Response:
@@ -152,11 +194,16 @@ class Gate:
         return error(status, exception_type, message)
 
     async def after_saving(self, request: web.Request,
-                           fault: str | None) -> web.StreamResponse | None:
+                           admitted: Admitted) -> web.StreamResponse | None:
         """Play out a fault that strikes once the activities are saved: the answer to give
-        instead of the real one, or None (``hang-after`` only delays the real one)."""
+        instead of the real one, or None (``hang-after`` only delays the real one). Gone
+        down meanwhile (this call's storing may have been what brought it down): the call
+        took effect, fault and all, but its answer is lost."""
+        fault = admitted.fault
         if fault in _AFTER_SAVING:
-            self.struck(fault)
+            self.struck(admitted)
+        if not self.live(admitted):
+            return self._reset(request)
         if fault == "mx-after":
             return error(500, "MXUnknownException", "An error occurred after saving")
         if fault == "500-after":
@@ -165,11 +212,16 @@ class Gate:
             return self._reset(request)
         if fault == "hang-after":
             await asyncio.sleep(self.slow_seconds)
+            if not self.live(admitted):
+                return self._reset(request)
         return None
 
-    def struck(self, fault: str) -> None:
-        """A fault takes effect now: only now is it counted."""
+    def struck(self, admitted: Admitted) -> None:
+        """The call's fault takes effect now: only now is it counted."""
+        fault = admitted.fault
+        assert fault is not None
         self.stats.faults[fault] += 1
+        self.stats.faults_on[admitted.on][fault] += 1
 
     def rate_limited(self, status: int = 429, bulk: bool = False) -> web.Response:
         self.stats.rate_limited += 1
@@ -195,6 +247,12 @@ class Gate:
         else:
             self.stats.max_in_window = window.most
         return admitted
+
+    def _drop(self, request: web.Request, call: str, repeat: int) -> web.Response:
+        """A call without effect, the sandbox being down: reset, its fate given back."""
+        self.fates.give_back(call, repeat)
+        self.stats.dropped += 1
+        return self._reset(request)
 
     @staticmethod
     def _reset(request: web.Request) -> web.Response:

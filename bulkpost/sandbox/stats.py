@@ -1,9 +1,11 @@
 """The sandbox's counters: what ``GET /_sandbox/stats`` serves and tests assert on.
 
 Owns :class:`Stats`: calls, activities created, calls refused (unauthorized, rate-limited,
-rejected), look-ups (``details`` of them custom-field calls), faults by kind as they take
-effect, the most calls seen in any window, when the first and the last creating call arrived,
-and the same for bulk calls. The gate, the endpoints and the store share one.
+rejected), calls dropped without effect while the sandbox was down, look-ups (``details`` of
+them custom-field calls), faults by kind as they take effect (and by what they struck: single
+creates or updates, bulk calls, look-ups), the most calls seen in any window, when the first
+and the last creating call arrived, and the same for bulk calls. The gate, the endpoints and
+the store share one.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ class Stats:
     bulk_calls: int = 0  # bulk creates and bulk updates
     bulk_rate_limited: int = 0
     max_bulk_in_window: int = 0
+    dropped: int = 0  # calls without effect: the sandbox was down (counted in calls too)
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
+    faults_on: dict[str, dict[str, int]] = field(default_factory=lambda: {
+        on: dict.fromkeys(FAULT_KINDS, 0) for on in ("single", "bulk", "lookups")})
     first_created: float | None = None  # arrival (time.time()) of the first and last
     last_created: float | None = None   # call that created an activity
 
     def as_dict(self) -> dict[str, Any]:
-        """The counters as plain data (``faults`` copied)."""
+        """The counters as plain data (``faults`` and ``faults_on`` copied)."""
         return asdict(self)
