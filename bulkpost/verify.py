@@ -89,8 +89,9 @@ def choose_posted(results: Path, sample: int | None, seed: int) -> Chosen:
     chosen = Chosen([], 0, 0)
     reservoir: list[tuple[int, int, Posted]] = []  # (-priority, row, posted): a max-heap
     for number, outcome in enumerate(read_outcomes(results)):
-        if last[outcome.row] != number or outcome.status is not Status.POSTED:
-            continue
+        if last[outcome.row] != number or outcome.status not in (Status.POSTED,
+                                                                  Status.UPDATED):
+            continue  # only activities this results file says hold the row's content
         chosen.posted += 1
         if not outcome.activity_id:
             chosen.without_id += 1

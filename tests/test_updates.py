@@ -99,6 +99,13 @@ def test_changed_rows_update_their_activity_in_place(tmp_path: Path, make_sandbo
     assert held["ORD-00004"][0]["Fields"]["mx_Custom_2"] == " "  # emptied upstream
     assert "Updates" not in held["ORD-00005"][0]
     assert server.stats()["updated"] == 4
+    # `bulkpost verify` reads the updated activities back too: their new values are stored.
+    checked = run_cli("verify", tmp_path / "r2.csv", "--input", night_2, "--mapping",
+                      tmp_path / "mapping.toml", "--host", server.url, "--rate", "100/1s",
+                      "--log-format", "json")
+    assert checked.code == 0, checked.stderr
+    assert (checked.summary["posted"], checked.summary["checked"],
+            checked.summary["differ"]) == (5, 5, 0)
     # The history holds the new content: the same night again changes nothing.
     again = run_cli(*_args(night_2, tmp_path / "r2-again.csv", tmp_path, server.url,
                            "--on-changed", "update", "--mode", mode))
