@@ -220,6 +220,13 @@ def _closing_lines(summary: Summary, results: Path, input_path: Path, encoding: 
             + ", ".join(f"{n:,} {status}" for status, n in kinds)
             + f"); see why, and write them to a file to fix: {shlex.join(report)} "
             "--failures to-fix.csv")
+    if summary.carried_left or summary.carried_rejected:
+        left = (f"{_plural(summary.carried_left, 'row')} still failed or unknown: the next "
+                "run sharing the history tries again" if summary.carried_left else "")
+        refused = (f"{_plural(summary.carried_rejected, 'row')} refused (their "
+                   "row.carried_over log lines say why)" if summary.carried_rejected else "")
+        lines.append("rows carried over from earlier runs not posted: "
+                     + "; ".join(filter(None, (left, refused))))
     if summary.undecodable and summary.undecodable == summary.invalid == summary.rows:
         lines.append(f"no row of {input_path} could be read as UTF-8: if it was saved by "
                      "Excel or another Windows program, try --encoding cp1252 (or the "

@@ -38,7 +38,6 @@ from results files is :mod:`bulkpost.history_import`'s.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
 import time
@@ -51,9 +50,17 @@ import structlog
 
 from bulkpost.activity import Activity, identity_hash
 from bulkpost.errors import HistoryLocked, ResultsWriteError, UsageError
-from bulkpost.history_schema import CLAIM, POSTED, SETTLED, hash_text, open_database, stored_hash
+from bulkpost.history_reports import HistoryReports
+from bulkpost.history_schema import (
+    CLAIM,
+    POSTED,
+    SETTLED,
+    SUPERSEDED_UPDATES,
+    hash_text,
+    open_database,
+    stored_hash,
+)
 from bulkpost.locking import lock_beside, release
-from bulkpost.outcomes import utc_text
 from bulkpost.planner import KeyHolder, key_holder_of
 
 if TYPE_CHECKING:
@@ -81,11 +88,7 @@ def history_key(item: Activity) -> str:
     return item.key or item.content_hash
 
 
-def _when(seconds: int | None) -> str:
-    return "" if seconds is None else utc_text(seconds)
-
-
-class History:
+class History(HistoryReports):
     """An open history database, for one run or one command. Use :meth:`open`."""
 
     def __init__(self, path: str | Path, run_id: str = "") -> None:
@@ -181,6 +184,8 @@ class History:
         self._pending.append((POSTED, (key, activity_id, item.event, content, self._run,
                                        int(time.time()), stored_hash(identity_hash(item)))))
         self._pending.append((SETTLED, (key, content)))
+        # Updates of other contents waiting for this key are superseded by this content.
+        self._pending.append((SUPERSEDED_UPDATES, (key,)))
 
     def released(self, item: Activity) -> None:
         """The request was refused: nothing was created; its claim is dropped."""
@@ -267,8 +272,9 @@ class History:
     def carried(self, after: str = "", limit: int = 1000) -> list[CarriedRow]:
         """Rows earlier runs left unfinished (failed or unknown, their request kept) whose
         key no row of this run's input has, a page at a time in key order (keys after
-        ``after``). Call once the input is read. A key's latest claim only: an older
-        content of it stays to be looked up when the key comes again."""
+        ``after``). Call once the input is read. A key's latest claim only, and only if no
+        content was posted under the key since: an older content stays to be looked up
+        when the key comes again, never brought back over a newer one."""
         with self._lock:
             found = self.db.execute(
                 "SELECT c.key, c.content_hash, c.event_code, c.update_of, c.body, c.lead, "
@@ -276,6 +282,7 @@ class History:
                 "WHERE c.key > ? AND c.body IS NOT NULL "
                 "AND c.key NOT IN (SELECT key FROM temp.seen) "
                 "AND c.at = (SELECT max(at) FROM claims o WHERE o.key = c.key) "
+                "AND NOT EXISTS (SELECT 1 FROM keys k WHERE k.key = c.key AND k.at >= c.at) "
                 "ORDER BY c.key LIMIT ?", (after, limit)).fetchall()
         rows: list[CarriedRow] = []
         for key, content, event, update_of, body, lead, origin, row, at in found:
@@ -302,71 +309,6 @@ class History:
                 "SELECT activity_id FROM keys WHERE content_hash = ?",
                 (stored_hash(content_hash),))
             return {activity_id for (activity_id,) in cursor if activity_id}
-
-    def held_by_run(self) -> tuple[int, int]:
-        """How many posted keys, and how many claims, this run holds now."""
-        with self._lock:
-            posted, claims = (self.db.execute(f"SELECT count(*) FROM {table} WHERE run = ?",
-                                              (self._run,)).fetchone()[0]
-                              for table in ("keys", "claims"))
-        return int(posted), int(claims)
-
-    def lookup(self, key: str) -> dict[str, Any] | None:
-        """One key's posted activity and open claims, for people and tests."""
-        with self._lock:
-            posted = self.db.execute(
-                "SELECT k.activity_id, k.event_code, k.content_hash, r.run_id, k.at "
-                "FROM keys k LEFT JOIN runs r ON r.id = k.run WHERE k.key = ?",
-                (key,)).fetchone()
-            claims = self.db.execute(
-                "SELECT c.content_hash, r.run_id, c.at FROM claims c "
-                "LEFT JOIN runs r ON r.id = c.run WHERE c.key = ? ORDER BY c.at",
-                (key,)).fetchall()
-        if posted is None and not claims:
-            return None
-        entry: dict[str, Any] = {"key": key, "posted": posted is not None,
-                                 "claims": [{"content_hash": hash_text(content),
-                                             "run_id": run_id, "at": utc_text(at)}
-                                            for content, run_id, at in claims]}
-        if posted is not None:
-            activity_id, event, content, run_id, at = posted
-            entry.update(activity_id=activity_id, event_code=event,
-                         content_hash=hash_text(content), run_id=run_id, at=utc_text(at))
-        return entry
-
-    def stats(self, recent_runs: int = 5) -> dict[str, Any]:
-        """What the history holds: keys by state and event code, its runs, its size."""
-        with self._lock:
-            db = self.db
-            posted = db.execute("SELECT count(*) FROM keys").fetchone()[0]
-            claims = db.execute("SELECT count(*) FROM claims").fetchone()[0]
-            waiting = db.execute("SELECT count(DISTINCT key) FROM claims "
-                                 "WHERE body IS NOT NULL").fetchone()[0]
-            unposted = db.execute("SELECT count(DISTINCT key) FROM claims "
-                                  "WHERE key NOT IN (SELECT key FROM keys)").fetchone()[0]
-            first, last = db.execute("SELECT min(at), max(at) FROM keys").fetchone()
-            events = db.execute(
-                "SELECT event_code, count(*) AS n FROM keys "
-                "GROUP BY event_code ORDER BY n DESC LIMIT 10").fetchall()
-            runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
-            recent = db.execute(
-                "SELECT run_id, started, finished, input, exit_code, posted, skipped, changed, "
-                "updated FROM runs ORDER BY id DESC LIMIT ?", (recent_runs,)).fetchall()
-        size = sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal"))
-                   if os.path.exists(p))
-        return {
-            "history": str(self.path), "bytes": size,
-            "keys": posted + unposted, "posted": posted, "claims": claims, "waiting": waiting,
-            "first": _when(first), "last": _when(last),
-            "by_event_code": [{"event_code": code, "keys": n} for code, n in events],
-            "runs": runs,
-            "recent_runs": [
-                {"run_id": run_id, "started": utc_text(started), "finished": _when(finished),
-                 "input": input_text, "exit_code": code, "posted": posted, "skipped": skipped,
-                 "changed": changed, "updated": updated}
-                for run_id, started, finished, input_text, code, posted, skipped, changed,
-                updated in recent],
-        }
 
 
 def finish_history(history: History, summary: Summary, options: RunOptions,

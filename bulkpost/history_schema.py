@@ -81,6 +81,8 @@ ON CONFLICT (key) DO UPDATE SET activity_id = excluded.activity_id,
     identity_hash = excluded.identity_hash"""
 # An answer settles the claim of its own content only.
 SETTLED = "DELETE FROM claims WHERE key = ? AND content_hash = ?"
+# Updates (idempotent) still waiting for a key, dropped once it holds a newer content.
+SUPERSEDED_UPDATES = "DELETE FROM claims WHERE key = ? AND update_of != ''"
 
 
 def stored_hash(content_hash: str) -> int:

@@ -26,8 +26,9 @@ class Summary:
     # --history: rows an earlier run left unfinished and no input holds any more, finished
     # by this run (posted, updated or rejected), and those still unfinished.
     carried: int = 0  # taken from the history to deliver
-    carried_done: int = 0
-    carried_left: int = 0
+    carried_done: int = 0  # posted or updated
+    carried_rejected: int = 0  # refused: not done (exit 1), never carried again
+    carried_left: int = 0  # still failed or unknown: carried again by the next run
     failed: int = 0
     rejected: int = 0
     invalid: int = 0
@@ -63,6 +64,8 @@ class Summary:
         for status, rows in counts.carried.items():
             if status in (Status.FAILED, Status.UNKNOWN):
                 self.carried_left += rows
+            elif status is Status.REJECTED:
+                self.carried_rejected += rows
             else:
                 self.carried_done += rows
         self.calls += counts.calls
@@ -83,7 +86,7 @@ class Summary:
         if self.aborted:
             return 3
         not_done = (self.failed + self.rejected + self.invalid + self.unknown
-                    + self.carried_left)
+                    + self.carried_left + self.carried_rejected)
         if self.dry_run:
             return 1 if self.invalid else 0
         return 0 if not_done == 0 else 1
@@ -114,6 +117,7 @@ class Summary:
             data["updated"] = self.updated
             data["carried"] = self.carried
             data["carried_done"] = self.carried_done
+            data["carried_rejected"] = self.carried_rejected
             data["carried_left"] = self.carried_left
         if self.aborted:
             data["aborted"] = self.aborted

@@ -11,7 +11,7 @@ kill leaves a created row unknown to the client, and every other call in flight 
 without effect (its fate given back), so the ledger holds exactly the planned count and the
 kills replay; and each call's fate comes from its own seeded stream.
 
-What a run does after a kill cannot replay with several workers, and no sandbox can make it:
+What a run does after a kill cannot be made to replay with several workers, by any sandbox:
 which rows the client had recorded when it was killed is a cut through its workers' progress,
 set by the clock to the millisecond. Rows left unknown are looked up first in the next run (a
 look-up more or less, and later identical look-ups meet other fates) and, in bulk mode, go
@@ -205,10 +205,12 @@ def test_fault_matrix_every_row_exactly_once(tmp_path: Path, make_sandbox: Any,
 @pytest.mark.parametrize("seed", SEEDS)
 def test_fault_matrix_a_concurrent_pair_replays(tmp_path: Path, make_sandbox: Any,
                                                 seed: int) -> None:
-    """One pair loaded twice at once with one seed, 64 workers each, every run of both
-    checked like any pair's: the same kills, and the same faults on creates, kind by kind.
-    (The faults on look-ups depend on which rows each kill left unknown: see the module's
-    docstring.)"""
+    """One pair loaded twice at once with one seed (64 workers each at this rate), every run
+    of both checked like any pair's: the same kills, and the same faults on creates, kind by
+    kind. Each row's creates meet its own fates in order until one creates, whether a call
+    was answered or dropped by a kill; the kinds owed to creates go to the first rows, which
+    go one at a time (--verify-first). The faults on look-ups depend on which rows each kill
+    left unknown: see the module's docstring."""
     with ThreadPoolExecutor(2) as pool:
         first, again = pool.map(
             lambda name: _matrix_load(tmp_path / name, make_sandbox, seed, *REPLAYED),

@@ -1,9 +1,11 @@
 """The scheduler recipes of docs/NIGHTLY.md, run as written against the sandbox: the cron
-script and the Airflow task's function, with what each exit code triggers."""
+script and the Airflow task's function, with what each exit code triggers, orders updated in
+place (``--on-changed update``), and rows carried over from an earlier night."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -34,6 +36,25 @@ def _export(path: Path, numbers: list[int], refused: tuple[int, ...] = ()) -> Pa
 
 def _orders(server: Any) -> Counter[str]:
     return Counter(entry["Fields"]["mx_Custom_1"] for entry in server.ledger())
+
+
+def _changed_orders(path: Path) -> Path:
+    """Orders 1-4 the night after orders 1-3 were posted: order 1's amount changed (an update
+    changes it), order 2 moved to another date-time (an update cannot), order 3 is as it was,
+    order 4 is new."""
+    rows = [_row(n) for n in (1, 2, 3, 4)]
+    rows[0][4] = "1.75"
+    rows[1][3] = "2025-07-01 09:00:00"
+    return write_csv(path, HEADER, rows)
+
+
+def _held(server: Any) -> dict[str, dict[str, Any]]:
+    return {entry["Fields"]["mx_Custom_1"]: entry for entry in server.ledger()}
+
+
+# Every call fails with an HTTP 500 while this is the sandbox's fault; quick to give up.
+FAILING = {"500-before": 1.0}
+GIVE_UP = "--rate 100/1s --backoff 0.01 --max-attempts 2 --no-preflight"
 
 
 # -- cron ------------------------------------------------------------------------------------
@@ -80,9 +101,67 @@ def test_cron_nights_overlap_and_each_key_is_posted_once(tmp_path: Path,
     changed.write_text(changed.read_text().replace("50.50", "55.00"))
     third = _nightly(tmp_path, changed, server.url)
     assert third.returncode == 0
+    alerts = _alerts(tmp_path)
     assert "SUBJECT: activities-2026-11-27: 1 rows skipped: their key was posted before with " \
-           "other content" in _alerts(tmp_path)
+           "other content" in alerts
+    assert "run this night again with ON_CHANGED=post, update or fail" in alerts
     assert len(_orders(server)) == 51 and max(_orders(server).values()) == 1
+
+
+def test_cron_on_changed_update_updates_changed_orders_in_place(tmp_path: Path,
+                                                                make_sandbox: Any) -> None:
+    server = make_sandbox(**QUICK)
+    first = _nightly(tmp_path, _export(tmp_path / "orders-2026-11-25.csv", [1, 2, 3]),
+                     server.url, ON_CHANGED="update")
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = _nightly(tmp_path, _changed_orders(tmp_path / "orders-2026-11-26.csv"),
+                      server.url, ON_CHANGED="update")
+    assert second.returncode == 0, second.stderr[-2000:]
+    state = tmp_path / "state"
+    summary = json.loads((state / "summary-orders-2026-11-26.json").read_text())
+    assert (summary["updated"], summary["posted"], summary["skipped"], summary["changed"]) == (
+        1, 1, 2, 1)
+    # Order 1's activity holds the new amount: updated, not posted again.
+    held = _held(server)
+    assert len(server.ledger()) == 4
+    assert held["ORD-00001"]["Fields"]["mx_Custom_2"] == "1.75"
+    assert len(held["ORD-00001"]["Updates"]) == 1 and "Updates" not in held["ORD-00003"]
+    results = read_results(state / "results-orders-2026-11-26.csv")
+    assert results[1]["status"] == "updated"
+    # Order 2's date-time moved: not updated, and a person is told why and what to do.
+    assert (results[2]["status"], results[2]["error_type"]) == ("skipped", "changed")
+    assert "its lead or date-time changed" in results[2]["error"]
+    alerts = _alerts(tmp_path)
+    assert "SUBJECT: orders-2026-11-26: 1 rows skipped: their key was posted before with " \
+           "other content" in alerts
+    assert "ON_CHANGED=post, update or fail" in alerts
+
+
+def test_cron_resumes_while_rows_carried_over_from_an_earlier_night_are_unfinished(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.01))
+    assert _nightly(tmp_path, _export(tmp_path / "night-1.csv", [1]), server.url,
+                    BULKPOST_ARGS=GIVE_UP).returncode == 0
+    # Night 2: every call fails, so order 2 is left unfinished.
+    server.sandbox.faults = FAILING
+    assert _nightly(tmp_path, _export(tmp_path / "night-2.csv", [2]), server.url,
+                    BULKPOST_ARGS=GIVE_UP, RETRIES="0").returncode == 1
+    # Night 3's export no longer has order 2, and calls still fail: the row carried over is
+    # unfinished, so the script resumes, then alerts, naming it.
+    night_3 = _export(tmp_path / "night-3.csv", [1])
+    third = _nightly(tmp_path, night_3, server.url, BULKPOST_ARGS=GIVE_UP)
+    assert third.returncode == 1
+    assert third.stderr.count("resuming in") == 2
+    summary = json.loads((tmp_path / "state" / "summary-night-3.json").read_text())
+    assert (summary["failed"], summary["unknown"], summary["carried_left"]) == (0, 0, 1)
+    alerts = _alerts(tmp_path)
+    assert "SUBJECT: night-3: not finished after 3 runs (exit 1)" in alerts
+    assert "1 rows carried over from earlier nights are still unfinished" in alerts
+    # Calls go through again: the same night, run again, finishes it; order 2 exists once.
+    server.sandbox.faults = {}
+    again = _nightly(tmp_path, night_3, server.url, BULKPOST_ARGS=GIVE_UP)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _orders(server) == {"ORD-00001": 1, "ORD-00002": 1}
 
 
 def test_cron_exit_1_with_refused_rows_alerts_with_the_rows_to_fix_and_does_not_retry(
@@ -182,6 +261,46 @@ def test_airflow_task_succeeds_and_returns_the_summary(recipe: ModuleType, tmp_p
         third = _load(recipe, tmp_path, changed, server.url)
     assert (third["posted"], third["skipped"], third["changed"]) == (1, 1, 1)
     assert "1 rows skipped: their key was posted before with other content" in caplog.text
+
+
+def test_airflow_task_updates_changed_orders_in_place(recipe: ModuleType, tmp_path: Path,
+                                                      make_sandbox: Any,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    server = make_sandbox(**QUICK)
+    first = _load(recipe, tmp_path, _export(tmp_path / "orders-2026-11-25.csv", [1, 2, 3]),
+                  server.url, on_changed="update")
+    assert first["posted"] == 3
+    with caplog.at_level("WARNING", logger="airflow_dag"):
+        second = _load(recipe, tmp_path, _changed_orders(tmp_path / "orders-2026-11-26.csv"),
+                       server.url, on_changed="update")
+    assert (second["updated"], second["posted"], second["skipped"], second["changed"],
+            second["exit_code"]) == (1, 1, 2, 1, 0)
+    held = _held(server)
+    assert len(server.ledger()) == 4 and held["ORD-00001"]["Fields"]["mx_Custom_2"] == "1.75"
+    # Order 2's date-time moved, which an update cannot change: skipped, and said so.
+    assert "1 rows skipped: their key was posted before with other content" in caplog.text
+    assert "on_changed='post', 'update' or 'fail'" in caplog.text
+
+
+def test_airflow_task_is_retried_while_rows_carried_over_are_unfinished(
+        recipe: ModuleType, tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(rate="100/1s", latency=(0.0, 0.01))
+    give_up = {"preflight": False, "max_attempts": 2, "backoff": 0.01}
+    assert _load(recipe, tmp_path, _export(tmp_path / "a-1.csv", [1]), server.url,
+                 **give_up)["posted"] == 1
+    server.sandbox.faults = FAILING  # night 2 leaves order 2 unfinished
+    with pytest.raises(recipe.RunAgain):
+        _load(recipe, tmp_path, _export(tmp_path / "a-2.csv", [2]), server.url, **give_up)
+    # Night 3's export no longer has order 2, which still cannot be delivered: retried, not
+    # failed for a person (its rows are all done).
+    night_3 = _export(tmp_path / "a-3.csv", [1])
+    with pytest.raises(recipe.RunAgain, match="rows left to retry"):
+        _load(recipe, tmp_path, night_3, server.url, **give_up)
+    server.sandbox.faults = {}
+    done = _load(recipe, tmp_path, night_3, server.url, **give_up)  # the retry
+    assert (done["carried"], done["carried_done"], done["carried_left"],
+            done["exit_code"]) == (1, 1, 0, 0)
+    assert _orders(server) == {"ORD-00001": 1, "ORD-00002": 1}
 
 
 def test_airflow_task_fails_without_retry_on_refused_rows_and_bad_settings(

@@ -359,3 +359,35 @@ def test_three_nights_each_key_once_with_the_latest_content(tmp_path: Path,
     assert done[-1]["row"] == list(night_2).index(dropped) + 1
     with History(tmp_path / "history.db").open(lock=False) as store:
         assert store.stats()["waiting"] == 0
+
+
+@pytest.mark.e2e
+def test_a_row_left_unfinished_never_comes_back_over_newer_content(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    """Night 2 leaves an update (order 1) and a create (order 3) unfinished; night 3 brings
+    newer content of both; night 4's export has neither: nothing older is carried."""
+    server = make_sandbox(**QUICK)
+    quick = ("--on-changed", "update", "--no-preflight", "--verify-first", "0")
+    night_1 = _night(tmp_path / "n1.csv", [_row(1), _row(2)])
+    assert run_cli(*_args(night_1, tmp_path / "r1.csv", tmp_path, server.url)).code == 0
+    server.sandbox.faults = {"500-before": 1.0}
+    night_2 = _night(tmp_path / "n2.csv", [_row(1, note="v1"), _row(2), _row(3, note="v1")])
+    second = run_cli(*_args(night_2, tmp_path / "r2.csv", tmp_path, server.url,
+                            "--max-attempts", "1", *quick))
+    assert second.summary["failed"] == 2, second.stderr
+    server.sandbox.faults = {}
+    night_3 = _night(tmp_path / "n3.csv", [_row(1, note="v2"), _row(2), _row(3, note="v2")])
+    third = run_cli(*_args(night_3, tmp_path / "r3.csv", tmp_path, server.url, *quick))
+    assert third.code == 0 and (third.summary["updated"], third.summary["posted"]) == (1, 1)
+    night_4 = _night(tmp_path / "n4.csv", [_row(2)])
+    fourth = run_cli(*_args(night_4, tmp_path / "r4.csv", tmp_path, server.url, *quick))
+    assert fourth.code == 0 and fourth.summary["carried"] == 0, fourth.stderr
+    held = _by_order(server)
+    assert {order: [e["ActivityNote"] for e in entries] for order, entries in held.items()} == {
+        "ORD-00001": ["v2"], "ORD-00002": ["order 2 open"], "ORD-00003": ["v2"]}
+    with History(tmp_path / "history.db").open(lock=False) as store:
+        # The old update is dropped; the old create stays a claim, to be looked up if that
+        # content comes again, but is not waiting to be carried.
+        assert store.lookup("ORD-00001")["claims"] == []  # type: ignore[index]
+        assert len(store.lookup("ORD-00003")["claims"]) == 1  # type: ignore[index]
+        assert store.stats()["waiting"] == 0

@@ -31,9 +31,10 @@ A call's fate (:func:`draw_fate`) comes from its own stream, seeded by the sandb
 what the call is (method, path, query without the keys, body) and how many identical calls
 took effect before it (its *repeat*): never from a generator shared by concurrent calls, so
 one call arriving before another changes neither's fate, and the same seed with the same
-calls replays a run. A call that has no effect (refused by the window, or dropped because
-the sandbox went down) gives its repeat back (:meth:`Fates.give_back`): the same call sent
-again meets the same fate, so neither the clock nor a kill changes which fates are met.
+calls replays a run. A call that has no effect (refused by the window or for its keys, or
+dropped because the sandbox went down) gives its repeat back (:meth:`Fates.give_back`): the
+same call sent again meets the same fate, so neither the clock nor a kill changes which fates
+are met.
 """
 
 from __future__ import annotations

@@ -1,16 +1,23 @@
 """Airflow recipe: each night's export into LeadSquared, one task, through bulkpost's Python
 API. Copy it into your DAGs folder and set the paths; recipe: docs/NIGHTLY.md.
 
+The DAG loads an export of orders, whose status and amounts change from night to night:
+``on_changed="update"`` updates the activity of an order that changed, in place. Use
+``"post"`` instead when each change should be an activity of its own (a log of calls), or
+when the account's "Activity Update" automations must not fire; ``"skip"`` (bulkpost's
+default) sends no change until you decide.
+
 The task's outcome follows what a person, or a retry, can do about it:
 
-- every row posted, or skipped because an earlier night posted its key: success; the run's
-  summary is the task's return value (XCom);
+- every row posted or updated, or skipped because an earlier night posted its key: success;
+  the run's summary is the task's return value (XCom);
 - rows refused (rejected, invalid): ``AirflowFailException``, failed without retries, with
   the report; a rerun would not change them, a person must;
 - bad configuration (mapping, keys' format, input): ``AirflowFailException`` too;
-- stopped (quota spent, network, signal), rows that may still be posted (failed, unknown),
-  or another run holding the files: an ordinary exception, so Airflow retries the task,
-  and the retry resumes the same results file.
+- stopped (quota spent, network, signal), rows that may still be posted (failed, unknown;
+  or carried over from an earlier night and still unfinished), or another run holding the
+  files: an ordinary exception, so Airflow retries the task, and the retry resumes the same
+  results file.
 
 Keys come from the worker's environment (``LSQ_HOST``, ``LSQ_ACCESS_KEY``,
 ``LSQ_SECRET_KEY``), e.g. from an Airflow connection exported by your deployment.
@@ -60,14 +67,19 @@ def load_export(export: str, mapping: str, state_dir: str | Path = STATE_DIR,
     except bulkpost.UsageError as exc:  # mapping, input or settings: a person must fix it
         raise AirflowFailException(str(exc)) from None
     data = summary.as_dict()
-    if summary.aborted or summary.failed or summary.unknown:
+    # Rows carried over from an earlier night (no longer in any export) that are still
+    # unfinished are taken again by the next run: retry, as for failed and unknown rows.
+    if summary.aborted or summary.failed or summary.unknown or summary.carried_left:
         raise RunAgain(f"not finished ({summary.aborted or 'rows left to retry'}): {data}")
     if summary.exit_code != 0:
         raise AirflowFailException(f"rows not posted: {data}\n{build_report(results).render()}")
-    if summary.changed:
+    if summary.changed and options.get("on_changed", "skip") != "post":
+        # Not sent: with "skip", every changed row; with "update", those whose lead,
+        # date-time or event code changed (each row's reason is in the results file).
         logging.getLogger(__name__).warning(
-            "%d rows skipped: their key was posted before with other content "
-            "(on_changed='post' posts them, 'fail' fails them)", summary.changed)
+            "%d rows skipped: their key was posted before with other content; reasons in "
+            "%s (error_type changed). Decide, then run again with on_changed='post', "
+            "'update' or 'fail'", summary.changed, results)
     return data
 
 
@@ -85,7 +97,9 @@ if DAG is not None:
             task_id="load_activities",
             python_callable=load_export,
             # ds: the day whose data the export holds (the run starts the day after)
-            op_kwargs={"export": "/data/exports/activities-{{ ds }}.csv",
-                       "mapping": "/etc/bulkpost/mapping.toml"},
+            op_kwargs={"export": "/data/exports/orders-{{ ds }}.csv",
+                       "mapping": "/etc/bulkpost/mapping.toml",
+                       # Orders change: update their activity in place (see the top).
+                       "on_changed": "update"},
             execution_timeout=timedelta(hours=20),
         )

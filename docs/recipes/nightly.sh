@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # bulkpost nightly load, for cron: post tonight's export, skipping every key an earlier
-# night posted (--history), and act on the exit code. Recipe: docs/NIGHTLY.md.
+# night posted (--history), and act on the exit code. Rows an earlier night left unfinished
+# are finished too, even if tonight's export no longer has them. Recipe: docs/NIGHTLY.md.
 #
-#   15 2 * * *  EXPORT=/data/exports/activities-$(date -d yesterday +\%F).csv /opt/bulkpost/nightly.sh >>/var/log/bulkpost/nightly.log 2>&1
+#   15 2 * * *  EXPORT=/data/exports/orders-$(date -d yesterday +\%F).csv ON_CHANGED=update /opt/bulkpost/nightly.sh >>/var/log/bulkpost/nightly.log 2>&1
 #
 # Settings (environment): EXPORT and MAPPING are required; LSQ_HOST, LSQ_ACCESS_KEY and
 # LSQ_SECRET_KEY as for any run. Optional: STATE_DIR (results, summaries, the history),
-# RETRIES and RETRY_DELAY (seconds) for runs that can finish later, NOTIFY (a command run
-# with the subject as its argument and the details on stdin), BULKPOST (the CLI) and
-# BULKPOST_ARGS (more run options, e.g. "--rate 100/5s --mode both").
+# ON_CHANGED (a row whose key an earlier night posted with other content: skip, the
+# default, until you decide; update, for records that change, such as orders: their
+# activity is updated in place; post, when each change is an activity of its own, such as a
+# log of calls, or when "Activity Update" automations must not fire; fail), RETRIES and
+# RETRY_DELAY (seconds) for runs that can finish later, NOTIFY (a command run with the
+# subject as its argument and the details on stdin), BULKPOST (the CLI) and BULKPOST_ARGS
+# (more run options, e.g. "--rate 100/5s --mode both").
 #
 # Exit codes, as bulkpost's: 0 done; 1 rows need a person (rejected or invalid: see the
-# report); 2 refused before any request (configuration, or another run holds the files);
-# 3 stopped, and still stopped after RETRIES resumes.
+# report), or rows are still unfinished after RETRIES resumes; 2 refused before any request
+# (configuration, or another run holds the files); 3 stopped, and still stopped after
+# RETRIES resumes.
 set -uo pipefail
 
 : "${EXPORT:?EXPORT: the export to load tonight}"
 : "${MAPPING:?MAPPING: the mapping file}"
 STATE_DIR=${STATE_DIR:-/var/lib/bulkpost}
+ON_CHANGED=${ON_CHANGED:-skip}
 RETRIES=${RETRIES:-3}
 RETRY_DELAY=${RETRY_DELAY:-900}
 BULKPOST=${BULKPOST:-bulkpost}
@@ -49,27 +56,39 @@ details() {
     cat "$summary" 2>/dev/null || echo "(no summary: see the log)"
 }
 
-# The report, and the rows not posted with their columns, ready to fix and load again.
+# The report, and the rows not posted with their columns, ready to fix and load again;
+# rows carried over from earlier nights are not in this export: the log names them.
 to_fix() {
     "$BULKPOST" report "$results" --input "$EXPORT" --failures "$STATE_DIR/to-fix-$name.csv" 2>&1
+    local left
+    left=$(counted 0 carried_left)
+    if [ "$left" -gt 0 ]; then
+        echo "$left rows carried over from earlier nights are still unfinished (the log's" \
+             "row.carried_over lines name their input and row); the next run takes them again"
+    fi
 }
 
 attempt=1
 while :; do
     rm -f "$summary"
     "$BULKPOST" run "$EXPORT" --mapping "$MAPPING" --results "$results" \
-        --history "$STATE_DIR/history.db" --summary-json "$summary" \
-        --log-format json --no-progress ${BULKPOST_ARGS:-}
+        --history "$STATE_DIR/history.db" --on-changed "$ON_CHANGED" \
+        --summary-json "$summary" --log-format json --no-progress ${BULKPOST_ARGS:-}
     code=$?
     case $code in
         0)  changed=$(counted 0 changed)
-            if [ "$changed" -gt 0 ]; then
-                # Posted before with other content, skipped: decide with --on-changed.
-                details | alert "$name: $changed rows skipped: their key was posted before with other content"
+            if [ "$changed" -gt 0 ] && [ "$ON_CHANGED" != post ]; then
+                # Posted before with other content, and not sent (skip; or update, where an
+                # update cannot change what changed): decide, then run with ON_CHANGED.
+                { details
+                  echo "each row's reason: the error column of $results (error_type changed);"
+                  echo "decide, then run this night again with ON_CHANGED=post, update or fail"
+                } | alert "$name: $changed rows skipped: their key was posted before with other content"
             fi
             exit 0 ;;
-        1)  # Rows a later run may still post (failed: retries spent; unknown: to look up)?
-            if [ "$(counted 1 failed unknown)" -eq 0 ]; then
+        1)  # Rows a later run may still finish (failed: retries spent; unknown: to look up;
+            # carried over from an earlier night and still unfinished)?
+            if [ "$(counted 1 failed unknown carried_left)" -eq 0 ]; then
                 # Rejected or invalid rows: a rerun would not change them; a person must.
                 to_fix | alert "$name: rows not posted; fix them in $STATE_DIR/to-fix-$name.csv"
                 exit 1
