@@ -31,7 +31,7 @@ from bulkpost.sandbox.faults import (
     parse_tail,
 )
 from bulkpost.sandbox.gate import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
-from bulkpost.sandbox.stats import Stats
+from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.store import parse_altered
 from bulkpost.sandbox.validation import CATALOG, MAX_BULK_ITEMS, activity_setting
 
@@ -46,7 +46,7 @@ __all__ = [
     "MAX_BULK_ITEMS",
     "Fate",
     "Sandbox",
-    "Stats",
+    "ServerCounts",
     "activity_setting",
     "draw_fate",
     "parse_altered",

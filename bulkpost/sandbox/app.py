@@ -1,12 +1,9 @@
 """The sandbox's HTTP application: its routes, its endpoints, and serving it.
 
 Owns :class:`Sandbox`, which puts the parts together (the gate every call passes, the fault
-schedule and fates, the activity store) and carries each endpoint out: Create; the two bulk
-endpoints ("Post Bulk Activities on Leads", by lead Id and by e-mail with
-``searchBy=EmailAddress`` and ``SearchByValue``: up to 25 items, each validated like a single
-create, answered ``{"Response": [{"RowNumber", "ActivityCreated", "ProspectActivityId" |
-"ExceptionMessage"}, …]}``); "Update an Activity" and "Update Activities in Bulk"; the
-look-ups; and the sandbox's own ``/_sandbox/stats`` and ``/_sandbox/ledger``.
+schedule and fates, the activity store), routes each path, and carries out the look-ups and
+the sandbox's own ``/_sandbox/stats`` and ``/_sandbox/ledger``; the endpoints that write
+(creates and updates) are :mod:`bulkpost.sandbox.writes`'s.
 """
 
 from __future__ import annotations
@@ -25,18 +22,13 @@ from bulkpost.ratelimit import RateSpec
 from bulkpost.sandbox import paths
 from bulkpost.sandbox.faults import Fates, FaultSchedule
 from bulkpost.sandbox.gate import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Gate, error
-from bulkpost.sandbox.stats import Stats
+from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.store import ActivityStore, Watch
-from bulkpost.sandbox.validation import (
-    activity_setting,
-    bulk_item,
-    bulk_problem,
-    create_problem,
-    update_problem,
-)
+from bulkpost.sandbox.validation import activity_setting
+from bulkpost.sandbox.writes import WriteEndpoints
 
 
-class Sandbox:
+class Sandbox(WriteEndpoints):
     """The fake API. ``await start()`` serves it; ``app`` can also be mounted in tests.
 
     ``seed`` replays a run (None: a random one, shown in the stats).
@@ -55,7 +47,7 @@ class Sandbox:
         self.bulk_rate = bulk_rate or RateSpec(1, 5.0)
         self.seed = secrets.randbits(63) if seed is None else seed
         self.dialect = dialect
-        self.stats = Stats()
+        self.stats = ServerCounts()
         self.store = ActivityStore(self.stats, dialect=dialect, altered=altered, ledger=ledger)
         self.gate = Gate(self.stats, keys=keys or {DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY},
                          rate=self.rate, bulk_rate=self.bulk_rate,
@@ -160,141 +152,6 @@ class Sandbox:
 
     async def _ledger(self, _request: web.Request) -> web.Response:
         return web.json_response(self.store.ledger)
-
-    # -- creating ----------------------------------------------------------------------------
-    async def _create(self, request: web.Request) -> web.StreamResponse:
-        admitted = await self.gate.admit(request)
-        if isinstance(admitted, web.StreamResponse):
-            return admitted
-        if request.content_type != "application/json":
-            self.stats.rejected += 1
-            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
-                                    "Content-Type must be application/json")
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            self.stats.rejected += 1
-            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
-                                    "The request body is not JSON")
-        problem = create_problem(body, self.dialect.typed)
-        if problem is not None:
-            self.stats.rejected += 1
-            return self.gate.refuse(admitted, 500, "MXInvalidInputException", problem)
-        activity_id = admitted.fate.new_id()
-        self.store.record(admitted.access_key, activity_id, body, admitted.arrived)
-        failed = await self.gate.after_saving(request, admitted)
-        if failed is not None:
-            return failed
-        return web.json_response({"Status": "Success", "Message": {"Id": activity_id}})
-
-    async def _bulk(self, request: web.Request) -> web.StreamResponse:
-        """"Post Bulk Activities on Leads": by lead Id, or by e-mail (``SearchByValue``)."""
-        admitted = await self.gate.admit(request, bulk=True)
-        if isinstance(admitted, web.StreamResponse):
-            return admitted
-        self.stats.bulk_calls += 1
-        by_email = request.path == paths.BULK_BY_LEAD_FIELD
-        if by_email and request.query.get("searchBy") != "EmailAddress":
-            return self.gate.refuse(admitted, 400, "MXInvalidInputException",
-                                    "searchBy must be EmailAddress")
-        try:
-            items = json.loads(await request.read())
-        except ValueError:
-            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
-                                    "The request body is not JSON")
-        problem = bulk_problem(items)
-        if problem is not None:
-            return self.gate.refuse(admitted, 400, "MXInvalidInputException", problem)
-        answers: list[dict[str, Any]] = []
-        for number, item in enumerate(items, start=1):
-            if not self.gate.live(admitted):  # an item before brought it down: no more
-                break
-            body = bulk_item(item, by_email)
-            problem = create_problem(body, self.dialect.typed)
-            if problem is not None:
-                self.stats.rejected += 1
-                answers.append({"RowNumber": number, "ActivityCreated": False,
-                                "ExceptionMessage": problem})
-                continue
-            activity_id = admitted.fate.new_id()
-            self.store.record(admitted.access_key, activity_id, body, admitted.arrived,
-                              bulk=True)
-            answers.append({"RowNumber": number, "ActivityCreated": True,
-                            "ProspectActivityId": activity_id})
-        if admitted.fault == "bulk-partial":  # items is not empty: at least one answer goes
-            self.gate.struck(admitted)
-            answers = answers[:len(answers) // 2]
-        failed = await self.gate.after_saving(request, admitted)
-        if failed is not None:
-            return failed
-        return web.json_response({"Response": answers})
-
-    # -- updating ----------------------------------------------------------------------------
-    async def _update(self, request: web.Request) -> web.StreamResponse:
-        """"Update an Activity": its note and custom fields."""
-        admitted = await self.gate.admit(request)
-        if isinstance(admitted, web.StreamResponse):
-            return admitted
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            self.stats.rejected += 1
-            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
-                                    "The request body is not JSON")
-        entry = self.store.activity(body.get("ProspectActivityId") if isinstance(body, dict)
-                                    else None, admitted.access_key)
-        problem = update_problem(body, entry, self.dialect.typed)
-        if problem is not None or entry is None:
-            self.stats.rejected += 1
-            return self.gate.refuse(admitted, 500, "MXInvalidInputException",
-                                    problem or "Activity does not exist")
-        self.store.update(entry, body, admitted.arrived)
-        failed = await self.gate.after_saving(request, admitted)
-        if failed is not None:
-            return failed
-        return web.json_response({"Status": "Success",
-                                  "Message": {"Id": entry["Id"], "IsSuccessful": True}})
-
-    async def _bulk_update(self, request: web.Request) -> web.StreamResponse:
-        """"Update Activities in Bulk": up to 25 updates, each checked like a single one,
-        answered ``{"Response": [{"RowNumber", "IsSuccessful", "ProspectActivityId" |
-        "ExceptionType", "ExceptionMessage"}, …]}`` (the docs do not show the answer: this is
-        the bulk create's shape)."""
-        admitted = await self.gate.admit(request, bulk=True)
-        if isinstance(admitted, web.StreamResponse):
-            return admitted
-        self.stats.bulk_calls += 1
-        try:
-            items = json.loads(await request.read())
-        except ValueError:
-            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
-                                    "The request body is not JSON")
-        problem = bulk_problem(items)
-        if problem is not None:
-            return self.gate.refuse(admitted, 400, "MXInvalidInputException", problem)
-        answers: list[dict[str, Any]] = []
-        for number, item in enumerate(items, start=1):
-            if not self.gate.live(admitted):  # gone down meanwhile (a watch): no more
-                break
-            entry = self.store.activity(item.get("ProspectActivityId") if isinstance(
-                item, dict) else None, admitted.access_key)
-            problem = update_problem(item, entry, self.dialect.typed)
-            if problem is not None or entry is None:
-                self.stats.rejected += 1
-                answers.append({"RowNumber": number, "IsSuccessful": False,
-                                "ExceptionType": "MXInvalidInputException",
-                                "ExceptionMessage": problem or "Activity does not exist"})
-                continue
-            self.store.update(entry, item, admitted.arrived, bulk=True)
-            answers.append({"RowNumber": number, "IsSuccessful": True,
-                            "ProspectActivityId": entry["Id"]})
-        if admitted.fault == "bulk-partial":
-            self.gate.struck(admitted)
-            answers = answers[:len(answers) // 2]
-        failed = await self.gate.after_saving(request, admitted)
-        if failed is not None:
-            return failed
-        return web.json_response({"Response": answers})
 
     # -- look-ups ----------------------------------------------------------------------------
     async def _retrieve(self, request: web.Request) -> web.StreamResponse:

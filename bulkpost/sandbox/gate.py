@@ -37,7 +37,7 @@ from bulkpost.sandbox.faults import (
     FaultSchedule,
     call_identity,
 )
-from bulkpost.sandbox.stats import Stats
+from bulkpost.sandbox.stats import ServerCounts
 
 DEFAULT_ACCESS_KEY = "demo-access-key"
 DEFAULT_SECRET_KEY = "demo-secret-key"
@@ -101,7 +101,7 @@ class _Window:
 class Gate:
     """Auth, the windows, fates and faults, for every API call of one sandbox."""
 
-    def __init__(self, stats: Stats, *, keys: dict[str, str], rate: RateSpec,
+    def __init__(self, stats: ServerCounts, *, keys: dict[str, str], rate: RateSpec,
                  bulk_rate: RateSpec, fates: Fates, schedule: FaultSchedule,
                  slow_seconds: float) -> None:
         self.stats = stats

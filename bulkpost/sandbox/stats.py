@@ -1,6 +1,6 @@
 """The sandbox's counters: what ``GET /_sandbox/stats`` serves and tests assert on.
 
-Owns :class:`Stats`: calls, activities created, calls refused (unauthorized, rate-limited,
+Owns :class:`ServerCounts`: calls, activities created, calls refused (unauthorized, rate-limited,
 rejected), calls dropped without effect while the sandbox was down, look-ups (``details`` of
 them custom-field calls), faults by kind as they take effect (and by what they struck: single
 creates or updates, bulk calls, look-ups), the most calls seen in any window, when the first
@@ -17,7 +17,9 @@ from bulkpost.sandbox.faults import FAULT_KINDS
 
 
 @dataclass
-class Stats:
+class ServerCounts:
+    """What the server saw (a run counts its own side in ``DeliveryCounts`` and ``Summary``)."""
+
     calls: int = 0
     created: int = 0
     rate_limited: int = 0

@@ -22,7 +22,7 @@ from typing import Any
 from bulkpost.dialect import Dialect, canonical_option, page, render_activity, render_details
 from bulkpost.errors import UsageError
 from bulkpost.mapping import CUSTOM_FIELD
-from bulkpost.sandbox.stats import Stats
+from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.validation import setting_of
 
 Watch = Callable[[dict[str, Any]], None]
@@ -40,7 +40,7 @@ def parse_altered(spec: str) -> frozenset[str]:
 class ActivityStore:
     """Every activity created, in the order created, and the indexes look-ups read."""
 
-    def __init__(self, stats: Stats, *, dialect: Dialect, altered: frozenset[str],
+    def __init__(self, stats: ServerCounts, *, dialect: Dialect, altered: frozenset[str],
                  ledger: Path | None = None) -> None:
         self.stats = stats
         self.dialect = dialect
