@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,40 @@ class SandboxServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+def run_killed(server: SandboxServer, args: Sequence[Any],
+               arm: Callable[[Callable[[dict[str, Any]], None]], None],
+               until: str) -> tuple[dict[str, Any], int]:
+    """Run the CLI with ``args``; ``arm(kill)`` sets a sandbox watch that calls ``kill`` with
+    the entry concerned (on the sandbox's loop, before its call is answered), which SIGKILLs
+    the run. Returns that entry and the ledger's size at that moment. ``until`` says what
+    the watch waits for, for the message when the run ends first."""
+    started: list[subprocess.Popen[str]] = []
+    fired: list[tuple[dict[str, Any], int]] = []
+
+    def kill(entry: dict[str, Any]) -> None:
+        if started and started[0].returncode is None:
+            started[0].send_signal(signal.SIGKILL)
+            fired.append((entry, len(server.sandbox.ledger)))
+
+    async def watch() -> None:
+        arm(kill)
+
+    server.call(watch())
+    process = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
+    started.append(process)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert fired and process.returncode == -signal.SIGKILL, (
+        f"the run ended (exit {process.returncode}) before {until}: {stderr[-3000:]}")
+    [found] = fired
+    return found
 
 
 # The mapping of the CLI tests' inputs: key, lead, note, when (Kolkata time), value.

@@ -38,8 +38,6 @@ import csv
 import json
 import os
 import random
-import signal
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -57,13 +55,11 @@ from bulkpost.ratelimit import parse_rate
 from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, LOOKUP_FAULTS
 from bulkpost.sandbox.paths import CREATE
 from tests.conftest import (
-    ROOT,
     SandboxServer,
-    cli_command,
-    cli_env,
     read_results,
     read_results_log,
     run_cli,
+    run_killed,
 )
 
 pytestmark = pytest.mark.e2e
@@ -141,31 +137,9 @@ class Kill:
 def _run_killed_at(server: SandboxServer, args: tuple[Any, ...], planned: int) -> Kill:
     """Start a run; the moment its ledger holds ``planned`` entries, the sandbox goes down
     and SIGKILLs it; it comes up again once the run is dead."""
-    started: list[subprocess.Popen[str]] = []
-    fired: list[tuple[int, dict[str, Any]]] = []
-
-    def kill(entry: dict[str, Any]) -> None:  # on the sandbox's loop, inside the create
-        if started and started[0].returncode is None:
-            started[0].send_signal(signal.SIGKILL)
-            fired.append((len(server.sandbox.ledger), entry))
-
-    async def watch() -> None:
-        server.sandbox.go_down_at(planned, kill)
-
-    server.call(watch())
-    process = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
-    started.append(process)
-    try:
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert fired and process.returncode == -signal.SIGKILL, (
-        f"the run ended (exit {process.returncode}) before the ledger reached {planned}: "
-        f"{stderr[-3000:]}")
-    [(ledger, entry)] = fired
+    entry, ledger = run_killed(server, args,
+                               lambda kill: server.sandbox.go_down_at(planned, kill),
+                               f"the ledger reached {planned}")
     stats = server.stats()
     server.call(server.sandbox.come_up())
     # Down with the run: nothing it had in flight took effect after the kill.

@@ -7,9 +7,7 @@ key's activity once, with the latest night's content, and every update in its le
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,21 +16,9 @@ import pytest
 
 from bulkpost.history import History
 from bulkpost.ratelimit import parse_rate
-from tests.conftest import ROOT, cli_command, cli_env, read_results, run_cli, write_csv
+from tests.conftest import read_results, run_cli, run_killed, write_csv
+from tests.test_history import HEADER, MAPPING  # the orders export of the nightly tests
 
-MAPPING = """
-[activity]
-event = 201
-lead_id_column = "lead"
-note_column = "note"
-datetime_column = "when"
-key_column = "order"
-
-[fields]
-mx_Custom_1 = "order"
-mx_Custom_2 = "amount"
-"""
-HEADER = ["order", "lead", "note", "when", "amount"]
 LEADS = ["3c6ef372-fe94-4f3a-a54f-f53a5f1d36f1", "9e107d9d-3721-4b1a-a1b9-0d3a5f2c7e11",
          "e4d909c2-90d0-4b4f-8c2e-7d1a3f5b9c02"]
 
@@ -53,6 +39,11 @@ def _args(data: Path, results: Path, tmp_path: Path, url: str, *extra: str) -> l
     return ["run", data, "--mapping", mapping, "--results", results,
             "--history", tmp_path / "history.db", "--host", url, "--rate", "100/1s",
             "--timeout", "2", "--backoff", "0.05", "--log-format", "json", *extra]
+
+
+def _events(stderr: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a run (its closing lines are plain text)."""
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
 
 def _by_order(server: Any) -> dict[str, list[dict[str, Any]]]:
@@ -129,7 +120,7 @@ def test_a_row_whose_date_time_or_event_changed_is_not_updated_and_says_why(
     assert (line["status"], line["error_type"]) == ("skipped", "changed")
     assert "its lead or date-time changed, which an update cannot change" in line["error"]
     assert "--on-changed post posts it as a new activity" in line["error"]
-    warnings = [event for event in map(json.loads, second.stderr.splitlines())
+    warnings = [event for event in _events(second.stderr)
                 if event["level"] == "warning"]
     assert [event["event"] for event in warnings] == ["history.changed_skipped"]
     assert server.stats()["updated"] == 1 and len(server.ledger()) == 2
@@ -202,7 +193,7 @@ def test_a_row_left_unfinished_is_finished_by_the_next_night_without_it(
     assert third.code == 0, third.stderr
     assert (third.summary["posted"], third.summary["carried"],
             third.summary["carried_done"], third.summary["carried_left"]) == (1, 1, 1, 0)
-    carried = [event for event in map(json.loads, third.stderr.splitlines())
+    carried = [event for event in _events(third.stderr)
                if event["event"] == "row.carried_over"]
     assert [(c["key"], c["input"].endswith("n2.csv"), c["row"], c["status"])
             for c in carried] == [("ORD-00003", True, 1, "posted")]
@@ -253,28 +244,8 @@ NIGHT_FAULTS = {"500-before": 0.04, "500-after": 0.04, "reset-before": 0.04,
 def _killed_when_updated(server: Any, args: list[str | Path], updates: int) -> None:
     """Run the CLI; the sandbox SIGKILLs it the moment it makes its ``updates``-th update,
     before answering it."""
-    started: list[subprocess.Popen[str]] = []
-    fired: list[str] = []
-
-    def kill(entry: dict[str, Any]) -> None:  # on the sandbox's loop, inside the update
-        if started and started[0].returncode is None:
-            started[0].send_signal(signal.SIGKILL)
-            fired.append(entry["Id"])
-
-    async def watch() -> None:
-        server.sandbox.watch_updates(updates, kill)
-
-    server.call(watch())
-    process = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
-    started.append(process)
-    try:
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert fired and process.returncode == -signal.SIGKILL, stderr[-3000:]
+    run_killed(server, args, lambda kill: server.sandbox.watch_updates(updates, kill),
+               f"{updates} updates were made")
 
 
 def _content(row: list[str]) -> tuple[str, str]:
@@ -332,7 +303,7 @@ def test_three_nights_each_key_once_with_the_latest_content(tmp_path: Path,
     carried: list[dict[str, Any]] = []
     for _ in range(3):
         third = run_cli(*args)
-        carried += [event for event in map(json.loads, third.stderr.splitlines())
+        carried += [event for event in _events(third.stderr)
                     if event["event"] == "row.carried_over"]
         if third.code == 0:
             break
@@ -391,3 +362,34 @@ def test_a_row_left_unfinished_never_comes_back_over_newer_content(
         assert store.lookup("ORD-00001")["claims"] == []  # type: ignore[index]
         assert len(store.lookup("ORD-00003")["claims"]) == 1  # type: ignore[index]
         assert store.stats()["waiting"] == 0
+
+
+@pytest.mark.e2e
+def test_a_carried_row_refused_fails_the_night_once_and_says_so(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(**QUICK)
+    quick = ("--on-changed", "update", "--no-preflight", "--verify-first", "0")
+    night_1 = _night(tmp_path / "n1.csv", [_row(1), _row(2)])
+    assert run_cli(*_args(night_1, tmp_path / "r1.csv", tmp_path, server.url)).code == 0
+    gone = read_results(tmp_path / "r1.csv")[1]["activity_id"]
+    server.sandbox.faults = {"500-before": 1.0}
+    night_2 = _night(tmp_path / "n2.csv", [_row(1, note="shipped"), _row(2)])
+    second = run_cli(*_args(night_2, tmp_path / "r2.csv", tmp_path, server.url,
+                            "--max-attempts", "1", *quick))
+    assert second.summary["failed"] == 1, second.stderr
+    server.sandbox.faults = {}
+
+    async def delete() -> None:  # deleted in LeadSquared meanwhile
+        server.sandbox.store._by_id.pop(gone)
+
+    server.call(delete())
+    night_3 = _night(tmp_path / "n3.csv", [_row(2)])
+    third = run_cli(*_args(night_3, tmp_path / "r3.csv", tmp_path, server.url, *quick))
+    assert third.code == 1 and (third.summary["carried"], third.summary["carried_rejected"],
+                                third.summary["carried_left"]) == (1, 1, 0)
+    assert "rows carried over from earlier runs not posted: 1 row refused" in third.stderr
+    [carried] = [event for event in _events(third.stderr)
+                 if event.get("event") == "row.carried_over"]
+    assert carried["status"] == "rejected" and "does not exist" in carried["error"]
+    fourth = run_cli(*_args(night_3, tmp_path / "r4.csv", tmp_path, server.url, *quick))
+    assert fourth.code == 0 and fourth.summary["carried"] == 0  # refused: not carried again

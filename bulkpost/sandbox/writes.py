@@ -21,7 +21,7 @@ from aiohttp import web
 
 from bulkpost.dialect import Dialect
 from bulkpost.sandbox import paths
-from bulkpost.sandbox.gate import Gate
+from bulkpost.sandbox.gate import Admitted, Gate
 from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.store import ActivityStore
 from bulkpost.sandbox.validation import bulk_item, bulk_problem, create_problem, update_problem
@@ -40,16 +40,9 @@ class WriteEndpoints:
         admitted = await self.gate.admit(request)
         if isinstance(admitted, web.StreamResponse):
             return admitted
-        if request.content_type != "application/json":
-            self.stats.rejected += 1
-            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
-                                    "Content-Type must be application/json")
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            self.stats.rejected += 1
-            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
-                                    "The request body is not JSON")
+        body = await self._json_body(request, admitted)
+        if isinstance(body, web.StreamResponse):
+            return body
         problem = create_problem(body, self.dialect.typed)
         if problem is not None:
             self.stats.rejected += 1
@@ -71,14 +64,9 @@ class WriteEndpoints:
         if by_email and request.query.get("searchBy") != "EmailAddress":
             return self.gate.refuse(admitted, 400, "MXInvalidInputException",
                                     "searchBy must be EmailAddress")
-        try:
-            items = json.loads(await request.read())
-        except ValueError:
-            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
-                                    "The request body is not JSON")
-        problem = bulk_problem(items)
-        if problem is not None:
-            return self.gate.refuse(admitted, 400, "MXInvalidInputException", problem)
+        items = await self._bulk_items(request, admitted)
+        if isinstance(items, web.StreamResponse):
+            return items
         answers: list[dict[str, Any]] = []
         for number, item in enumerate(items, start=1):
             if not self.gate.live(admitted):  # an item before brought it down: no more
@@ -95,13 +83,7 @@ class WriteEndpoints:
                               bulk=True)
             answers.append({"RowNumber": number, "ActivityCreated": True,
                             "ProspectActivityId": activity_id})
-        if admitted.fault == "bulk-partial":  # items is not empty: at least one answer goes
-            self.gate.struck(admitted)
-            answers = answers[:len(answers) // 2]
-        failed = await self.gate.after_saving(request, admitted)
-        if failed is not None:
-            return failed
-        return web.json_response({"Response": answers})
+        return await self._bulk_answer(request, admitted, answers)
 
     # -- updating ----------------------------------------------------------------------------
     async def _update(self, request: web.Request) -> web.StreamResponse:
@@ -109,12 +91,9 @@ class WriteEndpoints:
         admitted = await self.gate.admit(request)
         if isinstance(admitted, web.StreamResponse):
             return admitted
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            self.stats.rejected += 1
-            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
-                                    "The request body is not JSON")
+        body = await self._json_body(request, admitted)
+        if isinstance(body, web.StreamResponse):
+            return body
         entry = self.store.activity(body.get("ProspectActivityId") if isinstance(body, dict)
                                     else None, admitted.access_key)
         problem = update_problem(body, entry, self.dialect.typed)
@@ -138,14 +117,9 @@ class WriteEndpoints:
         if isinstance(admitted, web.StreamResponse):
             return admitted
         self.stats.bulk_calls += 1
-        try:
-            items = json.loads(await request.read())
-        except ValueError:
-            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
-                                    "The request body is not JSON")
-        problem = bulk_problem(items)
-        if problem is not None:
-            return self.gate.refuse(admitted, 400, "MXInvalidInputException", problem)
+        items = await self._bulk_items(request, admitted)
+        if isinstance(items, web.StreamResponse):
+            return items
         answers: list[dict[str, Any]] = []
         for number, item in enumerate(items, start=1):
             if not self.gate.live(admitted):  # gone down meanwhile (a watch): no more
@@ -162,7 +136,42 @@ class WriteEndpoints:
             self.store.update(entry, item, admitted.arrived, bulk=True)
             answers.append({"RowNumber": number, "IsSuccessful": True,
                             "ProspectActivityId": entry["Id"]})
-        if admitted.fault == "bulk-partial":
+        return await self._bulk_answer(request, admitted, answers)
+
+    # -- shared ------------------------------------------------------------------------------
+    async def _json_body(self, request: web.Request,
+                         admitted: Admitted) -> Any | web.StreamResponse:
+        """A single call's JSON body, or the answer refusing it (counted as rejected)."""
+        if request.content_type != "application/json":
+            self.stats.rejected += 1
+            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
+                                    "Content-Type must be application/json")
+        try:
+            return json.loads(await request.read())
+        except ValueError:
+            self.stats.rejected += 1
+            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
+                                    "The request body is not JSON")
+
+    async def _bulk_items(self, request: web.Request,
+                          admitted: Admitted) -> list[Any] | web.StreamResponse:
+        """A bulk call's items, or the answer refusing it as a whole."""
+        try:
+            items = json.loads(await request.read())
+        except ValueError:
+            return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
+                                    "The request body is not JSON")
+        problem = bulk_problem(items)
+        if problem is not None:
+            return self.gate.refuse(admitted, 400, "MXInvalidInputException", problem)
+        assert isinstance(items, list)
+        return items
+
+    async def _bulk_answer(self, request: web.Request, admitted: Admitted,
+                           answers: list[dict[str, Any]]) -> web.StreamResponse:
+        """The answer of a bulk call whose items are carried out: a fault that strikes after
+        saving, or ``{"Response": answers}`` (only the first half of them: bulk-partial)."""
+        if admitted.fault == "bulk-partial":  # items is not empty: at least one answer goes
             self.gate.struck(admitted)
             answers = answers[:len(answers) // 2]
         failed = await self.gate.after_saving(request, admitted)
