@@ -1,6 +1,7 @@
-"""The results file's lines: one row's outcome a line, and reading them back.
+"""The results file's lines: one row's outcome a line, reading them back, compacting.
 
-Owns the line format, no I/O beyond reading a whole file back (:func:`read_outcomes`).
+Owns the line format, and the I/O of whole files: reading one back (:func:`read_outcomes`)
+and writing it compacted to one line a row (:func:`write_compacted`).
 The file is a CSV with the header
 ``row,key,status,activity_id,http_status,error_type,error,attempts,updated_at,content_hash``;
 a row's last line is its state. Rules:
@@ -16,11 +17,13 @@ How the lines are made durable is :mod:`bulkpost.results`'s.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,3 +130,28 @@ def read_outcomes(path: str | Path) -> Iterator[RowOutcome]:
             outcome = parse_line(fields)
             if outcome is not None:
                 yield outcome
+
+
+def write_compacted(path: Path, offsets: Iterable[int]) -> None:
+    """Rewrite the results file at ``path`` as the header and the lines starting at
+    ``offsets`` (one per row, in row order), by atomic replace, durably. Raises OSError and
+    leaves the file as it was."""
+    temp = path.with_name(f".{path.name}.compact")
+    try:
+        with open(path, "rb") as source, open(temp, "wb") as target:
+            target.write(HEADER_LINE)
+            for offset in offsets:
+                source.seek(offset)
+                target.write(source.readline())
+            target.flush()
+            os.fsync(target.fileno())
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    os.replace(temp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -31,7 +31,14 @@ from typing import Any, Protocol
 
 from bulkpost.errors import ResultsLocked, ResultsWriteError, UsageError
 from bulkpost.locking import lock_beside, release
-from bulkpost.outcomes import HEADER_LINE, IN_FLIGHT_NOTE, RowOutcome, format_line, parse_line
+from bulkpost.outcomes import (
+    HEADER_LINE,
+    IN_FLIGHT_NOTE,
+    RowOutcome,
+    format_line,
+    parse_line,
+    write_compacted,
+)
 from bulkpost.resume import Status
 from bulkpost.row_index import RowIndex
 
@@ -278,26 +285,11 @@ class ResultsLog:
         if self._failure is not None:
             raise self._failure
         self._flush()
-        temp = self.path.with_name(f".{self.path.name}.compact")
         try:
-            with open(self.path, "rb") as source, open(temp, "wb") as target:
-                target.write(HEADER_LINE)
-                for offset in self._index.line_offsets():
-                    source.seek(offset)
-                    target.write(source.readline())
-                target.flush()
-                os.fsync(target.fileno())
+            write_compacted(self.path, self._index.line_offsets())
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
             raise ResultsWriteError(f"{self.path}: could not compact the results file "
                                     f"({exc.strerror}); the log itself is intact") from None
-        os.replace(temp, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
 
     def close(self) -> None:
         """Sync and release the file and its lock."""
