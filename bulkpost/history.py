@@ -53,6 +53,8 @@ from bulkpost.errors import HistoryLocked, ResultsWriteError, UsageError
 from bulkpost.history_reports import HistoryReports
 from bulkpost.history_schema import (
     CLAIM,
+    LATEST_CLAIM,
+    NOT_SUPERSEDED,
     POSTED,
     SETTLED,
     SUPERSEDED_UPDATES,
@@ -281,14 +283,13 @@ class History(HistoryReports):
                 "c.origin, c.row, c.at FROM claims c "
                 "WHERE c.key > ? AND c.body IS NOT NULL "
                 "AND c.key NOT IN (SELECT key FROM temp.seen) "
-                "AND c.at = (SELECT max(at) FROM claims o WHERE o.key = c.key) "
-                "AND NOT EXISTS (SELECT 1 FROM keys k WHERE k.key = c.key AND k.at >= c.at) "
+                f"AND {LATEST_CLAIM} AND {NOT_SUPERSEDED} "
                 "ORDER BY c.key LIMIT ?", (after, limit)).fetchall()
         rows: list[CarriedRow] = []
         for key, content, event, update_of, body, lead, origin, row, at in found:
             text = hash_text(content)
             if rows and rows[-1].key == key:
-                continue  # two claims of one key at the same second: the first
+                continue  # two claims of one key by one run in one second: the first
             item = Activity(row, "" if key == text else key, lead, bytes(body), text,
                             event or 0)
             rows.append(CarriedRow(item, key, update_of, origin, at))

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bulkpost.history_schema import hash_text
+from bulkpost.history_schema import NOT_SUPERSEDED, hash_text
 from bulkpost.outcomes import utc_text
 
 
@@ -73,9 +73,8 @@ class HistoryReports:
             # What the next run carries over (History.carried): kept, and not superseded by
             # content posted under the key since.
             waiting = db.execute(
-                "SELECT count(DISTINCT c.key) FROM claims c WHERE c.body IS NOT NULL AND NOT "
-                "EXISTS (SELECT 1 FROM keys k WHERE k.key = c.key AND k.at >= c.at)"
-            ).fetchone()[0]
+                "SELECT count(DISTINCT c.key) FROM claims c "
+                f"WHERE c.body IS NOT NULL AND {NOT_SUPERSEDED}").fetchone()[0]
             unposted = db.execute("SELECT count(DISTINCT key) FROM claims "
                                   "WHERE key NOT IN (SELECT key FROM keys)").fetchone()[0]
             first, last = db.execute("SELECT min(at), max(at) FROM keys").fetchone()

@@ -83,6 +83,12 @@ ON CONFLICT (key) DO UPDATE SET activity_id = excluded.activity_id,
 SETTLED = "DELETE FROM claims WHERE key = ? AND content_hash = ?"
 # Updates (idempotent) still waiting for a key, dropped once it holds a newer content.
 SUPERSEDED_UPDATES = "DELETE FROM claims WHERE key = ? AND update_of != ''"
+# Conditions on a claim ``c``, in run order (runs.id grows; ``at`` has whole seconds only, and
+# two runs may fall in one second): the key's latest claim, and one no content posted under
+# the key since supersedes (a key posted by the claim's run or a later one).
+LATEST_CLAIM = ("NOT EXISTS (SELECT 1 FROM claims o WHERE o.key = c.key AND (o.run > c.run "
+                "OR (o.run = c.run AND o.at > c.at)))")
+NOT_SUPERSEDED = "NOT EXISTS (SELECT 1 FROM keys k WHERE k.key = c.key AND k.run >= c.run)"
 
 
 def stored_hash(content_hash: str) -> int:

@@ -393,3 +393,32 @@ def test_a_carried_row_refused_fails_the_night_once_and_says_so(
     assert carried["status"] == "rejected" and "does not exist" in carried["error"]
     fourth = run_cli(*_args(night_3, tmp_path / "r4.csv", tmp_path, server.url, *quick))
     assert fourth.code == 0 and fourth.summary["carried"] == 0  # refused: not carried again
+
+
+def test_what_is_carried_follows_the_runs_order_not_the_clock(tmp_path: Path,
+                                                              monkeypatch: Any) -> None:
+    """Three runs in one second (times have whole seconds): an update claimed after its key
+    was posted is carried; a create claim superseded by a later run's post is not."""
+    from bulkpost.activity import Activity, content_hash
+
+    monkeypatch.setattr("bulkpost.history.time.time", lambda: 1_800_000_000.0)
+    path = tmp_path / "h.db"
+
+    def item(key: str, note: str) -> Activity:
+        body = json.dumps({"RelatedProspectId": LEADS[0], "ActivityEvent": 201,
+                           "ActivityNote": note}).encode()
+        return Activity(1, key, LEADS[0], body, content_hash(body), 201)
+
+    def run(run_id: str, act: Any) -> None:
+        with History(path, run_id).open() as store:
+            store.register("export.csv", "results.csv")
+            act(store)
+            store.commit(store.take())
+
+    run("night-1", lambda s: (s.posted(item("U", "v0"), "act-u"), s.sending(item("C", "v1"))))
+    run("night-2", lambda s: s.sending(item("U", "v1"), update_of="act-u"))
+    run("night-3", lambda s: s.posted(item("C", "v2"), "act-c"))
+    with History(path, "night-4").open() as store:
+        carried = store.carried()
+        assert [(c.key, c.update_of) for c in carried] == [("U", "act-u")]
+        assert store.stats()["waiting"] == 1
