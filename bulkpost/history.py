@@ -56,8 +56,8 @@ from bulkpost.history_schema import (
     LATEST_CLAIM,
     NOT_SUPERSEDED,
     POSTED,
+    POSTED_SETTLED,
     SETTLED,
-    SUPERSEDED_UPDATES,
     hash_text,
     open_database,
     stored_hash,
@@ -185,9 +185,7 @@ class History(HistoryReports):
         key, content = history_key(item), stored_hash(item.content_hash)
         self._pending.append((POSTED, (key, activity_id, item.event, content, self._run,
                                        int(time.time()), stored_hash(identity_hash(item)))))
-        self._pending.append((SETTLED, (key, content)))
-        # Updates of other contents waiting for this key are superseded by this content.
-        self._pending.append((SUPERSEDED_UPDATES, (key,)))
+        self._pending.append((POSTED_SETTLED, (key, content)))
 
     def released(self, item: Activity) -> None:
         """The request was refused: nothing was created; its claim is dropped."""

@@ -81,8 +81,9 @@ ON CONFLICT (key) DO UPDATE SET activity_id = excluded.activity_id,
     identity_hash = excluded.identity_hash"""
 # An answer settles the claim of its own content only.
 SETTLED = "DELETE FROM claims WHERE key = ? AND content_hash = ?"
-# Updates (idempotent) still waiting for a key, dropped once it holds a newer content.
-SUPERSEDED_UPDATES = "DELETE FROM claims WHERE key = ? AND update_of != ''"
+# A key posted (created or updated) with a content: that content's claim is settled, and
+# the updates (idempotent) still waiting for the key are dropped, superseded by it.
+POSTED_SETTLED = "DELETE FROM claims WHERE key = ? AND (content_hash = ? OR update_of != '')"
 # Conditions on a claim ``c``, in run order (runs.id grows; ``at`` has whole seconds only, and
 # two runs may fall in one second): the key's latest claim, and one no content posted under
 # the key since supersedes (a key posted by the claim's run or a later one).

@@ -129,12 +129,13 @@ class Recorder:
                 # Committed with the mark: the claim keeps the request, to be finished by a
                 # later run even if no input holds the row again.
                 self._history.sending(item, job.update_of, job.carried_from)
-                self.log.companion_wrote()
             if job.carried_from is None:
                 self.log.record(RowOutcome(item.row, item.key, Status.UNKNOWN,
                                            activity_id=job.update_of, error=IN_FLIGHT_NOTE,
                                            attempts=row.attempts,
                                            content_hash=item.content_hash))
+            else:  # no line of its own: the sync below must still commit its claim
+                self.log.companion_wrote()
             # Its line is recorded: stopped from here on, even while waiting for the fsync,
             # the row must get a line saying what became of it.
             row.marked = True
