@@ -31,12 +31,13 @@ import pyarrow as pa
 import structlog
 
 from bulkpost import logs
+from bulkpost.allowance import DOCUMENTED_BULK_MAXIMUM, DOCUMENTED_MAXIMUM, RateSpec
 from bulkpost.client import Credentials, check_host, checked_key
 from bulkpost.errors import ACCESS_KEY, HOST, SECRET_KEY, BulkpostError, UsageError
+from bulkpost.limits import rate_setting
 from bulkpost.mapping import Mapping, load_mapping, parse_mapping
 from bulkpost.options import RunOptions
 from bulkpost.pipeline import Run
-from bulkpost.ratelimit import RateSpec, parse_rate
 from bulkpost.source import InputSource
 from bulkpost.summary import Summary
 
@@ -70,7 +71,7 @@ def _mapping(mapping: str | Path | dict[str, Any] | Mapping) -> Mapping:
 
 def run(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
         results: str | Path, *, host: str | None = None, access_key: str | None = None,
-        secret_key: str | None = None, rate: str | RateSpec = "25/5s",
+        secret_key: str | None = None, rate: str | RateSpec | None = None,
         dry_run: bool = False, **options: Any) -> Summary:
     """Post every row of ``source`` as an activity; return the run's summary.
 
@@ -80,7 +81,8 @@ def run(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
     Keys and host default to ``LSQ_ACCESS_KEY``, ``LSQ_SECRET_KEY`` and ``LSQ_HOST``.
     ``options`` are :class:`~bulkpost.pipeline.RunOptions` fields (``workers``,
     ``resend_unknown``, ``max_attempts``, ``timeout``, ``preflight``, ``decimal_comma``,
-    ``mode``, ``bulk_rate`` ("1/5s"), ``batch_size``…).
+    ``mode``, ``bulk_rate`` ("1/5s"), ``batch_size``…). ``rate`` ("10/5s") and ``bulk_rate``
+    left out are learnt from the answers, as on the command line; ``"auto"`` learns afresh.
     Raises :class:`~bulkpost.errors.UsageError` (and its kin) before any request for bad
     arguments, an unknown keyword, or a call inside a running event loop; a run that
     stopped returns a summary with ``aborted`` set.
@@ -95,7 +97,7 @@ def run(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
 async def run_async(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
                     results: str | Path, *, host: str | None = None,
                     access_key: str | None = None, secret_key: str | None = None,
-                    rate: str | RateSpec = "25/5s", dry_run: bool = False,
+                    rate: str | RateSpec | None = None, dry_run: bool = False,
                     **options: Any) -> Summary:
     """:func:`run` for code that already runs an event loop."""
     with _in_python_terms():
@@ -153,7 +155,7 @@ def _check_keywords(function: str, options: dict[str, Any]) -> None:
 
 def _options(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
              results: str | Path, host: str | None, access_key: str | None,
-             secret_key: str | None, rate: str | RateSpec, dry_run: bool,
+             secret_key: str | None, rate: str | RateSpec | None, dry_run: bool,
              options: dict[str, Any]) -> RunOptions:
     given = [(name, env, (value if value is not None else os.environ.get(env, "")).strip())
              for name, env, value in (("host", "LSQ_HOST", host),
@@ -172,9 +174,10 @@ def _options(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
     logs.register_secret(secret, access)
     if not structlog.is_configured():
         logs.configure()
-    if isinstance(options.get("bulk_rate"), str):
-        options = {**options, "bulk_rate": parse_rate(options["bulk_rate"])}
+    single = rate_setting(rate, DOCUMENTED_MAXIMUM)
+    bulk = rate_setting(options.pop("bulk_rate", None), DOCUMENTED_BULK_MAXIMUM)
     return RunOptions(
         input=_source(source), mapping=_mapping(mapping), results=Path(results), host=host,
-        credentials=credentials, rate=parse_rate(rate) if isinstance(rate, str) else rate,
-        dry_run=dry_run, **options)
+        credentials=credentials, rate=single[0], learn_rate=single[1], bulk_rate=bulk[0],
+        learn_bulk_rate=bulk[1], forget_learnt=single[2] or bulk[2], dry_run=dry_run,
+        **options)

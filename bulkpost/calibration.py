@@ -21,10 +21,7 @@ known to be created from a row. This module owns what is learned and how:
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ from typing import Any
 import structlog
 
 from bulkpost.history import History
+from bulkpost.kept import keep, recall
 from bulkpost.reconcile import PAGE_SIZE, Fingerprint, FoundActivity, SendWindow
 from bulkpost.values import entity_rule, parse_shown_datetime, same_value
 
@@ -176,48 +174,25 @@ def calibrate(row: Fingerprint, activity_id: str, found: FoundActivity,
 
 
 # -- keeping a calibrated reading for the runs after -----------------------------------
-def reading_path(results: Path) -> Path:
-    return results.with_name(results.name + ".calibration.json")
-
-
-def _from_text(text: str | None, host: str) -> Reading | None:
-    if not text:
-        return None
-    try:
-        data: Any = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.get("host") != host:
-        return None
-    reading = Reading.from_json(data.get("reading"))
-    return reading if reading is not None and reading.calibrated else None
+def _reading_for(host: str) -> Callable[[dict[str, Any]], Reading | None]:
+    def accept(data: dict[str, Any]) -> Reading | None:
+        if data.get("host") != host:
+            return None
+        reading = Reading.from_json(data.get("reading"))
+        return reading if reading is not None and reading.calibrated else None
+    return accept
 
 
 def load_reading(results: Path, host: str, history: History | None) -> Reading | None:
     """The calibrated reading saved for ``host`` beside the results file, else in the
     history; None when neither holds one."""
-    with contextlib.suppress(OSError):
-        reading = _from_text(reading_path(results).read_text(encoding="utf-8"), host)
-        if reading is not None:
-            return reading
-    if history is not None:
-        return _from_text(history.meta(f"calibration {host}"), host)
-    return None
+    return recall(results, "calibration", f"calibration {host}", history, _reading_for(host))
 
 
 def save_reading(results: Path, host: str, reading: Reading, history: History | None,
                  run_id: str) -> None:
     """Save ``reading`` beside the results file (atomically) and in the history."""
-    text = json.dumps({"host": host, "run_id": run_id, "reading": reading.to_json()},
-                      indent=2)
-    path = reading_path(results)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temp.write_text(text + "\n", encoding="utf-8")
-        os.replace(temp, path)
-    except OSError as exc:
-        log.warning("lookup.calibration_not_saved", reason=exc.strerror)
-        with contextlib.suppress(OSError):
-            temp.unlink()
-    if history is not None:
-        history.set_meta(f"calibration {host}", text)
+    failed = keep(results, "calibration", f"calibration {host}",
+                  {"host": host, "run_id": run_id, "reading": reading.to_json()}, history)
+    if failed is not None:
+        log.warning("lookup.calibration_not_saved", reason=failed)

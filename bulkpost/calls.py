@@ -39,8 +39,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from bulkpost.allowance import said_limit
 from bulkpost.errors import AbortRun
-from bulkpost.ratelimit import RateLimit
+from bulkpost.ratelimit import Lesson, RateLimit
 from bulkpost.response import Classified, Verdict
 from bulkpost.resume import Status
 from bulkpost.stop import StopSignal
@@ -188,14 +189,25 @@ class ApiCalls:
             # Cancelled while on the wire, the task stays in on_wire: the row stays unknown.
             answer, document = await call()
             self.on_wire.discard(task)
-            if answer.verdict is not Verdict.RATE_LIMITED:
+            limited = answer.verdict is Verdict.RATE_LIMITED
+            # What the window made of the call teaches the limit (no HTTP answer: it may
+            # have been counted, or not).
+            lesson = limit.learn(slot, None if answer.http_status is None else limited,
+                                 said_limit(answer.error) if limited else None)
+            if not limited:
                 if answered_ends_storm:
                     limit.answered()  # this window is open
                 return answer, document
-            self.note_rate_limited(answer, limit)
+            self.note_rate_limited(answer, limit, lesson)
 
-    def note_rate_limited(self, answer: Classified, limit: RateLimit) -> None:
-        """Pause the limit's callers; stop the run when it has lasted too long."""
+    def note_rate_limited(self, answer: Classified, limit: RateLimit,
+                          lesson: Lesson | None = None) -> None:
+        """A "rate limited" answer: stop the run when rate limiting has lasted too long.
+
+        A refused call (``lesson``: what it taught the limit) needs no pause: the limit now
+        lets out only the share the window has room for. Items of a bulk answer refused
+        (no lesson: the call itself was counted) pause the limit's callers for a window.
+        A ``Retry-After`` is honoured either way."""
         self.counts.rate_limited += 1
         lasted = limit.rate_limited()
         if lasted > self.settings.max_rate_limited:
@@ -204,10 +216,16 @@ class ApiCalls:
                 "the daily quota may be spent, or another client uses the whole allowance; "
                 "run the same command later to resume"))
             raise Stopped
-        if limit.paused_for() <= 0:
+        bulk = limit is not self.limit
+        if lesson is not None and lesson.learnt:
+            log.warning("rate_limit.learnt", limit=str(limit.spec), bulk=bulk,
+                        counted=lesson.counted, said=lesson.said)
+        elif limit.paused_for() <= 0:
             said = {} if answer.retry_after is None else {"retry_after": answer.retry_after}
-            log.warning("rate_limited", **said, error=answer.error, bulk=limit is not self.limit)
-        limit.pause(answer.retry_after)
+            share = {} if lesson is None else {"share": str(limit.spec)}
+            log.warning("rate_limited", **said, **share, error=answer.error, bulk=bulk)
+        if lesson is None or answer.retry_after is not None:
+            limit.pause(answer.retry_after)
 
     def left_on_wire(self, cancelled: bool) -> bool:
         """Whether this task was cancelled with its request on the wire (and forget it)."""

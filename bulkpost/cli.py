@@ -1,9 +1,9 @@
 """The command line: the ``bulkpost`` group, its commands, and the last-resort error path.
 
 Each command lives in its own module (``cli_run``: run and validate; ``cli_tools``: check,
-report and verify; ``cli_history``; ``cli_sandbox``); this one gathers them, makes ``-h``
-work everywhere, and reports an unexpected error without leaking keys (exit 3). The exit
-codes are the README's table.
+report and verify; ``cli_history``; ``cli_sandbox``; ``cli_init``: init; ``cli_types``:
+types); this one gathers them, makes ``-h`` work everywhere, and reports an unexpected
+error without leaking keys (exit 3). The exit codes are the README's table.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import click
 
 from bulkpost import logs
 from bulkpost.cli_history import history
+from bulkpost.cli_init import init
 from bulkpost.cli_run import run, validate
 from bulkpost.cli_sandbox import sandbox
 from bulkpost.cli_tools import check, report, verify
+from bulkpost.cli_types import types
 
 
 # -h works on every command: subcommands inherit the group's help option names.
@@ -38,6 +40,8 @@ def cli() -> None:
 
 for command in (run, validate, check, report, verify, history, sandbox):
     cli.add_command(command)
+cli.add_command(init)
+cli.add_command(types)
 
 
 def _one_line_unraisable(info: sys.UnraisableHookArgs) -> None:

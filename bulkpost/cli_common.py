@@ -24,6 +24,15 @@ def rate_option(_ctx: click.Context, _param: click.Parameter, value: str) -> Rat
         raise click.BadParameter(str(exc)) from None
 
 
+def learnt_rate_option(_ctx: click.Context, _param: click.Parameter,
+                       value: str | None) -> str | RateSpec | None:
+    """A rate that may be left out (learnt) or ``auto`` (learnt afresh): checked here,
+    decided by :func:`bulkpost.limits.rate_setting`."""
+    if value is None or value.strip().lower() == "auto":
+        return value
+    return rate_option(_ctx, _param, value)
+
+
 
 
 def emit(data: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ to resume. The exit codes are the README's table.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import shlex
@@ -18,22 +19,24 @@ import click
 import structlog
 
 from bulkpost import logs
+from bulkpost.allowance import DOCUMENTED_BULK_MAXIMUM, DOCUMENTED_MAXIMUM, RateSpec
 from bulkpost.api import run_sync
 from bulkpost.cli_common import (
     ENCODING_HELP,
     HOST_HELP,
     emit,
-    rate_option,
+    learnt_rate_option,
     what_you_see,
     write_summary,
 )
 from bulkpost.client import Credentials, check_host, checked_key
 from bulkpost.errors import BulkpostError, UsageError
+from bulkpost.limits import rate_setting
 from bulkpost.mapping import load_mapping
 from bulkpost.options import RunOptions, new_run_id
 from bulkpost.outputs import check_output
 from bulkpost.progress import Progress
-from bulkpost.ratelimit import RateSpec
+from bulkpost.region import HostChoice, choose_host, host_again
 from bulkpost.summary import Summary
 
 
@@ -56,8 +59,10 @@ def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[st
               help="Results file: every row's outcome; rerun with the same file to resume.")
 @click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True, metavar="HOST",
               help=HOST_HELP)
-@click.option("--rate", default="25/5s", callback=rate_option, show_default=True,
-              help="Most calls in any window: N/Ts, from your plan.")
+@click.option("--rate", default=None, callback=learnt_rate_option, metavar="N/Ts",
+              help="Most calls in any window, from your plan (e.g. 10/5s). Not given: "
+                   "learnt from the answers, starting at what an earlier run learnt for "
+                   "this account, else at 25/5s; auto: learnt afresh.")
 @click.option("--rate-margin", default=None, type=click.FloatRange(0, 10),
               help="Seconds added to each window to absorb latency jitter "
                    "[default: 2% of the window, 0.1 s at 25/5s].")
@@ -70,8 +75,9 @@ def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[st
               show_default=True,
               help="Create activities one per call, 25 per bulk call, or both at once "
                    "(both allowances add up).")
-@click.option("--bulk-rate", default="1/5s", callback=rate_option, show_default=True,
-              help="Most bulk calls in any window: N/Ts, from your plan.")
+@click.option("--bulk-rate", default=None, callback=learnt_rate_option, metavar="N/Ts",
+              help="Most bulk calls in any window, from your plan (e.g. 1/5s). Not given: "
+                   "learnt as --rate is, starting at 10/5s.")
 @click.option("--batch-size", default=25, show_default=True, type=click.IntRange(1, 25),
               help="Activities per bulk call.")
 @click.option("--dry-run", is_flag=True, help="Map and validate every row; send nothing.")
@@ -112,11 +118,13 @@ def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[st
               help="Send this many rows alone first, read them back and calibrate the "
                    "look-ups before sending more; stop (exit 3) if a stored value differs "
                    "from the one sent. 0: off.")
-def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: RateSpec,
+def run(input_path: Path, mapping_path: Path, results: Path, host: str,
+        rate: str | RateSpec | None,
         rate_margin: float | None, workers: int, dry_run: bool, resend_unknown: bool, encoding: str,
         max_attempts: int, backoff: float, timeout: float, max_rate_limited: float,
         log_format: str, log_level: str, progress: bool | None, no_preflight: bool,
-        decimal_comma: bool, delimiter: str | None, mode: str, bulk_rate: RateSpec,
+        decimal_comma: bool, delimiter: str | None, mode: str,
+        bulk_rate: str | RateSpec | None,
         batch_size: int, summary_json: Path | None, history_path: Path | None,
         on_changed: str | None, verify_first: int) -> None:
     """Post every row of INPUT (CSV or Parquet) as an activity.
@@ -143,23 +151,27 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
         if on_changed is not None and history_path is None:
             raise UsageError("--on-changed needs --history")
         credentials: Credentials | None = None
+        choice: HostChoice | None = None
         if not dry_run or (host and access and secret):
             # A dry run sends no activity, but with keys it reads the types' schemas.
-            if not host:
-                raise UsageError("--host (or LSQ_HOST) is required for a real run")
-            host = check_host(host)
+            host = check_host(host) if host else ""
             credentials = Credentials(checked_key("LSQ_ACCESS_KEY", access),
                                       checked_key("LSQ_SECRET_KEY", secret))
+            choice = choose_host(host, credentials)  # no --host: the keys' region's
+            host = choice.url
+        single = rate_setting(rate, DOCUMENTED_MAXIMUM)
+        bulk = rate_setting(bulk_rate, DOCUMENTED_BULK_MAXIMUM)
         options = RunOptions(
             input=input_path, mapping=mapping, results=results, host=host,
-            credentials=credentials, rate=rate, rate_margin=rate_margin, workers=workers,
+            credentials=credentials, rate=single[0], learn_rate=single[1],
+            forget_learnt=single[2] or bulk[2], rate_margin=rate_margin, workers=workers,
             dry_run=dry_run, resend_unknown=resend_unknown, encoding=encoding,
             delimiter=delimiter,
             max_attempts=max_attempts, backoff=backoff, timeout=timeout,
             max_rate_limited=max_rate_limited,
             progress=Progress.wanted(sys.stderr) if progress is None else progress,
             preflight=not no_preflight, decimal_comma=decimal_comma, mode=mode,
-            bulk_rate=bulk_rate, batch_size=batch_size, run_id=run_id,
+            bulk_rate=bulk[0], learn_bulk_rate=bulk[1], batch_size=batch_size, run_id=run_id,
             history=history_path, on_changed=on_changed or "skip",
             verify_first=verify_first,
         )
@@ -170,6 +182,11 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
         gc.set_threshold(50_000, 20, 20)
         _arrow_memory_pool()
         summary = run_sync(options)
+        if summary.aborted and not summary.interrupted and (
+                again := host_again(choice, credentials)) is not None:
+            # The cached host refused the keys: found again, the run runs again (resumes).
+            run_id = new_run_id()
+            summary = run_sync(dataclasses.replace(options, host=again, run_id=run_id))
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
         failure = {"error": logs.scrub(str(exc)), "exit_code": exc.exit_code, "run_id": run_id}
@@ -183,8 +200,11 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str, rate: Ra
             "rows.unknown", unknown=summary.unknown,
             report=f"bulkpost report {results}")
     if summary.dry_run:
-        allowance = {"single": str(rate), "bulk": f"{bulk_rate} bulk calls of {batch_size}",
-                     "both": f"{rate} and {bulk_rate} bulk calls of {batch_size}"}[mode]
+        rates = summary.rate
+        allowance = {"single": rates.get("single", ""),
+                     "bulk": f"{rates.get('bulk')} bulk calls of {batch_size}",
+                     "both": f"{rates.get('single')} and {rates.get('bulk')} bulk calls of "
+                             f"{batch_size}"}[mode]
         click.echo(dry_run_report(summary.to_send, summary.invalid, summary.estimated_s,
                                    summary.problems, allowance), err=True)
     write_summary(summary_json, summary.as_dict())

@@ -43,6 +43,10 @@ def _sandbox_announcement(url: str, demo_keys: tuple[str, str] | None) -> str:
               help="Most calls per access key in any window (a strict sliding window): N/Ts.")
 @click.option("--bulk-rate", default="1/5s", callback=rate_option, show_default=True,
               help="The bulk endpoints' own limit.")
+@click.option("--rate-text", default=None, metavar="N/Ts",
+              callback=lambda _c, _p, v: None if v is None else rate_option(_c, _p, v),
+              help="The limit the 429 texts name, instead of the one enforced (the docs "
+                   "print 25 in 5 s everywhere; a real text may not name the plan's).")
 @click.option("--latency", default="0.05:0.2", show_default=True,
               help="Answer latency A:B seconds, uniform.")
 @click.option("--latency-tail", default="0:0", show_default=True,
@@ -73,12 +77,23 @@ def _sandbox_announcement(url: str, demo_keys: tuple[str, str] | None) -> str:
 @click.option("--alter-stored", default="", metavar="FIELDS",
               help="SchemaNames (mx_Custom_2,mx_Custom_3) stored as the first half of the "
                    "value sent, to test reading back.")
-def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec, latency: str,
+@click.option("--region", default="api.leadsquared.com", show_default=True, metavar="HOST",
+              help="The regional API host it plays: what UserByAccessKey.Get names as the "
+                   "account's host.")
+@click.option("--home-region", default=None, metavar="HOST",
+              help="The keys' home region; when it is not --region, every API call answers "
+                   "401, as a wrong region does  [default: --region]")
+@click.option("--no-region-hint", is_flag=True,
+              help="That 401's message does not name the home host (by default it does; "
+                   "LeadSquared's own wording is not known).")
+def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec,
+            rate_text: RateSpec | None, latency: str,
             latency_tail: str,
             arrival_latency: str, faults: str,
             slow_seconds: float, seed: int | None, ledger: Path | None,
             access_key: str | None, secret_key: str | None, dialect_spec: str,
-            alter_stored: str) -> None:
+            alter_stored: str, region: str, home_region: str | None,
+            no_region_hint: bool) -> None:
     """Serve a LeadSquared look-alike on loopback for demos and tests.
 
     It accepts the keys demo-access-key / demo-secret-key (unless --access-key and
@@ -112,7 +127,9 @@ def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec, latency: 
                        seed=seed, ledger=ledger, slow_seconds=slow_seconds,
                        keys={access_key or DEFAULT_ACCESS_KEY: secret_key or DEFAULT_SECRET_KEY},
                        dialect=parse_dialect(dialect_spec),
-                       altered=parse_altered(alter_stored))
+                       altered=parse_altered(alter_stored), region=region,
+                       home_region=home_region, region_hint=not no_region_hint)
+        fake.gate.said_rate = rate_text
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {exc}", err=True)
         sys.exit(exc.exit_code)

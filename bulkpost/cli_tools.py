@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -18,11 +19,12 @@ from bulkpost.cli_common import (
     what_you_see,
 )
 from bulkpost.client import Credentials, check_host, checked_key
-from bulkpost.errors import BulkpostError, UsageError
+from bulkpost.errors import AbortRun, BulkpostError, UsageError
 from bulkpost.mapping import load_mapping
 from bulkpost.outputs import check_output
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateSpec
+from bulkpost.region import choose_host, host_again
 from bulkpost.report import build_report, export_failures
 
 
@@ -61,13 +63,19 @@ def check(mapping_path: Path, input_path: Path | None, host: str, encoding: str,
 
             check_columns(mapping, input_columns(input_path, encoding=encoding,
                                                  delimiter=delimiter), str(input_path))
-        if not host:
-            raise UsageError("--host (or LSQ_HOST) is required to read the schemas")
+        host = check_host(host) if host else ""
         environ = os.environ
         credentials = Credentials(checked_key("LSQ_ACCESS_KEY", environ.get("LSQ_ACCESS_KEY", "")),
                                   checked_key("LSQ_SECRET_KEY", environ.get("LSQ_SECRET_KEY", "")))
-        lines = asyncio.run(check_mapping(mapping, input_path, check_host(host), credentials,
-                                          encoding=encoding, delimiter=delimiter))
+        choice = choose_host(host, credentials)  # no --host: the keys' region's
+        try:
+            lines = asyncio.run(check_mapping(mapping, input_path, choice.url, credentials,
+                                              encoding=encoding, delimiter=delimiter))
+        except AbortRun:
+            if (again := host_again(choice, credentials)) is None:  # a cached host refused
+                raise
+            lines = asyncio.run(check_mapping(mapping, input_path, again, credentials,
+                                              encoding=encoding, delimiter=delimiter))
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
         sys.exit(exc.exit_code)
@@ -180,18 +188,22 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
             if not path.is_file():
                 raise UsageError(f"{what} {path}: no such file")
         mapping = load_mapping(mapping_path)
-        if not host:
-            raise UsageError("--host (or LSQ_HOST) is required to read activities back")
+        host = check_host(host) if host else ""
+        credentials = Credentials(checked_key("LSQ_ACCESS_KEY", access),
+                                  checked_key("LSQ_SECRET_KEY", secret))
+        choice = choose_host(host, credentials)  # no --host: the keys' region's
         options = check.VerifyOptions(
-            results=results, input=input_path, mapping=mapping, host=check_host(host),
-            credentials=Credentials(checked_key("LSQ_ACCESS_KEY", access),
-                                    checked_key("LSQ_SECRET_KEY", secret)),
+            results=results, input=input_path, mapping=mapping, host=choice.url,
+            credentials=credentials,
             rate=rate, sample=None if every else (sample or 20),
             seed=secrets.randbelow(2**32) if seed is None else seed, encoding=encoding,
             delimiter=delimiter, preflight=not no_preflight, decimal_comma=decimal_comma,
             progress=Progress.wanted(sys.stderr) if progress is None else progress,
             timeout=timeout)
         summary = asyncio.run(check.verify(options))
+        if summary.aborted and (again := host_again(choice, credentials)) is not None:
+            # The cached host refused the keys: found again, read back again.
+            summary = asyncio.run(check.verify(dataclasses.replace(options, host=again)))
         click.echo(logs.scrub(check.render_report(summary)), err=True)
         if differences_path is not None:
             check.write_differences(differences_path, summary.found)

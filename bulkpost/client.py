@@ -2,7 +2,8 @@
 
 Owns the connection to LeadSquared (Create, bulk Create, and the look-ups: "Get Activities
 of a Lead" and "Get Lead by Email Address" for reconciliation, "Get Activity Type Details"
-for the preflight, "Get Custom Fields of an Activity" for reading back what was stored):
+for the preflight, "Get Custom Fields of an Activity" for reading back what was stored,
+"UserByAccessKey.Get" for the keys' region, "Get List of Activity Types" for ``types``):
 the host check (``https://`` required, except for loopback), the credentials (sent only as
 ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers, never in a URL, so aiohttp's exception
 texts, which quote URLs, cannot carry them), explicit timeouts, and turning transport
@@ -45,6 +46,8 @@ BULK_BY_FIELD_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadFie
 ACTIVITY_DETAILS_PATH = "/v2/ProspectActivity.svc/GetActivityDetails"
 UPDATE_PATH = "/v2/ProspectActivity.svc/CustomActivity/Update"
 BULK_UPDATE_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Update"
+USER_BY_ACCESS_KEY_PATH = "/v2/Authentication.svc/UserByAccessKey.Get"
+ACTIVITY_TYPES_PATH = "/v2/ProspectActivity.svc/ActivityTypes.Get"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +178,13 @@ class LeadSquaredClient:
 
     async def _call(self, method: str, path: str, *, body: bytes | None = None,
                     params: dict[str, str] | None = None, read: bool = False,
-                    items: int = 0, update_of: str = "") -> tuple[Classified, Any]:
+                    items: int = 0, update_of: str = "",
+                    refusal: bool = False) -> tuple[Classified, Any]:
         """One request, classified. Never raises for I/O: failures become RETRY answers.
 
         ``read``: a look-up (the parsed document comes back); ``items``: a bulk call of that
-        many items (their outcomes come back); ``update_of``: an update of that activity."""
+        many items (their outcomes come back); ``update_of``: an update of that activity;
+        ``refusal``: a look-up refused with 401 brings back the refusal's text (scrubbed)."""
         assert self._session is not None, "use the client as an async context manager"
         try:
             # No redirects: they would carry the key headers to whatever host they name.
@@ -190,7 +195,10 @@ class LeadSquaredClient:
                 if items:
                     return classify_bulk(response.status, response.headers, raw, items)
                 if read:
-                    return classify_read(response.status, response.headers, raw)
+                    answer, document = classify_read(response.status, response.headers, raw)
+                    if refusal and answer.http_status == 401:
+                        document = self.credentials.scrub(raw[:4000].decode("utf-8", "replace"))
+                    return answer, document
                 if update_of:
                     return classify_update(response.status, response.headers, raw,
                                            update_of), None
@@ -263,6 +271,15 @@ class LeadSquaredClient:
         """"Get Custom Fields of an Activity": one activity's type and field values."""
         return await self._call("GET", ACTIVITY_DETAILS_PATH,
                                 params={"activityId": activity_id}, read=True)
+
+    async def user_by_access_key(self) -> tuple[Classified, Any]:
+        """"UserByAccessKey.Get": the keys' user, with its account's API host. Refused (401),
+        the document is the refusal's text, which may name the keys' region."""
+        return await self._call("GET", USER_BY_ACCESS_KEY_PATH, read=True, refusal=True)
+
+    async def activity_types(self) -> tuple[Classified, Any]:
+        """"Get List of Activity Types": the account's activity types and their fields."""
+        return await self._call("GET", ACTIVITY_TYPES_PATH, read=True)
 
     async def lead_by_email(self, email: str) -> tuple[Classified, Any]:
         """"Get Lead by Email Address": a list of matching leads."""

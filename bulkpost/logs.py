@@ -47,7 +47,10 @@ EVENTS: dict[str, str] = {
                     "sent again: run the same command again to look them up; "
                     "--resend-unknown sends them again (only if you know they were not "
                     "created)",
-    "rate_limited": "rate limited by the server: pausing all workers",
+    "rate_limited": "rate limited by the server: slowing down to what the window has room "
+                    "for",
+    "rate_limit.learnt": "learnt the account's rate limit from the answers",
+    "rate_limit.not_saved": "learnt rate limit not saved beside the results file",
     "bulk.refused": "bulk call refused as a whole: sending its rows one by one",
     # The first rows, read back
     "readback.stored_as_sent": "first rows read back: stored as sent",
@@ -68,6 +71,11 @@ EVENTS: dict[str, str] = {
                                   "schemas",
     "dry_run.no_schemas": "no --host or keys: the dry run checks rows without the activity "
                           "types' schemas",
+    # The account's regional host, found from the keys (no --host)
+    "region.host": "API host of the keys' region",
+    "region.redirected": "the keys belong to another region: asking its host next",
+    "region.cache_dropped": "the cached API host refused the keys: finding the host again",
+    "region.cache_not_saved": "the API host found could not be cached",
     # The results file and the history
     "results.not_compacted": "results file not compacted",
     "history.changed_skipped": "rows skipped: their key was posted before with other content; "

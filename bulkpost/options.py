@@ -30,6 +30,7 @@ class RunOptions:
     host: str = ""
     credentials: Credentials | None = None
     rate: RateSpec = field(default_factory=lambda: RateSpec(25, 5.0))
+    learn_rate: bool = False  # rate not given: learn it from the answers (it starts at rate)
     rate_margin: float | None = None  # seconds; None: 2% of the window
     workers: int = 0  # 0: enough to keep the limit busy
     dry_run: bool = False
@@ -47,6 +48,8 @@ class RunOptions:
     run_id: str = ""  # "": a new one (new_run_id)
     mode: str = "single"  # single | bulk | both: which calls create activities
     bulk_rate: RateSpec = field(default_factory=lambda: RateSpec(1, 5.0))
+    learn_bulk_rate: bool = False  # bulk_rate not given: learn it
+    forget_learnt: bool = False  # learn afresh, not from what earlier runs learnt
     batch_size: int = 25  # activities per bulk call (1..25)
     history: Path | None = None  # keys posted by earlier runs, across inputs (SQLite)
     on_changed: str = "skip"  # skip | post | update | fail: a key posted with other content

@@ -27,10 +27,10 @@ from bulkpost.dispatch import JobQueue
 from bulkpost.errors import AbortRun, BulkpostError, ResultsWriteError
 from bulkpost.feeder import Feeder, field_rules, track_progress
 from bulkpost.history import History, finish_history
+from bulkpost.limits import RunLimits
 from bulkpost.mapping import check_columns
 from bulkpost.options import RunOptions, new_run_id
 from bulkpost.progress import Progress
-from bulkpost.ratelimit import RateLimit
 from bulkpost.readback import field_infos
 from bulkpost.report import ProblemGroups
 from bulkpost.results import ResultsLog
@@ -54,8 +54,7 @@ class Run:
                                run_id=options.run_id or new_run_id(),
                                history=str(options.history or ""))
         self.history: History | None = None
-        self.limit = RateLimit(options.rate, options.rate_margin)
-        self.bulk_limit = RateLimit(options.bulk_rate, options.rate_margin)
+        self.limits = RunLimits(options, None)
         self.stopping = StopSignal()
         self.stopping.listen(self._say_why, once=True)
         self.stopping.listen(self._halt)
@@ -71,9 +70,9 @@ class Run:
         """What the mode's allowances sustain: single calls, full bulk calls, or both."""
         opts, per_second = self.options, 0.0
         if opts.mode != "bulk":
-            per_second += self.limit.sustained_per_second
+            per_second += self.limits.single.sustained_per_second
         if opts.mode != "single":
-            per_second += self.bulk_limit.sustained_per_second * opts.batch_size
+            per_second += self.limits.bulk.sustained_per_second * opts.batch_size
         return per_second
 
     # -- control -------------------------------------------------------------------------
@@ -131,6 +130,9 @@ class Run:
 
     async def _execute_with(self, source: Source, history: History | None) -> Summary:
         opts = self.options
+        if history is not None:  # it may know the limits an earlier run learnt
+            self.limits = RunLimits(opts, history)
+            self.progress.calls_per_second = self.activities_per_second()
         results = ResultsLog(opts.results, companion=history).open()
         if history is not None and not opts.dry_run:
             try:
@@ -152,6 +154,8 @@ class Run:
             self.summary.elapsed_s = time.monotonic() - started
             if self._delivery is not None:
                 self.summary.add(self._delivery.calls.counts)
+                self.limits.keep(self.summary.run_id)
+            self.summary.rate = self._rates()
             try:
                 if self._interrupts < 2:
                     await results.sync()
@@ -183,8 +187,8 @@ class Run:
         """The rows, from the client's opening to its closing."""
         opts = self.options
         log.info("run.started", input=describe(opts.input), results=str(opts.results),
-                 rate=str(opts.rate), workers=opts.worker_count(), mode=opts.mode,
-                 bulk_rate=str(opts.bulk_rate) if opts.mode != "single" else None,
+                 rate=self._rates().get("single"), workers=opts.worker_count(), mode=opts.mode,
+                 bulk_rate=self._rates().get("bulk"),
                  bulk_workers=opts.bulk_worker_count(), dry_run=opts.dry_run,
                  resumed_rows=sum(results.counts().values()))
         async with contextlib.AsyncExitStack() as stack:
@@ -193,7 +197,7 @@ class Run:
                 client = await stack.enter_async_context(LeadSquaredClient(
                     opts.host, opts.credentials, timeout=opts.timeout,
                     connections=opts.connections()))
-                self._delivery = new_delivery(opts, self.limit, client, results, history,
+                self._delivery = new_delivery(opts, self.limits.single, client, results, history,
                                               self.stopping, self.summary.run_id)
             try:
                 rules = await field_rules(opts, self._delivery, client)
@@ -214,10 +218,17 @@ class Run:
             assert client is not None and self._delivery is not None
             queue: JobQueue[Job] = JobQueue(opts.low_water())
             self._feeder = asyncio.create_task(feeder.feed(source, queue, rules))
-            self._workers = Workers(opts, queue, self._delivery, client, self.bulk_limit,
+            self._workers = Workers(opts, queue, self._delivery, client, self.limits.bulk,
                                     field_infos(opts.mapping, rules), self.progress,
                                     self.stopping).start()
             await self._until_done(self._feeder, self._delivery)
+
+    def _rates(self) -> dict[str, str]:
+        """The limits in force, for the log and the summary: "10/5s (learnt)"."""
+        kinds = {"single": ("single",), "bulk": ("bulk",),
+                 "both": ("single", "bulk")}[self.options.mode]
+        return {kind: f"{self.limits.ceiling(kind)} ({self.limits.source(kind)})"
+                for kind in kinds}
 
     async def _until_done(self, feeder: asyncio.Task[None], delivery: Delivery) -> None:
         """Wait for the feeder and the workers to finish, or for the run to stop; then let

@@ -127,7 +127,7 @@ class Progress:
                  stream: TextIO | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._stream = stream or sys.stderr
-        self._calls_per_second = calls_per_second
+        self.calls_per_second = calls_per_second
         self._clock = clock
         self._bar: tqdm[Never] | None = None
         self._finished_before = 0  # rows an earlier run finished: they take no call
@@ -187,7 +187,7 @@ class Progress:
         if self._bar is not None and self._bar.total:
             # Rows still to come, less those an earlier run finished (passed over at once).
             pending = max(0, self._bar.total - finished - self._finished_before)
-            rate = self._calls_per_second if observed is None else observed
+            rate = self.calls_per_second if observed is None else observed
             eta = "?" if not rate else str(timedelta(seconds=round(pending / rate)))
             text += f", ETA {eta}"
         return text

@@ -32,52 +32,26 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
-from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
+from bulkpost.allowance import Allowance, Lesson, RateSpec, Sent, parse_rate
 from bulkpost.errors import UsageError
 
+__all__ = ["Allowance", "Lesson", "RateLimit", "RateSpec", "Slot", "parse_rate"]
+
 DEFAULT_MARGIN = 0.02  # of the window
-_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(s|sec|secs|second|seconds|m|min)?\s*")
 
 
-@dataclass(frozen=True, slots=True)
-class RateSpec:
-    """N calls per T seconds."""
+class Slot(Sent):
+    """One call's place in the log: when it started (or was granted, until it starts), and
+    what its answer was (:class:`~bulkpost.allowance.Sent`)."""
 
-    calls: int
-    period: float
-
-    @property
-    def per_second(self) -> float:
-        return self.calls / self.period
-
-    def __str__(self) -> str:
-        return f"{self.calls}/{self.period:g}s"
-
-
-def parse_rate(text: str) -> RateSpec:
-    """Parse ``"25/5s"``, ``"10/5"``, ``"100/1m"``; raise :class:`UsageError` if malformed."""
-    match = _RATE.fullmatch(text)
-    if not match:
-        raise UsageError(f"rate {text!r}: expected N/Ts, for example 25/5s")
-    calls, period_text, unit = match.groups()
-    period = float(period_text or 1) * (60 if unit in ("m", "min") else 1)
-    if int(calls) < 1 or period <= 0:
-        raise UsageError(f"rate {text!r}: both N and T must be positive")
-    return RateSpec(int(calls), period)
-
-
-class Slot:
-    """One call's place in the log: when it started (or was granted, until it starts)."""
-
-    __slots__ = ("_limit", "at", "left")
+    __slots__ = ("_limit", "left")
 
     def __init__(self, limit: RateLimit, at: float) -> None:
+        super().__init__(at)
         self._limit = limit
-        self.at = at
         self.left = asyncio.Event()  # set once the call is on its way, or will never be
 
     def sending(self) -> None:
@@ -88,17 +62,21 @@ class Slot:
 
     def release(self) -> None:
         """Done with the slot: a slot never sent keeps the time it was granted."""
+        if not self.left.is_set():
+            self.answer = Sent.NEVER_SENT
         self.left.set()
 
 
 class RateLimit:
     """Lets calls start so that no T-second window ever holds more than N of them.
 
-    :meth:`acquire` blocks until the caller may start one call, and records the start;
-    :meth:`reserve` does the same for a call with work to do before it leaves.
-    :meth:`pause` stops every caller until the pause ends. Callers pass one at a time in
-    FIFO order. Uses the running loop's clock only (``loop.time`` and timers), so tests
-    drive it with a virtual clock.
+    N is the share its :class:`~bulkpost.allowance.Allowance` gives at the moment (the
+    given rate, or what the answers taught): :meth:`learn` hands it each answer, and the
+    log and the smoothing follow the share before each grant. :meth:`acquire` blocks until
+    the caller may start one call, and records the start; :meth:`reserve` does the same for
+    a call with work to do before it leaves. :meth:`pause` stops every caller until the
+    pause ends. Callers pass one at a time in FIFO order. Uses the running loop's clock only
+    (``loop.time`` and timers), so tests drive it with a virtual clock.
     """
 
     __slots__ = (
@@ -107,15 +85,18 @@ class RateLimit:
         "_limiter",
         "_resume_at",
         "_starts",
+        "allowance",
         "margin",
         "spec",
     )
 
-    def __init__(self, spec: RateSpec, margin: float | None = None) -> None:
+    def __init__(self, spec: RateSpec, margin: float | None = None,
+                 allowance: Allowance | None = None) -> None:
         if margin is not None and margin < 0:
             raise UsageError("the rate margin cannot be negative")
-        self.spec = spec
+        self.spec = spec  # the share in force: N calls per T
         self.margin = DEFAULT_MARGIN * spec.period if margin is None else margin
+        self.allowance = allowance or Allowance(spec, jitter=self.margin)
         # Slightly faster than the log allows, so that the log alone sets the pace and a
         # late wake-up in the smoothing stage is made up for.
         self._limiter = AsyncLimiter(1, 0.98 * self.spacing)
@@ -138,6 +119,25 @@ class RateLimit:
     @property
     def sustained_per_second(self) -> float:
         return 1 / self.spacing
+
+    def learn(self, slot: Slot, limited: bool | None,
+              said: RateSpec | None = None) -> Lesson | None:
+        """``slot``'s call was answered: counted (``limited`` False), rate limited (True),
+        or not answered at all (None). Returns what a rate-limited answer changed."""
+        now = asyncio.get_running_loop().time()
+        lesson = self.allowance.answered(slot, limited, now, said)
+        self._follow(now)
+        return lesson
+
+    def _follow(self, now: float) -> None:
+        """Size the log and the smoothing to the allowance's share at ``now``."""
+        calls = self.allowance.share_at(now)
+        if calls == self.spec.calls:
+            return
+        self.spec = RateSpec(calls, self.spec.period)
+        self._limiter = AsyncLimiter(1, 0.98 * self.spacing)
+        # The latest starts stay: the first of the new log's N is the one a call waits for.
+        self._starts = collections.deque(list(self._starts)[-calls:], maxlen=calls)
 
     def pause(self, seconds: float | None = None) -> None:
         """Hold every caller for ``seconds`` (default: one whole window plus the margin)."""
@@ -171,19 +171,27 @@ class RateLimit:
         the log stays in time order and ``_starts[0]`` stays the earliest of the last N."""
         if now <= slot.at:
             return
-        slot.at = now
-        for later in reversed(self._starts):  # the slot is recent: few slots after it
-            if later is slot:
+        later: list[Slot] = []
+        for other in reversed(self._starts):  # the slot is recent: few slots after it
+            if other is slot:
                 break
-            later.at = max(later.at, now)
+            later.append(other)
+        else:
+            later = []  # no longer in the log (a smaller share dropped it): alone
+        slot.at = now
+        for other in later:
+            other.at = max(other.at, now)
 
     async def reserve(self) -> Slot:
         """Wait for the pause to end and for a slot; the caller calls :meth:`Slot.sending`
         as the call leaves and :meth:`Slot.release` when done (``finally``)."""
+        loop = asyncio.get_running_loop()
         async with self._gate:
+            self._follow(loop.time())
             await self._limiter.acquire()
             # A loop, not an Event: we wait for a moment in time, and a pause may move it.
             while True:
+                self._follow(loop.time())
                 oldest = self._starts[0] if len(self._starts) == self.spec.calls else None
                 if oldest is not None and not oldest.left.is_set():
                     await oldest.left.wait()  # its time is not known until it leaves
@@ -192,7 +200,7 @@ class RateLimit:
                 if delay <= 0:
                     break
                 await asyncio.sleep(delay)
-            now = asyncio.get_running_loop().time()
+            now = loop.time()
             starts = self._starts
             # Starts a whole window old constrain nothing: dropped, the log stays small
             # whatever N is (a lifted limit of a million calls a second included).
@@ -200,6 +208,7 @@ class RateLimit:
                 starts.popleft()
             slot = Slot(self, now)
             starts.append(slot)
+            self.allowance.sent(slot)
             return slot
 
     async def acquire(self) -> None:

@@ -50,6 +50,7 @@ class Summary:
     results: str = ""
     run_id: str = ""
     history: str = ""
+    rate: dict[str, str] = field(default_factory=dict)  # each limit in force, and its source
     undecodable: int = 0  # invalid rows with a cell that is not UTF-8 (not in as_dict)
     interrupted: bool = False  # stopped by a signal: as the user asked (not in as_dict)
 
@@ -119,6 +120,8 @@ class Summary:
             data["carried_done"] = self.carried_done
             data["carried_rejected"] = self.carried_rejected
             data["carried_left"] = self.carried_left
+        if self.rate:
+            data["rate"] = self.rate
         if self.aborted:
             data["aborted"] = self.aborted
         return data

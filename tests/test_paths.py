@@ -32,6 +32,11 @@ DOCUMENTED = {
     # The notes name the page ("bulk-update-activities"); its path, as that page gives it.
     "BULK_UPDATE_PATH": ("POST", "/v2/ProspectActivity.svc/Bulk/CustomActivity/Update",
                          "Changing activities after they exist: Update Activities in Bulk"),
+    "USER_BY_ACCESS_KEY_PATH": ("GET", "/v2/Authentication.svc/UserByAccessKey.Get",
+                                "Account, region and activity types"),
+    # The notes name "Get List of Activity Types"; its path, as public clients call it.
+    "ACTIVITY_TYPES_PATH": ("GET", "/v2/ProspectActivity.svc/ActivityTypes.Get",
+                            "Account, region and activity types: Get List of Activity Types"),
     # Not in the reference notes: "Get Lead by Email Address" as the open-source LeadSquared
     # clients call it (GET, ?emailaddress=…). The notes should gain it.
     "LEAD_BY_EMAIL_PATH": ("GET", "/v2/LeadManagement.svc/Leads.GetByEmailaddress",

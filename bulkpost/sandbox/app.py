@@ -4,6 +4,11 @@ Owns :class:`Sandbox`, which puts the parts together (the gate every call passes
 schedule and fates, the activity store), routes each path, and carries out the look-ups and
 the sandbox's own ``/_sandbox/stats`` and ``/_sandbox/ledger``; the endpoints that write
 (creates and updates) are :mod:`bulkpost.sandbox.writes`'s.
+
+It also plays a region: the regional host it stands for (``region``, what
+"UserByAccessKey.Get" names as the account's API host) and the keys' home region. A sandbox
+whose region is not the keys' home answers every API call 401, its message naming the home
+host or not (``region_hint``): how LeadSquared words that refusal is not known.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from bulkpost.activity import GUID
 from bulkpost.dialect import DIALECTS, Dialect
@@ -24,14 +30,17 @@ from bulkpost.sandbox.faults import Fates, FaultSchedule
 from bulkpost.sandbox.gate import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Gate, error
 from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.store import ActivityStore, Watch
-from bulkpost.sandbox.validation import activity_setting
+from bulkpost.sandbox.validation import activity_setting, activity_types
 from bulkpost.sandbox.writes import WriteEndpoints
+
+DEFAULT_REGION = "api.leadsquared.com"  # the region a sandbox plays unless told
 
 
 class Sandbox(WriteEndpoints):
     """The fake API. ``await start()`` serves it; ``app`` can also be mounted in tests.
 
-    ``seed`` replays a run (None: a random one, shown in the stats).
+    ``seed`` replays a run (None: a random one, shown in the stats). ``region``: the host
+    it plays; ``home_region``: the keys' home (None: this one), else every call is refused.
     """
 
     def __init__(self, *, rate: RateSpec | None = None, bulk_rate: RateSpec | None = None,
@@ -42,7 +51,8 @@ class Sandbox(WriteEndpoints):
                  ledger: Path | None = None, slow_seconds: float = 5.0,
                  keys: dict[str, str] | None = None,
                  dialect: Dialect = DIALECTS["classic"],
-                 altered: frozenset[str] = frozenset()) -> None:
+                 altered: frozenset[str] = frozenset(), region: str = DEFAULT_REGION,
+                 home_region: str | None = None, region_hint: bool = True) -> None:
         self.rate = rate or RateSpec(25, 5.0)
         self.bulk_rate = bulk_rate or RateSpec(1, 5.0)
         self.seed = secrets.randbits(63) if seed is None else seed
@@ -55,7 +65,11 @@ class Sandbox(WriteEndpoints):
                                      tail=latency_tail),
                          schedule=FaultSchedule(faults or {}, self.seed),
                          slow_seconds=slow_seconds)
-        self.app = web.Application()
+        self.region = region
+        self.home_region = home_region or region
+        self.region_hint = region_hint
+        self.app = web.Application(
+            middlewares=[] if self.home_region == region else [self._other_region()])
         self.app.router.add_post(paths.CREATE, self._create)
         self.app.router.add_post(paths.BULK_BY_LEAD_ID, self._bulk)
         self.app.router.add_post(paths.BULK_BY_LEAD_FIELD, self._bulk)
@@ -65,6 +79,8 @@ class Sandbox(WriteEndpoints):
         self.app.router.add_get(paths.ACTIVITY_SETTING, self._activity_setting)
         self.app.router.add_get(paths.ACTIVITY_DETAILS, self._details)
         self.app.router.add_get(paths.LEAD_BY_EMAIL, self._lead_by_email)
+        self.app.router.add_get(paths.USER_BY_ACCESS_KEY, self._user)
+        self.app.router.add_get(paths.ACTIVITY_TYPES, self._activity_types)
         self.app.router.add_get(paths.STATS, self._stats)
         self.app.router.add_get(paths.LEDGER, self._ledger)
         self._runner: web.AppRunner | None = None
@@ -145,7 +161,25 @@ class Sandbox(WriteEndpoints):
 
     def stats_dict(self) -> dict[str, Any]:
         return {**self.stats.as_dict(), "dialect": self.dialect.name, "seed": self.seed,
-                "rate": str(self.rate), "bulk_rate": str(self.bulk_rate)}
+                "rate": str(self.rate), "bulk_rate": str(self.bulk_rate),
+                "region": self.region, "home_region": self.home_region}
+
+    def _other_region(self) -> Middleware:
+        """Every API call refused with 401, as a region that is not the keys' home does."""
+        @web.middleware
+        async def refuse(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if request.path.startswith("/_sandbox/"):
+                return await handler(request)
+            await request.read()
+            self.stats.calls += 1
+            self.stats.unauthorized += 1
+            if self.region_hint:
+                return error(401, "MXUnAuthorizedException",
+                             "Invalid access key or secret key for this region: the account "
+                             f"is served from https://{self.home_region}")
+            return error(401, "MXUnAuthorizedException", "Invalid access key or secret key")
+
+        return refuse
 
     async def _stats(self, _request: web.Request) -> web.Response:
         return web.json_response(self.stats_dict())
@@ -196,6 +230,25 @@ class Sandbox(WriteEndpoints):
         if setting is None:
             return error(500, "MXInvalidInputException", f"Activity event {code} does not exist")
         return web.json_response(setting)
+
+    async def _user(self, request: web.Request) -> web.StreamResponse:
+        """"UserByAccessKey.Get": the keys' user, naming this region as the account's host."""
+        admitted = await self.gate.admit(request, lookup=True)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        app = f"app{self.region[3:]}" if self.region.startswith("api") else self.region
+        return web.json_response({
+            "ID": "5f1c1a52-0000-4000-8000-000000000001", "FirstName": "Sandbox",
+            "LastName": "User", "EmailAddress": "sandbox@example.com",
+            "Role": "Administrator", "TimeZone": "UTC", "OrgShortCode": "10000",
+            "LSQCommonServiceURLs": {"api": self.region, "app": app}})
+
+    async def _activity_types(self, request: web.Request) -> web.StreamResponse:
+        """"Get List of Activity Types": the types the sandbox lists."""
+        admitted = await self.gate.admit(request, lookup=True)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        return web.json_response(activity_types())
 
     async def _lead_by_email(self, request: web.Request) -> web.StreamResponse:
         """"Get Lead by Email Address": a list with the lead, or an empty list."""

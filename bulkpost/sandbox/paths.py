@@ -17,6 +17,8 @@ ACTIVITY_DETAILS = "/v2/ProspectActivity.svc/GetActivityDetails"
 LEAD_BY_EMAIL = "/v2/LeadManagement.svc/Leads.GetByEmailaddress"
 UPDATE = "/v2/ProspectActivity.svc/CustomActivity/Update"
 BULK_UPDATE = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Update"
+USER_BY_ACCESS_KEY = "/v2/Authentication.svc/UserByAccessKey.Get"
+ACTIVITY_TYPES = "/v2/ProspectActivity.svc/ActivityTypes.Get"
 # The sandbox's own: not the API's.
 STATS = "/_sandbox/stats"
 LEDGER = "/_sandbox/ledger"

@@ -28,6 +28,9 @@ class ServerCounts:
     lookups: int = 0
     details: int = 0  # "Get Custom Fields of an Activity" calls (counted in lookups too)
     max_in_window: int = 0
+    accepted: int = 0  # single calls the window let through (creates, updates, look-ups)
+    first_accepted: float | None = None  # arrival (time.time()) of the first and last
+    last_accepted: float | None = None  # of them: the span the allowance was used over
     updated: int = 0  # activities updated ("Update an Activity", or a bulk update's items)
     bulk_calls: int = 0  # bulk creates and bulk updates
     bulk_rate_limited: int = 0

@@ -2,8 +2,10 @@
 
 Owns the catalog of activity types ("Get Activity Type Details": a typed type 301 with a
 mandatory, a Number, a Dropdown, a Date and a DateTime field, and duplicate display names;
-every other code in 100..999 with 50 String fields) and the validation a single create and
-each item of a bulk call go through, with the API's messages (typed fields included).
+310, a purchase with a shop's field names, for ``bulkpost init``; every other code in
+100..999 with 50 String fields) and the validation a single create and each item of a bulk
+call go through, with the API's messages (typed fields included).
+"Get List of Activity Types" lists the catalog's types and a few untyped ones.
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ CATALOG: dict[int, dict[str, Any]] = {
         {"SchemaName": "mx_Custom_7", "DisplayName": "Purpose", "DataType": "String"},
         {"SchemaName": "mx_Custom_8", "DisplayName": "Remarks", "DataType": "String"},
     ]},
+    # A purchase as a shop's export names its parts: `bulkpost init` matches headers to these.
+    310: {"DisplayName": "Purchase", "Fields": [
+        {"SchemaName": "mx_Custom_1", "DisplayName": "Order No", "DataType": "String",
+         "IsMandatory": True, "MaxFieldLength": 20},
+        {"SchemaName": "mx_Custom_2", "DisplayName": "Amount", "DataType": "Number"},
+        {"SchemaName": "mx_Custom_3", "DisplayName": "Quantity", "DataType": "Number"},
+        {"SchemaName": "mx_Custom_4", "DisplayName": "Sales Channel", "DataType": "Dropdown",
+         "OptionSet": json.dumps([{"Value": v, "Text": v}
+                                  for v in ("Web", "Phone", "Store", "Partner")])},
+        {"SchemaName": "mx_Custom_5", "DisplayName": "Delivery Date", "DataType": "Date"},
+        {"SchemaName": "mx_Custom_6", "DisplayName": "Payment Mode", "DataType": "String"},
+        {"SchemaName": "mx_Custom_7", "DisplayName": "Coupon Code", "DataType": "String"},
+    ]},
 }
 
 
@@ -47,6 +62,26 @@ def activity_setting(code: int) -> dict[str, Any] | None:
             {"SchemaName": f"mx_Custom_{n}", "DisplayName": f"Custom {n}", "DataType": "String"}
             for n in range(1, 51)]}
     return None
+
+
+# The untyped codes "Get List of Activity Types" lists beside the catalog's (those the
+# samples and tests post): all of 100..999 exist, but an account lists only its own.
+LISTED_UNTYPED = (201, 202)
+
+
+def activity_types() -> list[dict[str, Any]]:
+    """What "Get List of Activity Types" answers: the catalog's types and the listed untyped
+    ones, in the shape public clients read (``ActivityProperties`` a JSON string holding
+    ``FormMetaData``, the type's fields). ``EventType``'s values are not known: a stand-in."""
+    listed = []
+    for code in sorted({*CATALOG, *LISTED_UNTYPED}):
+        setting = activity_setting(code)
+        assert setting is not None
+        listed.append({
+            "ActivityEvent": code, "ActivityEventName": setting["DisplayName"],
+            "DisplayName": setting["DisplayName"], "EventType": "Custom",
+            "ActivityProperties": json.dumps({"FormMetaData": setting["Fields"]})})
+    return listed
 
 
 def setting_of(entry: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,198 @@
+"""What the answers prove of the account's rate limit, and how much of it this run takes.
+
+LeadSquared plans allow 2 to 25 calls per 5 s, and every docs page prints "25 in 5
+second(s)" as the rate-limit text, so a 429's text is a hint to check against evidence,
+never a fact. The evidence is what our own calls met, over the limit's period T (plans
+differ in N, not in T):
+
+- a call answered with anything but "rate limited" was counted by the server's window.
+  The most of ours answered within any T seconds, :attr:`Allowance.proven`, is a number of
+  calls the account allows: a lower bound that another client on the account cannot fake;
+- a "rate limited" answer says the window was full as the call arrived. It held the A
+  calls of ours sent in the T seconds before (answered, or not answered yet), plus whatever
+  another client sent. Alone, A is the limit.
+
+A 429 with A >= ``proven`` is consistent with "our A calls filled the window", so the limit
+may be A. A is taken for the plan's limit (the ceiling, kept for later runs) only once
+something corroborates it: a second 429 with the same A, or the 429's own text naming A.
+Until then, and for every 429 with A < ``proven`` (another client holds part of the
+window), the run lowers only its *share*, the calls it lets out per T: to A, and at least
+one less than before. After a whole T without a 429 the share climbs back toward the
+ceiling by 1, 2, 4, 8… calls each half T. That recovers in a few windows when the other
+client stops, and meets the window again within one or two when it has not.
+
+A rate given by the user is the ceiling, never learnt or lowered; the share still yields
+to another client. Everything here is pure: times come from the caller's clock.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from dataclasses import dataclass
+
+from bulkpost.errors import UsageError
+
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(s|sec|secs|second|seconds|m|min)?\s*")
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    """N calls per T seconds."""
+
+    calls: int
+    period: float
+
+    @property
+    def per_second(self) -> float:
+        return self.calls / self.period
+
+    def __str__(self) -> str:
+        return f"{self.calls}/{self.period:g}s"
+
+
+def parse_rate(text: str) -> RateSpec:
+    """Parse ``"25/5s"``, ``"10/5"``, ``"100/1m"``; raise :class:`UsageError` if malformed."""
+    match = _RATE.fullmatch(text)
+    if not match:
+        raise UsageError(f"rate {text!r}: expected N/Ts, for example 25/5s")
+    calls, period_text, unit = match.groups()
+    period = float(period_text or 1) * (60 if unit in ("m", "min") else 1)
+    if int(calls) < 1 or period <= 0:
+        raise UsageError(f"rate {text!r}: both N and T must be positive")
+    return RateSpec(int(calls), period)
+
+
+DOCUMENTED_MAXIMUM = RateSpec(25, 5.0)  # Enterprise, the highest plan (API notes)
+DOCUMENTED_BULK_MAXIMUM = RateSpec(10, 5.0)  # bulk calls: 1 on every plan, or 5-10 by plan
+_SAID = re.compile(r"limit of\s+(\d+)\s+in\s+(\d+(?:\.\d+)?)\s*sec", re.IGNORECASE)
+_MOST_STEPS = 20  # the climb's doubling stops here (a share of a million calls)
+
+
+def said_limit(text: str) -> RateSpec | None:
+    """The limit a rate-limit text names ("…exceeded the limit of 25 in 5 second(s)")."""
+    match = _SAID.search(text or "")
+    if match is None or int(match.group(1)) < 1:
+        return None
+    return RateSpec(int(match.group(1)), float(match.group(2)))
+
+
+class Sent:
+    """One call of ours as the allowance sees it: when it left, and what it met."""
+
+    __slots__ = ("answer", "at")
+
+    # Until LIMITED, the server may have counted the call in its window.
+    PENDING, COUNTED, UNANSWERED, LIMITED, NEVER_SENT = range(5)
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.answer = Sent.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class Lesson:
+    """What one rate-limited answer changed, for the log."""
+
+    learnt: bool  # the ceiling (the plan's limit) was learnt now; else only the share moved
+    ceiling: int
+    share: int
+    counted: int  # our calls in the window the answer refused (A)
+    said: int | None  # what the answer's text named, if it named a limit on our period
+
+
+class Allowance:
+    """The ceiling (the plan's limit as proven, or as given), this run's share of it, and
+    the evidence: every call of ours in the last two periods."""
+
+    __slots__ = ("_base", "_candidate", "_limited_at", "_lowered_at", "_sent", "ceiling", "jitter",
+                 "learning", "learnt", "period", "proven", "share")
+
+    def __init__(self, spec: RateSpec, *, learning: bool = False, learnt: bool = False,
+                 jitter: float = 0.0) -> None:
+        self.period = spec.period
+        self.ceiling = spec.calls
+        self.learning = learning  # whether the answers may lower the ceiling
+        self.learnt = learnt  # the ceiling is proven by answers (this run's or earlier)
+        self.jitter = jitter  # how far apart our clock and the server's may put a call
+        self.proven = 0
+        self.share = spec.calls
+        self._base = spec.calls  # the share the last 429 set, from which it climbs
+        self._limited_at: float | None = None  # the share climbs back from here
+        self._lowered_at: float | None = None  # when a 429 last lowered the share
+        self._candidate: int | None = None  # a limit one 429 suggested, not corroborated
+        self._sent: collections.deque[Sent] = collections.deque()
+
+    def sent(self, call: Sent) -> None:
+        """``call`` left at ``call.at`` (never earlier than the calls before it)."""
+        horizon = call.at - 2 * self.period
+        sent = self._sent
+        while sent and sent[0].at < horizon:
+            sent.popleft()
+        sent.append(call)
+
+    def share_at(self, now: float) -> int:
+        """The calls per period this run may let out at ``now``."""
+        if self._limited_at is not None:
+            climbed = now - self._limited_at - self.period
+            if climbed >= 0:
+                steps = min(_MOST_STEPS, int(climbed / (self.period / 2)) + 1)
+                self.share = min(self.ceiling, self._base + 2 ** steps - 1)
+            if self.share >= self.ceiling:
+                self._limited_at = None
+        return min(self.share, self.ceiling)
+
+    def answered(self, call: Sent, limited: bool | None, now: float,
+                 said: RateSpec | None = None) -> Lesson | None:
+        """``call``'s answer: counted by the server (False), rate limited (True), or none
+        at all (None: it may have been counted). A rate-limited one returns what it taught."""
+        if limited is None:
+            call.answer = Sent.UNANSWERED
+            return None
+        if not limited:
+            call.answer = Sent.COUNTED
+            if self.learning:
+                self._prove(call)
+            return None
+        call.answer = Sent.LIMITED
+        counted = self._counted_before(call)
+        named = said.calls if said is not None and said.period == self.period else None
+        if self.learning and max(1, self.proven) <= counted <= self.ceiling:
+            if counted in (named, self._candidate):  # corroborated: the plan's limit
+                self._candidate = None
+                if counted != self.ceiling or not self.learnt:
+                    self.ceiling, self.learnt = counted, True
+                    self._lower(counted, now)
+                    return Lesson(True, counted, counted, counted, named)
+            else:
+                self._candidate = counted
+        if self._lowered_at is not None and call.at < self._lowered_at:
+            # It left before the share was last lowered: the same full window, no news.
+            return Lesson(False, self.ceiling, self.share_at(now), counted, named)
+        share = max(1, min(self.share_at(now) - 1, counted))
+        self._lower(share, now)
+        return Lesson(False, self.ceiling, share, counted, named)
+
+    def _lower(self, share: int, now: float) -> None:
+        self.share = self._base = share
+        self._lowered_at = now
+        self._limited_at = now if share < self.ceiling else None
+
+    def _counted_before(self, call: Sent) -> int:
+        """Our calls the server may have counted in the window that refused ``call``."""
+        low, high = call.at - self.period - self.jitter, call.at + self.jitter
+        return sum(1 for other in self._sent
+                   if other is not call and low < other.at < high
+                   and other.answer < Sent.LIMITED)
+
+    def _prove(self, call: Sent) -> None:
+        """The most of our counted calls within one period, around ``call``."""
+        at, period = call.at, self.period
+        before = after = 0
+        for other in self._sent:
+            if other.answer == Sent.COUNTED:
+                before += at - period < other.at <= at
+                after += at <= other.at < at + period
+        self.proven = max(self.proven, before, after)
+        if self._candidate is not None and self.proven > self._candidate:
+            self._candidate = None  # the account allowed more than that 429 suggested

@@ -1,0 +1,205 @@
+"""``bulkpost init``: a first mapping file drafted from an export's header and sampled rows.
+
+Owns the command's shell: the sample read with :mod:`bulkpost.source` (so encodings,
+delimiters and Parquet read as a run reads them), the activity type's fields read when the
+keys are in the environment (one "Get Activity Type Details" call through the call layer,
+as the preflight makes it, on ``--host`` or the host :func:`bulkpost.region.host_for` finds
+from the keys), the file written (never over an existing one without
+``--force``), and what to check and what to run next. The guesses are
+:mod:`bulkpost.mapping_draft`'s. Exit codes: 0 written, 2 a usage or input error (nothing
+written), 3 the keys or the host refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import shlex
+import sys
+import tomllib
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+
+from bulkpost import logs
+from bulkpost.calls import ApiCalls, DeliverySettings, LookupFailed, Stopped
+from bulkpost.cli_common import ENCODING_HELP, HOST_HELP
+from bulkpost.client import Credentials, LeadSquaredClient, check_host, checked_key
+from bulkpost.errors import AbortRun, BulkpostError, InputError, MappingError, UsageError
+from bulkpost.mapping import parse_mapping
+from bulkpost.mapping_draft import ColumnSample, DateOrder, draft_mapping
+from bulkpost.ratelimit import RateLimit, RateSpec
+from bulkpost.region import host_for
+from bulkpost.schema import ActivityType, parse_activity_type
+from bulkpost.source import input_columns, open_source
+from bulkpost.stop import StopSignal
+
+SAMPLE_ROWS = 5000  # enough rows for a day above 12 to show, few enough to read at once
+
+
+def read_sample(path: Path, *, encoding: str, delimiter: str | None,
+                rows: int = SAMPLE_ROWS) -> tuple[list[ColumnSample], int, list[str]]:
+    """The first ``rows`` rows of every column, how many were read, and the columns whose
+    type has no string form (left out)."""
+    columns = input_columns(path, encoding=encoding, delimiter=delimiter)
+    readable = columns
+    try:
+        source = open_source(path, columns, encoding=encoding, delimiter=delimiter)
+    except InputError:  # a Parquet list or struct column: find which, read the others
+        readable = [c for c in columns if _readable(path, c, encoding, delimiter)]
+        source = open_source(path, readable, encoding=encoding, delimiter=delimiter)
+    values: dict[str, list[str]] = {c: [] for c in readable}
+    read = 0
+    while read < rows and (batch := source.next_batch()) is not None:
+        take = min(len(batch.rows), rows - read)
+        for column in readable:
+            values[column] += batch.columns[column][:take]
+        read += take
+    samples = [ColumnSample(c, tuple(values[c]), typed=c in source.typed_columns,
+                            aware=c in source.utc_columns) for c in readable]
+    return samples, read, [c for c in columns if c not in readable]
+
+
+def _readable(path: Path, column: str, encoding: str, delimiter: str | None) -> bool:
+    try:
+        open_source(path, [column], encoding=encoding, delimiter=delimiter)
+    except InputError:
+        return False
+    return True
+
+
+async def read_activity_type(host: str, credentials: Credentials, code: int) -> ActivityType:
+    """The type's schema from "Get Activity Type Details", under a rate limit and retries."""
+    stopping = StopSignal()
+    async with LeadSquaredClient(host, credentials) as client:
+        calls = ApiCalls(DeliverySettings(3, 0.5, 30.0, 120.0), RateLimit(RateSpec(25, 5.0)),
+                         stopping)
+        try:
+            document = await calls.lookup(functools.partial(client.activity_setting, code))
+        except Stopped:
+            assert stopping.reason is not None
+            raise stopping.reason from None
+        except LookupFailed as exc:
+            if not exc.answered:
+                raise AbortRun(f"cannot read activity type {code} from the API: {exc}") from None
+            raise UsageError(f"--event {code}: the account has no such activity type "
+                             f"({exc})") from None
+    return parse_activity_type(document, code)
+
+
+def _write(output: Path, text: str, force: bool) -> None:
+    """Write the file whole; without ``force``, only if it does not exist."""
+    try:
+        if not force:
+            with open(output, "x", encoding="utf-8") as handle:
+                handle.write(text)
+            return
+        temp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+        try:
+            with open(temp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(temp, output)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+    except FileExistsError:
+        raise UsageError(f"{output} exists: give --force to overwrite it, or --output "
+                         "another file") from None
+    except OSError as exc:
+        raise UsageError(f"--output {output}: cannot write it: {exc.strerror}") from None
+
+
+def next_command(input_path: Path, output: Path, host: str, encoding: str,
+                 delimiter: str | None) -> str:
+    """The dry run to make with the mapping written."""
+    words = ["bulkpost", "run", str(input_path), "--mapping", str(output), "--results",
+             "results.csv", "--dry-run"]
+    if host:
+        words += ["--host", host]
+    if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        words += ["--encoding", encoding]
+    if delimiter is not None:
+        words += ["--delimiter", delimiter]
+    return shlex.join(words)
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--event", required=True, type=click.IntRange(1), metavar="CODE",
+              help="The activity type's event code (ActivityEvent) the rows are posted as.")
+@click.option("--output", default=Path("mapping.toml"), show_default=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The mapping file to write.")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True, metavar="HOST",
+              help=HOST_HELP)
+@click.option("--encoding", default="utf-8", show_default=True, help=ENCODING_HELP)
+@click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")
+@click.option("--day-first/--month-first", "day_first", default=None,
+              help="How to read dates that every sampled value leaves open (03/04/2024). "
+                   "Without either, day-first is written with a warning to confirm it.")
+@click.option("--timezone", default=None, metavar="ZONE",
+              help="IANA time zone the date-times were written in, e.g. Asia/Kolkata. "
+                   "Without it, a commented timezone line asks you to confirm one.")
+def init(input_path: Path, event: int, output: Path, force: bool, host: str, encoding: str,
+         delimiter: str | None, day_first: bool | None, timezone: str | None) -> None:
+    """Write a first mapping for INPUT: its lead, date-time, note and key columns, and (with
+    the keys) its other columns matched to the activity type's fields by display name.
+
+    Every guess to check is marked CONFIRM or !!! in the file and said on stderr; columns
+    not matched are listed as comments. Keys come from LSQ_ACCESS_KEY and LSQ_SECRET_KEY
+    (without --host, the account's host is found from them); without them the fields are
+    left as comments. Never overwrites a file without --force.
+
+    \b
+    Example (then the dry run it prints):
+      bulkpost init export.csv --event 310 --host api-in21.leadsquared.com
+      bulkpost run export.csv --mapping mapping.toml --results results.csv --dry-run
+    """
+    access = os.environ.get("LSQ_ACCESS_KEY", "")
+    secret = os.environ.get("LSQ_SECRET_KEY", "")
+    logs.register_secret(secret, access)
+    logs.configure("auto", "warning")
+    try:
+        if output.exists() and output.resolve() == input_path.resolve():
+            raise UsageError(f"--output {output} is the input: give another file")
+        if output.exists() and not force:
+            raise UsageError(f"{output} exists: give --force to overwrite it, or --output "
+                             "another file")
+        if timezone is not None:
+            try:
+                ZoneInfo(timezone)
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                raise UsageError(f"--timezone {timezone!r}: unknown time zone (use an IANA "
+                                 "name such as Asia/Kolkata or UTC)") from None
+        samples, rows, unreadable = read_sample(input_path, encoding=encoding,
+                                                delimiter=delimiter)
+        activity = None
+        if access or secret:
+            credentials = Credentials(checked_key("LSQ_ACCESS_KEY", access),
+                                      checked_key("LSQ_SECRET_KEY", secret))
+            url = host_for(host, credentials)
+            activity = asyncio.run(read_activity_type(url, credentials, event))
+        elif host:
+            check_host(host)
+        order: DateOrder | None = (None if day_first is None else
+                                   "day-first" if day_first else "month-first")
+        draft = draft_mapping(samples, event, activity, source=input_path.name, rows=rows,
+                              order=order, timezone=timezone, unreadable=unreadable)
+        try:
+            parse_mapping(tomllib.loads(draft.text), str(output))
+        except MappingError as exc:
+            draft.warnings.append(f"edit the mapping before a run: {exc}")
+        _write(output, draft.text, force)
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    for warning in draft.warnings:
+        click.echo(f"bulkpost: warning: {warning}", err=True)
+    click.echo(f"wrote {output}: {', '.join(draft.found)}; check the lines marked CONFIRM "
+               "or !!!, then make a dry run (it sends nothing):")
+    click.echo(f"  {next_command(input_path, output, host, encoding, delimiter)}")

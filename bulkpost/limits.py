@@ -1,0 +1,153 @@
+"""The run's two rate limits, single calls and bulk calls: as given, or learnt and kept.
+
+A limit given (``--rate``, ``--bulk-rate``) is exactly that: the ceiling, never raised or
+lowered by what the answers say (the run's share of it still yields to another client on
+the account: :mod:`bulkpost.allowance`). A limit not given is learnt: it starts at what
+an earlier run learnt for this host and account, else at the documented maximum, and the
+answers teach it the plan's limit. What a run learnt is kept for the runs after it
+(:mod:`bulkpost.kept`: ``RESULTS.limits.json`` beside the results file, and the history),
+under the host and a digest of the access key (never the key). ``--rate auto`` learns
+afresh, ignoring what was kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bulkpost.allowance import (
+    DOCUMENTED_BULK_MAXIMUM,
+    DOCUMENTED_MAXIMUM,
+    Allowance,
+    RateSpec,
+    parse_rate,
+)
+from bulkpost.client import Credentials
+from bulkpost.history import History
+from bulkpost.kept import keep, recall
+from bulkpost.options import RunOptions
+from bulkpost.ratelimit import DEFAULT_MARGIN, RateLimit
+
+log = structlog.get_logger("bulkpost")
+KINDS = ("single", "bulk")
+
+
+def rate_setting(given: str | RateSpec | None,
+                 documented: RateSpec) -> tuple[RateSpec, bool, bool]:
+    """What a ``--rate`` as given means: the rate to start at, whether to learn it, and
+    whether to forget what earlier runs learnt. Not given (None): learn, starting where an
+    earlier run left it, else at ``documented``; ``"auto"``: learn afresh; N/Ts: exactly
+    that."""
+    if given is None:
+        return documented, True, False
+    if isinstance(given, str) and given.strip().lower() == "auto":
+        return documented, True, True
+    return (parse_rate(given) if isinstance(given, str) else given), False, False
+
+
+def account_tag(credentials: Credentials | None) -> str:
+    """A digest naming the account of the keys in files, without the keys."""
+    if credentials is None:
+        return ""
+    return hashlib.sha256(credentials.access_key.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Learnt:
+    """A limit the answers proved, as kept."""
+
+    spec: RateSpec
+    run_id: str
+
+
+def _name(host: str, account: str) -> str:
+    return f"limits {host} {account}"
+
+
+def _accept(host: str, account: str) -> Any:
+    def accept(data: dict[str, Any]) -> dict[str, Learnt] | None:
+        if data.get("host") != host or data.get("account") != account:
+            return None
+        found: dict[str, Learnt] = {}
+        for kind in KINDS:
+            item = data.get(kind)
+            if not isinstance(item, dict):
+                continue
+            calls, period = item.get("calls"), item.get("period")
+            if (isinstance(calls, int) and not isinstance(calls, bool) and calls >= 1
+                    and isinstance(period, int | float) and period > 0):
+                found[kind] = Learnt(RateSpec(calls, float(period)),
+                                     str(item.get("run_id", "")))
+        return found or None
+    return accept
+
+
+def recalled(options: RunOptions, history: History | None) -> dict[str, Learnt]:
+    """The limits an earlier run learnt for this host and account (none when forgotten)."""
+    if options.forget_learnt or options.credentials is None:
+        return {}
+    account = account_tag(options.credentials)
+    return recall(options.results, "limits", _name(options.host, account), history,
+                  _accept(options.host, account)) or {}
+
+
+class RunLimits:
+    """The run's limit for single calls and for bulk calls, and where each came from."""
+
+    def __init__(self, options: RunOptions, history: History | None) -> None:
+        self._options = options
+        self._history = history
+        self.earlier = recalled(options, history)
+        self.single = self._limit("single", options.learn_rate, options.rate,
+                                  DOCUMENTED_MAXIMUM)
+        self.bulk = self._limit("bulk", options.learn_bulk_rate, options.bulk_rate,
+                                DOCUMENTED_BULK_MAXIMUM)
+
+    def _limit(self, kind: str, learning: bool, given: RateSpec,
+               documented: RateSpec) -> RateLimit:
+        opts = self._options
+        if not learning:
+            return RateLimit(given, opts.rate_margin)
+        earlier = self.earlier.get(kind)
+        start = earlier.spec if earlier is not None else documented
+        margin = DEFAULT_MARGIN * start.period if opts.rate_margin is None else opts.rate_margin
+        return RateLimit(start, margin, Allowance(start, learning=True,
+                                                  learnt=earlier is not None, jitter=margin))
+
+    def source(self, kind: str) -> str:
+        """Where the limit in force came from: given, learnt (by this run), remembered
+        (learnt by an earlier run), or the documented maximum (nothing learnt yet)."""
+        limit = self.single if kind == "single" else self.bulk
+        allowance = limit.allowance
+        if not allowance.learning:
+            return "given"
+        earlier = self.earlier.get(kind)
+        if earlier is not None and earlier.spec.calls == allowance.ceiling:
+            return "remembered"
+        return "learnt" if allowance.learnt else "documented maximum"
+
+    def ceiling(self, kind: str) -> RateSpec:
+        limit = self.single if kind == "single" else self.bulk
+        return RateSpec(limit.allowance.ceiling, limit.allowance.period)
+
+    def keep(self, run_id: str) -> None:
+        """Keep what this run learnt (with what earlier runs learnt of the other kind)."""
+        opts = self._options
+        learnt = {kind: Learnt(self.ceiling(kind), run_id) for kind in KINDS
+                  if self.source(kind) == "learnt"}
+        if not learnt or opts.credentials is None:
+            return
+        account = account_tag(opts.credentials)
+        document: dict[str, Any] = {"host": opts.host, "account": account}
+        for kind in KINDS:
+            item = learnt.get(kind) or self.earlier.get(kind)
+            if item is not None:
+                document[kind] = {"calls": item.spec.calls, "period": item.spec.period,
+                                  "run_id": item.run_id}
+        failed = keep(opts.results, "limits", _name(opts.host, account), document,
+                      self._history)
+        if failed is not None:
+            log.warning("rate_limit.not_saved", reason=failed)

@@ -1,0 +1,494 @@
+"""``bulkpost init``: the drafted mapping's guesses (plain tables) and the command, run for real
+against the sandbox, down to a dry run with 0 invalid rows and a real run's ledger."""
+
+from __future__ import annotations
+
+import json
+import random
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bulkpost.mapping import Mapping, load_mapping, parse_mapping
+from bulkpost.mapping_draft import (
+    NEAR_MATCH,
+    ColumnSample,
+    DateOrder,
+    detect_datetime,
+    draft_mapping,
+    find_key_column,
+    find_lead_columns,
+    find_note_column,
+    match_fields,
+    similarity,
+)
+from bulkpost.sandbox.validation import activity_setting
+from bulkpost.schema import ActivityType, FieldSpec, parse_activity_type
+from tests.conftest import ROOT, CliResult, read_results, run_cli, write_csv
+
+PURCHASE = parse_activity_type(activity_setting(310), 310)
+ORDER = parse_activity_type(activity_setting(301), 301)
+_RANDOM = random.Random(310)
+
+
+def _lead() -> str:
+    return str(uuid.UUID(int=_RANDOM.getrandbits(128), version=4))
+
+
+def _spec(display: str) -> FieldSpec:
+    return FieldSpec("mx_Custom_1", display, "String")
+
+
+def _loads(text: str) -> Mapping:
+    return parse_mapping(tomllib.loads(text), "<draft>")
+
+
+# -- names ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("column", "display"), [
+    ("amount", "Amount"),
+    ("AMOUNT (INR)", "Amount"),
+    ("Amount [₹]", "Amount"),
+    ("order_no.", "Order No"),
+    ("Order #", "Order No"),
+    ("OrderNo", "Order No"),
+    ("Sales-Channel", "Sales Channel"),
+    ("Qty", "Quantity"),
+    ("mx_custom_1", "Whatever"),  # the SchemaName itself
+])
+def test_names_that_differ_in_form_only_match_fully(column: str, display: str) -> None:
+    assert similarity(column, _spec(display)) == 1.0
+
+
+@pytest.mark.parametrize(("column", "display"), [
+    ("Delivry Date", "Delivery Date"),
+    ("Ammount", "Amount"),
+    ("Payment_Mde", "Payment Mode"),
+])
+def test_near_spellings_match(column: str, display: str) -> None:
+    assert NEAR_MATCH <= similarity(column, _spec(display)) < 1.0
+
+
+@pytest.mark.parametrize(("column", "display"), [
+    ("Region", "Reason"),
+    ("Customer ID", "Customer No"),
+    ("Payment Date", "Payment Mode"),
+    ("City", "Qty"),  # short names match only exactly
+    ("Date", "Rate"),
+])
+def test_different_names_do_not_match(column: str, display: str) -> None:
+    assert similarity(column, _spec(display)) < NEAR_MATCH
+
+
+def test_one_field_takes_one_column_and_the_other_is_listed() -> None:
+    matches, left = match_fields(["Amount (INR)", "Amount", "Region"], PURCHASE)
+    assert [(m.column, m.spec.schema_name) for m in matches] == [("Amount", "mx_Custom_2")]
+    assert "matches it better" in left["Amount (INR)"] and '"Amount"' in left["Amount (INR)"]
+    assert "no field of type 310 resembles it" in left["Region"]
+
+
+def test_two_fields_of_one_display_name_are_pointed_out() -> None:
+    matches, _ = match_fields(["purpose"], ORDER)
+    [match] = matches
+    assert (match.spec.schema_name, match.twins) == ("mx_Custom_6", ("mx_Custom_7",))
+
+
+# -- values --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("values", "order", "fmt", "written", "ambiguous"), [
+    (["2024-03-01 10:00:00", "2024-03-02 11:00"], None, None, None, False),
+    (["2024-03-01T10:00:00Z", "2024-03-02T10:00:00+05:30"], None, None, None, False),
+    (["13/03/2024 10:00", "01/02/2024 09:30"], None, "%d/%m/%Y %H:%M", "day-first", False),
+    (["03/13/2024 10:00:05", "01/02/2024 09:30:00"], None, "%m/%d/%Y %H:%M:%S", "month-first",
+     False),
+    (["13.03.2024", "1.2.2024"], None, "%d.%m.%Y", "day-first", False),
+    (["13-03-24 10:00"], None, "%d-%m-%y %H:%M", "day-first", False),
+    (["2024/03/13 10:00"], None, "%Y/%m/%d %H:%M", None, False),
+    (["2024-3-1 9:05", "2024-3-13 10:00"], None, "%Y-%m-%d %H:%M", None, False),
+    (["03/04/2024 10:00", "01/02/2024 09:30"], None, "%d/%m/%Y %H:%M", "day-first", True),
+    (["03/04/2024 10:00"], "month-first", "%m/%d/%Y %H:%M", "month-first", False),
+    (["3/4/2024 9:05 AM", "1/2/2024 11:30 PM"], None, "%d/%m/%Y %I:%M %p", "day-first", True),
+    (["13/03/2024"], "month-first", "%d/%m/%Y", "day-first", False),  # the values win
+])
+def test_date_time_formats_come_from_the_values(values: list[str], order: DateOrder | None,
+                                                 fmt: str | None, written: str | None,
+                                                 ambiguous: bool) -> None:
+    guess = detect_datetime(ColumnSample("when", tuple(values)), order)
+    assert guess is not None and guess.problem is None
+    assert (guess.format, guess.order, guess.ambiguous) == (fmt, written, ambiguous)
+    assert guess.unparsed == ()
+    assert guess.overruled == (order is not None and written != order)
+
+
+def test_offsets_make_values_aware() -> None:
+    aware = detect_datetime(ColumnSample("t", ("2024-03-01T10:00:00Z", "2024-03-01T10:00+05:30")))
+    naive = detect_datetime(ColumnSample("t", ("2024-03-01T10:00:00Z", "2024-03-01 10:00")))
+    assert aware is not None and aware.aware
+    assert naive is not None and not naive.aware
+
+
+@pytest.mark.parametrize(("values", "problem"), [
+    (["13/03/2024", "03/13/2024"], "contradict each other"),
+    (["13/03/2024 10:00", "14/03/2024 10:00:00"], "more than one form"),
+    (["2024-03-13", "14/03/2024"], "more than one form"),
+])
+def test_values_no_format_reads_leave_it_to_the_user(values: list[str], problem: str) -> None:
+    guess = detect_datetime(ColumnSample("when", tuple(values)))
+    assert guess is not None and guess.format is None
+    assert guess.problem is not None and problem in guess.problem
+
+
+@pytest.mark.parametrize("values", [["12.5", "3"], ["SO-1", "SO-2"], ["abc"], []])
+def test_other_values_are_not_date_times(values: list[str]) -> None:
+    assert detect_datetime(ColumnSample("x", tuple(values))) is None
+
+
+def test_impossible_dates_are_counted() -> None:
+    guess = detect_datetime(ColumnSample("when", ("13/02/2025 09:30", "31/02/2025 14:15")))
+    assert guess is not None and guess.unparsed == ("31/02/2025 14:15",)
+
+
+def test_leads_by_guid_and_e_mail_not_the_owner_s() -> None:
+    found = find_lead_columns([
+        ColumnSample("Owner Email", ("a@shop.in", "b@shop.in")),
+        ColumnSample("Customer e-mail", ("x@example.com", "y@example.com")),
+        ColumnSample("Order GUID", (_lead(), _lead())),
+        ColumnSample("Lead", (_lead(), _lead())),
+    ])
+    assert (found.id_column, found.email_column) == ("Lead", "Customer e-mail")
+    assert set(found.others) == {"Owner Email", "Order GUID"}
+
+
+@pytest.mark.parametrize(("columns", "note"), [
+    ({"Remarks": ("ok", "no"), "City": ("Pune", "Goa")}, "Remarks"),
+    ({"comment_text": ("ok",), "Activity notes": ("x",)}, "comment_text"),
+    ({"txt": ("Called twice, no answer; will try again on Monday morning",
+              "Asked for the catalogue and a call back after the holidays")}, "txt"),
+    ({"City": ("Pune", "Goa")}, None),
+])
+def test_note_column(columns: dict[str, tuple[str, ...]], note: str | None) -> None:
+    assert find_note_column([ColumnSample(n, v) for n, v in columns.items()]) == note
+
+
+@pytest.mark.parametrize(("columns", "key"), [
+    ({"Order No": ("A1", "A2"), "source_id": ("S1", "S2")}, "source_id"),
+    ({"Order No": ("A1", "A2"), "City": ("Pune", "Goa")}, "Order No"),
+    ({"source_id": ("S1", "S1")}, None),  # not unique
+    ({"source_id": ("S1", "")}, None),  # not filled
+    ({"City": ("Pune", "Goa")}, None),  # no id in its name
+])
+def test_key_column(columns: dict[str, tuple[str, ...]], key: str | None) -> None:
+    assert find_key_column([ColumnSample(n, v) for n, v in columns.items()]) == key
+
+
+# -- the draft -----------------------------------------------------------------------------
+
+def _export(lead: tuple[str, ...] = (),
+            when: tuple[str, ...] = ("13/03/2024 10:00", "14/03/2024 11:00")
+            ) -> list[ColumnSample]:
+    lead = lead or tuple(_lead() for _ in when)
+    count = len(when)
+    return [ColumnSample("source_id", tuple(f"S{n}" for n in range(count))),
+            ColumnSample("Lead", lead),
+            ColumnSample("When", when),
+            ColumnSample("order_no.", tuple(f"A{n}" for n in range(count))),
+            ColumnSample("AMOUNT (INR)", ("12.50",) * count),
+            ColumnSample("Chanel", ("web",) * count),
+            ColumnSample("Region", ("North",) * count),
+            ColumnSample("Notes", ("called",) * count)]
+
+
+def test_the_draft_loads_as_a_mapping_with_every_guess() -> None:
+    draft = draft_mapping(_export(), 301, ORDER, source="x.csv", rows=2,
+                          timezone="Asia/Kolkata")
+    mapping = _loads(draft.text)
+    assert (mapping.event, mapping.lead_id_column, mapping.datetime_column,
+            mapping.datetime_format, mapping.note_column, mapping.key_column) == (
+        301, "Lead", "When", "%d/%m/%Y %H:%M", "Notes", "source_id")
+    assert str(mapping.timezone) == "Asia/Kolkata"
+    assert mapping.fields == (("mx_Custom_1", "order_no."), ("mx_Custom_2", "AMOUNT (INR)"),
+                              ("mx_Custom_3", "Chanel"))
+    assert '#   "Region": no field of type 301 resembles it' in draft.text
+    assert "Channel (Dropdown): a near spelling" in draft.text
+    assert not any("!!!" in line for line in draft.lines if "time zone" in line)
+
+
+def test_without_the_type_the_columns_are_comments() -> None:
+    draft = draft_mapping(_export(), 301, None, source="x.csv", rows=1)
+    mapping = _loads(draft.text)
+    assert mapping.fields == () and mapping.lead_id_column == "Lead"
+    for column in ("order_no.", "AMOUNT (INR)", "Chanel", "Region"):
+        assert f"#   {column!r}".replace("'", '"') in draft.text
+    assert any("needs the keys" in w for w in draft.warnings)
+    # Naive date-times: a commented time zone to confirm, and a warning.
+    assert '# timezone = "Asia/Kolkata"' in draft.text
+    assert any("no UTC offset" in w for w in draft.warnings)
+
+
+def test_an_ambiguous_order_is_loud_in_the_file_and_warned() -> None:
+    draft = draft_mapping(_export(when=("03/04/2024 10:00", "05/06/2024 11:00")), 301, None,
+                          source="x.csv", rows=2)
+    assert _loads(draft.text).datetime_format == "%d/%m/%Y %H:%M"
+    assert "# !!! CONFIRM: no sampled value tells day-first from month-first" in draft.text
+    assert '"%m/%d/%Y %H:%M"' in draft.text and "--month-first" in draft.text
+    assert any("tells day-first from month-first" in w for w in draft.warnings)
+
+
+def test_contradicting_dates_leave_the_format_to_the_user() -> None:
+    draft = draft_mapping(_export(when=("13/03/2024", "03/13/2024")), 301, None,
+                          source="x.csv", rows=2)
+    mapping = _loads(draft.text)
+    assert (mapping.datetime_column, mapping.datetime_format) == ("When", None)
+    assert "# !!! no datetime_format written: the values contradict each other" in draft.text
+    assert any("contradict" in w for w in draft.warnings)
+
+
+def test_a_mandatory_field_without_a_column_is_loud() -> None:
+    samples = [s for s in _export() if s.name != "order_no."]
+    draft = draft_mapping(samples, 301, ORDER, source="x.csv", rows=1)
+    assert "# !!! MANDATORY FIELD WITH NO COLUMN: mx_Custom_1 (Order No)" in draft.text
+    assert any("mandatory" in w and "mx_Custom_1" in w for w in draft.warnings)
+
+
+def test_sampled_values_a_field_refuses_are_pointed_out() -> None:
+    samples = [ColumnSample("lead", (_lead(),)), ColumnSample("Amount", ("12,5",))]
+    draft = draft_mapping(samples, 301, ORDER, source="x.csv", rows=1)
+    assert '"12,5" is not a number' in draft.text
+    assert any("would be invalid" in w for w in draft.warnings)
+
+
+def test_no_lead_column_is_said_and_the_mapping_needs_an_edit() -> None:
+    draft = draft_mapping([ColumnSample("City", ("Pune",))], 201, None, source="x.csv", rows=1)
+    assert "no column of lead GUIDs or e-mail addresses" in draft.text
+    with pytest.raises(Exception, match="lead_id_column"):
+        _loads(draft.text)
+
+
+@pytest.mark.parametrize("name", ['say "hi"', "back\\slash", "two\nlines", "tab\there",
+                                  "del\x7f", "Ünïcødé ✓"])
+def test_any_column_name_is_written_as_valid_toml(name: str) -> None:
+    samples = [ColumnSample("Lead", (_lead(),)), ColumnSample(name, ("x",))]
+    activity = ActivityType(201, "t", {"mx_Custom_1": FieldSpec("mx_Custom_1", name, "String")})
+    mapping = _loads(draft_mapping(samples, 201, activity, source=name, rows=1).text)
+    assert mapping.fields == (("mx_Custom_1", name),)
+
+
+# -- the command, for real -----------------------------------------------------------------
+
+ORDERS_HEADER = ["source_id", "Lead", "Order date", "ORDER_NO.", "Amount (INR)", "qty",
+                 "Sales-channel", "Delivry Date", "Region", "Notes"]
+
+
+def _orders(path: Path, dates: list[str], lead_column: list[str] | None = None) -> Path:
+    leads = lead_column or [_lead() for _ in dates]
+    channels = ["web", "Phone", "STORE", "Partner"]
+    rows = [[f"S{n}", leads[n], when, f"A-{n:04d}", f"{100 + n}.50", str(1 + n % 3),
+             channels[n % 4], f"2024-04-{1 + n % 28:02d}", "North", f"called, {n}"]
+            for n, when in enumerate(dates)]
+    return write_csv(path, ORDERS_HEADER, rows)
+
+
+def _init(*args: Any, **env: str) -> CliResult:
+    return run_cli("init", *map(str, args), **env)
+
+
+@pytest.mark.e2e
+def test_init_then_a_dry_run_and_a_real_run_post_the_right_fields(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    dates = [f"{1 + n % 28:02d}/03/2024 {9 + n % 8:02d}:{n % 60:02d}" for n in range(30)]
+    data = _orders(tmp_path / "orders.csv", dates)
+    output = tmp_path / "mapping.toml"
+    done = _init(data, "--event", "310", "--output", output, "--host", server.url,
+                 "--timezone", "Asia/Kolkata")
+    assert done.code == 0, done.stderr
+    mapping = load_mapping(output)
+    assert (mapping.lead_id_column, mapping.datetime_column, mapping.datetime_format,
+            mapping.note_column, mapping.key_column) == (
+        "Lead", "Order date", "%d/%m/%Y %H:%M", "Notes", "source_id")
+    assert dict(mapping.fields) == {
+        "mx_Custom_1": "ORDER_NO.", "mx_Custom_2": "Amount (INR)", "mx_Custom_3": "qty",
+        "mx_Custom_4": "Sales-channel", "mx_Custom_5": "Delivry Date"}
+    text = output.read_text()
+    assert '#   "Region": no field of type 310 resembles it' in text
+    assert "Delivery Date (Date): a near spelling" in text
+    assert "mx_Custom_6 (Payment Mode)" in text  # a field with no column is listed
+    command = f"bulkpost run {data} --mapping {output} --results results.csv --dry-run " \
+              f"--host {server.url}"
+    assert command in done.stdout
+
+    results = tmp_path / "results.csv"
+    dry = run_cli("run", data, "--mapping", output, "--results", results, "--dry-run",
+                  "--host", server.url, "--log-format", "json")
+    assert dry.code == 0, dry.stderr
+    assert (dry.summary["to_send"], dry.summary["invalid"]) == (30, 0)
+    assert "dry run: 30 rows to send, 0 invalid" in dry.stderr
+
+    real = run_cli("run", data, "--mapping", output, "--results", results,
+                   "--host", server.url, "--rate", "100/1s", "--log-format", "json")
+    assert real.code == 0, real.stderr
+    assert real.summary["posted"] == 30
+    by_order = {e["Fields"]["mx_Custom_1"]: e for e in server.ledger()}
+    first = by_order["A-0000"]
+    assert first["ActivityEvent"] == 310
+    assert first["Fields"] == {"mx_Custom_1": "A-0000", "mx_Custom_2": "100.50",
+                               "mx_Custom_3": "1", "mx_Custom_4": "Web",
+                               "mx_Custom_5": "2024-04-01"}
+    assert first["ActivityDateTime"] == "2024-03-01 03:30:00"  # 09:00 Kolkata
+    assert first["ActivityNote"] == "called, 0"
+    assert {r["status"] for r in read_results(results).values()} == {"posted"}
+
+
+@pytest.mark.e2e
+def test_the_sample_export_drafts_a_mapping_with_no_invalid_row(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    data = ROOT / "samples" / "first-load" / "export.csv"
+    output = tmp_path / "mapping.toml"
+    done = _init(data, "--event", "310", "--output", output, "--host", server.url)
+    assert done.code == 0, done.stderr
+    assert "no UTC offset" in done.stderr  # the time zone is the user's to confirm
+    assert '# timezone = "' in output.read_text()
+    dry = run_cli("run", data, "--mapping", output, "--results", tmp_path / "r.csv",
+                  "--dry-run", "--host", server.url, "--log-format", "json")
+    assert dry.code == 0, dry.stderr
+    assert (dry.summary["to_send"], dry.summary["invalid"]) == (40, 0)
+
+
+def test_month_first_dates_are_read_month_first(tmp_path: Path) -> None:
+    data = _orders(tmp_path / "us.csv", ["03/13/2024 09:00", "04/02/2024 10:30"])
+    done = _init(data, "--event", "310", "--output", tmp_path / "m.toml",
+                 LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
+    assert done.code == 0, done.stderr
+    assert load_mapping(tmp_path / "m.toml").datetime_format == "%m/%d/%Y %H:%M"
+    assert "day-first from month-first" not in done.stderr
+
+
+@pytest.mark.parametrize(("flag", "fmt", "warned"), [
+    ((), "%d/%m/%Y %H:%M", True),
+    (("--month-first",), "%m/%d/%Y %H:%M", False),
+    (("--day-first",), "%d/%m/%Y %H:%M", False),
+])
+def test_ambiguous_dates_are_warned_unless_decided(tmp_path: Path, flag: tuple[str, ...],
+                                                   fmt: str, warned: bool) -> None:
+    data = _orders(tmp_path / "in.csv", ["03/04/2024 09:00", "05/06/2024 10:30"])
+    output = tmp_path / "m.toml"
+    done = _init(data, "--event", "310", "--output", output, *flag,
+                 LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
+    assert done.code == 0, done.stderr
+    assert load_mapping(output).datetime_format == fmt
+    assert ("day-first from month-first" in done.stderr) == warned
+    assert ("# !!! CONFIRM: no sampled value" in output.read_text()) == warned
+
+
+def test_an_e_mail_lead_column(tmp_path: Path) -> None:
+    emails = [f"buyer{n}@example.com" for n in range(3)]
+    data = _orders(tmp_path / "in.csv", ["2024-03-01 10:00"] * 3, lead_column=emails)
+    done = _init(data, "--event", "310", "--output", tmp_path / "m.toml",
+                 LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
+    assert done.code == 0, done.stderr
+    mapping = load_mapping(tmp_path / "m.toml")
+    assert (mapping.lead_id_column, mapping.lead_email_column) == (None, "Lead")
+    assert mapping.datetime_format is None  # ISO: read without a format
+
+
+def test_without_keys_it_writes_what_it_can_and_says_the_fields_need_them(
+        tmp_path: Path) -> None:
+    data = _orders(tmp_path / "in.csv", ["13/03/2024 09:00"])
+    output = tmp_path / "m.toml"
+    done = _init(data, "--event", "310", "--output", output,
+                 LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
+    assert done.code == 0, done.stderr
+    mapping = load_mapping(output)
+    assert (mapping.event, mapping.lead_id_column, mapping.datetime_column,
+            mapping.note_column, mapping.fields) == (310, "Lead", "Order date", "Notes", ())
+    text = output.read_text()
+    for column in ("ORDER_NO.", "Amount (INR)", "qty", "Sales-channel", "Region"):
+        assert f'#   "{column}"' in text
+    assert "needs the keys" in done.stderr
+    assert f"--mapping {output} --results results.csv --dry-run" in done.stdout
+    assert "--host" not in done.stdout
+
+
+def test_it_never_overwrites_without_force(tmp_path: Path) -> None:
+    data = _orders(tmp_path / "in.csv", ["13/03/2024 09:00"])
+    output = tmp_path / "m.toml"
+    output.write_text("# mine\n")
+    refused = _init(data, "--event", "310", "--output", output,
+                    LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
+    assert refused.code == 2
+    assert f"{output} exists: give --force to overwrite it" in refused.stderr
+    assert output.read_text() == "# mine\n"
+    forced = _init(data, "--event", "310", "--output", output, "--force",
+                   LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
+    assert forced.code == 0, forced.stderr
+    assert load_mapping(output).lead_id_column == "Lead"
+    into_input = _init(data, "--event", "310", "--output", data, "--force",
+                       LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
+    assert into_input.code == 2 and "is the input" in into_input.stderr
+
+
+def test_an_excel_export_reads_with_its_encoding_and_delimiter(tmp_path: Path) -> None:
+    # docs/tutorial/visits.csv: cp1252, semicolons, day-first, one impossible date.
+    output = tmp_path / "m.toml"
+    done = _init(ROOT / "docs" / "tutorial" / "visits.csv", "--event", "201", "--output",
+                 output, "--encoding", "cp1252", LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
+    assert done.code == 0, done.stderr
+    mapping = load_mapping(output)
+    assert (mapping.lead_id_column, mapping.datetime_column, mapping.datetime_format,
+            mapping.note_column, mapping.key_column) == (
+        "lead", "when", "%d/%m/%Y %H:%M", "note", "visit_id")
+    # Rows that will be invalid are said: an impossible date, a lead id cut short.
+    assert '"31/02/2025 14:15"' in done.stderr
+    assert 'are not GUIDs, e.g. "d9090b89-0655-4096-8f1a"' in done.stderr
+    assert "--encoding cp1252" in done.stdout
+
+
+def test_parquet_timestamps_need_no_format(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({
+        "lead": [_lead(), _lead()],
+        "at": pa.array([datetime(2024, 1, 1, 5, 30, tzinfo=UTC)] * 2, pa.timestamp("ms", "UTC")),
+        "tags": pa.array([["a"], ["b"]], pa.list_(pa.string())),
+    }), path)
+    output = tmp_path / "m.toml"
+    done = _init(path, "--event", "201", "--output", output, LSQ_ACCESS_KEY="",
+                 LSQ_SECRET_KEY="")
+    assert done.code == 0, done.stderr
+    mapping = load_mapping(output)
+    assert (mapping.datetime_column, mapping.datetime_format) == ("at", None)
+    text = output.read_text()
+    assert "carries its UTC offset" in text and "timezone" not in done.stderr
+    assert '#   "tags": its type cannot be sent as a field value' in text
+
+
+@pytest.mark.e2e
+def test_an_unknown_event_code_is_refused(tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    data = _orders(tmp_path / "in.csv", ["13/03/2024 09:00"])
+    done = _init(data, "--event", "5", "--output", tmp_path / "m.toml", "--host", server.url)
+    assert done.code == 2 and "--event 5: the account has no such activity type" in done.stderr
+    assert not (tmp_path / "m.toml").exists()
+
+
+@pytest.mark.e2e
+def test_with_keys_and_no_host_the_account_s_region_is_found(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    from bulkpost.region import URLS_ENV
+
+    server = make_sandbox()  # plays api.leadsquared.com, the keys' home
+    data = _orders(tmp_path / "in.csv", ["13/03/2024 09:00", "14/03/2024 10:00"])
+    output = tmp_path / "m.toml"
+    done = _init(data, "--event", "310", "--output", output,
+                 **{URLS_ENV: json.dumps({"api.leadsquared.com": server.url}),
+                    "XDG_CACHE_HOME": str(tmp_path / "cache"), "LSQ_HOST": ""})
+    assert done.code == 0, done.stderr
+    assert dict(load_mapping(output).fields)["mx_Custom_1"] == "ORDER_NO."
+    assert "--host" not in done.stdout  # the run finds the host as init did

@@ -1,0 +1,160 @@
+"""``bulkpost types``: reading "Get List of Activity Types" (pure), and the command against the
+sandbox, as a table and as JSON, for every type and for one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulkpost.activity_types import ListedType, parse_activity_types, render_list, table
+from bulkpost.region import REGIONS, URLS_ENV
+from bulkpost.sandbox import CATALOG
+from tests.conftest import run_cli
+
+FORM = [
+    {"SchemaName": "mx_Custom_1", "DisplayName": "Order No", "DataType": "String",
+     "IsMandatory": True},
+    {"SchemaName": "mx_Custom_2", "DisplayName": "Channel", "DataType": "Dropdown",
+     "IsMandatory": False, "OptionSet": json.dumps([{"Value": "Web"}, {"Value": "Store"}])},
+]
+# The documented shape: a list, ActivityProperties a JSON string holding FormMetaData.
+DOCUMENTED = [
+    {"ActivityEvent": 212, "ActivityEventName": "Visit", "DisplayName": "Site Visit",
+     "EventType": 1, "ActivityProperties": json.dumps({"FormMetaData": FORM})},
+    {"ActivityEvent": 21, "ActivityEventName": "Inbound Phone Call Activity",
+     "DisplayName": "Inbound Phone Call Activity", "EventType": 0},
+]
+
+
+def test_the_documented_shape() -> None:
+    visit, call = sorted(parse_activity_types(DOCUMENTED), key=lambda t: -t.code)
+    assert (visit.code, visit.name, visit.field_count) == (212, "Site Visit", 2)
+    assert [spec.schema_name for spec in visit.mandatory] == ["mx_Custom_1"]
+    assert visit.fields is not None and visit.fields[1].options == ("Web", "Store")
+    assert visit.fields[1].data_type == "Dropdown" and not visit.fields[1].mandatory
+    # No form metadata: the count is unknown, not 0.
+    assert (call.code, call.name, call.field_count, call.mandatory) == (
+        21, "Inbound Phone Call Activity", None, ())
+    assert visit.as_dict() == {"code": 212, "name": "Site Visit", "fields": 2,
+                               "mandatory": ["mx_Custom_1"]}
+    assert call.as_dict()["fields"] is None
+
+
+@pytest.mark.parametrize(("properties", "count"), [
+    (json.dumps({"FormMetaData": FORM}), 2),  # a JSON string, as documented
+    ({"FormMetaData": FORM}, 2),  # an object
+    ({"FormMetaData": []}, 0),  # no custom fields: known to be none
+    ("", None), ("{not json", None), ("null", None), (json.dumps([1]), None),
+    ({"FormMetaData": "mx_Custom_1"}, None), ({"Other": 1}, None), (None, None), (7, None),
+])
+def test_properties_are_read_tolerantly(properties: Any, count: int | None) -> None:
+    listed, = parse_activity_types([{"ActivityEvent": 300, "ActivityEventName": "T",
+                                     "ActivityProperties": properties}])
+    assert listed.field_count == count
+
+
+@pytest.mark.parametrize("document", [
+    {"ActivityTypes": DOCUMENTED}, {"List": DOCUMENTED}, {"d": DOCUMENTED}, DOCUMENTED])
+def test_the_list_may_sit_under_a_key(document: Any) -> None:
+    assert [t.code for t in parse_activity_types(document)] == [21, 212]
+
+
+def test_unreadable_items_are_left_out_and_codes_may_be_digit_strings() -> None:
+    listed = parse_activity_types([
+        {"ActivityEvent": " 305 ", "ActivityEventName": "From text"},
+        {"ActivityEvent": True, "ActivityEventName": "A boolean is no code"},
+        {"ActivityEvent": "3a", "ActivityEventName": "Not a code"},
+        {"ActivityEventName": "No code at all"}, "a string", None,
+        {"ActivityEventCode": 150, "Name": "Old spelling"},
+    ])
+    assert [(t.code, t.name) for t in listed] == [(150, "Old spelling"), (305, "From text")]
+    for document in (None, "text", {"Message": "x"}, 3):
+        assert parse_activity_types(document) == []
+
+
+def test_the_table_is_aligned_and_says_what_an_unknown_count_means() -> None:
+    shown = render_list(parse_activity_types(DOCUMENTED)).splitlines()
+    assert shown[0].split() == ["code", "name", "fields", "mandatory"]
+    columns = [shown[0].index(word) for word in ("name", "fields", "mandatory")]
+    assert shown[1].startswith("21 ") and shown[2].startswith("212")
+    for line in shown[1:3]:
+        assert all(line[at - 2:at] == "  " and line[at] != " " for at in columns), shown
+    assert shown[1][columns[1]] == "?" and shown[2][columns[2]:] == "mx_Custom_1 (Order No)"
+    assert shown[3].startswith("?: the list gives no fields for this type")
+    assert render_list([ListedType(5, "Five", ())]).splitlines()[1].endswith("  -")
+    assert render_list([]) == "the account lists no activity types"
+    assert table([["a", "bb"], ["ccc", "d"]]) == ["a    bb", "ccc  d"]
+
+
+# -- the command against the sandbox -----------------------------------------------------------
+def test_types_lists_the_sandbox_s_types(make_sandbox: Any) -> None:
+    server = make_sandbox()
+    done = run_cli("types", "--host", server.url)
+    assert done.code == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["code", "name", "fields", "mandatory"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(map(int, rows)) == {*CATALOG, 201, 202}
+    assert rows["301"].split()[1:4] == ["Order", "8", "mx_Custom_1"]
+    assert rows["201"].split()[1:] == ["Event", "201", "50", "-"]
+    assert server.stats()["lookups"] == 1
+
+
+def test_types_json_is_one_document(make_sandbox: Any) -> None:
+    server = make_sandbox()
+    done = run_cli("types", "--json", "--host", server.url)
+    assert done.code == 0, done.stderr
+    document = json.loads(done.stdout)  # the whole of stdout
+    assert document["host"] == server.url
+    order = next(t for t in document["types"] if t["code"] == 301)
+    assert order == {"code": 301, "name": "Order", "fields": 8, "mandatory": ["mx_Custom_1"]}
+
+
+def test_types_code_shows_one_type_s_fields(make_sandbox: Any) -> None:
+    server = make_sandbox()
+    done = run_cli("types", "301", "--host", server.url)
+    assert done.code == 0, done.stderr
+    head, heading, *rows = done.stdout.splitlines()
+    assert head == "activity type 301 (Order): 8 custom fields"
+    assert heading.split("  ")[0] == "schema name" and "data type" in heading
+    channel = next(row for row in rows if row.startswith("mx_Custom_3"))
+    assert channel.split()[1:] == ["Channel", "Dropdown", "no", "Web,", "Phone,", "Store"]
+    assert rows[0].split()[:5] == ["mx_Custom_1", "Order", "No", "String", "yes"]
+    as_json = run_cli("types", "301", "--json", "--host", server.url)
+    fields = json.loads(as_json.stdout)["fields"]
+    assert fields[0] == {"schema_name": "mx_Custom_1", "display_name": "Order No",
+                         "data_type": "String", "mandatory": True, "options": [],
+                         "max_length": 12}
+    assert fields[2]["options"] == ["Web", "Phone", "Store"]
+
+
+def test_an_unknown_code_is_a_usage_error(make_sandbox: Any) -> None:
+    server = make_sandbox()
+    done = run_cli("types", "42", "--host", server.url)
+    assert done.code == 2 and done.stdout == ""
+    assert "activity type 42: not found in the account" in done.stderr
+    assert "bulkpost types lists the account's types" in done.stderr
+
+
+def test_types_without_keys_or_with_refused_keys(make_sandbox: Any) -> None:
+    server = make_sandbox()
+    no_keys = run_cli("types", "--host", server.url, LSQ_ACCESS_KEY="")
+    assert no_keys.code == 2 and "set LSQ_ACCESS_KEY" in no_keys.stderr
+    refused = run_cli("types", "--host", server.url, LSQ_SECRET_KEY="not-the-key")
+    assert refused.code == 3 and "401" in refused.stderr
+    assert "not-the-key" not in refused.stderr
+
+
+def test_types_without_host_finds_the_region(tmp_path: Path, make_sandbox: Any) -> None:
+    mumbai = make_sandbox(region="api-in21.leadsquared.com")
+    singapore = make_sandbox(home_region="api-in21.leadsquared.com")
+    urls = dict.fromkeys(REGIONS, singapore.url)
+    urls["api-in21.leadsquared.com"] = mumbai.url
+    done = run_cli("types", "--json", **{URLS_ENV: json.dumps(urls),
+                                         "XDG_CACHE_HOME": str(tmp_path)})
+    assert done.code == 0, done.stderr
+    assert json.loads(done.stdout)["host"] == mumbai.url
+    assert singapore.stats()["unauthorized"] == 1
