@@ -33,7 +33,7 @@ import structlog
 from bulkpost import logs
 from bulkpost.allowance import DOCUMENTED_BULK_MAXIMUM, DOCUMENTED_MAXIMUM, RateSpec
 from bulkpost.client import Credentials, check_host, checked_key
-from bulkpost.errors import ACCESS_KEY, HOST, SECRET_KEY, BulkpostError, UsageError
+from bulkpost.errors import ACCESS_KEY, SECRET_KEY, BulkpostError, UsageError
 from bulkpost.limits import rate_setting
 from bulkpost.mapping import Mapping, load_mapping, parse_mapping
 from bulkpost.options import RunOptions
@@ -44,9 +44,9 @@ from bulkpost.summary import Summary
 
 def run_sync(options: RunOptions) -> Summary:
     """Run to completion on a fresh event loop (the CLI's entry)."""
-    if not options.dry_run and (options.credentials is None or not options.host):
-        raise UsageError("a real run needs {host} (or LSQ_HOST) and {access} / {secret}",
-                         host=HOST, access=ACCESS_KEY, secret=SECRET_KEY)
+    if not options.dry_run and options.credentials is None:  # no host: found from the keys
+        raise UsageError("a real run needs {access} / {secret}", access=ACCESS_KEY,
+                         secret=SECRET_KEY)
     return asyncio.run(Run(options).execute())
 
 
@@ -163,14 +163,17 @@ def _options(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
                                       ("secret_key", "LSQ_SECRET_KEY", secret_key))]
     host, access, secret = (value for _name, _env, value in given)
     credentials = None
-    if host and access and secret:
-        host = check_host(host)
+    if access and secret and (host or not dry_run):
+        # No host: a real run finds the keys' regional host (bulkpost.region).
+        host = check_host(host) if host else ""
         credentials = Credentials(checked_key("access_key=", access),
                                   checked_key("secret_key=", secret))
     elif not dry_run:
-        *rest, last = [f"{name}= (or {env})" for name, env, value in given if not value]
+        *rest, last = [f"{name}= (or {env})" for name, env, value in given[1:] if not value]
         listed = f"{', '.join(rest)} and {last}" if rest else last
         raise UsageError(f"a real run needs {listed}; dry_run=True sends nothing")
+    else:
+        host = ""  # a dry run without keys, or without a host: no schemas read
     logs.register_secret(secret, access)
     if not structlog.is_configured():
         logs.configure()

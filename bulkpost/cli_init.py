@@ -3,9 +3,11 @@
 Owns the command's shell: the sample read with :mod:`bulkpost.source` (so encodings,
 delimiters and Parquet read as a run reads them), the activity type's fields read when the
 keys are in the environment (one "Get Activity Type Details" call through the call layer,
-as the preflight makes it, on ``--host`` or the host :func:`bulkpost.region.host_for` finds
-from the keys), the file written (never over an existing one without
-``--force``), and what to check and what to run next. The guesses are
+as ``bulkpost types CODE`` makes it, on ``--host`` or else the keys' host, found by
+:mod:`bulkpost.region` and found again once if a cached one refuses), the file written
+(never over an existing one without ``--force``), and what to check and what to run next.
+The guesses are
+:mod:`bulkpost.sampled_columns`' and :mod:`bulkpost.field_matching`'s, the text
 :mod:`bulkpost.mapping_draft`'s. Exit codes: 0 written, 2 a usage or input error (nothing
 written), 3 the keys or the host refused.
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import shlex
 import sys
@@ -25,17 +26,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 
 from bulkpost import logs
-from bulkpost.calls import ApiCalls, DeliverySettings, LookupFailed, Stopped
 from bulkpost.cli_common import ENCODING_HELP, HOST_HELP
-from bulkpost.client import Credentials, LeadSquaredClient, check_host, checked_key
+from bulkpost.cli_types import read_types
+from bulkpost.client import Credentials, check_host, checked_key
 from bulkpost.errors import AbortRun, BulkpostError, InputError, MappingError, UsageError
 from bulkpost.mapping import parse_mapping
-from bulkpost.mapping_draft import ColumnSample, DateOrder, draft_mapping
-from bulkpost.ratelimit import RateLimit, RateSpec
-from bulkpost.region import host_for
+from bulkpost.mapping_draft import draft_mapping
+from bulkpost.ratelimit import RateSpec
+from bulkpost.region import choose_host, host_again
+from bulkpost.sampled_columns import ColumnSample, DateOrder
 from bulkpost.schema import ActivityType, parse_activity_type
 from bulkpost.source import input_columns, open_source
-from bulkpost.stop import StopSignal
 
 SAMPLE_ROWS = 5000  # enough rows for a day above 12 to show, few enough to read at once
 
@@ -71,23 +72,24 @@ def _readable(path: Path, column: str, encoding: str, delimiter: str | None) -> 
     return True
 
 
-async def read_activity_type(host: str, credentials: Credentials, code: int) -> ActivityType:
-    """The type's schema from "Get Activity Type Details", under a rate limit and retries."""
-    stopping = StopSignal()
-    async with LeadSquaredClient(host, credentials) as client:
-        calls = ApiCalls(DeliverySettings(3, 0.5, 30.0, 120.0), RateLimit(RateSpec(25, 5.0)),
-                         stopping)
-        try:
-            document = await calls.lookup(functools.partial(client.activity_setting, code))
-        except Stopped:
-            assert stopping.reason is not None
-            raise stopping.reason from None
-        except LookupFailed as exc:
-            if not exc.answered:
-                raise AbortRun(f"cannot read activity type {code} from the API: {exc}") from None
-            raise UsageError(f"--event {code}: the account has no such activity type "
-                             f"({exc})") from None
+def read_activity_type(host: str, credentials: Credentials, code: int) -> ActivityType:
+    """The type's schema as ``bulkpost types CODE`` reads it ("Get Activity Type Details",
+    under the documented rate limit), on ``host`` or else the keys' host; a cached host
+    that now refuses the keys is found again, once."""
+    choice = choose_host(host, credentials)
+    rate = RateSpec(25, 5.0)
+    try:
+        document = asyncio.run(read_types(choice.url, credentials, rate, 30.0, code))
+    except AbortRun:
+        if (again := host_again(choice, credentials)) is None:
+            raise
+        document = asyncio.run(read_types(again, credentials, rate, 30.0, code))
     return parse_activity_type(document, code)
+
+
+def _exists(output: Path) -> UsageError:
+    return UsageError(f"{output} exists: give --force to overwrite it, or --output another "
+                      "file")
 
 
 def _write(output: Path, text: str, force: bool) -> None:
@@ -106,8 +108,7 @@ def _write(output: Path, text: str, force: bool) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
     except FileExistsError:
-        raise UsageError(f"{output} exists: give --force to overwrite it, or --output "
-                         "another file") from None
+        raise _exists(output) from None
     except OSError as exc:
         raise UsageError(f"--output {output}: cannot write it: {exc.strerror}") from None
 
@@ -168,8 +169,7 @@ def init(input_path: Path, event: int, output: Path, force: bool, host: str, enc
         if output.exists() and output.resolve() == input_path.resolve():
             raise UsageError(f"--output {output} is the input: give another file")
         if output.exists() and not force:
-            raise UsageError(f"{output} exists: give --force to overwrite it, or --output "
-                             "another file")
+            raise _exists(output)
         if timezone is not None:
             try:
                 ZoneInfo(timezone)
@@ -178,12 +178,11 @@ def init(input_path: Path, event: int, output: Path, force: bool, host: str, enc
                                  "name such as Asia/Kolkata or UTC)") from None
         samples, rows, unreadable = read_sample(input_path, encoding=encoding,
                                                 delimiter=delimiter)
-        activity = None
+        activity: ActivityType | None = None
         if access or secret:
             credentials = Credentials(checked_key("LSQ_ACCESS_KEY", access),
                                       checked_key("LSQ_SECRET_KEY", secret))
-            url = host_for(host, credentials)
-            activity = asyncio.run(read_activity_type(url, credentials, event))
+            activity = read_activity_type(host, credentials, event)
         elif host:
             check_host(host)
         order: DateOrder | None = (None if day_first is None else

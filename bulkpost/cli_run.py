@@ -36,7 +36,7 @@ from bulkpost.mapping import load_mapping
 from bulkpost.options import RunOptions, new_run_id
 from bulkpost.outputs import check_output
 from bulkpost.progress import Progress
-from bulkpost.region import HostChoice, choose_host, host_again
+from bulkpost.region import HostChoice, cached_url, choose_host, host_again
 from bulkpost.summary import Summary
 
 
@@ -159,6 +159,13 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
                                       checked_key("LSQ_SECRET_KEY", secret))
             choice = choose_host(host, credentials)  # no --host: the keys' region's
             host = choice.url
+        elif access and secret:
+            # A dry run asks no host which region holds the keys, but uses one found before
+            # (by init, types or a run): then it reads the types' schemas too.
+            keys = Credentials(checked_key("LSQ_ACCESS_KEY", access),
+                               checked_key("LSQ_SECRET_KEY", secret))
+            if (cached := cached_url(keys)) is not None:
+                credentials, host = keys, cached
         single = rate_setting(rate, DOCUMENTED_MAXIMUM)
         bulk = rate_setting(bulk_rate, DOCUMENTED_BULK_MAXIMUM)
         options = RunOptions(

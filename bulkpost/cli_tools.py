@@ -11,19 +11,20 @@ from pathlib import Path
 import click
 
 from bulkpost import logs
+from bulkpost.allowance import DOCUMENTED_MAXIMUM, RateSpec
 from bulkpost.cli_common import (
     ENCODING_HELP,
     HOST_HELP,
     emit,
-    rate_option,
+    learnt_rate_option,
     what_you_see,
 )
 from bulkpost.client import Credentials, check_host, checked_key
 from bulkpost.errors import AbortRun, BulkpostError, UsageError
+from bulkpost.limits import rate_setting
 from bulkpost.mapping import load_mapping
 from bulkpost.outputs import check_output
 from bulkpost.progress import Progress
-from bulkpost.ratelimit import RateSpec
 from bulkpost.region import choose_host, host_again
 from bulkpost.report import build_report, export_failures
 
@@ -146,8 +147,10 @@ def report(results: Path, input_path: Path | None, failures: Path | None, encodi
                    "sent, stored).")
 @click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True, metavar="HOST",
               help=HOST_HELP)
-@click.option("--rate", default="25/5s", callback=rate_option, show_default=True,
-              help="Most calls in any window: N/Ts, from your plan.")
+@click.option("--rate", default=None, callback=learnt_rate_option, metavar="N/Ts",
+              help="Most calls in any window, from your plan. Not given: what the run "
+                   "learnt for this account (beside the results file), else learnt from the "
+                   "answers, starting at 25/5s.")
 @click.option("--encoding", default="utf-8", show_default=True, help=ENCODING_HELP)
 @click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")
 @click.option("--no-preflight", is_flag=True,
@@ -159,7 +162,8 @@ def report(results: Path, input_path: Path | None, failures: Path | None, encodi
 @what_you_see(log_level="warning")
 def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
            sample: int | None, seed: int | None, differences_path: Path | None, host: str,
-           rate: RateSpec, encoding: str, delimiter: str | None, no_preflight: bool,
+           rate: str | RateSpec | None, encoding: str, delimiter: str | None,
+           no_preflight: bool,
            decimal_comma: bool, timeout: float, log_format: str, log_level: str,
            progress: bool | None) -> None:
     """Read posted activities back and compare them with what was sent.
@@ -195,7 +199,7 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
         options = check.VerifyOptions(
             results=results, input=input_path, mapping=mapping, host=choice.url,
             credentials=credentials,
-            rate=rate, sample=None if every else (sample or 20),
+            rate=rate_setting(rate, DOCUMENTED_MAXIMUM), sample=None if every else (sample or 20),
             seed=secrets.randbelow(2**32) if seed is None else seed, encoding=encoding,
             delimiter=delimiter, preflight=not no_preflight, decimal_comma=decimal_comma,
             progress=Progress.wanted(sys.stderr) if progress is None else progress,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -85,13 +86,26 @@ def _accept(host: str, account: str) -> Any:
     return accept
 
 
-def recalled(options: RunOptions, history: History | None) -> dict[str, Learnt]:
-    """The limits an earlier run learnt for this host and account (none when forgotten)."""
-    if options.forget_learnt or options.credentials is None:
+def recalled(results: Path, host: str, credentials: Credentials | None,
+             history: History | None = None) -> dict[str, Learnt]:
+    """The limits an earlier run learnt for this host and account, by kind."""
+    if credentials is None:
         return {}
-    account = account_tag(options.credentials)
-    return recall(options.results, "limits", _name(options.host, account), history,
-                  _accept(options.host, account)) or {}
+    account = account_tag(credentials)
+    return recall(results, "limits", _name(host, account), history,
+                  _accept(host, account)) or {}
+
+
+def make_limit(given: RateSpec, learning: bool, earlier: Learnt | None,
+               documented: RateSpec, margin: float | None) -> RateLimit:
+    """A limit exactly as given; or, learning, one that starts where an earlier run left
+    it (else at ``documented``) and learns from the answers."""
+    if not learning:
+        return RateLimit(given, margin)
+    start = earlier.spec if earlier is not None else documented
+    margin = DEFAULT_MARGIN * start.period if margin is None else margin
+    return RateLimit(start, margin, Allowance(start, learning=True,
+                                              learnt=earlier is not None, jitter=margin))
 
 
 class RunLimits:
@@ -100,22 +114,13 @@ class RunLimits:
     def __init__(self, options: RunOptions, history: History | None) -> None:
         self._options = options
         self._history = history
-        self.earlier = recalled(options, history)
-        self.single = self._limit("single", options.learn_rate, options.rate,
-                                  DOCUMENTED_MAXIMUM)
-        self.bulk = self._limit("bulk", options.learn_bulk_rate, options.bulk_rate,
-                                DOCUMENTED_BULK_MAXIMUM)
-
-    def _limit(self, kind: str, learning: bool, given: RateSpec,
-               documented: RateSpec) -> RateLimit:
-        opts = self._options
-        if not learning:
-            return RateLimit(given, opts.rate_margin)
-        earlier = self.earlier.get(kind)
-        start = earlier.spec if earlier is not None else documented
-        margin = DEFAULT_MARGIN * start.period if opts.rate_margin is None else opts.rate_margin
-        return RateLimit(start, margin, Allowance(start, learning=True,
-                                                  learnt=earlier is not None, jitter=margin))
+        self.earlier = {} if options.forget_learnt else recalled(
+            options.results, options.host, options.credentials, history)
+        self.single = make_limit(options.rate, options.learn_rate, self.earlier.get("single"),
+                                 DOCUMENTED_MAXIMUM, options.rate_margin)
+        self.bulk = make_limit(options.bulk_rate, options.learn_bulk_rate,
+                               self.earlier.get("bulk"), DOCUMENTED_BULK_MAXIMUM,
+                               options.rate_margin)
 
     def source(self, kind: str) -> str:
         """Where the limit in force came from: given, learnt (by this run), remembered

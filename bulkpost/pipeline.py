@@ -32,6 +32,7 @@ from bulkpost.mapping import check_columns
 from bulkpost.options import RunOptions, new_run_id
 from bulkpost.progress import Progress
 from bulkpost.readback import field_infos
+from bulkpost.region import find_url
 from bulkpost.report import ProblemGroups
 from bulkpost.results import ResultsLog
 from bulkpost.row_state import Job
@@ -130,9 +131,11 @@ class Run:
 
     async def _execute_with(self, source: Source, history: History | None) -> Summary:
         opts = self.options
-        if history is not None:  # it may know the limits an earlier run learnt
-            self.limits = RunLimits(opts, history)
-            self.progress.calls_per_second = self.activities_per_second()
+        if opts.credentials is not None and not opts.host:  # the Python API, without host=
+            opts.host = await find_url(opts.credentials)
+        # The history, and the host now known, may hold the limits an earlier run learnt.
+        self.limits = RunLimits(opts, history)
+        self.progress.calls_per_second = self.activities_per_second()
         results = ResultsLog(opts.results, companion=history).open()
         if history is not None and not opts.dry_run:
             try:

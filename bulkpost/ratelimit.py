@@ -15,8 +15,14 @@ T/N seconds, which puts 2N-1 calls in the first window. Here two stages are comb
 
 Sustained throughput is ``N / (T + margin)``: 98% of the allowance by default.
 
-On top sits a pause gate: when the server says "rate limited" every caller waits until the
-pause ends (the server's ``Retry-After``, or one whole window), then calls resume. The limit
+N is not fixed: it is the share the limit's :class:`~bulkpost.allowance.Allowance` gives,
+which each answer teaches (:meth:`RateLimit.learn`): the plan's limit when the rate was not
+given, and less while another client holds part of the window. Before each grant the log
+and the smoothing take the share in force; a smaller share keeps the latest starts, so
+the next call waits for the one N places back under the new N.
+
+On top sits a pause gate: every caller waits until a pause ends (a ``Retry-After``, or a
+whole window when items of a bulk answer were rate limited), then calls resume. The limit
 also keeps its storm clock: how long it has been rate limited without an answer of any other
 kind (:meth:`RateLimit.rate_limited`, :meth:`RateLimit.answered`).
 

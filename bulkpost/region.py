@@ -33,7 +33,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,34 +45,16 @@ import structlog
 from bulkpost.calls import ApiCalls, DeliverySettings, Stopped
 from bulkpost.client import Credentials, LeadSquaredClient, check_host, is_loopback
 from bulkpost.errors import UsageError
+from bulkpost.hosts import REGIONS, named_host
 from bulkpost.ratelimit import RateLimit, RateSpec
 from bulkpost.response import Classified, Verdict
 from bulkpost.stop import StopSignal
 
 log = structlog.get_logger("bulkpost")
 
-# LeadSquared's documented regional API hosts, in the order they are tried, and where each is.
-REGIONS: dict[str, str] = {
-    "api.leadsquared.com": "Singapore",
-    "api-us11.leadsquared.com": "US",
-    "api-in21.leadsquared.com": "India, Mumbai",
-    "api-in22.leadsquared.com": "India, Hyderabad",
-    "api-ir31.leadsquared.com": "Ireland",
-    "api-ca12.leadsquared.com": "Canada",
-}
 URLS_ENV = "BULKPOST_REGION_URLS"
 CACHE_VERSION = 1
-_HOST_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*\.leadsquared\.com", re.IGNORECASE)
 _ATTEMPTS = 3  # per host, for answers that may be tried again (5xx, timeouts)
-
-
-def named_host(text: str) -> str | None:
-    """The first documented host that ``text`` (a 401's message) names, or None."""
-    for found in _HOST_NAME.finditer(text):
-        name = found.group().lower()
-        if name in REGIONS:
-            return name
-    return None
 
 
 def _get(document: Any, key: str) -> Any:
@@ -305,6 +286,26 @@ def choose_host(host_option: str, credentials: Credentials) -> HostChoice:
     was_cached = cache is not None and cache.get(credentials.access_key) is not None
     name = asyncio.run(find_host(credentials, urls=urls, cache=cache))
     return HostChoice(url_of(name, urls), name, was_cached)
+
+
+def cached_url(credentials: Credentials) -> str | None:
+    """The URL of the keys' host when the cache holds it (no request is made), else None:
+    what a dry run uses, since it asks no host."""
+    cache = HostCache.default(os.environ)
+    name = cache.get(credentials.access_key) if cache is not None else None
+    if cache is None or name is None:
+        return None
+    log.info("region.host", host=name, region=REGIONS[name], from_cache=True,
+             cache=str(cache.path))
+    return url_of(name, region_urls(os.environ))
+
+
+async def find_url(credentials: Credentials) -> str:
+    """The URL of the keys' host, cached or found: for code already in an event loop (the
+    Python API's runs)."""
+    urls = region_urls(os.environ)
+    return url_of(await find_host(credentials, urls=urls, cache=HostCache.default(os.environ)),
+                  urls)
 
 
 def host_for(host_option: str, credentials: Credentials) -> str:

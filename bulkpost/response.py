@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bulkpost.hosts import described, named_host
+
 
 class Verdict(enum.Enum):
     POSTED = "posted"
@@ -149,6 +151,12 @@ def _not_done(status: int, headers: Mapping[str, str], body: bytes, document: An
                           error=message or "rate limit exceeded",
                           retry_after=parse_retry_after(headers.get("Retry-After"), now))
     if status == 401:
+        home = named_host(message)
+        if home is not None:  # the wrong region, and its answer names the right one
+            return Classified(Verdict.FATAL, status, error_type=exception_type or "HTTP 401",
+                              error=f"the API refused the keys (401) and says they belong to "
+                                    f"{described(home)}: use --host {home}, or leave --host "
+                                    "out to find the host from the keys")
         return Classified(Verdict.FATAL, status, error_type=exception_type or "HTTP 401",
                           error="the API refused the keys (401): check LSQ_ACCESS_KEY, "
                                 "LSQ_SECRET_KEY and that --host is your account's region")

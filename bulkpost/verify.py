@@ -25,9 +25,11 @@ import structlog
 
 from bulkpost import mapping as mapping_file
 from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
+from bulkpost.allowance import DOCUMENTED_MAXIMUM
 from bulkpost.calls import ApiCalls, DeliverySettings, LookupFailed, Stopped
 from bulkpost.client import Credentials, LeadSquaredClient
 from bulkpost.errors import AbortRun, MappingError, UsageError
+from bulkpost.limits import make_limit, recalled
 from bulkpost.mapping import check_columns
 from bulkpost.outcomes import read_outcomes
 from bulkpost.preflight import event_codes, run_preflight
@@ -168,7 +170,7 @@ class VerifyOptions:
     mapping: mapping_file.Mapping
     host: str
     credentials: Credentials
-    rate: RateSpec
+    rate: tuple[RateSpec, bool, bool]  # as limits.rate_setting gives it: rate, learn, forget
     sample: int | None  # None: every posted row
     seed: int
     encoding: str = "utf-8"
@@ -180,7 +182,14 @@ class VerifyOptions:
 
     def worker_count(self) -> int:
         """Enough read-backs in flight to keep the limit busy at 4 s of latency."""
-        return max(1, min(64, round(self.rate.per_second * 4)))
+        return max(1, min(64, round(self.rate[0].per_second * 4)))
+
+    def limit(self) -> RateLimit:
+        """The rate limit as given, else as the run learnt it (or learnt here)."""
+        given, learning, forget = self.rate
+        earlier = None if forget else recalled(self.results, self.host,
+                                               self.credentials).get("single")
+        return make_limit(given, learning, earlier, DOCUMENTED_MAXIMUM, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,14 +279,15 @@ async def verify(options: VerifyOptions) -> VerifySummary:
     stopping = StopSignal()
     stopping.listen(lambda: log.error("verify.stopping", reason=str(stopping.reason)),
                     once=True)
-    progress = Progress(enabled=options.progress, calls_per_second=options.rate.per_second)
+    limit = options.limit()
+    progress = Progress(enabled=options.progress, calls_per_second=limit.sustained_per_second)
     try:
         with signals_handled(lambda name: stopping.stop(AbortRun(f"interrupted by {name}"))):
             async with LeadSquaredClient(options.host, options.credentials,
                                          timeout=options.timeout,
                                          connections=options.worker_count()) as client:
                 calls = ApiCalls(DeliverySettings(5, 1.0, options.timeout, 900.0),
-                                 RateLimit(options.rate), stopping)
+                                 limit, stopping)
                 try:
                     rules = await _preflight(options, calls, client)
                     items = await asyncio.to_thread(

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# `make demo`: start the sandbox on loopback, load the samples at the real default rate
-# (25 calls per 5 s), print the report, show that a rerun sends nothing and that the next
-# night's overlapping export is skipped through the history, load the Parquet
-# sample in --mode both (single and bulk calls at once), stop the sandbox.
-# Output lands in build/demo/.
+# `make demo`: start the sandbox on loopback; walk a newcomer's first load (the account's
+# activity types, one type's fields, a mapping drafted by `bulkpost init`, its dry run and
+# the real run, at a rate learnt from the answers); then load the samples at the real
+# default rate (25 calls per 5 s), print the report, show that a rerun sends nothing and
+# that the next night's overlapping export is skipped through the history, load the
+# Parquet sample in --mode both (single and bulk calls at once), stop the sandbox.
+# Output lands in build/demo/ (recreated: `bulkpost init` never overwrites a mapping).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bulkpost=.venv/bin/bulkpost
@@ -21,6 +23,26 @@ url=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["
 echo "sandbox listening on $url"
 
 export LSQ_ACCESS_KEY=demo-access-key LSQ_SECRET_KEY=demo-secret-key LSQ_HOST="$url"
+
+echo "== a first load, step 1: the account's activity types"
+"$bulkpost" types
+echo "== step 2: the fields of type 310 (Purchase), the type the export's rows become"
+"$bulkpost" types 310
+echo "== step 3: a mapping drafted from samples/first-load/export.csv (its header and rows),"
+echo "   its columns matched to the type's fields by display name; --timezone says the"
+echo "   export's times are India's (without it, init asks to confirm the zone)"
+"$bulkpost" init samples/first-load/export.csv --event 310 --output "$out/first-load.toml" \
+    --timezone Asia/Kolkata
+echo "== the mapping written ($out/first-load.toml): read the lines marked CONFIRM or !!!"
+cat "$out/first-load.toml"
+echo "== step 4: the dry run init printed, with its results file in $out/ (it sends nothing)"
+"$bulkpost" run samples/first-load/export.csv --mapping "$out/first-load.toml" \
+    --results "$out/first-load-results.csv" --dry-run --log-format console
+echo "== step 5: the real run, the same command without --dry-run. No --rate: the limit is"
+echo "   learnt from the answers, starting at the documented maximum (rate= says which)"
+"$bulkpost" run samples/first-load/export.csv --mapping "$out/first-load.toml" \
+    --results "$out/first-load-results.csv" --log-format console
+"$bulkpost" report "$out/first-load-results.csv"
 
 echo "== loading samples/activities.csv (100 rows at 25 calls / 5 s), keeping a history"
 "$bulkpost" run samples/activities.csv --mapping samples/mapping.toml \

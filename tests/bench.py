@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -125,9 +126,12 @@ def run_cli(*args: str) -> Measured:
     return Measured([*BULKPOST, *args, "--log-format", "json"])
 
 
-def run_bulkpost(data: Path, url: str, rate: str, results: Path, *options: str) -> Measured:
+def run_bulkpost(data: Path, url: str, rate: str | None, results: Path,
+                 *options: str) -> Measured:
+    """``bulkpost run``; ``rate`` None: no ``--rate`` (the limit is learnt)."""
+    given = () if rate is None else ("--rate", rate)
     return run_cli("run", str(data), "--mapping", str(MAPPING), "--results", str(results),
-                   "--host", url, "--rate", rate, *options)
+                   "--host", url, *given, *options)
 
 
 def run_client(kind: str, url: str, data: Path, *options: str) -> Measured:
@@ -221,6 +225,51 @@ def bench_updates(workdir: Path, rate: str, rows: int) -> list[dict[str, Any]]:
     return measured
 
 
+# -- 9. the plan's limit, learnt -----------------------------------------------------------
+LEARNING_ROWS = {"10/5s": 240, "2/5s": 60}  # about two minutes of calls each
+LIES = "25/5s"  # what the docs print in every 429 text
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def bench_learning(workdir: Path, rate: str, given: str | None,
+                   said: str | None = None) -> dict[str, Any]:
+    """bulkpost against an account allowing ``rate``: with ``--rate given`` (None: learnt,
+    then a second run of new rows that starts from what the first learnt). ``said``: the
+    limit the 429 texts name instead of the real one. Each run meets a sandbox of its own on
+    the same host and port (the account's window empty, as the next night), and the
+    allowance used is every call the window let through, look-ups included, first to last."""
+    calls, period = _rate(rate)
+    rows = LEARNING_ROWS[rate]
+    tag = f"{rate}-{given}-{said}".replace("/", "-")
+    port, history = _free_port(), workdir / f"learn-{tag}.db"
+    measured: dict[str, Any] = {"rate": rate, "given": given, "said": said, "rows": rows}
+    for run_index in (1, 2) if given is None else (1,):
+        data = make_csv(workdir / f"learn-{tag}-{run_index}.csv", rows,
+                        first=1 + (run_index - 1) * rows)
+        sandbox = SandboxProcess(workdir, "--rate", rate, *LATENCY, "--seed", "3",
+                                 "--port", str(port), *(("--rate-text", said) if said else ()))
+        try:
+            run = run_bulkpost(data, sandbox.url, given, workdir / f"learn-{tag}-{run_index}.r",
+                               "--history", str(history))
+            stats = sandbox.stats()
+        finally:
+            sandbox.close()
+        summary = run.last_json()
+        span = stats["last_accepted"] - stats["first_accepted"]
+        measured[f"run{run_index}"] = {
+            "posted": summary["posted"], "rate_limited": stats["rate_limited"],
+            "fraction": (stats["accepted"] - 1) / span / (calls / period),
+            "most_in_window": stats["max_in_window"], "limit": summary.get("rate", {}),
+            "wall_s": run.wall}
+    return measured
+
+
 # -- 2. recovery -------------------------------------------------------------------------
 def bench_recovery(workdir: Path, data: Path, rows: int,
                    other_seconds: float) -> dict[str, Any]:
@@ -230,7 +279,7 @@ def bench_recovery(workdir: Path, data: Path, rows: int,
     sandbox = SandboxProcess(workdir, "--rate", rate, *LATENCY, "--seed", "2")
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            ours = pool.submit(run_bulkpost, data, sandbox.url, rate,
+            ours = pool.submit(run_bulkpost, data, sandbox.url, None,
                                workdir / "recovery-results.csv")
             while sandbox.stats()["created"] < rows // 2:
                 time.sleep(0.05)
@@ -692,7 +741,39 @@ def render(results: dict[str, Any], command: str, minutes: float) -> str:
           f"{100 * u['server_per_s'] / (_rate(u['rate'])[0] / _rate(u['rate'])[1]):.0f}%",
           f"{u['end_to_end_rows_per_s']:.2f}", str(u["rate_limited"])]
          for u in results["updates"]])
+    lines += _learning(results["learning"])
     return "\n".join(lines) + "\n"
+
+
+def _learning(learning: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "", "## 9. The plan's limit, learnt (no `--rate`)", "",
+        "An account whose plan allows fewer calls than the documented maximum of 25 per 5 s, "
+        "with the latency of section 1. **learnt**: `bulkpost run` without `--rate`: it "
+        "starts at 25/5s and learns the plan's limit from the first rate-limited answers; "
+        "then a second run of as many new rows, sharing the history, starts from what the "
+        "first learnt. **learnt, text lies**: the same, but every 429 text names 25 in 5 "
+        "seconds whatever the plan (the docs' sentence). **--rate N/5s**: the plan's limit "
+        "given. **--rate 25/5s**: the old default, given. Each run meets a sandbox of its "
+        "own on the same host and port (an empty window, as the next night). Of the limit: "
+        "every call the window let through (look-ups and the first row's read-back "
+        "included) per second, first to last, as a fraction of N/T. 429s: the server's "
+        "rate-limit answers. Most in a window: calls that arrived in any T seconds, refused "
+        "ones included. These runs share the moment of sections 1 and 2.", ""]
+    rows = []
+    for m in learning:
+        what = ("learnt, text lies" if m["said"] else "**learnt**") if m["given"] is None \
+            else f"--rate {m['given']}"
+        for run_index in (1, 2):
+            run = m.get(f"run{run_index}")
+            if run is None:
+                continue
+            limit = ", ".join(run["limit"].values())
+            rows.append([m["rate"], what, str(run_index), str(m["rows"]), str(run["posted"]),
+                         f"{run['fraction']:.3f}", str(run["rate_limited"]),
+                         str(run["most_in_window"]), limit])
+    return lines + _table(["account allows", "bulkpost", "run", "rows", "posted",
+                           "of the limit", "429s", "most in a window", "limit it used"], rows)
 
 
 def main() -> None:
@@ -718,12 +799,17 @@ def main() -> None:
             modes = [pool.submit(bench_allowance, workdir, data, "bulkpost", rate, rows, mode)
                      for rate in PLANS for mode in ("bulk", "both")]
             updates = [pool.submit(bench_updates, workdir, rate, rows // 2) for rate in PLANS]
+            learning = [pool.submit(bench_learning, workdir, rate, given, said)
+                        for rate in LEARNING_ROWS
+                        for given, said in ((None, None), (None, LIES), (rate, None),
+                                            ("25/5s", None))]
             results["allowance"] = [run.result() for run in runs]
             results["recovery"] = recovery.result()
             results["modes"] = [run.result() for run in modes]
             results["updates"] = [step for run in updates for step in run.result()]
+            results["learning"] = [run.result() for run in learning]
         for line in (*results["allowance"], results["recovery"], *results["modes"],
-                     *results["updates"]):
+                     *results["updates"], *results["learning"]):
             print(json.dumps(line), flush=True)
         results["pairs"] = alternating(workdir, ("bulkpost", "bare"), sizes[0], 3)
         results["large"] = bench_unlimited(workdir, "bulkpost", sizes[1])

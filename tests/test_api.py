@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,24 @@ def test_a_table_and_a_stream(tmp_path: Path, make_sandbox: Any) -> None:
     assert sorted(_fields(server)) == ["A", "B", "C", "D"]
 
 
+def test_without_host_the_keys_host_is_found_and_the_limit_learnt(
+        tmp_path: Path, make_sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = make_sandbox(region="api-in21.leadsquared.com",
+                          home_region="api-in21.leadsquared.com")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("BULKPOST_REGION_URLS", json.dumps({
+        name: server.url for name in ("api.leadsquared.com", "api-in21.leadsquared.com")}))
+    monkeypatch.delenv("LSQ_HOST", raising=False)
+    summary = bulkpost.run(_frame(), MAPPING, tmp_path / "r.csv",
+                           access_key="demo-access-key", secret_key=SECRET)
+    assert summary.exit_code == 0 and summary.posted == 4
+    assert summary.rate == {"single": "25/5s (documented maximum)"}  # no 429: nothing learnt
+
+
 def test_bad_arguments_fail_before_any_request(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="expected a path, a pandas DataFrame"):
         bulkpost.run([1, 2], MAPPING, tmp_path / "r.csv", dry_run=True)
-    with pytest.raises(UsageError, match="needs host"):
+    with pytest.raises(UsageError, match="needs access_key"):
         bulkpost.run(_frame(), MAPPING, tmp_path / "r.csv", host="", access_key="",
                      secret_key="")
     with pytest.raises(UsageError, match="control character"):  # the CLI's key check too

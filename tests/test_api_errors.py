@@ -55,8 +55,8 @@ async def test_run_inside_a_running_loop_says_to_await_run_async(source: Path,
     ({"dry_run": True, "mode": "fast"}, "mode='fast': expected single, bulk or both"),
     ({"dry_run": True, "on_changed": "maybe"},
      "on_changed='maybe': expected skip, post, update or fail"),
-    ({}, "a real run needs host= (or LSQ_HOST), access_key= (or LSQ_ACCESS_KEY) and "
-         "secret_key= (or LSQ_SECRET_KEY); dry_run=True sends nothing"),
+    ({}, "a real run needs access_key= (or LSQ_ACCESS_KEY) and secret_key= (or "
+         "LSQ_SECRET_KEY); dry_run=True sends nothing"),
     ({"host": "http://127.0.0.1:9", "access_key": "  ", "secret_key": "s"},
      "a real run needs access_key= (or LSQ_ACCESS_KEY); dry_run=True sends nothing"),
     ({"host": "http://127.0.0.1:9", "access_key": "a", "secret_key": "sec\x01ret"},

@@ -186,7 +186,7 @@ def test_a_fault_mix_posts_every_row_exactly_once(tmp_path: Path, make_sandbox: 
     data, mapping = _inputs(tmp_path, 200)
     faults = {"500-before": 0.06, "html": 0.05, "reset-before": 0.05, "429-other": 0.04,
               "ratelimit-200": 0.04, "slow": 0.03}
-    # Short windows: each rate-limit fault pauses the workers for one whole window.
+    # Short windows: each rate-limit fault lowers the run's share for a window or two.
     server = make_sandbox(rate="100/0.5s", faults=faults, seed=11, slow_seconds=0.3,
                           latency=(0.0, 0.02))
     result = _run(data, mapping, tmp_path / "r.csv", server.url, "--rate", "75/0.5s",

@@ -14,18 +14,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bulkpost.field_matching import NEAR_MATCH, match_fields, similarity
 from bulkpost.mapping import Mapping, load_mapping, parse_mapping
-from bulkpost.mapping_draft import (
-    NEAR_MATCH,
+from bulkpost.mapping_draft import draft_mapping
+from bulkpost.sampled_columns import (
     ColumnSample,
     DateOrder,
     detect_datetime,
-    draft_mapping,
     find_key_column,
     find_lead_columns,
     find_note_column,
-    match_fields,
-    similarity,
 )
 from bulkpost.sandbox.validation import activity_setting
 from bulkpost.schema import ActivityType, FieldSpec, parse_activity_type
@@ -474,21 +472,43 @@ def test_an_unknown_event_code_is_refused(tmp_path: Path, make_sandbox: Any) -> 
     server = make_sandbox()
     data = _orders(tmp_path / "in.csv", ["13/03/2024 09:00"])
     done = _init(data, "--event", "5", "--output", tmp_path / "m.toml", "--host", server.url)
-    assert done.code == 2 and "--event 5: the account has no such activity type" in done.stderr
+    assert done.code == 2 and "activity type 5: not found in the account" in done.stderr
     assert not (tmp_path / "m.toml").exists()
+
+
+def _init_without_host(tmp_path: Path, urls: dict[str, str]) -> CliResult:
+    """init with the keys and no host, sandboxes standing in for the regions in ``urls``;
+    the fields matched prove the type was read from the keys' host."""
+    from bulkpost.region import URLS_ENV
+
+    data = _orders(tmp_path / "in.csv", ["13/03/2024 09:00", "14/03/2024 10:00"])
+    output = tmp_path / "m.toml"
+    done = _init(data, "--event", "310", "--output", output,
+                 **{URLS_ENV: json.dumps(urls), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+                    "LSQ_HOST": ""})
+    assert done.code == 0, done.stderr
+    assert dict(load_mapping(output).fields)["mx_Custom_1"] == "ORDER_NO."
+    return done
 
 
 @pytest.mark.e2e
 def test_with_keys_and_no_host_the_account_s_region_is_found(
         tmp_path: Path, make_sandbox: Any) -> None:
-    from bulkpost.region import URLS_ENV
-
     server = make_sandbox()  # plays api.leadsquared.com, the keys' home
-    data = _orders(tmp_path / "in.csv", ["13/03/2024 09:00", "14/03/2024 10:00"])
-    output = tmp_path / "m.toml"
-    done = _init(data, "--event", "310", "--output", output,
-                 **{URLS_ENV: json.dumps({"api.leadsquared.com": server.url}),
-                    "XDG_CACHE_HOME": str(tmp_path / "cache"), "LSQ_HOST": ""})
-    assert done.code == 0, done.stderr
-    assert dict(load_mapping(output).fields)["mx_Custom_1"] == "ORDER_NO."
+    done = _init_without_host(tmp_path, {"api.leadsquared.com": server.url})
     assert "--host" not in done.stdout  # the run finds the host as init did
+
+
+@pytest.mark.e2e
+def test_a_cached_host_that_refuses_the_keys_is_found_again(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    from bulkpost.region import HostCache
+    from bulkpost.sandbox import DEFAULT_ACCESS_KEY
+
+    singapore, mumbai = "api.leadsquared.com", "api-in21.leadsquared.com"
+    stale = make_sandbox(region=singapore, home_region=mumbai)  # refuses, naming Mumbai
+    home = make_sandbox(region=mumbai)
+    cache = HostCache(tmp_path / "cache" / "bulkpost" / "hosts.json")
+    cache.put(DEFAULT_ACCESS_KEY, singapore)
+    _init_without_host(tmp_path, {singapore: stale.url, mumbai: home.url})
+    assert cache.get(DEFAULT_ACCESS_KEY) == mumbai

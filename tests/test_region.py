@@ -18,15 +18,14 @@ from aiohttp import web
 
 from bulkpost.client import Credentials
 from bulkpost.errors import UsageError
+from bulkpost.hosts import REGIONS, named_host
 from bulkpost.region import (
-    REGIONS,
     URLS_ENV,
     HostCache,
     api_host,
     choose_host,
     find_host,
     host_again,
-    named_host,
     region_urls,
 )
 from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
@@ -279,6 +278,14 @@ def test_a_run_without_host_finds_the_region_and_posts(tmp_path: Path,
     found, = _events(again.stderr, "region.host")
     assert (found["host"], found["from_cache"]) == (MUMBAI, True)
     assert singapore.stats()["calls"] == calls
+    # A dry run asks no host, but uses the one cached: it reads the schemas from Mumbai.
+    reads = mumbai.stats()["calls"]
+    dry = run_cli("validate", data, "--mapping", mapping, "--results", tmp_path / "d.csv",
+                  "--log-format", "json", **env)
+    assert dry.code == 0, dry.stderr
+    found, = _events(dry.stderr, "region.host")
+    assert (found["host"], found["from_cache"]) == (MUMBAI, True)
+    assert mumbai.stats()["calls"] > reads and singapore.stats()["calls"] == calls
 
 
 @pytest.mark.e2e

@@ -195,6 +195,13 @@ def test_a_deeply_nested_body_does_not_raise() -> None:
         (401, b"", "HTTP 401", "LSQ_ACCESS_KEY"),
         (401, mx("MXUnAuthorisedException", "Invalid keys"), "MXUnAuthorisedException", "--host"),
         (401, SUCCESS, "HTTP 401", "(401)"),
+        # The wrong region, and its answer names the keys' own: say which host to use.
+        (401, mx("MXUnAuthorisedException", "Use API-IN21.leadsquared.com for this account"),
+         "MXUnAuthorisedException", "belong to api-in21.leadsquared.com (India, Mumbai): use "
+                                    "--host api-in21.leadsquared.com"),
+        # A host that is not a documented one is not repeated.
+        (401, mx("MXUnAuthorisedException", "Use evil.leadsquared.com.example.org"),
+         "MXUnAuthorisedException", "check LSQ_ACCESS_KEY"),
         (404, b"<html>Not Found</html>", "HTTP 404", "--host"),
         (404, mx("MXInvalidEntityException"), "MXInvalidEntityException", "(404)"),
     ],

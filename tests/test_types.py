@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from bulkpost.activity_types import ListedType, parse_activity_types, render_list, table
-from bulkpost.region import REGIONS, URLS_ENV
+from bulkpost.hosts import REGIONS
+from bulkpost.region import URLS_ENV
 from bulkpost.sandbox import CATALOG
 from tests.conftest import run_cli
 

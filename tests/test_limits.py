@@ -1,0 +1,136 @@
+"""The run's rate limits against the sandbox: learnt when not given, kept, used by the next run.
+
+The learning itself is exercised on a virtual clock (``tests/test_allowance.py``); here the
+real CLI meets a sandbox whose account allows fewer calls than the documented maximum, and
+what it learnt must reach the next run, beside the results file and through the history.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulkpost.allowance import RateSpec
+from bulkpost.client import Credentials
+from bulkpost.history import History
+from bulkpost.limits import Learnt, account_tag, rate_setting, recalled
+from tests.conftest import run_cli, write_csv
+from tests.test_history import HEADER, MAPPING
+
+LEADS = ["3c6ef372-fe94-4f3a-a54f-f53a5f1d36f1", "9e107d9d-3721-4b1a-a1b9-0d3a5f2c7e11"]
+
+
+def _orders(path: Path, first: int, count: int) -> Path:
+    return write_csv(path, HEADER, [[f"ORD-{n:05d}", LEADS[n % 2], f"order {n}",
+                                     f"2025-06-{n % 28 + 1:02d} 10:00:00", f"{n}.50"]
+                                    for n in range(first, first + count)])
+
+
+def _run(tmp_path: Path, url: str, data: Path, results: Path, *extra: str) -> Any:
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    return run_cli("run", data, "--mapping", mapping, "--results", results,
+                   "--history", tmp_path / "history.db", "--host", url, "--timeout", "5",
+                   "--backoff", "0.05", "--log-format", "json", *extra)
+
+
+def _events(stderr: str, event: str) -> list[dict[str, Any]]:
+    lines = (json.loads(line) for line in stderr.splitlines() if line.startswith("{"))
+    return [line for line in lines if line["event"] == event]
+
+
+@pytest.mark.e2e
+def test_a_limit_learnt_is_kept_and_the_next_run_starts_at_it_without_a_429(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox("10/5s", latency=(0.02, 0.1))
+    first = _run(tmp_path, server.url, _orders(tmp_path / "n1.csv", 1, 12),
+                 tmp_path / "n1.results.csv")
+    assert first.code == 0, first.stderr
+    assert first.summary["posted"] == 12
+    assert first.summary["rate"] == {"single": "10/5s (learnt)"}
+    learnt = _events(first.stderr, "rate_limit.learnt")
+    assert [(e["limit"], e["counted"]) for e in learnt] == [("10/5s", 10)]
+    refused = server.stats()["rate_limited"]
+    assert 1 <= refused <= 5 and server.stats()["max_in_window"] <= 10 + refused
+    kept = json.loads((tmp_path / "n1.results.csv.limits.json").read_text())
+    assert kept["single"]["calls"] == 10 and kept["single"]["period"] == 5.0
+    assert "demo-access-key" not in json.dumps(kept)  # a digest names the account
+
+    # The next night (the account's window long empty): another results file, the same
+    # history. It starts at 10/5s.
+    time.sleep(5.2)
+    second = _run(tmp_path, server.url, _orders(tmp_path / "n2.csv", 13, 10),
+                  tmp_path / "n2.results.csv")
+    assert second.code == 0, second.stderr
+    assert second.summary["posted"] == 10
+    assert second.summary["rate"] == {"single": "10/5s (remembered)"}
+    assert server.stats()["rate_limited"] == refused  # not one more
+
+    # --rate auto forgets it (a plan changed), and a given rate means exactly that.
+    third = _run(tmp_path, server.url, _orders(tmp_path / "n3.csv", 23, 2),
+                 tmp_path / "n3.results.csv", "--rate", "auto")
+    assert third.summary["rate"] == {"single": "25/5s (documented maximum)"}
+    fourth = _run(tmp_path, server.url, _orders(tmp_path / "n4.csv", 25, 2),
+                  tmp_path / "n4.results.csv", "--rate", "8/5s")
+    assert fourth.summary["rate"] == {"single": "8/5s (given)"}
+    assert not (tmp_path / "n4.results.csv.limits.json").exists()
+
+
+@pytest.mark.e2e
+def test_the_bulk_limit_is_learnt_beside_the_single_one(tmp_path: Path,
+                                                        make_sandbox: Any) -> None:
+    server = make_sandbox("100/1s", bulk_rate=RateSpec(1, 5.0), latency=(0.02, 0.1))
+    done = _run(tmp_path, server.url, _orders(tmp_path / "n1.csv", 1, 51),
+                tmp_path / "results.csv", "--mode", "bulk", "--rate", "100/1s")
+    assert done.code == 0, done.stderr
+    assert done.summary["posted"] == 51
+    assert done.summary["rate"] == {"bulk": "1/5s (learnt)"}
+    assert server.stats()["bulk_rate_limited"] <= 3
+    kept = json.loads((tmp_path / "results.csv.limits.json").read_text())
+    assert kept["bulk"]["calls"] == 1 and "single" not in kept
+
+
+# -- what is kept, and for whom ------------------------------------------------------------
+def _recalled(tmp_path: Path, host: str, access: str,
+              history: History | None = None) -> dict[str, Learnt]:
+    return recalled(tmp_path / "results.csv", host, Credentials(access, "secret"), history)
+
+
+def test_a_kept_limit_is_recalled_only_for_its_host_and_account(tmp_path: Path) -> None:
+    document = {"host": "https://api-in21.leadsquared.com",
+                "account": account_tag(Credentials("key-1", "s")),
+                "single": {"calls": 10, "period": 5.0, "run_id": "r1"},
+                "bulk": {"calls": "one", "period": 5.0}}  # not a number: ignored
+    (tmp_path / "results.csv.limits.json").write_text(json.dumps(document))
+    assert _recalled(tmp_path, "https://api-in21.leadsquared.com", "key-1") == {
+        "single": Learnt(RateSpec(10, 5.0), "r1")}
+    assert _recalled(tmp_path, "https://api.leadsquared.com", "key-1") == {}
+    assert _recalled(tmp_path, "https://api-in21.leadsquared.com", "key-2") == {}
+
+
+def test_a_kept_limit_is_found_in_the_history_when_the_results_file_has_none(
+        tmp_path: Path) -> None:
+    host, account = "https://api.leadsquared.com", account_tag(Credentials("key-1", "s"))
+    history = History(tmp_path / "history.db", "run-1").open()
+    try:
+        history.set_meta(f"limits {host} {account}", json.dumps(
+            {"host": host, "account": account, "bulk": {"calls": 5, "period": 5.0}}))
+        history.commit(history.take())
+        assert _recalled(tmp_path, host, "key-1", history) == {
+            "bulk": Learnt(RateSpec(5, 5.0), "")}
+    finally:
+        history.close()
+
+
+@pytest.mark.parametrize(("given", "meant"), [
+    (None, (RateSpec(25, 5.0), True, False)), ("auto", (RateSpec(25, 5.0), True, True)),
+    ("10/5s", (RateSpec(10, 5.0), False, False)),
+    (RateSpec(2, 5.0), (RateSpec(2, 5.0), False, False)),
+])
+def test_what_a_rate_as_given_means(given: str | RateSpec | None,
+                                    meant: tuple[RateSpec, bool, bool]) -> None:
+    assert rate_setting(given, RateSpec(25, 5.0)) == meant
