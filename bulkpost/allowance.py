@@ -21,8 +21,15 @@ one less than before. After a whole T without a 429 the share climbs back toward
 ceiling by 1, 2, 4, 8… calls each half T. That recovers in a few windows when the other
 client stops, and meets the window again within one or two when it has not.
 
-A rate given by the user is the ceiling, never learnt or lowered; the share still yields
-to another client. Everything here is pure: times come from the caller's clock.
+A plan of N and a larger plan of which another client steadily takes all but N look the
+same to every answer, and a plan may be upgraded: so a learnt ceiling is probed. After
+:data:`PROBE_AFTER` seconds at it without a 429, the share is the ceiling plus one until an
+answer settles it: a 429 says the ceiling holds (the next probe waits twice as long); a
+window in which the account counted more of our calls than the ceiling says it does not,
+and the run learns again from the documented maximum.
+
+A rate given by the user is the ceiling, never learnt, lowered or probed; the share still
+yields to another client. Everything here is pure: times come from the caller's clock.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ DOCUMENTED_MAXIMUM = RateSpec(25, 5.0)  # Enterprise, the highest plan (API note
 DOCUMENTED_BULK_MAXIMUM = RateSpec(10, 5.0)  # bulk calls: 1 on every plan, or 5-10 by plan
 _SAID = re.compile(r"limit of\s+(\d+)\s+in\s+(\d+(?:\.\d+)?)\s*sec", re.IGNORECASE)
 _MOST_STEPS = 20  # the climb's doubling stops here (a share of a million calls)
+PROBE_AFTER = 600.0  # seconds at a learnt ceiling without a 429 before it is probed
 
 
 def said_limit(text: str) -> RateSpec | None:
@@ -105,16 +113,22 @@ class Allowance:
     """The ceiling (the plan's limit as proven, or as given), this run's share of it, and
     the evidence: every call of ours in the last two periods."""
 
-    __slots__ = ("_base", "_candidate", "_limited_at", "_lowered_at", "_sent", "ceiling", "jitter",
-                 "learning", "learnt", "period", "proven", "share")
+    __slots__ = ("_base", "_candidate", "_limited_at", "_lowered_at", "_probe_after",
+                 "_quiet_since", "_sent", "ceiling", "jitter", "learning", "learnt", "period",
+                 "probing", "proven", "share", "top")
 
     def __init__(self, spec: RateSpec, *, learning: bool = False, learnt: bool = False,
-                 jitter: float = 0.0) -> None:
+                 jitter: float = 0.0, top: int | None = None,
+                 probe_after: float = PROBE_AFTER) -> None:
         self.period = spec.period
         self.ceiling = spec.calls
+        self.top = max(spec.calls, top or 0)  # what a ceiling proven too low returns to
         self.learning = learning  # whether the answers may lower the ceiling
         self.learnt = learnt  # the ceiling is proven by answers (this run's or earlier)
         self.jitter = jitter  # how far apart our clock and the server's may put a call
+        self.probing = False  # one call over a learnt ceiling is allowed, to test it
+        self._probe_after = probe_after
+        self._quiet_since: float | None = None  # at the learnt ceiling without a 429 since
         self.proven = 0
         self.share = spec.calls
         self._base = spec.calls  # the share the last 429 set, from which it climbs
@@ -140,7 +154,13 @@ class Allowance:
                 self.share = min(self.ceiling, self._base + 2 ** steps - 1)
             if self.share >= self.ceiling:
                 self._limited_at = None
-        return min(self.share, self.ceiling)
+        if self.learnt and self.learning and self.ceiling < self.top \
+                and self.share >= self.ceiling:
+            if self._quiet_since is None:
+                self._quiet_since = now
+            elif now - self._quiet_since >= self._probe_after:
+                self.probing = True
+        return self.ceiling + 1 if self.probing else min(self.share, self.ceiling)
 
     def answered(self, call: Sent, limited: bool | None, now: float,
                  said: RateSpec | None = None) -> Lesson | None:
@@ -157,6 +177,11 @@ class Allowance:
         call.answer = Sent.LIMITED
         counted = self._counted_before(call)
         named = said.calls if said is not None and said.period == self.period else None
+        if self.probing:  # the probe met the window: the ceiling holds, for now
+            self.probing, self._quiet_since = False, now
+            self._probe_after *= 2
+            if counted >= self.ceiling:
+                return Lesson(False, self.ceiling, self.ceiling, counted, named)
         if self.learning and max(1, self.proven) <= counted <= self.ceiling:
             if counted in (named, self._candidate):  # corroborated: the plan's limit
                 self._candidate = None
@@ -176,6 +201,7 @@ class Allowance:
     def _lower(self, share: int, now: float) -> None:
         self.share = self._base = share
         self._lowered_at = now
+        self._quiet_since = None
         self._limited_at = now if share < self.ceiling else None
 
     def _counted_before(self, call: Sent) -> int:
@@ -196,3 +222,10 @@ class Allowance:
         self.proven = max(self.proven, before, after)
         if self._candidate is not None and self.proven > self._candidate:
             self._candidate = None  # the account allowed more than that 429 suggested
+        if self.learnt and self.proven > self.ceiling:
+            # The account counted more of our calls in a window than the learnt ceiling (a
+            # probe): it was another client's doing, or the plan changed. Learn again.
+            self.ceiling, self.learnt, self.probing = self.top, False, False
+            self._base = self.share = self.proven
+            self._limited_at = at - self.period  # climbs from the next half period
+            self._quiet_since = None

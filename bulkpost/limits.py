@@ -104,8 +104,8 @@ def make_limit(given: RateSpec, learning: bool, earlier: Learnt | None,
         return RateLimit(given, margin)
     start = earlier.spec if earlier is not None else documented
     margin = DEFAULT_MARGIN * start.period if margin is None else margin
-    return RateLimit(start, margin, Allowance(start, learning=True,
-                                              learnt=earlier is not None, jitter=margin))
+    return RateLimit(start, margin, Allowance(start, learning=True, learnt=earlier is not None,
+                                              jitter=margin, top=documented.calls))
 
 
 class RunLimits:
@@ -143,12 +143,15 @@ class RunLimits:
         opts = self._options
         learnt = {kind: Learnt(self.ceiling(kind), run_id) for kind in KINDS
                   if self.source(kind) == "learnt"}
-        if not learnt or opts.credentials is None:
+        # An earlier run's limit that a probe proved too low, and not learnt again since.
+        outgrown = {kind for kind in KINDS if kind in self.earlier and kind not in learnt
+                    and self.source(kind) == "documented maximum"}
+        if not (learnt or outgrown) or opts.credentials is None:
             return
         account = account_tag(opts.credentials)
         document: dict[str, Any] = {"host": opts.host, "account": account}
         for kind in KINDS:
-            item = learnt.get(kind) or self.earlier.get(kind)
+            item = learnt.get(kind) or (None if kind in outgrown else self.earlier.get(kind))
             if item is not None:
                 document[kind] = {"calls": item.spec.calls, "period": item.spec.period,
                                   "run_id": item.run_id}

@@ -72,6 +72,7 @@ EVENTS: dict[str, str] = {
     "dry_run.no_schemas": "no --host or keys: the dry run checks rows without the activity "
                           "types' schemas",
     # The account's regional host, found from the keys (no --host)
+    "region.asking": "asking a LeadSquared region for the keys' host",
     "region.host": "API host of the keys' region",
     "region.redirected": "the keys belong to another region: asking its host next",
     "region.cache_dropped": "the cached API host refused the keys: finding the host again",

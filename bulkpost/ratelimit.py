@@ -142,8 +142,16 @@ class RateLimit:
             return
         self.spec = RateSpec(calls, self.spec.period)
         self._limiter = AsyncLimiter(1, 0.98 * self.spacing)
-        # The latest starts stay: the first of the new log's N is the one a call waits for.
-        self._starts = collections.deque(list(self._starts)[-calls:], maxlen=calls)
+        # The latest N starts stay. A slot granted and not sent yet starts no earlier than
+        # the latest start: it goes last, and stays however small the share, so that it
+        # counts when it leaves (the log is longer than N until it has).
+        slots = list(self._starts)
+        waiting = [slot for slot in slots if not slot.left.is_set()]
+        sent = [slot for slot in slots if slot.left.is_set()]
+        for slot in waiting:
+            slot.at = max(slot.at, sent[-1].at if sent else slot.at)
+        kept = sent[len(sent) - max(0, min(len(sent), calls - len(waiting))):] + waiting
+        self._starts = collections.deque(kept, maxlen=max(calls, len(kept)))
 
     def pause(self, seconds: float | None = None) -> None:
         """Hold every caller for ``seconds`` (default: one whole window plus the margin)."""
@@ -170,7 +178,8 @@ class RateLimit:
     def _log_wait(self) -> float:
         if len(self._starts) < self.spec.calls:
             return 0.0
-        return self._starts[0].at + self.window - asyncio.get_running_loop().time()
+        nth = self._starts[-self.spec.calls]  # the start N places back
+        return nth.at + self.window - asyncio.get_running_loop().time()
 
     def _restamp(self, slot: Slot, now: float) -> None:
         """Move ``slot`` to ``now`` and every later-granted slot to no earlier than it, so
@@ -183,7 +192,11 @@ class RateLimit:
                 break
             later.append(other)
         else:
-            later = []  # no longer in the log (a smaller share dropped it): alone
+            # A smaller share dropped it from the log before it left: it leaves now, the
+            # latest start of all, so it goes back in at the end (the oldest drops out).
+            slot.at = now
+            self._starts.append(slot)
+            return
         slot.at = now
         for other in later:
             other.at = max(other.at, now)
@@ -198,9 +211,10 @@ class RateLimit:
             # A loop, not an Event: we wait for a moment in time, and a pause may move it.
             while True:
                 self._follow(loop.time())
-                oldest = self._starts[0] if len(self._starts) == self.spec.calls else None
-                if oldest is not None and not oldest.left.is_set():
-                    await oldest.left.wait()  # its time is not known until it leaves
+                starts, calls = self._starts, self.spec.calls
+                nth = starts[-calls] if len(starts) >= calls else None
+                if nth is not None and not nth.left.is_set():
+                    await nth.left.wait()  # its time is not known until it leaves
                     continue
                 delay = max(self.paused_for(), self._log_wait())
                 if delay <= 0:

@@ -54,7 +54,9 @@ log = structlog.get_logger("bulkpost")
 
 URLS_ENV = "BULKPOST_REGION_URLS"
 CACHE_VERSION = 1
-_ATTEMPTS = 3  # per host, for answers that may be tried again (5xx, timeouts)
+# Per host, for answers that may be tried again (5xx, timeouts). With find_host's 10 s for
+# one answer, a network that drops every packet is given up on within two minutes.
+_ATTEMPTS = 2
 
 
 def _get(document: Any, key: str) -> Any:
@@ -213,6 +215,7 @@ async def _discover(credentials: Credentials, urls: Mapping[str, str], answer_s:
         if name in tried:
             continue
         tried.append(name)
+        log.info("region.asking", host=name, region=REGIONS[name])
         try:
             answer, document = await _ask(calls, url_of(name, urls), credentials, answer_s)
         except Stopped:  # rate limited for minutes on end
@@ -248,7 +251,7 @@ async def _discover(credentials: Credentials, urls: Mapping[str, str], answer_s:
 
 
 async def find_host(credentials: Credentials, *, urls: Mapping[str, str] | None = None,
-                    cache: HostCache | None = None, answer_s: float = 30.0) -> str:
+                    cache: HostCache | None = None, answer_s: float = 10.0) -> str:
     """The documented API host of the keys' account: cached (no request), or found.
 
     ``urls``: stand-ins of documented hosts (default: ``BULKPOST_REGION_URLS``); ``cache``:

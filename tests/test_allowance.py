@@ -18,6 +18,7 @@ import pytest
 
 from bulkpost.allowance import (
     DOCUMENTED_MAXIMUM,
+    PROBE_AFTER,
     Allowance,
     RateSpec,
     Sent,
@@ -67,9 +68,11 @@ class Account:
         return (len(inside) - 1) / (inside[-1] - inside[0]) / (self.calls / self.period)
 
 
-def learning_limit(start: RateSpec = DOCUMENTED_MAXIMUM, *, learnt: bool = False) -> RateLimit:
+def learning_limit(start: RateSpec = DOCUMENTED_MAXIMUM, *, learnt: bool = False,
+                   probe_after: float = PROBE_AFTER) -> RateLimit:
     return RateLimit(start, MARGIN, Allowance(start, learning=True, learnt=learnt,
-                                              jitter=MARGIN))
+                                              jitter=MARGIN, top=DOCUMENTED_MAXIMUM.calls,
+                                              probe_after=probe_after))
 
 
 async def post(limit: RateLimit, account: Account, count: int, *, workers: int = 20,
@@ -185,6 +188,71 @@ def test_never_more_calls_in_a_window_than_the_learnt_limit_once_learnt() -> Non
     later = [t for t in account.sends if t >= 3.0]  # 10 calls at 0.2 s, then the lesson
     for i, start in enumerate(later):
         assert sum(1 for t in later[i:i + 11] if t < start + 5.0 + MARGIN) <= 10
+
+
+def test_a_limit_learnt_beside_another_client_is_probed_and_outgrown_once_it_stops() -> None:
+    """While another client steadily takes 5 of the plan's 25, every answer says the plan
+    is 20: that is what the run learns. Once the other stops, the probe finds out."""
+    other = (0.0, 100.0, 1.0)
+    early = Account(25, 5.0)
+    limit = learning_limit(probe_after=120.0)
+    run_virtual(post(limit, early, 250, other=other))
+    assert limit.allowance.learnt and limit.allowance.ceiling < 25  # indistinguishable
+    account = Account(25, 5.0)
+    limit = learning_limit(probe_after=120.0)
+    made = run_virtual(post(limit, account, 1300, other=other))
+    assert limit.allowance.ceiling == 25 and not limit.allowance.learnt
+    probe = 120.0 + 10.0  # quiet at the wrong limit from the first window, then the probe
+    assert account.used(probe + 15.0, 1e9) >= 0.95
+    assert made.counts.rate_limited <= 10
+
+
+def test_a_learnt_limit_that_holds_costs_one_probe_429_now_and_then() -> None:
+    account = Account(10, 5.0)
+    limit = learning_limit(RateSpec(10, 5.0), learnt=True, probe_after=60.0)
+    made = run_virtual(post(limit, account, 3000))  # about 1,500 s
+    assert limit.allowance.ceiling == 10 and limit.allowance.learnt
+    # Probes at 60, 180, 420 and 900 s: each meets the window once (maybe twice in flight).
+    assert 4 <= made.counts.rate_limited <= 8
+    assert account.used(0, 1e9) >= 0.95
+
+
+def test_a_slot_a_smaller_share_dropped_before_it_left_still_counts() -> None:
+    """A call granted a slot, then held (its claim's fsync) while a 429 shrinks the share
+    from 25 to 2: when it leaves, it counts, and no window holds more than 2 after."""
+    async def scenario() -> tuple[list[float], int]:
+        loop = asyncio.get_running_loop()
+        limit = learning_limit()
+        sends: list[float] = []
+        held = None
+        for index in range(25):
+            slot = await limit.reserve()
+            if index == 22:
+                held = slot
+            else:
+                slot.sending()
+                slot.release()
+                sends.append(loop.time())
+        assert held is not None
+        allowance = limit.allowance
+        allowance.share = allowance._base = 2
+        allowance._limited_at = loop.time() + 100  # held at 2
+        shrunk_at = loop.time()
+        for index in range(8):
+            slot = await limit.reserve()
+            slot.sending()
+            slot.release()
+            sends.append(loop.time())
+            if index == 0:
+                held.sending()
+                held.release()
+                sends.append(loop.time())
+        return sorted(t for t in sends if t >= shrunk_at), limit.spec.calls
+
+    after, share = run_virtual(scenario())
+    assert share == 2
+    for i, start in enumerate(after):
+        assert sum(1 for t in after[i:] if t < start + 5.0 + MARGIN - 1e-9) <= 2
 
 
 # -- the pure parts ----------------------------------------------------------------------

@@ -17,7 +17,9 @@ import pytest
 from bulkpost.allowance import RateSpec
 from bulkpost.client import Credentials
 from bulkpost.history import History
-from bulkpost.limits import Learnt, account_tag, rate_setting, recalled
+from bulkpost.limits import Learnt, RunLimits, account_tag, rate_setting, recalled
+from bulkpost.mapping import parse_mapping
+from bulkpost.options import RunOptions
 from tests.conftest import run_cli, write_csv
 from tests.test_history import HEADER, MAPPING
 
@@ -124,6 +126,25 @@ def test_a_kept_limit_is_found_in_the_history_when_the_results_file_has_none(
             "bulk": Learnt(RateSpec(5, 5.0), "")}
     finally:
         history.close()
+
+
+def test_a_kept_limit_a_probe_outgrew_is_forgotten_at_the_end_of_the_run(
+        tmp_path: Path) -> None:
+    host, credentials = "https://api.leadsquared.com", Credentials("key-1", "s")
+    kept = tmp_path / "results.csv.limits.json"
+    kept.write_text(json.dumps({"host": host, "account": account_tag(credentials),
+                                "single": {"calls": 20, "period": 5.0, "run_id": "r1"},
+                                "bulk": {"calls": 1, "period": 5.0, "run_id": "r1"}}))
+    options = RunOptions(input=tmp_path / "in.csv", mapping=parse_mapping({"activity": {
+        "event": 201, "lead_id_column": "lead"}}, "m"), results=tmp_path / "results.csv",
+        host=host, credentials=credentials, learn_rate=True, learn_bulk_rate=True)
+    limits = RunLimits(options, None)
+    assert limits.source("single") == "remembered" and limits.ceiling("single").calls == 20
+    allowance = limits.single.allowance
+    allowance.ceiling, allowance.learnt = allowance.top, False  # what a successful probe does
+    limits.keep("r2")
+    document = json.loads(kept.read_text())
+    assert "single" not in document and document["bulk"]["calls"] == 1
 
 
 @pytest.mark.parametrize(("given", "meant"), [
