@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# `make demo`: start the sandbox on loopback; walk a newcomer's first load (the account's
-# activity types, one type's fields, a mapping drafted by `bulkpost init`, its dry run and
-# the real run, at a rate learnt from the answers); then load the samples at the real
-# default rate (25 calls per 5 s), print the report, show that a rerun sends nothing and
-# that the next night's overlapping export is skipped through the history, load the
-# Parquet sample in --mode both (single and bulk calls at once), stop the sandbox.
+# `make demo`: start the sandbox on loopback, as an account whose plan allows 10 calls per
+# 5 s; walk a newcomer's first load (the account's activity types, one type's fields, a
+# mapping drafted by `bulkpost init`, its dry run and the real run, whose rate limit is
+# learnt from the answers and kept in the history); then load the samples at the limit the
+# history kept, print the report, show that a rerun sends nothing and that the next night's
+# overlapping export is skipped through the history, load the Parquet sample in --mode both
+# (single and bulk calls at once), stop the sandbox.
 # Output lands in build/demo/ (recreated: `bulkpost init` never overwrites a mapping).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,8 @@ bulkpost=.venv/bin/bulkpost
 out=build/demo
 rm -rf "$out" && mkdir -p "$out"
 
-"$bulkpost" sandbox --port 0 --latency 0.05:0.3 --ledger "$out/ledger.jsonl" >"$out/sandbox.json" &
+"$bulkpost" sandbox --port 0 --rate 10/5s --latency 0.05:0.3 --ledger "$out/ledger.jsonl" \
+    >"$out/sandbox.json" &
 sandbox_pid=$!
 trap 'kill "$sandbox_pid" 2>/dev/null || true; wait "$sandbox_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
@@ -38,13 +40,15 @@ cat "$out/first-load.toml"
 echo "== step 4: the dry run init printed, with its results file in $out/ (it sends nothing)"
 "$bulkpost" run samples/first-load/export.csv --mapping "$out/first-load.toml" \
     --results "$out/first-load-results.csv" --dry-run --log-format console
-echo "== step 5: the real run, the same command without --dry-run. No --rate: the limit is"
-echo "   learnt from the answers, starting at the documented maximum (rate= says which)"
+echo "== step 5: the real run, the same command without --dry-run, keeping a history. No"
+echo "   --rate: it starts at the documented maximum (25 calls per 5 s), and the first"
+echo "   rate-limited answer teaches it this account's limit (rate= says which)"
 "$bulkpost" run samples/first-load/export.csv --mapping "$out/first-load.toml" \
-    --results "$out/first-load-results.csv" --log-format console
+    --results "$out/first-load-results.csv" --history "$out/history.db" --log-format console
 "$bulkpost" report "$out/first-load-results.csv"
 
-echo "== loading samples/activities.csv (100 rows at 25 calls / 5 s), keeping a history"
+echo "== loading samples/activities.csv (100 rows) with the same history: it starts at the"
+echo "   limit the first load learnt (rate=... (remembered)), and meets no rate-limited answer"
 "$bulkpost" run samples/activities.csv --mapping samples/mapping.toml \
     --results "$out/results.csv" --history "$out/history.db" --log-format console
 echo "== report"
@@ -61,7 +65,9 @@ csv.writer(open(sys.argv[2], "w", newline="")).writerows(rows[:1] + rows[61:])' 
     --results "$out/results-next-night.csv" --history "$out/history.db" --log-format console
 "$bulkpost" history stats --history "$out/history.db"
 echo "== loading samples/activities.parquet (30 rows, typed columns) with --mode both:"
-echo "   single calls and bulk calls of up to 25 at once, each under its own limit"
+echo "   single calls and bulk calls of up to 25 at once, each under its own limit. It keeps"
+echo "   no history and has a results file of its own, so no limit learnt earlier reaches it:"
+echo "   it starts at the documented maxima again, and slows down when the answers say so"
 "$bulkpost" run samples/activities.parquet --mapping samples/mapping-parquet.toml \
     --results "$out/results-parquet.csv" --log-format console --mode both
 echo "== sandbox counters"
