@@ -367,6 +367,32 @@ def test_month_first_dates_are_read_month_first(tmp_path: Path) -> None:
     assert "day-first from month-first" not in done.stderr
 
 
+@pytest.mark.e2e
+def test_a_month_first_export_drafts_a_mapping_whose_dry_run_finds_no_invalid_row(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    # A US export: month first, which only the values past the 12th tell.
+    dates = [f"{1 + n % 12:02d}/{1 + n % 28:02d}/2024 {1 + n % 12}:{n % 60:02d} "
+             f"{'AM' if n % 2 else 'PM'}" for n in range(30)]
+    data = _orders(tmp_path / "us.csv", dates)
+    output = tmp_path / "mapping.toml"
+    done = _init(data, "--event", "310", "--output", output, "--host", server.url,
+                 "--timezone", "America/New_York")
+    assert done.code == 0, done.stderr
+    mapping = load_mapping(output)
+    assert mapping.datetime_format == "%m/%d/%Y %I:%M %p"
+    dry = run_cli("run", data, "--mapping", output, "--results", tmp_path / "r.csv",
+                  "--dry-run", "--host", server.url, "--log-format", "json")
+    assert dry.code == 0, dry.stderr
+    assert (dry.summary["to_send"], dry.summary["invalid"]) == (30, 0)
+    real = run_cli("run", data, "--mapping", output, "--results", tmp_path / "r.csv",
+                   "--host", server.url, "--rate", "100/1s", "--log-format", "json")
+    assert real.code == 0 and real.summary["posted"] == 30, real.stderr
+    by_order = {e["Fields"]["mx_Custom_1"]: e for e in server.ledger()}
+    # Row 13, "02/14/2024 2:13 AM" in New York (EST), is sent in UTC, five hours later.
+    assert by_order["A-0013"]["ActivityDateTime"] == "2024-02-14 07:13:00"
+
+
 @pytest.mark.parametrize(("flag", "fmt", "warned"), [
     ((), "%d/%m/%Y %H:%M", True),
     (("--month-first",), "%m/%d/%Y %H:%M", False),
