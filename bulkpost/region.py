@@ -304,11 +304,18 @@ def cached_url(credentials: Credentials) -> str | None:
 
 
 async def find_url(credentials: Credentials) -> str:
-    """The URL of the keys' host, cached or found: for code already in an event loop (the
-    Python API's runs)."""
+    """The URL of the keys' host, for code already in an event loop (the Python API's
+    runs, which cannot be run again as a command is): a cached host is asked once first,
+    and dropped and found afresh if it refuses the keys."""
     urls = region_urls(os.environ)
-    return url_of(await find_host(credentials, urls=urls, cache=HostCache.default(os.environ)),
-                  urls)
+    cache = HostCache.default(os.environ)
+    cached = cache is not None and cache.get(credentials.access_key) is not None
+    name = await find_host(credentials, urls=urls, cache=cache)
+    if cached and cache is not None and await _refuses(url_of(name, urls), credentials):
+        log.info("region.cache_dropped", host=name)
+        cache.drop(credentials.access_key)
+        name = await find_host(credentials, urls=urls, cache=cache)
+    return url_of(name, urls)
 
 
 def host_for(host_option: str, credentials: Credentials) -> str:

@@ -85,6 +85,27 @@ def test_without_host_the_keys_host_is_found_and_the_limit_learnt(
     assert summary.rate == {"single": "25/5s (documented maximum)"}  # no 429: nothing learnt
 
 
+def test_without_host_a_stale_cached_host_is_dropped_and_the_host_found_again(
+        tmp_path: Path, make_sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bulkpost.region import HostCache
+
+    # The cache says Singapore; the account is in Mumbai now, and Singapore refuses.
+    singapore = make_sandbox(region="api.leadsquared.com",
+                             home_region="api-in21.leadsquared.com")
+    mumbai = make_sandbox(region="api-in21.leadsquared.com")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("BULKPOST_REGION_URLS", json.dumps({
+        "api.leadsquared.com": singapore.url, "api-in21.leadsquared.com": mumbai.url}))
+    monkeypatch.delenv("LSQ_HOST", raising=False)
+    cache = HostCache.default({"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert cache is not None
+    cache.put("demo-access-key", "api.leadsquared.com")
+    summary = bulkpost.run(_frame(), MAPPING, tmp_path / "r.csv",
+                           access_key="demo-access-key", secret_key=SECRET, rate="100/1s")
+    assert summary.exit_code == 0 and summary.posted == 4 and len(mumbai.ledger()) == 4
+    assert cache.get("demo-access-key") == "api-in21.leadsquared.com"
+
+
 def test_bad_arguments_fail_before_any_request(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="expected a path, a pandas DataFrame"):
         bulkpost.run([1, 2], MAPPING, tmp_path / "r.csv", dry_run=True)
