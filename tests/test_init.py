@@ -295,16 +295,22 @@ def _init(*args: Any, **env: str) -> CliResult:
     return run_cli("init", *map(str, args), **env)
 
 
+def _drafted(path: Path, dates: list[str], url: str,
+             zone: str) -> tuple[Path, Path, CliResult]:
+    """An orders export of these dates, and the mapping init drafted for it as type 310."""
+    data = _orders(path, dates)
+    output = path.with_name("mapping.toml")
+    done = _init(data, "--event", "310", "--output", output, "--host", url, "--timezone", zone)
+    assert done.code == 0, done.stderr
+    return data, output, done
+
+
 @pytest.mark.e2e
 def test_init_then_a_dry_run_and_a_real_run_post_the_right_fields(
         tmp_path: Path, make_sandbox: Any) -> None:
     server = make_sandbox()
     dates = [f"{1 + n % 28:02d}/03/2024 {9 + n % 8:02d}:{n % 60:02d}" for n in range(30)]
-    data = _orders(tmp_path / "orders.csv", dates)
-    output = tmp_path / "mapping.toml"
-    done = _init(data, "--event", "310", "--output", output, "--host", server.url,
-                 "--timezone", "Asia/Kolkata")
-    assert done.code == 0, done.stderr
+    data, output, done = _drafted(tmp_path / "orders.csv", dates, server.url, "Asia/Kolkata")
     mapping = load_mapping(output)
     assert (mapping.lead_id_column, mapping.datetime_column, mapping.datetime_format,
             mapping.note_column, mapping.key_column) == (
@@ -374,13 +380,8 @@ def test_a_month_first_export_drafts_a_mapping_whose_dry_run_finds_no_invalid_ro
     # A US export: month first, which only the values past the 12th tell.
     dates = [f"{1 + n % 12:02d}/{1 + n % 28:02d}/2024 {1 + n % 12}:{n % 60:02d} "
              f"{'AM' if n % 2 else 'PM'}" for n in range(30)]
-    data = _orders(tmp_path / "us.csv", dates)
-    output = tmp_path / "mapping.toml"
-    done = _init(data, "--event", "310", "--output", output, "--host", server.url,
-                 "--timezone", "America/New_York")
-    assert done.code == 0, done.stderr
-    mapping = load_mapping(output)
-    assert mapping.datetime_format == "%m/%d/%Y %I:%M %p"
+    data, output, _ = _drafted(tmp_path / "us.csv", dates, server.url, "America/New_York")
+    assert load_mapping(output).datetime_format == "%m/%d/%Y %I:%M %p"
     dry = run_cli("run", data, "--mapping", output, "--results", tmp_path / "r.csv",
                   "--dry-run", "--host", server.url, "--log-format", "json")
     assert dry.code == 0, dry.stderr
