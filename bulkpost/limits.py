@@ -13,6 +13,7 @@ afresh, ignoring what was kept.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def _name(host: str, account: str) -> str:
     return f"limits {host} {account}"
 
 
-def _accept(host: str, account: str) -> Any:
+def _accept(host: str, account: str) -> Callable[[dict[str, Any]], dict[str, Learnt] | None]:
     def accept(data: dict[str, Any]) -> dict[str, Learnt] | None:
         if data.get("host") != host or data.get("account") != account:
             return None

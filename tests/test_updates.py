@@ -41,6 +41,12 @@ def _args(data: Path, results: Path, tmp_path: Path, url: str, *extra: str) -> l
             "--timeout", "2", "--backoff", "0.05", "--log-format", "json", *extra]
 
 
+def _first_night(tmp_path: Path, url: str, rows: list[list[str]]) -> None:
+    """Night 1: ``rows`` posted (``n1.csv``, results ``r1.csv``), into the history."""
+    done = run_cli(*_args(_night(tmp_path / "n1.csv", rows), tmp_path / "r1.csv", tmp_path, url))
+    assert done.code == 0, done.stderr
+
+
 def _events(stderr: str) -> list[dict[str, Any]]:
     """The JSON log lines of a run (its closing lines are plain text)."""
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
@@ -108,8 +114,7 @@ def test_changed_rows_update_their_activity_in_place(tmp_path: Path, make_sandbo
 def test_a_row_whose_date_time_or_event_changed_is_not_updated_and_says_why(
         tmp_path: Path, make_sandbox: Any) -> None:
     server = make_sandbox(**QUICK)
-    night_1 = _night(tmp_path / "n1.csv", [_row(n) for n in (1, 2)])
-    assert run_cli(*_args(night_1, tmp_path / "r1.csv", tmp_path, server.url)).code == 0
+    _first_night(tmp_path, server.url, [_row(n) for n in (1, 2)])
     night_2 = _night(tmp_path / "n2.csv", [_row(1, when="2025-07-01 09:00:00", note="moved"),
                                            _row(2, note="corrected")])
     second = run_cli(*_args(night_2, tmp_path / "r2.csv", tmp_path, server.url,
@@ -130,8 +135,7 @@ def test_a_row_whose_date_time_or_event_changed_is_not_updated_and_says_why(
 def test_an_update_of_a_deleted_activity_is_rejected_with_the_reason(
         tmp_path: Path, make_sandbox: Any) -> None:
     server = make_sandbox(**QUICK)
-    night_1 = _night(tmp_path / "n1.csv", [_row(n) for n in (1, 2)])
-    assert run_cli(*_args(night_1, tmp_path / "r1.csv", tmp_path, server.url)).code == 0
+    _first_night(tmp_path, server.url, [_row(n) for n in (1, 2)])
     gone = read_results(tmp_path / "r1.csv")[1]["activity_id"]
 
     async def delete() -> None:
@@ -152,8 +156,7 @@ def test_an_update_of_a_deleted_activity_is_rejected_with_the_reason(
 def test_a_lost_update_answer_is_sent_again_without_a_look_up(
         tmp_path: Path, make_sandbox: Any) -> None:
     server = make_sandbox(**QUICK)
-    night_1 = _night(tmp_path / "n1.csv", [_row(n) for n in (1, 2, 3)])
-    assert run_cli(*_args(night_1, tmp_path / "r1.csv", tmp_path, server.url)).code == 0
+    _first_night(tmp_path, server.url, [_row(n) for n in (1, 2, 3)])
     lookups_before = server.stats()["lookups"]
     server.sandbox.faults = {"reset-after": 1.0}  # every answer lost, after the update
     night_2 = _night(tmp_path / "n2.csv", [_row(n, note="shipped") for n in (1, 2, 3)])
@@ -175,8 +178,7 @@ def test_a_lost_update_answer_is_sent_again_without_a_look_up(
 def test_a_row_left_unfinished_is_finished_by_the_next_night_without_it(
         tmp_path: Path, make_sandbox: Any) -> None:
     server = make_sandbox(**QUICK)
-    night_1 = _night(tmp_path / "n1.csv", [_row(n) for n in (1, 2)])
-    assert run_cli(*_args(night_1, tmp_path / "r1.csv", tmp_path, server.url)).code == 0
+    _first_night(tmp_path, server.url, [_row(n) for n in (1, 2)])
     # Night 2: order 3 is new, but every call fails with an HTTP 500 (it may have been
     # created, and the look-up fails too): it ends the night unknown.
     server.sandbox.faults = {"500-before": 1.0}
@@ -339,8 +341,7 @@ def test_a_row_left_unfinished_never_comes_back_over_newer_content(
     newer content of both; night 4's export has neither: nothing older is carried."""
     server = make_sandbox(**QUICK)
     quick = ("--on-changed", "update", "--no-preflight", "--verify-first", "0")
-    night_1 = _night(tmp_path / "n1.csv", [_row(1), _row(2)])
-    assert run_cli(*_args(night_1, tmp_path / "r1.csv", tmp_path, server.url)).code == 0
+    _first_night(tmp_path, server.url, [_row(1), _row(2)])
     server.sandbox.faults = {"500-before": 1.0}
     night_2 = _night(tmp_path / "n2.csv", [_row(1, note="v1"), _row(2), _row(3, note="v1")])
     second = run_cli(*_args(night_2, tmp_path / "r2.csv", tmp_path, server.url,
@@ -369,8 +370,7 @@ def test_a_carried_row_refused_fails_the_night_once_and_says_so(
         tmp_path: Path, make_sandbox: Any) -> None:
     server = make_sandbox(**QUICK)
     quick = ("--on-changed", "update", "--no-preflight", "--verify-first", "0")
-    night_1 = _night(tmp_path / "n1.csv", [_row(1), _row(2)])
-    assert run_cli(*_args(night_1, tmp_path / "r1.csv", tmp_path, server.url)).code == 0
+    _first_night(tmp_path, server.url, [_row(1), _row(2)])
     gone = read_results(tmp_path / "r1.csv")[1]["activity_id"]
     server.sandbox.faults = {"500-before": 1.0}
     night_2 = _night(tmp_path / "n2.csv", [_row(1, note="shipped"), _row(2)])

@@ -37,12 +37,10 @@ class WriteEndpoints:
 
     # -- creating ----------------------------------------------------------------------------
     async def _create(self, request: web.Request) -> web.StreamResponse:
-        admitted = await self.gate.admit(request)
-        if isinstance(admitted, web.StreamResponse):
-            return admitted
-        body = await self._json_body(request, admitted)
-        if isinstance(body, web.StreamResponse):
-            return body
+        called = await self._admitted_json(request)
+        if isinstance(called, web.StreamResponse):
+            return called
+        admitted, body = called
         problem = create_problem(body, self.dialect.typed)
         if problem is not None:
             self.stats.rejected += 1
@@ -88,12 +86,10 @@ class WriteEndpoints:
     # -- updating ----------------------------------------------------------------------------
     async def _update(self, request: web.Request) -> web.StreamResponse:
         """"Update an Activity": its note and custom fields."""
-        admitted = await self.gate.admit(request)
-        if isinstance(admitted, web.StreamResponse):
-            return admitted
-        body = await self._json_body(request, admitted)
-        if isinstance(body, web.StreamResponse):
-            return body
+        called = await self._admitted_json(request)
+        if isinstance(called, web.StreamResponse):
+            return called
+        admitted, body = called
         entry = self.store.activity(body.get("ProspectActivityId") if isinstance(body, dict)
                                     else None, admitted.access_key)
         problem = update_problem(body, entry, self.dialect.typed)
@@ -139,15 +135,19 @@ class WriteEndpoints:
         return await self._bulk_answer(request, admitted, answers)
 
     # -- shared ------------------------------------------------------------------------------
-    async def _json_body(self, request: web.Request,
-                         admitted: Admitted) -> Any | web.StreamResponse:
-        """A single call's JSON body, or the answer refusing it (counted as rejected)."""
+    async def _admitted_json(self, request: web.Request
+                             ) -> tuple[Admitted, Any] | web.StreamResponse:
+        """A single call let through the gate, with its JSON body; or the answer to give
+        now (the gate's, or one refusing the body, counted as rejected)."""
+        admitted = await self.gate.admit(request)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
         if request.content_type != "application/json":
             self.stats.rejected += 1
             return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
                                     "Content-Type must be application/json")
         try:
-            return json.loads(await request.read())
+            return admitted, json.loads(await request.read())
         except ValueError:
             self.stats.rejected += 1
             return self.gate.refuse(admitted, 400, "MXInvalidRequestException",
