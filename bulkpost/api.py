@@ -83,6 +83,9 @@ def run(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
     ``resend_unknown``, ``max_attempts``, ``timeout``, ``preflight``, ``decimal_comma``,
     ``mode``, ``bulk_rate`` ("1/5s"), ``batch_size``…). ``rate`` ("10/5s") and ``bulk_rate``
     left out are learnt from the answers, as on the command line; ``"auto"`` learns afresh.
+    ``history`` (a path) left out: the account's own history keeps what was created, so the
+    same rows run again under another ``results`` are not created again;
+    ``create_again=True`` keeps none.
     Raises :class:`~bulkpost.errors.UsageError` (and its kin) before any request for bad
     arguments, an unknown keyword, or a call inside a running event loop; a run that
     stopped returns a summary with ``aborted`` set.

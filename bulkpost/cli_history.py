@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from bulkpost.cli_common import (
-    emit,
-)
-from bulkpost.errors import BulkpostError
+from bulkpost import logs
+from bulkpost.cli_common import HOST_HELP, emit
+from bulkpost.errors import BulkpostError, UsageError
 from bulkpost.options import new_run_id
 
 
 @click.group()
 def history() -> None:
-    """The --history database: seed it from results files, see what it holds.
+    """The history: where it is, seed it from results files, see what it holds.
+
+    Every run keeps one: --history FILE, else this account's own (bulkpost history where).
 
     \b
     Example:
@@ -56,17 +58,58 @@ def history_import(results_files: tuple[Path, ...], history_path: Path) -> None:
            "imported": [{"results": str(path), **counts} for path, counts in done]})
 
 
+def _account_history(host: str) -> Path:
+    """The history runs keep by default for the keys in the environment (on ``host``, else
+    on the keys' region, cached or found)."""
+    from bulkpost.accounts import account_history_path
+    from bulkpost.client import Credentials, checked_key
+    from bulkpost.region import choose_host
+
+    access = os.environ.get("LSQ_ACCESS_KEY", "")
+    secret = os.environ.get("LSQ_SECRET_KEY", "")
+    logs.register_secret(secret, access)
+    credentials = Credentials(checked_key("LSQ_ACCESS_KEY", access),
+                              checked_key("LSQ_SECRET_KEY", secret))
+    return account_history_path(choose_host(host, credentials).url, credentials.access_key)
+
+
+@history.command("where")
+@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True, metavar="HOST",
+              help=HOST_HELP)
+def history_where(host: str) -> None:
+    """Print where this account's history is: the one runs keep when no --history is given.
+
+    It is found from the keys (LSQ_ACCESS_KEY, LSQ_SECRET_KEY) and the API host; the
+    folder is BULKPOST_DATA_DIR, else the user's data directory. To move it, move the file
+    and give --history; to start afresh, delete it (when no run is using it).
+
+    \b
+    Example:
+      bulkpost history where
+      bulkpost history stats        # what it holds
+    """
+    try:
+        path = _account_history(host)
+    except BulkpostError as exc:
+        click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo(str(path))
+
+
 @history.command("stats")
-@click.option("--history", "history_path", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The history database.")
+@click.option("--history", "history_path", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The history database [default: this account's, from the keys and "
+                   "--host].")
+@click.option("--host", envvar="LSQ_HOST", default="", show_envvar=True, metavar="HOST",
+              help="Without --history: the API host whose account's history to read.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 @click.option("--runs", default=5, show_default=True, type=click.IntRange(0, 1000),
               help="How many of the latest runs to list.")
-def history_stats(history_path: Path, as_json: bool, runs: int) -> None:
+def history_stats(history_path: Path | None, host: str, as_json: bool, runs: int) -> None:
     """What the history holds: keys by state and event code, runs, size on disk.
 
-    Readable while a run writes the history.
+    Readable while a run writes the history. Without --history: this account's own.
 
     \b
     Example:
@@ -75,6 +118,10 @@ def history_stats(history_path: Path, as_json: bool, runs: int) -> None:
     from bulkpost.history import History
 
     try:
+        if history_path is None:
+            history_path = _account_history(host)
+        if not history_path.is_file():
+            raise UsageError(f"{history_path}: no such history (no run has kept one there)")
         store = History(history_path).open(lock=False)  # readable while a run writes
         try:
             stats = store.stats(runs)

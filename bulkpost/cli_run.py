@@ -41,8 +41,12 @@ from bulkpost.summary import Summary
 
 
 def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[str],
-                    rate: str) -> str:
+                    rate: str, created_before: int = 0) -> str:
     lines = [f"dry run: {to_send:,} rows to send, {invalid:,} invalid"]
+    if created_before:
+        lines.append(f"  {_plural(created_before, 'row')} not to send: created before from "
+                     "the same rows (the history holds their keys); --create-again would "
+                     "create them a second time")
     lines += [f"  {line}" for line in problems]
     hours, rest = divmod(round(seconds), 3600)
     lines.append(f"a real run would take about {hours}:{rest // 60:02d}:{rest % 60:02d} at "
@@ -107,10 +111,14 @@ def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[st
 @click.option("--history", "history_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None,
               help="SQLite history of the keys posted by every run using it: rows whose key "
-                   "it holds are skipped (nightly loads of overlapping files).")
+                   "it holds are skipped (nightly loads of overlapping files). Not given: "
+                   "the account's own, in the user's data directory (BULKPOST_DATA_DIR).")
+@click.option("--create-again", is_flag=True,
+              help="Keep no history: create every row, even those this account's history "
+                   "shows were created before from the same row (duplicates).")
 @click.option("--on-changed", type=click.Choice(["skip", "post", "update", "fail"]),
               default=None,
-              help="With --history: a row whose key was posted with other content is "
+              help="A row whose key the history holds with other content is "
                    "skipped (counted, warned), posted as a new activity, updated in place "
                    "(its note and custom fields; a changed lead, event or date-time is "
                    "skipped, saying why), or made invalid  [default: skip]")
@@ -126,7 +134,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
         decimal_comma: bool, delimiter: str | None, mode: str,
         bulk_rate: str | RateSpec | None,
         batch_size: int, summary_json: Path | None, history_path: Path | None,
-        on_changed: str | None, verify_first: int) -> None:
+        create_again: bool, on_changed: str | None, verify_first: int) -> None:
     """Post every row of INPUT (CSV or Parquet) as an activity.
 
     Keys come from LSQ_ACCESS_KEY and LSQ_SECRET_KEY. Run the same command again to
@@ -148,8 +156,9 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
         check_output(summary_json, "--summary-json")
         writable = summary_json
         mapping = load_mapping(mapping_path)
-        if on_changed is not None and history_path is None:
-            raise UsageError("--on-changed needs --history")
+        if create_again and (history_path is not None or on_changed is not None):
+            raise UsageError("--create-again runs without a history: not with "
+                             + ("--history" if history_path is not None else "--on-changed"))
         credentials: Credentials | None = None
         choice: HostChoice | None = None
         if not dry_run or (host and access and secret):
@@ -179,7 +188,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
             progress=Progress.wanted(sys.stderr) if progress is None else progress,
             preflight=not no_preflight, decimal_comma=decimal_comma, mode=mode,
             bulk_rate=bulk[0], learn_bulk_rate=bulk[1], batch_size=batch_size, run_id=run_id,
-            history=history_path, on_changed=on_changed or "skip",
+            history=history_path, create_again=create_again, on_changed=on_changed or "skip",
             verify_first=verify_first,
         )
         # The run allocates a few short-lived objects per row and keeps few: the imports'
@@ -213,7 +222,8 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
                      "both": f"{rates.get('single')} and {rates.get('bulk')} bulk calls of "
                              f"{batch_size}"}[mode]
         click.echo(dry_run_report(summary.to_send, summary.invalid, summary.estimated_s,
-                                   summary.problems, allowance), err=True)
+                                   summary.problems, allowance, summary.created_before),
+                   err=True)
     write_summary(summary_json, summary.as_dict())
     emit(summary.as_dict())
     sys.stdout.flush()
@@ -247,6 +257,12 @@ def _closing_lines(summary: Summary, results: Path, input_path: Path, encoding: 
             + ", ".join(f"{n:,} {status}" for status, n in kinds)
             + f"); see why, and write them to a file to fix: {shlex.join(report)} "
             "--failures to-fix.csv")
+    if summary.created_before and summary.account_history:
+        # A nightly job's own --history skips its overlap every night, as it was asked to;
+        # the account's history may surprise whoever named a new results file.
+        lines.append(f"{_plural(summary.created_before, 'row')} not sent: this account's "
+                     "history shows them created before from the same rows (under another "
+                     "results file or input); --create-again creates them a second time")
     if summary.carried_left or summary.carried_rejected:
         left = (f"{_plural(summary.carried_left, 'row')} still failed or unknown: the next "
                 "run sharing the history tries again" if summary.carried_left else "")

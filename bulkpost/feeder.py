@@ -91,8 +91,12 @@ class Feeder:
                           and not lookups.distrust)
                 line = results.last_outcome(item.row) if needs_line(
                     item, recorded, key_holder, self.plan_options, sample_wanted=wanted) else None
-                self._apply(item, decide(item, recorded, line, key_holder, self.plan_options,
-                                         sample_wanted=wanted), queue)
+                plan = decide(item, recorded, line, key_holder, self.plan_options,
+                              sample_wanted=wanted)
+                if (plan.action is Action.SKIP_KEY and key_holder is not None
+                        and key_holder.posted):
+                    self._summary.created_before += 1
+                self._apply(item, plan, queue)
 
     async def _carry_over(self, queue: JobQueue[Job]) -> None:
         """With a history, once the input is read: queue the rows earlier runs left

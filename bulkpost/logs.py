@@ -85,6 +85,8 @@ EVENTS: dict[str, str] = {
     "history.other_claim": "key sent by a run that stopped, with other content: sending this "
                            "row",
     "history.not_finished": "history not finished",
+    "history.account": "this account's history (rows it holds are not created again; "
+                       "--create-again: keep none)",
     "history.carrying": "rows earlier runs left unfinished, no longer in any input: "
                         "finishing them",
     "row.carried_over": "row carried over from an earlier run",

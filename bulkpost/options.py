@@ -52,6 +52,8 @@ class RunOptions:
     forget_learnt: bool = False  # learn afresh, not from what earlier runs learnt
     batch_size: int = 25  # activities per bulk call (1..25)
     history: Path | None = None  # keys posted by earlier runs, across inputs (SQLite)
+    # No history given: the account's own (bulkpost.accounts), unless create_again.
+    create_again: bool = False  # no history at all: rows an earlier run created are created again
     on_changed: str = "skip"  # skip | post | update | fail: a key posted with other content
     verify_first: int = 1  # rows sent alone and read back before any other (0: none)
 
@@ -60,6 +62,15 @@ class RunOptions:
         if self.on_changed not in ("skip", "post", "update", "fail"):
             raise UsageError("{given}: expected skip, post, update or fail",
                              given=Given(Setting("on_changed"), self.on_changed))
+        if self.create_again and self.history is not None:
+            raise UsageError("{create_again} runs without a history: give it or {history}, "
+                             "not both", create_again=Setting("create_again"),
+                             history=Setting("history"))
+        if self.create_again and self.on_changed != "skip":
+            raise UsageError("{given}: what a key held before is known from a history, and "
+                             "{create_again} runs without one",
+                             given=Given(Setting("on_changed"), self.on_changed),
+                             create_again=Setting("create_again"))
         if self.history is not None:
             self.history = Path(self.history)
             if self.history.resolve() == Path(self.results).resolve():

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from bulkpost.accounts import account_history_path, ensure_private_dir
 from bulkpost.calls import Stopped
 from bulkpost.client import LeadSquaredClient
 from bulkpost.delivery import Delivery
@@ -120,32 +121,45 @@ class Run:
                       describe(opts.input))
         source = open_source(opts.input, opts.mapping.used_columns(), encoding=opts.encoding,
                              delimiter=opts.delimiter)
-        if opts.history is None:
-            return await self._execute_with(source, None)
-        history = History(opts.history, self.summary.run_id).open()
-        try:
-            self.history = history
-            return await self._execute_with(source, history)
-        finally:
-            history.close()
-
-    async def _execute_with(self, source: Source, history: History | None) -> Summary:
-        opts = self.options
         if opts.credentials is not None and not opts.host:  # the Python API, without host=
             opts.host = await find_url(opts.credentials)
-        # The history, and the host now known, may hold the limits an earlier run learnt.
-        self.limits = RunLimits(opts, history)
-        self.progress.calls_per_second = self.activities_per_second()
-        results = ResultsLog(opts.results, companion=history).open()
-        if history is not None and not opts.dry_run:
-            try:
-                history.register(describe(opts.input), str(opts.results))
-            except BaseException:
-                results.close()
-                raise
+        if opts.history is None and not opts.create_again and opts.credentials is not None:
+            opts.history = account_history_path(opts.host, opts.credentials.access_key)
+            self.summary.account_history = True
+            ensure_private_dir(opts.history)
+            log.info("history.account", path=str(opts.history))
+        # The results file first: a second run of the same command is refused naming it,
+        # not the history the two would share.
+        results = ResultsLog(opts.results).open()
+        history = None
+        try:
+            if opts.history is not None:
+                self.summary.history = str(opts.history)
+                history = self.history = History(opts.history, self.summary.run_id).open()
+                results.companion = history
+                if not opts.dry_run:
+                    history.register(describe(opts.input), str(opts.results))
+        except BaseException:
+            results.close()
+            if history is not None:
+                history.close()
+            raise
+        try:
+            return await self._execute_with(source, results, history)
+        finally:
+            if history is not None:
+                history.close()
+
+    async def _execute_with(self, source: Source, results: ResultsLog,
+                            history: History | None) -> Summary:
+        """The run, its results file and history open; closes the results file."""
+        opts = self.options
         started = time.monotonic()
         counter: asyncio.Task[int | None] | None = None
         try:
+            # The history, and the host now known, may hold the limits an earlier run learnt.
+            self.limits = RunLimits(opts, history)
+            self.progress.calls_per_second = self.activities_per_second()
             with signals_handled(self.interrupt):
                 counter = track_progress(self.progress, opts, source, results)
                 await self._run(source, results, history)

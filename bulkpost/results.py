@@ -62,7 +62,7 @@ class ResultsLog:
 
     def __init__(self, path: str | Path, companion: Companion | None = None) -> None:
         self.path = Path(path)
-        self._companion = companion
+        self.companion = companion
         self._index = RowIndex()
         # Bound once, not wrapped: a resume asks ``recorded`` of every row, a million times.
         self.recorded = self._index.recorded
@@ -228,7 +228,7 @@ class ResultsLog:
             target, size = self._marks, self._size
             try:
                 self._flush()
-                batch = self._companion.take() if self._companion is not None else None
+                batch = self.companion.take() if self.companion is not None else None
                 await asyncio.to_thread(self._make_durable, batch)
             except OSError as exc:
                 # Kept, so that the next write fails too even if nobody awaits this task.
@@ -256,8 +256,8 @@ class ResultsLog:
 
     def _make_durable(self, batch: Any) -> None:
         os.fsync(self._fd)
-        if self._companion is not None:
-            self._companion.commit(batch)
+        if self.companion is not None:
+            self.companion.commit(batch)
 
     def companion_wrote(self) -> None:
         """The companion (the history) has a write to make durable with the next group

@@ -21,6 +21,9 @@ class Summary:
     rows: int = 0
     posted: int = 0
     skipped: int = 0  # posted earlier: by an earlier run, or under the same key (--history)
+    # Of the skipped: rows whose key the history holds as created by an earlier run (under
+    # any results file); not created again.
+    created_before: int = 0
     changed: int = 0  # --history: keys posted before with other content (see --on-changed)
     updated: int = 0  # --on-changed update: rows whose key's activity was updated in place
     # --history: rows an earlier run left unfinished and no input holds any more, finished
@@ -50,6 +53,7 @@ class Summary:
     results: str = ""
     run_id: str = ""
     history: str = ""
+    account_history: bool = False  # ``history`` is the account's own (not in as_dict)
     rate: dict[str, str] = field(default_factory=dict)  # each limit in force, and its source
     undecodable: int = 0  # invalid rows with a cell that is not UTF-8 (not in as_dict)
     interrupted: bool = False  # stopped by a signal: as the user asked (not in as_dict)
@@ -114,6 +118,7 @@ class Summary:
             data["pending"] = self.rows - sum(getattr(self, s.value) for s in Status)
         if self.history:
             data["history"] = self.history
+            data["created_before"] = self.created_before
             data["changed"] = self.changed
             data["updated"] = self.updated
             data["carried"] = self.carried

@@ -25,6 +25,9 @@ url=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["
 echo "sandbox listening on $url"
 
 export LSQ_ACCESS_KEY=demo-access-key LSQ_SECRET_KEY=demo-secret-key LSQ_HOST="$url"
+# A run without --history keeps the account's own history in the user's data directory;
+# the demo's account lives only as long as its sandbox, so its history stays in $out.
+export BULKPOST_DATA_DIR="$out/data"
 
 echo "== a first load, step 1: the account's activity types"
 "$bulkpost" types
@@ -65,11 +68,16 @@ csv.writer(open(sys.argv[2], "w", newline="")).writerows(rows[:1] + rows[61:])' 
     --results "$out/results-next-night.csv" --history "$out/history.db" --log-format console
 "$bulkpost" history stats --history "$out/history.db"
 echo "== loading samples/activities.parquet (30 rows, typed columns) with --mode both:"
-echo "   single calls and bulk calls of up to 25 at once, each under its own limit. It keeps"
-echo "   no history and has a results file of its own, so no limit learnt earlier reaches it:"
-echo "   it starts at the documented maxima again, and slows down when the answers say so"
+echo "   single calls and bulk calls of up to 25 at once, each under its own limit. Without"
+echo "   --history it keeps the account's own (bulkpost history where), new here, and has a"
+echo "   results file of its own, so no limit learnt earlier reaches it: it starts at the"
+echo "   documented maxima again, and slows down when the answers say so"
 "$bulkpost" run samples/activities.parquet --mapping samples/mapping-parquet.toml \
     --results "$out/results-parquet.csv" --log-format console --mode both
+echo "== the same Parquet rows under another results file: the account's history knows"
+echo "   them, so nothing is created a second time (--create-again would, by name)"
+"$bulkpost" run samples/activities.parquet --mapping samples/mapping-parquet.toml \
+    --results "$out/results-parquet-again.csv" --log-format console --mode both
 echo "== sandbox counters"
 .venv/bin/python -c 'import json,sys,urllib.request; print(json.dumps(json.load(urllib.request.urlopen(sys.argv[1] + "/_sandbox/stats"))))' "$url"
 echo "results in $out/"

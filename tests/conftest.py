@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from bulkpost.accounts import DATA_DIR_ENV
 from bulkpost.ratelimit import RateSpec
 from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Sandbox
 
@@ -120,6 +121,17 @@ key_column = "key"
 mx_Custom_1 = "key"
 mx_Custom_2 = "value"
 """
+
+
+@pytest.fixture(autouse=True)
+def account_data(tmp_path_factory: pytest.TempPathFactory,
+                 monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own data directory, as a user's machine has one: the account's history
+    that runs keep by default lives there (shared by the runs of one test, never by two
+    tests, which run at once on the same sandbox keys)."""
+    path = tmp_path_factory.mktemp("data")
+    monkeypatch.setenv(DATA_DIR_ENV, str(path))
+    return path
 
 
 @pytest.fixture

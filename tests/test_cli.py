@@ -367,7 +367,9 @@ def test_unknown_rows_are_reconciled_and_resend_unknown_skips_the_look_up(
     results = tmp_path / "r.csv"
     header = ("row,key,status,activity_id,http_status,error_type,error,attempts,updated_at,"
               "content_hash\n")
-    first = _run(data, mapping, results, server.url)
+    # The results file alone (no history: it would know row 2 posted and row 3 not claimed),
+    # so that editing it plays a lost answer.
+    first = _run(data, mapping, results, server.url, "--create-again")
     assert first.code == 0
     created = {e["Fields"]["mx_Custom_1"]: e["Id"] for e in server.ledger()}
     # As if row 2's answer had been lost and row 3 never sent: both unknown.
@@ -376,7 +378,7 @@ def test_unknown_rows_are_reconciled_and_resend_unknown_skips_the_look_up(
     server.sandbox.ledger = [e for e in server.sandbox.ledger if e["Id"] != created["K00003"]]
     server.sandbox._by_lead = {lead: [e for e in entries if e["Id"] != created["K00003"]]
                                for lead, entries in server.sandbox._by_lead.items()}
-    again = _run(data, mapping, results, server.url)
+    again = _run(data, mapping, results, server.url, "--create-again")
     assert again.code == 0, again.stderr
     assert again.summary["reconciled"] == 2 and again.summary["found_posted"] == 1
     rows = read_results(results)
@@ -385,7 +387,7 @@ def test_unknown_rows_are_reconciled_and_resend_unknown_skips_the_look_up(
     assert _ledger_keys(server.ledger())["K00002"] == 1
     # --resend-unknown sends without looking: the documented way to force a duplicate.
     results.write_text(header + "2,K00002,unknown,,,,in flight,1,2026-01-01T00:00:00Z,\n")
-    forced = _run(data, mapping, results, server.url, "--resend-unknown")
+    forced = _run(data, mapping, results, server.url, "--resend-unknown", "--create-again")
     assert forced.code == 0 and forced.summary["reconciled"] == 0
     assert _ledger_keys(server.ledger())["K00002"] == 2
 
@@ -467,7 +469,7 @@ def test_an_email_row_whose_lead_cannot_be_found_stays_unknown(tmp_path: Path,
     row = read_results(results)[1]
     assert row["status"] == "unknown" and "nobody@example.com" in row["error"]
     assert server.stats()["created"] == 0
-    forced = _run(data, mapping, results, server.url, "--resend-unknown")
+    forced = _run(data, mapping, results, server.url, "--resend-unknown", "--create-again")
     assert forced.code == 0 and server.stats()["created"] == 1
 
 

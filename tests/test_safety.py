@@ -80,9 +80,10 @@ def test_a_full_disk_stops_sending_and_no_sent_row_goes_unrecorded(tmp_path: Pat
     def small_disk() -> None:  # the results file may not grow past 6 kB
         resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))
 
+    # No history: a 6 kB limit would refuse the history's first pages before any send.
     done = subprocess.run(
         cli_command("run", data, "--mapping", mapping, "--results", results, "--host",
-                    server.url, "--rate", "200/1s", "--log-format", "json"),
+                    server.url, "--rate", "200/1s", "--log-format", "json", "--create-again"),
         capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=120,
         preexec_fn=small_disk, check=False)
     assert done.returncode == 3, done.stderr[-2000:]
