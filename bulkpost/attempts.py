@@ -10,7 +10,11 @@ out: send (the in-flight mark first), look up, wait, record. The rules of one ro
   answer, this run or earlier): found, the row is ``posted`` with that activity's Id
   (``reconciled``); not found, it is sent;
 - posted or rejected, the answer is recorded; a fatal answer (keys, host) fails the row and
-  stops the run;
+  stops the run; a refusal that does not prove nothing was created (an ``MX…`` error under a
+  5xx or a 200 outside the validation family: :func:`bulkpost.response.proves_refusal`) is
+  looked up after a backoff: found, ``posted``; not found, ``rejected`` with its reason (an
+  application error is not worth sending again). An update so refused is sent again (it is
+  idempotent), as after any uncertain answer;
 - an answer that may be tried again waits :meth:`Backoff.after` the attempts made, then
   tries again (looking up first if the answer was uncertain), up to ``max_attempts``
   attempts; then the row is ``failed``;
@@ -36,6 +40,7 @@ them out. Nor does a stop: the driver records what it knows of the row
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from bulkpost.calls import Backoff
@@ -118,6 +123,7 @@ class RowAttempts:
         self._backoff = backoff
         self._timeout = timeout
         self._tries = 0  # attempts begun (a look-up and the send it allows are one)
+        self._refused = False  # refused, not proven: looked up, and rejected if not found
 
     def start(self) -> RowStep:
         return self._attempt()
@@ -128,6 +134,9 @@ class RowAttempts:
             return Record(Status.POSTED, activity_id=activity_id, error_type="reconciled",
                           error="")
         self.row.uncertain = False  # not created: safe to send
+        if self._refused:  # the refusal stands: recorded with its answer's reason
+            said = self.row.last.error if self.row.last is not None else ""
+            return Record(Status.REJECTED, error=f"{said} (looked up: not created)")
         return self._send()
 
     def lookup_failed(self, reason: str, *, not_yet_trusted: bool,
@@ -148,6 +157,12 @@ class RowAttempts:
         update_of = self.row.job.update_of
         if update_of and answer.verdict is Verdict.POSTED:
             return _updated(answer, update_of)
+        if answer.verdict is Verdict.REJECTED and answer.uncertain and not update_of:
+            # It may have been carried out before the error: looked up, after a backoff.
+            self._refused = self.row.uncertain = True
+            return Wait(self._backoff.after(self._tries))
+        if answer.verdict is Verdict.REJECTED and answer.uncertain:
+            answer = dataclasses.replace(answer, verdict=Verdict.RETRY)  # sent again
         if answer.verdict is not Verdict.RETRY:
             fatal = answer.error if answer.verdict is Verdict.FATAL else ""
             return Record(_status_of(answer), stop_run=fatal)

@@ -6,8 +6,13 @@ worker does next. The rules, from our API notes:
 - posted: ``"Status": "Success"`` with a ``Message.Id``. HTTP 200 alone proves nothing.
 - rate limited: HTTP 429, or ``MXAPIRateLimitExceededException`` under any status. All
   workers pause (``Retry-After`` honoured when sent), then the row is retried.
-- rejected: any other ``MX…`` exception, or a 4xx that is not about keys or the URL. The
-  API refused this row; retrying cannot help.
+- rejected: a 4xx that is not about keys or the URL, or an ``MX…`` exception that proves a
+  refusal (:func:`proves_refusal`: any under a 4xx; under a 5xx or a 200 only the
+  validation family, ``MXInvalid…Exception``, as seen answering invalid input, and an
+  unknown or deleted activity). The API refused this row; retrying cannot help. Any other
+  ``MX…`` exception under a 5xx or a 200 is a refusal *not proven* (``uncertain``): the
+  server may have failed after saving (the sandbox's ``mx-after``), so the row is looked
+  up before it is called refused, and never sent again on the strength of it.
 - retry: a 5xx without an MX type, an HTML gateway page, an unreadable 200, a timeout or a
   reset. Backed off and retried; all but a connection that never opened are *uncertain*:
   the activity may have been created, so the row is reconciled before it is sent again.
@@ -53,10 +58,11 @@ class Classified:
     error_type: str = ""
     error: str = ""
     retry_after: float | None = None  # seconds, when the server said so
-    uncertain: bool = False  # a retry whose request may have been carried out
+    uncertain: bool = False  # a retry, or a refusal, whose request may have been carried out
 
 
 RATE_LIMIT_TYPE = "MXAPIRateLimitExceededException"
+UNKNOWN_ACTIVITY_TYPE = "MXUnknownProspectActivityException"
 MAX_RETRY_AFTER = 3600.0  # a longer wait is a spent quota, not a pause
 _MAX_ERROR_TEXT = 500
 
@@ -85,6 +91,19 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         when = when.replace(tzinfo=UTC)
     seconds = (when - (now or datetime.now(UTC))).total_seconds()
     return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+def proves_refusal(exception_type: str, status: int | None) -> bool:
+    """Whether an ``MX…`` exception answered with ``status`` proves that nothing was done.
+
+    Any 4xx does. Under a 5xx or a 200, only what evidence shows answering a request that
+    could not be carried out: the validation family (``MXInvalidInputException`` and its
+    kin, ``MXInvalid…Exception``) and an unknown or deleted activity. Anything else may
+    come after the request was carried out."""
+    if status is not None and 400 <= status < 500:
+        return True
+    return ((exception_type.startswith("MXInvalid") and exception_type.endswith("Exception"))
+            or exception_type == UNKNOWN_ACTIVITY_TYPE)
 
 
 def _parse(body: bytes) -> Any:
@@ -175,7 +194,8 @@ def _not_done(status: int, headers: Mapping[str, str], body: bytes, document: An
                                 "bulkpost does not follow: check --host")
     if exception_type.startswith("MX"):
         return Classified(Verdict.REJECTED, status, error_type=exception_type,
-                          error=message or exception_type)
+                          error=message or exception_type,
+                          uncertain=not proves_refusal(exception_type, status))
     if 400 <= status < 500 and status not in (408, 425):
         return Classified(Verdict.REJECTED, status, error_type=f"HTTP {status}",
                           error=message or _one_line(body.decode("utf-8", "replace"))
@@ -298,6 +318,8 @@ def _item_verdict(entry: dict[str, Any]) -> Classified | None:
     if exception_type == RATE_LIMIT_TYPE:
         return Classified(Verdict.RATE_LIMITED, 200, error_type=exception_type,
                           error=reason or "rate limit exceeded")
+    if exception_type.startswith("MX") and not proves_refusal(exception_type, None):
+        return None  # a refusal not proven: the item may have been created; look it up
     if created is False or exception_type.startswith("MX"):
         if exception_type.startswith("MX") or reason:
             return Classified(Verdict.REJECTED, 200, error_type=exception_type or "item error",

@@ -78,6 +78,53 @@ def test_a_refusal_is_recorded_at_once_and_a_fatal_one_stops_the_run(
     assert machine.answered(answer) == Record(status, stop_run=stop_run)
 
 
+MX_AFTER = Classified(Verdict.REJECTED, 500, error_type="MXUnknownException",
+                     error="An error occurred after saving", uncertain=True)
+
+
+def test_a_refusal_not_proven_is_looked_up_after_a_backoff_and_found_posted() -> None:
+    row = _row()
+    machine = _machine(row)
+    machine.start()
+    step = machine.answered(MX_AFTER)
+    assert isinstance(step, Wait) and 1.0 <= step.seconds <= 2.0
+    assert isinstance(machine.waited(), LookUp)
+    assert machine.looked_up("found-id") == Record(Status.POSTED, activity_id="found-id",
+                                                   error_type="reconciled", error="")
+    assert row.attempts == 1  # never sent again
+
+
+def test_a_refusal_not_proven_and_not_found_is_rejected_never_sent_again() -> None:
+    row = _row()
+    machine = _machine(row, attempts=1)  # even on the last attempt: the look-up is owed
+    machine.start()
+    assert isinstance(machine.answered(MX_AFTER), Wait)
+    assert isinstance(machine.waited(), LookUp)
+    assert machine.looked_up(None) == Record(
+        Status.REJECTED, error="An error occurred after saving (looked up: not created)")
+    assert row.attempts == 1
+
+
+def test_a_refusal_not_proven_whose_look_up_cannot_tell_leaves_the_row_unknown() -> None:
+    machine = _machine(_row())
+    machine.start()
+    machine.answered(MX_AFTER)
+    machine.waited()
+    step = machine.lookup_failed("no answer", not_yet_trusted=False, may_set_aside=False)
+    assert isinstance(step, Record) and step.status is Status.UNKNOWN
+
+
+def test_an_update_refused_without_proof_is_sent_again_as_it_is_idempotent() -> None:
+    row = _row()
+    row.job = Job(row.job.activity, update_of="act-1")
+    machine = _machine(row, attempts=2)
+    machine.start()
+    assert isinstance(machine.answered(MX_AFTER), Wait)
+    assert machine.waited() == Send(retry=True)  # no look-up: an update is sent again
+    step = machine.answered(MX_AFTER)
+    assert isinstance(step, Record) and step.status is Status.FAILED  # attempts spent
+
+
 def test_a_retryable_answer_backs_off_then_sends_again_until_the_attempts_are_spent() -> None:
     row = _row()
     machine = _machine(row, attempts=3, backoff=2.0)

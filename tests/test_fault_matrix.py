@@ -65,7 +65,8 @@ from tests.conftest import (
 pytestmark = pytest.mark.e2e
 
 FAULTS = {"500-before": 0.03, "500-after": 0.03, "html": 0.02, "reset-before": 0.02,
-          "reset-after": 0.02, "hang-after": 0.02, "429-other": 0.02, "ratelimit-200": 0.02}
+          "reset-after": 0.02, "hang-after": 0.02, "429-other": 0.02, "ratelimit-200": 0.02,
+          "mx-after": 0.02}
 RATE = "50/0.2s"
 BULK_RATE = "5/0.2s"
 KILLS = 4

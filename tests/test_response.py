@@ -15,6 +15,7 @@ from bulkpost.response import (
     classify,
     classify_read,
     parse_retry_after,
+    proves_refusal,
     transport_failure,
 )
 
@@ -82,10 +83,36 @@ def test_403_stops_the_run() -> None:
 
 
 @pytest.mark.parametrize("status", [200, 400, 500])
-def test_an_mx_error_body_is_rejected_whatever_the_status(status: int) -> None:
-    result = classify(status, {}, mx("MXDuplicateEntryException", "Duplicate entry"))
-    assert result == Classified(Verdict.REJECTED, status, error_type="MXDuplicateEntryException",
-                                error="Duplicate entry")
+def test_a_validation_mx_error_is_a_proven_refusal_whatever_the_status(status: int) -> None:
+    result = classify(status, {}, mx("MXInvalidInputException", "Invalid value"))
+    assert result == Classified(Verdict.REJECTED, status, error_type="MXInvalidInputException",
+                                error="Invalid value")
+
+
+@pytest.mark.parametrize(("status", "uncertain"), [(200, True), (400, False), (500, True),
+                                                   (503, True)])
+def test_another_mx_error_proves_a_refusal_only_under_a_4xx(status: int,
+                                                            uncertain: bool) -> None:
+    # The sandbox's mx-after: the activity was created, then a 500 with an MX body. Only a
+    # 4xx, or the validation family, proves that nothing was created.
+    result = classify(status, {}, mx("MXUnknownException", "An error occurred after saving"))
+    assert result == Classified(Verdict.REJECTED, status, error_type="MXUnknownException",
+                                error="An error occurred after saving", uncertain=uncertain)
+
+
+@pytest.mark.parametrize(("exception_type", "status", "proven"), [
+    ("MXInvalidInputException", 500, True),
+    ("MXInvalidEntityException", 500, True),
+    ("MXUnknownProspectActivityException", 500, True),  # an update of a deleted activity
+    ("MXDuplicateEntryException", 500, False),
+    ("MXUnknownException", 500, False),
+    ("MXInvalid", 500, False),
+    ("MXUnknownException", 404, True),
+    ("MXUnknownException", None, False),  # a bulk item: no status of its own
+])
+def test_which_mx_errors_prove_a_refusal(exception_type: str, status: int | None,
+                                         proven: bool) -> None:
+    assert proves_refusal(exception_type, status) is proven
 
 
 @pytest.mark.parametrize(
