@@ -79,9 +79,8 @@ EVENTS: dict[str, str] = {
     "region.cache_not_saved": "the API host found could not be cached",
     # The results file and the history
     "results.not_compacted": "results file not compacted",
-    "history.changed_skipped": "rows skipped: their key was posted before with other content; "
-                               "--on-changed post sends them, update updates them in place, "
-                               "fail lists them",
+    "history.changed_skipped": "rows skipped: their key was posted before with other content "
+                               "(their skipped lines in the results file say why)",
     "history.other_claim": "key sent by a run that stopped, with other content: sending this "
                            "row",
     "history.not_finished": "history not finished",
