@@ -87,6 +87,12 @@ EVENTS: dict[str, str] = {
     "history.carrying": "rows earlier runs left unfinished, no longer in any input: "
                         "finishing them",
     "row.carried_over": "row carried over from an earlier run",
+    # Fixed rows (run --fixes)
+    "fixes.already_done": "rows of the failures file whose original row the original run "
+                          "finished meanwhile: not marked fixed (the fix created a second "
+                          "activity for each)",
+    "fixes.not_numbered": "rows of the failures file without a row number in bulkpost_row: "
+                          "not marked fixed",
 }
 
 _secrets: list[str] = []
