@@ -118,11 +118,11 @@ def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[st
               help="Send this many rows alone first, read them back and calibrate the "
                    "look-ups before sending more; stop (exit 3) if a stored value differs "
                    "from the one sent. 0: off.")
-@click.option("--fixes", "fixes", metavar="RESULTS", default=None,
+@click.option("--fixes", "fixes", metavar="FILE", default=None,
               type=click.Path(dir_okay=False, path_type=Path),
-              help="INPUT is a failures file of RESULTS (written by report --failures): its "
-                   "rows, once posted, are marked fixed there, and the command that wrote "
-                   "RESULTS passes over them.")
+              help="INPUT is a failures file (report --failures) of the results FILE of an "
+                   "earlier load: its rows, once posted, are marked fixed there, and that "
+                   "load's command passes over them.")
 def run(input_path: Path, mapping_path: Path, results: Path, host: str,
         rate: str | RateSpec | None,
         rate_margin: float | None, workers: int, dry_run: bool, resend_unknown: bool, encoding: str,

@@ -177,7 +177,8 @@ def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutco
         key_holder = None
     again = None  # the row's skipped line, when it is decided again
     repair = ""
-    if action is Action.SKIP_POSTED and recorded is not None and options.history:
+    if (action is Action.SKIP_POSTED and recorded is not None and options.history
+            and recorded.status is not Status.FIXED):  # fixed: its key is the fix's
         if (recorded.status is Status.SKIPPED and line is not None
                 and line.error_type in DECIDED_AGAIN):
             again, action, recorded = line, Action.SEND, None

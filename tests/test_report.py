@@ -29,7 +29,7 @@ from bulkpost.mapping import parse_mapping
 from bulkpost.outcomes import HEADER
 from bulkpost.report import ProblemGroups, _check_encodes, fold
 from bulkpost.results import ResultsLog
-from tests.conftest import KEYED_MAPPING, ROOT, cli_command, cli_env, run_cli
+from tests.conftest import KEYED_MAPPING, ROOT, cli_command, cli_env, read_results, run_cli
 
 MAPPING = KEYED_MAPPING
 COLUMNS = ["key", "lead", "note", "when", "value"]
@@ -102,23 +102,53 @@ def test_failures_of_a_cp1252_semicolon_input_load_again_with_the_same_options(
     raw = failures.read_bytes()
     assert b"Fran" not in raw and b"M\xfcller" in raw and b"\x80 5" in raw  # cp1252 bytes
     back = _read(failures, "cp1252", ";")
-    assert back[0] == [*COLUMNS, "status", "error"]
+    assert back[0] == [*COLUMNS, "bulkpost_row", "status", "error"]
     assert [row[:5] for row in back[1:]] == [ACCENTED[i] for i in (1, 2, 3, 4)]
-    assert [row[5] for row in back[1:]] == ["rejected", "invalid", "invalid", "rejected"]
+    assert [row[5:7] for row in back[1:]] == [["2", "rejected"], ["3", "invalid"],
+                                               ["4", "invalid"], ["5", "rejected"]]
+    assert f"--fixes {results}" in report.stderr
 
-    # The person fixes the leads and loads the file with the options that loaded the input.
+    # The person fixes the leads and loads the file with the options that loaded the input,
+    # a new results file, and --fixes naming the first one.
     fixed = raw.decode("cp1252").replace(UNKNOWN + "1", _lead(3)).replace(
         UNKNOWN + "2", _lead(4)).replace("K3;;", f"K3;{_lead(5)};").replace(
         "pas-un-guid", _lead(6))
     failures.write_bytes(fixed.encode("cp1252"))
-    again = _run(failures, mapping, tmp_path / "r2.csv", server.url, "--encoding", "cp1252")
+    again = _run(failures, mapping, tmp_path / "r2.csv", server.url, "--encoding", "cp1252",
+                 "--fixes", results)
     assert again.code == 0, again.stderr
-    assert again.summary["posted"] == 4
+    assert (again.summary["posted"], again.summary["marked_fixed"]) == (4, 4)
+    assert f"4 rows of {results} marked fixed" in again.stderr
     stored = {e["Fields"]["mx_Custom_1"]: e for e in server.ledger()}
     assert len(stored) == len(ACCENTED)
     for key, _lead_id, note, _when, value in ACCENTED:
         assert stored[key]["ActivityNote"] == note
         assert stored[key]["Fields"]["mx_Custom_2"] == value
+    # The first load's rows 2-5 are fixed, by that file, with the activities it created;
+    # rows 2 and 5 (rejected) still map to valid content of their own in export.csv, which
+    # is not taken for another input.
+    lines = read_results(results)
+    posted_as = {r["key"]: r["activity_id"] for r in read_results(tmp_path / "r2.csv").values()}
+    for row in (2, 3, 4, 5):
+        assert (lines[row]["status"], lines[row]["error_type"]) == ("fixed", str(failures))
+        assert lines[row]["activity_id"] == posted_as[lines[row]["key"]]
+        assert lines[row]["error"].startswith(f"fixed by row {row - 1} of {failures}")
+    shown = run_cli("report", results)
+    assert f"fixed (by {failures}): 4" in shown.stdout
+    calls = server.create_calls()
+    # The first load's command again: exit 0, nothing sent; the fix command again: the same.
+    original = _run(data, mapping, results, server.url, "--encoding", "cp1252")
+    assert original.code == 0, original.stderr
+    assert (original.summary["skipped"], original.summary["posted"]) == (6, 0)
+    fix_again = _run(failures, mapping, tmp_path / "r2.csv", server.url, "--encoding",
+                     "cp1252", "--fixes", results)
+    assert fix_again.code == 0, fix_again.stderr
+    assert fix_again.summary["posted"] == 0 and fix_again.summary["marked_fixed"] == 4
+    assert server.create_calls() == calls and len(server.ledger()) == len(ACCENTED)
+    # Nothing is left to fix: the failures of the first load are now none.
+    none_left = run_cli("report", results, "--input", data, "--failures",
+                        tmp_path / "none.csv", "--encoding", "cp1252")
+    assert none_left.code == 0 and "wrote 0 rows" in none_left.stderr
     # Clean exits leave no lock file behind.
     assert sorted(p.name for p in tmp_path.glob("*.lock")) == []
 
@@ -193,7 +223,7 @@ def test_a_byte_order_mark_is_written_back_since_it_decides_the_reading(tmp_path
     assert "encoding utf-8 with a byte-order mark, delimiter '\\t'" in report.stderr
     assert failures.read_bytes().startswith(b"\xef\xbb\xbfkey\tlead\t")
     assert _read(failures, "utf-8-sig", "\t")[1][:5] == ACCENTED[0]
-    assert _read(failures, "utf-8-sig", "\t")[1][5] == "pending"
+    assert _read(failures, "utf-8-sig", "\t")[1][5:7] == ["1", "pending"]
 
 
 def test_a_value_the_encoding_lacks_is_an_error_naming_row_and_column() -> None:
