@@ -53,9 +53,12 @@ def run_sync(options: RunOptions) -> Summary:
 async def execute(options: RunOptions) -> Summary:
     """One run; with ``fixes``, the original results file is locked for the run's length
     and its rows this run fixed are marked ``fixed`` at the end (:mod:`bulkpost.fixes`)."""
+    from bulkpost.fixes import FixTarget, is_failures_file
+
     if options.fixes is None:
+        if is_failures_file(options.input, options.encoding, options.delimiter):
+            structlog.get_logger("bulkpost").warning("fixes.not_given")
         return await Run(options).execute()
-    from bulkpost.fixes import FixTarget
 
     target = FixTarget(options.fixes, options.input, encoding=options.encoding,
                        delimiter=options.delimiter).open(options.results)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from bulkpost.errors import Given, Setting, UsageError
+from bulkpost.errors import BulkpostError, Given, Setting, UsageError
 from bulkpost.outcomes import RowOutcome, read_outcomes
 from bulkpost.report import ORIGINAL_ROW
 from bulkpost.results import ResultsLog
@@ -129,6 +129,15 @@ class FixTarget:
         if wrote:
             log.compact()  # durable: written whole by atomic replace, one line per row
         return done
+
+
+def is_failures_file(source: InputSource, encoding: str, delimiter: str | None) -> bool:
+    """Whether ``source`` has the failures file's row numbers (False when unreadable: the
+    run itself says why)."""
+    try:
+        return ORIGINAL_ROW in input_columns(source, encoding=encoding, delimiter=delimiter)
+    except (BulkpostError, OSError, ValueError):
+        return False
 
 
 def _activity_of(outcome: RowOutcome | None) -> str:

@@ -91,6 +91,9 @@ EVENTS: dict[str, str] = {
     "fixes.already_done": "rows of the failures file whose original row the original run "
                           "finished meanwhile: not marked fixed (the fix created a second "
                           "activity for each)",
+    "fixes.not_given": "this input is a failures file (it has a bulkpost_row column): without "
+                       "--fixes RESULTS (the results file it was written from), the rows it "
+                       "posts stay failed there, and that load's command keeps exiting 1",
     "fixes.not_numbered": "rows of the failures file without a row number in bulkpost_row: "
                           "not marked fixed",
 }

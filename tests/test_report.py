@@ -219,6 +219,13 @@ def test_fixes_are_refused_before_any_row_without_the_row_numbers_or_the_origina
     own_file.write_bytes(HEADER_LINE)
     own = validate("--fixes", own_file)
     assert own.code == 2 and "is this run's own results file" in own.stderr
+    # A failures file loaded without --fixes: said, since that load would then never end.
+    failures = tmp_path / "to-fix.csv"
+    assert run_cli("report", original, "--input", data, "--failures", failures).code == 0
+    unmarked = run_cli("validate", failures, "--mapping", mapping, "--results",
+                       tmp_path / "r3.csv", "--log-format", "json")
+    assert unmarked.code == 0, unmarked.stderr
+    assert '"event": "fixes.not_given"' in unmarked.stderr
 
 
 def test_the_report_folds_leads_and_tells_empty_from_malformed_lead_ids(
