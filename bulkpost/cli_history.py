@@ -78,9 +78,11 @@ def history_import(results_files: tuple[Path, ...], history_path: Path,
         sys.exit(exc.exit_code)
     for imported in done:
         counts = imported.counts
+        identified = (f", {counts['identified']:,} of them with their lead, date-time and "
+                      "event code (updatable)" if source is not None else "")
         click.echo(f"{imported.path}: {counts['lines']:,} lines: {counts['posted']:,} keys "
-                   f"posted, {counts['to_look_up']:,} to look up first (may have been "
-                   "created)", err=True)
+                   f"posted{identified}, {counts['to_look_up']:,} to look up first (may have "
+                   "been created)", err=True)
         for line in _not_updatable_lines(imported, source is not None):
             click.echo(f"{imported.path}: {line}", err=True)
     emit({"history": str(history_path),

@@ -456,6 +456,8 @@ def test_a_migration_imported_with_its_input_is_updated_in_place_by_nightly_load
     assert (counts["posted"], counts["identified"], counts["not_identified"],
             counts["not_matching"]) == (40, 40, 0, 0)
     assert "cannot update" not in imported.stderr
+    assert ("40 keys posted, 40 of them with their lead, date-time and event code "
+            "(updatable), 0 to look up first") in imported.stderr
     with History(history).open(lock=False) as store:
         assert store.stats()["by_event_code"] == [{"event_code": 201, "keys": 40}]
     # Night 1: 30 orders changed (note and amount), 10 as they were, 5 new.
