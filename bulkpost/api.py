@@ -47,7 +47,46 @@ def run_sync(options: RunOptions) -> Summary:
     if not options.dry_run and options.credentials is None:  # no host: found from the keys
         raise UsageError("a real run needs {access} / {secret}", access=ACCESS_KEY,
                          secret=SECRET_KEY)
-    return asyncio.run(Run(options).execute())
+    return asyncio.run(execute(options))
+
+
+async def execute(options: RunOptions) -> Summary:
+    """One run; with ``fixes``, the original results file is locked for the run's length
+    and its rows this run fixed are marked ``fixed`` at the end (:mod:`bulkpost.fixes`)."""
+    from bulkpost.fixes import FixTarget, is_failures_file
+
+    if options.fixes is None:
+        if is_failures_file(options.input, options.encoding, options.delimiter):
+            structlog.get_logger("bulkpost").warning("fixes.not_given")
+        return await Run(options).execute()
+
+    target = FixTarget(options.fixes, options.input, encoding=options.encoding,
+                       delimiter=options.delimiter).open(options.results)
+    try:
+        summary = await Run(options).execute()
+        if not options.dry_run:
+            try:
+                done = await asyncio.to_thread(target.record, options.results)
+            except (OSError, BulkpostError) as exc:
+                # The rows are posted, and their own results file says so: the same
+                # command marks them fixed when the original can be written again.
+                summary.aborted = summary.aborted or (
+                    f"{options.fixes}: the fixed rows could not be marked ({exc}); run the "
+                    "same command again to mark them (nothing is sent twice)")
+                return summary
+            summary.marked_fixed = done.fixed + done.already_fixed
+            summary.fixed_already_done = len(done.already_done)
+            if done.already_done:
+                structlog.get_logger("bulkpost").warning(
+                    "fixes.already_done", rows=done.already_done[:20],
+                    results=str(options.fixes))
+            if done.not_numbered:
+                structlog.get_logger("bulkpost").warning(
+                    "fixes.not_numbered", rows=done.not_numbered[:20])
+        summary.fixes = str(options.fixes)
+        return summary
+    finally:
+        target.close()
 
 
 def _source(data: Any) -> InputSource:
@@ -105,8 +144,8 @@ async def run_async(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
     """:func:`run` for code that already runs an event loop."""
     with _in_python_terms():
         _check_keywords("run_async", options)
-        return await Run(_options(source, mapping, results, host, access_key, secret_key,
-                                  rate, dry_run, options)).execute()
+        return await execute(_options(source, mapping, results, host, access_key, secret_key,
+                                      rate, dry_run, options))
 
 
 @contextlib.contextmanager

@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bulkpost import logs
-from bulkpost.cli_common import HOST_HELP, emit
+from bulkpost.cli_common import ENCODING_HELP, HOST_HELP, emit
 from bulkpost.errors import BulkpostError, UsageError
 from bulkpost.options import new_run_id
+
+if TYPE_CHECKING:
+    from bulkpost.history_import import Imported
 
 
 @click.group()
@@ -33,29 +37,81 @@ def history() -> None:
 @click.option("--history", "history_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path),
               help="The history database (created if missing).")
-def history_import(results_files: tuple[Path, ...], history_path: Path) -> None:
+@click.option("--input", "input_path", metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The input the results were written for: each posted row's lead, "
+                   "date-time and event code are recorded, so --on-changed update can "
+                   "update it later (needs --mapping).")
+@click.option("--mapping", "mapping_path", metavar="FILE",
+              type=click.Path(path_type=Path), help="The mapping that loaded --input.")
+@click.option("--encoding", default="utf-8", show_default=True, help=ENCODING_HELP)
+@click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")
+def history_import(results_files: tuple[Path, ...], history_path: Path,
+                   input_path: Path | None, mapping_path: Path | None, encoding: str,
+                   delimiter: str | None) -> None:
     """Seed the history from existing results files.
 
     Posted rows become posted keys (key column, else content hash); rows that may have
     been created (unknown, failed) are marked to be looked up before a run sends them.
+    With --input and --mapping (those the results were written for, with run's
+    --encoding and --delimiter) each posted row's lead, date-time and event code are
+    recorded too, as a run that posted it would have: later runs with --on-changed update
+    can update it in place. Each row's content must match its results line.
 
     \b
-    Example (the results of earlier nightly loads, before the first run with --history):
-      bulkpost history import results-2026-*.csv --history history.db
+    Example (a migration loaded without --history, before the first nightly load):
+      bulkpost history import migration-results.csv --history history.db \\
+          --input migration.csv --mapping mapping.toml
     """
-    from bulkpost.history_import import import_results
+    from bulkpost.history_import import ResultsInput, import_results
+    from bulkpost.mapping import load_mapping
 
     try:
-        done = import_results(history_path, results_files, new_run_id())
+        if (input_path is None) != (mapping_path is None):
+            raise UsageError("--input and --mapping go together: the input the results "
+                             "were written for, and the mapping that loaded it")
+        source = None
+        if input_path is not None and mapping_path is not None:
+            source = ResultsInput(input_path, load_mapping(mapping_path), encoding, delimiter)
+        done = import_results(history_path, results_files, new_run_id(), source)
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    for path, counts in done:
-        click.echo(f"{path}: {counts['lines']:,} lines: {counts['posted']:,} keys posted, "
-                   f"{counts['to_look_up']:,} to look up first (may have been created)",
-                   err=True)
+    for imported in done:
+        counts = imported.counts
+        identified = (f", {counts['identified']:,} of them with their lead, date-time and "
+                      "event code (updatable)" if source is not None else "")
+        click.echo(f"{imported.path}: {counts['lines']:,} lines: {counts['posted']:,} keys "
+                   f"posted{identified}, {counts['to_look_up']:,} to look up first (may have "
+                   "been created)", err=True)
+        for line in _not_updatable_lines(imported, source is not None):
+            click.echo(f"{imported.path}: {line}", err=True)
     emit({"history": str(history_path),
-           "imported": [{"results": str(path), **counts} for path, counts in done]})
+          "imported": [{"results": str(imported.path), **imported.counts,
+                        "rows_not_matching": imported.not_matching[:100]}
+                       for imported in done]})
+
+
+def _not_updatable_lines(imported: Imported, with_input: bool) -> list[str]:
+    """What the import could not record, what that means, and how to fix it."""
+    counts = imported.counts
+    missing = counts["not_identified"]
+    if not missing:
+        return []
+    what = (f"{missing:,} posted keys recorded without their lead, date-time and event "
+            "code: a later run with --on-changed update cannot update them (it skips them "
+            "as changed)")
+    if not with_input:
+        return [f"{what}; import again with --input and --mapping (the input these results "
+                "were written for, and its mapping) to record them"]
+    lines = [f"{what}: {counts['not_matching']:,} rows recorded posted do not match the "
+             "input (another input or mapping, or values the run's activity-type schemas "
+             "normalised, such as dates or dropdowns):"]
+    lines += [f"  {problem}" for problem in imported.not_matching[:10]]
+    if len(imported.not_matching) > 10:
+        lines.append(f"  … and {len(imported.not_matching) - 10:,} more (the JSON summary "
+                     "lists the first 100)")
+    return lines
 
 
 def _account_history(host: str) -> Path:
@@ -85,8 +141,8 @@ def history_where(host: str) -> None:
 
     \b
     Example:
-      bulkpost history where
-      bulkpost history stats        # what it holds
+      bulkpost history where --host api-in21.leadsquared.com
+      bulkpost history stats --host api-in21.leadsquared.com   # what it holds
     """
     try:
         path = _account_history(host)

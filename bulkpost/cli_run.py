@@ -126,6 +126,11 @@ def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[st
               help="Send this many rows alone first, read them back and calibrate the "
                    "look-ups before sending more; stop (exit 3) if a stored value differs "
                    "from the one sent. 0: off.")
+@click.option("--fixes", "fixes", metavar="FILE", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="INPUT is a failures file (report --failures) of the results FILE of an "
+                   "earlier load: its rows, once posted, are marked fixed there, and that "
+                   "load's command passes over them.")
 def run(input_path: Path, mapping_path: Path, results: Path, host: str,
         rate: str | RateSpec | None,
         rate_margin: float | None, workers: int, dry_run: bool, resend_unknown: bool, encoding: str,
@@ -134,7 +139,8 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
         decimal_comma: bool, delimiter: str | None, mode: str,
         bulk_rate: str | RateSpec | None,
         batch_size: int, summary_json: Path | None, history_path: Path | None,
-        create_again: bool, on_changed: str | None, verify_first: int) -> None:
+        create_again: bool, on_changed: str | None, verify_first: int,
+        fixes: Path | None) -> None:
     """Post every row of INPUT (CSV or Parquet) as an activity.
 
     Keys come from LSQ_ACCESS_KEY and LSQ_SECRET_KEY. Run the same command again to
@@ -189,7 +195,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
             preflight=not no_preflight, decimal_comma=decimal_comma, mode=mode,
             bulk_rate=bulk[0], learn_bulk_rate=bulk[1], batch_size=batch_size, run_id=run_id,
             history=history_path, create_again=create_again, on_changed=on_changed or "skip",
-            verify_first=verify_first,
+            verify_first=verify_first, fixes=fixes,
         )
         # The run allocates a few short-lived objects per row and keeps few: the imports'
         # objects are set aside, and young collections run less often (less CPU per row:
@@ -270,6 +276,13 @@ def _closing_lines(summary: Summary, results: Path, input_path: Path, encoding: 
                    "row.carried_over log lines say why)" if summary.carried_rejected else "")
         lines.append("rows carried over from earlier runs not posted: "
                      + "; ".join(filter(None, (left, refused))))
+    if summary.fixes and summary.marked_fixed:
+        lines.append(f"{_plural(summary.marked_fixed, 'row')} of {summary.fixes} marked fixed: "
+                     f"the command that wrote {summary.fixes} passes over them")
+    if summary.fixed_already_done:
+        lines.append(f"{_plural(summary.fixed_already_done, 'row')} of {summary.fixes} were "
+                     "posted by their own run meanwhile: not marked fixed, and now held twice "
+                     "(the fixes.already_done log line names them)")
     if summary.undecodable and summary.undecodable == summary.invalid == summary.rows:
         lines.append(f"no row of {input_path} could be read as UTF-8: if it was saved by "
                      "Excel or another Windows program, try --encoding cp1252 (or the "

@@ -255,5 +255,6 @@ def track_progress(progress: Progress, options: RunOptions, source: Source,
                 and t.exception() is None else None)
     finished = results.counts()
     progress.resuming(finished[Status.POSTED] + finished[Status.REJECTED]
-                      + finished[Status.SKIPPED] + finished[Status.UPDATED])
+                      + finished[Status.SKIPPED] + finished[Status.UPDATED]
+                      + finished[Status.FIXED])
     return counter

@@ -310,12 +310,22 @@ class History(HistoryReports):
             return {activity_id for (activity_id,) in cursor if activity_id}
 
 
+# What a run with --on-changed skip or update may do next with the changed rows it skipped.
+_CHANGED_NEXT = {
+    "skip": "--on-changed update updates them in place (note and custom fields), fail lists "
+            "them as invalid; post creates a new activity beside each (a second copy)",
+    "update": "an update cannot change their lead, event code or date-time (or the history "
+              "does not know them); post creates a new activity beside each (a second copy)",
+}
+
+
 def finish_history(history: History, summary: Summary, options: RunOptions,
                    exit_code: int | None = None) -> None:
     """At the end of a run: commit the history's last writes and how the run ended; warn of
     changed keys skipped."""
     if summary.changed and options.on_changed in ("skip", "update"):
-        log.warning("history.changed_skipped", rows=summary.changed)
+        log.warning("history.changed_skipped", rows=summary.changed,
+                    on_changed=options.on_changed, next=_CHANGED_NEXT[options.on_changed])
     if options.dry_run:
         return
     try:

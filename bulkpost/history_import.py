@@ -12,19 +12,34 @@ compacted reads right: a file's later lines win over its earlier ones):
 - a ``rejected`` row created nothing: it drops only a claim this import made;
 - ``invalid`` and ``skipped`` rows (their key is in some history already), and rows
   without a key or content hash, are counted as ignored.
+
+A results file keeps no lead, date-time or event code, which ``--on-changed update`` needs
+to update a key's activity in place. Given the input and mapping the results file was
+written for (:class:`ResultsInput`), each posted or updated row is mapped again, as a run
+without the activity types' schemas maps it, and its key recorded as a run that posted it
+would have: event code and identity (lead and date-time). A row whose key or content hash
+differs from its results line (another input, another mapping, or values the run's
+schemas normalised) is named and its key recorded without them, as is every key of an
+import without an input.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bulkpost.history import History
+from bulkpost.activity import Activity, RowMapper, identity_hash
+from bulkpost.errors import MappingError
+from bulkpost.history import History, history_key
 from bulkpost.history_schema import POSTED, SETTLED, stored_hash
+from bulkpost.mapping import Mapping, check_columns
 from bulkpost.outcomes import parse_utc_text, read_outcomes
-from bulkpost.resume import Status
+from bulkpost.resume import Status, key_digest
+from bulkpost.row_index import RowIndex
+from bulkpost.source import input_columns, open_source
 
 _IMPORT_POSTED = POSTED + " WHERE keys.run = excluded.run"
 _IMPORT_CLAIM = """INSERT INTO claims (key, content_hash, event_code, run, at)
@@ -32,31 +47,69 @@ SELECT ?1, ?2, NULL, ?3, ?4 WHERE NOT EXISTS (
     SELECT 1 FROM keys WHERE key = ?1 AND content_hash = ?2)
 ON CONFLICT (key, content_hash) DO NOTHING"""
 _IMPORT_SETTLED = "DELETE FROM claims WHERE key = ? AND content_hash = ? AND run = ?"
+# A key this import posted, with the content its row maps to: what an update needs of it.
+_IDENTIFIED = ("UPDATE keys SET event_code = ?, identity_hash = ? "
+               "WHERE key = ? AND content_hash = ? AND run = ?")
 _BATCH = 10_000  # statements per transaction
+_DONE = (Status.POSTED, Status.UPDATED)
 
 
-def import_results(history: Path, results: Iterable[Path], run_id: str
-                   ) -> list[tuple[Path, dict[str, int]]]:
-    """``bulkpost history import``: every results file into the history, one run each."""
+@dataclass(frozen=True, slots=True)
+class ResultsInput:
+    """The input and mapping a results file was written for, read as ``run`` reads them."""
+
+    path: Path
+    mapping: Mapping
+    encoding: str = "utf-8"
+    delimiter: str | None = None
+
+
+@dataclass(slots=True)
+class Imported:
+    """What importing one results file did."""
+
+    path: Path
+    counts: dict[str, int]
+    not_matching: list[str] = field(default_factory=list)  # rows whose input differs, why
+
+
+def import_results(history: Path, results: Iterable[Path], run_id: str,
+                   source: ResultsInput | None = None) -> list[Imported]:
+    """``bulkpost history import``: every results file into the history, one run each;
+    with ``source``, its keys identified from the input they were written for."""
+    if source is not None and source.mapping.display_names:
+        raise MappingError(
+            f"{source.mapping.source}: fields given by display name need the activity "
+            "type's schema, which history import does not read: use SchemaNames")
+    if source is not None:
+        check_columns(source.mapping, input_columns(
+            source.path, encoding=source.encoding, delimiter=source.delimiter),
+            str(source.path))
     done = []
     for index, path in enumerate(results):
         store = History(history, f"import-{run_id}-{index + 1}").open()
         try:
-            done.append((path, import_file(store, path)))
+            done.append(import_file(store, path, source))
         finally:
             store.close()
     return done
 
 
-def import_file(store: History, path: str | Path) -> dict[str, int]:
-    """Seed ``store`` from one results file, as a run of its own. Returns the lines read,
-    and the keys posted and the claims this import made."""
+def import_file(store: History, path: str | Path, source: ResultsInput | None = None
+                ) -> Imported:
+    """Seed ``store`` from one results file, as a run of its own. Counts the lines read,
+    the keys posted, the claims this import made, and the posted keys identified (their
+    lead, date-time and event code recorded, from ``source``) and not."""
     lines = ignored = 0
-    store.register("", str(path))
+    input_text = "" if source is None else str(source.path)
+    store.register(input_text, str(path))
     run = store.run_row
     batch: list[tuple[str, tuple[Any, ...]]] = []
+    index = RowIndex() if source is not None else None
     for outcome in read_outcomes(path):
         lines += 1
+        if index is not None:
+            index.remember(outcome, 0)
         key = outcome.key or outcome.content_hash
         if len(batch) >= _BATCH:
             store.commit(batch)
@@ -77,10 +130,63 @@ def import_file(store: History, path: str | Path) -> dict[str, int]:
         else:  # invalid, skipped (its key is in some history already)
             ignored += 1
     store.commit(batch)
+    not_matching = [] if index is None or source is None else _identify(
+        store, index, source, path)
     posted, claims = store.held_by_run()
-    counts = {"lines": lines, "posted": posted, "to_look_up": claims, "ignored": ignored}
+    identified = store.identified_by_run()
+    counts = {"lines": lines, "posted": posted, "to_look_up": claims, "ignored": ignored,
+              "identified": identified, "not_identified": posted - identified,
+              "not_matching": len(not_matching)}
     store.finish(0, counts["posted"], 0, 0)
-    return counts
+    return Imported(Path(path), counts, not_matching)
+
+
+def _identify(store: History, index: RowIndex, source: ResultsInput, path: str | Path
+              ) -> list[str]:
+    """Record the event code and identity of every key this import posted whose row, in
+    the input, maps to the content its results line holds. Returns why each other row
+    recorded posted (or updated) does not fit, in row order."""
+    mapping, run = source.mapping, store.run_row
+    reader = open_source(source.path, mapping.used_columns(), encoding=source.encoding,
+                         delimiter=source.delimiter)
+    mapper = RowMapper(mapping, reader.utc_columns, reader.typed_columns)
+    problems: dict[int, str] = {}
+    seen: set[int] = set()
+    batch: list[tuple[str, tuple[Any, ...]]] = []
+    while (rows := reader.next_batch()) is not None:
+        for row, reason in rows.broken:
+            recorded = index.recorded(row)
+            if recorded is not None and recorded.status in _DONE:
+                seen.add(row)
+                problems[row] = f"row {row}: unreadable in the input ({reason})"
+        for item in mapper.map_batch(rows.rows, rows.columns):
+            recorded = index.recorded(item.row)
+            if recorded is None or recorded.status not in _DONE:
+                continue
+            seen.add(item.row)
+            if not isinstance(item, Activity):
+                where = f"column {item.column!r}: " if item.column else ""
+                problems[item.row] = f"row {item.row}: invalid in the input ({where}{item.reason})"
+            elif recorded.key_digest and recorded.key_digest != key_digest(item.key):
+                problems[item.row] = f"row {item.row}: key {item.key!r} in the input, another " \
+                                     "in the results file"
+            elif recorded.content_hash and recorded.content_hash != item.content_hash:
+                problems[item.row] = (f"row {item.row}: maps to content {item.content_hash}, "
+                                      f"the results file holds {recorded.content_hash}")
+            else:
+                batch.append((_IDENTIFIED, (item.event, stored_hash(identity_hash(item)),
+                                            history_key(item), stored_hash(item.content_hash),
+                                            run)))
+        if len(batch) >= _BATCH:
+            store.commit(batch)
+            batch = []
+    store.commit(batch)
+    for outcome in read_outcomes(path):
+        if outcome.row not in seen and outcome.row not in problems:
+            recorded = index.recorded(outcome.row)
+            if recorded is not None and recorded.status in _DONE:
+                problems[outcome.row] = f"row {outcome.row}: not in the input"
+    return [problems[row] for row in sorted(problems)]
 
 
 def _parse_time(text: str) -> int:

@@ -41,6 +41,14 @@ class HistoryReports:
                               for table in ("keys", "claims"))
         return int(posted), int(claims)
 
+    def identified_by_run(self) -> int:
+        """How many posted keys this run holds with their lead and date-time known (keys an
+        update can bring up to date)."""
+        with self._lock:
+            found = self.db.execute("SELECT count(*) FROM keys WHERE run = ? AND "
+                                    "identity_hash IS NOT NULL", (self._run,)).fetchone()[0]
+        return int(found)
+
     def lookup(self, key: str) -> dict[str, Any] | None:
         """One key's posted activity and open claims, for people and tests."""
         with self._lock:

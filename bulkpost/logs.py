@@ -79,9 +79,8 @@ EVENTS: dict[str, str] = {
     "region.cache_not_saved": "the API host found could not be cached",
     # The results file and the history
     "results.not_compacted": "results file not compacted",
-    "history.changed_skipped": "rows skipped: their key was posted before with other content; "
-                               "--on-changed post sends them, update updates them in place, "
-                               "fail lists them",
+    "history.changed_skipped": "rows skipped: their key was posted before with other content "
+                               "(their skipped lines in the results file say why)",
     "history.other_claim": "key sent by a run that stopped, with other content: sending this "
                            "row",
     "history.not_finished": "history not finished",
@@ -90,6 +89,15 @@ EVENTS: dict[str, str] = {
     "history.carrying": "rows earlier runs left unfinished, no longer in any input: "
                         "finishing them",
     "row.carried_over": "row carried over from an earlier run",
+    # Fixed rows (run --fixes)
+    "fixes.already_done": "rows of the failures file whose original row the original run "
+                          "finished meanwhile: not marked fixed (the fix created a second "
+                          "activity for each)",
+    "fixes.not_given": "this input is a failures file (it has a bulkpost_row column): without "
+                       "--fixes RESULTS (the results file it was written from), the rows it "
+                       "posts stay failed there, and that load's command keeps exiting 1",
+    "fixes.not_numbered": "rows of the failures file without a row number in bulkpost_row: "
+                          "not marked fixed",
 }
 
 _secrets: list[str] = []

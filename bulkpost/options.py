@@ -56,6 +56,7 @@ class RunOptions:
     create_again: bool = False  # no history at all: rows an earlier run created are created again
     on_changed: str = "skip"  # skip | post | update | fail: a key posted with other content
     verify_first: int = 1  # rows sent alone and read back before any other (0: none)
+    fixes: Path | None = None  # the input is a failures file of this results file's rows
 
     def __post_init__(self) -> None:
         # The CLI's choices refuse these values first: the messages are the Python API's.

@@ -41,6 +41,9 @@ from bulkpost.outcomes import RowOutcome, parse_utc_text, utc_text
 from bulkpost.reconcile import SendWindow
 from bulkpost.resume import Action, Recorded, Status, plan_row
 
+# What --on-changed post does, said wherever it is named: it never updates, it adds.
+POST_CREATES = ("--on-changed post would create a new activity beside the existing one (a "
+                "second copy)")
 # A row skipped for these reasons is decided again by each run (see rule 2).
 DECIDED_AGAIN = ("changed", "duplicate key")
 _PASSED_OVER = frozenset({Action.SKIP_POSTED, Action.KEEP, Action.SKIP_KEY,
@@ -174,7 +177,8 @@ def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutco
         key_holder = None
     again = None  # the row's skipped line, when it is decided again
     repair = ""
-    if action is Action.SKIP_POSTED and recorded is not None and options.history:
+    if (action is Action.SKIP_POSTED and recorded is not None and options.history
+            and recorded.status is not Status.FIXED):  # fixed: its key is the fix's
         if (recorded.status is Status.SKIPPED and line is not None
                 and line.error_type in DECIDED_AGAIN):
             again, action, recorded = line, Action.SEND, None
@@ -220,7 +224,7 @@ def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutco
                 return _skipped(row, options, Action.SKIP_CHANGED, "changed",
                                 f"{key} was {key_holder.describe()}, with other content, but "
                                 f"{why}, which an update cannot change (--on-changed update); "
-                                "--on-changed post posts it as a new activity", "", again,
+                                f"{POST_CREATES}", "", again,
                                 changed=True)
             return Plan(Action.UPDATE, recorded_status=recorded.status if recorded else None,
                         update_of=key_holder.activity_id)
@@ -248,7 +252,8 @@ def _not_updatable(row: Activity, holder: KeyHolder) -> str:
         return f"row {holder.row} of this input has the key (updates go across runs)"
     if not holder.identity:
         return ("the history does not know the activity's lead and date-time (posted by an "
-                "older bulkpost, or imported)")
+                "older bulkpost, or imported without --input and --mapping: bulkpost history "
+                "import RESULTS --input INPUT --mapping MAPPING records them)")
     if holder.event_code is not None and holder.event_code != row.event:
         return f"its event code changed ({holder.event_code} → {row.event})"
     if holder.identity != identity_hash(row):

@@ -6,8 +6,10 @@ cause is one line: :func:`fold` folds the values that vary from row to row, so "
 "… at byte 17" and "… at byte 1234" count as one), and the failures export.
 
 The failures file holds the input rows not posted, with all their original columns plus
+``bulkpost_row`` (the row's number in the input; a failures file's own is kept as it is),
 ``status`` and ``error``, ready to fix and load again with the command that loaded the
-input (and a new ``--results`` file: row numbers refer to the file they were read from).
+input, a new ``--results`` file (row numbers refer to the file they were read from) and
+``--fixes RESULTS``, which marks the original rows ``fixed`` (:mod:`bulkpost.fixes`).
 So it is written as that command reads: a CSV input's encoding (its byte-order mark too)
 and delimiter (given, or sniffed as :mod:`bulkpost.source` does); a Parquet input gives a
 CSV in UTF-8 with commas (and zone-aware timestamps with their ``+00:00``). The input must
@@ -21,8 +23,10 @@ import codecs
 import collections
 import contextlib
 import csv
+import dataclasses
 import os
 import re
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,16 +86,22 @@ class ProblemGroups:
         return out
 
 
+ORIGINAL_ROW = "bulkpost_row"  # the failures file's column: the row's number in the input
+
+
 @dataclass(slots=True)
 class Report:
     counts: dict[Status, int]
     errors: list[tuple[str, int, int]]  # (error, rows, first row)
     rows: int
+    fixed_by: dict[str, int] = dataclasses.field(default_factory=dict)  # failures file: rows
 
     def render(self, top: int = 10) -> str:
         lines = [rows_text(self.rows)]
         for status in Status:
             lines.append(f"  {status.value:<9} {self.counts[status]:>10}")
+        for name, count in sorted(self.fixed_by.items()):
+            lines.append(f"fixed (by {name}): {count:,}")
         if self.errors:
             lines.append("most common errors:")
             for error, count, first in self.errors[:top]:
@@ -119,10 +129,13 @@ def build_report(path: str | Path) -> Report:
     counts = dict.fromkeys(Status, 0)
     errors: collections.Counter[str] = collections.Counter()
     first: dict[str, int] = {}
+    fixed_by: collections.Counter[str] = collections.Counter()
     for row in sorted(latest):
         outcome = latest[row]
         counts[outcome.status] += 1
-        if outcome.status is Status.SKIPPED:
+        if outcome.status is Status.FIXED:
+            fixed_by[outcome.error_type] += 1  # the failures file that fixed it
+        elif outcome.status is Status.SKIPPED:
             # Posted earlier (the history): not a problem, unless its content changed or
             # another row of the input had its key; those are counted under one label.
             if outcome.error_type in _SKIPPED_LABELS:
@@ -137,7 +150,7 @@ def build_report(path: str | Path) -> Report:
             errors[label] += 1
             first.setdefault(label, row)
     ranked = [(label, count, first[label]) for label, count in errors.most_common()]
-    return Report(counts, ranked, len(latest))
+    return Report(counts, ranked, len(latest), dict(fixed_by))
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,17 +162,21 @@ class FailuresFile:
     encoding: str  # the codec written with: utf-8-sig and utf-16 write a byte-order mark
     delimiter: str
     parquet: bool  # the input was Parquet: the file is a CSV in UTF-8 all the same
+    results: Path  # the results file the rows are not posted in: --fixes when loaded
 
     def describe(self) -> str:
         encoding = {"utf-8-sig": "utf-8 with a byte-order mark",
                     "utf-16": "utf-16 with a byte-order mark"}.get(self.encoding, self.encoding)
         text = (f"wrote {rows_text(self.rows)} not posted to {self.path} "
                 f"(encoding {encoding}, delimiter {self.delimiter!r}")
+        fixes = shlex.join(["--fixes", str(self.results)])
         if self.parquet:
-            return text + "; the input is Parquet, this file is a CSV: load it with " \
-                          "--encoding utf-8 and a new --results file)"
-        return text + ", as the input: load it with the command that loaded the input " \
-                      "and a new --results file)"
+            return text + "; the input is Parquet, this file is a CSV: once fixed, load it " \
+                          f"with --encoding utf-8, a new --results file and {fixes}, which " \
+                          "marks the rows fixed there)"
+        return text + ", as the input: once fixed, load it with the command that loaded " \
+                      f"the input, a new --results file and {fixes}, which marks the rows " \
+                      "fixed there)"
 
 
 def export_failures(results: str | Path, input_path: str | Path, out: str | Path, *,
@@ -178,7 +195,7 @@ def export_failures(results: str | Path, input_path: str | Path, out: str | Path
         outcome = latest.get(row)
         if outcome is None:
             return ("pending", "not processed yet: run the same command again to resume")
-        if outcome.status in (Status.POSTED, Status.SKIPPED, Status.UPDATED):
+        if outcome.status in (Status.POSTED, Status.SKIPPED, Status.UPDATED, Status.FIXED):
             return None
         return (outcome.status.value, outcome.error)
 
@@ -191,8 +208,10 @@ def export_failures(results: str | Path, input_path: str | Path, out: str | Path
         check_decodes(input_path, encoding, delimiter)
         written_as = _with_byte_order_mark(input_path, encoding)
     columns = input_columns(input_path, encoding=encoding, delimiter=delimiter)
-    extra = ["status", "error"]
-    extra = [name if name not in columns else f"{name}_bulkpost" for name in extra]
+    # A failures file's own failures keep its bulkpost_row: the number in the first input.
+    numbered = ORIGINAL_ROW not in columns
+    extra = [ORIGINAL_ROW] if numbered else []
+    extra += [name if name not in columns else f"{name}_bulkpost" for name in ("status", "error")]
     written = 0
     source = open_source(input_path, columns, encoding=encoding, delimiter=delimiter)
     # Read as UTC and written without a zone, these would load again in the mapping's zone.
@@ -211,14 +230,14 @@ def export_failures(results: str | Path, input_path: str | Path, out: str | Path
                 status, error = state
                 # Our own text, not the input's: what the encoding lacks is shown escaped.
                 error = error.encode(written_as, "backslashreplace").decode(written_as)
-                writer.writerow([*values, status, error])
+                writer.writerow([*values, *([str(row)] if numbered else []), status, error])
                 written += 1
         os.replace(temp, out)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    return FailuresFile(out, written, written_as, delimiter, parquet)
+    return FailuresFile(out, written, written_as, delimiter, parquet, Path(results))
 
 
 def _rows_in_order(source: Source, columns: list[str]) -> Iterator[tuple[int, list[str]]]:

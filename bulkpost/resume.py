@@ -7,6 +7,8 @@ Pure functions over plain values, no I/O. The rules:
 - ``updated`` (``--on-changed update``: its key's activity was updated in place): skip, the
   same;
 - ``skipped`` (its key was in the history, or an earlier row's): skip, the same;
+- ``fixed`` (loaded, fixed, from a failures file: ``run --fixes``): skip, whatever the row
+  holds now (the input still holds the content that failed; never "another input");
 - ``failed`` (retryable, attempts spent): reconcile (an attempt may have created it), then
   send if it was not created;
 - ``rejected``: send again only if the request it would send changed (content hash);
@@ -46,6 +48,7 @@ class Status(enum.Enum):
     UNKNOWN = "unknown"
     SKIPPED = "skipped"  # not sent: the history (--history) holds its key
     UPDATED = "updated"  # --on-changed update: the activity its key holds was updated
+    FIXED = "fixed"  # loaded from a failures file (run --fixes): never sent from here again
 
 
 # Rows whose request the API carried out with the content the results file records.
@@ -125,7 +128,8 @@ def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
     if posted_differs(current, recorded):
         raise other_input([current.row])
     status = recorded.status if recorded else None
-    if status is Status.POSTED or status is Status.SKIPPED or status is Status.UPDATED:
+    if (status is Status.POSTED or status is Status.SKIPPED or status is Status.UPDATED
+            or status is Status.FIXED):
         return Action.SKIP_POSTED
     if isinstance(current, InvalidRow):
         # An unknown row that no longer validates cannot be looked up: keep what we know.

@@ -13,6 +13,10 @@ from bulkpost.resume import Status
 if TYPE_CHECKING:  # only its type: the summary is public API, the delivery is not
     from bulkpost.calls import DeliveryCounts
 
+# The statuses a run counts its rows in (a row fixed from a failures file is counted as
+# skipped when the original input is run again).
+_COUNTED = tuple(status for status in Status if status is not Status.FIXED)
+
 
 @dataclass(slots=True)
 class Summary:
@@ -32,6 +36,11 @@ class Summary:
     carried_done: int = 0  # posted or updated
     carried_rejected: int = 0  # refused: not done (exit 1), never carried again
     carried_left: int = 0  # still failed or unknown: carried again by the next run
+    # --fixes: rows of the original results file this run marked fixed (not rows of this
+    # input), and those the original run had finished meanwhile.
+    marked_fixed: int = 0
+    fixed_already_done: int = 0
+    fixes: str = ""  # the original results file (--fixes)
     failed: int = 0
     rejected: int = 0
     invalid: int = 0
@@ -115,7 +124,7 @@ class Summary:
             data["problems"] = self.problems
         else:
             # Rows read but not finished when the run stopped (they resume next time).
-            data["pending"] = self.rows - sum(getattr(self, s.value) for s in Status)
+            data["pending"] = self.rows - sum(getattr(self, s.value) for s in _COUNTED)
         if self.history:
             data["history"] = self.history
             data["created_before"] = self.created_before
@@ -125,6 +134,10 @@ class Summary:
             data["carried_done"] = self.carried_done
             data["carried_rejected"] = self.carried_rejected
             data["carried_left"] = self.carried_left
+        if self.fixes:
+            data["fixes"] = self.fixes
+            data["marked_fixed"] = self.marked_fixed
+            data["fixed_already_done"] = self.fixed_already_done
         if self.rate:
             data["rate"] = self.rate
         if self.aborted:

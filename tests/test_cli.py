@@ -171,9 +171,9 @@ def test_bad_rows_are_recorded_and_never_stop_the_run(tmp_path: Path, make_sandb
     assert report.code == 0
     assert "invalid" in report.stdout and "not a GUID" in report.stdout
     lines = failures.read_text().splitlines()
-    assert lines[0] == "key,lead,note,when,value,status,error"
+    assert lines[0] == "key,lead,note,when,value,bulkpost_row,status,error"
     assert len(lines) == 5 and lines[1].startswith("K2,not-a-guid,")
-    assert lines[3].startswith(",,,,,invalid,") and "K4" in lines[3]  # the raw ragged row
+    assert lines[3].startswith(",,,,,4,invalid,") and "K4" in lines[3]  # the raw ragged row
 
     # A rerun re-validates invalid rows (free) and does not re-send the unchanged rejection.
     calls = server.create_calls()

@@ -62,6 +62,9 @@ RECORDED: dict[str, tuple[Recorded | None, RowOutcome | None]] = {
     "invalid": (recorded_as(S.INVALID), line(S.INVALID, "lead")),
     "unknown": (recorded_as(S.UNKNOWN), line(S.UNKNOWN)),
     "updated": (recorded_as(S.UPDATED), line(S.UPDATED, activity_id="act-2")),
+    # Posted from a failures file (run --fixes): its content here is the one that failed.
+    "fixed": (recorded_as(S.FIXED, OTHER_HASH), line(S.FIXED, "to-fix.csv", "act-9",
+                                                     content_hash=OTHER_HASH)),
 }
 # What the history, or an earlier row of this input, holds of the row's key.
 HELD: dict[str, KeyHolder | None] = {
@@ -238,6 +241,9 @@ WITH_HISTORY: list[tuple[str, str, str | tuple[str, str, str, str]]] = [
     ("unknown, resend", "claimed other", "send +other claim"),
     ("unknown, resend", "row as is", "skip_key [duplicate key]"),
     ("unknown, resend", "row other", CHANGED_SEND),
+    # Fixed from a failures file: passed over whatever the row or the history holds (the
+    # history's key is the fixed row's, posted by the run that loaded the fix).
+    *[("fixed", held, "skip_posted") for held in HELD],
     # Updated: as final as posted. The history is given the new content when it holds the
     # key with other content (the run stopped before it took it), or not at all.
     ("updated", "nothing", "skip_posted +repair"),

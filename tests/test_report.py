@@ -26,10 +26,11 @@ from bulkpost.activity import RowMapper
 from bulkpost.errors import InputError, ResultsLocked
 from bulkpost.locking import lock_beside, release
 from bulkpost.mapping import parse_mapping
-from bulkpost.outcomes import HEADER
-from bulkpost.report import ProblemGroups, _check_encodes, fold
+from bulkpost.outcomes import HEADER, HEADER_LINE, RowOutcome, format_line
+from bulkpost.report import ProblemGroups, _check_encodes, build_report, fold
 from bulkpost.results import ResultsLog
-from tests.conftest import KEYED_MAPPING, ROOT, cli_command, cli_env, run_cli
+from bulkpost.resume import Status
+from tests.conftest import KEYED_MAPPING, ROOT, cli_command, cli_env, read_results, run_cli
 
 MAPPING = KEYED_MAPPING
 COLUMNS = ["key", "lead", "note", "when", "value"]
@@ -102,25 +103,129 @@ def test_failures_of_a_cp1252_semicolon_input_load_again_with_the_same_options(
     raw = failures.read_bytes()
     assert b"Fran" not in raw and b"M\xfcller" in raw and b"\x80 5" in raw  # cp1252 bytes
     back = _read(failures, "cp1252", ";")
-    assert back[0] == [*COLUMNS, "status", "error"]
+    assert back[0] == [*COLUMNS, "bulkpost_row", "status", "error"]
     assert [row[:5] for row in back[1:]] == [ACCENTED[i] for i in (1, 2, 3, 4)]
-    assert [row[5] for row in back[1:]] == ["rejected", "invalid", "invalid", "rejected"]
+    assert [row[5:7] for row in back[1:]] == [["2", "rejected"], ["3", "invalid"],
+                                               ["4", "invalid"], ["5", "rejected"]]
+    assert f"--fixes {results}" in report.stderr
 
-    # The person fixes the leads and loads the file with the options that loaded the input.
+    # The person fixes the leads and loads the file with the options that loaded the input,
+    # a new results file, and --fixes naming the first one.
     fixed = raw.decode("cp1252").replace(UNKNOWN + "1", _lead(3)).replace(
         UNKNOWN + "2", _lead(4)).replace("K3;;", f"K3;{_lead(5)};").replace(
         "pas-un-guid", _lead(6))
     failures.write_bytes(fixed.encode("cp1252"))
-    again = _run(failures, mapping, tmp_path / "r2.csv", server.url, "--encoding", "cp1252")
+    again = _run(failures, mapping, tmp_path / "r2.csv", server.url, "--encoding", "cp1252",
+                 "--fixes", str(results))
     assert again.code == 0, again.stderr
-    assert again.summary["posted"] == 4
+    assert (again.summary["posted"], again.summary["marked_fixed"]) == (4, 4)
+    assert f"4 rows of {results} marked fixed" in again.stderr
     stored = {e["Fields"]["mx_Custom_1"]: e for e in server.ledger()}
     assert len(stored) == len(ACCENTED)
     for key, _lead_id, note, _when, value in ACCENTED:
         assert stored[key]["ActivityNote"] == note
         assert stored[key]["Fields"]["mx_Custom_2"] == value
+    # The first load's rows 2-5 are fixed, by that file, with the activities it created;
+    # rows 2 and 5 (rejected) still map to valid content of their own in export.csv, which
+    # is not taken for another input.
+    lines = read_results(results)
+    posted_as = {r["key"]: r["activity_id"] for r in read_results(tmp_path / "r2.csv").values()}
+    for row in (2, 3, 4, 5):
+        assert (lines[row]["status"], lines[row]["error_type"]) == ("fixed", str(failures))
+        assert lines[row]["activity_id"] == posted_as[lines[row]["key"]]
+        assert lines[row]["error"].startswith(f"fixed by row {row - 1} of {failures}")
+    shown = run_cli("report", results)
+    assert f"fixed (by {failures}): 4" in shown.stdout
+    calls = server.create_calls()
+    # The first load's command again: exit 0, nothing sent; the fix command again: the same.
+    original = _run(data, mapping, results, server.url, "--encoding", "cp1252")
+    assert original.code == 0, original.stderr
+    assert (original.summary["skipped"], original.summary["posted"]) == (6, 0)
+    fix_again = _run(failures, mapping, tmp_path / "r2.csv", server.url, "--encoding",
+                     "cp1252", "--fixes", str(results))
+    assert fix_again.code == 0, fix_again.stderr
+    assert fix_again.summary["posted"] == 0 and fix_again.summary["marked_fixed"] == 4
+    assert server.create_calls() == calls and len(server.ledger()) == len(ACCENTED)
+    # Nothing is left to fix: the failures of the first load are now none.
+    none_left = run_cli("report", results, "--input", data, "--failures",
+                        tmp_path / "none.csv", "--encoding", "cp1252")
+    assert none_left.code == 0 and "wrote 0 rows" in none_left.stderr
     # Clean exits leave no lock file behind.
     assert sorted(p.name for p in tmp_path.glob("*.lock")) == []
+
+
+def test_a_failures_file_of_a_failures_file_keeps_the_first_row_numbers(
+        tmp_path: Path) -> None:
+    data = _write(tmp_path / "in.csv", ACCENTED[:3], "utf-8", ",")
+    first = tmp_path / "to-fix.csv"
+    assert run_cli("report", _pending_results(tmp_path / "r.csv"), "--input", data,
+                   "--failures", first).code == 0
+    rows = _read(first, "utf-8", ",")
+    assert rows[0] == [*COLUMNS, "bulkpost_row", "status", "error"]
+    assert [row[5] for row in rows[1:]] == ["1", "2", "3"]
+    # Its rows 1 and 2 are rows 2 and 3 of in.csv: a second round keeps those numbers.
+    with open(first, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([rows[0], rows[2], rows[3]])
+    again = tmp_path / "to-fix-2.csv"
+    assert run_cli("report", _pending_results(tmp_path / "r2.csv"), "--input", first,
+                   "--failures", again).code == 0
+    rows = _read(again, "utf-8", ",")
+    assert rows[0] == [*COLUMNS, "bulkpost_row", "status", "error", "status_bulkpost",
+                       "error_bulkpost"]
+    assert [row[5] for row in rows[1:]] == ["2", "3"]
+
+
+def test_the_report_counts_fixed_rows_by_the_file_that_fixed_them(tmp_path: Path) -> None:
+    results = tmp_path / "r.csv"
+    with open(results, "wb") as handle:
+        handle.write(HEADER_LINE)
+        for outcome in [
+            RowOutcome(1, "K1", Status.POSTED, activity_id="a1", content_hash="01" * 8),
+            RowOutcome(2, "K2", Status.INVALID, error_type="lead", error="lead id is empty"),
+            RowOutcome(2, "K2", Status.FIXED, activity_id="a2", error_type="to-fix.csv",
+                       error="fixed by row 1 of to-fix.csv (results r2.csv)"),
+            RowOutcome(3, "K3", Status.FIXED, activity_id="a3", error_type="to-fix.csv"),
+            RowOutcome(4, "K4", Status.FIXED, activity_id="a4", error_type="again.csv"),
+            RowOutcome(5, "K5", Status.REJECTED, error="Lead with Id x does not exist"),
+        ]:
+            handle.write(format_line(outcome))
+    report = build_report(results)
+    assert report.counts[Status.FIXED] == 3 and report.fixed_by == {"to-fix.csv": 2,
+                                                                     "again.csv": 1}
+    shown = report.render()
+    assert "fixed (by again.csv): 1" in shown and "fixed (by to-fix.csv): 2" in shown
+    # Fixed rows are no problem: the one error left is the rejected row's.
+    assert [error for error, _, _ in report.errors] == [
+        "rejected: Lead with Id x does not exist"]
+
+
+def test_fixes_are_refused_before_any_row_without_the_row_numbers_or_the_original(
+        tmp_path: Path) -> None:
+    data = _write(tmp_path / "in.csv", ACCENTED[:1], "utf-8", ",")
+    mapping = _mapping(tmp_path)
+    original = _pending_results(tmp_path / "r.csv")
+
+    def validate(*extra: str | Path) -> Any:
+        return run_cli("validate", data, "--mapping", mapping, "--results",
+                       tmp_path / "r2.csv", "--log-format", "json", *extra)
+
+    no_column = validate("--fixes", original)
+    assert no_column.code == 2
+    assert "has no 'bulkpost_row' column" in no_column.stderr
+    assert "bulkpost report RESULTS --input INPUT --failures FILE" in no_column.stderr
+    missing = validate("--fixes", tmp_path / "nope.csv")
+    assert missing.code == 2 and "no such results file" in missing.stderr
+    own_file = tmp_path / "r2.csv"
+    own_file.write_bytes(HEADER_LINE)
+    own = validate("--fixes", own_file)
+    assert own.code == 2 and "is this run's own results file" in own.stderr
+    # A failures file loaded without --fixes: said, since that load would then never end.
+    failures = tmp_path / "to-fix.csv"
+    assert run_cli("report", original, "--input", data, "--failures", failures).code == 0
+    unmarked = run_cli("validate", failures, "--mapping", mapping, "--results",
+                       tmp_path / "r3.csv", "--log-format", "json")
+    assert unmarked.code == 0, unmarked.stderr
+    assert '"event": "fixes.not_given"' in unmarked.stderr
 
 
 def test_the_report_folds_leads_and_tells_empty_from_malformed_lead_ids(
@@ -193,7 +298,7 @@ def test_a_byte_order_mark_is_written_back_since_it_decides_the_reading(tmp_path
     assert "encoding utf-8 with a byte-order mark, delimiter '\\t'" in report.stderr
     assert failures.read_bytes().startswith(b"\xef\xbb\xbfkey\tlead\t")
     assert _read(failures, "utf-8-sig", "\t")[1][:5] == ACCENTED[0]
-    assert _read(failures, "utf-8-sig", "\t")[1][5] == "pending"
+    assert _read(failures, "utf-8-sig", "\t")[1][5:7] == ["1", "pending"]
 
 
 def test_a_value_the_encoding_lacks_is_an_error_naming_row_and_column() -> None:

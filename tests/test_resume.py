@@ -53,6 +53,12 @@ PLAN = [
     # Updated in place (--on-changed update): as final as posted.
     (recorded_as(Status.UPDATED), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
     (recorded_as(Status.UPDATED), INVALID, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    # Fixed from a failures file (run --fixes): passed over, although the input still holds
+    # the content that failed (another content hash than the fix posted): never sent again,
+    # never taken for another input.
+    (recorded_as(Status.FIXED), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (recorded_as(Status.FIXED, OTHER_HASH), ACTIVITY, Action.SKIP_POSTED, Action.SKIP_POSTED),
+    (recorded_as(Status.FIXED), INVALID, Action.SKIP_POSTED, Action.SKIP_POSTED),
 ]
 
 

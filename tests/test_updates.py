@@ -124,10 +124,16 @@ def test_a_row_whose_date_time_or_event_changed_is_not_updated_and_says_why(
     line = read_results(tmp_path / "r2.csv")[1]
     assert (line["status"], line["error_type"]) == ("skipped", "changed")
     assert "its lead or date-time changed, which an update cannot change" in line["error"]
-    assert "--on-changed post posts it as a new activity" in line["error"]
+    # The hint naming post says what post does: a second activity, not an update.
+    assert "--on-changed post would create a new activity beside the existing one (a second " \
+           "copy)" in line["error"]
     warnings = [event for event in _events(second.stderr)
                 if event["level"] == "warning"]
     assert [event["event"] for event in warnings] == ["history.changed_skipped"]
+    # The warning names the option given, and what the others would do.
+    assert warnings[0]["on_changed"] == "update"
+    assert "post creates a new activity beside each (a second copy)" in warnings[0]["next"]
+    assert "--on-changed post sends them" not in second.stderr
     assert server.stats()["updated"] == 1 and len(server.ledger()) == 2
 
 
@@ -423,3 +429,116 @@ def test_what_is_carried_follows_the_runs_order_not_the_clock(tmp_path: Path,
         carried = store.carried()
         assert [(c.key, c.update_of) for c in carried] == [("U", "act-u")]
         assert store.stats()["waiting"] == 1
+
+
+# -- a migration loaded without --history, imported, then nightly updates ------------------
+def _migrate(tmp_path: Path, url: str, rows: list[list[str]]) -> tuple[Path, dict[str, str]]:
+    """The migration: ``rows`` loaded without --history (``mig.csv``, results ``rm.csv``).
+    Returns the input and each key's activity Id."""
+    migration = _night(tmp_path / "mig.csv", rows)
+    args = _args(migration, tmp_path / "rm.csv", tmp_path, url)
+    at = args.index("--history")
+    done = run_cli(*args[:at], *args[at + 2:])  # the same command, without the history
+    assert done.code == 0, done.stderr
+    return migration, {line["key"]: line["activity_id"]
+                       for line in read_results(tmp_path / "rm.csv").values()}
+
+
+@pytest.mark.e2e
+def test_a_migration_imported_with_its_input_is_updated_in_place_by_nightly_loads(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(**QUICK)
+    migration, created = _migrate(tmp_path, server.url, [_row(n) for n in range(1, 41)])
+    history = tmp_path / "history.db"
+    imported = run_cli("history", "import", tmp_path / "rm.csv", "--history", history,
+                       "--input", migration, "--mapping", tmp_path / "mapping.toml")
+    assert imported.code == 0, imported.stderr
+    [counts] = imported.summary["imported"]
+    assert (counts["posted"], counts["identified"], counts["not_identified"],
+            counts["not_matching"]) == (40, 40, 0, 0)
+    assert "cannot update" not in imported.stderr
+    assert ("40 keys posted, 40 of them with their lead, date-time and event code "
+            "(updatable), 0 to look up first") in imported.stderr
+    with History(history).open(lock=False) as store:
+        assert store.stats()["by_event_code"] == [{"event_code": 201, "keys": 40}]
+    # Night 1: 30 orders changed (note and amount), 10 as they were, 5 new.
+    rows = [_row(n, note=f"order {n} shipped", amount=f"{n}.75") for n in range(1, 31)]
+    rows += [_row(n) for n in range(31, 46)]
+    night_1 = _night(tmp_path / "n1.csv", rows)
+    first = run_cli(*_args(night_1, tmp_path / "r1.csv", tmp_path, server.url,
+                           "--on-changed", "update"))
+    assert first.code == 0, first.stderr
+    summary = first.summary
+    assert (summary["updated"], summary["posted"], summary["skipped"], summary["changed"]) == (
+        30, 5, 10, 0)
+    assert "history.changed_skipped" not in first.stderr
+    results = read_results(tmp_path / "r1.csv")
+    for row in range(1, 31):  # updated in place: the migration's activity
+        assert (results[row]["status"], results[row]["activity_id"]) == (
+            "updated", created[results[row]["key"]])
+    held = _by_order(server)
+    assert len(held) == 45 and all(len(entries) == 1 for entries in held.values())
+    assert {entries[0]["Id"] for order, entries in held.items()
+            if order in created} == set(created.values())
+    assert held["ORD-00007"][0]["ActivityNote"] == "order 7 shipped"
+    assert held["ORD-00007"][0]["Fields"]["mx_Custom_2"] == "7.75"
+    assert len(held["ORD-00007"][0]["Updates"]) == 1 and "Updates" not in held["ORD-00035"][0]
+    # Night 2: one more change, one more order; the rest as night 1 left them.
+    rows[0] = _row(1, note="order 1 delivered", amount="1.75")
+    second = run_cli(*_args(_night(tmp_path / "n2.csv", [*rows, _row(46)]), tmp_path / "r2.csv",
+                            tmp_path, server.url, "--on-changed", "update"))
+    assert second.code == 0, second.stderr
+    assert (second.summary["updated"], second.summary["posted"],
+            second.summary["skipped"]) == (1, 1, 44)
+    held = _by_order(server)
+    assert len(held) == 46 and all(len(entries) == 1 for entries in held.values())
+    assert held["ORD-00001"][0]["Id"] == created["ORD-00001"]
+    assert held["ORD-00001"][0]["ActivityNote"] == "order 1 delivered"
+    assert server.stats()["updated"] == 31
+
+
+@pytest.mark.e2e
+def test_an_import_says_what_it_could_not_record_and_which_rows_do_not_match(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox(**QUICK)
+    migration, created = _migrate(tmp_path, server.url, [_row(n) for n in range(1, 6)])
+    mapping = tmp_path / "mapping.toml"
+    # Without the input: imported as before, saying what later updates cannot do and how to
+    # fix it.
+    bare = run_cli("history", "import", tmp_path / "rm.csv", "--history", tmp_path / "h1.db")
+    assert bare.code == 0, bare.stderr
+    assert bare.summary["imported"][0]["not_identified"] == 5
+    assert ("5 posted keys recorded without their lead, date-time and event code: a later "
+            "run with --on-changed update cannot update them") in bare.stderr
+    assert "import again with --input and --mapping" in bare.stderr
+    # A night that changes a row then skips it, saying why and what post would do.
+    rows = [_row(1, note="order 1 shipped"), *[_row(n) for n in range(2, 6)]]
+    _night(tmp_path / "n.csv", rows)
+    skipped_night = run_cli("run", tmp_path / "n.csv", "--mapping", mapping, "--results",
+                            tmp_path / "r1b.csv", "--history", tmp_path / "h1.db", "--host",
+                            server.url, "--rate", "100/1s", "--log-format", "json",
+                            "--on-changed", "update")
+    assert skipped_night.code == 0, skipped_night.stderr
+    line = read_results(tmp_path / "r1b.csv")[1]
+    assert (line["status"], line["error_type"]) == ("skipped", "changed")
+    assert "--input INPUT --mapping MAPPING records them" in line["error"]
+    assert "would create a new activity beside the existing one" in line["error"]
+    [warning] = [e for e in _events(skipped_night.stderr) if e["level"] == "warning"]
+    assert warning["on_changed"] == "update" and "(a second copy)" in warning["next"]
+    # With an input that is not quite the one loaded: rows 2 and 4 were edited since.
+    edited = [_row(1), _row(2, note="edited"), _row(3), _row(4, amount="9.99"), _row(5)]
+    other = _night(tmp_path / "edited.csv", edited)
+    checked = run_cli("history", "import", tmp_path / "rm.csv", "--history",
+                      tmp_path / "h2.db", "--input", other, "--mapping", mapping)
+    assert checked.code == 0, checked.stderr
+    counts = checked.summary["imported"][0]
+    assert (counts["identified"], counts["not_identified"], counts["not_matching"]) == (3, 2, 2)
+    assert [problem.split(":")[0] for problem in counts["rows_not_matching"]] == ["row 2",
+                                                                                   "row 4"]
+    assert "2 rows recorded posted do not match the input" in checked.stderr
+    assert "  row 2: maps to content" in checked.stderr
+    assert len(created) == 5
+    # --input without --mapping is refused.
+    alone = run_cli("history", "import", tmp_path / "rm.csv", "--history", tmp_path / "h3.db",
+                    "--input", migration)
+    assert alone.code == 2 and "--input and --mapping go together" in alone.stderr
