@@ -142,7 +142,7 @@ def history_where(host: str) -> None:
     \b
     Example:
       bulkpost history where --host api-in21.leadsquared.com
-      bulkpost history stats --host api-in21.leadsquared.com   # what it holds
+      bulkpost history stats --host api-in21.leadsquared.com
     """
     try:
         path = _account_history(host)
