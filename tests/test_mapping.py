@@ -241,8 +241,8 @@ def test_a_date_column_and_a_time_column_make_the_date_time() -> None:
                                                    "activity.date_column"),
     ({"date_format": "%d/%m/%Y"}, "activity.date_format needs activity.date_column and "
                                   "activity.time_column"),
-    ({"empty_time": "midnight", "date_column": "d"},
-     "activity.empty_time needs activity.time_column"),
+    ({"empty_time": "midnight"}, "activity.empty_time needs activity.date_column and "
+                                 "activity.time_column"),
     ({"empty_datetime": "now"}, "activity.empty_datetime needs activity.datetime_column or "
                                 "activity.date_column"),
     ({**SPLIT, "empty_time": "00:00"}, "activity.empty_time can only be 'midnight' (got "
