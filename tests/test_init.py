@@ -21,6 +21,7 @@ from bulkpost.sampled_columns import (
     ColumnSample,
     DateOrder,
     detect_datetime,
+    detect_time,
     find_key_column,
     find_lead_columns,
     find_note_column,
@@ -184,6 +185,39 @@ def test_key_column(columns: dict[str, tuple[str, ...]], key: str | None) -> Non
     assert find_key_column([ColumnSample(n, v) for n, v in columns.items()]) == key
 
 
+@pytest.mark.parametrize(("values", "fmt"), [
+    (["2:05 PM", "11:30 am", "12:10 AM"], "%I:%M %p"),
+    (["02:05:33 pm", "11:30:00 AM"], "%I:%M:%S %p"),
+    (["2:05PM", "11:30am"], "%I:%M%p"),
+    (["14:05", "9:30"], "%H:%M"),
+    (["14:05:33", "09:30:00", ""], "%H:%M:%S"),
+])
+def test_times_of_day_get_a_format_from_the_values(values: list[str], fmt: str) -> None:
+    guess = detect_time(ColumnSample("Call Time", tuple(values)))
+    assert guess is not None and (guess.format, guess.problem, guess.unparsed) == (fmt, None, ())
+
+
+def test_times_of_day_in_two_forms_or_out_of_range_are_said() -> None:
+    mixed = detect_time(ColumnSample("t", ("2:05 PM", "14:05")))
+    assert mixed is not None and mixed.format is None
+    assert mixed.problem is not None and "more than one form" in mixed.problem
+    wrong = detect_time(ColumnSample("t", ("14:05", "25:10")))
+    assert wrong is not None and (wrong.format, wrong.unparsed) == ("%H:%M", ("25:10",))
+
+
+@pytest.mark.parametrize("values", [["13/03/2024"], ["2024-03-13 10:00"], ["12.5"], ["SO-1"],
+                                    []])
+def test_other_values_are_not_times_of_day(values: list[str]) -> None:
+    assert detect_time(ColumnSample("x", tuple(values))) is None
+
+
+def test_a_typed_time_column_is_a_time_of_day_not_a_date_time() -> None:
+    typed = ColumnSample("at", ("14:05:33", "09:00:00"), typed=True)
+    assert detect_datetime(typed) is None
+    guess = detect_time(typed)
+    assert guess is not None and guess.format is None and guess.problem is None
+
+
 # -- the draft -----------------------------------------------------------------------------
 
 def _export(lead: tuple[str, ...] = (),
@@ -274,6 +308,64 @@ def test_any_column_name_is_written_as_valid_toml(name: str) -> None:
     activity = ActivityType(201, "t", {"mx_Custom_1": FieldSpec("mx_Custom_1", name, "String")})
     mapping = _loads(draft_mapping(samples, 201, activity, source=name, rows=1).text)
     assert mapping.fields == (("mx_Custom_1", name),)
+
+
+def _calls(dates: tuple[str, ...], times: tuple[str, ...],
+           durations: tuple[str, ...] = ()) -> list[ColumnSample]:
+    """A counsellor call log: a date column, the time of day beside it, a duration."""
+    count = len(dates)
+    return [ColumnSample("Call ID", tuple(f"C{n}" for n in range(count))),
+            ColumnSample("Lead Email", tuple(f"lead{n}@example.com" for n in range(count))),
+            ColumnSample("Call Date", dates),
+            ColumnSample("Call Time", times),
+            ColumnSample("Duration", durations or ("00:05:12",) * count),
+            ColumnSample("Notes", ("बात हुई",) * count)]
+
+
+def test_a_date_and_the_time_of_day_beside_it_are_mapped_together() -> None:
+    draft = draft_mapping(_calls(("13/03/2024", "01/04/2024"), ("2:05 PM", "11:40 AM")), 201,
+                          None, source="calls.csv", rows=2, timezone="Asia/Kolkata")
+    mapping = _loads(draft.text)
+    assert (mapping.datetime_column, mapping.date_column, mapping.date_format,
+            mapping.time_column, mapping.time_format) == (
+        None, "Call Date", "%d/%m/%Y", "Call Time", "%I:%M %p")
+    assert (mapping.lead_email_column, mapping.note_column, mapping.key_column) == (
+        "Lead Email", "Notes", "Call ID")
+    # The duration looks like a time of day too, but is not the one beside the date.
+    assert '#   "Duration": also holds times of day' in draft.text
+    assert 'date "Call Date" (%d/%m/%Y) and time "Call Time" (%I:%M %p)' in draft.found
+    assert not any("midnight" in w for w in draft.warnings)
+
+
+def test_a_date_with_no_time_of_day_is_loud_every_activity_lands_at_midnight() -> None:
+    samples = [s for s in _calls(("13/03/2024", "01/04/2024"), ("", ""))
+               if s.name not in ("Call Time", "Duration")]
+    draft = draft_mapping(samples, 201, None, source="calls.csv", rows=2)
+    mapping = _loads(draft.text)
+    assert (mapping.datetime_column, mapping.datetime_format) == ("Call Date", "%d/%m/%Y")
+    assert "# !!! the values of \"Call Date\" have no time of day" in draft.text
+    assert "every activity will land at midnight" in draft.text
+    assert any("every activity will land at midnight" in w for w in draft.warnings)
+
+
+def test_sampled_empty_date_and_time_cells_are_loud() -> None:
+    draft = draft_mapping(_calls(("13/03/2024", "", "14/03/2024"), ("2:05 PM", "", "")), 201,
+                          None, source="calls.csv", rows=3, timezone="Asia/Kolkata")
+    text = draft.text
+    assert '# !!! 1 sampled cell(s) of "Call Date" are empty: their rows will be invalid' in text
+    assert 'add empty_datetime = "now"' in text
+    assert '# !!! 2 sampled cell(s) of "Call Time" are empty: their rows will be invalid' in text
+    assert 'add empty_time = "midnight"' in text
+    assert sum("are empty" in w for w in draft.warnings) == 2
+    # The opt-ins are the user's: the draft does not write them.
+    assert (_loads(text).empty_time, _loads(text).empty_datetime) == (None, None)
+
+
+def test_an_empty_date_time_cell_is_loud_too() -> None:
+    draft = draft_mapping(_export(when=("13/03/2024 10:00", "  ")), 301, None, source="x.csv",
+                          rows=2)
+    assert '# !!! 1 sampled cell(s) of "When" are empty: their rows will be invalid' \
+        in draft.text
 
 
 # -- the command, for real -----------------------------------------------------------------
