@@ -1,10 +1,13 @@
 """From an input row to an activity request: the pure heart of bulkpost.
 
 Owns the per-row rules: the lead must be a GUID (or an e-mail address), the event an
-integer, the date-time parseable (naive values read in the mapping's time zone, sent in
-UTC); custom fields are sent as the cells' exact strings. A row either becomes an
-:class:`Activity` (the JSON body, ready to send) or an :class:`InvalidRow` naming the
-column and the reason. No I/O; the same code serves ``--dry-run`` and real runs.
+integer, the date-time filled and parseable, from one column or from a date column and a
+time-of-day column (naive values read in the mapping's time zone, sent in UTC; an empty
+cell is invalid unless the mapping chose ``empty_datetime = "now"`` or
+``empty_time = "midnight"``); custom fields are sent as the cells' exact strings. A row
+either becomes an :class:`Activity` (the JSON body, ready to send) or an
+:class:`InvalidRow` naming the column and the reason. No I/O; the same code serves
+``--dry-run`` and real runs.
 
 Identifiers (lead, event, date-time) are stripped of surrounding blanks; notes and field
 values are sent exactly as written.

@@ -4,7 +4,9 @@ Owns parsing and checking the TOML mapping (``[activity]`` and ``[fields]``) and
 else. Everything here is pure: a mapping is checked against the input's column names
 before any request, and every problem is a :class:`MappingError` naming the file, the key
 and, for columns, the columns that do exist (and a header cell that is a missing column but
-for spaces around it).
+for spaces around it). The date-time comes from one column, or from a date column and a
+time-of-day column; each ``strptime`` format is checked to read what its column holds (a
+whole date, a time of day, or both), so ``12:30`` is never posted as 1900-01-01 12:30.
 """
 
 from __future__ import annotations
@@ -61,11 +63,6 @@ class Mapping:
     time_format: str | None = None
     empty_time: str | None = None  # "midnight": an empty time cell posts at 00:00
     empty_datetime: str | None = None  # "now": an empty date-time posts at arrival
-
-    @property
-    def when_column(self) -> str | None:
-        """The column the activity's date (and time) comes from, if any."""
-        return self.datetime_column or self.date_column
 
     @property
     def lead_column(self) -> str:

@@ -227,7 +227,7 @@ def test_a_date_column_and_a_time_column_make_the_date_time() -> None:
     assert (mapping.date_column, mapping.date_format, mapping.time_column,
             mapping.time_format) == ("Call Date", "%d/%m/%Y", "Call Time", "%I:%M %p")
     assert (mapping.empty_time, mapping.empty_datetime) == ("midnight", "now")
-    assert (mapping.datetime_column, mapping.when_column) == (None, "Call Date")
+    assert mapping.datetime_column is None
     assert mapping.used_columns() == ["lead_id", "Call Date", "Call Time"]
 
 
