@@ -142,8 +142,13 @@ def draft_mapping(samples: Sequence[ColumnSample], event: int, activity: Activit
         by_name = {s.name: s for s in samples}
         if clock is not None:
             used.add(clock.column)
+            # A time counts as missing only beside a date: with no date the row is
+            # invalid whatever the time (and said so for the date).
+            days, clocks = by_name[when.column].values, by_name[clock.column].values
+            empty_times = sum(1 for day, time in zip(days, clocks, strict=True)
+                              if day.strip() and not time.strip())
             _date_and_time_lines(draft, when, clock, timezone, by_name[when.column].empty,
-                                 by_name[clock.column].empty)
+                                 empty_times)
         else:
             _datetime_lines(draft, when, timezone, by_name[when.column].empty)
         for other in guesses:
@@ -207,8 +212,8 @@ def _date_and_time_lines(draft: Draft, when: DateTimeGuess, clock: TimeGuess,
                          timezone: str | None, empty: int, empty_times: int) -> None:
     """A column of dates and a column of times of day: the date-time built from the two."""
     out = draft.lines.append
-    draft.comment("the date-time is built from a column of dates and the column of times of "
-                  "day beside it, read together in the timezone below")
+    draft.comment("the date-time is built from a column of dates and a column of times of "
+                  "day, read together in the timezone below")
     _date_lines(draft, when, "date", empty)
     column = quoted(clock.column)
     out(f"time_column = {column}  # e.g. {quoted(clock.example)}")
@@ -226,10 +231,11 @@ def _date_and_time_lines(draft: Draft, when: DateTimeGuess, clock: TimeGuess,
                    f"time column {column}: {count} sampled value(s) do not read as times of "
                    f"day, e.g. {example}")
     if empty_times:
-        draft.flag(f"{empty_times} sampled cell(s) of {column} are empty: their rows will be "
-                   'invalid. To post them at midnight instead, add empty_time = "midnight".',
-                   f"time column {column}: {empty_times} sampled cell(s) are empty; their rows "
-                   "will be invalid")
+        draft.flag(f"{empty_times} sampled cell(s) of {column} are empty beside a date: their "
+                   "rows will be invalid. To post them at midnight instead, add "
+                   'empty_time = "midnight".',
+                   f"time column {column}: {empty_times} sampled cell(s) are empty beside a "
+                   "date; their rows will be invalid")
     _timezone_lines(draft, when, timezone)
     draft.found.append(f"date {quoted(when.column)}"
                        + (f" ({when.format})" if when.format and not when.problem else "")

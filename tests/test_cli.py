@@ -113,6 +113,7 @@ def test_parquet_values_arrive_in_faithful_form(tmp_path: Path, make_sandbox: An
 event = 202
 lead_id_column = "lead"
 datetime_column = "when"
+empty_datetime = "now"
 timezone = "Asia/Kolkata"
 key_column = "key"
 [fields]
@@ -131,7 +132,7 @@ mx_Custom_5 = "flag"
                                      "mx_Custom_5": "true"}
     # An aware timestamp is already UTC: the mapping's time zone does not apply to it.
     assert by_key["A"]["ActivityDateTime"] == "2024-01-01 05:30:00"
-    assert by_key["B"]["ActivityDateTime"] is None
+    assert by_key["B"]["ActivityDateTime"] is None  # a null, sent on arrival: chosen ("now")
     assert by_key["B"]["Fields"]["mx_Custom_2"] == ""
     assert by_key["B"]["Fields"]["mx_Custom_3"] == "100"
 
