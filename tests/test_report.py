@@ -290,7 +290,7 @@ def test_a_held_results_file_names_the_holder_and_never_suggests_another_file(
 
 def test_two_concurrent_runs_on_one_results_file_exclude_each_other(
         tmp_path: Path, make_sandbox: Any) -> None:
-    rows = [[f"K{n}", _lead(n), f"note {n}", "", "v"] for n in range(1, 31)]
+    rows = [[f"K{n}", _lead(n), f"note {n}", "2024-03-01 10:00:00", "v"] for n in range(1, 31)]
     data = _write(tmp_path / "in.csv", rows, "utf-8", ",")
     mapping = _mapping(tmp_path)
     server = make_sandbox(latency=(0.05, 0.05))
