@@ -240,17 +240,16 @@ def _check_datetime_keys(activity: dict[str, Any], source: str) -> None:
             raise MappingError(
                 f"{source}: activity.time_format {fmt!r} has %p without %I: strptime ignores "
                 "AM/PM with a 24-hour %H, so 2:05 PM would be read as 2:05 AM. Use %I with %p")
-    for key, value, needs in (("empty_time", "midnight", "time_column"),
-                              ("empty_datetime", "now", None)):
-        if key not in activity:
-            continue
-        if activity[key] != value:
+    # The opt-ins take one value each: anything else would read as a choice not made.
+    for key, value in (("empty_time", "midnight"), ("empty_datetime", "now")):
+        if key in activity and activity[key] != value:
             raise MappingError(f"{source}: activity.{key} can only be {value!r} "
                                f"(got {activity[key]!r}); leave it out to make such rows "
                                "invalid")
-        if needs is None and not ("datetime_column" in activity or "date_column" in activity):
-            raise MappingError(f"{source}: activity.{key} needs activity.datetime_column or "
-                               "activity.date_column")
+    if "empty_datetime" in activity and not ("datetime_column" in activity
+                                             or "date_column" in activity):
+        raise MappingError(f"{source}: activity.empty_datetime needs activity.datetime_column "
+                           "or activity.date_column")
 
 
 def check_columns(mapping: Mapping, available: list[str], input_name: str) -> None:
