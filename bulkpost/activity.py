@@ -1,10 +1,13 @@
 """From an input row to an activity request: the pure heart of bulkpost.
 
 Owns the per-row rules: the lead must be a GUID (or an e-mail address), the event an
-integer, the date-time parseable (naive values read in the mapping's time zone, sent in
-UTC); custom fields are sent as the cells' exact strings. A row either becomes an
-:class:`Activity` (the JSON body, ready to send) or an :class:`InvalidRow` naming the
-column and the reason. No I/O; the same code serves ``--dry-run`` and real runs.
+integer, the date-time filled and parseable, from one column or from a date column and a
+time-of-day column (naive values read in the mapping's time zone, sent in UTC; an empty
+cell is invalid unless the mapping chose ``empty_datetime = "now"`` or
+``empty_time = "midnight"``); custom fields are sent as the cells' exact strings. A row
+either becomes an :class:`Activity` (the JSON body, ready to send) or an
+:class:`InvalidRow` naming the column and the reason. No I/O; the same code serves
+``--dry-run`` and real runs.
 
 Identifiers (lead, event, date-time) are stripped of surrounding blanks; notes and field
 values are sent exactly as written.
@@ -18,7 +21,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, time, tzinfo
 
 from bulkpost.mapping import Mapping
 
@@ -75,15 +78,36 @@ def to_api_datetime(text: str, fmt: str | None, zone: tzinfo) -> str:
     rules apply: a repeated local time is its first occurrence, a skipped one takes the
     offset from before the change. Cached: exports repeat date-times (minutes, days) a lot.
     """
-    value = datetime.strptime(text, fmt) if fmt else datetime.fromisoformat(text)
+    return in_utc(datetime.strptime(text, fmt) if fmt else datetime.fromisoformat(text), zone)
+
+
+def in_utc(value: datetime, zone: tzinfo) -> str:
+    """``value`` in the API's UTC form; a naive one is read in ``zone``. Raises
+    ``ValueError`` for a value outside years 1..9999 once in UTC."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
     try:
         utc = value.astimezone(UTC)
     except OverflowError:
-        raise ValueError(f"{text!r} is outside years 1..9999 in UTC") from None
+        raise ValueError(f"{value.isoformat(sep=' ')} is outside years 1..9999 in UTC") \
+            from None
     # isoformat, not strftime: strftime("%Y") does not pad years before 1000 on Linux.
     return utc.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+
+
+@functools.lru_cache(maxsize=16384)
+def parse_date(text: str, fmt: str | None) -> date:
+    """A date cell read with ``fmt`` (a format with a date and no time: the mapping checks
+    it), else as an ISO 8601 date. Raises ``ValueError``."""
+    return datetime.strptime(text, fmt).date() if fmt else date.fromisoformat(text)
+
+
+@functools.lru_cache(maxsize=16384)
+def parse_time(text: str, fmt: str | None) -> time:
+    """A time-of-day cell read with ``fmt``, else as an ISO 8601 time (``14:05``,
+    ``14:05:33``; a typed time column's cells are ``HH:MM:SS``); an offset it carries is
+    kept. Raises ``ValueError``."""
+    return datetime.strptime(text, fmt).timetz() if fmt else time.fromisoformat(text)
 
 
 class RowMapper:
@@ -156,20 +180,12 @@ class RowMapper:
         body["ActivityEvent"] = event
         if m.note_column:
             body["ActivityNote"] = cells[m.note_column]
-        if m.datetime_column:
-            text = cells[m.datetime_column].strip()
-            if text and m.datetime_column in self._utc_columns:
-                # A zone-aware timestamp: the reader already wrote it in the API's UTC form.
-                body["ActivityDateTime"] = text
-            elif text:
-                zone = m.timezone
-                fmt = None if m.datetime_column in self._typed_columns else m.datetime_format
-                try:
-                    body["ActivityDateTime"] = to_api_datetime(text, fmt, zone)
-                except ValueError:
-                    expected = m.datetime_format or "ISO 8601"
-                    return invalid(m.datetime_column,
-                                   f"date-time {text!r} does not parse as {expected}")
+        try:
+            when = self._activity_datetime(cells)
+        except _Refused as refused:
+            return invalid(refused.column, refused.reason)
+        if when is not None:
+            body["ActivityDateTime"] = when
         if self._rules is None:
             fields = [{"SchemaName": name, "Value": cells[column]} for name, column in m.fields]
         else:
@@ -190,6 +206,78 @@ class RowMapper:
             body["Fields"] = fields
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return Activity(row, key, lead, data, content_hash(data), event)
+
+    def _activity_datetime(self, cells: dict[str, str]) -> str | None:
+        """The row's ActivityDateTime in UTC, or None to send none (no date-time column, or
+        an empty cell the mapping lets post at arrival). Raises :class:`_Refused`."""
+        m = self._mapping
+        if m.datetime_column:
+            column = m.datetime_column
+            text = cells[column].strip()
+            if not text:
+                if m.empty_datetime == "now":
+                    return None
+                raise _Refused(column, f"date-time is empty in column {column!r}: the activity "
+                                       f"would be stamped with the time of its arrival{_NOW_HINT}")
+            if column in self._utc_columns:
+                # A zone-aware timestamp: the reader already wrote it in the API's UTC form.
+                return text
+            fmt = None if column in self._typed_columns else m.datetime_format
+            try:
+                return to_api_datetime(text, fmt, m.timezone)
+            except ValueError:
+                raise _Refused(column, f"date-time {text!r} does not parse as "
+                                       f"{m.datetime_format or 'ISO 8601'}") from None
+        if m.date_column is None or m.time_column is None:
+            return None
+        day, clock = cells[m.date_column].strip(), cells[m.time_column].strip()
+        if not day:
+            if clock:
+                raise _Refused(m.date_column, f"date is empty in column {m.date_column!r} but "
+                                              f"its time of day is {clock!r}: a time needs a "
+                                              "date")
+            if m.empty_datetime == "now":
+                return None
+            raise _Refused(m.date_column, f"date is empty in column {m.date_column!r}: the "
+                                          "activity would be stamped with the time of its "
+                                          f"arrival{_NOW_HINT}")
+        if not clock:
+            if m.empty_time != "midnight":
+                raise _Refused(m.time_column, "time of day is empty in column "
+                                              f"{m.time_column!r}: the activity would land "
+                                              'at midnight; set empty_time = "midnight" in '
+                                              "the mapping to post it so")
+            clock = "00:00:00"
+            time_format = None
+        else:
+            time_format = None if m.time_column in self._typed_columns else m.time_format
+        date_format = None if m.date_column in self._typed_columns else m.date_format
+        try:
+            parsed_day = parse_date(day, date_format)
+        except ValueError:
+            raise _Refused(m.date_column, f"date {day!r} does not parse as "
+                                          f"{date_format or 'an ISO 8601 date'}") from None
+        try:
+            parsed_time = parse_time(clock, time_format)
+        except ValueError:
+            raise _Refused(m.time_column, f"time of day {clock!r} does not parse as "
+                                          f"{time_format or 'an ISO 8601 time'}") from None
+        try:
+            return in_utc(datetime.combine(parsed_day, parsed_time), m.timezone)
+        except ValueError as exc:
+            raise _Refused(m.date_column, f"date {day!r}, time {clock!r}: {exc}") from None
+
+
+_NOW_HINT = '; set empty_datetime = "now" in the mapping to post it so'
+
+
+class _Refused(Exception):
+    """A row's date-time cannot be sent: the column and why."""
+
+    def __init__(self, column: str, reason: str) -> None:
+        super().__init__(reason)
+        self.column = column
+        self.reason = reason
 
 
 def by_email(activity: Activity) -> bool:

@@ -5,7 +5,7 @@ The API takes every value as a string, so each Arrow column is turned into a lis
 ones too); floats as the shortest digits that read back to the same number, never in exponent form
 (integral ones without ".0"); decimals with their scale; booleans ``true``/``false``; timestamps as
 ``YYYY-MM-DD HH:MM:SS`` (converted to UTC when the type carries a zone); dates
-``YYYY-MM-DD``; nulls as "". Pure functions of Arrow arrays, no I/O.
+``YYYY-MM-DD``; times of day ``HH:MM:SS``; nulls as "". Pure functions of Arrow arrays, no I/O.
 """
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ def to_strings(array: pa.Array | pa.ChunkedArray) -> list[str]:
     if pa.types.is_date(kind):
         text = pc.strftime(pc.cast(array, pa.date32()), format="%Y-%m-%d")
         return [v if v is not None else "" for v in text.to_pylist()]
+    if pa.types.is_time(kind):
+        # Whole seconds, as timestamps: a time of day, not a duration (no fraction).
+        return [f"{v:%H:%M:%S}" if v is not None else "" for v in array.to_pylist()]
     if pa.types.is_null(kind):
         return [""] * len(array)
     return [str(v) if v is not None else "" for v in array.to_pylist()]

@@ -2,8 +2,8 @@
 
 Owns how the guesses are said: the ``[activity]`` and ``[fields]`` lines, in TOML that
 :func:`bulkpost.mapping.parse_mapping` reads, drafted from the columns' samples
-(:mod:`bulkpost.sampled_columns`: lead, date-time, note, key) and their matches to the
-type's fields (:mod:`bulkpost.field_matching`). Its rules:
+(:mod:`bulkpost.sampled_columns`: lead, date-time or a date and a time of day, note, key)
+and their matches to the type's fields (:mod:`bulkpost.field_matching`). Its rules:
 
 - nothing is mapped silently: every guess that needs a person's eye is a comment in the
   file, ``CONFIRM`` for a guess to check and ``!!!`` when a run would go wrong without an
@@ -12,6 +12,10 @@ type's fields (:mod:`bulkpost.field_matching`). Its rules:
   schema), then the date-time and the note among the rest; the key may also fill a field.
   A column left over is listed with why, and the type's fields with no column are listed
   (mandatory ones loudly: :func:`bulkpost.schema.preflight` refuses the mapping without);
+- a date with no time of day is never silent: with a time column beside it the two are
+  mapped together (``date_column`` and ``time_column``), else every activity lands at
+  midnight and that is loud; sampled empty date or time cells are loud (their rows will be
+  invalid unless the mapping opts in);
 - names and values are written as TOML basic strings
   (:func:`~bulkpost.field_matching.quoted`); in comments a control character is escaped,
   or it would end the comment. Comments are wrapped to :data:`WIDTH` columns.
@@ -29,8 +33,11 @@ from bulkpost.sampled_columns import (
     ColumnSample,
     DateOrder,
     DateTimeGuess,
+    TimeGuess,
     choose_datetime,
+    choose_time,
     detect_datetime,
+    detect_time,
     find_key_column,
     find_lead_columns,
     find_note_column,
@@ -123,7 +130,27 @@ def draft_mapping(samples: Sequence[ColumnSample], event: int, activity: Activit
     when = choose_datetime(guesses)
     if when is not None:
         used.add(when.column)
-        _datetime_lines(draft, when, timezone)
+        clock: TimeGuess | None = None
+        if not when.has_time and not when.aware:
+            # A date alone: its time of day may be in a column of its own.
+            times = [t for s in rest if s.name != when.column
+                     and (t := detect_time(s)) is not None]
+            clock = choose_time(when.column, times, [s.name for s in samples])
+            for other_time in times:
+                if other_time is not clock:
+                    left.setdefault(other_time.column, "also holds times of day")
+        by_name = {s.name: s for s in samples}
+        if clock is not None:
+            used.add(clock.column)
+            # A time counts as missing only beside a date: with no date the row is
+            # invalid whatever the time (and said so for the date).
+            days, clocks = by_name[when.column].values, by_name[clock.column].values
+            empty_times = sum(1 for day, time in zip(days, clocks, strict=True)
+                              if day.strip() and not time.strip())
+            _date_and_time_lines(draft, when, clock, timezone, by_name[when.column].empty,
+                                 empty_times)
+        else:
+            _datetime_lines(draft, when, timezone, by_name[when.column].empty)
         for other in guesses:
             if other is not when:
                 left.setdefault(other.column, "also holds date-times")
@@ -164,16 +191,69 @@ def draft_mapping(samples: Sequence[ColumnSample], event: int, activity: Activit
     return draft
 
 
-def _datetime_lines(draft: Draft, when: DateTimeGuess, timezone: str | None) -> None:
+def _datetime_lines(draft: Draft, when: DateTimeGuess, timezone: str | None,
+                    empty: int = 0) -> None:
+    """One column of date-times (or of dates alone, which land at midnight)."""
+    _date_lines(draft, when, "datetime", empty)
+    if not when.has_time and not when.aware:
+        column = quoted(when.column)
+        draft.flag(f"the values of {column} have no time of day, and no column of times of day "
+                   "was found beside it: every activity will land at midnight (00:00 in the "
+                   "timezone below). If the time is in another column, map the two as "
+                   "date_column/date_format and time_column/time_format instead.",
+                   f"date-time column {column} holds dates with no time of day and no time "
+                   "column was found: every activity will land at midnight")
+    _timezone_lines(draft, when, timezone)
+    draft.found.append(f"date-time {quoted(when.column)}"
+                       + (f" ({when.format})" if when.format and not when.problem else ""))
+
+
+def _date_and_time_lines(draft: Draft, when: DateTimeGuess, clock: TimeGuess,
+                         timezone: str | None, empty: int, empty_times: int) -> None:
+    """A column of dates and a column of times of day: the date-time built from the two."""
+    out = draft.lines.append
+    draft.comment("the date-time is built from a column of dates and a column of times of "
+                  "day, read together in the timezone below")
+    _date_lines(draft, when, "date", empty)
+    column = quoted(clock.column)
+    out(f"time_column = {column}  # e.g. {quoted(clock.example)}")
+    if clock.problem is not None:
+        draft.flag(f"no time_format written: {clock.problem}. Write one that reads every "
+                   "value (Python's strptime codes: %H or %I with %p, %M, %S).",
+                   f"time column {column}: {clock.problem}; write time_format by hand")
+        out('# time_format = ""')
+    elif clock.format is not None:
+        out(f"time_format = {quoted(clock.format)}")
+    if clock.unparsed:
+        count, example = len(clock.unparsed), quoted(clock.unparsed[0])
+        draft.flag(f"{count} sampled value(s) do not read as times of day, e.g. {example}: "
+                   "their rows will be invalid",
+                   f"time column {column}: {count} sampled value(s) do not read as times of "
+                   f"day, e.g. {example}")
+    if empty_times:
+        draft.flag(f"{empty_times} sampled cell(s) of {column} are empty beside a date: their "
+                   "rows will be invalid. To post them at midnight instead, add "
+                   'empty_time = "midnight".',
+                   f"time column {column}: {empty_times} sampled cell(s) are empty beside a "
+                   "date; their rows will be invalid")
+    _timezone_lines(draft, when, timezone)
+    draft.found.append(f"date {quoted(when.column)}"
+                       + (f" ({when.format})" if when.format and not when.problem else "")
+                       + f" and time {column}"
+                       + (f" ({clock.format})" if clock.format and not clock.problem else ""))
+
+
+def _date_lines(draft: Draft, when: DateTimeGuess, key: str, empty: int) -> None:
+    """The ``{key}_column`` and ``{key}_format`` lines (key: datetime, or date)."""
     out, warn = draft.lines.append, draft.warnings.append
     column = quoted(when.column)
-    out(f"datetime_column = {column}  # e.g. {quoted(when.example)}")
-    summary = f"date-time {column}"
+    what = "date-time" if key == "datetime" else "date"
+    out(f"{key}_column = {column}  # e.g. {quoted(when.example)}")
     if when.problem is not None:
-        draft.flag(f"no datetime_format written: {when.problem}. Write one that reads every "
+        draft.flag(f"no {key}_format written: {when.problem}. Write one that reads every "
                    "value (Python's strptime codes).",
-                   f"date-time column {column}: {when.problem}; write datetime_format by hand")
-        out('# datetime_format = ""')
+                   f"{what} column {column}: {when.problem}; write {key}_format by hand")
+        out(f'# {key}_format = ""')
     elif when.format is not None:
         if when.ambiguous:
             other = other_order(when.order)
@@ -182,22 +262,32 @@ def _datetime_lines(draft: Draft, when: DateTimeGuess, timezone: str | None) -> 
                 f"reads both ways, e.g. {quoted(when.example)}); {when.order} is written. If "
                 f"the dates are {other}, write {quoted(when.other_format or '')} (or run init "
                 f"again with --{other}).",
-                f"date-time column {column}: no sampled value tells day-first from "
+                f"{what} column {column}: no sampled value tells day-first from "
                 f"month-first; {when.order} was written: confirm it in the mapping")
         elif when.proof:
             draft.comment(f"{when.order}: {quoted(when.proof)} reads no other way"
                           + (", whatever was asked for" if when.overruled else ""))
         if when.overruled:
-            warn(f"date-time column {column}: the values prove {when.order}; the order asked "
+            warn(f"{what} column {column}: the values prove {when.order}; the order asked "
                  "for was not used")
-        out(f"datetime_format = {quoted(when.format)}")
-        summary += f" ({when.format})"
+        out(f"{key}_format = {quoted(when.format)}")
     if when.unparsed:
         count, example = len(when.unparsed), quoted(when.unparsed[0])
-        draft.flag(f"{count} sampled value(s) do not read as date-times, e.g. {example}: "
+        draft.flag(f"{count} sampled value(s) do not read as {what}s, e.g. {example}: "
                    "their rows will be invalid",
-                   f"date-time column {column}: {count} sampled value(s) do not read as "
-                   f"date-times, e.g. {example}")
+                   f"{what} column {column}: {count} sampled value(s) do not read as "
+                   f"{what}s, e.g. {example}")
+    if empty:
+        draft.flag(f"{empty} sampled cell(s) of {column} are empty: their rows will be invalid "
+                   "(sent without a date, an activity is stamped with the time of its "
+                   'arrival). To post them so instead, add empty_datetime = "now".',
+                   f"{what} column {column}: {empty} sampled cell(s) are empty; their rows "
+                   "will be invalid")
+
+
+def _timezone_lines(draft: Draft, when: DateTimeGuess, timezone: str | None) -> None:
+    out = draft.lines.append
+    column = quoted(when.column)
     if timezone is not None:
         out(f"timezone = {quoted(timezone)}")
     elif when.aware:
@@ -209,7 +299,6 @@ def _datetime_lines(draft: Draft, when: DateTimeGuess, timezone: str | None) -> 
                    f"date-time column {column}: the values carry no UTC offset; set timezone "
                    "in the mapping (without it they are read as UTC)")
         out('# timezone = "Asia/Kolkata"')
-    draft.found.append(summary)
 
 
 def _field_lines(draft: Draft, matches: list[FieldMatch], activity: ActivityType | None) -> None:

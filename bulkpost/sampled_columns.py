@@ -14,6 +14,8 @@ and rule columns out. The rules, each a plain function tested with plain tables:
   order asked for) is written, ``ambiguous``; values that prove an order win over the one
   asked for (``overruled``); values that prove both, or come in more than one form, get no
   format, only the ``problem``;
+- a column of dates with no time of day takes its time from a column of times of day
+  (``14:05``, ``2:05 PM``, ``02:05:33 pm``; a typed Parquet time), the one beside it first;
 - the note is a column named like one, else the one column of long free text; the key is
   named like an id, and filled and unique in every sampled row.
 """
@@ -51,6 +53,8 @@ _ISO = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ].+)?")
 _YMD = re.compile(r"\d{4}(?P<sep>[/.-])\d{1,2}(?P=sep)\d{1,2}" + _TIME)
 _DMY = re.compile(r"(?P<first>\d{1,2})(?P<sep>[/.-])(?P<second>\d{1,2})(?P=sep)"
                   r"(?P<year>\d{4}|\d{2})" + _TIME)
+_CLOCK = re.compile(r"\d{1,2}:\d{2}(?P<sec>:\d{2})?(?:(?P<ampm>\s?)[AaPp][Mm])?")
+_TYPED_CLOCK = re.compile(r"\d{2}:\d{2}:\d{2}")  # a typed time column's cells
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,11 @@ class ColumnSample:
     @property
     def filled(self) -> list[str]:
         return [v.strip() for v in self.values if v.strip()]
+
+    @property
+    def empty(self) -> int:
+        """How many sampled cells are empty (or blank)."""
+        return len(self.values) - len(self.filled)
 
 
 def other_order(order: DateOrder | None) -> DateOrder:
@@ -201,6 +210,8 @@ def detect_datetime(sample: ColumnSample, order: DateOrder | None = None
     if not values:
         return None
     if sample.typed:
+        if all(_TYPED_CLOCK.fullmatch(v) for v in values):
+            return None  # a typed time of day: :func:`detect_time`'s
         return DateTimeGuess(sample.name, None, aware=sample.aware,
                              has_time=any(" " in v for v in values), example=values[0])
     shapes = [_shape(v) for v in values]
@@ -252,6 +263,72 @@ def choose_datetime(guesses: Sequence[DateTimeGuess]) -> DateTimeGuess | None:
 
     ranked = sorted(enumerate(guesses), key=rank)
     return ranked[0][1] if ranked else None
+
+
+# -- the time of day beside a date ---------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class TimeGuess:
+    """What a column's values say of their time-of-day form."""
+
+    column: str
+    format: str | None  # None: a typed time column, read without one (or see problem)
+    example: str = ""
+    problem: str | None = None  # why no format can be written
+    unparsed: tuple[str, ...] = ()  # sampled values the format does not read
+
+
+def _clock_format(match: re.Match[str]) -> str:
+    ampm = match["ampm"]
+    if ampm is None:
+        return "%H:%M" + (":%S" if match["sec"] else "")
+    return "%I:%M" + (":%S" if match["sec"] else "") + f"{ampm}%p"
+
+
+def detect_time(sample: ColumnSample) -> TimeGuess | None:
+    """The time-of-day form of a column (``14:05``, ``14:05:33``, ``2:05 PM``,
+    ``02:05:33 pm``), or None when its values are not times of day."""
+    values = sample.filled
+    if not values:
+        return None
+    if sample.typed:
+        if all(_TYPED_CLOCK.fullmatch(v) for v in values):
+            return TimeGuess(sample.name, None, example=values[0])
+        return None
+    matches = [_CLOCK.fullmatch(v) for v in values]
+    if sum(1 for m in matches if m is not None) < SHARE * len(values):
+        return None
+    formats = list(dict.fromkeys(_clock_format(m) for m in matches if m is not None))
+    guess = TimeGuess(sample.name, None, example=values[0])
+    if len(formats) > 1:
+        examples = [next(v for v, m in zip(values, matches, strict=True)
+                         if m is not None and _clock_format(m) == f) for f in formats]
+        return replace(guess, problem="the values come in more than one form ("
+                                      + ", ".join(map(quoted, examples[:3]))
+                                      + "): one format cannot read them all")
+    [fmt] = formats
+    unread = []
+    for value in values:
+        try:
+            datetime.strptime(value, fmt)
+        except ValueError:
+            unread.append(value)
+    return replace(guess, format=fmt, unparsed=tuple(unread))
+
+
+def choose_time(date_column: str, guesses: Sequence[TimeGuess],
+                columns: Sequence[str]) -> TimeGuess | None:
+    """The time of day of ``date_column`` among the columns of times (``columns``: every
+    column, in file order): the one beside it, then a header naming a time, then the
+    nearest."""
+    position = {name: index for index, name in enumerate(columns)}
+
+    def rank(guess: TimeGuess) -> tuple[bool, bool, int]:
+        distance = abs(position[guess.column] - position[date_column])
+        hinted = bool({"time", "hour", "at"} & set(name_tokens(guess.column)))
+        return (distance != 1, not hinted, distance)
+
+    return min(guesses, key=rank) if guesses else None
 
 
 # -- the note and the key ------------------------------------------------------------------

@@ -53,7 +53,7 @@ class Source:
         self.columns = columns
         self.total_rows = total_rows
         self.utc_columns = utc_columns  # zone-aware timestamps, already formatted in UTC
-        self.typed_columns = typed_columns  # dates and timestamps, formatted in ISO form
+        self.typed_columns = typed_columns  # dates, times, timestamps: in ISO form
         self._batches = batches
         self._lock = threading.Lock()
 
@@ -135,7 +135,8 @@ def _open_typed(name: str, schema: pa.Schema, columns: list[str], total: int | N
         check_supported(schema.field(column), name)
     utc = frozenset(n for n in columns if is_utc_timestamp(schema.field(n).type))
     typed = frozenset(n for n in columns if pa.types.is_timestamp(schema.field(n).type)
-                      or pa.types.is_date(schema.field(n).type))
+                      or pa.types.is_date(schema.field(n).type)
+                      or pa.types.is_time(schema.field(n).type))
 
     def batches() -> Iterator[RowBatch]:
         next_row = 1

@@ -180,9 +180,102 @@ def test_a_custom_datetime_format_is_honoured(fmt: str, zone: str, cell: str, se
 
 
 @pytest.mark.parametrize("cell", ["", "   ", "\t"])
-def test_an_empty_date_time_cell_sends_no_activity_date_time(cell: str) -> None:
-    result = mapped(mapping(datetime_column="occurred"), occurred=cell)
-    assert body(result) == {"RelatedProspectId": LEAD, "ActivityEvent": 201}
+def test_an_empty_date_time_cell_makes_the_row_invalid(cell: str) -> None:
+    # Sent without ActivityDateTime, the row would be stamped with the time of its arrival.
+    result = invalid(mapped(mapping(datetime_column="occurred"), occurred=cell))
+    assert result.column == "occurred"
+    assert result.reason.startswith("date-time is empty in column 'occurred': the activity "
+                                    "would be stamped with the time of its arrival")
+    assert 'empty_datetime = "now"' in result.reason
+
+
+@pytest.mark.parametrize("cell", ["", "   ", "\t"])
+def test_an_empty_date_time_cell_posts_at_arrival_when_the_mapping_says_now(cell: str) -> None:
+    m = mapping(datetime_column="occurred", empty_datetime="now")
+    assert body(mapped(m, occurred=cell)) == {"RelatedProspectId": LEAD, "ActivityEvent": 201}
+    assert body(mapped(m, occurred="2024-03-05 10:00"))["ActivityDateTime"] == \
+        "2024-03-05 10:00:00"
+
+
+# A date column and a time-of-day column ---------------------------------------------------
+
+def split(**activity: Any) -> Mapping:
+    """A mapping whose date-time is built from "day" and "clock"."""
+    return mapping(**{"date_column": "day", "time_column": "clock", **activity})
+
+
+@pytest.mark.parametrize(
+    ("date_format", "time_format", "zone", "day", "clock", "sent"),
+    [
+        ("%d/%m/%Y", "%I:%M %p", "Asia/Kolkata", "13/03/2024", "2:05 PM", "2024-03-13 08:35:00"),
+        ("%d/%m/%Y", "%I:%M:%S %p", "Asia/Kolkata", "13/03/2024", "02:05:33 pm",
+         "2024-03-13 08:35:33"),
+        ("%d/%m/%Y", "%I:%M %p", "Asia/Kolkata", "01/01/2024", "12:10 AM", "2023-12-31 18:40:00"),
+        ("%m/%d/%Y", "%H:%M", "America/New_York", "07/01/2024", "14:05", "2024-07-01 18:05:00"),
+        (None, None, "UTC", "2024-03-05", "14:05:33", "2024-03-05 14:05:33"),
+        (None, None, "Asia/Kolkata", "2024-03-05", "09:00", "2024-03-05 03:30:00"),
+        # An offset written with the time wins over the mapping's zone.
+        ("%d.%m.%Y", "%H:%M %z", "America/New_York", "05.03.2024", "16:24 +0530",
+         "2024-03-05 10:54:00"),
+    ],
+)
+def test_a_date_and_a_time_of_day_make_one_date_time_sent_in_utc(
+        date_format: str | None, time_format: str | None, zone: str, day: str, clock: str,
+        sent: str) -> None:
+    m = split(date_format=date_format, time_format=time_format, timezone=zone)
+    assert body(mapped(m, day=f" {day} ", clock=clock))["ActivityDateTime"] == sent
+
+
+def test_an_empty_time_of_day_makes_the_row_invalid_unless_midnight_is_chosen() -> None:
+    m = split(date_format="%d/%m/%Y", time_format="%H:%M", timezone="Asia/Kolkata")
+    refused = invalid(mapped(m, day="13/03/2024", clock=" "))
+    assert refused.column == "clock"
+    assert refused.reason == ("time of day is empty in column 'clock': the activity would land "
+                              'at midnight; set empty_time = "midnight" in the mapping to post '
+                              "it so")
+    midnight = split(date_format="%d/%m/%Y", time_format="%H:%M", timezone="Asia/Kolkata",
+                     empty_time="midnight")
+    assert body(mapped(midnight, day="13/03/2024", clock=""))["ActivityDateTime"] == \
+        "2024-03-12 18:30:00"
+
+
+def test_an_empty_date_makes_the_row_invalid_unless_now_is_chosen() -> None:
+    m = split(date_format="%d/%m/%Y", time_format="%H:%M")
+    both = invalid(mapped(m, day="", clock=""))
+    assert both.column == "day" and both.reason.startswith(
+        "date is empty in column 'day': the activity would be stamped with the time of its "
+        "arrival")
+    now = split(date_format="%d/%m/%Y", time_format="%H:%M", empty_datetime="now")
+    assert "ActivityDateTime" not in body(mapped(now, day="", clock=""))
+    # A time with no date is refused whatever the mapping says: it cannot be placed.
+    for chosen in (m, now):
+        lone = invalid(mapped(chosen, day="", clock="10:00"))
+        assert lone.column == "day" and "its time of day is '10:00'" in lone.reason
+
+
+@pytest.mark.parametrize(
+    ("day", "clock", "column", "reason"),
+    [
+        ("32/03/2024", "10:00", "day", "date '32/03/2024' does not parse as %d/%m/%Y"),
+        ("2024-03-13", "10:00", "day", "date '2024-03-13' does not parse as %d/%m/%Y"),
+        ("13/03/2024 10:00", "10:00", "day",
+         "date '13/03/2024 10:00' does not parse as %d/%m/%Y"),
+        ("13/03/2024", "2:05 PM", "clock", "time of day '2:05 PM' does not parse as %H:%M"),
+        ("13/03/2024", "25:00", "clock", "time of day '25:00' does not parse as %H:%M"),
+    ],
+)
+def test_an_unparseable_date_or_time_names_its_column(day: str, clock: str, column: str,
+                                                       reason: str) -> None:
+    m = split(date_format="%d/%m/%Y", time_format="%H:%M")
+    refused = invalid(mapped(m, day=day, clock=clock))
+    assert (refused.column, refused.reason) == (column, reason)
+
+
+def test_typed_date_and_time_columns_are_read_as_iso_whatever_the_formats() -> None:
+    m = split(date_format="%d/%m/%Y", time_format="%I:%M %p", timezone="Asia/Kolkata")
+    typed = RowMapper(m, typed_columns=frozenset({"day", "clock"}))
+    result = typed.map_row(1, {"lead": LEAD, "day": "2024-03-13", "clock": "14:05:33"})
+    assert body(result)["ActivityDateTime"] == "2024-03-13 08:35:33"
 
 
 @pytest.mark.parametrize(

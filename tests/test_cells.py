@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -183,6 +183,13 @@ def test_timestamp_years_below_1000_keep_four_digits() -> None:
 def test_dates(kind: pa.DataType) -> None:
     values = [date(2024, 3, 5), None, date(1900, 1, 1), date(2038, 1, 19)]
     assert to_strings(pa.array(values, kind)) == ["2024-03-05", "", "1900-01-01", "2038-01-19"]
+
+
+@pytest.mark.parametrize("kind", [pa.time32("s"), pa.time32("ms"), pa.time64("us"),
+                                  pa.time64("ns")])
+def test_times_of_day_in_whole_seconds(kind: pa.DataType) -> None:
+    values = [time(14, 5, 33), None, time(0, 0), time(23, 59, 59, 999000)]
+    assert to_strings(pa.array(values, kind)) == ["14:05:33", "", "00:00:00", "23:59:59"]
 
 
 @pytest.mark.parametrize(

@@ -113,6 +113,7 @@ def test_parquet_values_arrive_in_faithful_form(tmp_path: Path, make_sandbox: An
 event = 202
 lead_id_column = "lead"
 datetime_column = "when"
+empty_datetime = "now"
 timezone = "Asia/Kolkata"
 key_column = "key"
 [fields]
@@ -131,7 +132,7 @@ mx_Custom_5 = "flag"
                                      "mx_Custom_5": "true"}
     # An aware timestamp is already UTC: the mapping's time zone does not apply to it.
     assert by_key["A"]["ActivityDateTime"] == "2024-01-01 05:30:00"
-    assert by_key["B"]["ActivityDateTime"] is None
+    assert by_key["B"]["ActivityDateTime"] is None  # a null, sent on arrival: chosen ("now")
     assert by_key["B"]["Fields"]["mx_Custom_2"] == ""
     assert by_key["B"]["Fields"]["mx_Custom_3"] == "100"
 
@@ -146,7 +147,7 @@ def test_bad_rows_are_recorded_and_never_stop_the_run(tmp_path: Path, make_sandb
         f"K3,{good},x,31/02/2024,c\n"
         f"K4,{good},too,many,cells,here\n"
         f"K5,00000000-0000-4000-8000-000000000000,x,2024-03-01 10:00:00,e\n"
-        f"K6,{good},ok,,f\n")
+        f"K6,{good},ok,,f\n")  # no date-time: it would be stamped on arrival
     mapping = tmp_path / "m.toml"
     mapping.write_text(MAPPING)
     server = make_sandbox()
@@ -154,7 +155,7 @@ def test_bad_rows_are_recorded_and_never_stop_the_run(tmp_path: Path, make_sandb
     result = _run(path, mapping, results, server.url)
     assert result.code == 1
     summary = result.summary
-    assert (summary["posted"], summary["invalid"], summary["rejected"]) == (2, 3, 1)
+    assert (summary["posted"], summary["invalid"], summary["rejected"]) == (1, 4, 1)
     rows = read_results(results)
     assert rows[2]["status"] == "invalid" and rows[2]["error_type"] == "lead"
     assert "not a GUID" in rows[2]["error"]
@@ -163,8 +164,10 @@ def test_bad_rows_are_recorded_and_never_stop_the_run(tmp_path: Path, make_sandb
     assert rows[5]["status"] == "rejected"
     assert rows[5]["error_type"] == "MXInvalidInputException"
     assert "does not exist" in rows[5]["error"]
-    assert {rows[1]["status"], rows[6]["status"]} == {"posted"}
-    assert server.create_calls() == 3  # invalid rows were never sent
+    assert rows[6]["status"] == "invalid" and rows[6]["error_type"] == "when"
+    assert rows[6]["error"].startswith("date-time is empty in column 'when'")
+    assert rows[1]["status"] == "posted"
+    assert server.create_calls() == 2  # invalid rows were never sent
 
     failures = tmp_path / "failures.csv"
     report = run_cli("report", results, "--input", path, "--failures", failures)
@@ -172,14 +175,14 @@ def test_bad_rows_are_recorded_and_never_stop_the_run(tmp_path: Path, make_sandb
     assert "invalid" in report.stdout and "not a GUID" in report.stdout
     lines = failures.read_text().splitlines()
     assert lines[0] == "key,lead,note,when,value,bulkpost_row,status,error"
-    assert len(lines) == 5 and lines[1].startswith("K2,not-a-guid,")
+    assert len(lines) == 6 and lines[1].startswith("K2,not-a-guid,")
     assert lines[3].startswith(",,,,,4,invalid,") and "K4" in lines[3]  # the raw ragged row
 
     # A rerun re-validates invalid rows (free) and does not re-send the unchanged rejection.
     calls = server.create_calls()
     again = _run(path, mapping, results, server.url)
     assert again.code == 1 and server.create_calls() == calls
-    assert again.summary["rejected"] == 1 and again.summary["skipped"] == 2
+    assert again.summary["rejected"] == 1 and again.summary["skipped"] == 1
 
 
 def test_a_fault_mix_posts_every_row_exactly_once(tmp_path: Path, make_sandbox: Any) -> None:

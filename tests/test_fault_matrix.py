@@ -77,6 +77,7 @@ event_column = "event"
 lead_id_column = "lead"
 note_column = "note"
 datetime_column = "when"
+empty_datetime = "now"  # every 5th row has none: sent so, stamped on arrival
 key_column = "key"
 
 [fields]

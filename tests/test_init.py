@@ -3,12 +3,16 @@ against the sandbox, down to a dry run with 0 invalid rows and a real run's ledg
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 import tomllib
 import uuid
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +25,7 @@ from bulkpost.sampled_columns import (
     ColumnSample,
     DateOrder,
     detect_datetime,
+    detect_time,
     find_key_column,
     find_lead_columns,
     find_note_column,
@@ -184,6 +189,39 @@ def test_key_column(columns: dict[str, tuple[str, ...]], key: str | None) -> Non
     assert find_key_column([ColumnSample(n, v) for n, v in columns.items()]) == key
 
 
+@pytest.mark.parametrize(("values", "fmt"), [
+    (["2:05 PM", "11:30 am", "12:10 AM"], "%I:%M %p"),
+    (["02:05:33 pm", "11:30:00 AM"], "%I:%M:%S %p"),
+    (["2:05PM", "11:30am"], "%I:%M%p"),
+    (["14:05", "9:30"], "%H:%M"),
+    (["14:05:33", "09:30:00", ""], "%H:%M:%S"),
+])
+def test_times_of_day_get_a_format_from_the_values(values: list[str], fmt: str) -> None:
+    guess = detect_time(ColumnSample("Call Time", tuple(values)))
+    assert guess is not None and (guess.format, guess.problem, guess.unparsed) == (fmt, None, ())
+
+
+def test_times_of_day_in_two_forms_or_out_of_range_are_said() -> None:
+    mixed = detect_time(ColumnSample("t", ("2:05 PM", "14:05")))
+    assert mixed is not None and mixed.format is None
+    assert mixed.problem is not None and "more than one form" in mixed.problem
+    wrong = detect_time(ColumnSample("t", ("14:05", "25:10")))
+    assert wrong is not None and (wrong.format, wrong.unparsed) == ("%H:%M", ("25:10",))
+
+
+@pytest.mark.parametrize("values", [["13/03/2024"], ["2024-03-13 10:00"], ["12.5"], ["SO-1"],
+                                    []])
+def test_other_values_are_not_times_of_day(values: list[str]) -> None:
+    assert detect_time(ColumnSample("x", tuple(values))) is None
+
+
+def test_a_typed_time_column_is_a_time_of_day_not_a_date_time() -> None:
+    typed = ColumnSample("at", ("14:05:33", "09:00:00"), typed=True)
+    assert detect_datetime(typed) is None
+    guess = detect_time(typed)
+    assert guess is not None and guess.format is None and guess.problem is None
+
+
 # -- the draft -----------------------------------------------------------------------------
 
 def _export(lead: tuple[str, ...] = (),
@@ -274,6 +312,66 @@ def test_any_column_name_is_written_as_valid_toml(name: str) -> None:
     activity = ActivityType(201, "t", {"mx_Custom_1": FieldSpec("mx_Custom_1", name, "String")})
     mapping = _loads(draft_mapping(samples, 201, activity, source=name, rows=1).text)
     assert mapping.fields == (("mx_Custom_1", name),)
+
+
+def _calls(dates: tuple[str, ...], times: tuple[str, ...],
+           durations: tuple[str, ...] = ()) -> list[ColumnSample]:
+    """A counsellor call log: a date column, the time of day beside it, a duration."""
+    count = len(dates)
+    return [ColumnSample("Call ID", tuple(f"C{n}" for n in range(count))),
+            ColumnSample("Lead Email", tuple(f"lead{n}@example.com" for n in range(count))),
+            ColumnSample("Call Date", dates),
+            ColumnSample("Call Time", times),
+            ColumnSample("Duration", durations or ("00:05:12",) * count),
+            ColumnSample("Notes", ("बात हुई",) * count)]
+
+
+def test_a_date_and_the_time_of_day_beside_it_are_mapped_together() -> None:
+    draft = draft_mapping(_calls(("13/03/2024", "01/04/2024"), ("2:05 PM", "11:40 AM")), 201,
+                          None, source="calls.csv", rows=2, timezone="Asia/Kolkata")
+    mapping = _loads(draft.text)
+    assert (mapping.datetime_column, mapping.date_column, mapping.date_format,
+            mapping.time_column, mapping.time_format) == (
+        None, "Call Date", "%d/%m/%Y", "Call Time", "%I:%M %p")
+    assert (mapping.lead_email_column, mapping.note_column, mapping.key_column) == (
+        "Lead Email", "Notes", "Call ID")
+    # The duration looks like a time of day too, but is not the one beside the date.
+    assert '#   "Duration": also holds times of day' in draft.text
+    assert 'date "Call Date" (%d/%m/%Y) and time "Call Time" (%I:%M %p)' in draft.found
+    assert not any("midnight" in w for w in draft.warnings)
+
+
+def test_a_date_with_no_time_of_day_is_loud_every_activity_lands_at_midnight() -> None:
+    samples = [s for s in _calls(("13/03/2024", "01/04/2024"), ("", ""))
+               if s.name not in ("Call Time", "Duration")]
+    draft = draft_mapping(samples, 201, None, source="calls.csv", rows=2)
+    mapping = _loads(draft.text)
+    assert (mapping.datetime_column, mapping.datetime_format) == ("Call Date", "%d/%m/%Y")
+    assert "# !!! the values of \"Call Date\" have no time of day" in draft.text
+    assert "every activity will land at midnight" in draft.text
+    assert any("every activity will land at midnight" in w for w in draft.warnings)
+
+
+def test_sampled_empty_date_and_time_cells_are_loud() -> None:
+    draft = draft_mapping(_calls(("13/03/2024", "", "14/03/2024"), ("2:05 PM", "", "")), 201,
+                          None, source="calls.csv", rows=3, timezone="Asia/Kolkata")
+    text = draft.text
+    assert '# !!! 1 sampled cell(s) of "Call Date" are empty: their rows will be invalid' in text
+    assert 'add empty_datetime = "now"' in text
+    # Row 2's time counts with its date: an empty time with no date changes nothing.
+    assert '# !!! 1 sampled cell(s) of "Call Time" are empty beside a date: their rows will be' \
+        in text
+    assert 'add empty_time = "midnight"' in text
+    assert sum("are empty" in w for w in draft.warnings) == 2
+    # The opt-ins are the user's: the draft does not write them.
+    assert (_loads(text).empty_time, _loads(text).empty_datetime) == (None, None)
+
+
+def test_an_empty_date_time_cell_is_loud_too() -> None:
+    draft = draft_mapping(_export(when=("13/03/2024 10:00", "  ")), 301, None, source="x.csv",
+                          rows=2)
+    assert '# !!! 1 sampled cell(s) of "When" are empty: their rows will be invalid' \
+        in draft.text
 
 
 # -- the command, for real -----------------------------------------------------------------
@@ -539,3 +637,117 @@ def test_a_cached_host_that_refuses_the_keys_is_found_again(
     cache.put(DEFAULT_ACCESS_KEY, singapore)
     _init_without_host(tmp_path, {singapore: stale.url, mumbai: home.url})
     assert cache.get(DEFAULT_ACCESS_KEY) == mumbai
+
+
+# -- a call log: a date column and a time-of-day column -------------------------------------
+
+CALLS_HEADER = ["Call ID", "Lead Email", "Call Date", "Call Time", "Counsellor", "Duration",
+                "Notes"]
+
+
+def _call_log(path: Path, count: int) -> tuple[Path, dict[str, str]]:
+    """A counsellor call log as Excel writes it in India: UTF-8 with a byte-order mark,
+    semicolons, day-first dates, 12-hour times, leads by e-mail, notes in Devanagari. Also
+    each lead's UTC date-time, computed here with the standard library alone."""
+    rows, sent = [], {}
+    kolkata = ZoneInfo("Asia/Kolkata")
+    for n in range(count):
+        day = date(2023, 1 + n % 12, 1 + n % 28)
+        hour, minute = 1 + n % 12, (7 * n) % 60
+        half = "AM" if n % 2 else "PM"
+        email = f"student{n}@example.com"
+        rows.append([f"CL-{n:05d}", email, f"{day:%d/%m/%Y}", f"{hour}:{minute:02d} {half}",
+                     "Priya", f"00:{n % 60:02d}:12", f"छात्र से बात हुई, कॉल {n}"])
+        clock = time(hour % 12 + (12 if half == "PM" else 0), minute)
+        local = datetime.combine(day, clock, kolkata)
+        sent[email] = f"{local.astimezone(ZoneInfo('UTC')):%Y-%m-%d %H:%M:%S}"
+    text = io.StringIO(newline="")
+    csv.writer(text, delimiter=";").writerows([CALLS_HEADER, *rows])
+    path.write_bytes(b"\xef\xbb\xbf" + text.getvalue().encode("utf-8"))
+    return path, sent
+
+
+@pytest.mark.e2e
+def test_a_call_log_with_a_date_and_a_time_column_posts_each_call_at_its_time(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    data, sent = _call_log(tmp_path / "calls.csv", 40)
+    output = tmp_path / "mapping.toml"
+    done = _init(data, "--event", "201", "--output", output, "--host", server.url,
+                 "--timezone", "Asia/Kolkata")
+    assert done.code == 0, done.stderr
+    mapping = load_mapping(output)
+    assert (mapping.lead_email_column, mapping.datetime_column, mapping.date_column,
+            mapping.date_format, mapping.time_column, mapping.time_format,
+            mapping.note_column, mapping.key_column, str(mapping.timezone)) == (
+        "Lead Email", None, "Call Date", "%d/%m/%Y", "Call Time", "%I:%M %p", "Notes",
+        "Call ID", "Asia/Kolkata")
+    assert "midnight" not in done.stderr
+    assert "Duration" not in mapping.used_columns()  # like a time of day, not beside the date
+
+    results = tmp_path / "results.csv"
+    dry = run_cli("validate", data, "--mapping", output, "--results", results,
+                  "--host", server.url, "--log-format", "json")
+    assert dry.code == 0, dry.stderr
+    assert (dry.summary["to_send"], dry.summary["invalid"]) == (40, 0)
+    real = run_cli("run", data, "--mapping", output, "--results", results,
+                   "--host", server.url, "--rate", "100/1s", "--log-format", "json")
+    assert real.code == 0 and real.summary["posted"] == 40, real.stderr
+    by_lead = {e["EmailAddress"]: e for e in server.ledger()}
+    assert {lead: e["ActivityDateTime"] for lead, e in by_lead.items()} == sent
+    # By hand: "01/01/2023" "1:00 PM" in Kolkata is 07:30 UTC; "12/12/2023" "12:17 AM" is
+    # seventeen minutes past midnight, so the day before in UTC.
+    assert by_lead["student0@example.com"]["ActivityDateTime"] == "2023-01-01 07:30:00"
+    assert by_lead["student11@example.com"]["ActivityDateTime"] == "2023-12-11 18:47:00"
+    assert by_lead["student3@example.com"]["ActivityNote"] == "छात्र से बात हुई, कॉल 3"
+
+    # Verifying the run reads the calls back and finds the date-times it sent.
+    check = run_cli("verify", results, "--input", data, "--mapping", output,
+                    "--host", server.url)
+    assert check.code == 0, check.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("clock_type", ["time64", "string"])
+def test_parquet_dates_with_a_time_column_post_each_row_at_its_time(
+        tmp_path: Path, make_sandbox: Any, clock_type: str) -> None:
+    server = make_sandbox()
+    leads = [_lead() for _ in range(3)]
+    days = [date(2024, 3, 13), date(2024, 12, 31), date(2024, 1, 1)]
+    clocks = [time(14, 5, 33), time(23, 59, 59, 500000), time(0, 10)]
+    if clock_type == "time64":
+        clock_column = pa.array(clocks, pa.time64("us"))
+    else:
+        clock_column = pa.array(["2:05:33 PM", "11:59:59 PM", "12:10:00 AM"], pa.string())
+    path = tmp_path / "calls.parquet"
+    pq.write_table(pa.table({"lead": leads, "call_date": pa.array(days, pa.date32()),
+                             "call_time": clock_column}), path)
+    output = tmp_path / "mapping.toml"
+    done = _init(path, "--event", "201", "--output", output, "--host", server.url,
+                 "--timezone", "Asia/Kolkata")
+    assert done.code == 0, done.stderr
+    mapping = load_mapping(output)
+    assert (mapping.date_column, mapping.date_format, mapping.time_column,
+            mapping.time_format) == (
+        "call_date", None, "call_time", None if clock_type == "time64" else "%I:%M:%S %p")
+    dry = run_cli("run", path, "--mapping", output, "--results", tmp_path / "r.csv",
+                  "--dry-run", "--host", server.url, "--log-format", "json")
+    assert (dry.summary["to_send"], dry.summary["invalid"]) == (3, 0), dry.stderr
+    real = run_cli("run", path, "--mapping", output, "--results", tmp_path / "r.csv",
+                   "--host", server.url, "--log-format", "json")
+    assert real.code == 0 and real.summary["posted"] == 3, real.stderr
+    by_lead = {e["RelatedProspectId"]: e["ActivityDateTime"] for e in server.ledger()}
+    # Kolkata is UTC+05:30; the fraction of a second is dropped.
+    assert by_lead == {leads[0]: "2024-03-13 08:35:33", leads[1]: "2024-12-31 18:29:59",
+                       leads[2]: "2023-12-31 18:40:00"}
+
+
+def test_a_date_alone_is_warned_to_land_at_midnight(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "calls.csv", ["Lead Email", "Call Date"],
+                     [[f"s{n}@example.com", f"1{n}/03/2024"] for n in range(3)])
+    output = tmp_path / "m.toml"
+    done = _init(data, "--event", "201", "--output", output, "--timezone", "Asia/Kolkata",
+                 LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
+    assert done.code == 0, done.stderr
+    assert "every activity will land at midnight" in done.stderr
+    assert "# !!! the values of \"Call Date\" have no time of day" in output.read_text()

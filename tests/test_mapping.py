@@ -215,6 +215,101 @@ def test_event_column_of_the_wrong_type_is_refused() -> None:
     assert "activity.event_column must be a string" in refused(data(event=None, event_column=7))
 
 
+# -- the date-time: one column, or a date column and a time-of-day column ----------------
+
+SPLIT = {"date_column": "Call Date", "time_column": "Call Time"}
+
+
+def test_a_date_column_and_a_time_column_make_the_date_time() -> None:
+    mapping = parse_mapping(data(**SPLIT, date_format="%d/%m/%Y", time_format="%I:%M %p",
+                                 timezone="Asia/Kolkata", empty_time="midnight",
+                                 empty_datetime="now"))
+    assert (mapping.date_column, mapping.date_format, mapping.time_column,
+            mapping.time_format) == ("Call Date", "%d/%m/%Y", "Call Time", "%I:%M %p")
+    assert (mapping.empty_time, mapping.empty_datetime) == ("midnight", "now")
+    assert mapping.datetime_column is None
+    assert mapping.used_columns() == ["lead_id", "Call Date", "Call Time"]
+
+
+@pytest.mark.parametrize(("activity", "expected"), [
+    ({"datetime_column": "at", **SPLIT}, "activity.datetime_column and activity.date_column "
+                                         "exclude each other"),
+    ({"datetime_format": "%d/%m/%Y %H:%M", "time_column": "t", "date_column": "d"},
+     "activity.datetime_format and activity.date_column exclude each other"),
+    ({"date_column": "d"}, "activity.date_column needs activity.time_column"),
+    ({"time_column": "t", "time_format": "%H:%M"}, "activity.time_column needs "
+                                                   "activity.date_column"),
+    ({"date_format": "%d/%m/%Y"}, "activity.date_format needs activity.date_column and "
+                                  "activity.time_column"),
+    ({"empty_time": "midnight"}, "activity.empty_time needs activity.date_column and "
+                                 "activity.time_column"),
+    ({"empty_datetime": "now"}, "activity.empty_datetime needs activity.datetime_column or "
+                                "activity.date_column"),
+    ({**SPLIT, "empty_time": "00:00"}, "activity.empty_time can only be 'midnight' (got "
+                                       "'00:00')"),
+    ({"datetime_column": "at", "empty_datetime": "arrival"},
+     "activity.empty_datetime can only be 'now' (got 'arrival')"),
+])
+def test_date_time_keys_that_do_not_go_together_are_refused(activity: dict[str, str],
+                                                           expected: str) -> None:
+    assert expected in refused(data(**activity))
+
+
+@pytest.mark.parametrize("fmt", ["%H:%M", "%I:%M %p", "%d", "%d/%m", "%m/%Y", "%Y", "%H:%M:%S",
+                                 "", "%%Y-%%m-%%d", "%Y %W"])
+def test_a_datetime_format_without_a_whole_date_is_refused(fmt: str) -> None:
+    # "12:30" read with "%H:%M" would be posted as 1900-01-01 12:30.
+    message = refused(data(datetime_column="at", datetime_format=fmt))
+    assert f"activity.datetime_format {fmt!r} has no whole date" in message
+
+
+@pytest.mark.parametrize("fmt", ["%d/%m/%Y %H:%M", "%Y%m%d", "%d.%m.%y", "%Y-%j", "%b %d, %Y",
+                                 "%G-W%V-%u %H:%M", "%Y %W %a", "%c", "%x %X",
+                                 "%Y-%m-%dT%H:%M:%S%z"])
+def test_a_datetime_format_with_a_whole_date_is_accepted(fmt: str) -> None:
+    assert parse_mapping(data(datetime_column="at", datetime_format=fmt)).datetime_format == fmt
+
+
+@pytest.mark.parametrize("fmt", ["%d/%m/%Y %H:%M", "%d/%m/%Y %I%p", "%H:%M", "%d/%m", "%c",
+                                 "%Y-%m-%d%z", "%x %X"])
+def test_a_date_format_with_a_time_or_without_a_whole_date_is_refused(fmt: str) -> None:
+    message = refused(data(**SPLIT, date_format=fmt))
+    assert f"activity.date_format {fmt!r} must read a whole date" in message
+    assert "and no time of day" in message
+
+
+@pytest.mark.parametrize("fmt", ["%d/%m/%Y %H:%M", "%Y %H:%M", "%M:%S", "%d", "", "%x",
+                                 "%c", "%H:%M %b"])
+def test_a_time_format_with_a_date_or_without_an_hour_is_refused(fmt: str) -> None:
+    message = refused(data(**SPLIT, time_format=fmt))
+    assert f"activity.time_format {fmt!r} must read a time of day" in message
+
+
+@pytest.mark.parametrize(("fmt", "expected"), [
+    ("%I:%M", "reads a 12-hour %I without %p: every time would be read as AM"),
+    ("%H:%M %p", "has %p without %I: strptime ignores AM/PM with a 24-hour %H"),
+])
+def test_a_time_format_that_would_misread_the_half_of_the_day_is_refused(
+        fmt: str, expected: str) -> None:
+    assert expected in refused(data(**SPLIT, time_format=fmt))
+
+
+@pytest.mark.parametrize(("date_format", "time_format"), [
+    ("%d/%m/%Y", "%I:%M %p"), ("%m/%d/%y", "%H:%M:%S"), ("%Y%m%d", "%H%M"),
+    ("%d %B %Y", "%I:%M:%S%p"), ("%x", "%X"), ("%Y-%m-%d", "%H:%M %z"),
+])
+def test_date_and_time_formats_that_read_their_part_are_accepted(date_format: str,
+                                                                 time_format: str) -> None:
+    mapping = parse_mapping(data(**SPLIT, date_format=date_format, time_format=time_format))
+    assert (mapping.date_format, mapping.time_format) == (date_format, time_format)
+
+
+def test_a_date_time_column_missing_from_the_input_is_named() -> None:
+    mapping = parse_mapping(data(**SPLIT))
+    with pytest.raises(MappingError, match="column\\(s\\) 'Call Time' not found"):
+        check_columns(mapping, ["lead_id", "Call Date"], "calls.csv")
+
+
 def test_mapping_errors_are_usage_errors_with_exit_code_2() -> None:
     with pytest.raises(UsageError) as caught:
         parse_mapping({})

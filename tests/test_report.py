@@ -395,7 +395,7 @@ def test_a_held_results_file_names_the_holder_and_never_suggests_another_file(
 
 def test_two_concurrent_runs_on_one_results_file_exclude_each_other(
         tmp_path: Path, make_sandbox: Any) -> None:
-    rows = [[f"K{n}", _lead(n), f"note {n}", "", "v"] for n in range(1, 31)]
+    rows = [[f"K{n}", _lead(n), f"note {n}", "2024-03-01 10:00:00", "v"] for n in range(1, 31)]
     data = _write(tmp_path / "in.csv", rows, "utf-8", ",")
     mapping = _mapping(tmp_path)
     server = make_sandbox(latency=(0.05, 0.05))
@@ -507,3 +507,108 @@ def test_an_empty_lead_id_and_a_malformed_one_are_two_problems() -> None:
     assert groups.lines() == ["column 'lead': 2 rows, first at row 1: lead id is empty",
                               "column 'lead': 2 rows, first at row 3: lead id 'nope' is not "
                               "a GUID"]
+
+
+# -- a date and a time of day left empty ----------------------------------------------------
+
+CALL_COLUMNS = ["Call ID", "Lead Email", "Call Date", "Call Time", "Notes"]
+CALLS = [
+    ["C1", "a@example.com", "13/03/2024", "2:05 PM", "बात हुई"],
+    ["C2", "b@example.com", "13/03/2024", "", "समय नहीं लिखा"],  # no time of day
+    ["C3", "c@example.com", "", "", "कुछ नहीं लिखा"],  # no date, no time
+    ["C4", "d@example.com", "", "11:40 AM", "तारीख नहीं लिखी"],  # a time with no date
+    ["C5", "e@example.com", "14/03/2024", "11:40 AM", "बात हुई"],
+]
+CALLS_MAPPING = """\
+[activity]
+event = 201
+lead_email_column = "Lead Email"
+date_column = "Call Date"
+date_format = "%d/%m/%Y"
+time_column = "Call Time"
+time_format = "%I:%M %p"
+timezone = "Asia/Kolkata"
+note_column = "Notes"
+key_column = "Call ID"
+"""
+
+
+def _calls(path: Path) -> Path:
+    text = io.StringIO(newline="")
+    csv.writer(text, delimiter=";").writerows([CALL_COLUMNS, *CALLS])
+    path.write_bytes(b"\xef\xbb\xbf" + text.getvalue().encode("utf-8"))
+    return path
+
+
+@pytest.mark.e2e
+def test_empty_dates_and_times_are_invalid_and_their_failures_keep_both_columns(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    data = _calls(tmp_path / "calls.csv")
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(CALLS_MAPPING)
+    dry = run_cli("validate", data, "--mapping", mapping, "--results", tmp_path / "dry.csv",
+                  "--host", server.url, "--log-format", "json")
+    assert dry.code == 1, dry.stderr
+    assert (dry.summary["to_send"], dry.summary["invalid"]) == (2, 3)
+    assert "would be stamped with the time of its arrival" in dry.stderr
+    assert "would land at midnight" in dry.stderr
+
+    results = tmp_path / "results.csv"
+    first = _run(data, mapping, results, server.url)
+    assert first.code == 1, first.stderr
+    assert (first.summary["posted"], first.summary["invalid"]) == (2, 3)
+    outcomes = {r["key"]: r for r in read_results(results).values()}
+    assert {key: (outcomes[key]["status"], outcomes[key]["error_type"])
+            for key in ("C2", "C3", "C4")} == {"C2": ("invalid", "Call Time"),
+                                               "C3": ("invalid", "Call Date"),
+                                               "C4": ("invalid", "Call Date")}
+    assert outcomes["C3"]["error"].startswith("date is empty in column 'Call Date': the "
+                                              "activity would be stamped with the time of its "
+                                              "arrival")
+    stored = {e["EmailAddress"]: e["ActivityDateTime"] for e in server.ledger()}
+    assert stored == {"a@example.com": "2024-03-13 08:35:00",
+                      "e@example.com": "2024-03-14 06:10:00"}
+
+    # The failures file holds the three rows with both columns as they were written.
+    failures = tmp_path / "to-fix.csv"
+    report = run_cli("report", results, "--input", data, "--failures", failures)
+    assert report.code == 0, report.stderr
+    back = _read(failures, "utf-8-sig", ";")
+    assert back[0] == [*CALL_COLUMNS, "status", "error"]
+    assert [row[:5] for row in back[1:]] == [CALLS[1], CALLS[2], CALLS[3]]
+
+    # Opted in: an empty time of day posts at midnight, an empty date (and time) at arrival.
+    # A time with no date is still refused: it cannot be placed.
+    mapping.write_text(CALLS_MAPPING + 'empty_time = "midnight"\nempty_datetime = "now"\n')
+    again = _run(failures, mapping, tmp_path / "r2.csv", server.url)
+    assert (again.summary["posted"], again.summary["invalid"]) == (2, 1), again.stderr
+    stored = {e["EmailAddress"]: e["ActivityDateTime"] for e in server.ledger()}
+    assert stored["b@example.com"] == "2024-03-12 18:30:00"  # midnight in Kolkata
+    assert stored["c@example.com"] is None  # sent without one: stamped on arrival
+    assert "d@example.com" not in stored
+
+
+@pytest.mark.e2e
+def test_an_empty_date_time_cell_is_invalid_unless_the_mapping_says_now(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    rows = [["K1", _lead(1), "called", "2023-05-01 10:00:00", "x"],
+            ["K2", _lead(2), "called", "", "y"]]
+    data = _write(tmp_path / "in.csv", rows, "utf-8", ",")
+    mapping = _mapping(tmp_path)
+    assert 'datetime_column = "when"' in MAPPING
+    dry = run_cli("run", data, "--mapping", mapping, "--results", tmp_path / "dry.csv",
+                  "--dry-run", "--host", server.url, "--log-format", "json")
+    assert (dry.summary["to_send"], dry.summary["invalid"]) == (1, 1), dry.stderr
+    real = _run(data, mapping, tmp_path / "r.csv", server.url)
+    assert (real.summary["posted"], real.summary["invalid"]) == (1, 1), real.stderr
+    [entry] = server.ledger()
+    assert entry["ActivityDateTime"] == "2023-05-01 04:30:00"  # 10:00 in Kolkata
+
+    mapping.write_text(MAPPING.replace('datetime_column = "when"',
+                                       'datetime_column = "when"\nempty_datetime = "now"'))
+    now = _run(data, mapping, tmp_path / "r2.csv", server.url)
+    assert (now.summary["posted"], now.summary["invalid"]) == (2, 0), now.stderr
+    late = [e for e in server.ledger() if e["RelatedProspectId"] == _lead(2)]
+    assert [e["ActivityDateTime"] for e in late] == [None]

@@ -118,6 +118,22 @@ def test_parquet_values_and_row_numbers(tmp_path: Path) -> None:
     }
 
 
+def test_parquet_dates_times_and_timestamps_are_typed(tmp_path: Path) -> None:
+    from datetime import date, datetime, time
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({
+        "day": pa.array([date(2024, 3, 13)], pa.date32()),
+        "clock": pa.array([time(14, 5, 33, 250000)], pa.time64("us")),
+        "at": pa.array([datetime(2024, 3, 13, 14, 5)], pa.timestamp("ms")),
+        "text": pa.array(["14:05:33"]),
+    }), path)
+    columns = ["day", "clock", "at", "text"]
+    assert open_source(path, columns).typed_columns == {"day", "clock", "at"}
+    assert _rows(path, columns) == {1: {"day": "2024-03-13", "clock": "14:05:33",
+                                        "at": "2024-03-13 14:05:00", "text": "14:05:33"}}
+
+
 def test_parquet_unsupported_column_type_names_the_column(tmp_path: Path) -> None:
     path = tmp_path / "nested.parquet"
     pq.write_table(pa.table({"tags": pa.array([["a", "b"]])}), path)
