@@ -79,6 +79,9 @@ EVENTS: dict[str, str] = {
     "region.cache_not_saved": "the API host found could not be cached",
     # The results file and the history
     "results.not_compacted": "results file not compacted",
+    "input.repeated_keys": "keys in more than one row of the input: an exact repeat is "
+                           "created once; the rows of a key whose contents differ are "
+                           "invalid, none sent",
     "history.changed_skipped": "rows skipped: their key was posted before with other content; "
                                "--on-changed post sends them, update updates them in place, "
                                "fail lists them",

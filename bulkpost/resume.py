@@ -44,7 +44,7 @@ class Status(enum.Enum):
     REJECTED = "rejected"
     INVALID = "invalid"
     UNKNOWN = "unknown"
-    SKIPPED = "skipped"  # not sent: the history (--history) holds its key
+    SKIPPED = "skipped"  # not sent: the history (--history) holds its key, or a repeat
     UPDATED = "updated"  # --on-changed update: the activity its key holds was updated
 
 
@@ -54,7 +54,8 @@ _DONE_WITH_CONTENT = frozenset({Status.POSTED, Status.UPDATED})
 
 class Action(enum.Enum):
     """What this run does with a row. :func:`plan_row` decides among the first five from the
-    results file; the planner (:mod:`bulkpost.planner`) adds the history's three. Internal:
+    results file; the planner (:mod:`bulkpost.planner`) adds the history's four and the
+    input's repeated keys' two. Internal:
     a value is the member's name, never written to a file or shown (unlike :class:`Status`)."""
 
     SEND = "send"            # post it
@@ -66,6 +67,8 @@ class Action(enum.Enum):
     SKIP_CHANGED = "skip_changed"  # --on-changed skip: its key holds other content
     FAIL_CHANGED = "fail_changed"  # --on-changed fail: recorded invalid, naming the key
     UPDATE = "update"        # --on-changed update: update the activity its key holds
+    SKIP_REPEAT = "skip_repeat"  # an exact repeat of an earlier row of the input
+    KEY_CONFLICT = "key_conflict"  # its key is in other rows with other content: invalid
 
 
 class Recorded(NamedTuple):

@@ -470,7 +470,10 @@ def test_without_a_key_column_identical_content_is_posted_once(
                            tmp_path / "ra.csv", history, server.url))
     assert first.code == 0
     assert (first.summary["posted"], first.summary["skipped"]) == (4, 1)
-    assert read_results(tmp_path / "ra.csv")[4]["error_type"] == "duplicate key"
+    repeat = read_results(tmp_path / "ra.csv")[4]
+    assert (repeat["error_type"], repeat["error"]) == (
+        "repeat", "repeat of row 3 (the same content; the input has no key for it)")
+    assert first.summary["repeats"] == 1
     second = run_cli(*_args(_night(tmp_path / "b.csv", [3, 4, 5]), mapping,
                             tmp_path / "rb.csv", history, server.url))
     assert (second.summary["posted"], second.summary["skipped"]) == (1, 2)

@@ -463,7 +463,7 @@ def test_a_line_not_needed_changes_no_plan(recorded: str) -> None:
     ("posted", OPTIONS, False, True),  # the history may need repairing
     ("posted", PlanOptions(), False, False),
     ("posted", PlanOptions(), True, True),
-    ("skipped: history", PlanOptions(), True, False),
+    ("skipped: history", PlanOptions(), True, True),  # a repeat? decided again if so
     ("skipped: changed", OPTIONS, False, True),  # decided again
     ("failed", PlanOptions(), False, True),
     ("failed", PlanOptions(dry_run=True), False, False),
