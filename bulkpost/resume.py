@@ -15,7 +15,9 @@ Pure functions over plain values, no I/O. The rules:
   with ``--resend-unknown``, send without looking.
 
 A row whose key differs from the key recorded under its number means the results file was
-written for another input; so does a row recorded ``posted`` whose number now maps to other
+written for another input (unless the row was recorded ``invalid``: it was never sent, and
+its key may be fixed as its other cells may, say to give two calls under one key each
+their own); so does a row recorded ``posted`` whose number now maps to other
 content (the row would be skipped, never sent). Both stop the run before any request: the
 run compares every posted row before it sends (:func:`posted_differs`), and the planner
 refuses such a row again should a one-pass stream bring one.
@@ -119,7 +121,7 @@ def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
     """What the results file alone says to do with one row (one of the first five actions);
     the planner (:func:`bulkpost.planner.decide`) starts from this. Raises UsageError for a
     results file written for another input."""
-    if (recorded is not None and recorded.key_digest
+    if (recorded is not None and recorded.key_digest and recorded.status is not Status.INVALID
             and recorded.key_digest != key_digest(current.key)):
         raise UsageError(
             f"the results file was written for another input: row {current.row} has key "
