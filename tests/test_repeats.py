@@ -55,9 +55,11 @@ def _activity(row: int, key: str, content: str) -> Activity:
 def test_read_ahead_every_row_of_a_repeated_key_knows_them_all() -> None:
     keys = InputKeys()
     try:
-        first = [_activity(1, "A", "01"), _activity(2, "B", "02"), _activity(3, "B", "02")]
-        second = [_activity(4, "C", "04"), InvalidRow(5, "A", "lead", "not a GUID", "05"),
-                  _activity(6, "", "07"), _activity(7, "", "07"), _activity(8, "D", "08")]
+        first: list[Activity | InvalidRow] = [
+            _activity(1, "A", "01"), _activity(2, "B", "02"), _activity(3, "B", "02")]
+        second: list[Activity | InvalidRow] = [
+            _activity(4, "C", "04"), InvalidRow(5, "A", "lead", "not a GUID", "05"),
+            _activity(6, "", "07"), _activity(7, "", "07"), _activity(8, "D", "08")]
         keys.add(first)
         keys.add(second)
         a = Repeat("A", 1, 2, (1, 5), True)  # row 5 does not validate: other content
