@@ -481,7 +481,8 @@ def test_which_lines_are_read(recorded: str, options: PlanOptions, wanted: bool,
 
 
 # -- refusals ------------------------------------------------------------------------------
-@pytest.mark.parametrize("status", list(Status))
+# A row recorded invalid was never sent: its key may be fixed (tests/test_resume.py).
+@pytest.mark.parametrize("status", [s for s in Status if s is not Status.INVALID])
 @pytest.mark.parametrize("row", [ROW, INVALID])
 @pytest.mark.parametrize("history", [False, True])
 def test_another_key_under_the_row_number_is_refused(status: Status,
