@@ -52,6 +52,11 @@ def history_import(results_files: tuple[Path, ...], history_path: Path) -> None:
         click.echo(f"{path}: {counts['lines']:,} lines: {counts['posted']:,} keys posted, "
                    f"{counts['to_look_up']:,} to look up first (may have been created)",
                    err=True)
+        if twice := counts["posted_more_than_once"]:
+            keys = counts["keys_posted_more_than_once"]
+            shown = ", ".join(map(repr, keys)) + (" …" if twice > len(keys) else "")
+            click.echo(f"{path}: {twice:,} key{'' if twice == 1 else 's'} posted by more than "
+                       f"one row (an activity each; the history keeps one): {shown}", err=True)
     emit({"history": str(history_path),
            "imported": [{"results": str(path), **counts} for path, counts in done]})
 

@@ -11,7 +11,11 @@ compacted reads right: a file's later lines win over its earlier ones):
   key was posted with;
 - a ``rejected`` row created nothing: it drops only a claim this import made;
 - ``invalid`` and ``skipped`` rows (their key is in some history already), and rows
-  without a key or content hash, are counted as ignored.
+  without a key or content hash, are counted as ignored;
+- a key posted by more than one row of the file (two different calls under one id, or
+  identical rows both posted, by a bulkpost that did not check an input's repeated keys)
+  holds more than one activity; the history keeps one of them. They are counted and named
+  (:data:`SHOWN_KEYS` of them), never merged quietly.
 """
 
 from __future__ import annotations
@@ -33,10 +37,15 @@ SELECT ?1, ?2, NULL, ?3, ?4 WHERE NOT EXISTS (
 ON CONFLICT (key, content_hash) DO NOTHING"""
 _IMPORT_SETTLED = "DELETE FROM claims WHERE key = ? AND content_hash = ? AND run = ?"
 _BATCH = 10_000  # statements per transaction
+SHOWN_KEYS = 20  # keys posted more than once, named
+# The file's posted rows (a row's last line wins), to find the keys posted more than once.
+_POSTED_ROWS = ("CREATE TEMP TABLE IF NOT EXISTS imported_rows "
+                "(row INTEGER PRIMARY KEY, key TEXT NOT NULL)")
+_POSTED_ROW = "INSERT OR REPLACE INTO temp.imported_rows VALUES (?, ?)"
 
 
 def import_results(history: Path, results: Iterable[Path], run_id: str
-                   ) -> list[tuple[Path, dict[str, int]]]:
+                   ) -> list[tuple[Path, dict[str, Any]]]:
     """``bulkpost history import``: every results file into the history, one run each."""
     done = []
     for index, path in enumerate(results):
@@ -48,10 +57,13 @@ def import_results(history: Path, results: Iterable[Path], run_id: str
     return done
 
 
-def import_file(store: History, path: str | Path) -> dict[str, int]:
+def import_file(store: History, path: str | Path) -> dict[str, Any]:
     """Seed ``store`` from one results file, as a run of its own. Returns the lines read,
-    and the keys posted and the claims this import made."""
+    the keys posted and the claims this import made, and the keys the file posted more than
+    once (how many, and the first of them)."""
     lines = ignored = 0
+    store.db.execute(_POSTED_ROWS)
+    store.db.execute("DELETE FROM temp.imported_rows")
     store.register("", str(path))
     run = store.run_row
     batch: list[tuple[str, tuple[Any, ...]]] = []
@@ -70,6 +82,7 @@ def import_file(store: History, path: str | Path) -> dict[str, int]:
             batch.append((_IMPORT_POSTED, (key, outcome.activity_id, None, content, run, at,
                                            None)))
             batch.append((SETTLED, (key, content)))
+            batch.append((_POSTED_ROW, (outcome.row, key)))
         elif outcome.status in (Status.UNKNOWN, Status.FAILED):
             batch.append((_IMPORT_CLAIM, (key, content, run, at)))
         elif outcome.status is Status.REJECTED:
@@ -78,9 +91,13 @@ def import_file(store: History, path: str | Path) -> dict[str, int]:
             ignored += 1
     store.commit(batch)
     posted, claims = store.held_by_run()
-    counts = {"lines": lines, "posted": posted, "to_look_up": claims, "ignored": ignored}
-    store.finish(0, counts["posted"], 0, 0)
-    return counts
+    twice = store.db.execute(
+        "SELECT key FROM temp.imported_rows GROUP BY key HAVING count(*) > 1 "
+        "ORDER BY min(row)").fetchall()
+    store.finish(0, posted, 0, 0)
+    return {"lines": lines, "posted": posted, "to_look_up": claims, "ignored": ignored,
+            "posted_more_than_once": len(twice),
+            "keys_posted_more_than_once": [key for (key,) in twice[:SHOWN_KEYS]]}
 
 
 def _parse_time(text: str) -> int:
