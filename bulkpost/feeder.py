@@ -233,7 +233,7 @@ class Feeder:
                           if item.row <= last and posted_differs(item, results.recorded(item.row)))
             if len(differ) >= 6:
                 break
-            self._keys.add(items)
+            self._keys.take(items)
         return sorted(differ)[:6]
 
 

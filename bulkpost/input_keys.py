@@ -8,7 +8,7 @@ and its first :data:`~bulkpost.repeats.LISTED` rows. The rules these feed are
 
 Two ways to use it, by what the input allows:
 
-- read twice (a file): :meth:`InputKeys.add` every batch before the first row is sent, then
+- read twice (a file): :meth:`InputKeys.take` every batch before the first row is sent, then
   :meth:`InputKeys.repeats_of` each batch as it is planned: every row of a repeated key
   knows all the key's rows;
 - read once (a stream): :meth:`InputKeys.add` each batch as it is planned, and use what it
@@ -68,6 +68,11 @@ class _Key:
 
 
 _COLUMNS = "shown, first, content, differ, rows, listed"
+# One row taken: its key's first row, or one more (listed while fewer than LISTED are).
+_TAKE = f"""INSERT INTO keys VALUES (?1, ?2, ?3, ?4, 0, 1, ?3)
+ON CONFLICT (key) DO UPDATE SET differ = differ OR content IS NOT excluded.content,
+    rows = rows + 1,
+    listed = CASE WHEN rows < {LISTED} THEN listed || ',' || excluded.first ELSE listed END"""
 
 
 class InputKeys:
@@ -84,6 +89,15 @@ class InputKeys:
 
     def close(self) -> None:
         self._db.close()
+
+    def take(self, items: Sequence[Activity | InvalidRow]) -> None:
+        """Take a batch's rows (in row order, after every earlier batch), telling nothing:
+        the read ahead, whose rows ask :meth:`repeats_of` once every batch is taken."""
+        self._db.execute("BEGIN")
+        self._db.executemany(_TAKE, [(key, shown, item.row, content)
+                                     for item in items if (taken := _tracked(item))
+                                     for key, shown, content in (taken,)])
+        self._db.execute("COMMIT")
 
     def add(self, items: Sequence[Activity | InvalidRow]) -> dict[int, Repeat]:
         """Take a batch's rows (in row order, after every earlier batch). Returns, for each

@@ -60,8 +60,8 @@ def test_read_ahead_every_row_of_a_repeated_key_knows_them_all() -> None:
         second: list[Activity | InvalidRow] = [
             _activity(4, "C", "04"), InvalidRow(5, "A", "lead", "not a GUID", "05"),
             _activity(6, "", "07"), _activity(7, "", "07"), _activity(8, "D", "08")]
-        keys.add(first)
-        keys.add(second)
+        keys.take(first)
+        keys.take(second)
         a = Repeat("A", 1, 2, (1, 5), True)  # row 5 does not validate: other content
         b = Repeat("B", 2, 2, (2, 3), False)
         same = Repeat("", 6, 2, (6, 7), False)  # no key: a row's key is its content
@@ -82,6 +82,7 @@ def test_read_ahead_every_row_of_a_repeated_key_knows_them_all() -> None:
 def test_read_once_a_row_knows_the_rows_before_it() -> None:
     keys = InputKeys()
     try:
+        assert keys.add([]) == {}
         assert keys.add([_activity(1, "A", "01"), _activity(2, "A", "01")]) == {
             2: Repeat("A", 1, 2, (1, 2), False)}
         # Row 3 differs: it and every later row of the key are told so; row 1 has gone.
@@ -94,7 +95,7 @@ def test_read_once_a_row_knows_the_rows_before_it() -> None:
 def test_a_key_in_many_rows_lists_its_first_and_counts_the_rest() -> None:
     keys = InputKeys()
     try:
-        keys.add([_activity(row, "K", "01" if row < 900 else "02") for row in range(1, 1001)])
+        keys.take([_activity(row, "K", "01" if row < 900 else "02") for row in range(1, 1001)])
         repeat = keys.repeats_of([_activity(950, "K", "02")])[950]
         assert repeat == Repeat("K", 1, 1000, (1, 2, 3, 4, 5, 6), True)
         assert repeat.conflict(950) == ("key 'K' is also in rows 1, 2, 3, 4, 5 and 994 more "
@@ -189,3 +190,20 @@ def test_a_stream_read_once_sends_a_conflicting_keys_first_row_only(
     assert (summary.posted, summary.repeats, summary.invalid) == (4, 1, 1)
     assert _calls(server) == Counter({"C-101": 1, "C-102": 1, "C-104": 1, "C-105": 1})
     assert read_results(tmp_path / "r.csv")[6]["error"] == "key 'C-104' " + CONFLICT.format(4)
+
+
+def test_taken_and_added_rows_are_held_alike() -> None:
+    """The read ahead's SQL and the one-pass read's Python keep the same per key."""
+    rows: list[Activity | InvalidRow] = [
+        _activity(n, f"K{n % 7}", f"{n % 3 if n % 7 == 1 else 0:02d}") for n in range(1, 60)]
+    rows.append(InvalidRow(60, "K2", "lead", "not a GUID", "aa"))
+    taken, added = InputKeys(), InputKeys()
+    try:
+        for start in range(0, len(rows), 8):
+            taken.take(rows[start:start + 8])
+            added.add(rows[start:start + 8])
+        assert taken.repeats_of(rows) == added.repeats_of(rows)
+        assert taken.report() == added.report()
+    finally:
+        taken.close()
+        added.close()
