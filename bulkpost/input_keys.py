@@ -14,12 +14,14 @@ Two ways to use it, by what the input allows:
 - read once (a stream): :meth:`InputKeys.add` each batch as it is planned, and use what it
   returns: a row knows the rows before it.
 
-Called from the feeder's threads, one call at a time.
+Called from the feeder's threads; a lock keeps a call that outlived its cancelled task
+from meeting :meth:`InputKeys.close`.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +82,7 @@ class InputKeys:
 
     def __init__(self) -> None:
         # "": a private temporary database, on disk once it outgrows the page cache.
+        self._lock = threading.Lock()
         self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode = OFF")
         self._db.execute("PRAGMA synchronous = OFF")
@@ -88,20 +91,47 @@ class InputKeys:
             "content INTEGER, differ INTEGER, rows INTEGER, listed TEXT) WITHOUT ROWID")
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def take(self, items: Sequence[Activity | InvalidRow]) -> None:
         """Take a batch's rows (in row order, after every earlier batch), telling nothing:
         the read ahead, whose rows ask :meth:`repeats_of` once every batch is taken."""
+        with self._lock:
+            self._take(items)
+
+    def add(self, items: Sequence[Activity | InvalidRow]) -> dict[int, Repeat]:
+        """Take a batch's rows (in row order, after every earlier batch). Returns, for each
+        row whose key an earlier row has, the key's rows up to it."""
+        with self._lock:
+            return self._add(items)
+
+    def repeats_of(self, items: Sequence[Activity | InvalidRow]) -> dict[int, Repeat]:
+        """For each row of a repeated key (once every batch was taken): all the key's
+        rows."""
+        with self._lock:
+            return self._repeats_of(items)
+
+    def counts(self) -> tuple[int, int, int]:
+        """How many keys repeat, how many of them with differing contents, and in how many
+        rows."""
+        with self._lock:
+            return self._counts()
+
+    def report(self, top: int = SHOWN_KEYS) -> list[str]:
+        """The repeated keys so far, for people: how many, and the first ``top`` (those
+        with differing contents first); empty when none repeats."""
+        with self._lock:
+            return self._report(top)
+
+    def _take(self, items: Sequence[Activity | InvalidRow]) -> None:
         self._db.execute("BEGIN")
         self._db.executemany(_TAKE, [(key, shown, item.row, content)
                                      for item in items if (taken := _tracked(item))
                                      for key, shown, content in (taken,)])
         self._db.execute("COMMIT")
 
-    def add(self, items: Sequence[Activity | InvalidRow]) -> dict[int, Repeat]:
-        """Take a batch's rows (in row order, after every earlier batch). Returns, for each
-        row whose key an earlier row has, the key's rows up to it."""
+    def _add(self, items: Sequence[Activity | InvalidRow]) -> dict[int, Repeat]:
         tracked = [(item.row, *taken) for item in items if (taken := _tracked(item))]
         if not tracked:
             return {}
@@ -125,9 +155,7 @@ class InputKeys:
         self._db.execute("COMMIT")
         return repeats
 
-    def repeats_of(self, items: Sequence[Activity | InvalidRow]) -> dict[int, Repeat]:
-        """For each row of a repeated key (once every batch was added): all the key's
-        rows."""
+    def _repeats_of(self, items: Sequence[Activity | InvalidRow]) -> dict[int, Repeat]:
         tracked = {item.row: taken[0] for item in items if (taken := _tracked(item))}
         if not tracked:
             return {}
@@ -136,21 +164,17 @@ class InputKeys:
             list(tracked.values()))}
         return {row: keys[key] for row, key in tracked.items() if key in keys}
 
-    def counts(self) -> tuple[int, int, int]:
-        """How many keys repeat, how many of them with differing contents, and in how many
-        rows."""
+    def _counts(self) -> tuple[int, int, int]:
         keys, differing, rows = self._db.execute(
             "SELECT count(*), coalesce(sum(differ), 0), coalesce(sum(rows), 0) FROM keys "
             "WHERE rows > 1").fetchone()
         return int(keys), int(differing), int(rows)
 
-    def report(self, top: int = SHOWN_KEYS) -> list[str]:
-        """The repeated keys so far, for people: how many, and the first ``top`` (those
-        with differing contents first); empty when none repeats."""
+    def _report(self, top: int) -> list[str]:
         shown = [_Key.read(*found).repeat() for found in self._db.execute(
             f"SELECT {_COLUMNS} FROM keys WHERE rows > 1 ORDER BY differ DESC, first "
             "LIMIT ?", (top,))]
-        return repeated_lines(*self.counts(), shown)
+        return repeated_lines(*self._counts(), shown)
 
     def _select(self, query: str, keys: Sequence[str]) -> Iterator[Any]:
         """The query's records for these keys (its ``IN ({})``), a chunk at a time."""
