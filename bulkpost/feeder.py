@@ -19,6 +19,7 @@ checked row by row as it is planned, each row knowing the rows before it.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -206,10 +207,12 @@ class Feeder:
         planned."""
         if isinstance(self.options.input, pa.RecordBatchReader):
             return
+        started = time.monotonic()
         differ = await asyncio.to_thread(self._read_keys, rules,
                                          self._results.last_posted_row())
         if differ:
             raise other_input(differ)
+        log.info("input.read_ahead", seconds=round(time.monotonic() - started, 1))
         self._keys_read = not self._stopping.is_set()
         repeated = await asyncio.to_thread(self._keys.report)
         if repeated and not self.options.dry_run:  # a dry run lists them in its report
