@@ -84,6 +84,12 @@ def history_import(results_files: tuple[Path, ...], history_path: Path,
         click.echo(f"{imported.path}: {counts['lines']:,} lines: {counts['posted']:,} keys "
                    f"posted{identified}, {counts['to_look_up']:,} to look up first (may have "
                    "been created)", err=True)
+        if twice := counts["posted_more_than_once"]:
+            keys = counts["keys_posted_more_than_once"]
+            shown = ", ".join(map(repr, keys)) + (" …" if twice > len(keys) else "")
+            click.echo(f"{imported.path}: {twice:,} key{'' if twice == 1 else 's'} posted by "
+                       "more than one row (an activity each; the history keeps one): "
+                       f"{shown}", err=True)
         for line in _not_updatable_lines(imported, source is not None):
             click.echo(f"{imported.path}: {line}", err=True)
     emit({"history": str(history_path),

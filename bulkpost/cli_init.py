@@ -53,14 +53,17 @@ def read_sample(path: Path, *, encoding: str, delimiter: str | None,
         readable = [c for c in columns if _readable(path, c, encoding, delimiter)]
         source = open_source(path, readable, encoding=encoding, delimiter=delimiter)
     values: dict[str, list[str]] = {c: [] for c in readable}
+    numbers: list[int] = []
     read = 0
     while read < rows and (batch := source.next_batch()) is not None:
         take = min(len(batch.rows), rows - read)
         for column in readable:
             values[column] += batch.columns[column][:take]
+        numbers += batch.rows[:take]
         read += take
     samples = [ColumnSample(c, tuple(values[c]), typed=c in source.typed_columns,
-                            aware=c in source.utc_columns) for c in readable]
+                            aware=c in source.utc_columns, numbers=tuple(numbers))
+               for c in readable]
     return samples, read, [c for c in columns if c not in readable]
 
 

@@ -12,6 +12,7 @@ import gc
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,15 @@ from bulkpost.summary import Summary
 
 
 def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[str],
-                    rate: str, created_before: int = 0) -> str:
+                    rate: str, created_before: int = 0,
+                    repeated_keys: Sequence[str] = ()) -> str:
     lines = [f"dry run: {to_send:,} rows to send, {invalid:,} invalid"]
     if created_before:
         lines.append(f"  {_plural(created_before, 'row')} not to send: created before from "
                      "the same rows (the history holds their keys); --create-again would "
                      "create them a second time")
     lines += [f"  {line}" for line in problems]
+    lines += [f"  {line}" for line in repeated_keys]
     hours, rest = divmod(round(seconds), 3600)
     lines.append(f"a real run would take about {hours}:{rest // 60:02d}:{rest % 60:02d} at "
                  f"{rate} (the rate limit; look-ups and retries come on top)")
@@ -228,7 +231,8 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
                      "both": f"{rates.get('single')} and {rates.get('bulk')} bulk calls of "
                              f"{batch_size}"}[mode]
         click.echo(dry_run_report(summary.to_send, summary.invalid, summary.estimated_s,
-                                   summary.problems, allowance, summary.created_before),
+                                   summary.problems, allowance, summary.created_before,
+                                   summary.repeated_keys),
                    err=True)
     write_summary(summary_json, summary.as_dict())
     emit(summary.as_dict())

@@ -9,13 +9,17 @@ its low-water mark, so memory stays flat whatever the input size.
 
 Before the first row: the activity types' field rules the rows are mapped by
 (:func:`field_rules`, read by the preflight), the progress bar's counts
-(:func:`track_progress`), and :meth:`Feeder.check_same_input`, which refuses a results file
-whose posted rows now hold other content.
+(:func:`track_progress`), and :meth:`Feeder.read_ahead`, one read of the input that refuses
+a results file whose posted rows now hold other content and takes every row's key
+(:class:`~bulkpost.input_keys.InputKeys`), so that the rows of a repeated key are planned
+knowing all of them (:mod:`bulkpost.repeats`). An input that can be read once only is
+checked row by row as it is planned, each row knowing the rows before it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -28,11 +32,13 @@ from bulkpost.delivery import Delivery
 from bulkpost.dispatch import JobQueue
 from bulkpost.errors import MappingError
 from bulkpost.history import History
+from bulkpost.input_keys import InputKeys
 from bulkpost.lookups import Lookups
 from bulkpost.options import RunOptions
 from bulkpost.planner import KeyHolder, Plan, PlanOptions, decide, needs_line
 from bulkpost.preflight import event_codes, run_preflight
 from bulkpost.progress import Progress
+from bulkpost.repeats import Repeat
 from bulkpost.report import ProblemGroups
 from bulkpost.results import ResultsLog
 from bulkpost.resume import Action, Status, other_input, posted_differs
@@ -66,6 +72,12 @@ class Feeder:
         self._progress = progress
         self._problems = problems
         self._stopping = stopping
+        self._keys = InputKeys()
+        self._keys_read = False  # every row's key was taken before the first row
+
+    def close(self) -> None:
+        """Drop the input's keys (a temporary database)."""
+        self._keys.close()
 
     async def feed(self, source: Source, queue: JobQueue[Job] | None,
                    rules: FieldRules | None) -> None:
@@ -77,11 +89,16 @@ class Feeder:
             if queue is not None:
                 await queue.wait_for_room()  # the next batch was read and mapped meanwhile
             if got is None:
+                self._summary.repeated_keys = await asyncio.to_thread(self._keys.report)
+                if (not self._keys_read and self._summary.repeated_keys
+                        and not self.options.dry_run):
+                    log.warning("input.repeated_keys", repeated=self._summary.repeated_keys,
+                                read_once=True)
                 if queue is not None:
                     await self._carry_over(queue)
                     queue.close()
                 return
-            items, screened = got
+            items, screened, repeats = got
             for item in items:
                 self._summary.rows += 1
                 recorded = results.recorded(item.row)
@@ -92,7 +109,7 @@ class Feeder:
                 line = results.last_outcome(item.row) if needs_line(
                     item, recorded, key_holder, self.plan_options, sample_wanted=wanted) else None
                 plan = decide(item, recorded, line, key_holder, self.plan_options,
-                              sample_wanted=wanted)
+                              sample_wanted=wanted, repeat=repeats.get(item.row))
                 if (plan.action is Action.SKIP_KEY and key_holder is not None
                         and key_holder.posted):
                     self._summary.created_before += 1
@@ -126,8 +143,10 @@ class Feeder:
         self._summary.carried = taken
 
     def _read_and_map(self, source: Source, mapper: RowMapper
-                      ) -> tuple[list[Activity | InvalidRow], dict[int, KeyHolder]] | None:
-        """The next batch, mapped, and what the history holds of its rows' keys."""
+                      ) -> tuple[list[Activity | InvalidRow], dict[int, KeyHolder],
+                                 dict[int, Repeat]] | None:
+        """The next batch, mapped; what the history holds of its rows' keys, and the
+        input's other rows with them."""
         batch = source.next_batch()
         if batch is None:
             return None
@@ -140,7 +159,9 @@ class Feeder:
         screened: dict[int, KeyHolder] = {}
         if self._history is not None:
             screened = self._history.screen([i for i in mapped if isinstance(i, Activity)])
-        return mapped, screened
+        repeats = (self._keys.repeats_of(mapped) if self._keys_read
+                   else self._keys.add(mapped))
+        return mapped, screened, repeats
 
     def _apply(self, item: Activity | InvalidRow, plan: Plan,
                queue: JobQueue[Job] | None) -> None:
@@ -154,6 +175,8 @@ class Feeder:
                      row=item.row, run_of_the_other=plan.other_claim)
         if plan.changed:
             summary.changed += 1
+        if plan.action is Action.SKIP_REPEAT:
+            summary.repeats += 1
         if plan.sends:
             assert isinstance(item, Activity)
             if queue is None:
@@ -179,33 +202,44 @@ class Feeder:
             self._lookups.offer_sample(item, *plan.sample)
 
     # -- before the first row ------------------------------------------------------------
-    async def check_same_input(self, rules: FieldRules | None) -> None:
-        """Refuse, before any call, a results file whose posted rows now hold other
-        content: those rows would be skipped, never sent (another input, or the same file
-        edited where it was posted). One read of the input up to the last posted row; a
-        stream that can be read once only is checked row by row as it is planned."""
-        last = self._results.last_posted_row()
-        if not last or isinstance(self.options.input, pa.RecordBatchReader):
+    async def read_ahead(self, rules: FieldRules | None) -> None:
+        """One read of the input before any call: refuse a results file whose posted rows
+        now hold other content (those rows would be skipped, never sent: another input, or
+        the same file edited where it was posted), and take every row's key, saying which
+        keys repeat. A stream that can be read once only is checked row by row as it is
+        planned."""
+        if isinstance(self.options.input, pa.RecordBatchReader):
             return
-        differ = await asyncio.to_thread(self._posted_differing, rules, last)
+        started = time.monotonic()
+        differ = await asyncio.to_thread(self._read_keys, rules,
+                                         self._results.last_posted_row())
         if differ:
             raise other_input(differ)
+        log.info("input.read_ahead", seconds=round(time.monotonic() - started, 1))
+        self._keys_read = not self._stopping.is_set()
+        repeated = await asyncio.to_thread(self._keys.report)
+        if repeated and not self.options.dry_run:  # a dry run lists them in its report
+            log.warning("input.repeated_keys", repeated=repeated)
 
-    def _posted_differing(self, rules: FieldRules | None, last: int) -> list[int]:
-        """The first rows (up to six) up to ``last`` recorded posted with other content."""
+    def _read_keys(self, rules: FieldRules | None, last: int) -> list[int]:
+        """Every row's key taken; the first rows (up to six) up to ``last`` recorded
+        posted with other content (then the read stops: the run is refused)."""
         opts, results = self.options, self._results
         source = open_source(opts.input, opts.mapping.used_columns(), encoding=opts.encoding,
                              delimiter=opts.delimiter)
         mapper = RowMapper(opts.mapping, source.utc_columns, source.typed_columns, rules)
         differ: list[int] = []
-        while len(differ) < 6 and (batch := source.next_batch()) is not None:
+        while (batch := source.next_batch()) is not None and not self._stopping.is_set():
             items: list[Activity | InvalidRow] = [
                 InvalidRow(row, "", "", reason, "") for row, reason in batch.broken]
             items.extend(mapper.map_batch(batch.rows, batch.columns))
+            if batch.broken:
+                items.sort(key=lambda item: item.row)
             differ.extend(item.row for item in items
                           if item.row <= last and posted_differs(item, results.recorded(item.row)))
-            if batch.rows and batch.rows[-1] >= last:
+            if len(differ) >= 6:
                 break
+            self._keys.take(items)
         return sorted(differ)[:6]
 
 

@@ -11,7 +11,11 @@ compacted reads right: a file's later lines win over its earlier ones):
   key was posted with;
 - a ``rejected`` row created nothing: it drops only a claim this import made;
 - ``invalid`` and ``skipped`` rows (their key is in some history already), and rows
-  without a key or content hash, are counted as ignored.
+  without a key or content hash, are counted as ignored;
+- a key posted by more than one row of the file (two different calls under one id, or
+  identical rows both posted, by a bulkpost that did not check an input's repeated keys)
+  holds more than one activity; the history keeps one of them. They are counted and named
+  (:data:`SHOWN_KEYS` of them), never merged quietly.
 
 A results file keeps no lead, date-time or event code, which ``--on-changed update`` needs
 to update a key's activity in place. Given the input and mapping the results file was
@@ -51,6 +55,11 @@ _IMPORT_SETTLED = "DELETE FROM claims WHERE key = ? AND content_hash = ? AND run
 _IDENTIFIED = ("UPDATE keys SET event_code = ?, identity_hash = ? "
                "WHERE key = ? AND content_hash = ? AND run = ?")
 _BATCH = 10_000  # statements per transaction
+SHOWN_KEYS = 20  # keys posted more than once, named
+# The file's posted rows (a row's last line wins), to find the keys posted more than once.
+_POSTED_ROWS = ("CREATE TEMP TABLE IF NOT EXISTS imported_rows "
+                "(row INTEGER PRIMARY KEY, key TEXT NOT NULL)")
+_POSTED_ROW = "INSERT OR REPLACE INTO temp.imported_rows VALUES (?, ?)"
 _DONE = (Status.POSTED, Status.UPDATED)
 
 
@@ -69,7 +78,7 @@ class Imported:
     """What importing one results file did."""
 
     path: Path
-    counts: dict[str, int]
+    counts: dict[str, Any]
     not_matching: list[str] = field(default_factory=list)  # rows whose input differs, why
 
 
@@ -98,8 +107,11 @@ def import_results(history: Path, results: Iterable[Path], run_id: str,
 def import_file(store: History, path: str | Path, source: ResultsInput | None = None
                 ) -> Imported:
     """Seed ``store`` from one results file, as a run of its own. Counts the lines read,
-    the keys posted, the claims this import made, and the posted keys identified (their
-    lead, date-time and event code recorded, from ``source``) and not."""
+    the keys posted, the claims this import made, the posted keys identified (their lead,
+    date-time and event code recorded, from ``source``) and not, and the keys the file
+    posted more than once (how many, and the first of them)."""
+    store.db.execute(_POSTED_ROWS)
+    store.db.execute("DELETE FROM temp.imported_rows")
     lines = ignored = 0
     input_text = "" if source is None else str(source.path)
     store.register(input_text, str(path))
@@ -123,6 +135,7 @@ def import_file(store: History, path: str | Path, source: ResultsInput | None = 
             batch.append((_IMPORT_POSTED, (key, outcome.activity_id, None, content, run, at,
                                            None)))
             batch.append((SETTLED, (key, content)))
+            batch.append((_POSTED_ROW, (outcome.row, key)))
         elif outcome.status in (Status.UNKNOWN, Status.FAILED):
             batch.append((_IMPORT_CLAIM, (key, content, run, at)))
         elif outcome.status is Status.REJECTED:
@@ -134,10 +147,14 @@ def import_file(store: History, path: str | Path, source: ResultsInput | None = 
         store, index, source, path)
     posted, claims = store.held_by_run()
     identified = store.identified_by_run()
+    twice = store.db.execute(
+        "SELECT key FROM temp.imported_rows GROUP BY key HAVING count(*) > 1 "
+        "ORDER BY min(row)").fetchall()
     counts = {"lines": lines, "posted": posted, "to_look_up": claims, "ignored": ignored,
               "identified": identified, "not_identified": posted - identified,
-              "not_matching": len(not_matching)}
-    store.finish(0, counts["posted"], 0, 0)
+              "not_matching": len(not_matching), "posted_more_than_once": len(twice),
+              "keys_posted_more_than_once": [key for (key,) in twice[:SHOWN_KEYS]]}
+    store.finish(0, posted, 0, 0)
     return Imported(Path(path), counts, not_matching)
 
 

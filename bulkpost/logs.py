@@ -79,6 +79,11 @@ EVENTS: dict[str, str] = {
     "region.cache_not_saved": "the API host found could not be cached",
     # The results file and the history
     "results.not_compacted": "results file not compacted",
+    "input.read_ahead": "input read ahead: every row's key taken, and the results file "
+                        "checked to be this input's",
+    "input.repeated_keys": "keys in more than one row of the input: an exact repeat is "
+                           "created once; the rows of a key whose contents differ are "
+                           "invalid, none sent",
     "history.changed_skipped": "rows skipped: their key was posted before with other content "
                                "(their skipped lines in the results file say why)",
     "history.other_claim": "key sent by a run that stopped, with other content: sending this "

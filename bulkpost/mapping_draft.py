@@ -42,6 +42,7 @@ from bulkpost.sampled_columns import (
     find_lead_columns,
     find_note_column,
     other_order,
+    repeated_key_values,
 )
 from bulkpost.schema import ActivityType, preflight
 
@@ -162,7 +163,18 @@ def draft_mapping(samples: Sequence[ColumnSample], event: int, activity: Activit
         used.add(note_column)
         out(f"note_column = {quoted(note_column)}")
         draft.found.append(f"note {quoted(note_column)}")
-    key = find_key_column([s for s in samples if s.name not in used - {m.column for m in matches}])
+    candidates = [s for s in samples if s.name not in used - {m.column for m in matches}]
+    key = find_key_column(candidates)
+    for repeated in repeated_key_values(candidates):
+        draft.flag(f"{quoted(repeated.column)} is not the key_column: {repeated.describe()} "
+                   "sampled (two calls under one id, or one exported twice?). With a repeated "
+                   "key, a run creates an exact repeat once and sends none of the rows of a "
+                   "key whose contents differ; "
+                   + ("without a key column, a row's key is its content" if key is None
+                      else f"{quoted(key)} is the key instead"),
+                   f"{quoted(repeated.column)} is not the key column: {repeated.describe()} "
+                   "sampled")
+        left.setdefault(repeated.column, "a value repeats: not the key (see above)")
     if key is not None:
         draft.comment(f"key: unique in the {rows} sampled rows; CONFIRM that a row keeps it in "
                       "every export")

@@ -228,7 +228,8 @@ class Run:
             lookups = self._delivery.lookups if self._delivery else None
             feeder = Feeder(opts, results, history, lookups, self.summary,
                             self.progress, self.problems, self.stopping)
-            await feeder.check_same_input(rules)
+            stack.callback(feeder.close)
+            await feeder.read_ahead(rules)
             if opts.dry_run:
                 await feeder.feed(source, None, rules)
                 return

@@ -8,13 +8,20 @@ the :class:`Plan`. Pure: plain values in, a plan out, no I/O. What is known of a
   only the lines it uses);
 - with ``--history``, what the history or an earlier row of this input holds of its key
   (:class:`KeyHolder`, read by :func:`key_holder_of`);
+- the input's other rows with its key (:class:`~bulkpost.repeats.Repeat`), with or without
+  a history;
 - the run's options that bear on it (:class:`PlanOptions`).
 
 The rules, in the order they apply:
 
 1. the results file's (:func:`~bulkpost.resume.plan_row`), with its refusals of a results
    file written for another input;
-2. with ``--history``, for a row still to be sent, or skipped as ``changed`` or ``duplicate
+2. the input's repeated keys (:mod:`bulkpost.repeats`), for a row still to be sent (not one
+   that may have been sent: that is looked up first, as before) or skipped as a ``repeat``
+   (decided again: the export may have been fixed): other rows with its key and other
+   content: ``invalid``, naming them; an earlier row with its key and content: ``skipped``
+   as a ``repeat`` of it;
+3. with ``--history``, for a row still to be sent, or skipped as ``changed`` or ``duplicate
    key`` (decided again: ``--on-changed`` or the input's other rows may say otherwise now):
    its key posted, or in an earlier row of this input, with this content: ``skipped``;
    claimed with this content by a run that stopped: looked up first (an update of it: updated
@@ -25,7 +32,7 @@ The rules, in the order they apply:
    date-time changed is skipped as ``changed``, saying why. A row posted or updated (or
    skipped because its key was posted) whose key the history does not hold as recorded has
    the history repaired;
-3. a row looked up first carries when earlier attempts may have reached the API (its
+4. a row looked up first carries when earlier attempts may have reached the API (its
    :class:`~bulkpost.reconcile.SendWindow`): each attempt took at most a timeout and a
    backoff.
 """
@@ -39,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from bulkpost.activity import Activity, InvalidRow, identity_hash
 from bulkpost.outcomes import RowOutcome, parse_utc_text, utc_text
 from bulkpost.reconcile import SendWindow
+from bulkpost.repeats import REPEAT, Repeat
 from bulkpost.resume import Action, Recorded, Status, plan_row
 
 # What --on-changed post does, said wherever it is named: it never updates, it adds.
@@ -47,7 +55,7 @@ POST_CREATES = ("--on-changed post would create a new activity beside the existi
 # A row skipped for these reasons is decided again by each run (see rule 2).
 DECIDED_AGAIN = ("changed", "duplicate key")
 _PASSED_OVER = frozenset({Action.SKIP_POSTED, Action.KEEP, Action.SKIP_KEY,
-                          Action.SKIP_CHANGED})
+                          Action.SKIP_CHANGED, Action.SKIP_REPEAT})
 _SENDS = frozenset({Action.SEND, Action.RECONCILE, Action.UPDATE})
 
 
@@ -156,14 +164,15 @@ _PASSED = Plan(Action.SKIP_POSTED, Status.SKIPPED)
 
 def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutcome | None,
            key_holder: KeyHolder | None, options: PlanOptions, *,
-           sample_wanted: bool = False) -> Plan:
+           sample_wanted: bool = False, repeat: Repeat | None = None) -> Plan:
     """The plan for one row.
 
     ``recorded``: what the results file holds of it; ``line``: its last line there, when
     :func:`needs_line` says the plan uses it (else None); ``key_holder``: who holds its key,
     the history or an earlier row of this input (with ``--history``; only valid rows are
     screened); ``sample_wanted``: look-ups are not calibrated yet and a posted row may
-    calibrate them. Raises UsageError for a results file written for another input.
+    calibrate them; ``repeat``: the input's rows with its key, when it has more than one.
+    Raises UsageError for a results file written for another input.
     """
     action = plan_row(row, recorded, options.resend_unknown)
     if isinstance(row, InvalidRow):
@@ -177,6 +186,11 @@ def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutco
         key_holder = None
     again = None  # the row's skipped line, when it is decided again
     repair = ""
+    if (action is Action.SKIP_POSTED and recorded is not None
+            and recorded.status is Status.SKIPPED and line is not None
+            and line.error_type == REPEAT):
+        # A repeat is decided again (with or without a history): the export may be fixed.
+        again, action, recorded = line, Action.SEND, None
     if (action is Action.SKIP_POSTED and recorded is not None and options.history
             and recorded.status is not Status.FIXED):  # fixed: its key is the fix's
         if (recorded.status is Status.SKIPPED and line is not None
@@ -193,6 +207,11 @@ def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutco
               and not key_holder.same_content and key_holder.activity_id == line.activity_id):
             # Updated, but the run stopped before the history took the new content.
             repair = line.activity_id
+    if (repeat is not None and action is Action.SEND
+            and (recorded is None or recorded.status is not Status.UNKNOWN)):
+        planned = _repeated(row, repeat, options, again)
+        if planned is not None:
+            return planned
     if action is Action.SKIP_POSTED:
         sample = _sample(row, recorded, line, options) if sample_wanted else None
         if not repair and sample is None:
@@ -246,6 +265,22 @@ def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutco
                 other_claim=other_claim)
 
 
+def _repeated(row: Activity, repeat: Repeat, options: PlanOptions,
+              again: RowOutcome | None) -> Plan | None:
+    """A row whose key other rows of the input have: invalid when their contents differ,
+    skipped when an earlier row is the same (None: the key's first row, planned as any)."""
+    if repeat.differ:
+        column = options.key_column or "key"
+        reason = repeat.conflict(row.row)
+        return Plan(Action.KEY_CONFLICT, Status.INVALID, RowOutcome(
+            row.row, row.key, Status.INVALID, error_type=column, error=reason,
+            content_hash=row.content_hash), problem=(column, reason))
+    if repeat.first != row.row:
+        return _skipped(row, options, Action.SKIP_REPEAT, REPEAT, repeat.repeat_of(), "",
+                        again)
+    return None
+
+
 def _not_updatable(row: Activity, holder: KeyHolder) -> str:
     """Why updating the key's activity cannot bring it to this row ("": it can)."""
     if holder.row:
@@ -269,7 +304,9 @@ def needs_line(row: Activity | InvalidRow, recorded: Recorded | None,
     if recorded is None or not isinstance(row, Activity):
         return False
     status = recorded.status
-    if status is Status.POSTED or status is Status.SKIPPED or status is Status.UPDATED:
+    if status is Status.SKIPPED:
+        return True  # a repeat (or, with a history, a changed key) is decided again
+    if status is Status.POSTED or status is Status.UPDATED:
         return options.history or (sample_wanted and status is Status.POSTED
                                    and recorded.content_hash == row.content_hash)
     if (status is Status.UNKNOWN or status is Status.FAILED) and not options.dry_run:

@@ -45,12 +45,16 @@ _LEAD = re.compile(rf"\b{GUID.pattern}\b|{EMAIL.pattern}")
 # Where in a text a parser stopped: "at byte 1234", "position 17", "line 1 column 5 (char 4)".
 _POSITION = re.compile(r"\b(byte|bytes|offset|position|pos|char|character|line|column|col|"
                        r"index)( |: ?)\d+\b", re.IGNORECASE)
+# Other rows a row names: "row 17", "rows 17, 903 and 4 more".
+_ROWS = re.compile(r"\b(rows?) \d+(?:, \d+)*(?: and [\d,]+ more)?\b")
 
 
 def fold(reason: str) -> str:
     """A reason with what varies from row to row folded (quoted values, lead Ids and
-    e-mail addresses, positions and offsets), so one kind of problem is one line."""
+    e-mail addresses, positions and offsets, other rows), so one kind of problem is one
+    line."""
     reason = _QUOTED.sub("'…'", reason)
+    reason = _ROWS.sub(r"\1 …", reason)
     reason = _LEAD.sub("…", reason)
     return _POSITION.sub(r"\1\2…", reason)
 
@@ -121,6 +125,8 @@ _SKIPPED_LABELS = {
     "changed": "its key was posted before with other content, and not sent (--on-changed "
                "skip, or update where an update cannot change what changed)",
     "duplicate key": "an earlier row of the input has the same key",
+    "repeat": "a repeat of an earlier row of the input (the same key and content): created "
+              "once, by that row",
 }
 
 

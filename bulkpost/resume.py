@@ -17,7 +17,9 @@ Pure functions over plain values, no I/O. The rules:
   with ``--resend-unknown``, send without looking.
 
 A row whose key differs from the key recorded under its number means the results file was
-written for another input; so does a row recorded ``posted`` whose number now maps to other
+written for another input (unless the row was recorded ``invalid``: it was never sent, and
+its key may be fixed as its other cells may, say to give two calls under one key each
+their own); so does a row recorded ``posted`` whose number now maps to other
 content (the row would be skipped, never sent). Both stop the run before any request: the
 run compares every posted row before it sends (:func:`posted_differs`), and the planner
 refuses such a row again should a one-pass stream bring one.
@@ -46,7 +48,7 @@ class Status(enum.Enum):
     REJECTED = "rejected"
     INVALID = "invalid"
     UNKNOWN = "unknown"
-    SKIPPED = "skipped"  # not sent: the history (--history) holds its key
+    SKIPPED = "skipped"  # not sent: the history (--history) holds its key, or a repeat
     UPDATED = "updated"  # --on-changed update: the activity its key holds was updated
     FIXED = "fixed"  # loaded from a failures file (run --fixes): never sent from here again
 
@@ -57,7 +59,8 @@ _DONE_WITH_CONTENT = frozenset({Status.POSTED, Status.UPDATED})
 
 class Action(enum.Enum):
     """What this run does with a row. :func:`plan_row` decides among the first five from the
-    results file; the planner (:mod:`bulkpost.planner`) adds the history's three. Internal:
+    results file; the planner (:mod:`bulkpost.planner`) adds the history's four and the
+    input's repeated keys' two. Internal:
     a value is the member's name, never written to a file or shown (unlike :class:`Status`)."""
 
     SEND = "send"            # post it
@@ -69,6 +72,8 @@ class Action(enum.Enum):
     SKIP_CHANGED = "skip_changed"  # --on-changed skip: its key holds other content
     FAIL_CHANGED = "fail_changed"  # --on-changed fail: recorded invalid, naming the key
     UPDATE = "update"        # --on-changed update: update the activity its key holds
+    SKIP_REPEAT = "skip_repeat"  # an exact repeat of an earlier row of the input
+    KEY_CONFLICT = "key_conflict"  # its key is in other rows with other content: invalid
 
 
 class Recorded(NamedTuple):
@@ -119,7 +124,7 @@ def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
     """What the results file alone says to do with one row (one of the first five actions);
     the planner (:func:`bulkpost.planner.decide`) starts from this. Raises UsageError for a
     results file written for another input."""
-    if (recorded is not None and recorded.key_digest
+    if (recorded is not None and recorded.key_digest and recorded.status is not Status.INVALID
             and recorded.key_digest != key_digest(current.key)):
         raise UsageError(
             f"the results file was written for another input: row {current.row} has key "

@@ -17,7 +17,8 @@ and rule columns out. The rules, each a plain function tested with plain tables:
 - a column of dates with no time of day takes its time from a column of times of day
   (``14:05``, ``2:05 PM``, ``02:05:33 pm``; a typed Parquet time), the one beside it first;
 - the note is a column named like one, else the one column of long free text; the key is
-  named like an id, and filled and unique in every sampled row.
+  named like an id, and filled and unique in every sampled row (a column left out only
+  because a value repeats is named, with the value and its rows: :func:`repeated_key_values`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class ColumnSample:
     values: tuple[str, ...]
     typed: bool = False  # a typed date or timestamp column (Parquet): ISO text already
     aware: bool = False  # a zone-aware timestamp column: its values are UTC
+    numbers: tuple[int, ...] = ()  # the sampled rows' numbers, as a run numbers them (): 1…
 
     @property
     def filled(self) -> list[str]:
@@ -349,13 +351,17 @@ def find_note_column(samples: Sequence[ColumnSample]) -> str | None:
     return texts[0] if len(texts) == 1 else None
 
 
+def _key_strength(sample: ColumnSample) -> int:
+    words = set(name_tokens(sample.name))
+    return 2 if words & _KEY_WORDS else 1 if words & _WEAK_KEY_WORDS else 0
+
+
 def find_key_column(samples: Sequence[ColumnSample]) -> str | None:
     """A column of ids (id, key, uuid in its name; or number, reference, code) filled and
     unique in every sampled row."""
     best: tuple[int, int, str] | None = None
     for index, sample in enumerate(samples):
-        words = set(name_tokens(sample.name))
-        strength = 2 if words & _KEY_WORDS else 1 if words & _WEAK_KEY_WORDS else 0
+        strength = _key_strength(sample)
         values = [v.strip() for v in sample.values]
         if (not strength or len(values) < 2 or not all(values)
                 or len(set(values)) != len(values)):
@@ -363,3 +369,40 @@ def find_key_column(samples: Sequence[ColumnSample]) -> str | None:
         if best is None or (-strength, index) < (-best[0], best[1]):
             best = (strength, index, sample.name)
     return best[2] if best else None
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatedKey:
+    """A column named like a key and filled in every sampled row, left out as the key
+    because a value repeats: the first such value, the rows that hold it (up to five) and
+    how many do."""
+
+    column: str
+    value: str
+    rows: tuple[int, ...]
+    count: int
+
+    def describe(self) -> str:
+        rows = ", ".join(map(str, self.rows))
+        more = f" and {self.count - len(self.rows)} more" if self.count > len(self.rows) else ""
+        return f"{quoted(self.value)} is in rows {rows}{more} of {quoted(self.column)}"
+
+
+def repeated_key_values(samples: Sequence[ColumnSample]) -> list[RepeatedKey]:
+    """The columns :func:`find_key_column` leaves out only because a value repeats (named
+    like a key, filled in every sampled row), with the first value that does."""
+    found = []
+    for sample in samples:
+        values = [v.strip() for v in sample.values]
+        if not _key_strength(sample) or len(values) < 2 or not all(values):
+            continue
+        numbers = sample.numbers or tuple(range(1, len(values) + 1))
+        rows: dict[str, list[int]] = {}
+        for value, row in zip(values, numbers, strict=True):
+            rows.setdefault(value, []).append(row)
+        repeated = [(held[1], value) for value, held in rows.items() if len(held) > 1]
+        if repeated:
+            _, value = min(repeated)  # the value repeated first
+            held = rows[value]
+            found.append(RepeatedKey(sample.name, value, tuple(held[:5]), len(held)))
+    return found

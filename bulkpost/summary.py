@@ -30,6 +30,7 @@ class Summary:
     created_before: int = 0
     changed: int = 0  # --history: keys posted before with other content (see --on-changed)
     updated: int = 0  # --on-changed update: rows whose key's activity was updated in place
+    repeats: int = 0  # of the skipped: exact repeats of an earlier row of the input
     # --history: rows an earlier run left unfinished and no input holds any more, finished
     # by this run (posted, updated or rejected), and those still unfinished.
     carried: int = 0  # taken from the history to deliver
@@ -58,6 +59,7 @@ class Summary:
     dry_run: bool = False
     estimated_s: float = 0.0  # dry run: how long sending to_send rows would take
     problems: list[str] = field(default_factory=list)  # dry run: invalid rows, grouped
+    repeated_keys: list[str] = field(default_factory=list)  # dry run: the input's repeated keys
     aborted: str = ""
     results: str = ""
     run_id: str = ""
@@ -108,6 +110,7 @@ class Summary:
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "rows": self.rows, "posted": self.posted, "skipped": self.skipped,
+            "repeats": self.repeats,
             "failed": self.failed, "rejected": self.rejected, "invalid": self.invalid,
             "unknown": self.unknown, "elapsed_s": round(self.elapsed_s, 3),
             "calls": self.calls, "calls_per_s": round(self.calls_per_s, 3),
@@ -122,6 +125,7 @@ class Summary:
             data["to_send"] = self.to_send
             data["estimated_s"] = round(self.estimated_s)
             data["problems"] = self.problems
+            data["repeated_keys"] = self.repeated_keys
         else:
             # Rows read but not finished when the run stopped (they resume next time).
             data["pending"] = self.rows - sum(getattr(self, s.value) for s in _COUNTED)

@@ -236,7 +236,8 @@ def test_import_seeds_posted_keys_and_marks_maybe_created_ones(tmp_path: Path) -
     [imported] = import_results(path, [results], "t")
     # Without the input: no posted key is identified (no update can bring it up to date).
     assert imported.counts == {"lines": 7, "posted": 2, "to_look_up": 2, "ignored": 1,
-                               "identified": 0, "not_identified": 2, "not_matching": 0}
+                               "identified": 0, "not_identified": 2, "not_matching": 0,
+                               "posted_more_than_once": 0, "keys_posted_more_than_once": []}
     history = History(path).open()
     assert _entry(history, "K1")["posted"] and _entry(history, "K1")["claims"] == []
     assert _entry(history, "04" * 8)["activity_id"] == "id-4"
@@ -259,6 +260,29 @@ def test_import_seeds_posted_keys_and_marks_maybe_created_ones(tmp_path: Path) -
     assert _entry(history, "04" * 8)["activity_id"] == "id-4"
     assert stats["runs"] == 4 and stats["recent_runs"][0]["run_id"] == "import-t2-2"
     history.close()
+
+
+def test_import_names_the_keys_a_file_posted_more_than_once(tmp_path: Path) -> None:
+    """Two calls under one id, both posted: two activities; the history keeps one, and the
+    import says so rather than merging them quietly."""
+    results = _results_file(tmp_path / "r.csv", [
+        RowOutcome(1, "C-101", Status.POSTED, activity_id="id-1", content_hash="01" * 8),
+        RowOutcome(2, "C-104", Status.POSTED, activity_id="id-2", content_hash="02" * 8),
+        RowOutcome(3, "C-104", Status.UNKNOWN, content_hash="03" * 8),
+        RowOutcome(3, "C-104", Status.POSTED, activity_id="id-3", content_hash="03" * 8),
+        RowOutcome(4, "", Status.POSTED, activity_id="id-4", content_hash="04" * 8),
+        RowOutcome(5, "", Status.POSTED, activity_id="id-5", content_hash="04" * 8),
+        RowOutcome(6, "C-106", Status.UNKNOWN, content_hash="06" * 8),
+        RowOutcome(7, "C-106", Status.POSTED, activity_id="id-7", content_hash="07" * 8),
+    ])
+    [imported] = import_results(tmp_path / "h.db", [results], "t")
+    counts = imported.counts
+    assert (counts["posted"], counts["posted_more_than_once"]) == (4, 2)
+    assert counts["keys_posted_more_than_once"] == ["C-104", "04" * 8]
+    done = run_cli("history", "import", results, "--history", tmp_path / "h2.db")
+    assert done.code == 0, done.stderr
+    assert ("2 keys posted by more than one row (an activity each; the history keeps one): "
+            f"'C-104', '{'04' * 8}'") in done.stderr
 
 
 # -- runs against the sandbox ----------------------------------------------------------------
@@ -472,7 +496,10 @@ def test_without_a_key_column_identical_content_is_posted_once(
                            tmp_path / "ra.csv", history, server.url))
     assert first.code == 0
     assert (first.summary["posted"], first.summary["skipped"]) == (4, 1)
-    assert read_results(tmp_path / "ra.csv")[4]["error_type"] == "duplicate key"
+    repeat = read_results(tmp_path / "ra.csv")[4]
+    assert (repeat["error_type"], repeat["error"]) == (
+        "repeat", "repeat of row 3 (the same content; the input has no key for it)")
+    assert first.summary["repeats"] == 1
     second = run_cli(*_args(_night(tmp_path / "b.csv", [3, 4, 5]), mapping,
                             tmp_path / "rb.csv", history, server.url))
     assert (second.summary["posted"], second.summary["skipped"]) == (1, 2)

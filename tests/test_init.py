@@ -24,11 +24,13 @@ from bulkpost.mapping_draft import draft_mapping
 from bulkpost.sampled_columns import (
     ColumnSample,
     DateOrder,
+    RepeatedKey,
     detect_datetime,
     detect_time,
     find_key_column,
     find_lead_columns,
     find_note_column,
+    repeated_key_values,
 )
 from bulkpost.sandbox.validation import activity_setting
 from bulkpost.schema import ActivityType, FieldSpec, parse_activity_type
@@ -220,6 +222,16 @@ def test_a_typed_time_column_is_a_time_of_day_not_a_date_time() -> None:
     assert detect_datetime(typed) is None
     guess = detect_time(typed)
     assert guess is not None and guess.format is None and guess.problem is None
+
+def test_a_key_column_left_out_for_a_repeated_value_is_named_with_its_rows() -> None:
+    samples = [ColumnSample("Call ID", ("C-1", "C-2", "C-4", "C-3", "C-2", "C-4", "C-2"),
+                            numbers=(1, 2, 3, 5, 6, 7, 8)),
+               ColumnSample("source_id", ("S1", "")),  # not filled: not a candidate
+               ColumnSample("City", ("Pune", "Pune"))]  # not named like a key
+    assert repeated_key_values(samples) == [RepeatedKey("Call ID", "C-2", (2, 6, 8), 3)]
+    assert repeated_key_values(samples)[0].describe() == '"C-2" is in rows 2, 6, 8 of "Call ID"'
+    many = RepeatedKey("id", "7", (1, 2, 3, 4, 5), 9)
+    assert many.describe() == '"7" is in rows 1, 2, 3, 4, 5 and 4 more of "id"'
 
 
 # -- the draft -----------------------------------------------------------------------------
@@ -751,3 +763,21 @@ def test_a_date_alone_is_warned_to_land_at_midnight(tmp_path: Path) -> None:
     assert done.code == 0, done.stderr
     assert "every activity will land at midnight" in done.stderr
     assert "# !!! the values of \"Call Date\" have no time of day" in output.read_text()
+
+@pytest.mark.e2e
+def test_init_says_why_an_id_column_that_repeats_is_not_the_key(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    data = _orders(tmp_path / "calls.csv", [f"0{1 + n % 9}/03/2024 10:00" for n in range(12)])
+    rows = list(csv.reader(data.open(encoding="utf-8", newline="")))
+    rows[9][0] = rows[3][0]  # rows 3 and 9 share source_id S2: two calls under one id
+    write_csv(data, rows[0], rows[1:])
+    output = tmp_path / "mapping.toml"
+    done = _init(data, "--event", "310", "--output", output, "--host", server.url)
+    assert done.code == 0, done.stderr
+    assert load_mapping(output).key_column != "source_id"
+    assert ('bulkpost: warning: "source_id" is not the key column: "S2" is in rows 3, 9 of '
+            '"source_id" sampled') in done.stderr
+    text = " ".join(line.lstrip("# !") for line in output.read_text().splitlines())
+    assert ('"source_id" is not the key_column: "S2" is in rows 3, 9 of "source_id" sampled '
+            "(two calls under one id, or one exported twice?)") in text

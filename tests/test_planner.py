@@ -24,6 +24,7 @@ from bulkpost.errors import UsageError
 from bulkpost.outcomes import RowOutcome
 from bulkpost.planner import KeyHolder, Plan, PlanOptions, decide, key_holder_of, needs_line
 from bulkpost.reconcile import SendWindow
+from bulkpost.repeats import Repeat
 from bulkpost.resume import Action, Recorded, Status, key_digest
 
 KEY, HASH, OTHER_HASH = "S-7", "00000000000000aa", "00000000000000bb"
@@ -96,7 +97,7 @@ def cell(plan: Plan) -> str:
     parts = [plan.action.value]
     if plan.record is not None:
         parts.append(f"[{plan.record.error_type}]")
-    elif plan.action in (Action.SKIP_KEY, Action.SKIP_CHANGED):
+    elif plan.action in (Action.SKIP_KEY, Action.SKIP_CHANGED, Action.SKIP_REPEAT):
         parts.append("[-]")
     if plan.action is Action.KEEP:
         assert plan.counted is not None
@@ -469,7 +470,7 @@ def test_a_line_not_needed_changes_no_plan(recorded: str) -> None:
     ("posted", OPTIONS, False, True),  # the history may need repairing
     ("posted", PlanOptions(), False, False),
     ("posted", PlanOptions(), True, True),
-    ("skipped: history", PlanOptions(), True, False),
+    ("skipped: history", PlanOptions(), True, True),  # a repeat? decided again if so
     ("skipped: changed", OPTIONS, False, True),  # decided again
     ("failed", PlanOptions(), False, True),
     ("failed", PlanOptions(dry_run=True), False, False),
@@ -486,7 +487,8 @@ def test_which_lines_are_read(recorded: str, options: PlanOptions, wanted: bool,
 
 
 # -- refusals ------------------------------------------------------------------------------
-@pytest.mark.parametrize("status", list(Status))
+# A row recorded invalid was never sent: its key may be fixed (tests/test_resume.py).
+@pytest.mark.parametrize("status", [s for s in Status if s is not Status.INVALID])
 @pytest.mark.parametrize("row", [ROW, INVALID])
 @pytest.mark.parametrize("history", [False, True])
 def test_another_key_under_the_row_number_is_refused(status: Status,
@@ -541,3 +543,94 @@ def test_what_the_history_holds(first: tuple[int, int] | None,
                                 claims: dict[int, tuple[str, int, str]],
                                 expected: KeyHolder | None) -> None:
     assert key_holder_of(11, first, posted, claims) == expected
+
+
+# -- the input's repeated keys ----------------------------------------------------------------
+# What the input's other rows with row 7's key say: it is the first of an exact repeat, a
+# later one (of row 3), or one of a key whose rows differ.
+REPEATS: dict[str, Repeat | None] = {
+    "alone": None,
+    "first of a repeat": Repeat(KEY, 7, 2, (7, 9), False),
+    "repeat of row 3": Repeat(KEY, 3, 3, (3, 5, 7), False),
+    "conflict": Repeat(KEY, 3, 3, (3, 7, 9), True),
+}
+RECORDED_REPEAT = (recorded_as(S.SKIPPED), RowOutcome(
+    7, KEY, S.SKIPPED, error_type="repeat", error="repeat of row 3", content_hash=HASH))
+
+# (recorded, repeat, held by the history) -> the plan, with and without --history (the
+# history's holding only matters with it). The repeat rules come before the history's; a row
+# that may have been sent is looked up first, as before; a repeat is decided again.
+WITH_REPEATS: list[tuple[str, str, str, str, str]] = [
+    ("new", "alone", "nothing", "send", "send"),
+    ("new", "first of a repeat", "nothing", "send", "send"),
+    ("new", "first of a repeat", "posted as is", "send", "skip_key [history]"),
+    ("new", "repeat of row 3", "nothing", "skip_repeat [repeat]", "skip_repeat [repeat]"),
+    ("new", "repeat of row 3", "posted as is", "skip_repeat [repeat]", "skip_repeat [repeat]"),
+    ("new", "repeat of row 3", "row as is", "skip_repeat [repeat]", "skip_repeat [repeat]"),
+    ("new", "conflict", "nothing", "key_conflict [order]", "key_conflict [order]"),
+    ("new", "conflict", "posted as is", "key_conflict [order]", "key_conflict [order]"),
+    ("new", "conflict", "row other", "key_conflict [order]", "key_conflict [order]"),
+    ("invalid", "repeat of row 3", "nothing", "skip_repeat [repeat]", "skip_repeat [repeat]"),
+    ("invalid", "conflict", "nothing", "key_conflict [order]", "key_conflict [order]"),
+    ("rejected, other content", "conflict", "nothing", "key_conflict [order]",
+     "key_conflict [order]"),
+    ("rejected", "conflict", "nothing", "keep rejected", "keep rejected"),
+    ("posted", "repeat of row 3", "posted as is", "skip_posted", "skip_posted"),
+    ("posted", "conflict", "posted as is", "skip_posted", "skip_posted"),
+    ("unknown", "conflict", "nothing", "reconcile @line", "reconcile @line"),
+    ("unknown", "repeat of row 3", "nothing", "reconcile @line", "reconcile @line"),
+    ("failed", "conflict", "nothing", "reconcile @line", "reconcile @line"),
+    ("skipped: repeat", "repeat of row 3", "posted as is", "skip_repeat [-]", "skip_repeat [-]"),
+    ("skipped: repeat", "alone", "nothing", "send", "send"),  # the export was fixed
+    ("skipped: repeat", "alone", "posted as is", "send", "skip_key [history]"),
+    ("skipped: repeat", "conflict", "nothing", "key_conflict [order]", "key_conflict [order]"),
+    ("skipped: history", "repeat of row 3", "nothing", "skip_posted", "skip_posted +repair"),
+]
+
+
+@pytest.mark.parametrize(("recorded", "repeat", "held", "alone", "with_history"),
+                         WITH_REPEATS)
+def test_repeated_keys(recorded: str, repeat: str, held: str, alone: str,
+                       with_history: str) -> None:
+    before, last = RECORDED_REPEAT if recorded == "skipped: repeat" else RECORDED[recorded]
+    for history, expected in ((False, alone), (True, with_history)):
+        options = dataclasses.replace(OPTIONS, history=history)
+        plan = decide(ROW, before, last, HELD[held], options, repeat=REPEATS[repeat])
+        assert cell(plan) == expected, history
+
+
+def test_a_skipped_line_is_read_without_a_history_to_decide_a_repeat_again() -> None:
+    assert needs_line(ROW, RECORDED_REPEAT[0], None, PlanOptions()) is True
+
+
+def test_an_invalid_row_of_a_repeated_key_keeps_its_own_problem() -> None:
+    for repeat in REPEATS.values():
+        assert cell(decide(INVALID, None, None, None, OPTIONS, repeat=repeat)) == (
+            "record_invalid [lead]")
+
+
+@pytest.mark.parametrize(("repeat", "status", "error_type", "error"), [
+    ("repeat of row 3", S.SKIPPED, "repeat", "repeat of row 3"),
+    ("conflict", S.INVALID, "order", "key 'S-7' is also in rows 3, 9 with other content: fix "
+                                     "the export or give each call its own key"),
+])
+def test_the_lines_recorded_for_repeated_keys(repeat: str, status: Status, error_type: str,
+                                              error: str) -> None:
+    plan = decide(ROW, None, None, None, OPTIONS, repeat=REPEATS[repeat])
+    assert plan.record == RowOutcome(7, KEY, status, error_type=error_type, error=error,
+                                     content_hash=HASH)
+    assert plan.counted is status
+    assert plan.problem == ((error_type, error) if status is S.INVALID else None)
+    assert plan.passed_over is (status is S.SKIPPED)
+    # A dry run records no skipped line, but records the invalid one (as validate does).
+    dry = decide(ROW, None, None, None, dataclasses.replace(OPTIONS, dry_run=True),
+                 repeat=REPEATS[repeat])
+    assert dry.record == (plan.record if status is S.INVALID else None)
+
+
+def test_a_repeat_without_a_key_names_its_content() -> None:
+    keyless = dataclasses.replace(ROW, key="")
+    plan = decide(keyless, None, None, None, PlanOptions(),
+                  repeat=Repeat("", 3, 2, (3, 7), False))
+    assert plan.record is not None and plan.record.error == (
+        "repeat of row 3 (the same content; the input has no key for it)")
