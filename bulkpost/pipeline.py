@@ -145,10 +145,14 @@ class Run:
                 raise
         started = time.monotonic()
         counter: asyncio.Task[int | None] | None = None
+        raised = False
         try:
             with signals_handled(self.interrupt):
                 counter = track_progress(self.progress, opts, source, results)
                 await self._run(source, results, history)
+        except BaseException:
+            raised = True
+            raise
         finally:
             abort = self.stopping.reason
             if counter is not None:
@@ -160,7 +164,9 @@ class Run:
                 self.limits.keep(self.summary.run_id)
             self.summary.rate = self._rates()
             try:
-                if self._interrupts < 2:
+                if (raised or abort is not None) and results.discard_unused():
+                    pass  # stopped before its first row: no results file left behind
+                elif self._interrupts < 2:
                     await results.sync()
                     results.compact()
             except ResultsWriteError as exc:

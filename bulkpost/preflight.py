@@ -4,7 +4,8 @@ Owns the step between reading the mapping and reading rows: find the event codes
 will post (the mapping's constant, or the distinct values of ``event_column``), read each
 type's schema with "Get Activity Type Details" (one cheap call each, which also proves the
 keys and the host), resolve display names in ``[fields]`` to SchemaNames, and refuse the
-run (exit 2) when a mapped field does not exist or a mandatory field is not mapped. The
+run (exit 2) when a mapped field does not exist, a mandatory field is not mapped, or the
+mapping's constant ``event`` names a type the account lacks (no row could be posted). The
 log says how many of a type's fields are left unmapped, and lists them at debug level. The
 result is the per-event field rules that :class:`bulkpost.activity.RowMapper` checks every
 row against, the same in a dry run and a real one.
@@ -76,6 +77,11 @@ async def run_preflight(mapping: Mapping, calls: Reads, client: LeadSquaredClien
         except LookupFailed as exc:
             if not exc.answered:
                 raise AbortRun(f"cannot read activity type {code} from the API: {exc}") from None
+            if code == mapping.event:
+                # Every row would be invalid: refuse before reading one, as init does.
+                raise MappingError(f"{mapping.source}: event = {code}: activity type {code} "
+                                   f"not found in the account ({exc}); bulkpost types "
+                                   "lists the account's types") from None
             report.append(f"activity type {code}: not found in the account ({exc}); "
                           "its rows will be invalid")
             log.info("preflight.report", detail=report[-1])
