@@ -302,6 +302,21 @@ def check_decodes(path: Path, encoding: str, delimiter: str) -> None:
 
 def _undecodable(path: Path, encoding: str, delimiter: str, offset: int) -> str:
     """Where the first byte that does not decode is, and what to do about it."""
+    lead, cell = undecodable_at(path, encoding, delimiter, offset)
+    try:
+        cell.decode("cp1252")
+        other = codecs.lookup(encoding).name != "cp1252"
+    except UnicodeDecodeError:
+        other = False
+    suggestion = ("--encoding cp1252, as Excel on Windows writes" if other
+                  else "--encoding with the encoding the file was written in")
+    return (f"does not decode as {encoding} at {lead}: the file is in another encoding; "
+            f"give {suggestion}. Nothing was written")
+
+
+def undecodable_at(path: Path, encoding: str, delimiter: str, offset: int) -> tuple[str, bytes]:
+    """Where the byte at ``offset`` that does not decode is, in words (its row, column and
+    cell, as a run numbers them; else its offset), and the cell's bytes."""
     where, cell = f"byte {offset:,} of the file", b""
     try:
         with open(path, encoding=encoding, errors="surrogateescape", newline="") as handle:
@@ -322,13 +337,4 @@ def _undecodable(path: Path, encoding: str, delimiter: str, offset: int) -> str:
                 break
     except (UnicodeError, csv.Error, OSError):
         pass  # the byte's offset alone, then
-    lead = f"{where} ({cell[:60]!r})" if cell else where
-    try:
-        cell.decode("cp1252")
-        other = codecs.lookup(encoding).name != "cp1252"
-    except UnicodeDecodeError:
-        other = False
-    suggestion = ("--encoding cp1252, as Excel on Windows writes" if other
-                  else "--encoding with the encoding the file was written in")
-    return (f"does not decode as {encoding} at {lead}: the file is in another encoding; "
-            f"give {suggestion}. Nothing was written")
+    return (f"{where} ({cell[:60]!r})" if cell else where), cell
