@@ -32,6 +32,7 @@ from bulkpost.activity import EMAIL, GUID
 from bulkpost.errors import InputError
 from bulkpost.outcomes import RowOutcome, read_outcomes
 from bulkpost.resume import Status
+from bulkpost.row_numbers import row_and_line, spreadsheet_line
 from bulkpost.source import Source, dialect, input_columns, open_source
 from bulkpost.source import _is_parquet as is_parquet
 
@@ -73,9 +74,9 @@ class ProblemGroups:
         for (column, _), (count, first, reason) in ranked[:top]:
             where = f"column {column!r}: " if column else ""
             if count == 1:
-                out.append(f"{where}1 row (row {first}): {reason}")
+                out.append(f"{where}1 row, {row_and_line(first)}: {reason}")
             else:
-                out.append(f"{where}{count:,} rows, first at row {first}: {reason}")
+                out.append(f"{where}{count:,} rows, first at {row_and_line(first)}: {reason}")
         if len(ranked) > top:
             more = len(ranked) - top
             out.append(f"… and {more} more kind{'' if more == 1 else 's'} of problem")
@@ -95,7 +96,8 @@ class Report:
         if self.errors:
             lines.append("most common errors:")
             for error, count, first in self.errors[:top]:
-                lines.append(f"  {count:>10}  {error}  (first at row {first})")
+                lines.append(f"  {count:>10}  {error}  (first at row {first}, line "
+                             f"{spreadsheet_line(first)} in a spreadsheet)")
         return "\n".join(lines)
 
 
@@ -247,7 +249,7 @@ def _check_encodes(values: list[str], columns: list[str], row: int, encoding: st
                 value.encode(encoding)
             except UnicodeEncodeError as exc:
                 raise InputError(
-                    f"{input_path}: row {row}, column {name!r}: "
+                    f"{input_path}: {row_and_line(row)}, column {name!r}: "
                     f"{value[exc.start:exc.end]!r} cannot be written in {encoding}, the "
                     "input's encoding, so the failures file could not be loaded again as "
                     "the input was; no failures file was written") from None
@@ -331,7 +333,7 @@ def undecodable_at(path: Path, encoding: str, delimiter: str, offset: int) -> tu
                 if bad is None:
                     continue
                 column = repr(header[bad]) if number and bad < len(header) else bad + 1
-                row = f"row {number}" if number else "the header row"
+                row = row_and_line(number) if number else "the header row"
                 where = f"{row}, column {column}, {where}"
                 cell = record[bad].encode(encoding, "surrogateescape")
                 break

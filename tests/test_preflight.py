@@ -143,9 +143,11 @@ def test_a_dry_run_reports_problems_grouped_and_the_time_it_would_take(
     summary = result.summary
     assert (summary["to_send"], summary["invalid"]) == (39, 21)
     assert summary["problems"][0] == (
-        "column 'amount': 20 rows, first at row 3: mx_Custom_2 (Amount): '12,5' is not a "
+        "column 'amount': 20 rows, first at row 3 (line 4 in a spreadsheet): mx_Custom_2 "
+        "(Amount): '12,5' is not a "
         "number (a decimal comma? see --decimal-comma)")
-    assert summary["problems"][1].startswith("column 'channel': 1 row (row 11): ")
+    assert summary["problems"][1].startswith(
+        "column 'channel': 1 row, row 11 (line 12 in a spreadsheet): ")
     assert summary["estimated_s"] == round(39 / (25 / 5.1))  # 25/5s with the 2% margin
     assert "dry run: 39 rows to send, 21 invalid" in result.stderr
     assert "a real run would take about 0:00:08 at 25/5s" in result.stderr
