@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from bulkpost import logs
 from bulkpost.calls import Stopped
 from bulkpost.client import LeadSquaredClient
 from bulkpost.delivery import Delivery
@@ -189,7 +190,11 @@ class Run:
             self.summary.estimated_s = self.summary.to_send / self.activities_per_second()
         if history is not None:
             finish_history(history, self.summary, opts)
-        log.info("run.finished", **self.summary.as_dict())
+        # A person is told the summary once, in words, by the CLI; a program reads it here.
+        if logs.for_people():
+            log.debug("run.finished", **self.summary.as_dict())
+        else:
+            log.info("run.finished", **self.summary.as_dict())
         return self.summary
 
     async def _run(self, source: Source, results: ResultsLog, history: History | None) -> None:

@@ -20,7 +20,8 @@ class Summary:
 
     rows: int = 0
     posted: int = 0
-    skipped: int = 0  # posted earlier: by an earlier run, or under the same key (--history)
+    skipped: int = 0  # not sent as done before: done_before, and skipped by this run (--history)
+    done_before: int = 0  # of skipped: rows the results file records done by an earlier run
     changed: int = 0  # --history: keys posted before with other content (see --on-changed)
     updated: int = 0  # --on-changed update: rows whose key's activity was updated in place
     # --history: rows an earlier run left unfinished and no input holds any more, finished
@@ -112,6 +113,7 @@ class Summary:
         else:
             # Rows read but not finished when the run stopped (they resume next time).
             data["pending"] = self.rows - sum(getattr(self, s.value) for s in Status)
+            data["done_before"] = self.done_before
         if self.history:
             data["history"] = self.history
             data["changed"] = self.changed
