@@ -82,8 +82,8 @@ def test_a_limit_learnt_is_kept_and_the_next_run_starts_at_it_without_a_429(
     fourth = _run(tmp_path, server.url, _orders(tmp_path / "n4.csv", 25, 2),
                   tmp_path / "n4.results.csv", "--rate", "8/5s")
     assert fourth.summary["rate"] == {"single": "8/5s (given)"}
-    learnt = tmp_path / "n4.results.csv.learnt.json"
-    assert not learnt.exists() or "limits" not in json.loads(learnt.read_text())
+    lessons = tmp_path / "n4.results.csv.learnt.json"
+    assert not lessons.exists() or "limits" not in json.loads(lessons.read_text())
 
 
 @pytest.mark.e2e
