@@ -8,7 +8,9 @@ field as "Get Activity Type Details" gives it (SchemaName, DisplayName, DataType
 IsMandatory, OptionSet). Read tolerantly: the list may sit under a key, a code may be a digit
 string, the properties may be missing, an object or a string. A type whose answer holds no
 form metadata has an unknown field count (None), never 0. Fields are read by
-:func:`bulkpost.schema.parse_activity_type`, the preflight's reading.
+:func:`bulkpost.schema.parse_activity_type`, the preflight's reading. What ``types CODE
+--json`` prints (:func:`type_dict`) is read back by :func:`types_from_dicts`, for the
+sandbox to rehearse an account's own types.
 """
 
 from __future__ import annotations
@@ -123,6 +125,42 @@ def type_dict(activity: ActivityType) -> dict[str, Any]:
          "data_type": spec.data_type, "mandatory": spec.mandatory,
          "options": list(spec.options), "max_length": spec.max_length}
         for spec in activity.fields.values()]}
+
+
+def types_from_dicts(document: Any) -> list[ActivityType]:
+    """Types as :func:`type_dict` wrote them (``bulkpost types CODE --json``): one, or a list
+    of them. Raises ValueError saying what is wrong, and where."""
+    items = document if isinstance(document, list) else [document]
+    if not items:
+        raise ValueError("no activity type in it")
+    types: dict[int, ActivityType] = {}
+    for number, item in enumerate(items, start=1):
+        where = f"type {number}" if isinstance(document, list) else "the type"
+        if not isinstance(item, dict) or not isinstance(item.get("fields"), list):
+            raise ValueError(f"{where}: expected an object with \"code\" and \"fields\", as "
+                             "bulkpost types CODE --json prints")
+        code = _code(item.get("code"))
+        if code is None:
+            raise ValueError(f"{where}: \"code\" is not an event code: {item.get('code')!r}")
+        if code in types:
+            raise ValueError(f"{where}: activity type {code} is given twice")
+        fields: dict[str, FieldSpec] = {}
+        for field in item["fields"]:
+            name = field.get("schema_name") if isinstance(field, dict) else None
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"activity type {code}: a field without a \"schema_name\": "
+                                 f"{field!r:.80}")
+            options = field.get("options") or []
+            max_length = field.get("max_length")
+            fields[name] = FieldSpec(
+                schema_name=name, display_name=str(field.get("display_name") or name),
+                data_type=str(field.get("data_type") or "String"),
+                mandatory=bool(field.get("mandatory")),
+                options=tuple(str(o) for o in options) if isinstance(options, list) else (),
+                max_length=max_length if isinstance(max_length, int) and max_length > 0
+                else None)
+        types[code] = ActivityType(code, str(item.get("name") or ""), fields)
+    return list(types.values())
 
 
 def render_type(activity: ActivityType) -> str:

@@ -7,7 +7,9 @@ the CLI's, with the same guarantees: the same results file, resume and reconcili
 
 A DataFrame goes through Arrow without its index, so pandas' own quirks do not leak into
 values: ``NaN`` and ``None`` are nulls (sent as ""), an integer column that pandas turned
-into floats to hold a ``NaN`` is sent without ".0", nullable ``Int64`` as integers.
+into floats to hold a ``NaN`` is sent without ".0", nullable ``Int64`` as integers; an
+object column mixing text and numbers as each value's own string, one holding bytes or
+dicts refused, naming it (:mod:`bulkpost.frames`).
 
 Arguments are checked before any request, by the CLI's own checks, and refused with a
 :class:`~bulkpost.errors.UsageError` in this API's words: settings are named as keywords
@@ -95,7 +97,9 @@ def _source(data: Any) -> InputSource:
     import pandas as pd  # imported here: only a DataFrame needs it
 
     if isinstance(data, pd.DataFrame):
-        return pa.Table.from_pandas(data, preserve_index=False)
+        from bulkpost.frames import frame_table
+
+        return frame_table(data)
     raise UsageError(f"source: expected a path, a pandas DataFrame, a pyarrow Table or a "
                      f"RecordBatchReader, not {type(data).__name__}")
 

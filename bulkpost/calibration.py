@@ -11,8 +11,9 @@ known to be created from a row. This module owns what is learned and how:
   sent or a moment the row was on the wire); :func:`probe_rule` and :func:`steady`: how
   ``Offset`` counts, from pages read at ``Offset`` 0, 1 and 2 of a lead whose first page is
   full and held still meanwhile. These are pure; :mod:`bulkpost.lookups` reads the pages;
-- keeping a calibrated reading: in a file beside the results file
-  (``RESULTS.calibration.json``) and in the history's ``meta`` table, per host. A resumed
+- keeping a calibrated reading: in the file of lessons beside the results file
+  (``RESULTS.learnt.json``, :mod:`bulkpost.kept`) and in the history's ``meta`` table, per
+  host. A resumed
   run, or the next night's, trusts look-ups from its first row instead of calibrating
   again. A reading is reused only for the host it was learned on; a file that cannot be
   read or was written by another version is ignored (the run calibrates again), never

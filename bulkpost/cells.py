@@ -11,6 +11,7 @@ ones too); floats as the shortest digits that read back to the same number, neve
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -93,3 +94,21 @@ def to_strings(array: pa.Array | pa.ChunkedArray) -> list[str]:
     if pa.types.is_null(kind):
         return [""] * len(array)
     return [str(v) if v is not None else "" for v in array.to_pylist()]
+
+
+def value_text(value: Any) -> str:
+    """The faithful string of one Python scalar (a DataFrame object column's value): text
+    unchanged, integers without ".0", floats as their shortest digits (NaN empty),
+    booleans ``true``/``false``, decimals as written (never in exponent form)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        width = type(value) if isinstance(value, np.floating) else np.float64
+        return _float_text(float(value), width)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)

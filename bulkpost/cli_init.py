@@ -1,15 +1,16 @@
 """``bulkpost init``: a first mapping file drafted from an export's header and sampled rows.
 
 Owns the command's shell: the sample read with :mod:`bulkpost.source` (so encodings,
-delimiters and Parquet read as a run reads them), the activity type's fields read when the
-keys are in the environment (one "Get Activity Type Details" call through the call layer,
-as ``bulkpost types CODE`` makes it, on ``--host`` or else the keys' host, found by
-:mod:`bulkpost.region` and found again once if a cached one refuses), the file written
-(never over an existing one without ``--force``), and what to check and what to run next.
-The guesses are
-:mod:`bulkpost.sampled_columns`' and :mod:`bulkpost.field_matching`'s, the text
-:mod:`bulkpost.mapping_draft`'s. Exit codes: 0 written, 2 a usage or input error (nothing
-written), 3 the keys or the host refused.
+delimiters and Parquet read as a run reads them), its first bytes checked against the
+encoding first (when they do not decode, nothing is written and the command to run again
+names the ``--encoding`` that reads them: :mod:`bulkpost.encodings`), the activity type's
+fields read when the keys are in the environment (one "Get Activity Type Details" call
+through the call layer, as ``bulkpost types CODE`` makes it, on ``--host`` or else the
+keys' host, found by :mod:`bulkpost.region` and found again once if a cached one refuses),
+the file written (never over an existing one without ``--force``), and what to check and
+what to run next. The guesses are :mod:`bulkpost.sampled_columns`' and
+:mod:`bulkpost.field_matching`'s, the text :mod:`bulkpost.mapping_draft`'s. Exit codes: 0
+written, 2 a usage or input error (nothing written), 3 the keys or the host refused.
 """
 
 from __future__ import annotations
@@ -29,16 +30,41 @@ from bulkpost import logs
 from bulkpost.cli_common import ENCODING_HELP, HOST_HELP
 from bulkpost.cli_types import read_types
 from bulkpost.client import Credentials, check_host, checked_key
+from bulkpost.encodings import EncodingAdvice, advise, first_undecodable
 from bulkpost.errors import AbortRun, BulkpostError, InputError, MappingError, UsageError
 from bulkpost.mapping import parse_mapping
 from bulkpost.mapping_draft import draft_mapping
 from bulkpost.ratelimit import RateSpec
 from bulkpost.region import choose_host, host_again
+from bulkpost.report import undecodable_at
 from bulkpost.sampled_columns import ColumnSample, DateOrder
 from bulkpost.schema import ActivityType, parse_activity_type
-from bulkpost.source import input_columns, open_source
+from bulkpost.source import _is_parquet as is_parquet
+from bulkpost.source import input_columns, open_source, sniff_delimiter, sniff_encoding
 
 SAMPLE_ROWS = 5000  # enough rows for a day above 12 to show, few enough to read at once
+SAMPLE_BYTES = 8 << 20  # the bytes checked against the encoding: the sampled rows' and more
+
+
+def undecodable_sample(path: Path, encoding: str,
+                       delimiter: str | None) -> tuple[str, EncodingAdvice | None] | None:
+    """Where the first sampled bytes of a CSV ``path`` do not decode in ``encoding`` (a
+    byte-order mark wins, as a run reads it), and the encoding to give instead; None when
+    they decode (or the input is Parquet, or the encoding unknown: reading says so)."""
+    if is_parquet(path):
+        return None
+    used = sniff_encoding(path, encoding)
+    try:
+        with open(path, "rb") as handle:
+            sample = handle.read(SAMPLE_BYTES)
+            complete = not handle.read(1)
+        offset = first_undecodable(sample, used, complete=complete)
+    except (OSError, LookupError):
+        return None
+    if offset is None:
+        return None
+    where, _cell = undecodable_at(path, used, delimiter or sniff_delimiter(path, used), offset)
+    return where, advise(sample, used, complete=complete)
 
 
 def read_sample(path: Path, *, encoding: str, delimiter: str | None,
@@ -116,6 +142,24 @@ def _write(output: Path, text: str, force: bool) -> None:
         raise UsageError(f"--output {output}: cannot write it: {exc.strerror}") from None
 
 
+def init_again(input_path: Path, event: int, output: Path, host: str, encoding: str,
+               delimiter: str | None, day_first: bool | None, timezone: str | None) -> str:
+    """This ``init`` command with another ``--encoding`` (the other options as given)."""
+    words = ["bulkpost", "init", str(input_path), "--event", str(event)]
+    if output != Path("mapping.toml"):
+        words += ["--output", str(output)]
+    if host:
+        words += ["--host", host]
+    words += ["--encoding", encoding]
+    if delimiter is not None:
+        words += ["--delimiter", delimiter]
+    if day_first is not None:
+        words.append("--day-first" if day_first else "--month-first")
+    if timezone is not None:
+        words += ["--timezone", timezone]
+    return shlex.join(words)
+
+
 def next_command(input_path: Path, output: Path, host: str, encoding: str,
                  delimiter: str | None) -> str:
     """The dry run to make with the mapping written."""
@@ -179,6 +223,20 @@ def init(input_path: Path, event: int, output: Path, force: bool, host: str, enc
             except (ZoneInfoNotFoundError, ValueError, OSError):
                 raise UsageError(f"--timezone {timezone!r}: unknown time zone (use an IANA "
                                  "name such as Asia/Kolkata or UTC)") from None
+        if (undecodable := undecodable_sample(input_path, encoding, delimiter)) is not None:
+            where, advice = undecodable
+            click.echo(f"bulkpost: error: {input_path} does not decode as {encoding} at "
+                       f"{where}: it was saved in another encoding. Nothing was written.",
+                       err=True)
+            if advice is None:
+                click.echo("bulkpost: give --encoding with the encoding it was saved in",
+                           err=True)
+            else:
+                click.echo(f"bulkpost: {advice.reason}. Run init again with --encoding "
+                           f"{advice.encoding}:", err=True)
+                click.echo("  " + init_again(input_path, event, output, host, advice.encoding,
+                                             delimiter, day_first, timezone), err=True)
+            sys.exit(2)
         samples, rows, unreadable = read_sample(input_path, encoding=encoding,
                                                 delimiter=delimiter)
         activity: ActivityType | None = None

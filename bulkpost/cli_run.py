@@ -1,8 +1,9 @@
 """``bulkpost run`` and ``bulkpost validate``: options in, a run, its summary and exit code out.
 
-Reads the keys from the environment, builds the run's options, prints the JSON summary as
-the last line of stdout and, after it on stderr, plain lines on what was not posted and how
-to resume. The exit codes are the README's table.
+Reads the keys from the environment, builds the run's options, prints the summary (the
+JSON line last on stdout for a program; in words for a person at a terminal, once) and,
+after it on stderr, plain lines on what was not posted and how to resume. The exit codes
+are the README's table.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bulkpost.outputs import check_output
 from bulkpost.progress import Progress
 from bulkpost.region import HostChoice, cached_url, choose_host, host_again
 from bulkpost.summary import Summary
+from bulkpost.summary_text import summary_lines
 
 
 def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[str],
@@ -216,7 +218,8 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
         click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
         failure = {"error": logs.scrub(str(exc)), "exit_code": exc.exit_code, "run_id": run_id}
         write_summary(writable, failure)
-        emit(failure)
+        if not sys.stdout.isatty():  # a person was told in words, above
+            emit(failure)
         sys.exit(exc.exit_code)
     if summary.aborted and not summary.interrupted:
         click.echo(f"bulkpost: aborted: {logs.scrub(summary.aborted)}", err=True)
@@ -235,7 +238,12 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
                                    summary.repeated_keys),
                    err=True)
     write_summary(summary_json, summary.as_dict())
-    emit(summary.as_dict())
+    # The summary once: in words for a person at a terminal, as JSON for a program.
+    if not sys.stdout.isatty():
+        emit(summary.as_dict())
+    if not summary.dry_run and (sys.stdout.isatty() or sys.stderr.isatty()):
+        for line in summary_lines(summary):
+            click.echo(line, err=not sys.stdout.isatty())
     sys.stdout.flush()
     # After the summary: in a terminal, what to do next is the last thing on the screen.
     for line in _closing_lines(summary, results, input_path, encoding, delimiter):

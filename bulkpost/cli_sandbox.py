@@ -1,9 +1,14 @@
-"""``bulkpost sandbox``: the bundled fake LeadSquared on 127.0.0.1, and what it announces."""
+"""``bulkpost sandbox``: the bundled fake LeadSquared on 127.0.0.1, and what it announces.
+
+With ``--types FILE`` it also serves an account's own activity types, read from what
+``bulkpost types CODE --json`` printed, so that a load is rehearsed against its real fields.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 from pathlib import Path
 
@@ -15,6 +20,7 @@ from bulkpost.cli_common import (
 )
 from bulkpost.errors import BulkpostError, UsageError
 from bulkpost.ratelimit import RateSpec
+from bulkpost.schema import ActivityType
 
 
 def _sandbox_announcement(url: str, demo_keys: tuple[str, str] | None) -> str:
@@ -33,6 +39,20 @@ def _sandbox_announcement(url: str, demo_keys: tuple[str, str] | None) -> str:
                   f"  export LSQ_ACCESS_KEY={access} LSQ_SECRET_KEY={secret}"]
     lines.append(f"  export LSQ_HOST={url}")
     return "\n".join(lines)
+
+
+def read_types_file(path: Path) -> list[ActivityType]:
+    """The activity types in ``path``, as ``bulkpost types CODE --json`` printed them."""
+    from bulkpost.activity_types import types_from_dicts
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return types_from_dicts(document)
+    except OSError as exc:
+        raise UsageError(f"--types {path}: cannot read it: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSON errors are ValueErrors
+        raise UsageError(f"--types {path}: not what bulkpost types CODE --json prints: "
+                         f"{exc}") from None
 
 
 @click.command()
@@ -83,6 +103,12 @@ def _sandbox_announcement(url: str, demo_keys: tuple[str, str] | None) -> str:
 @click.option("--home-region", default=None, metavar="HOST",
               help="The keys' home region; when it is not --region, every API call answers "
                    "401, as a wrong region does  [default: --region]")
+@click.option("--types", "types_path", metavar="FILE", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also serve your account's own activity types, to rehearse a load: FILE "
+                   "holds what `bulkpost types CODE --json` printed against the account (one "
+                   "type, or a JSON list of them), so Number, dropdown and mandatory checks "
+                   "answer as the account would.")
 @click.option("--no-region-hint", is_flag=True,
               help="That 401's message does not name the home host (by default it does; "
                    "LeadSquared's own wording is not known).")
@@ -93,12 +119,14 @@ def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec,
             slow_seconds: float, seed: int | None, ledger: Path | None,
             access_key: str | None, secret_key: str | None, dialect_spec: str,
             alter_stored: str, region: str, home_region: str | None,
-            no_region_hint: bool) -> None:
+            no_region_hint: bool, types_path: Path | None) -> None:
     """Serve a LeadSquared look-alike on loopback for demos and tests.
 
     It accepts the keys demo-access-key / demo-secret-key (unless --access-key and
-    --secret-key say otherwise). When ready it prints {"sandbox": URL} on stdout, and on
-    stderr the URL and the keys to export; Ctrl-C stops it.
+    --secret-key say otherwise), and serves its own activity types (301, a typed Order;
+    310, a Purchase; every code 100..999 with 50 text fields) and, with --types, yours.
+    When ready it prints {"sandbox": URL} on stdout, and on stderr the URL and the keys
+    to export; Ctrl-C stops it.
 
     \b
     Example (then, in another shell, the export lines it prints, and bulkpost run):
@@ -120,6 +148,7 @@ def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec,
     try:
         if not is_loopback(host):
             raise UsageError("the sandbox serves on loopback only (127.0.0.1, ::1, localhost)")
+        own = read_types_file(types_path) if types_path is not None else []
         fake = Sandbox(rate=rate, bulk_rate=bulk_rate, latency=parse_latency(latency),
                        latency_tail=parse_tail(latency_tail),
                        arrival=parse_latency(arrival_latency, "--arrival-latency"),
@@ -128,7 +157,7 @@ def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec,
                        keys={access_key or DEFAULT_ACCESS_KEY: secret_key or DEFAULT_SECRET_KEY},
                        dialect=parse_dialect(dialect_spec),
                        altered=parse_altered(alter_stored), region=region,
-                       home_region=home_region, region_hint=not no_region_hint)
+                       home_region=home_region, region_hint=not no_region_hint, types=own)
         fake.gate.said_rate = rate_text
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {exc}", err=True)
@@ -139,8 +168,12 @@ def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec,
 
     def announce(url: str) -> None:
         emit({"sandbox": url, "rate": str(rate), "faults": faults, "seed": fake.seed,
-               "dialect": fake.dialect.name})
+               "dialect": fake.dialect.name, "types": [a.code for a in own]})
         sys.stdout.flush()
+        if own:
+            click.echo(f"bulkpost sandbox: serving your activity types from {types_path}: "
+                       + ", ".join(f"{a.code} ({a.name})" if a.name else str(a.code)
+                                   for a in own), err=True)
         click.echo(_sandbox_announcement(url, demo_keys), err=True)
         sys.stderr.flush()
 

@@ -196,6 +196,8 @@ class Feeder:
             if plan.action is Action.RECORD_INVALID and NOT_UTF8 in reason:
                 summary.undecodable += 1
         summary.count(plan.counted)
+        if plan.action is Action.SKIP_POSTED:
+            summary.done_before += 1
         self._progress.done(passed_over=plan.passed_over)
         if plan.sample is not None and self._lookups is not None:
             assert isinstance(item, Activity)

@@ -1,13 +1,15 @@
 """What a run learns of the account, kept for the runs after it.
 
 A lesson (how the account answers look-ups: :mod:`bulkpost.calibration`; its rate limits:
-:mod:`bulkpost.limits`) is kept twice: in a JSON file beside the results file
-(``RESULTS.<kind>.json``, replaced atomically), which a resumed run finds, and in the
-history's ``meta`` table, which the next night's run finds whatever its results file.
-Each lesson holds the scope it was learnt for (a host; a host and an account), and a reader
-takes it only for that scope. A file that cannot be read, or does not hold what the
-reader expects (another version wrote it), is ignored: the run learns again, it never
-trusts a guess.
+:mod:`bulkpost.limits`) is kept twice: in one JSON file beside the results file
+(``RESULTS.learnt.json``, one section per kind of lesson, replaced atomically), which a
+resumed run finds, and in the history's ``meta`` table, which the next night's run finds
+whatever its results file. Earlier versions kept one file per kind (``RESULTS.<kind>.json``):
+those are still read, so that their results still resume, and a kind's old file is removed
+once its lesson is kept in the one file. Each lesson holds the scope it was learnt for (a
+host; a host and an account), and a reader takes it only for that scope. A file that
+cannot be read, or does not hold what the reader expects (another version wrote it), is
+ignored: the run learns again, it never trusts a guess.
 """
 
 from __future__ import annotations
@@ -24,43 +26,64 @@ from bulkpost.history import History
 T = TypeVar("T")
 
 
-def kept_path(results: Path, kind: str) -> Path:
+def kept_path(results: Path) -> Path:
+    """The one file of lessons beside ``results``."""
+    return results.with_name(f"{results.name}.learnt.json")
+
+
+def former_path(results: Path, kind: str) -> Path:
+    """Where earlier versions kept a kind of lesson (still read)."""
     return results.with_name(f"{results.name}.{kind}.json")
 
 
-def _read(text: str | None, accept: Callable[[dict[str, Any]], T | None]) -> T | None:
+def _document(text: str | None) -> dict[str, Any] | None:
     if not text:
         return None
     try:
         data: Any = json.loads(text)
     except ValueError:
         return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _accepted(data: Any, accept: Callable[[dict[str, Any]], T | None]) -> T | None:
     return accept(data) if isinstance(data, dict) else None
 
 
 def recall(results: Path, kind: str, name: str, history: History | None,
            accept: Callable[[dict[str, Any]], T | None]) -> T | None:
-    """The lesson kept beside the results file, else in the history under ``name``, that
+    """The lesson kept beside the results file (its section of the one file, else an
+    earlier version's file of that kind), else in the history under ``name``, that
     ``accept`` takes (it returns None for a document of another scope or version)."""
-    with contextlib.suppress(OSError):
-        found = _read(kept_path(results, kind).read_text(encoding="utf-8"), accept)
+    lessons = _document(_read_text(kept_path(results))) or {}
+    for data in (lessons.get(kind), _document(_read_text(former_path(results, kind)))):
+        found = _accepted(data, accept)
         if found is not None:
             return found
     if history is not None:
-        return _read(history.meta(name), accept)
+        return _accepted(_document(history.meta(name)), accept)
     return None
 
 
 def keep(results: Path, kind: str, name: str, document: dict[str, Any],
          history: History | None) -> str | None:
-    """Keep ``document`` beside the results file (atomically) and in the history. Returns
-    why the file could not be written, if it could not (the caller says so; the run goes
-    on)."""
+    """Keep ``document`` as the ``kind`` section of the file beside the results file
+    (atomically; the other sections as they were) and in the history. Returns why the
+    file could not be written, if it could not (the caller says so; the run goes on)."""
     text = json.dumps(document, indent=2)
-    path = kept_path(results, kind)
+    path = kept_path(results)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    lessons = _document(_read_text(path)) or {}
+    lessons[kind] = document
     try:
-        temp.write_text(text + "\n", encoding="utf-8")
+        temp.write_text(json.dumps(lessons, indent=2) + "\n", encoding="utf-8")
         os.replace(temp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -69,4 +92,6 @@ def keep(results: Path, kind: str, name: str, document: dict[str, Any],
     finally:
         if history is not None:
             history.set_meta(name, text)
+    with contextlib.suppress(OSError):  # kept in the one file now
+        former_path(results, kind).unlink(missing_ok=True)
     return None

@@ -5,7 +5,7 @@ lowered by what the answers say (the run's share of it still yields to another c
 the account: :mod:`bulkpost.allowance`). A limit not given is learnt: it starts at what
 an earlier run learnt for this host and account, else at the documented maximum, and the
 answers teach it the plan's limit. What a run learnt is kept for the runs after it
-(:mod:`bulkpost.kept`: ``RESULTS.limits.json`` beside the results file, and the history),
+(:mod:`bulkpost.kept`: ``RESULTS.learnt.json`` beside the results file, and the history),
 under the host and a digest of the access key (never the key). ``--rate auto`` learns
 afresh, ignoring what was kept.
 """

@@ -106,6 +106,13 @@ EVENTS: dict[str, str] = {
 }
 
 _secrets: list[str] = []
+_for_people = False  # the console format, read by a person: see for_people()
+
+
+def for_people() -> bool:
+    """Whether the log is read by a person (the console format), not by a program (JSON
+    lines): a line that repeats what the person is told in words is left to debug level."""
+    return _for_people
 
 
 def register_secret(*values: str) -> None:
@@ -172,8 +179,10 @@ def _redact_rendered(_logger: Any, _name: str, rendered: Any) -> Any:
 def configure(log_format: str = "auto", level: str = "info",
               stream: TextIO | BarAwareStream | None = None) -> None:
     """Set up structlog once per process. ``log_format``: auto, console or json."""
+    global _for_people
     stream = stream or BarAwareStream(sys.stderr)
     as_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
+    _for_people = not as_json
     renderer: list[Any]
     if as_json:
         worded: Any = _message

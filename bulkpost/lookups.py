@@ -286,7 +286,8 @@ class Lookups:
         if reading == self.reading:
             return
         self.reading = reading
-        log.info("lookup.calibrated" if reading.calibrated else "lookup.rule_learned",
-                 reading=reading.describe())
+        # The reading is the look-ups' own vocabulary: for whoever debugs, not for a person.
+        log.debug("lookup.calibrated" if reading.calibrated else "lookup.rule_learned",
+                  reading=reading.describe())
         if self.on_learned is not None:
             self.on_learned(reading)

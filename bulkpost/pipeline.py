@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from bulkpost import logs
 from bulkpost.accounts import account_history_path, ensure_private_dir
 from bulkpost.calls import Stopped
 from bulkpost.client import LeadSquaredClient
@@ -140,6 +141,7 @@ class Run:
                 if not opts.dry_run:
                     history.register(describe(opts.input), str(opts.results))
         except BaseException:
+            results.discard_unused()  # refused before its first row: no file left behind
             results.close()
             if history is not None:
                 history.close()
@@ -156,6 +158,7 @@ class Run:
         opts = self.options
         started = time.monotonic()
         counter: asyncio.Task[int | None] | None = None
+        raised = False
         try:
             # The history, and the host now known, may hold the limits an earlier run learnt.
             self.limits = RunLimits(opts, history)
@@ -163,6 +166,9 @@ class Run:
             with signals_handled(self.interrupt):
                 counter = track_progress(self.progress, opts, source, results)
                 await self._run(source, results, history)
+        except BaseException:
+            raised = True
+            raise
         finally:
             abort = self.stopping.reason
             if counter is not None:
@@ -174,7 +180,9 @@ class Run:
                 self.limits.keep(self.summary.run_id)
             self.summary.rate = self._rates()
             try:
-                if self._interrupts < 2:
+                if (raised or abort is not None) and results.discard_unused():
+                    pass  # stopped before its first row: no results file left behind
+                elif self._interrupts < 2:
                     await results.sync()
                     results.compact()
             except ResultsWriteError as exc:
@@ -197,7 +205,11 @@ class Run:
             self.summary.estimated_s = self.summary.to_send / self.activities_per_second()
         if history is not None:
             finish_history(history, self.summary, opts)
-        log.info("run.finished", **self.summary.as_dict())
+        # A person is told the summary once, in words, by the CLI; a program reads it here.
+        if logs.for_people():
+            log.debug("run.finished", **self.summary.as_dict())
+        else:
+            log.info("run.finished", **self.summary.as_dict())
         return self.summary
 
     async def _run(self, source: Source, results: ResultsLog, history: History | None) -> None:

@@ -4,8 +4,9 @@ Owns the step between reading the mapping and reading rows: find the event codes
 will post (the mapping's constant, or the distinct values of ``event_column``), read each
 type's schema with "Get Activity Type Details" (one cheap call each, which also proves the
 keys and the host), resolve display names in ``[fields]`` to SchemaNames, and refuse the
-run (exit 2) when a mapped field does not exist or a mandatory field is not mapped. The
-log says how many of a type's fields are left unmapped, and lists them at debug level. The
+run (exit 2) when a mapped field does not exist, a mandatory field is not mapped, or the
+mapping's constant ``event`` names a type the account lacks (no row could be posted). The
+type's log line says how many of its fields are left unmapped; debug level lists them. The
 result is the per-event field rules that :class:`bulkpost.activity.RowMapper` checks every
 row against, the same in a dry run and a real one.
 """
@@ -76,6 +77,11 @@ async def run_preflight(mapping: Mapping, calls: Reads, client: LeadSquaredClien
         except LookupFailed as exc:
             if not exc.answered:
                 raise AbortRun(f"cannot read activity type {code} from the API: {exc}") from None
+            if code == mapping.event:
+                # Every row would be invalid: refuse before reading one, as init does.
+                raise MappingError(f"{mapping.source}: event = {code}: activity type {code} "
+                                   f"not found in the account ({exc}); bulkpost types "
+                                   "lists the account's types") from None
             report.append(f"activity type {code}: not found in the account ({exc}); "
                           "its rows will be invalid")
             log.info("preflight.report", detail=report[-1])
@@ -89,14 +95,17 @@ async def run_preflight(mapping: Mapping, calls: Reads, client: LeadSquaredClien
             continue
         found = compare(resolved, activity)
         report += found.lines()
-        # The type's other fields would fill lines of every run's log: their count for a
-        # person, the list for whoever debugs.
-        for line in replace(found, unmapped=()).lines():
-            log.info("preflight.report", detail=line)
+        # The type's other fields would fill lines of every run's log: their count in words
+        # for a person, on the type's line; the list for whoever debugs.
+        said = replace(found, unmapped=()).lines()
         if found.unmapped:
-            log.info("preflight.fields_unmapped", activity_type=code, count=len(found.unmapped))
+            said[0] += (f", {len(found.unmapped)} of them not mapped (left empty; "
+                        "--log-level debug lists them)")
             log.debug("preflight.fields_unmapped", activity_type=code,
+                      count=len(found.unmapped),
                       fields=[spec.label() for spec in found.unmapped])
+        for line in said:
+            log.info("preflight.report", detail=line)
         if not found.ok:
             problems += [line.strip() for line in found.lines() if "error:" in line]
         rules[code] = field_rules(resolved, activity, mapping.timezone, decimal_comma)

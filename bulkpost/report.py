@@ -36,6 +36,7 @@ from bulkpost.activity import EMAIL, GUID
 from bulkpost.errors import InputError
 from bulkpost.outcomes import RowOutcome, read_outcomes
 from bulkpost.resume import Status
+from bulkpost.row_numbers import row_and_line, spreadsheet_line
 from bulkpost.source import Source, dialect, input_columns, open_source
 from bulkpost.source import _is_parquet as is_parquet
 
@@ -81,9 +82,9 @@ class ProblemGroups:
         for (column, _), (count, first, reason) in ranked[:top]:
             where = f"column {column!r}: " if column else ""
             if count == 1:
-                out.append(f"{where}1 row (row {first}): {reason}")
+                out.append(f"{where}1 row, {row_and_line(first)}: {reason}")
             else:
-                out.append(f"{where}{count:,} rows, first at row {first}: {reason}")
+                out.append(f"{where}{count:,} rows, first at {row_and_line(first)}: {reason}")
         if len(ranked) > top:
             more = len(ranked) - top
             out.append(f"… and {more} more kind{'' if more == 1 else 's'} of problem")
@@ -109,7 +110,8 @@ class Report:
         if self.errors:
             lines.append("most common errors:")
             for error, count, first in self.errors[:top]:
-                lines.append(f"  {count:>10}  {error}  (first at row {first})")
+                lines.append(f"  {count:>10}  {error}  (first at row {first}, line "
+                             f"{spreadsheet_line(first)} in a spreadsheet)")
         return "\n".join(lines)
 
 
@@ -272,7 +274,7 @@ def _check_encodes(values: list[str], columns: list[str], row: int, encoding: st
                 value.encode(encoding)
             except UnicodeEncodeError as exc:
                 raise InputError(
-                    f"{input_path}: row {row}, column {name!r}: "
+                    f"{input_path}: {row_and_line(row)}, column {name!r}: "
                     f"{value[exc.start:exc.end]!r} cannot be written in {encoding}, the "
                     "input's encoding, so the failures file could not be loaded again as "
                     "the input was; no failures file was written") from None
@@ -327,6 +329,21 @@ def check_decodes(path: Path, encoding: str, delimiter: str) -> None:
 
 def _undecodable(path: Path, encoding: str, delimiter: str, offset: int) -> str:
     """Where the first byte that does not decode is, and what to do about it."""
+    lead, cell = undecodable_at(path, encoding, delimiter, offset)
+    try:
+        cell.decode("cp1252")
+        other = codecs.lookup(encoding).name != "cp1252"
+    except UnicodeDecodeError:
+        other = False
+    suggestion = ("--encoding cp1252, as Excel on Windows writes" if other
+                  else "--encoding with the encoding the file was written in")
+    return (f"does not decode as {encoding} at {lead}: the file is in another encoding; "
+            f"give {suggestion}. Nothing was written")
+
+
+def undecodable_at(path: Path, encoding: str, delimiter: str, offset: int) -> tuple[str, bytes]:
+    """Where the byte at ``offset`` that does not decode is, in words (its row, column and
+    cell, as a run numbers them; else its offset), and the cell's bytes."""
     where, cell = f"byte {offset:,} of the file", b""
     try:
         with open(path, encoding=encoding, errors="surrogateescape", newline="") as handle:
@@ -341,19 +358,10 @@ def _undecodable(path: Path, encoding: str, delimiter: str, offset: int) -> str:
                 if bad is None:
                     continue
                 column = repr(header[bad]) if number and bad < len(header) else bad + 1
-                row = f"row {number}" if number else "the header row"
+                row = row_and_line(number) if number else "the header row"
                 where = f"{row}, column {column}, {where}"
                 cell = record[bad].encode(encoding, "surrogateescape")
                 break
     except (UnicodeError, csv.Error, OSError):
         pass  # the byte's offset alone, then
-    lead = f"{where} ({cell[:60]!r})" if cell else where
-    try:
-        cell.decode("cp1252")
-        other = codecs.lookup(encoding).name != "cp1252"
-    except UnicodeDecodeError:
-        other = False
-    suggestion = ("--encoding cp1252, as Excel on Windows writes" if other
-                  else "--encoding with the encoding the file was written in")
-    return (f"does not decode as {encoding} at {lead}: the file is in another encoding; "
-            f"give {suggestion}. Nothing was written")
+    return (f"{where} ({cell[:60]!r})" if cell else where), cell

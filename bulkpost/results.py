@@ -17,7 +17,9 @@ append-only log; a row's last line is its state. Rules:
   after the fsync: a row's claim there is durable before its request goes out;
 - a lock file beside it keeps a second run out;
 - at the end the log is compacted, by atomic replace, to one line per row; after a failed
-  write it is not (the log as written is valid, the memory of it is not).
+  write it is not (the log as written is valid, the memory of it is not);
+- a run that stops before its first row removes the file if it created it
+  (:meth:`ResultsLog.discard_unused`): a refusal leaves no results file behind.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class ResultsLog:
         self._written = 0         # bytes in the file
         self._failure: ResultsWriteError | None = None  # a background fsync that failed
         self.torn_lines = 0
+        self._created = False     # this run created the file (it held nothing before)
 
     # -- opening -----------------------------------------------------------------------
     def open(self) -> ResultsLog:
@@ -106,6 +109,7 @@ class ResultsLog:
     def _load(self) -> None:
         size = os.fstat(self._fd).st_size
         if size == 0:
+            self._created = True
             self._append(HEADER_LINE)
             os.fsync(self._fd)
             self._synced = self._size
@@ -290,6 +294,17 @@ class ResultsLog:
         except OSError as exc:
             raise ResultsWriteError(f"{self.path}: could not compact the results file "
                                     f"({exc.strerror}); the log itself is intact") from None
+
+    def discard_unused(self) -> bool:
+        """Remove the file if this run created it and recorded nothing in it (a run that
+        stopped before its first row leaves no results file behind); say whether it did.
+        Removed while the lock is held, then closed."""
+        if not self._created or self._marks or self._fd < 0:
+            return False
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        self.close()
+        return True
 
     def close(self) -> None:
         """Sync and release the file and its lock."""

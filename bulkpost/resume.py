@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 from bulkpost.activity import Activity, InvalidRow
 from bulkpost.errors import UsageError
+from bulkpost.row_numbers import row_and_line, rows_and_lines
 
 _MASK = (1 << 64) - 1
 
@@ -110,10 +111,11 @@ def posted_differs(current: Activity | InvalidRow, recorded: Recorded | None) ->
 
 def other_input(rows: list[int]) -> UsageError:
     """The refusal when rows recorded posted now hold other content."""
-    shown = ", ".join(map(str, rows[:5])) + (" …" if len(rows) > 5 else "")
     return UsageError(
-        f"the results file was written for another input (or another mapping): row(s) "
-        f"{shown} are recorded as posted, but hold other content in this input, so they "
+        f"the results file was written for another input (or another mapping): "
+        f"{rows_and_lines(rows)} {'is' if len(rows) == 1 else 'are'} recorded as posted, but "
+        f"{'holds' if len(rows) == 1 else 'hold'} other content in this input, so "
+        f"{'it' if len(rows) == 1 else 'they'} "
         "would be skipped without being sent. Nothing was sent. Rows are numbered per file: "
         "load this input with a new --results file (editing rows that were not posted is "
         "fine)")
@@ -127,7 +129,8 @@ def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
     if (recorded is not None and recorded.key_digest and recorded.status is not Status.INVALID
             and recorded.key_digest != key_digest(current.key)):
         raise UsageError(
-            f"the results file was written for another input: row {current.row} has key "
+            f"the results file was written for another input: {row_and_line(current.row)} "
+            "has key "
             f"{current.key!r} here but another key in the results file; "
             "use a new --results file for a new input")
     if posted_differs(current, recorded):

@@ -24,7 +24,8 @@ class Summary:
 
     rows: int = 0
     posted: int = 0
-    skipped: int = 0  # posted earlier: by an earlier run, or under the same key (--history)
+    skipped: int = 0  # not sent as done before: done_before, and skipped by this run (--history)
+    done_before: int = 0  # of skipped: rows the results file records done by an earlier run
     # Of the skipped: rows whose key the history holds as created by an earlier run (under
     # any results file); not created again.
     created_before: int = 0
@@ -129,6 +130,7 @@ class Summary:
         else:
             # Rows read but not finished when the run stopped (they resume next time).
             data["pending"] = self.rows - sum(getattr(self, s.value) for s in _COUNTED)
+            data["done_before"] = self.done_before
         if self.history:
             data["history"] = self.history
             data["created_before"] = self.created_before

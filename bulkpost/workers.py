@@ -52,7 +52,7 @@ def new_delivery(options: RunOptions, limit: RateLimit, client: LeadSquaredClien
                         load_reading(opts.results, opts.host, history))
     lookups = delivery.lookups
     if lookups.reading.calibrated:
-        log.info("lookup.calibrated_earlier", reading=lookups.reading.describe())
+        log.debug("lookup.calibrated_earlier", reading=lookups.reading.describe())
 
     def keep(reading: Reading) -> None:
         if reading.calibrated:

@@ -107,6 +107,38 @@ def run_killed(server: SandboxServer, args: Sequence[Any],
     return found
 
 
+class SandboxProcess:
+    """``bulkpost sandbox`` in a subprocess, kept running for the duration of a with block;
+    entering gives its stdout line and its announcement."""
+
+    def __init__(self, *options: str) -> None:
+        self.options = options
+
+    def __enter__(self) -> tuple[str, str]:
+        self.process = subprocess.Popen(
+            cli_command("sandbox", "--port", "0", *self.options), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.watchdog = threading.Timer(60, self.process.kill)  # one that never announces
+        self.watchdog.start()
+        ready = self.process.stdout.readline()
+        lines: list[str] = []
+        while line := self.process.stderr.readline():
+            lines.append(line)
+            if line.strip().startswith("export LSQ_HOST="):
+                break
+        self.watchdog.cancel()
+        return ready, "".join(lines)
+
+    def __exit__(self, *_: object) -> None:
+        self.watchdog.cancel()
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.process.stdout.close()
+        self.process.stderr.close()
+
+
 # The mapping of the CLI tests' inputs: key, lead, note, when (Kolkata time), value.
 KEYED_MAPPING = """
 [activity]

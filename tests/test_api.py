@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 import bulkpost
-from bulkpost.errors import UsageError
+from bulkpost.errors import InputError, UsageError
 from tests.conftest import SECRET, read_results
 
 pytestmark = pytest.mark.e2e
@@ -118,6 +119,47 @@ def test_bad_arguments_fail_before_any_request(tmp_path: Path) -> None:
     dry = bulkpost.run(_frame(), MAPPING, tmp_path / "r.csv", dry_run=True, host="",
                        access_key="", secret_key="")
     assert dry.to_send == 4 and dry.exit_code == 0
+
+
+def test_an_object_column_mixing_text_and_numbers_is_sent_as_each_value_wrote_it(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    # What pd.concat gives when one export's codes were read as text and another's as
+    # numbers: an object column of str, int, float and None (Arrow alone refuses it).
+    parts = [_frame().iloc[[n]].assign(label=value) for n, value in
+             enumerate(["A-1", 17, 3.5, None])]
+    frame = pd.concat(parts)
+    frame["n"] = pd.Series([np.int64(2**62 + 1), "x", True, 0.1], dtype=object).to_numpy()
+    assert frame["label"].dtype == object and list(frame.index) == [0, 1, 2, 3]
+    server = make_sandbox()
+    summary = bulkpost.run(frame, MAPPING, tmp_path / "r.csv", host=server.url,
+                           access_key="demo-access-key", secret_key=SECRET, rate="100/1s")
+    assert summary.exit_code == 0 and summary.posted == 4
+    fields = _fields(server)
+    assert [fields[k]["mx_Custom_4"] for k in "ABCD"] == ["A-1", "17", "3.5", ""]
+    assert [fields[k]["mx_Custom_5"] for k in "ABCD"] == [
+        "4611686018427387905", "x", "true", "0.1"]
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    ([b"\xe9t\xe9", b"x", None, None], "column 'label' holds bytes values (row 1: "
+                                         "b'\\xe9t\\xe9'), which have no text form to send: "
+                                         "decode it first"),
+    (["x", {"a": 1}, None, None], "column 'label' holds dict values (row 2: {'a': 1})"),
+    ([[1, 2], None, None, None], "df['label'].map(json.dumps, na_action='ignore')"),
+    ([datetime.date(2024, 5, 1), "soon", None, None],
+     "column 'label' mixes date values with text values (row 1: "),
+])
+def test_an_object_column_without_a_text_form_is_refused_naming_it(
+        tmp_path: Path, make_sandbox: Any, values: list[Any], words: str) -> None:
+    frame = _frame()
+    frame["label"] = pd.Series(values, dtype=object).to_numpy()
+    server = make_sandbox()
+    with pytest.raises(InputError) as refused:
+        bulkpost.run(frame, MAPPING, tmp_path / "r.csv", host=server.url,
+                     access_key="demo-access-key", secret_key=SECRET)
+    assert words in str(refused.value) and "Arrow" not in str(refused.value)
+    assert refused.value.exit_code == 2
+    assert server.stats()["calls"] == 0 and not (tmp_path / "r.csv").exists()
 
 
 async def test_run_async_inside_a_running_loop(tmp_path: Path, make_sandbox: Any) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from bulkpost.cells import check_supported, is_utc_timestamp, to_strings
+from bulkpost.cells import check_supported, is_utc_timestamp, to_strings, value_text
 from bulkpost.errors import InputError
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
@@ -257,3 +257,13 @@ def test_check_supported_refuses_binary_view() -> None:
 )
 def test_check_supported_accepts_types_with_a_string_form(kind: pa.DataType) -> None:
     check_supported(pa.field("amount", kind), "orders.parquet")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("A-1", "A-1"), (17, "17"), (np.int64(-3), "-3"), (2**70, str(2**70)), (3.5, "3.5"),
+    (0.1, "0.1"), (1e20, "100000000000000000000"), (np.float32(1.1), "1.1"), (17.0, "17"),
+    (True, "true"), (np.bool_(False), "false"), (Decimal("1.50"), "1.50"),
+    (Decimal("1E+2"), "100"),
+])
+def test_one_python_value_as_its_faithful_string(value: object, expected: str) -> None:
+    assert value_text(value) == expected

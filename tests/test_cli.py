@@ -286,7 +286,8 @@ def test_wrong_keys_stop_the_run_with_exit_3(tmp_path: Path, make_sandbox: Any) 
     result = _run(data, mapping, results, server.url, LSQ_SECRET_KEY=wrong)
     assert result.code == 3
     assert "401" in result.stderr and "LSQ_SECRET_KEY" in result.stderr
-    assert wrong not in result.stdout + result.stderr + results.read_text()
+    assert wrong not in result.stdout + result.stderr
+    assert not results.exists()  # stopped before its first row: no results file left
     assert server.stats()["calls"] <= 30 and server.stats()["created"] == 0
     fixed = _run(data, mapping, results, server.url)
     assert fixed.code == 0 and fixed.summary["posted"] == 30

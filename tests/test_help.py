@@ -12,8 +12,6 @@ import glob
 import json
 import re
 import shlex
-import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from bulkpost.mapping import load_mapping
 from bulkpost.pipeline import RunOptions
 from bulkpost.ratelimit import parse_rate
 from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
-from tests.conftest import ROOT, cli_command, cli_env, run_cli, write_csv
+from tests.conftest import ROOT, SandboxProcess, run_cli, write_csv
 
 
 def _walk(command: click.Command, path: tuple[str, ...] = ()
@@ -246,40 +244,9 @@ def test_sandbox_help_gives_the_default_keys() -> None:
     assert f"[default: {DEFAULT_SECRET_KEY}]" in text
 
 
-class _Served:
-    """A sandbox subprocess kept running for the duration of a with block."""
-
-    def __init__(self, *options: str) -> None:
-        self.options = options
-
-    def __enter__(self) -> tuple[str, str]:
-        self.process = subprocess.Popen(
-            cli_command("sandbox", "--port", "0", *self.options), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
-        assert self.process.stdout is not None and self.process.stderr is not None
-        self.watchdog = threading.Timer(60, self.process.kill)  # one that never announces
-        self.watchdog.start()
-        ready = self.process.stdout.readline()
-        lines: list[str] = []
-        while line := self.process.stderr.readline():
-            lines.append(line)
-            if line.strip().startswith("export LSQ_HOST="):
-                break
-        self.watchdog.cancel()
-        return ready, "".join(lines)
-
-    def __exit__(self, *_: object) -> None:
-        self.watchdog.cancel()
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        assert self.process.stdout is not None and self.process.stderr is not None
-        self.process.stdout.close()
-        self.process.stderr.close()
-
-
 @pytest.mark.e2e
 def test_sandbox_announces_its_url_and_the_demo_keys_on_stderr() -> None:
-    with _Served() as (ready, announcement):
+    with SandboxProcess() as (ready, announcement):
         url = json.loads(ready)["sandbox"]
         assert announcement.startswith(f"bulkpost sandbox: listening on {url} ")
         exports = [line.strip() for line in announcement.splitlines()
@@ -297,7 +264,7 @@ def test_sandbox_announces_its_url_and_the_demo_keys_on_stderr() -> None:
 @pytest.mark.e2e
 def test_sandbox_with_custom_keys_says_so_and_never_prints_them() -> None:
     access, secret = "custom-access-7f3a", "custom-secret-9b1c"
-    with _Served("--access-key", access, "--secret-key", secret) as (ready, announcement):
+    with SandboxProcess("--access-key", access, "--secret-key", secret) as (ready, announcement):
         url = json.loads(ready)["sandbox"]
         assert f"listening on {url}" in announcement
         assert "custom keys" in announcement

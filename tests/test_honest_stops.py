@@ -64,13 +64,13 @@ def test_a_results_file_reused_with_other_content_is_refused_before_anything_is_
     other, _ = _files(tmp_path, fixed, "fixed.csv")
     again = _run(other, mapping, results, server.url)
     assert again.code == 2, again.stderr
-    assert "row(s) 2 are recorded as posted" in again.stderr
+    assert "row 2 (line 3 in a spreadsheet) is recorded as posted" in again.stderr
     assert "new --results file" in again.stderr
     assert server.stats()["created"] == created  # nothing sent
     assert read_results(results) == before
     # The refusal holds in a dry run too, so that validating warns as well.
     dry = run_cli("run", other, "--mapping", mapping, "--results", results, "--dry-run")
-    assert dry.code == 2 and "row(s) 2" in dry.stderr
+    assert dry.code == 2 and "row 2 (line 3 in a spreadsheet)" in dry.stderr
     # With a new results file the fixed row goes out, and only it: the account's history
     # knows that the three others were created (the advice above sends nothing twice).
     fresh = _run(other, mapping, tmp_path / "r2.csv", server.url)

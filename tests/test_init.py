@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import random
+import shlex
 import tomllib
 import uuid
 from datetime import date, datetime, time
@@ -582,6 +583,52 @@ def test_an_excel_export_reads_with_its_encoding_and_delimiter(tmp_path: Path) -
     assert '"31/02/2025 14:15"' in done.stderr
     assert 'are not GUIDs, e.g. "d9090b89-0655-4096-8f1a"' in done.stderr
     assert "--encoding cp1252" in done.stdout
+
+
+def test_bytes_that_do_not_decode_are_said_with_the_init_to_run_instead(
+        tmp_path: Path) -> None:
+    # The tutorial's cp1252 export read as UTF-8: refused, naming where and what reads it.
+    tutorial = ROOT / "docs" / "tutorial" / "visits.csv"
+    output = tmp_path / "m.toml"
+    done = _init(tutorial, "--event", "201", "--output", output, "--timezone",
+                 "Asia/Kolkata", LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
+    assert done.code == 2 and not output.exists()
+    assert f"{tutorial} does not decode as utf-8 at row " in done.stderr
+    assert "Nothing was written" in done.stderr
+    again = shlex.join(["bulkpost", "init", str(tutorial), "--event", "201", "--output",
+                        str(output), "--encoding", "cp1252", "--timezone", "Asia/Kolkata"])
+    assert done.stderr.rstrip().endswith(again)
+    # The command it prints reads it.
+    fixed = _init(*shlex.split(again)[2:], LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
+    assert fixed.code == 0, fixed.stderr
+    # Bytes cp1252 cannot read: latin-1, said honestly; UTF-8 read as cp1252: UTF-8.
+    odd = tmp_path / "odd.csv"
+    odd.write_bytes(b"key,note\nA1,caf\xe9\x81\n")
+    latin = _init(odd, "--event", "201", "--output", tmp_path / "odd.toml", "--encoding",
+                  "cp1252", LSQ_ACCESS_KEY="", LSQ_SECRET_KEY="")
+    assert latin.code == 2 and "the file may be in another encoding" in latin.stderr
+    assert latin.stderr.rstrip().endswith("--encoding latin-1")
+
+
+@pytest.mark.parametrize(("data", "tried", "advised", "words"), [
+    (b"caf\xc3\xa9", "cp1252", None, ""),                     # decodes: no advice asked
+    (b"caf\xc3\xa9 \xe2\x80\x9d", "cp1252", "utf-8", "decode as UTF-8"),  # 0x9D
+    (b"\x93quoted\x94 caf\xe9", "utf-8", "cp1252", "0x93 (\u201c), 0x94 (\u201d)"),
+    (b"caf\xe9 ", "utf-8", "cp1252", "could be cp1252 or latin-1"),
+    (b"caf\xe9\x81 ", "utf-8", "latin-1", "may be in another encoding"),
+    (b"caf\xe9\x81", "latin-1", None, ""),
+    (b"caf\xc3", "utf-8", None, ""),                           # a character cut at the end
+])
+def test_the_encoding_advised_for_a_sample(data: bytes, tried: str, advised: str | None,
+                                           words: str) -> None:
+    from bulkpost.encodings import advise, first_undecodable
+
+    if first_undecodable(data, tried, complete=False) is None:
+        assert advised is None
+        return
+    advice = advise(data, tried, complete=False)
+    assert (advice.encoding if advice else None) == advised
+    assert advice is None or words in advice.reason
 
 
 def test_parquet_timestamps_need_no_format(tmp_path: Path) -> None:

@@ -58,7 +58,10 @@ def test_a_limit_learnt_is_kept_and_the_next_run_starts_at_it_without_a_429(
     assert [(e["limit"], e["counted"]) for e in learnt] == [("10/5s", 10)]
     refused = server.stats()["rate_limited"]
     assert 1 <= refused <= 5 and server.stats()["max_in_window"] <= 10 + refused
-    kept = json.loads((tmp_path / "n1.results.csv.limits.json").read_text())
+    # One file beside the results file keeps what was learnt, the look-ups' calibration too.
+    assert sorted(p.name for p in tmp_path.glob("n1.*")) == [
+        "n1.csv", "n1.results.csv", "n1.results.csv.learnt.json"]
+    kept = json.loads((tmp_path / "n1.results.csv.learnt.json").read_text())["limits"]
     assert kept["single"]["calls"] == 10 and kept["single"]["period"] == 5.0
     assert "demo-access-key" not in json.dumps(kept)  # a digest names the account
 
@@ -79,7 +82,8 @@ def test_a_limit_learnt_is_kept_and_the_next_run_starts_at_it_without_a_429(
     fourth = _run(tmp_path, server.url, _orders(tmp_path / "n4.csv", 25, 2),
                   tmp_path / "n4.results.csv", "--rate", "8/5s")
     assert fourth.summary["rate"] == {"single": "8/5s (given)"}
-    assert not (tmp_path / "n4.results.csv.limits.json").exists()
+    lessons = tmp_path / "n4.results.csv.learnt.json"
+    assert not lessons.exists() or "limits" not in json.loads(lessons.read_text())
 
 
 @pytest.mark.e2e
@@ -92,7 +96,7 @@ def test_the_bulk_limit_is_learnt_beside_the_single_one(tmp_path: Path,
     assert done.summary["posted"] == 51
     assert done.summary["rate"] == {"bulk": "1/5s (learnt)"}
     assert server.stats()["bulk_rate_limited"] <= 3
-    kept = json.loads((tmp_path / "results.csv.limits.json").read_text())
+    kept = json.loads((tmp_path / "results.csv.learnt.json").read_text())["limits"]
     assert kept["bulk"]["calls"] == 1 and "single" not in kept
 
 
@@ -107,11 +111,16 @@ def test_a_kept_limit_is_recalled_only_for_its_host_and_account(tmp_path: Path) 
                 "account": account_tag(Credentials("key-1", "s")),
                 "single": {"calls": 10, "period": 5.0, "run_id": "r1"},
                 "bulk": {"calls": "one", "period": 5.0}}  # not a number: ignored
-    (tmp_path / "results.csv.limits.json").write_text(json.dumps(document))
-    assert _recalled(tmp_path, "https://api-in21.leadsquared.com", "key-1") == {
-        "single": Learnt(RateSpec(10, 5.0), "r1")}
-    assert _recalled(tmp_path, "https://api.leadsquared.com", "key-1") == {}
-    assert _recalled(tmp_path, "https://api-in21.leadsquared.com", "key-2") == {}
+    # As an earlier version kept it (a file per kind, still read), and as kept now.
+    for path, text in ((tmp_path / "results.csv.limits.json", json.dumps(document)),
+                       (tmp_path / "results.csv.learnt.json",
+                        json.dumps({"limits": document, "calibration": {}}))):
+        path.write_text(text)
+        assert _recalled(tmp_path, "https://api-in21.leadsquared.com", "key-1") == {
+            "single": Learnt(RateSpec(10, 5.0), "r1")}
+        assert _recalled(tmp_path, "https://api.leadsquared.com", "key-1") == {}
+        assert _recalled(tmp_path, "https://api-in21.leadsquared.com", "key-2") == {}
+        path.unlink()
 
 
 def test_a_kept_limit_is_found_in_the_history_when_the_results_file_has_none(
@@ -142,9 +151,13 @@ def test_a_kept_limit_a_probe_outgrew_is_forgotten_at_the_end_of_the_run(
     assert limits.source("single") == "remembered" and limits.ceiling("single").calls == 20
     allowance = limits.single.allowance
     allowance.ceiling, allowance.learnt = allowance.top, False  # what a successful probe does
+    (tmp_path / "results.csv.learnt.json").write_text(json.dumps({"calibration": {"x": 1}}))
     limits.keep("r2")
-    document = json.loads(kept.read_text())
+    # Kept in the one file, beside its other lessons; the earlier version's file is gone.
+    lessons = json.loads((tmp_path / "results.csv.learnt.json").read_text())
+    document = lessons["limits"]
     assert "single" not in document and document["bulk"]["calls"] == 1
+    assert lessons["calibration"] == {"x": 1} and not kept.exists()
 
 
 @pytest.mark.parametrize(("given", "meant"), [

@@ -80,7 +80,7 @@ def test_the_first_rows_check_costs_a_read_back_and_a_look_up_and_is_reused(
     done = _run(tmp_path, server.url, 12, "--verify-first", "2")
     assert done.code == 0, done.stderr[-2000:]
     assert (done.summary["verify_calls"], done.summary["calibration_calls"]) == (2, 1)
-    saved = json.loads((tmp_path / "results.csv.calibration.json").read_text())
+    saved = json.loads((tmp_path / "results.csv.learnt.json").read_text())["calibration"]
     assert saved["host"] == server.url and saved["reading"]["calibrated"]
     assert saved["reading"]["created_on"] == "posted"
     _once_each(server, 12)
@@ -114,7 +114,7 @@ def test_a_resumed_run_calibrates_on_a_row_its_results_file_holds_as_posted(
     # The results file alone (a history would know row 6 posted), so that editing it plays
     # a lost answer; and no history to keep the calibration in.
     assert _run(tmp_path, server.url, 6, "--create-again").code == 0
-    (tmp_path / "results.csv.calibration.json").unlink()
+    (tmp_path / "results.csv.learnt.json").unlink()
     results = tmp_path / "results.csv"
     lines = results.read_text().splitlines()
     # Row 6 was sent and its answer lost: it may have been created.

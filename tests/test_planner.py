@@ -497,7 +497,8 @@ def test_another_key_under_the_row_number_is_refused(status: Status,
     options = dataclasses.replace(OPTIONS, history=history)
     for held in HELD.values():
         holder = held if isinstance(row, Activity) else None
-        with pytest.raises(UsageError, match="row 7 has key 'S-7' here but another key"):
+        with pytest.raises(UsageError, match=r"row 7 \(line 8 in a spreadsheet\) has key "
+                                             r"'S-7' here but another key"):
             decide(row, recorded_as(status, key="S-8"), line(status), holder, options)
 
 
@@ -506,7 +507,8 @@ def test_another_key_under_the_row_number_is_refused(status: Status,
 def test_a_posted_row_with_other_content_is_refused(history: bool, resend: bool) -> None:
     options = dataclasses.replace(OPTIONS, history=history, resend_unknown=resend)
     for held in HELD.values():
-        with pytest.raises(UsageError, match=r"row\(s\) 7 are recorded as posted"):
+        with pytest.raises(UsageError, match=r"row 7 \(line 8 in a spreadsheet\) is "
+                                             r"recorded as posted"):
             decide(ROW, recorded_as(S.POSTED, OTHER_HASH),
                    line(S.POSTED, activity_id="act-7", content_hash=OTHER_HASH), held, options)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +143,11 @@ def test_a_dry_run_reports_problems_grouped_and_the_time_it_would_take(
     summary = result.summary
     assert (summary["to_send"], summary["invalid"]) == (39, 21)
     assert summary["problems"][0] == (
-        "column 'amount': 20 rows, first at row 3: mx_Custom_2 (Amount): '12,5' is not a "
+        "column 'amount': 20 rows, first at row 3 (line 4 in a spreadsheet): mx_Custom_2 "
+        "(Amount): '12,5' is not a "
         "number (a decimal comma? see --decimal-comma)")
-    assert summary["problems"][1].startswith("column 'channel': 1 row (row 11): ")
+    assert summary["problems"][1].startswith(
+        "column 'channel': 1 row, row 11 (line 12 in a spreadsheet): ")
     assert summary["estimated_s"] == round(39 / (25 / 5.1))  # 25/5s with the 2% margin
     assert "dry run: 39 rows to send, 21 invalid" in result.stderr
     assert "a real run would take about 0:00:08 at 25/5s" in result.stderr
@@ -158,3 +161,42 @@ def test_bulkpost_validate_is_a_dry_run(tmp_path: Path, make_sandbox: Any) -> No
     assert result.code == 1 and result.summary["dry_run"] is True
     assert (result.summary["to_send"], result.summary["invalid"]) == (2, 5)
     assert server.create_calls() == 0
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_constant_event_the_account_lacks_is_refused_before_any_row(
+        tmp_path: Path, make_sandbox: Any, dry_run: bool) -> None:
+    data = write_csv(tmp_path / "calls.csv", ["key", "lead"],
+                     [["C1", LEAD], ["C2", LEAD]])
+    mapping = tmp_path / "calls.toml"
+    mapping.write_text('[activity]\nevent = 5000\nlead_id_column = "lead"\n'
+                       'key_column = "key"\n')
+    server = make_sandbox()
+    results = tmp_path / "r.csv"
+    result = run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
+                     server.url, *(["--dry-run"] if dry_run else []))
+    assert result.code == 2, result.stderr
+    assert (f"{mapping}: event = 5000: activity type 5000 not found in the account"
+            in result.stderr) and "bulkpost types lists the account's types" in result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["exit_code"] == 2
+    assert server.create_calls() == 0
+    assert not results.exists()  # no row was read, and the file this run made is gone
+    assert sorted(tmp_path.iterdir()) == sorted([data, mapping])  # no lock or sidecar
+
+
+def test_keys_refused_at_the_start_leave_no_results_file(tmp_path: Path,
+                                                         make_sandbox: Any) -> None:
+    data, mapping = _typed_input(tmp_path)
+    server = make_sandbox()
+    results = tmp_path / "r.csv"
+    refused = run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
+                      server.url, LSQ_SECRET_KEY="not-the-key")
+    assert refused.code == 3 and "401" in refused.stderr
+    assert not results.exists() and not (tmp_path / "r.csv.lock").exists()
+    # A results file an earlier run wrote is kept, whatever stops the next one.
+    first = run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
+                    server.url, "--rate", "100/1s")
+    assert first.code == 1 and first.summary["posted"] == 2
+    again = run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
+                    server.url, LSQ_SECRET_KEY="not-the-key")
+    assert again.code == 3 and len(read_results(results)) == 7

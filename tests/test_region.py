@@ -312,10 +312,10 @@ def test_a_run_whose_cached_host_refuses_finds_the_host_again_and_posts(
 
 @pytest.mark.e2e
 def test_the_sandbox_command_plays_regions(tmp_path: Path) -> None:
-    from tests.test_help import _Served
+    from tests.conftest import SandboxProcess
 
-    with _Served("--region", MUMBAI) as (home, _), \
-            _Served("--home-region", MUMBAI, "--no-region-hint") as (elsewhere, _):
+    with SandboxProcess("--region", MUMBAI) as (home, _), \
+            SandboxProcess("--home-region", MUMBAI, "--no-region-hint") as (elsewhere, _):
         urls = {**dict.fromkeys(REGIONS, json.loads(elsewhere)["sandbox"]),
                 MUMBAI: json.loads(home)["sandbox"]}
         done = run_cli("types", "--json", **{URLS_ENV: json.dumps(urls),

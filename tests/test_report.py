@@ -27,7 +27,7 @@ from bulkpost.errors import InputError, ResultsLocked
 from bulkpost.locking import lock_beside, release
 from bulkpost.mapping import parse_mapping
 from bulkpost.outcomes import HEADER, HEADER_LINE, RowOutcome, format_line
-from bulkpost.report import ProblemGroups, _check_encodes, build_report, fold
+from bulkpost.report import ProblemGroups, Report, _check_encodes, build_report, fold
 from bulkpost.results import ResultsLog
 from bulkpost.resume import Status
 from tests.conftest import KEYED_MAPPING, ROOT, cli_command, cli_env, read_results, run_cli
@@ -302,15 +302,15 @@ def test_a_byte_order_mark_is_written_back_since_it_decides_the_reading(tmp_path
 
 
 def test_a_value_the_encoding_lacks_is_an_error_naming_row_and_column() -> None:
-    with pytest.raises(InputError, match=r"in.csv: row 7, column 'note': '→' cannot be "
-                                         r"written in cp1252"):
+    with pytest.raises(InputError, match=r"in.csv: row 7 \(line 8 in a spreadsheet\), "
+                                         r"column 'note': '→' cannot be written in cp1252"):
         _check_encodes(["K7", "a → b"], ["key", "note"], 7, "cp1252", Path("in.csv"))
     _check_encodes(["K7", "Ça €"], ["key", "note"], 7, "cp1252", Path("in.csv"))
 
 
 # -- an input that does not decode stops the report before it writes anything -------------
 @pytest.mark.parametrize(("header", "where"), [
-    (COLUMNS, "row 2, column 'note'"),
+    (COLUMNS, "row 2 (line 3 in a spreadsheet), column 'note'"),
     (["key", "lead", "prénom", "when", "value"], "the header row, column 3"),
 ])
 def test_an_input_in_another_encoding_fails_first_and_suggests_encoding(
@@ -506,9 +506,21 @@ def test_an_empty_lead_id_and_a_malformed_one_are_two_problems() -> None:
     for row, lead in enumerate(["", "  ", "nope", "bad-guid"], start=1):
         invalid = RowMapper(mapping).map_row(row, {"lead": lead})
         groups.add(getattr(invalid, "column", ""), getattr(invalid, "reason", ""), row)
-    assert groups.lines() == ["column 'lead': 2 rows, first at row 1: lead id is empty",
-                              "column 'lead': 2 rows, first at row 3: lead id 'nope' is not "
-                              "a GUID"]
+    assert groups.lines() == [
+        "column 'lead': 2 rows, first at row 1 (line 2 in a spreadsheet): lead id is empty",
+        "column 'lead': 2 rows, first at row 3 (line 4 in a spreadsheet): lead id 'nope' is "
+        "not a GUID"]
+
+
+def test_row_numbers_for_people_give_the_spreadsheet_line_too() -> None:
+    from bulkpost.row_numbers import row_and_line, rows_and_lines
+
+    assert row_and_line(17) == "row 17 (line 18 in a spreadsheet)"
+    assert rows_and_lines([3, 9, 12]) == "rows 3, 9 and 12 (lines 4, 10 and 13 in a spreadsheet)"
+    assert rows_and_lines([1, 2, 3, 4, 5, 6]) == (
+        "rows 1, 2, 3, 4, 5 … (lines 2, 3, 4, 5, 6 … in a spreadsheet)")
+    report = Report({status: 0 for status in Status}, [("lead id is empty", 3, 17)], 3)
+    assert "(first at row 17, line 18 in a spreadsheet)" in report.render()
 
 
 # -- a date and a time of day left empty ----------------------------------------------------

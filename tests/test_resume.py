@@ -79,10 +79,11 @@ def test_a_posted_row_with_other_content_stops_the_run(resend_unknown: bool) -> 
     """Skipped as posted, the row's new content would never be sent: refused instead."""
     with pytest.raises(UsageError) as caught:
         plan_row(ACTIVITY, recorded_as(Status.POSTED, OTHER_HASH), resend_unknown)
-    assert "row(s) 7 are recorded as posted" in str(caught.value)
+    assert "row 7 (line 8 in a spreadsheet) is recorded as posted" in str(caught.value)
     assert "new --results file" in str(caught.value)
     # An updated row holds its activity with the content it records: the same refusal.
-    with pytest.raises(UsageError, match=r"row\(s\) 7 are recorded as posted"):
+    with pytest.raises(UsageError,
+                       match=r"row 7 \(line 8 in a spreadsheet\) is recorded as posted"):
         plan_row(ACTIVITY, recorded_as(Status.UPDATED, OTHER_HASH), resend_unknown)
     # Without a recorded fingerprint (an old results file) there is nothing to compare.
     assert plan_row(ACTIVITY, recorded_as(Status.POSTED, "")) is Action.SKIP_POSTED
@@ -104,7 +105,8 @@ def test_a_different_key_under_the_same_row_stops_the_run(
     with pytest.raises(UsageError) as caught:
         plan_row(current, recorded_as(status, key="S-8"), resend_unknown)
     message = str(caught.value)
-    assert "row 7 has key 'S-7' here but another key in the results file" in message
+    assert ("row 7 (line 8 in a spreadsheet) has key 'S-7' here but another key in the "
+            "results file") in message
     assert "use a new --results file" in message
 
 

@@ -87,10 +87,11 @@ class Terminal:
                 None if eta in (None, "?") else _seconds(eta)))
         return found
 
-    def summary(self) -> dict[str, Any]:
-        last = [line for line in self.screen() if line.startswith("{")][-1]
-        data: dict[str, Any] = json.loads(last)
-        return data
+    def summary(self) -> str:
+        """The summary in words: the line of counts (a person sees no JSON line)."""
+        assert not [line for line in self.screen() if line.startswith("{")], self.output
+        return next(line for line in self.screen()
+                    if re.match(r"[\d,]+ rows?: |nothing to send: ", line))
 
 
 def _seconds(clock: str) -> float:
@@ -171,25 +172,29 @@ def test_log_lines_and_the_bar_share_the_terminal_cleanly(
     server = make_sandbox("100/1s", latency=(0.01, 0.01))
     terminal = _run(data, mapping, tmp_path, server.url, "--rate", "100/1s")
     assert terminal.code == 0, terminal.output
-    assert terminal.summary()["posted"] == 40
+    assert terminal.summary() == "40 rows: 40 posted"
     screen = terminal.screen()
     while screen and not screen[-1]:
         screen.pop()
     assert "" not in screen, "\n".join(screen)  # no blank line after any log line
     bars = [n for n, line in enumerate(screen) if "%|" in line]
-    finished = next(n for n, line in enumerate(screen) if "run finished" in line)
-    # One bar, drawn again in place each time, left below every line logged while it ran.
-    assert bars == [finished - 1], "\n".join(screen)
+    said = screen.index(terminal.summary())
+    # One bar, drawn again in place each time, left below every line logged while it ran,
+    # and the summary in words below it, once: no JSON line, no "run finished" log line.
+    assert bars == [said - 1], "\n".join(screen)
     assert screen[bars[0]].startswith("100%|") and "40/40" in screen[bars[0]]
-    logged = [line for n, line in enumerate(screen) if n not in bars and line[0] != "{"]
+    assert screen[said + 1].startswith("took 0:00:0") and " at 100/1s (given)" in screen[said + 1]
+    logged = screen[:bars[0]]
     assert all(_LOG_LINE.match(line) for line in logged), "\n".join(logged)  # none torn
     assert sum("preflight" in line for line in logged) == 1
     assert all(len(frame.text) < WIDTH for frame in terminal.frames())
-    # The type's 48 other fields: counted, not listed, and no empty field shown.
-    notice = next(line for line in logged if "fields not mapped" in line)
-    assert "count=48" in notice and "activity_type=201" in notice
+    # The type's 48 other fields: counted in words on its line, not listed.
+    assert "50 custom fields, 48 of them not mapped (left empty;" in terminal.output
     assert "mx_Custom_3" not in terminal.output
     assert "=None" not in terminal.output
+    # The look-ups' own vocabulary is for debugging.
+    assert "run finished" not in terminal.output and "reading=" not in terminal.output
+    assert "count=" not in terminal.output
 
 
 def test_the_unmapped_fields_are_listed_at_debug_level(
@@ -233,8 +238,7 @@ def test_a_resumed_run_counts_only_its_own_rows_in_rate_and_eta(
     data, mapping = _inputs(tmp_path, 200)  # 50 rows more
     terminal = _run(data, mapping, tmp_path, server.url, "--rate", "1000/1s", "--workers", "1")
     assert terminal.code == 0, terminal.output
-    summary = terminal.summary()
-    assert (summary["skipped"], summary["posted"]) == (150, 50)
+    assert terminal.summary() == "200 rows: 50 posted, 150 posted earlier (not sent again)"
     frames = terminal.frames()
     assert frames[-1].finished == frames[-1].total == 200  # the bar counts every row
     # The 150 rows passed over in an instant are not this run's work: a rate counting them
@@ -256,12 +260,29 @@ def test_json_log_lines_carry_lists_as_json_values(tmp_path: Path, make_sandbox:
     finished = next(e for e in events if e["event"] == "run.finished")
     assert finished["problems"] == result.summary["problems"]
     assert len(finished["problems"]) == 1 and "2 rows" in finished["problems"][0]
-    listed = next(e for e in events
-                  if e["event"] == "preflight.fields_unmapped" and "fields" in e)
+    listed = next(e for e in events if e["event"] == "preflight.fields_unmapped")
     assert listed["fields"][:2] == ["mx_Custom_3 (Custom 3)", "mx_Custom_4 (Custom 4)"]
-    counted = next(e for e in events
-                   if e["event"] == "preflight.fields_unmapped" and "count" in e)
-    assert counted["count"] == 48 and counted["level"] == "info"
+    assert listed["count"] == 48 and listed["level"] == "debug"
+    assert finished["level"] == "info"  # a program reads the summary in the log too
     # JSON keeps an absent optional field as null: a scheduler reads a stable set of keys.
     started = next(e for e in events if e["event"] == "run.started")
     assert "bulk_rate" in started and started["bulk_rate"] is None
+
+
+def test_a_rerun_with_nothing_to_send_says_so_once_in_words(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    data, mapping = _inputs(tmp_path, 8)
+    server = make_sandbox("100/1s")
+    first = _run(data, mapping, tmp_path, server.url, "--rate", "100/1s")
+    assert first.code == 0 and first.summary() == "8 rows: 8 posted", first.output
+    again = _run(data, mapping, tmp_path, server.url, "--rate", "100/1s")
+    assert again.code == 0, again.output
+    assert again.summary() == "nothing to send: all 8 rows were posted earlier"
+    screen = again.screen()
+    assert sum("rows were posted earlier" in line for line in screen) == 1
+    assert not any("[info" in line and "calibrated" in line for line in screen)
+    # Piped, stdout keeps its JSON line for scripts: skipped counts the rows done before.
+    piped = run_cli("run", data, "--mapping", mapping, "--results", tmp_path / "results.csv",
+                    "--host", server.url, "--rate", "100/1s")
+    assert (piped.summary["skipped"], piped.summary["done_before"]) == (8, 8)
+    assert "nothing to send" not in piped.stderr  # no person at that terminal

@@ -13,7 +13,9 @@ from bulkpost.activity_types import ListedType, parse_activity_types, render_lis
 from bulkpost.hosts import REGIONS
 from bulkpost.region import URLS_ENV
 from bulkpost.sandbox import CATALOG
-from tests.conftest import run_cli
+from tests.conftest import SandboxProcess, read_results, run_cli, write_csv
+
+LEAD = "9e3779b9-7f4a-4c15-b39c-c0605cedc834"
 
 FORM = [
     {"SchemaName": "mx_Custom_1", "DisplayName": "Order No", "DataType": "String",
@@ -159,3 +161,64 @@ def test_types_without_host_finds_the_region(tmp_path: Path, make_sandbox: Any) 
     assert done.code == 0, done.stderr
     assert json.loads(done.stdout)["host"] == mumbai.url
     assert singapore.stats()["unauthorized"] == 1
+
+
+@pytest.mark.e2e
+def test_a_sandbox_rehearses_the_types_another_printed(tmp_path: Path,
+                                                        make_sandbox: Any) -> None:
+    # `types CODE --json` against "the account" (one sandbox), kept in a file, served by a
+    # second sandbox started with --types: its fields, Number and dropdown checks included.
+    account = make_sandbox()
+    printed = [run_cli("types", str(code), "--json", "--host", account.url)
+               for code in (310, 301)]
+    assert all(done.code == 0 for done in printed), printed
+    purchase, order = (json.loads(done.stdout) for done in printed)
+    purchase["code"], order["code"] = 4310, 4301  # codes the sandbox has no type of
+    one, both = tmp_path / "purchase.json", tmp_path / "types.json"
+    one.write_text(json.dumps(purchase))
+    both.write_text(json.dumps([purchase, order]))
+    with SandboxProcess("--types", str(both)) as (ready, announcement):
+        assert json.loads(ready)["types"] == [4310, 4301]
+        assert (f"serving your activity types from {both}: 4310 (Purchase), 4301 (Order)"
+                in announcement)
+    with SandboxProcess("--types", str(one)) as (ready, _):
+        url = json.loads(ready)["sandbox"]
+        listed = run_cli("types", "--json", "--host", url)
+        assert {"code": 4310, "name": "Purchase", "fields": 7,
+                "mandatory": ["mx_Custom_1"]} in json.loads(listed.stdout)["types"]
+        again = run_cli("types", "4310", "--json", "--host", url)
+        assert json.loads(again.stdout) == purchase  # the round trip keeps every field
+        rows = [["P1", LEAD, "12.50", "Web"], ["P2", LEAD, "12,5x", "Web"],
+                ["P3", LEAD, "3", "Fax"]]
+        data = write_csv(tmp_path / "buys.csv", ["order", "lead", "amount", "channel"], rows)
+        mapping = tmp_path / "buys.toml"
+        mapping.write_text('[activity]\nevent = 4310\nlead_id_column = "lead"\n'
+                           'key_column = "order"\n[fields]\n"Order No" = "order"\n'
+                           'Amount = "amount"\n"Sales Channel" = "channel"\n')
+        checked = run_cli("run", data, "--mapping", mapping, "--results", tmp_path / "r.csv",
+                          "--host", url, "--rate", "25/5s")
+        assert checked.code == 1, checked.stderr
+        assert (checked.summary["posted"], checked.summary["invalid"]) == (1, 2)
+        errors = {n: r["error"] for n, r in read_results(tmp_path / "r.csv").items()}
+        assert "'12,5x' is not a number" in errors[2]
+        assert "not one of the options" in errors[3]
+        # Unchecked by bulkpost (--no-preflight), the sandbox answers as the account would.
+        by_schema = tmp_path / "schema.toml"
+        by_schema.write_text(mapping.read_text().replace('"Order No"', "mx_Custom_1")
+                             .replace("Amount", "mx_Custom_2")
+                             .replace('"Sales Channel"', "mx_Custom_4"))
+        sent = run_cli("run", data, "--mapping", by_schema, "--results", tmp_path / "r2.csv",
+                       "--host", url, "--no-preflight")
+        assert (sent.summary["posted"], sent.summary["rejected"]) == (1, 2), sent.stderr
+        refused = {n: r["error"] for n, r in read_results(tmp_path / "r2.csv").items()}
+        assert "Amount: '12,5x' is not a number" in refused[2]
+        assert "Sales Channel: 'Fax' is not one of the options" in refused[3]
+
+
+def test_a_types_file_that_is_not_what_types_prints_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"code": 310}))
+    done = run_cli("sandbox", "--port", "0", "--types", bad)
+    assert done.code == 2
+    assert (f"--types {bad}: not what bulkpost types CODE --json prints: the type: expected "
+            'an object with "code" and "fields"') in done.stderr

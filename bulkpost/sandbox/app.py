@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ from bulkpost.sandbox.faults import Fates, FaultSchedule
 from bulkpost.sandbox.gate import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Gate, error
 from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.store import ActivityStore, Watch
-from bulkpost.sandbox.validation import activity_setting, activity_types
+from bulkpost.sandbox.validation import Catalog
 from bulkpost.sandbox.writes import WriteEndpoints
+from bulkpost.schema import ActivityType
 
 DEFAULT_REGION = "api.leadsquared.com"  # the region a sandbox plays unless told
 
@@ -41,6 +43,7 @@ class Sandbox(WriteEndpoints):
 
     ``seed`` replays a run (None: a random one, shown in the stats). ``region``: the host
     it plays; ``home_region``: the keys' home (None: this one), else every call is refused.
+    ``types``: an account's own activity types, served beside the built-in ones.
     """
 
     def __init__(self, *, rate: RateSpec | None = None, bulk_rate: RateSpec | None = None,
@@ -52,13 +55,16 @@ class Sandbox(WriteEndpoints):
                  keys: dict[str, str] | None = None,
                  dialect: Dialect = DIALECTS["classic"],
                  altered: frozenset[str] = frozenset(), region: str = DEFAULT_REGION,
-                 home_region: str | None = None, region_hint: bool = True) -> None:
+                 home_region: str | None = None, region_hint: bool = True,
+                 types: Sequence[ActivityType] = ()) -> None:
         self.rate = rate or RateSpec(25, 5.0)
         self.bulk_rate = bulk_rate or RateSpec(1, 5.0)
         self.seed = secrets.randbits(63) if seed is None else seed
         self.dialect = dialect
         self.stats = ServerCounts()
-        self.store = ActivityStore(self.stats, dialect=dialect, altered=altered, ledger=ledger)
+        self.catalog = Catalog(types)
+        self.store = ActivityStore(self.stats, dialect=dialect, altered=altered, ledger=ledger,
+                                   catalog=self.catalog)
         self.gate = Gate(self.stats, keys=keys or {DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY},
                          rate=self.rate, bulk_rate=self.bulk_rate,
                          fates=Fates(self.seed, arrival=arrival, latency=latency,
@@ -226,7 +232,7 @@ class Sandbox(WriteEndpoints):
         if isinstance(admitted, web.StreamResponse):
             return admitted
         code = request.query.get("code", "")
-        setting = activity_setting(int(code)) if code.isdigit() else None
+        setting = self.catalog.setting(int(code)) if code.isdigit() else None
         if setting is None:
             return error(500, "MXInvalidInputException", f"Activity event {code} does not exist")
         return web.json_response(setting)
@@ -248,7 +254,7 @@ class Sandbox(WriteEndpoints):
         admitted = await self.gate.admit(request, lookup=True)
         if isinstance(admitted, web.StreamResponse):
             return admitted
-        return web.json_response(activity_types())
+        return web.json_response(self.catalog.listed())
 
     async def _lead_by_email(self, request: web.Request) -> web.StreamResponse:
         """"Get Lead by Email Address": a list with the lead, or an empty list."""

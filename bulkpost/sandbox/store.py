@@ -23,7 +23,7 @@ from bulkpost.dialect import Dialect, canonical_option, page, render_activity, r
 from bulkpost.errors import UsageError
 from bulkpost.mapping import CUSTOM_FIELD
 from bulkpost.sandbox.stats import ServerCounts
-from bulkpost.sandbox.validation import setting_of
+from bulkpost.sandbox.validation import BUILT_IN, Catalog
 
 Watch = Callable[[dict[str, Any]], None]
 
@@ -41,8 +41,9 @@ class ActivityStore:
     """Every activity created, in the order created, and the indexes look-ups read."""
 
     def __init__(self, stats: ServerCounts, *, dialect: Dialect, altered: frozenset[str],
-                 ledger: Path | None = None) -> None:
+                 ledger: Path | None = None, catalog: Catalog = BUILT_IN) -> None:
         self.stats = stats
+        self.catalog = catalog
         self.dialect = dialect
         self.altered = altered
         self.ledger: list[dict[str, Any]] = []
@@ -84,7 +85,7 @@ class ActivityStore:
                 email, str(uuid.uuid5(uuid.NAMESPACE_URL, "mailto:" + email)))
         lead_id = lead_id.lower()
         sent = {f["SchemaName"]: f["Value"] for f in body.get("Fields", [])}
-        specs = {f["SchemaName"]: f for f in setting_of(body)["Fields"]}
+        specs = {f["SchemaName"]: f for f in self.catalog.setting_of(body)["Fields"]}
         stored = {name: self._stored(name, value, specs.get(name))
                   for name, value in sent.items()}
         entry: dict[str, Any] = {
@@ -128,7 +129,7 @@ class ActivityStore:
         appended to the ledger file (a line naming the activity in ``UpdateOf``)."""
         self.stats.updated += 1
         sent = {f["SchemaName"]: f["Value"] for f in body.get("Fields", [])}
-        specs = {f["SchemaName"]: f for f in setting_of(entry)["Fields"]}
+        specs = {f["SchemaName"]: f for f in self.catalog.setting_of(entry)["Fields"]}
         stored = {name: self._stored(name, value, specs.get(name))
                   for name, value in sent.items()}
         change: dict[str, Any] = {"ReceivedAt": arrived, "Bulk": bulk, "Fields": stored}
@@ -163,14 +164,14 @@ class ActivityStore:
                    if event is None or e["ActivityEvent"] == event]
         items, record_count = page(entries, offset, count, self.dialect)
         return {"RecordCount": record_count, "ProspectActivities": [
-            render_activity(e, self.dialect, setting_of(e)) for e in items]}
+            render_activity(e, self.dialect, self.catalog.setting_of(e)) for e in items]}
 
     def details(self, activity_id: str, access_key: str) -> dict[str, Any] | None:
         """"Get Custom Fields of an Activity", or None when the activity is not the key's."""
         entry = self._by_id.get(activity_id.strip().lower())
         if entry is None or entry["AccessKey"] != access_key:
             return None
-        return render_details(entry, self.dialect, setting_of(entry))
+        return render_details(entry, self.dialect, self.catalog.setting_of(entry))
 
     def leads_by_email(self, email: str) -> list[dict[str, Any]]:
         """"Get Lead by Email Address": a list with the lead, or an empty list."""

@@ -5,18 +5,22 @@ mandatory, a Number, a Dropdown, a Date and a DateTime field, and duplicate disp
 310, a purchase with a shop's field names, for ``bulkpost init``; every other code in
 100..999 with 50 String fields) and the validation a single create and each item of a bulk
 call go through, with the API's messages (typed fields included).
-"Get List of Activity Types" lists the catalog's types and a few untyped ones.
+"Get List of Activity Types" lists the catalog's types and a few untyped ones. A
+:class:`Catalog` adds an account's own types to them (``bulkpost sandbox --types``: what
+``bulkpost types CODE --json`` printed), so a load is rehearsed against its real fields.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from bulkpost.activity import GUID
 from bulkpost.dialect import canonical_option
 from bulkpost.mapping import CUSTOM_FIELD
+from bulkpost.schema import ActivityType
 
 MAX_BULK_ITEMS = 25
 API_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
@@ -73,20 +77,63 @@ def activity_types() -> list[dict[str, Any]]:
     """What "Get List of Activity Types" answers: the catalog's types and the listed untyped
     ones, in the shape public clients read (``ActivityProperties`` a JSON string holding
     ``FormMetaData``, the type's fields). ``EventType``'s values are not known: a stand-in."""
-    listed = []
-    for code in sorted({*CATALOG, *LISTED_UNTYPED}):
-        setting = activity_setting(code)
-        assert setting is not None
-        listed.append({
-            "ActivityEvent": code, "ActivityEventName": setting["DisplayName"],
-            "DisplayName": setting["DisplayName"], "EventType": "Custom",
-            "ActivityProperties": json.dumps({"FormMetaData": setting["Fields"]})})
-    return listed
+    return BUILT_IN.listed()
 
 
 def setting_of(entry: dict[str, Any]) -> dict[str, Any]:
     """The activity type of a stored entry or a valid body (validated, so it exists)."""
-    return activity_setting(int(entry["ActivityEvent"])) or {"DisplayName": "", "Fields": []}
+    return BUILT_IN.setting_of(entry)
+
+
+def api_setting(activity: ActivityType) -> dict[str, Any]:
+    """An activity type as "Get Activity Type Details" answers it (its options as an
+    ``OptionSet`` JSON string, as the catalog's)."""
+    fields: list[dict[str, Any]] = []
+    for spec in activity.fields.values():
+        field: dict[str, Any] = {"SchemaName": spec.schema_name,
+                                 "DisplayName": spec.display_name, "DataType": spec.data_type}
+        if spec.mandatory:
+            field["IsMandatory"] = True
+        if spec.options:
+            field["OptionSet"] = json.dumps([{"Value": v, "Text": v} for v in spec.options])
+        if spec.max_length:
+            field["MaxFieldLength"] = spec.max_length
+        fields.append(field)
+    return {"DisplayName": activity.name or f"Event {activity.code}", "Fields": fields}
+
+
+class Catalog:
+    """The activity types one sandbox serves: the built-in catalog, and an account's own
+    types given to rehearse a load (``bulkpost sandbox --types``), which are listed too and
+    win over a built-in type of the same code."""
+
+    def __init__(self, own: Sequence[ActivityType] = ()) -> None:
+        self.own: dict[int, dict[str, Any]] = {a.code: api_setting(a) for a in own}
+
+    def setting(self, code: int) -> dict[str, Any] | None:
+        """What "Get Activity Type Details" answers for ``code`` (None: no such type)."""
+        if code in self.own:
+            return {"ActivityEventCode": code, **self.own[code]}
+        return activity_setting(code)
+
+    def setting_of(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The activity type of a stored entry or a valid body (validated, so it exists)."""
+        return self.setting(int(entry["ActivityEvent"])) or {"DisplayName": "", "Fields": []}
+
+    def listed(self) -> list[dict[str, Any]]:
+        """What "Get List of Activity Types" answers (see :func:`activity_types`)."""
+        listed = []
+        for code in sorted({*CATALOG, *LISTED_UNTYPED, *self.own}):
+            setting = self.setting(code)
+            assert setting is not None
+            listed.append({
+                "ActivityEvent": code, "ActivityEventName": setting["DisplayName"],
+                "DisplayName": setting["DisplayName"], "EventType": "Custom",
+                "ActivityProperties": json.dumps({"FormMetaData": setting["Fields"]})})
+        return listed
+
+
+BUILT_IN = Catalog()
 
 
 def typed_problem(setting: dict[str, Any], name: str, value: str,
@@ -151,7 +198,8 @@ def _fields_problem(setting: dict[str, Any], fields: list[Any],
     return None
 
 
-def create_problem(body: Any, any_case: bool = False) -> str | None:
+def create_problem(body: Any, any_case: bool = False,
+                   catalog: Catalog = BUILT_IN) -> str | None:
     """What the API would say of a create's ``body``, or None when it would create it
     (``any_case``: a dropdown value may name its option in any case)."""
     if not isinstance(body, dict):
@@ -162,7 +210,7 @@ def create_problem(body: Any, any_case: bool = False) -> str | None:
     event = body.get("ActivityEvent")
     if not isinstance(event, int) or isinstance(event, bool):
         return "ActivityEvent is required and must be an integer"
-    setting = activity_setting(event)
+    setting = catalog.setting(event)
     if setting is None:
         return f"Activity event {event} does not exist"
     if not isinstance(body.get("ActivityNote", ""), str):
@@ -200,7 +248,8 @@ def bulk_problem(items: Any) -> str | None:
     return None
 
 
-def update_problem(body: Any, entry: dict[str, Any] | None, any_case: bool = False) -> str | None:
+def update_problem(body: Any, entry: dict[str, Any] | None, any_case: bool = False,
+                   catalog: Catalog = BUILT_IN) -> str | None:
     """What the API would say of "Update an Activity" (or one item of the bulk call) with
     ``body``, given the activity it names (None: none of the key's), or None when it would
     update it. An update changes the note and the custom fields only: a body that names the
@@ -223,4 +272,4 @@ def update_problem(body: Any, entry: dict[str, Any] | None, any_case: bool = Fal
     fields = body.get("Fields", [])
     if not isinstance(fields, list):
         return "Fields must be a list"
-    return _fields_problem(setting_of(entry), fields, any_case)
+    return _fields_problem(catalog.setting_of(entry), fields, any_case)

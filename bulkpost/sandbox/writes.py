@@ -24,7 +24,13 @@ from bulkpost.sandbox import paths
 from bulkpost.sandbox.gate import Admitted, Gate
 from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.store import ActivityStore
-from bulkpost.sandbox.validation import bulk_item, bulk_problem, create_problem, update_problem
+from bulkpost.sandbox.validation import (
+    Catalog,
+    bulk_item,
+    bulk_problem,
+    create_problem,
+    update_problem,
+)
 
 
 class WriteEndpoints:
@@ -34,6 +40,7 @@ class WriteEndpoints:
     store: ActivityStore
     stats: ServerCounts
     dialect: Dialect
+    catalog: Catalog
 
     # -- creating ----------------------------------------------------------------------------
     async def _create(self, request: web.Request) -> web.StreamResponse:
@@ -41,7 +48,7 @@ class WriteEndpoints:
         if isinstance(called, web.StreamResponse):
             return called
         admitted, body = called
-        problem = create_problem(body, self.dialect.typed)
+        problem = create_problem(body, self.dialect.typed, self.catalog)
         if problem is not None:
             self.stats.rejected += 1
             return self.gate.refuse(admitted, 500, "MXInvalidInputException", problem)
@@ -70,7 +77,7 @@ class WriteEndpoints:
             if not self.gate.live(admitted):  # an item before brought it down: no more
                 break
             body = bulk_item(item, by_email)
-            problem = create_problem(body, self.dialect.typed)
+            problem = create_problem(body, self.dialect.typed, self.catalog)
             if problem is not None:
                 self.stats.rejected += 1
                 answers.append({"RowNumber": number, "ActivityCreated": False,
@@ -92,7 +99,7 @@ class WriteEndpoints:
         admitted, body = called
         entry = self.store.activity(body.get("ProspectActivityId") if isinstance(body, dict)
                                     else None, admitted.access_key)
-        problem = update_problem(body, entry, self.dialect.typed)
+        problem = update_problem(body, entry, self.dialect.typed, self.catalog)
         if problem is not None or entry is None:
             self.stats.rejected += 1
             return self.gate.refuse(admitted, 500, "MXInvalidInputException",
@@ -122,7 +129,7 @@ class WriteEndpoints:
                 break
             entry = self.store.activity(item.get("ProspectActivityId") if isinstance(
                 item, dict) else None, admitted.access_key)
-            problem = update_problem(item, entry, self.dialect.typed)
+            problem = update_problem(item, entry, self.dialect.typed, self.catalog)
             if problem is not None or entry is None:
                 self.stats.rejected += 1
                 answers.append({"RowNumber": number, "IsSuccessful": False,
