@@ -206,9 +206,9 @@ def test_a_newer_schema_is_refused_before_anything_in_it_is_changed(tmp_path: Pa
         db.execute("UPDATE meta SET value = '3' WHERE name = 'schema'")
         db.execute("DROP TABLE claims")
     before = path.read_bytes()
-    for opening in (lambda: History(path).open(), lambda: History(path).open(lock=False)):
+    for lock in (True, False):  # a run's opening, and a reader's (history stats)
         with pytest.raises(UsageError, match=r"history schema 3.*left as it is"):
-            opening()
+            History(path).open(lock=lock)
         assert path.read_bytes() == before  # no journal mode set, no table created
         assert not (tmp_path / "h.db-wal").exists()
     stats = run_cli("history", "stats", "--history", path)
