@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -178,6 +179,7 @@ def history_stats(history_path: Path | None, host: str, as_json: bool, runs: int
       bulkpost history stats --history history.db --runs 10
     """
     from bulkpost.history import History
+    from bulkpost.history_schema import damaged
 
     try:
         if history_path is None:
@@ -187,6 +189,8 @@ def history_stats(history_path: Path | None, host: str, as_json: bool, runs: int
         store = History(history_path).open(lock=False)  # readable while a run writes
         try:
             stats = store.stats(runs)
+        except sqlite3.DatabaseError as exc:
+            raise damaged(history_path, exc) from None
         finally:
             store.close()
     except BulkpostError as exc:

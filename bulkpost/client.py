@@ -142,6 +142,29 @@ def cannot_connect(base: str, error: OSError) -> tuple[str, str]:
             "is the network up, and is the host right?")
 
 
+# No real answer comes near this (a page of 25 activities is tens of kB): a larger one is
+# not read, so that a broken proxy or server cannot take the process's memory.
+MAX_ANSWER_BYTES = 16 * 2**20
+
+
+class _AnswerTooLarge(Exception):
+    """An answer longer than :data:`MAX_ANSWER_BYTES`."""
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
+    """The answer's body, or None when it is longer than :data:`MAX_ANSWER_BYTES` (not read
+    past that)."""
+    if (response.content_length or 0) > MAX_ANSWER_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(2**16):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class LeadSquaredClient:
     """Posts activities; use as ``async with LeadSquaredClient(...) as client``."""
 
@@ -191,7 +214,9 @@ class LeadSquaredClient:
             async with self._session.request(method, self.base + path, data=body,
                                              params=params, allow_redirects=False) as response:
                 self._answered = True
-                raw = await response.read()
+                raw = await _read_capped(response)
+                if raw is None:
+                    raise _AnswerTooLarge
                 if items:
                     return classify_bulk(response.status, response.headers, raw, items)
                 if read:
@@ -203,6 +228,10 @@ class LeadSquaredClient:
                     return classify_update(response.status, response.headers, raw,
                                            update_of), None
                 return classify(response.status, response.headers, raw), None
+        except _AnswerTooLarge:
+            # Read no further: the request arrived, so a create may have been carried out.
+            failure = transport_failure("answer too large", f"an answer of over "
+                                        f"{MAX_ANSWER_BYTES // 2**20} MiB was not read")
         except TimeoutError:
             failure = transport_failure("timeout", f"no answer within {self.timeout:g} s")
         except aiohttp.ClientConnectorError as exc:

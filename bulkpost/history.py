@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from bulkpost.activity import Activity, identity_hash
-from bulkpost.errors import HistoryLocked, ResultsWriteError, UsageError
+from bulkpost.errors import HistoryLocked, ResultsWriteError
 from bulkpost.history_reports import HistoryReports
 from bulkpost.history_schema import (
     CLAIM,
@@ -58,6 +58,7 @@ from bulkpost.history_schema import (
     POSTED,
     POSTED_SETTLED,
     SETTLED,
+    damaged,
     hash_text,
     open_database,
     stored_hash,
@@ -118,7 +119,7 @@ class History(HistoryReports):
             self._db = open_database(self.path)
         except sqlite3.DatabaseError as exc:
             self.close()
-            raise UsageError(f"{self.path}: not a usable history database ({exc})") from None
+            raise damaged(self.path, exc) from None
         except BaseException:
             self.close()
             raise
@@ -198,8 +199,8 @@ class History(HistoryReports):
                               "SET value = excluded.value", (name, value)))
 
     def meta(self, name: str) -> str | None:
-        with self._lock:
-            found = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        with self._reading() as db:
+            found = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return None if found is None else str(found[0])
 
     def take(self) -> list[tuple[str, tuple[Any, ...]]]:
@@ -226,10 +227,24 @@ class History(HistoryReports):
                         db.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
+            hint = (f"; {damaged(self.path, exc)}" if "malformed" in str(exc)
+                    or type(exc) is sqlite3.DatabaseError else "")
             raise ResultsWriteError(f"{self.path}: cannot write the history ({exc}); "
-                                    "stopped sending") from None
+                                    f"stopped sending{hint}") from None
 
     # -- reads ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; a file SQLite cannot read (damaged pages) is said
+        as such, naming the file and how to rebuild it, never as an internal error."""
+        with self._lock:
+            try:
+                yield self.db
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
+                    raise
+                raise damaged(self.path, exc) from None
+
     def screen(self, items: Sequence[Activity]) -> dict[int, KeyHolder]:
         """For each row (by number) whose key an earlier row of this input or the history
         holds: its :class:`~bulkpost.planner.KeyHolder` (read by
@@ -239,8 +254,7 @@ class History(HistoryReports):
         if not items:
             return found
         keys = [history_key(item) for item in items]
-        with self._lock:
-            db = self.db
+        with self._reading() as db:
             seen = {key: (row, content) for key, row, content in self._rows_in(
                 db, "SELECT key, row, content_hash FROM temp.seen WHERE key IN ({})", keys)}
             posted = {key: (activity_id, content, run_id or "?", at, event_code,
@@ -275,8 +289,8 @@ class History(HistoryReports):
         ``after``). Call once the input is read. A key's latest claim only, and only if no
         content was posted under the key since: an older content stays to be looked up
         when the key comes again, never brought back over a newer one."""
-        with self._lock:
-            found = self.db.execute(
+        with self._reading() as db:
+            found = db.execute(
                 "SELECT c.key, c.content_hash, c.event_code, c.update_of, c.body, c.lead, "
                 "c.origin, c.row, c.at FROM claims c "
                 "WHERE c.key > ? AND c.body IS NOT NULL "
@@ -303,10 +317,9 @@ class History(HistoryReports):
 
     def claimed_ids(self, content_hash: str) -> set[str]:
         """Activity Ids that posted keys with this content hold."""
-        with self._lock:
-            cursor = self.db.execute(
-                "SELECT activity_id FROM keys WHERE content_hash = ?",
-                (stored_hash(content_hash),))
+        with self._reading() as db:
+            cursor = db.execute("SELECT activity_id FROM keys WHERE content_hash = ?",
+                                (stored_hash(content_hash),))
             return {activity_id for (activity_id,) in cursor if activity_id}
 
 

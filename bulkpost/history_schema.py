@@ -129,11 +129,43 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
         raise
 
 
+def damaged(path: Path, error: sqlite3.Error) -> UsageError:
+    """The error for a history SQLite cannot read (a damaged file, or not a database):
+    naming the file, and how to rebuild it from the results files."""
+    return UsageError(
+        f"{path}: the history cannot be read ({error}): it is damaged, or not a history. "
+        "Move it aside (keep it for inspection) and rebuild it from the results files of the "
+        f"runs that used it: bulkpost history import RESULTS... --history {path} --input "
+        "INPUT --mapping MAPPING (the input and mapping of those results)")
+
+
+def stored_version(path: Path) -> str | None:
+    """The schema version of the history at ``path``, read without changing the file in any
+    way (no journal mode set, no table created); None for a new or empty file. Raises
+    sqlite3.DatabaseError for a file that is not a database."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+                      ).fetchone() is None:
+            return None
+        found = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        return None if found is None else str(found[0])
+    finally:
+        db.close()
+
+
 def open_database(path: Path) -> sqlite3.Connection:
     """The history at ``path`` (created if need be), its schema checked: a connection in
     WAL mode with durable commits, to be shared by threads under one lock (transactions are
-    begun and committed explicitly). Raises UsageError for another schema version, and
-    sqlite3.DatabaseError for a file that is not a database."""
+    begun and committed explicitly). Raises UsageError for another schema version (before
+    anything in the file is changed), and sqlite3.DatabaseError for a file that is not a
+    database."""
+    version = stored_version(path)
+    if version not in (None, "1", SCHEMA_VERSION):
+        raise UsageError(f"{path}: history schema {version}, this bulkpost reads schema "
+                         f"{SCHEMA_VERSION}: upgrade bulkpost (the file was left as it is)")
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     try:
         db.execute("PRAGMA journal_mode = WAL")

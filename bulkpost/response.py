@@ -31,6 +31,7 @@ import email.utils
 import enum
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,6 +94,16 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
+# What an activity Id looks like: a GUID on every answer seen; any word of letters, digits,
+# "-" and "_" is taken. Blank, spaced, multi-line or huge is no Id: it proves no create.
+_WELL_FORMED_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
+
+
+def well_formed_id(value: object) -> str:
+    """``value`` when it is a well-formed activity Id, else ""."""
+    return value if isinstance(value, str) and _WELL_FORMED_ID.fullmatch(value) else ""
+
+
 def proves_refusal(exception_type: str, status: int | None) -> bool:
     """Whether an ``MX…`` exception answered with ``status`` proves that nothing was done.
 
@@ -120,11 +131,11 @@ def classify(status: int, headers: Mapping[str, str], body: bytes,
     payload = document if isinstance(document, dict) else {}
     if 200 <= status < 300 and payload.get("Status") == "Success":
         inner = payload.get("Message")
-        activity_id = inner.get("Id") if isinstance(inner, dict) else None
-        if isinstance(activity_id, str) and activity_id:
+        activity_id = well_formed_id(inner.get("Id") if isinstance(inner, dict) else None)
+        if activity_id:
             return Classified(Verdict.POSTED, status, activity_id=activity_id)
     return _not_done(status, headers, body, document, now,
-                     "HTTP 200 without a Success status and an activity Id")
+                     "HTTP 200 without a Success status and a well-formed activity Id")
 
 
 def classify_update(status: int, headers: Mapping[str, str], body: bytes, activity_id: str,
@@ -305,9 +316,11 @@ def _item_verdict(entry: dict[str, Any]) -> Classified | None:
     "not created") is not believed either way.
     """
     created = _created(entry)
-    ids = [entry[k].strip() for k in _ITEM_IDS if isinstance(entry.get(k), str)]
+    ids = [entry[k] for k in _ITEM_IDS if isinstance(entry.get(k), str)]
     if created is True and isinstance(entry.get("Id"), str):
-        ids.append(entry["Id"].strip())  # a bare "Id" only beside an explicit "created"
+        ids.append(entry["Id"])  # a bare "Id" only beside an explicit "created"
+    if any(i.strip() and not well_formed_id(i) for i in ids):
+        return None  # an Id that is not one proves nothing: the look-up will say
     activity_id = next((i for i in ids if i), "")
     exception_type = str(entry.get("ExceptionType") or "")
     reason = _one_line(str(entry.get("ExceptionMessage") or ""))

@@ -15,6 +15,7 @@ This module blocks; the pipeline calls :meth:`Source.next_batch` in a worker thr
 from __future__ import annotations
 
 import csv
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -85,12 +86,29 @@ def describe(source: InputSource) -> str:
     return str(source)
 
 
+def _regular(path: Path) -> Path:
+    """``path``, refused (InputError) when it names a pipe, a socket or a device: an input
+    is read more than once (its header, a check before sending, a resume), and opening a
+    pipe would wait for a writer for ever. A missing file is left to the reader to say."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return path
+    if not stat.S_ISREG(mode):
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a directory"
+                if stat.S_ISDIR(mode) else "not a regular file")
+        raise InputError(f"{path}: {kind}: bulkpost reads its input more than once (its "
+                         "header, a check before sending, a resume), so it needs a regular "
+                         "file: write the data to a file first, then give that file")
+    return path
+
+
 def input_columns(path: InputSource, *, encoding: str = "utf-8",
                   delimiter: str | None = None) -> list[str]:
     """The column names of an input, without reading its rows."""
     if isinstance(path, pa.Table | pa.RecordBatchReader):
         return list(path.schema.names)
-    path = Path(path)
+    path = _regular(Path(path))
     if _is_parquet(path):
         return list(_parquet_file(path).schema_arrow.names)
     return _csv_header(path, *dialect(path, encoding, delimiter))
@@ -106,7 +124,7 @@ def open_source(path: InputSource, columns: list[str], *, encoding: str = "utf-8
         reader = path
         return _open_typed(describe(reader), reader.schema, columns, None,
                            (batch.select(columns) for batch in reader))
-    path = Path(path)
+    path = _regular(Path(path))
     if _is_parquet(path):
         parquet = _parquet_file(path)
         return _open_typed(str(path), parquet.schema_arrow, columns, parquet.metadata.num_rows,

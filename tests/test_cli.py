@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -505,6 +506,29 @@ def test_broken_inputs_give_a_clear_message_and_no_traceback(tmp_path: Path, nam
         assert name in result.stderr  # the message names the file
     else:
         assert result.summary["rows"] == len(read_results(tmp_path / "r.csv"))
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "init", "check"])
+def test_a_named_pipe_as_input_is_refused_at_once_not_waited_on(tmp_path: Path,
+                                                                command: str) -> None:
+    # A pipe can be read once; bulkpost reads its input more than once (and opening it would
+    # wait for a writer for ever).
+    pipe = tmp_path / "export.csv"
+    os.mkfifo(pipe)
+    mapping = tmp_path / "m.toml"
+    mapping.write_text(MAPPING)
+    args: tuple[str | Path, ...] = {
+        "run": ("run", pipe, "--mapping", mapping, "--results", tmp_path / "r.csv",
+                "--dry-run"),
+        "validate": ("validate", pipe, "--mapping", mapping, "--results", tmp_path / "r.csv"),
+        "init": ("init", pipe, "--event", "201", "--output", tmp_path / "m2.toml"),
+        "check": ("check", "--mapping", mapping, "--input", pipe),
+    }[command]
+    started = time.monotonic()
+    result = run_cli(*args)
+    assert result.code == 2, result.stderr
+    assert f"{pipe}: a named pipe (FIFO)" in result.stderr and "regular file" in result.stderr
+    assert "Traceback" not in result.stderr and time.monotonic() - started < 60
 
 
 def test_a_parquet_mapping_naming_a_missing_column_exits_2(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 import bulkpost
-from bulkpost.client import Credentials, LeadSquaredClient, cannot_connect
+from bulkpost.client import MAX_ANSWER_BYTES, Credentials, LeadSquaredClient, cannot_connect
 from bulkpost.response import Verdict, unreachable
 from tests.conftest import SECRET, CliResult, read_results, run_cli, write_csv
 
@@ -199,3 +199,37 @@ def test_what_went_wrong_is_said_in_plain_words(base: str, error: OSError, said:
     assert unreachable(what, check, answered_before=False).error == said
     passing = unreachable(what, check, answered_before=True)
     assert passing.verdict is Verdict.RETRY and passing.error == what
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+async def test_an_answer_larger_than_any_real_one_is_not_read(streamed: bool) -> None:
+    """A broken proxy answering 20 MiB: not read past 16 MiB; a create so answered may have
+    been carried out (looked up before any re-send), a look-up is simply retried."""
+    megabyte = b"x" * 2**20
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if not streamed:  # with a Content-Length that says it all
+            return web.Response(body=megabyte * 20, content_type="application/json")
+        answer = web.StreamResponse()
+        answer.content_type = "application/json"
+        await answer.prepare(request)
+        for _ in range(20):
+            await answer.write(megabyte)
+        return answer
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with LeadSquaredClient(url, Credentials("a-key", "s-key")) as client:
+            posted = await client.post_activity(b"{}")
+            assert posted.verdict is Verdict.RETRY and posted.uncertain
+            assert posted.error == f"an answer of over {MAX_ANSWER_BYTES // 2**20} MiB was not read"
+            read, document = await client.activity_setting(201)
+            assert read.verdict is Verdict.RETRY and not read.uncertain and document is None
+    finally:
+        await runner.cleanup()

@@ -194,8 +194,69 @@ def test_a_newer_schema_or_another_file_is_refused(tmp_path: Path) -> None:
         History(path).open()
     other = tmp_path / "not.db"
     other.write_text("order,lead\n" * 100)
-    with pytest.raises(UsageError, match="not a usable history database"):
+    with pytest.raises(UsageError, match=r"cannot be read .* damaged, or not a history"):
         History(other).open()
+
+
+def test_a_newer_schema_is_refused_before_anything_in_it_is_changed(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    History(path).open().close()
+    with sqlite3.connect(path) as db:  # as a newer bulkpost might leave it: no WAL, new table
+        db.execute("PRAGMA journal_mode = DELETE")
+        db.execute("UPDATE meta SET value = '3' WHERE name = 'schema'")
+        db.execute("DROP TABLE claims")
+    before = path.read_bytes()
+    for lock in (True, False):  # a run's opening, and a reader's (history stats)
+        with pytest.raises(UsageError, match=r"history schema 3.*left as it is"):
+            History(path).open(lock=lock)
+        assert path.read_bytes() == before  # no journal mode set, no table created
+        assert not (tmp_path / "h.db-wal").exists()
+    stats = run_cli("history", "stats", "--history", path)
+    assert stats.code == 2 and "history schema 3" in stats.stderr
+    assert path.read_bytes() == before
+
+
+def _damaged_history(path: Path, keys: int) -> None:
+    """A history of ``keys`` posted keys whose middle pages were overwritten, as a failing
+    disk or a copy cut and patched leaves one."""
+    history = History(path, "night-1").open()
+    history.register("in.csv", "r.csv")
+    history.commit([(statement, parameters) for n in range(1, keys + 1)
+                    for statement, parameters in _posted_writes(history, n)])
+    history.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+    with open(path, "r+b") as handle:
+        for number in range(pages // 3, 2 * pages // 3):
+            handle.seek(number * page + 100)
+            handle.write(b"\xa5" * 64)
+
+
+def _posted_writes(history: History, n: int) -> list[tuple[str, tuple[Any, ...]]]:
+    item = Activity(n, f"ORD-{n:05d}", _lead(n), b"{}", f"{n:016x}", 201)
+    history.posted(item, str(uuid.UUID(int=n)))
+    return history.take()
+
+
+@pytest.mark.e2e
+def test_a_damaged_history_is_named_with_how_to_rebuild_it(tmp_path: Path,
+                                                           make_sandbox: Any) -> None:
+    path = tmp_path / "history.db"
+    _damaged_history(path, 4000)
+    stats = run_cli("history", "stats", "--history", path)
+    assert stats.code == 2, stats.stderr
+    assert f"{path}: the history cannot be read" in stats.stderr
+    assert "history import" in stats.stderr and "internal error" not in stats.stderr
+    server = make_sandbox(**QUICK)
+    tonight = _night(tmp_path / "n.csv", list(range(1, 4001, 7)))
+    run = run_cli(*_args(tonight, _mapping_file(tmp_path), tmp_path / "r.csv", path,
+                         server.url))
+    assert run.code in (2, 3), run.stderr
+    assert "the history cannot be read" in run.stderr and "history import" in run.stderr
+    assert "internal error" not in run.stderr and "Traceback" not in run.stderr
+    assert server.create_calls() == 0  # refused before it sent a row it could not screen
 
 
 def test_a_failed_commit_is_a_write_error(tmp_path: Path) -> None:

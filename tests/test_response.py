@@ -32,6 +32,7 @@ def mx(exception_type: str, message: str = "") -> bytes:
                "ExceptionMessage": message})
 
 
+NO_ID = "HTTP 200 without a Success status and a well-formed activity Id"
 SUCCESS = js({"Status": "Success", "Message": {"Id": ACTIVITY_ID}})
 RATE_LIMIT = mx("MXAPIRateLimitExceededException", "API calls exceeded the limit of 25 in 5 s")
 
@@ -49,6 +50,11 @@ def test_success_with_an_activity_id_is_posted() -> None:
         {"Status": "Success", "Message": {"Id": ""}},
         {"Status": "Success", "Message": {"Id": None}},
         {"Status": "Success", "Message": {"Id": 12345}},
+        {"Status": "Success", "Message": {"Id": "   "}},  # blank: proves no create
+        {"Status": "Success", "Message": {"Id": f"{ACTIVITY_ID}\n"}},  # would be stored altered
+        {"Status": "Success", "Message": {"Id": f" {ACTIVITY_ID}"}},
+        {"Status": "Success", "Message": {"Id": "a b"}},
+        {"Status": "Success", "Message": {"Id": "x" * 129}},
         {"Status": "Success", "Message": ACTIVITY_ID},
         {"Status": "success", "Message": {"Id": ACTIVITY_ID}},
         {"Status": "Error", "Message": {"Id": ACTIVITY_ID}},
@@ -63,7 +69,8 @@ def test_http_200_without_success_and_an_id_is_retried(document: Any) -> None:
     assert result.verdict is Verdict.RETRY
     assert result.activity_id == ""
     assert result.error_type == "HTTP 200"
-    assert result.error == "HTTP 200 without a Success status and an activity Id"
+    assert result.error == "HTTP 200 without a Success status and a well-formed activity Id"
+    assert result.uncertain  # it may have been created: looked up before any re-send
 
 
 @pytest.mark.parametrize("status", [201, 202, 204])
@@ -196,9 +203,9 @@ def test_retry_after_is_ignored_when_not_rate_limited(status: int) -> None:
         (500, js({"ExceptionType": "System.NullReferenceException",
                   "ExceptionMessage": "Object reference not set"}), "Object reference not set"),
         (500, b"line one\r\n\tline two", "line one line two"),
-        (200, b"", "HTTP 200 without a Success status and an activity Id"),
-        (200, b"{garbage", "HTTP 200 without a Success status and an activity Id"),
-        (200, b"\xff\xfe\x00garbage", "HTTP 200 without a Success status and an activity Id"),
+        (200, b"", NO_ID),
+        (200, b"{garbage", NO_ID),
+        (200, b"\xff\xfe\x00garbage", NO_ID),
         (408, b"", "no body"),
         (425, b"Too Early", "Too Early"),
     ],

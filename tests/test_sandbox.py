@@ -6,11 +6,14 @@ import asyncio
 import json
 import subprocess
 import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from bulkpost.accounts import account_digest
 from bulkpost.dialect import CHOICES, DIALECTS, Dialect, page, parse_dialect, shown_value
 from bulkpost.errors import UsageError
 from bulkpost.ratelimit import parse_rate
@@ -640,3 +643,25 @@ def test_cli_sandbox_announces_its_dialect() -> None:
         process.wait(timeout=30)
     assert announced["dialect"] == "arrival,offset=rows"
     assert announced["sandbox"].startswith("http://127.0.0.1:")
+
+
+@pytest.mark.e2e
+def test_the_ledger_names_the_account_by_a_digest_never_by_its_access_key(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    path = tmp_path / "ledger.jsonl"
+    server = make_sandbox(ledger=path)
+    data = tmp_path / "in.csv"
+    data.write_text("lead,note\n3f2504e0-4f89-41d3-9a0c-0305e82c3301,hello\n")
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('[activity]\nevent = 201\nlead_id_column = "lead"\n'
+                       'note_column = "note"\n')
+    done = run_cli("run", data, "--mapping", mapping, "--results", tmp_path / "r.csv",
+                   "--host", server.url, "--rate", "100/1s")
+    assert done.code == 0, done.stderr
+    with urllib.request.urlopen(server.url + "/_sandbox/ledger") as answer:
+        served = json.loads(answer.read())
+    written = [json.loads(line) for line in path.read_text().splitlines()]
+    for entries, text in ((written, path.read_text()), (served, json.dumps(served))):
+        assert DEFAULT_ACCESS_KEY not in text and DEFAULT_SECRET_KEY not in text
+        assert [entry["Account"] for entry in entries] == [account_digest(DEFAULT_ACCESS_KEY)]
+        assert entries[0]["ActivityNote"] == "hello"

@@ -30,7 +30,7 @@ from bulkpost.sandbox import paths
 from bulkpost.sandbox.faults import Fates, FaultSchedule
 from bulkpost.sandbox.gate import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Gate, error
 from bulkpost.sandbox.stats import ServerCounts
-from bulkpost.sandbox.store import ActivityStore, Watch
+from bulkpost.sandbox.store import ActivityStore, Watch, shown
 from bulkpost.sandbox.validation import Catalog
 from bulkpost.sandbox.writes import WriteEndpoints
 from bulkpost.schema import ActivityType
@@ -191,7 +191,7 @@ class Sandbox(WriteEndpoints):
         return web.json_response(self.stats_dict())
 
     async def _ledger(self, _request: web.Request) -> web.Response:
-        return web.json_response(self.store.ledger)
+        return web.json_response([shown(entry) for entry in self.store.ledger])
 
     # -- look-ups ----------------------------------------------------------------------------
     async def _retrieve(self, request: web.Request) -> web.StreamResponse:

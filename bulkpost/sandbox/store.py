@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bulkpost.accounts import account_digest
 from bulkpost.dialect import Dialect, canonical_option, page, render_activity, render_details
 from bulkpost.errors import UsageError
 from bulkpost.mapping import CUSTOM_FIELD
@@ -35,6 +36,15 @@ def parse_altered(spec: str) -> frozenset[str]:
     if wrong:
         raise UsageError(f"--alter-stored: not a custom field SchemaName: {', '.join(wrong)}")
     return names
+
+
+def shown(entry: dict[str, Any]) -> dict[str, Any]:
+    """A ledger entry as the sandbox shows it outside (its ``--ledger`` file, its
+    ``/_sandbox/ledger``): the keys' account as a digest (``Account``), never the access
+    key itself."""
+    outside = {name: value for name, value in entry.items() if name != "AccessKey"}
+    outside["Account"] = account_digest(entry["AccessKey"])
+    return outside
 
 
 class ActivityStore:
@@ -108,7 +118,7 @@ class ActivityStore:
         self._by_id[activity_id] = entry
         self.by_lead.setdefault(lead_id, []).append(entry)
         if self._file is not None:
-            self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._file.write(json.dumps(shown(entry), ensure_ascii=False) + "\n")
             self._file.flush()
         due = [w for w in self._watches if w[0] <= len(self.ledger)]
         for watch in due:
