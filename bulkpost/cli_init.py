@@ -40,7 +40,13 @@ from bulkpost.report import undecodable_at
 from bulkpost.sampled_columns import ColumnSample, DateOrder
 from bulkpost.schema import ActivityType, parse_activity_type
 from bulkpost.source import _is_parquet as is_parquet
-from bulkpost.source import input_columns, open_source, sniff_delimiter, sniff_encoding
+from bulkpost.source import (
+    input_columns,
+    open_source,
+    regular_file,
+    sniff_delimiter,
+    sniff_encoding,
+)
 
 SAMPLE_ROWS = 5000  # enough rows for a day above 12 to show, few enough to read at once
 SAMPLE_BYTES = 8 << 20  # the bytes checked against the encoding: the sampled rows' and more
@@ -51,7 +57,7 @@ def undecodable_sample(path: Path, encoding: str,
     """Where the first sampled bytes of a CSV ``path`` do not decode in ``encoding`` (a
     byte-order mark wins, as a run reads it), and the encoding to give instead; None when
     they decode (or the input is Parquet, or the encoding unknown: reading says so)."""
-    if is_parquet(path):
+    if is_parquet(regular_file(path)):  # a pipe is refused before it is opened
         return None
     used = sniff_encoding(path, encoding)
     try:

@@ -86,7 +86,7 @@ def describe(source: InputSource) -> str:
     return str(source)
 
 
-def _regular(path: Path) -> Path:
+def regular_file(path: Path) -> Path:
     """``path``, refused (InputError) when it names a pipe, a socket or a device: an input
     is read more than once (its header, a check before sending, a resume), and opening a
     pipe would wait for a writer for ever. A missing file is left to the reader to say."""
@@ -108,7 +108,7 @@ def input_columns(path: InputSource, *, encoding: str = "utf-8",
     """The column names of an input, without reading its rows."""
     if isinstance(path, pa.Table | pa.RecordBatchReader):
         return list(path.schema.names)
-    path = _regular(Path(path))
+    path = regular_file(Path(path))
     if _is_parquet(path):
         return list(_parquet_file(path).schema_arrow.names)
     return _csv_header(path, *dialect(path, encoding, delimiter))
@@ -124,7 +124,7 @@ def open_source(path: InputSource, columns: list[str], *, encoding: str = "utf-8
         reader = path
         return _open_typed(describe(reader), reader.schema, columns, None,
                            (batch.select(columns) for batch in reader))
-    path = _regular(Path(path))
+    path = regular_file(Path(path))
     if _is_parquet(path):
         parquet = _parquet_file(path)
         return _open_typed(str(path), parquet.schema_arrow, columns, parquet.metadata.num_rows,

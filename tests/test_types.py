@@ -207,8 +207,10 @@ def test_a_sandbox_rehearses_the_types_another_printed(tmp_path: Path,
         by_schema.write_text(mapping.read_text().replace('"Order No"', "mx_Custom_1")
                              .replace("Amount", "mx_Custom_2")
                              .replace('"Sales Channel"', "mx_Custom_4"))
+        # The same rows again, under a new results file: created again, as asked by name (the
+        # account's history holds the one posted above).
         sent = run_cli("run", data, "--mapping", by_schema, "--results", tmp_path / "r2.csv",
-                       "--host", url, "--no-preflight")
+                       "--host", url, "--no-preflight", "--create-again")
         assert (sent.summary["posted"], sent.summary["rejected"]) == (1, 2), sent.stderr
         refused = {n: r["error"] for n, r in read_results(tmp_path / "r2.csv").items()}
         assert "Amount: '12,5x' is not a number" in refused[2]
