@@ -24,7 +24,6 @@ and rule columns out. The rules, each a plain function tested with plain tables:
 from __future__ import annotations
 
 import calendar
-
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
