@@ -167,7 +167,7 @@ def test_the_call_log_goes_from_init_to_nightly_updates_each_call_once_and_up_to
     printed = "".join(outputs)
     said = [line for block in shown for line in block.splitlines()
             if line.startswith(("wrote calls.toml", "bulkpost:", "dry run:", "  "))]
-    assert len(said) == 12 and [line for line in said if line not in printed] == []
+    assert len(said) == 13 and [line for line in said if line not in printed] == []
     init = next(n for n, (c, _) in enumerate(commands) if c.startswith("bulkpost init"))
     assert '"Call ID" is not the key column' in outputs[init]
     assert 'key_column = "Call ID"' in (work / "calls.toml").read_text(encoding="utf-8")
