@@ -23,6 +23,7 @@ and rule columns out. The rules, each a plain function tested with plain tables:
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -189,15 +190,24 @@ def _has_offset(value: str) -> bool:
         return False
 
 
+def _real_date(day: int, month: int, year: str) -> bool:
+    """Whether the day and month make a date of ``year`` (two digits read as strptime's
+    ``%y`` reads them)."""
+    full = int(year) if len(year) == 4 else int(year) + (1900 if int(year) >= 69 else 2000)
+    return 1 <= month <= 12 and 1 <= day <= calendar.monthrange(full, month)[1]
+
+
 def _evidence(values: list[str]) -> tuple[str | None, str | None]:
-    """A value that proves day-first and one that proves month-first (None: none does)."""
+    """A value that proves day-first and one that proves month-first (None: none does). Only
+    a date that exists in that order proves it: "31/02/2025" is no date either way."""
     day = month = None
     for value in values:
         match = _DMY.fullmatch(value)
         if match:
-            if day is None and int(match["first"]) > 12:
+            first, second, year = int(match["first"]), int(match["second"]), match["year"]
+            if day is None and first > 12 and _real_date(first, second, year):
                 day = value
-            if month is None and int(match["second"]) > 12:
+            if month is None and second > 12 and _real_date(second, first, year):
                 month = value
     return day, month
 

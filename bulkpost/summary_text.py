@@ -2,8 +2,9 @@
 
 Owns the wording: what happened to the input's rows, in one line of counts, with the rows
 an earlier run finished said apart from those this run skipped (``skipped`` in the JSON
-counts both; ``bulkpost report`` counts an earlier run's rows under their own status), and
-how long it took at what rate. A rerun with nothing left to do says so in those words.
+counts both; ``bulkpost report`` counts an earlier run's rows under their own status) and
+an input's exact repeats apart from both, and how long it took at what rate. A rerun with
+nothing left to do says so in those words.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def summary_lines(summary: Summary) -> list[str]:
         parts += [f"{count:,} {word}" for count, word in (
             (summary.updated, "updated"),
             (summary.done_before, "posted earlier (not sent again)"),
-            (skipped_now, "skipped (their key was posted before)"),
+            (summary.repeats, "repeat" + ("" if summary.repeats == 1 else "s")
+             + " of an earlier row of the input (created once, by it)"),
+            (skipped_now - summary.repeats, "skipped (their key was posted before)"),
             (summary.failed, "failed"), (summary.rejected, "rejected"),
             (summary.invalid, "invalid"), (summary.unknown, "unknown"),
             (data.get("pending", 0), "not yet sent")) if count]

@@ -159,6 +159,15 @@ def test_impossible_dates_are_counted() -> None:
     assert guess is not None and guess.unparsed == ("31/02/2025 14:15",)
 
 
+def test_only_a_date_that_exists_proves_the_order() -> None:
+    # An export's 31 February comes before its first real day above 12: it proves nothing.
+    guess = detect_datetime(ColumnSample("when", ("01/09/2025", "31/02/2025", "13/09/2025")))
+    assert guess is not None and (guess.order, guess.proof) == ("day-first", "13/09/2025")
+    alone = detect_datetime(ColumnSample("when", ("01/09/2025", "31/02/2025", "02/31/2025")))
+    assert alone is not None and alone.problem is None and alone.ambiguous
+    assert alone.proof == "" and alone.unparsed == ("31/02/2025", "02/31/2025")
+
+
 def test_leads_by_guid_and_e_mail_not_the_owner_s() -> None:
     found = find_lead_columns([
         ColumnSample("Owner Email", ("a@shop.in", "b@shop.in")),

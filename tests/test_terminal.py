@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from bulkpost.summary import Summary
+from bulkpost.summary_text import summary_lines
 from tests.conftest import KEYED_MAPPING, ROOT, SECRET, cli_command, cli_env, run_cli, write_csv
 
 pytestmark = pytest.mark.e2e
@@ -286,3 +288,14 @@ def test_a_rerun_with_nothing_to_send_says_so_once_in_words(
                     "--host", server.url, "--rate", "100/1s")
     assert (piped.summary["skipped"], piped.summary["done_before"]) == (8, 8)
     assert "nothing to send" not in piped.stderr  # no person at that terminal
+
+
+def test_an_input_s_exact_repeats_are_not_said_to_be_posted_before() -> None:
+    # Row 951 of a call log repeats row 950: created once, by row 950, in this very run.
+    first = Summary(rows=1500, posted=1491, skipped=1, repeats=1, invalid=8)
+    assert summary_lines(first)[0] == ("1,500 rows: 1,491 posted, 1 repeat of an earlier row "
+                                       "of the input (created once, by it), 8 invalid")
+    night = Summary(rows=186, posted=24, updated=30, skipped=132, repeats=2)
+    assert summary_lines(night)[0] == (
+        "186 rows: 24 posted, 30 updated, 2 repeats of an earlier row of the input (created "
+        "once, by it), 130 skipped (their key was posted before)")
