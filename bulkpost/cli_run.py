@@ -275,12 +275,13 @@ def _closing_lines(summary: Summary, results: Path, input_path: Path, encoding: 
             + ", ".join(f"{n:,} {status}" for status, n in kinds)
             + f"); see why, and write them to a file to fix: {shlex.join(report)} "
             "--failures to-fix.csv")
-    if summary.created_before and summary.account_history:
-        # A nightly job's own --history skips its overlap every night, as it was asked to;
-        # the account's history may surprise whoever named a new results file.
-        lines.append(f"{_plural(summary.created_before, 'row')} not sent: this account's "
-                     "history shows them created before from the same rows (under another "
-                     "results file or input); --create-again creates them a second time")
+    if summary.created_before and summary.created_before == summary.rows:
+        # Every row was created before: the same export loaded again, under a new results
+        # file. Said apart, with the way to create them again, for whoever meant to.
+        where = "this account's history" if summary.account_history else "the history"
+        lines.append(f"nothing sent: {where} shows all {_plural(summary.rows, 'row')} "
+                     "created before from the same rows (under another results file or "
+                     "input); --create-again creates them a second time")
     if summary.carried_left or summary.carried_rejected:
         left = (f"{_plural(summary.carried_left, 'row')} still failed or unknown: the next "
                 "run sharing the history tries again" if summary.carried_left else "")

@@ -34,7 +34,10 @@ def summary_lines(summary: Summary) -> list[str]:
             (summary.done_before, "posted earlier (not sent again)"),
             (summary.repeats, "repeat" + ("" if summary.repeats == 1 else "s")
              + " of an earlier row of the input (created once, by it)"),
-            (skipped_now - summary.repeats, "skipped (their key was posted before)"),
+            (summary.created_before, "created before by another load (the history holds "
+             "them: not created again)"),
+            (skipped_now - summary.repeats - summary.created_before,
+             "skipped (their key was posted before)"),
             (summary.failed, "failed"), (summary.rejected, "rejected"),
             (summary.invalid, "invalid"), (summary.unknown, "unknown"),
             (data.get("pending", 0), "not yet sent")) if count]

@@ -62,7 +62,7 @@ def test_a_second_results_file_creates_nothing_again(tmp_path: Path, make_sandbo
     assert again.summary["posted"] == 0
     assert again.summary["skipped"] == again.summary["created_before"] == 30
     assert set(_creates(server).values()) == {1} and len(_creates(server)) == 30
-    assert "30 rows not sent: this account's history shows them created before" in again.stderr
+    assert "nothing sent: this account's history shows all 30 rows created before" in again.stderr
     assert "--create-again" in again.stderr
     # Where it lives: the data directory, one file per host and access key (a digest).
     history = Path(again.summary["history"])
