@@ -26,7 +26,7 @@ from bulkpost.calls import Stopped
 from bulkpost.client import LeadSquaredClient
 from bulkpost.delivery import Delivery
 from bulkpost.dispatch import JobQueue
-from bulkpost.errors import AbortRun, BulkpostError, ResultsWriteError
+from bulkpost.errors import AbortRun, BulkpostError, HistoryLocked, ResultsWriteError
 from bulkpost.feeder import Feeder, field_rules, track_progress
 from bulkpost.history import History, finish_history
 from bulkpost.limits import RunLimits
@@ -136,7 +136,18 @@ class Run:
         try:
             if opts.history is not None:
                 self.summary.history = str(opts.history)
-                history = self.history = History(opts.history, self.summary.run_id).open()
+                try:
+                    history = self.history = History(opts.history,
+                                                     self.summary.run_id).open()
+                except HistoryLocked as exc:
+                    if not self.summary.account_history:
+                        raise
+                    # Two loads at once on one account share its rate limit too; one that
+                    # truly has nothing in common with the other may keep its own history.
+                    raise HistoryLocked(f"{exc} (this account's history: two runs on one "
+                                        "account at once would share it and the account's "
+                                        "rate limit; or give this run --history FILE of its "
+                                        "own)") from None
                 results.companion = history
                 if not opts.dry_run:
                     history.register(describe(opts.input), str(opts.results))

@@ -15,6 +15,7 @@ import pytest
 
 import bulkpost
 from bulkpost.accounts import account_digest, account_history_path
+from bulkpost.history import History
 from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
 from tests.conftest import KEYED_MAPPING, CliResult, run_cli, write_csv
 
@@ -157,3 +158,22 @@ def test_the_python_api_keeps_the_accounts_history_too(tmp_path: Path,
     with pytest.raises(bulkpost.UsageError, match="create_again= runs without a history"):
         bulkpost.run(data, mapping, tmp_path / "c.csv", create_again=True,
                      history=tmp_path / "h.db", **keys)
+
+
+def test_a_second_run_on_the_account_at_once_is_refused_naming_what_to_do(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    data, mapping = _export(tmp_path, 3), _mapping(tmp_path)
+    path = account_history_path(server.url, DEFAULT_ACCESS_KEY)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = History(path, "another-run").open()  # another load on the account, running
+    try:
+        refused = _load(data, mapping, tmp_path / "r.csv", server.url)
+    finally:
+        holder.close()
+    assert refused.code == 2, refused.stderr
+    assert f"another bulkpost run is using this history database (pid {os.getpid()}" \
+        in refused.stderr
+    assert "this account's history" in refused.stderr and "--history FILE" in refused.stderr
+    assert server.ledger() == [] and not (tmp_path / "r.csv").exists()
+    assert _load(data, mapping, tmp_path / "r.csv", server.url).summary["posted"] == 3
