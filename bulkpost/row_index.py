@@ -9,13 +9,23 @@ line wins.
 
 from __future__ import annotations
 
-import csv
 from array import array
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 
-from bulkpost.outcomes import HEADER, RowOutcome, parse_line
+from bulkpost.outcomes import (
+    ESCAPED,
+    HEADER,
+    DamagedLine,
+    RowOutcome,
+    compacted_count,
+    cut_short,
+    parse_fields,
+    split_line,
+    unescape_value,
+)
 from bulkpost.resume import Recorded, Status, key_digest
 
 _STATUS_CODES = {status: index for index, status in enumerate(Status, start=1)}
@@ -23,6 +33,7 @@ _STATUS_BY_CODE = {index: status for status, index in _STATUS_CODES.items()}
 _CODES_BY_TEXT = {status.value: index for status, index in _STATUS_CODES.items()}
 _POSTED = _STATUS_CODES[Status.POSTED]
 _UPDATED = _STATUS_CODES[Status.UPDATED]  # holds its activity too, with this content
+_HEX = "0123456789abcdefABCDEF"
 
 
 class RowIndex:
@@ -36,45 +47,62 @@ class RowIndex:
         self._offset = array("q")
 
     # -- filling -----------------------------------------------------------------------
-    def replay(self, lines: Iterable[bytes], offset: int) -> tuple[int, int]:
-        """Remember every line of an existing file, the first starting at byte ``offset``;
-        return where the whole lines end and how many were malformed (skipped).
+    def replay(self, lines: Iterable[bytes], offset: int,
+               path: str | Path = "results file") -> tuple[int, int]:
+        """Remember every line of an existing file, the first starting at byte ``offset``
+        (the file's second line); return where the whole lines end and how many there are.
 
         Stops at a line without its line break (torn by a crash): the end returned is where
-        it starts. A resume of a million lines is dominated by this loop, so the common line
-        (no quotes, hence no comma or line break inside a field) is split directly and
-        stored without building an outcome; quoted lines go through the csv module.
+        it starts. Raises :class:`~bulkpost.outcomes.DamagedLine` for a line that does not
+        read back, and for a compacted file cut short (``path`` names the file). A resume of
+        a million lines is dominated by this loop, so the common line (no quotes, hence no
+        comma or line break inside a field) is split directly and stored without building an
+        outcome; the others go through :func:`~bulkpost.outcomes.parse_fields`.
         """
         codes, width, remember = _CODES_BY_TEXT, len(HEADER), self._set
-        malformed = 0
+        number, announced, announced_at = 1, -1, 0
         for raw in lines:
             if not raw.endswith(b"\n"):
                 break
+            number += 1
             text = raw.decode("utf-8", "replace")
-            if '"' in text:
-                outcome = parse_line(next(csv.reader([text]), []))
-                if outcome is None:
-                    malformed += 1
-                else:
-                    self.remember(outcome, offset)
-                offset += len(raw)
-                continue
             fields = text.rstrip("\r\n").split(",")
             try:
-                if len(fields) != width:
+                if '"' in text or len(fields) != width:
                     raise ValueError
-                row, code = int(fields[0]), codes[fields[2]]
-                if fields[4]:
-                    int(fields[4])
-                if fields[7]:
-                    int(fields[7])
-                content_hash = int(fields[9], 16) if fields[9] else 0
+                row_text, http, attempts, content_hash = fields[0], fields[4], fields[7], fields[9]
+                if not (row_text.isdigit() and row_text.isascii()) or \
+                        (http and not (http.isdigit() and http.isascii())) or \
+                        (attempts and not (attempts.isdigit() and attempts.isascii())) or \
+                        len(content_hash) > 16 or content_hash.strip(_HEX):
+                    raise ValueError
+                row, code = int(row_text), codes[fields[2]]
+                if row < 1:
+                    raise ValueError
+                key, activity_id = fields[1], fields[3]
+                if key.startswith(ESCAPED):
+                    key = unescape_value(key)
+                if activity_id.startswith(ESCAPED):
+                    activity_id = unescape_value(activity_id)
             except (ValueError, KeyError):
-                malformed += 1
+                # Not the common line: read it whole, or say what is damaged.
+                fields = split_line(raw)
+                try:
+                    count = compacted_count(fields)
+                    if count is not None:
+                        announced, announced_at = count, number
+                    else:
+                        self.remember(parse_fields(fields), offset)
+                except ValueError as exc:
+                    raise DamagedLine(path, number, raw, str(exc)) from None
             else:
-                remember(row, code, content_hash, fields[1], offset, fields[3])
+                remember(row, code, int(content_hash, 16) if content_hash else 0, key, offset,
+                         activity_id)
             offset += len(raw)
-        return offset, malformed
+        if announced >= 0 and number - announced_at < announced:
+            raise DamagedLine(path, announced_at, b"", cut_short(announced,
+                                                                 number - announced_at))
+        return offset, number - 1
 
     def remember(self, outcome: RowOutcome, offset: int) -> None:
         """Make ``outcome``, whose line starts at byte ``offset``, its row's last line."""
@@ -146,6 +174,10 @@ class RowIndex:
         if row >= len(self._status) or not self._status[row]:
             return None
         return self._offset[row]
+
+    def rows(self) -> int:
+        """How many rows have a line."""
+        return int(np.count_nonzero(np.frombuffer(self._status, dtype=np.int8)))
 
     def line_offsets(self) -> Iterator[int]:
         """Where each row's last line starts, in row order (rows without a line left out)."""
