@@ -11,8 +11,6 @@ a row's last line is its state. Rules:
   a line break, or begins with ``%%``, is written escaped (:func:`escape_value`); the other
   text (``error``, ``error_type``) is folded to one line;
 - ``updated_at`` is UTC to the second (:data:`TIME_FORMAT`);
-- a compacted file announces how many row lines follow its header (:data:`COMPACTED`), so
-  that a file cut short is told from a shorter one;
 - a line that does not read back (wrong field count, a status or number that does not
   parse) is damaged: a run refuses the file (:class:`DamagedLine`), naming the line, since
   the row it may describe could be sent twice; ``report`` lists such lines.
@@ -42,9 +40,6 @@ HEADER = ["row", "key", "status", "activity_id", "http_status", "error_type", "e
           "attempts", "updated_at", "content_hash"]
 HEADER_LINE = (",".join(HEADER) + "\n").encode()  # the file's first line, as written
 IN_FLIGHT_NOTE = "in flight: sent; no answer recorded"  # no comma: a plain line
-# The line after a compacted file's header: ``#compacted,N`` and empty fields; N row lines
-# follow it. An older bulkpost takes it for a malformed line and skips it.
-COMPACTED = "#compacted"
 ESCAPED = "%%"  # the mark of an escaped key or activity Id (:func:`escape_value`)
 
 
@@ -185,21 +180,6 @@ def split_line(raw: bytes) -> list[str]:
     return next(csv.reader([text]), [])
 
 
-def compacted_count(fields: list[str]) -> int | None:
-    """N, for the line that announces a compacted file's N row lines; None for another."""
-    if fields and fields[0] == COMPACTED:
-        if len(fields) == len(HEADER) and fields[1].isascii() and fields[1].isdigit() and \
-                not any(fields[2:]):
-            return int(fields[1])
-        raise ValueError("a #compacted line that does not read back")
-    return None
-
-
-def compacted_line(rows: int) -> bytes:
-    """The line announcing a compacted file's ``rows`` row lines."""
-    return f"{COMPACTED},{rows}{',' * (len(HEADER) - 2)}\n".encode()
-
-
 class DamagedLine(UsageError):
     """A results file holds a line that does not read back, or was cut short: a run
     refuses it, since the row the line may describe could be sent twice."""
@@ -207,17 +187,11 @@ class DamagedLine(UsageError):
     def __init__(self, path: str | Path, line: int, raw: bytes, reason: str) -> None:
         shown = raw.decode("utf-8", "replace").rstrip("\r\n")
         shown = shown if len(shown) <= 100 else shown[:100] + "…"
-        if raw:
-            text = (f"{path}, line {line}: {reason} ({shown!r}). Nothing was sent: the row "
-                    "this line may describe could be sent twice. Check that row (`bulkpost "
-                    f"report {path}` lists every damaged line), then fix or delete the line, "
-                    "or restore the file from a copy, and run the same command again")
-        else:  # a compacted file cut short
-            text = (f"{path}, line {line}: {reason}. Nothing was sent. Restore the file from "
-                    f"a copy; or, to go on without the lines lost, delete line {line} (the "
-                    "#compacted line): their rows are then sent again, unless the history "
-                    f"holds them (`bulkpost report {path}` shows what the file holds)")
-        super().__init__(text)
+        super().__init__(
+            f"{path}, line {line}: {reason} ({shown!r}). Nothing was sent: the row this line "
+            "may describe could be sent twice. Check that row (`bulkpost report "
+            f"{path}` lists every damaged line), then fix or delete the line, or restore the "
+            "file from a copy, and run the same command again")
         self.line = line
         self.reason = reason
 
@@ -233,24 +207,17 @@ class Damage:
 
 def read_outcomes(path: str | Path,
                   damaged: Callable[[Damage], None] | None = None) -> Iterator[RowOutcome]:
-    """Every line of a results file, in file order (later lines win). A damaged line (and
-    a compacted file cut short) raises :class:`DamagedLine`, or, given ``damaged``, is
-    passed to it and skipped. A torn last line (no line break: a run killed while writing
-    it) is skipped, and passed to ``damaged`` too; a run cuts it off and looks its row up.
+    """Every line of a results file, in file order (later lines win). A damaged line raises
+    :class:`DamagedLine`, or, given ``damaged``, is passed to it and skipped. A torn last
+    line (no line break: a run killed while writing it) is skipped, and passed to
+    ``damaged`` too; a run cuts it off and looks its row up.
     """
     with open(path, "rb") as handle:
         first = handle.readline()
         header = first.decode("utf-8", "replace").rstrip("\r\n").split(",")
         if header != HEADER:
             raise UsageError(f"{path}: not a bulkpost results file (header {header!r})")
-        number, announced, announced_at = 1, None, 0
-
-        def damage(raw: bytes, reason: str, line: int) -> None:
-            if damaged is None:
-                raise DamagedLine(path, line, raw, reason)
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
-            damaged(Damage(line, reason, text[:100]))
-
+        number = 1
         for raw in handle:
             number += 1
             if not raw.endswith(b"\n"):
@@ -258,33 +225,22 @@ def read_outcomes(path: str | Path,
                     damaged(Damage(number, "torn: cut short while it was written (a run cuts "
                                    "it off and looks its row up)",
                                    raw.decode("utf-8", "replace")[:100]))
-                number -= 1
                 break
-            fields = split_line(raw)
             try:
-                count = compacted_count(fields)
-                if count is not None:
-                    announced, announced_at = count, number
-                    continue
-                outcome = parse_fields(fields)
+                outcome = parse_fields(split_line(raw))
             except ValueError as exc:
-                damage(raw, str(exc), number)
+                if damaged is None:
+                    raise DamagedLine(path, number, raw, str(exc)) from None
+                text = raw.decode("utf-8", "replace").rstrip("\r\n")
+                damaged(Damage(number, str(exc), text[:100]))
                 continue
             yield outcome
-        if announced is not None and number - announced_at < announced:
-            damage(b"", cut_short(announced, number - announced_at), announced_at)
 
 
-def cut_short(announced: int, held: int) -> str:
-    """Why a compacted file cut short is refused."""
-    return (f"the file was cut short: it was compacted to {announced:,} row lines after this "
-            f"one, and holds {held:,}; the rows of the lines lost would be sent again")
-
-
-def write_compacted(path: Path, offsets: Iterable[int], rows: int,
+def write_compacted(path: Path, offsets: Iterable[int],
                     keep: Callable[[int], None] | None = None) -> None:
     """Rewrite the results file at ``path`` (the file itself, not a link to it) as the
-    header, the line announcing ``rows`` row lines, and the lines starting at ``offsets``
+    header and the lines starting at ``offsets``
     (one per row, in row order), by atomic replace, durably. The new file keeps the old
     one's mode (and owner and group, where allowed). ``keep`` is given a descriptor of the
     new file before it replaces the old one (to lock it: the lock must not lapse), and owns
@@ -302,7 +258,6 @@ def write_compacted(path: Path, offsets: Iterable[int], rows: int,
             os.fchmod(fd, stat.S_IMODE(old.st_mode))
             with open(os.dup(fd), "wb") as target:
                 target.write(HEADER_LINE)
-                target.write(compacted_line(rows))
                 for offset in offsets:
                     source.seek(offset)
                     target.write(source.readline())

@@ -17,7 +17,7 @@ append-only log; a row's last line is its state. Rules:
   after the fsync: a row's claim there is durable before its request goes out;
 - a torn last line is the only damage a crash can leave: it is cut off, and the row it
   names, unless done, is recorded ``unknown`` (looked up before it is sent again); any other
-  damaged line, and a compacted file cut short, refuse the file (exit 2, naming the line);
+  damaged line refuses the file (exit 2, naming the line);
 - the path is resolved once: through a symbolic link, the file it points to is used (and
   compacted in place of itself, the link stays a link);
 - a lock keeps a second run out, by name and by the file's identity (a hard link to it too:
@@ -329,7 +329,7 @@ class ResultsLog:
             if os.fstat(self._fd).st_nlink > 1:
                 os.fsync(self._fd)
                 return
-            write_compacted(self._file, self._index.line_offsets(), self._index.rows(),
+            write_compacted(self._file, self._index.line_offsets(),
                             keep=lambda fd: keep_locked(self._lock_fd, fd))
         except OSError as exc:
             raise ResultsWriteError(f"{self.path}: could not compact the results file "

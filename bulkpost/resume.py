@@ -20,7 +20,8 @@ A row whose key differs from the key recorded under its number means the results
 written for another input; so does a row recorded ``posted`` whose number now maps to other
 content (the row would be skipped, never sent). Both stop the run before any request: the
 run compares every posted row before it sends (:func:`posted_differs`), and the planner
-refuses such a row again should a one-pass stream bring one.
+refuses such a row again should a one-pass stream bring one. The refusal says what a new
+results file would send again (:data:`new_results_file`: the run sets it, from its history).
 
 These are the results file's rules (:func:`plan_row`); the planner
 (:func:`bulkpost.planner.decide`), the one place a row's plan is made, starts from them and
@@ -30,6 +31,8 @@ adds the history's.
 from __future__ import annotations
 
 import enum
+from contextvars import ContextVar
+from pathlib import Path
 from typing import NamedTuple
 
 from bulkpost.activity import Activity, InvalidRow
@@ -103,6 +106,28 @@ def posted_differs(current: Activity | InvalidRow, recorded: Recorded | None) ->
             and bool(recorded.content_hash) and recorded.content_hash != current.content_hash)
 
 
+# What a new results file would send again, said by the refusals of another input: the run
+# sets it once its history is known (:func:`new_results_advice`).
+new_results_file: ContextVar[str] = ContextVar(
+    "new_results_file", default="A new --results file sends again every row that no history "
+    "holds as created, those posted here too")
+
+
+def new_results_advice(history: Path | None, create_again: bool) -> str:
+    """What loading this input with a new results file would send again: nothing a history
+    holds as created; every row without one."""
+    if history is not None:
+        return (f"With a new --results file, rows the history ({history}) holds as created "
+                "(by key; by content without a key column) are skipped, not sent again; rows "
+                "posted by a run that kept no history there (--create-again, another "
+                "--history) would be sent again")
+    if create_again:
+        return ("A new --results file sends every row again, those posted here too: "
+                "--create-again keeps no history to skip them")
+    return ("A new --results file sends every row again, those posted here too: this run "
+            "reads no history")
+
+
 def other_input(rows: list[int]) -> UsageError:
     """The refusal when rows recorded posted now hold other content."""
     shown = ", ".join(map(str, rows[:5])) + (" …" if len(rows) > 5 else "")
@@ -110,8 +135,8 @@ def other_input(rows: list[int]) -> UsageError:
         f"the results file was written for another input (or another mapping): row(s) "
         f"{shown} are recorded as posted, but hold other content in this input, so they "
         "would be skipped without being sent. Nothing was sent. Rows are numbered per file: "
-        "load this input with a new --results file (editing rows that were not posted is "
-        "fine)")
+        "another input needs a results file of its own (editing rows that were not posted "
+        f"is fine). {new_results_file.get()}")
 
 
 def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
@@ -123,8 +148,8 @@ def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
             and recorded.key_digest != key_digest(current.key)):
         raise UsageError(
             f"the results file was written for another input: row {current.row} has key "
-            f"{current.key!r} here but another key in the results file; "
-            "use a new --results file for a new input")
+            f"{current.key!r} here but another key in the results file: another input "
+            f"needs a results file of its own. {new_results_file.get()}")
     if posted_differs(current, recorded):
         raise other_input([current.row])
     status = recorded.status if recorded else None

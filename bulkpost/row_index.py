@@ -20,8 +20,6 @@ from bulkpost.outcomes import (
     HEADER,
     DamagedLine,
     RowOutcome,
-    compacted_count,
-    cut_short,
     parse_fields,
     split_line,
     unescape_value,
@@ -54,13 +52,13 @@ class RowIndex:
 
         Stops at a line without its line break (torn by a crash): the end returned is where
         it starts. Raises :class:`~bulkpost.outcomes.DamagedLine` for a line that does not
-        read back, and for a compacted file cut short (``path`` names the file). A resume of
+        read back (``path`` names the file). A resume of
         a million lines is dominated by this loop, so the common line (no quotes, hence no
         comma or line break inside a field) is split directly and stored without building an
         outcome; the others go through :func:`~bulkpost.outcomes.parse_fields`.
         """
         codes, width, remember = _CODES_BY_TEXT, len(HEADER), self._set
-        number, announced, announced_at = 1, -1, 0
+        number = 1
         for raw in lines:
             if not raw.endswith(b"\n"):
                 break
@@ -86,22 +84,14 @@ class RowIndex:
                     activity_id = unescape_value(activity_id)
             except (ValueError, KeyError):
                 # Not the common line: read it whole, or say what is damaged.
-                fields = split_line(raw)
                 try:
-                    count = compacted_count(fields)
-                    if count is not None:
-                        announced, announced_at = count, number
-                    else:
-                        self.remember(parse_fields(fields), offset)
+                    self.remember(parse_fields(split_line(raw)), offset)
                 except ValueError as exc:
                     raise DamagedLine(path, number, raw, str(exc)) from None
             else:
                 remember(row, code, int(content_hash, 16) if content_hash else 0, key, offset,
                          activity_id)
             offset += len(raw)
-        if announced >= 0 and number - announced_at < announced:
-            raise DamagedLine(path, announced_at, b"", cut_short(announced,
-                                                                 number - announced_at))
         return offset, number - 1
 
     def remember(self, outcome: RowOutcome, offset: int) -> None:
@@ -174,10 +164,6 @@ class RowIndex:
         if row >= len(self._status) or not self._status[row]:
             return None
         return self._offset[row]
-
-    def rows(self) -> int:
-        """How many rows have a line."""
-        return int(np.count_nonzero(np.frombuffer(self._status, dtype=np.int8)))
 
     def line_offsets(self) -> Iterator[int]:
         """Where each row's last line starts, in row order (rows without a line left out)."""

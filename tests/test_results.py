@@ -114,7 +114,7 @@ def test_a_key_holding_a_line_break_round_trips_and_stays_on_one_line(tmp_path: 
                               content_hash="ab" * 8))
     log.compact()
     log.close()
-    assert len(path.read_bytes().splitlines()) == 2 + 4  # header, #compacted, four rows
+    assert len(path.read_bytes().splitlines()) == 1 + 4  # the header, four rows
     again = _log(path)
     assert again.recorded(1) == Recorded(Status.POSTED, "ab" * 8, key_digest("line 1\nline 2"))
     assert again.recorded(2) == Recorded(Status.POSTED, "ab" * 8, key_digest("a\r\nb"))
@@ -172,7 +172,6 @@ _DAMAGED = [
     (b"3,,unknown,,,,,x,2026-01-01T00:00:00Z,\n", "attempts 'x'"),
     (b"three,k3,posted,id-3,200,,,1,2026-01-01T00:00:00Z,\n", "row 'three'"),
     (b"0,k3,posted,id-3,200,,,1,2026-01-01T00:00:00Z,\n", "row '0'"),
-    (b"#compacted,x,,,,,,,,\n", "#compacted line"),
 ]
 
 
@@ -227,42 +226,21 @@ def test_a_torn_last_line_naming_a_row_makes_it_unknown(tmp_path: Path) -> None:
     again.close()
 
 
-def test_a_compacted_file_cut_short_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "results.csv"
-    log = _log(path)
-    for row in range(1, 41):
-        log.record(RowOutcome(row, f"k{row}", Status.POSTED, activity_id=f"id-{row}",
-                              content_hash="ab" * 8))
-    log.compact()
-    log.close()
-    whole = path.read_bytes()
-    lines = whole.splitlines(keepends=True)
-    for cut in (len(b"".join(lines[:12])), len(b"".join(lines[:12])) + 7):
-        path.write_bytes(whole[:cut])  # at a line break, and in a line
-        with pytest.raises(DamagedLine, match="line 2: the file was cut short: it was "
-                                              "compacted to 40 row lines"):
-            _log(path)
-        assert path.read_bytes() == whole[:cut]
-    path.write_bytes(whole)
-    _log(path).close()
-
-
 def test_the_row_index_replays_whole_lines_and_stops_at_a_torn_one() -> None:
     at = "2026-01-01T00:00:00Z"
     lines = [
         format_line(RowOutcome(2, "k2", Status.POSTED, activity_id="id-2",
                                content_hash="ab" * 8, updated_at=at)),
-        b"#compacted,1,,,,,,,,\n",
         format_line(RowOutcome(1, "k,1", Status.FAILED, error='x "y"', updated_at=at)),
         b"3,k3,pos",  # torn: no line break
     ]
     index = RowIndex()
     end, whole = index.replay(lines, 100)
-    assert (end, whole) == (100 + sum(len(line) for line in lines[:3]), 3)
+    assert (end, whole) == (100 + sum(len(line) for line in lines[:2]), 2)
     assert index.recorded(2) == Recorded(Status.POSTED, "ab" * 8, key_digest("k2"))
     assert index.recorded(1) == Recorded(Status.FAILED, "", key_digest("k,1"))
     assert index.recorded(3) is None and index.line_offset(3) is None
-    assert list(index.line_offsets()) == [100 + len(lines[0]) + len(lines[1]), 100]
+    assert list(index.line_offsets()) == [100 + len(lines[0]), 100]
     assert index.holds("id-2") and index.last_posted_row() == 2
     assert index.counts()[Status.FAILED] == 1
 
