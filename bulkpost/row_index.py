@@ -9,6 +9,7 @@ line wins.
 
 from __future__ import annotations
 
+import re
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -17,7 +18,6 @@ import numpy as np
 
 from bulkpost.outcomes import (
     ESCAPED,
-    HEADER,
     DamagedLine,
     RowOutcome,
     parse_fields,
@@ -28,10 +28,14 @@ from bulkpost.resume import Recorded, Status, key_digest
 
 _STATUS_CODES = {status: index for index, status in enumerate(Status, start=1)}
 _STATUS_BY_CODE = {index: status for status, index in _STATUS_CODES.items()}
-_CODES_BY_TEXT = {status.value: index for status, index in _STATUS_CODES.items()}
+_CODES_BY_TEXT = {status.value.encode(): index for status, index in _STATUS_CODES.items()}
 _POSTED = _STATUS_CODES[Status.POSTED]
 _UPDATED = _STATUS_CODES[Status.UPDATED]  # holds its activity too, with this content
-_HEX = "0123456789abcdefABCDEF"
+# The common line: no quotes (hence no comma or line break inside a field), every field as
+# written. Its row, key, status, activity Id and content hash; any other line is read whole.
+_COMMON_LINE = re.compile(
+    rb"([1-9][0-9]*),([^,\"]*),([a-z]+),([^,\"]*),[0-9]*,[^,\"]*,[^,\"]*,[0-9]*,[^,\"]*,"
+    rb"([0-9a-fA-F]{0,16})\r?\n")
 
 
 class RowIndex:
@@ -55,42 +59,33 @@ class RowIndex:
         read back (``path`` names the file). A resume of
         a million lines is dominated by this loop, so the common line (no quotes, hence no
         comma or line break inside a field) is split directly and stored without building an
-        outcome; the others go through :func:`~bulkpost.outcomes.parse_fields`.
+        outcome (:data:`_COMMON_LINE`); the others go through
+        :func:`~bulkpost.outcomes.parse_fields`.
         """
-        codes, width, remember = _CODES_BY_TEXT, len(HEADER), self._set
+        codes, remember, common = _CODES_BY_TEXT, self._set, _COMMON_LINE.fullmatch
         number = 1
         for raw in lines:
             if not raw.endswith(b"\n"):
                 break
             number += 1
-            text = raw.decode("utf-8", "replace")
-            fields = text.rstrip("\r\n").split(",")
-            try:
-                if '"' in text or len(fields) != width:
-                    raise ValueError
-                row_text, http, attempts, content_hash = fields[0], fields[4], fields[7], fields[9]
-                if not (row_text.isdigit() and row_text.isascii()) or \
-                        (http and not (http.isdigit() and http.isascii())) or \
-                        (attempts and not (attempts.isdigit() and attempts.isascii())) or \
-                        len(content_hash) > 16 or content_hash.strip(_HEX):
-                    raise ValueError
-                row, code = int(row_text), codes[fields[2]]
-                if row < 1:
-                    raise ValueError
-                key, activity_id = fields[1], fields[3]
-                if key.startswith(ESCAPED):
-                    key = unescape_value(key)
-                if activity_id.startswith(ESCAPED):
-                    activity_id = unescape_value(activity_id)
-            except (ValueError, KeyError):
+            match = common(raw)
+            code = codes.get(match[3]) if match is not None else None
+            if match is None or code is None:
                 # Not the common line: read it whole, or say what is damaged.
                 try:
                     self.remember(parse_fields(split_line(raw)), offset)
                 except ValueError as exc:
                     raise DamagedLine(path, number, raw, str(exc)) from None
             else:
-                remember(row, code, int(content_hash, 16) if content_hash else 0, key, offset,
-                         activity_id)
+                key = match[2].decode("utf-8", "replace")
+                activity_id = match[4].decode("utf-8", "replace")
+                if key.startswith(ESCAPED):
+                    key = unescape_value(key)
+                if activity_id.startswith(ESCAPED):
+                    activity_id = unescape_value(activity_id)
+                content_hash = match[5]
+                remember(int(match[1]), code, int(content_hash, 16) if content_hash else 0,
+                         key, offset, activity_id)
             offset += len(raw)
         return offset, number - 1
 
