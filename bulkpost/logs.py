@@ -79,6 +79,8 @@ EVENTS: dict[str, str] = {
     "region.cache_not_saved": "the API host found could not be cached",
     # The results file and the history
     "results.not_compacted": "results file not compacted",
+    "results.torn_line": "a torn last line of the results file was cut off (a run killed "
+                         "while writing it); its row, if named, is looked up before sending",
     "history.changed_skipped": "rows skipped: their key was posted before with other content "
                                "(their skipped lines in the results file say why)",
     "history.other_claim": "key sent by a run that stopped, with other content: sending this "

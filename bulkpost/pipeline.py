@@ -134,6 +134,8 @@ class Run:
         # The results file first: a second run of the same command is refused naming it,
         # not the history the two would share.
         results = ResultsLog(opts.results).open()
+        if results.torn_lines:
+            log.warning("results.torn_line", row=results.torn_row or None)
         history = None
         try:
             if opts.history is not None:

@@ -289,6 +289,7 @@ def test_a_damaged_line_is_refused_and_a_torn_last_line_is_looked_up(
     resumed = _load(data, mapping, results, server, "--create-again")
     assert resumed.code == 0, resumed.stderr
     assert resumed.summary["reconciled"] == 1 and resumed.summary["found_posted"] == 1
+    assert '"event": "results.torn_line"' in resumed.stderr and '"row": 12' in resumed.stderr
     assert server.stats()["created"] == 12
     assert sorted(_keys(server)) == [f"K{n:04d}" for n in range(1, 13)]
 
