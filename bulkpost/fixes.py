@@ -25,6 +25,7 @@ fix command run again writes nothing.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,8 @@ class FixTarget:
         if not self.original.is_file():
             raise UsageError("{given}: no such results file (give the results file of the "
                              "load the failures file was written from)", given=given)
-        if self.original.resolve() == Path(results).resolve():
+        if self.original.resolve() == Path(results).resolve() or (
+                Path(results).exists() and os.path.samefile(self.original, results)):
             raise UsageError("{given} is this run's own results file: a failures file is "
                              "loaded with a new results file, and --fixes names the original "
                              "one", given=given)

@@ -6,12 +6,15 @@ schema version (a database of version 1 is brought to version 2 by adding column
 version is refused, never rewritten); how a content
 hash is stored (its 64 bits as a signed integer, SQLite's); the statements that claim,
 post and settle a key; and how the database is opened: WAL mode, a commit durable when it
-returns (``synchronous = FULL``), transactions begun and committed explicitly. What the
-rows mean, and when each statement runs, is :mod:`bulkpost.history`'s.
+returns (``synchronous = FULL``), transactions begun and committed explicitly; a new file
+readable by its owner only. What the rows mean, and when each statement runs, is
+:mod:`bulkpost.history`'s.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -161,11 +164,14 @@ def open_database(path: Path) -> sqlite3.Connection:
     WAL mode with durable commits, to be shared by threads under one lock (transactions are
     begun and committed explicitly). Raises UsageError for another schema version (before
     anything in the file is changed), and sqlite3.DatabaseError for a file that is not a
-    database."""
+    database. A new file is created readable by its owner only (SQLite gives its journal
+    files the database's mode): it keeps request bodies, lead ids and notes."""
     version = stored_version(path)
     if version not in (None, "1", SCHEMA_VERSION):
         raise UsageError(f"{path}: history schema {version}, this bulkpost reads schema "
                          f"{SCHEMA_VERSION}: upgrade bulkpost (the file was left as it is)")
+    with contextlib.suppress(OSError):  # there already, or not creatable: SQLite says why
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     try:
         db.execute("PRAGMA journal_mode = WAL")

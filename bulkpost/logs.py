@@ -84,6 +84,8 @@ EVENTS: dict[str, str] = {
     "input.repeated_keys": "keys in more than one row of the input: an exact repeat is "
                            "created once; the rows of a key whose contents differ are "
                            "invalid, none sent",
+    "results.torn_line": "a torn last line of the results file was cut off (a run killed "
+                         "while writing it); its row, if named, is looked up before sending",
     "history.changed_skipped": "rows skipped: their key was posted before with other content "
                                "(their skipped lines in the results file say why)",
     "history.other_claim": "key sent by a run that stopped, with other content: sending this "

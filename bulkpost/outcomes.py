@@ -6,11 +6,14 @@ The file is a CSV with the header
 ``row,key,status,activity_id,http_status,error_type,error,attempts,updated_at,content_hash``;
 a row's last line is its state. Rules:
 
-- every line is one physical line (text is folded to one line): the file is read, and a
-  torn line cut off, line by line;
+- every line is one physical line: the file is read, and a torn line cut off, line by line.
+  The values a run matches on (``key``, ``activity_id``) round-trip exactly: one that holds
+  a line break, or begins with ``%%``, is written escaped (:func:`escape_value`); the other
+  text (``error``, ``error_type``) is folded to one line;
 - ``updated_at`` is UTC to the second (:data:`TIME_FORMAT`);
 - a line that does not read back (wrong field count, a status or number that does not
-  parse) is malformed: readers skip it, they never guess.
+  parse) is damaged: a run refuses the file (:class:`DamagedLine`), naming the line, since
+  the row it may describe could be sent twice; ``report`` lists such lines.
 
 How the lines are made durable is :mod:`bulkpost.results`'s.
 """
@@ -22,8 +25,10 @@ import csv
 import functools
 import io
 import os
+import re
+import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +40,7 @@ HEADER = ["row", "key", "status", "activity_id", "http_status", "error_type", "e
           "attempts", "updated_at", "content_hash"]
 HEADER_LINE = (",".join(HEADER) + "\n").encode()  # the file's first line, as written
 IN_FLIGHT_NOTE = "in flight: sent; no answer recorded"  # no comma: a plain line
+ESCAPED = "%%"  # the mark of an escaped key or activity Id (:func:`escape_value`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,29 @@ class RowOutcome:
 
 def _one_line(text: str) -> str:
     return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+
+def escape_value(text: str) -> str:
+    """A key or activity Id as written: as it is, unless it holds a line break (or begins
+    with the mark): then ``%%`` and the text with ``%``, CR and LF as ``%25``, ``%0D`` and
+    ``%0A``. Reversed exactly by :func:`unescape_value`."""
+    if "\n" not in text and "\r" not in text and not text.startswith(ESCAPED):
+        return text
+    return ESCAPED + text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+_ESCAPE = re.compile("%(25|0D|0A)")
+_UNESCAPED = {"25": "%", "0D": "\r", "0A": "\n"}
+
+
+def unescape_value(text: str) -> str:
+    """A written key or activity Id back as it was. Only what :func:`escape_value` writes
+    is read as escaped: a value of a file written before escapes (which cannot hold a line
+    break) reads as it is, unless it has exactly that form."""
+    if not text.startswith(ESCAPED):
+        return text
+    value = _ESCAPE.sub(lambda match: _UNESCAPED[match.group(1)], text[len(ESCAPED):])
+    return value if escape_value(value) == text else text
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # ``updated_at``, UTC to the second
@@ -86,7 +115,9 @@ def format_line(outcome: RowOutcome) -> bytes:
     """The CSV line for one outcome, always a single physical line."""
     key, error_type, error = outcome.key, outcome.error_type, outcome.error
     if _NEEDS_QUOTES.isdisjoint(key) and _NEEDS_QUOTES.isdisjoint(error) and \
-            _NEEDS_QUOTES.isdisjoint(error_type) and _NEEDS_QUOTES.isdisjoint(outcome.activity_id):
+            _NEEDS_QUOTES.isdisjoint(error_type) and \
+            _NEEDS_QUOTES.isdisjoint(outcome.activity_id) and not key.startswith(ESCAPED) \
+            and not outcome.activity_id.startswith(ESCAPED):
         # The common line, written two writes per row: plain fields, joined as they are.
         http = "" if outcome.http_status is None else outcome.http_status
         return (f"{outcome.row},{key},{outcome.status.value},{outcome.activity_id},{http},"
@@ -94,7 +125,8 @@ def format_line(outcome: RowOutcome) -> bytes:
                 f"{outcome.content_hash}\n").encode()
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow([
-        outcome.row, _one_line(outcome.key), outcome.status.value, _one_line(outcome.activity_id),
+        outcome.row, escape_value(outcome.key), outcome.status.value,
+        escape_value(outcome.activity_id),
         "" if outcome.http_status is None else outcome.http_status,
         _one_line(outcome.error_type), _one_line(outcome.error), outcome.attempts,
         outcome.updated_at or now_text(), outcome.content_hash,
@@ -102,54 +134,145 @@ def format_line(outcome: RowOutcome) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def parse_line(fields: list[str]) -> RowOutcome | None:
-    """A results line back into an outcome; None for a malformed (torn) line."""
+def parse_fields(fields: list[str]) -> RowOutcome:
+    """A results line's fields back into an outcome; raises ValueError saying what is
+    damaged."""
     if len(fields) != len(HEADER):
-        return None
+        raise ValueError(f"{len(fields)} fields, not {len(HEADER)}")
+    row, status, http, attempts, content_hash = (fields[0], fields[2], fields[4], fields[7],
+                                                 fields[9])
+    if not row.isascii() or not row.isdigit() or int(row) < 1:
+        raise ValueError(f"row {row!r} is not a row number")
+    if status not in _STATUSES:
+        raise ValueError(f"status {status!r} is not one of {', '.join(_STATUSES)} (written "
+                         "by a newer bulkpost? then upgrade)")
+    if http and not (http.isascii() and http.isdigit()):
+        raise ValueError(f"http_status {http!r} is not a number")
+    if attempts and not (attempts.isascii() and attempts.isdigit()):
+        raise ValueError(f"attempts {attempts!r} is not a number")
+    if content_hash and not (len(content_hash) <= 16 and all(
+            c in "0123456789abcdefABCDEF" for c in content_hash)):
+        raise ValueError(f"content_hash {content_hash!r} is not a fingerprint (hex digits)")
+    return RowOutcome(
+        row=int(row), key=unescape_value(fields[1]), status=Status(status),
+        activity_id=unescape_value(fields[3]), http_status=int(http) if http else None,
+        error_type=fields[5], error=fields[6], attempts=int(attempts or 0),
+        updated_at=fields[8], content_hash=content_hash,
+    )
+
+
+_STATUSES = {status.value: status for status in Status}
+
+
+def parse_line(fields: list[str]) -> RowOutcome | None:
+    """A results line back into an outcome; None for a damaged line."""
     try:
-        if fields[9]:
-            int(fields[9], 16)  # a fingerprint that is not hex: torn, like any bad field
-        return RowOutcome(
-            row=int(fields[0]), key=fields[1], status=Status(fields[2]),
-            activity_id=fields[3], http_status=int(fields[4]) if fields[4] else None,
-            error_type=fields[5], error=fields[6], attempts=int(fields[7] or 0),
-            updated_at=fields[8], content_hash=fields[9],
-        )
+        return parse_fields(fields)
     except ValueError:
         return None
 
 
-def read_outcomes(path: str | Path) -> Iterator[RowOutcome]:
-    """Every well-formed line of a results file, in file order (later lines win)."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
+def split_line(raw: bytes) -> list[str]:
+    """A physical line's fields (the csv module's reading, for a line with quotes)."""
+    text = raw.decode("utf-8", "replace").rstrip("\r\n")
+    if '"' not in text:
+        return text.split(",")
+    return next(csv.reader([text]), [])
+
+
+class DamagedLine(UsageError):
+    """A results file holds a line that does not read back, or was cut short: a run
+    refuses it, since the row the line may describe could be sent twice."""
+
+    def __init__(self, path: str | Path, line: int, raw: bytes, reason: str) -> None:
+        shown = raw.decode("utf-8", "replace").rstrip("\r\n")
+        shown = shown if len(shown) <= 100 else shown[:100] + "…"
+        super().__init__(
+            f"{path}, line {line}: {reason} ({shown!r}). Nothing was sent: the row this line "
+            "may describe could be sent twice. Check that row (`bulkpost report "
+            f"{path}` lists every damaged line), then fix or delete the line, or restore the "
+            "file from a copy, and run the same command again")
+        self.line = line
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """A damaged line of a results file, as a report shows it."""
+
+    line: int
+    reason: str
+    text: str
+
+
+def read_outcomes(path: str | Path,
+                  damaged: Callable[[Damage], None] | None = None) -> Iterator[RowOutcome]:
+    """Every line of a results file, in file order (later lines win). A damaged line raises
+    :class:`DamagedLine`, or, given ``damaged``, is passed to it and skipped. A torn last
+    line (no line break: a run killed while writing it) is skipped, and passed to
+    ``damaged`` too; a run cuts it off and looks its row up.
+    """
+    with open(path, "rb") as handle:
+        first = handle.readline()
+        header = first.decode("utf-8", "replace").rstrip("\r\n").split(",")
         if header != HEADER:
             raise UsageError(f"{path}: not a bulkpost results file (header {header!r})")
-        for fields in reader:
-            outcome = parse_line(fields)
-            if outcome is not None:
-                yield outcome
+        number = 1
+        for raw in handle:
+            number += 1
+            if not raw.endswith(b"\n"):
+                if damaged is not None:
+                    damaged(Damage(number, "torn: cut short while it was written (a run cuts "
+                                   "it off and looks its row up)",
+                                   raw.decode("utf-8", "replace")[:100]))
+                break
+            try:
+                outcome = parse_fields(split_line(raw))
+            except ValueError as exc:
+                if damaged is None:
+                    raise DamagedLine(path, number, raw, str(exc)) from None
+                text = raw.decode("utf-8", "replace").rstrip("\r\n")
+                damaged(Damage(number, str(exc), text[:100]))
+                continue
+            yield outcome
 
 
-def write_compacted(path: Path, offsets: Iterable[int]) -> None:
-    """Rewrite the results file at ``path`` as the header and the lines starting at
-    ``offsets`` (one per row, in row order), by atomic replace, durably. Raises OSError and
-    leaves the file as it was."""
+def write_compacted(path: Path, offsets: Iterable[int],
+                    keep: Callable[[int], None] | None = None) -> None:
+    """Rewrite the results file at ``path`` (the file itself, not a link to it) as the
+    header and the lines starting at ``offsets``
+    (one per row, in row order), by atomic replace, durably. The new file keeps the old
+    one's mode (and owner and group, where allowed). ``keep`` is given a descriptor of the
+    new file before it replaces the old one (to lock it: the lock must not lapse), and owns
+    it. Raises OSError and leaves the file as it was."""
     temp = path.with_name(f".{path.name}.compact")
+    fd = -1
     try:
-        with open(path, "rb") as source, open(temp, "wb") as target:
-            target.write(HEADER_LINE)
-            for offset in offsets:
-                source.seek(offset)
-                target.write(source.readline())
-            target.flush()
-            os.fsync(target.fileno())
+        with open(path, "rb") as source:
+            old = os.fstat(source.fileno())
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)  # left by a run killed while compacting
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            with contextlib.suppress(OSError):
+                os.fchown(fd, old.st_uid, old.st_gid)
+            os.fchmod(fd, stat.S_IMODE(old.st_mode))
+            with open(os.dup(fd), "wb") as target:
+                target.write(HEADER_LINE)
+                for offset in offsets:
+                    source.seek(offset)
+                    target.write(source.readline())
+                target.flush()
+                os.fsync(target.fileno())
+            if keep is not None:
+                keep(os.dup(fd))
+            os.replace(temp, path)
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    os.replace(temp, path)
+    finally:
+        if fd >= 0:
+            os.close(fd)
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

@@ -37,6 +37,7 @@ from bulkpost.readback import field_infos
 from bulkpost.region import find_url
 from bulkpost.report import ProblemGroups
 from bulkpost.results import ResultsLog
+from bulkpost.resume import new_results_advice, new_results_file
 from bulkpost.row_state import Job
 from bulkpost.source import Source, describe, input_columns, open_source
 from bulkpost.stop import StopSignal, signals_handled
@@ -129,9 +130,13 @@ class Run:
             self.summary.account_history = True
             ensure_private_dir(opts.history)
             log.info("history.account", path=str(opts.history))
+        # A refusal of another input says what a new results file would send again.
+        new_results_file.set(new_results_advice(opts.history, opts.create_again))
         # The results file first: a second run of the same command is refused naming it,
         # not the history the two would share.
         results = ResultsLog(opts.results).open()
+        if results.torn_lines:
+            log.warning("results.torn_line", row=results.torn_row or None)
         history = None
         try:
             if opts.history is not None:

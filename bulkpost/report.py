@@ -27,14 +27,14 @@ import dataclasses
 import os
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bulkpost.activity import EMAIL, GUID
 from bulkpost.errors import InputError
-from bulkpost.outcomes import RowOutcome, read_outcomes
+from bulkpost.outcomes import Damage, RowOutcome, read_outcomes
 from bulkpost.resume import Status
 from bulkpost.row_numbers import row_and_line, spreadsheet_line
 from bulkpost.source import Source, dialect, input_columns, open_source
@@ -100,6 +100,7 @@ class Report:
     errors: list[tuple[str, int, int]]  # (error, rows, first row)
     rows: int
     fixed_by: dict[str, int] = dataclasses.field(default_factory=dict)  # failures file: rows
+    damaged: list[Damage] = dataclasses.field(default_factory=list)  # lines a run refuses
 
     def render(self, top: int = 10) -> str:
         lines = [rows_text(self.rows)]
@@ -107,6 +108,11 @@ class Report:
             lines.append(f"  {status.value:<9} {self.counts[status]:>10}")
         for name, count in sorted(self.fixed_by.items()):
             lines.append(f"fixed (by {name}): {count:,}")
+        for damage in self.damaged:
+            lines.append(f"damaged line {damage.line}: {damage.reason}: {damage.text!r}")
+        if any(not damage.reason.startswith("torn") for damage in self.damaged):
+            lines.append("a run refuses this file until each damaged line is fixed or deleted "
+                         "(check its row first: it may have been posted)")
         if self.errors:
             lines.append("most common errors:")
             for error, count, first in self.errors[:top]:
@@ -115,10 +121,13 @@ class Report:
         return "\n".join(lines)
 
 
-def latest_outcomes(path: str | Path) -> dict[int, RowOutcome]:
-    """The last outcome of every row (a log that was not compacted reads the same)."""
+def latest_outcomes(path: str | Path, damaged: Callable[[Damage], None] | None = None
+                    ) -> dict[int, RowOutcome]:
+    """The last outcome of every row (a log that was not compacted reads the same). A
+    damaged line raises :class:`~bulkpost.outcomes.DamagedLine`, or is given to
+    ``damaged``."""
     latest: dict[int, RowOutcome] = {}
-    for outcome in read_outcomes(path):
+    for outcome in read_outcomes(path, damaged):
         latest[outcome.row] = outcome
     return latest
 
@@ -133,7 +142,8 @@ _SKIPPED_LABELS = {
 
 
 def build_report(path: str | Path) -> Report:
-    latest = latest_outcomes(path)
+    damaged: list[Damage] = []
+    latest = latest_outcomes(path, damaged.append)
     counts = dict.fromkeys(Status, 0)
     errors: collections.Counter[str] = collections.Counter()
     first: dict[str, int] = {}
@@ -158,7 +168,7 @@ def build_report(path: str | Path) -> Report:
             errors[label] += 1
             first.setdefault(label, row)
     ranked = [(label, count, first[label]) for label, count in errors.most_common()]
-    return Report(counts, ranked, len(latest), dict(fixed_by))
+    return Report(counts, ranked, len(latest), dict(fixed_by), damaged)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,18 @@ append-only log; a row's last line is its state. Rules:
   ``unknown`` from their durable marks, so the next run reconciles them, never re-sends;
 - a companion store (the history, ``--history``) is committed in the same group commits,
   after the fsync: a row's claim there is durable before its request goes out;
-- a lock file beside it keeps a second run out;
-- at the end the log is compacted, by atomic replace, to one line per row; after a failed
-  write it is not (the log as written is valid, the memory of it is not);
+- a torn last line is the only damage a crash can leave: it is cut off, and the row it
+  names, unless done, is recorded ``unknown`` (looked up before it is sent again); any other
+  damaged line refuses the file (exit 2, naming the line);
+- the path is resolved once: through a symbolic link, the file it points to is used (and
+  compacted in place of itself, the link stays a link);
+- a lock keeps a second run out, by name and by the file's identity (a hard link to it too:
+  :mod:`bulkpost.locking`);
+- at the end the log is compacted, by atomic replace, to one line per row, keeping the
+  file's mode; after a failed write it is not (the log as written is valid, the memory of
+  it is not), nor is a file with other hard links (a replacement would cut them off: it
+  stays a log, read the same);
+- a new file is created readable by its owner only (it holds keys and Ids).
 - a run that stops before its first row removes the file if it created it
   (:meth:`ResultsLog.discard_unused`): a refusal leaves no results file behind.
 """
@@ -32,13 +41,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bulkpost.errors import ResultsLocked, ResultsWriteError, UsageError
-from bulkpost.locking import lock_beside, release
+from bulkpost.locking import keep_locked, lock_beside, release
 from bulkpost.outcomes import (
     HEADER_LINE,
     IN_FLIGHT_NOTE,
     RowOutcome,
     format_line,
     parse_line,
+    utc_text,
     write_compacted,
 )
 from bulkpost.resume import Status
@@ -64,6 +74,7 @@ class ResultsLog:
 
     def __init__(self, path: str | Path, companion: Companion | None = None) -> None:
         self.path = Path(path)
+        self._file = Path(os.path.realpath(path))  # resolved once: a link's target
         self.companion = companion
         self._index = RowIndex()
         # Bound once, not wrapped: a resume asks ``recorded`` of every row, a million times.
@@ -87,13 +98,14 @@ class ResultsLog:
         self._failure: ResultsWriteError | None = None  # a background fsync that failed
         self.torn_lines = 0
         self._created = False     # this run created the file (it held nothing before)
+        self.torn_row = 0  # the row a torn last line named, recorded unknown (0: none)
 
     # -- opening -----------------------------------------------------------------------
     def open(self) -> ResultsLog:
         """Lock the file, load what earlier runs recorded, and get ready to append."""
-        self._lock_fd = lock_beside(self.path, "results file", ResultsLocked)
+        self._lock_fd = lock_beside(self.path, "results file", ResultsLocked, real=self._file)
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             self._load()
         except OSError as exc:
             self.close()
@@ -114,7 +126,7 @@ class ResultsLog:
             os.fsync(self._fd)
             self._synced = self._size
             return
-        with open(self.path, "rb") as handle:
+        with open(self._file, "rb") as handle:
             first = handle.readline()
             if not first.endswith(b"\n") and HEADER_LINE.startswith(first):
                 # Torn while the header itself was written: start the file afresh.
@@ -127,13 +139,40 @@ class ResultsLog:
             if first.rstrip(b"\r\n") != HEADER_LINE.rstrip(b"\n"):
                 raise UsageError(f"{self.path}: not a bulkpost results file "
                                  f"(first line {first[:80]!r})")
-            offset, malformed = self._index.replay(handle, len(first))
-            self.torn_lines += malformed
-            if offset < size:
-                # A torn last line from a crash: cut it off before appending.
-                self.torn_lines += 1
-                os.ftruncate(self._fd, offset)
+            offset, _ = self._index.replay(handle, len(first), self.path)
+        torn = os.pread(self._fd, min(size - offset, 256), offset) if offset < size else b""
         self._size = self._synced = self._written = offset
+        if offset < size:
+            # A torn last line from a crash: cut it off before appending.
+            self.torn_lines += 1
+            os.ftruncate(self._fd, offset)
+            self._doubt(torn)
+
+    def _doubt(self, torn: bytes) -> None:
+        """Record ``unknown`` the row a torn line names (unless done): had its line been
+        whole, it might say the row was sent. Its other fields may be cut: the row keeps
+        what its last whole line says of it, and is looked up before it is sent again."""
+        row_text = torn.split(b",", 1)[0]
+        if b"," not in torn or not row_text.isdigit() or int(row_text) < 1:
+            return  # no whole row number: a line not on disk was never acted on
+        row = int(row_text)
+        recorded = self.recorded(row)
+        if recorded is not None and recorded.status not in (Status.FAILED, Status.REJECTED,
+                                                             Status.INVALID):
+            return  # done, or unknown already: looked up (or passed over) as it is
+        line = self.last_outcome(row)
+        # When it may have been sent: up to the moment the file was last written.
+        written = int(os.fstat(self._fd).st_mtime)
+        self.record(RowOutcome(
+            row, line.key if line else "", Status.UNKNOWN,
+            activity_id=line.activity_id if line else "",
+            error="torn line cut off: looked up before it is sent again",
+            attempts=max(1, line.attempts if line else 0),
+            content_hash=line.content_hash if line else "", updated_at=utc_text(written)))
+        self._flush()
+        os.fsync(self._fd)
+        self._synced, self._synced_marks = self._size, self._marks
+        self.torn_row = row
 
     # -- reading back ------------------------------------------------------------------
     def last_outcome(self, row: int) -> RowOutcome | None:
@@ -285,12 +324,17 @@ class ResultsLog:
 
     # -- closing -----------------------------------------------------------------------
     def compact(self) -> None:
-        """Rewrite the log as one line per row (row order), by atomic replace."""
+        """Rewrite the log as one line per row (row order), by atomic replace; a file with
+        other hard links is synced instead (a replacement would cut them off)."""
         if self._failure is not None:
             raise self._failure
         self._flush()
         try:
-            write_compacted(self.path, self._index.line_offsets())
+            if os.fstat(self._fd).st_nlink > 1:
+                os.fsync(self._fd)
+                return
+            write_compacted(self._file, self._index.line_offsets(),
+                            keep=lambda fd: keep_locked(self._lock_fd, fd))
         except OSError as exc:
             raise ResultsWriteError(f"{self.path}: could not compact the results file "
                                     f"({exc.strerror}); the log itself is intact") from None

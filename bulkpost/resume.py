@@ -22,7 +22,8 @@ its key may be fixed as its other cells may, say to give two calls under one key
 their own); so does a row recorded ``posted`` whose number now maps to other
 content (the row would be skipped, never sent). Both stop the run before any request: the
 run compares every posted row before it sends (:func:`posted_differs`), and the planner
-refuses such a row again should a one-pass stream bring one.
+refuses such a row again should a one-pass stream bring one. The refusal says what a new
+results file would send again (:data:`new_results_file`: the run sets it, from its history).
 
 These are the results file's rules (:func:`plan_row`); the planner
 (:func:`bulkpost.planner.decide`), the one place a row's plan is made, starts from them and
@@ -32,6 +33,8 @@ adds the history's.
 from __future__ import annotations
 
 import enum
+from contextvars import ContextVar
+from pathlib import Path
 from typing import NamedTuple
 
 from bulkpost.activity import Activity, InvalidRow
@@ -109,6 +112,28 @@ def posted_differs(current: Activity | InvalidRow, recorded: Recorded | None) ->
             and bool(recorded.content_hash) and recorded.content_hash != current.content_hash)
 
 
+# What a new results file would send again, said by the refusals of another input: the run
+# sets it once its history is known (:func:`new_results_advice`).
+new_results_file: ContextVar[str] = ContextVar(
+    "new_results_file", default="A new --results file sends again every row that no history "
+    "holds as created, those posted here too")
+
+
+def new_results_advice(history: Path | None, create_again: bool) -> str:
+    """What loading this input with a new results file would send again: nothing a history
+    holds as created; every row without one."""
+    if history is not None:
+        return (f"With a new --results file, rows the history ({history}) holds as created "
+                "(by key; by content without a key column) are skipped, not sent again; rows "
+                "posted by a run that kept no history there (--create-again, another "
+                "--history) would be sent again")
+    if create_again:
+        return ("A new --results file sends every row again, those posted here too: "
+                "--create-again keeps no history to skip them")
+    return ("A new --results file sends every row again, those posted here too: this run "
+            "reads no history")
+
+
 def other_input(rows: list[int]) -> UsageError:
     """The refusal when rows recorded posted now hold other content."""
     return UsageError(
@@ -117,8 +142,8 @@ def other_input(rows: list[int]) -> UsageError:
         f"{'holds' if len(rows) == 1 else 'hold'} other content in this input, so "
         f"{'it' if len(rows) == 1 else 'they'} "
         "would be skipped without being sent. Nothing was sent. Rows are numbered per file: "
-        "load this input with a new --results file (editing rows that were not posted is "
-        "fine)")
+        "another input needs a results file of its own (editing rows that were not posted "
+        f"is fine). {new_results_file.get()}")
 
 
 def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
@@ -130,9 +155,8 @@ def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
             and recorded.key_digest != key_digest(current.key)):
         raise UsageError(
             f"the results file was written for another input: {row_and_line(current.row)} "
-            "has key "
-            f"{current.key!r} here but another key in the results file; "
-            "use a new --results file for a new input")
+            f"has key {current.key!r} here but another key in the results file: another "
+            f"input needs a results file of its own. {new_results_file.get()}")
     if posted_differs(current, recorded):
         raise other_input([current.row])
     status = recorded.status if recorded else None

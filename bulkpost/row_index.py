@@ -9,20 +9,33 @@ line wins.
 
 from __future__ import annotations
 
-import csv
+import re
 from array import array
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 
-from bulkpost.outcomes import HEADER, RowOutcome, parse_line
+from bulkpost.outcomes import (
+    ESCAPED,
+    DamagedLine,
+    RowOutcome,
+    parse_fields,
+    split_line,
+    unescape_value,
+)
 from bulkpost.resume import Recorded, Status, key_digest
 
 _STATUS_CODES = {status: index for index, status in enumerate(Status, start=1)}
 _STATUS_BY_CODE = {index: status for status, index in _STATUS_CODES.items()}
-_CODES_BY_TEXT = {status.value: index for status, index in _STATUS_CODES.items()}
+_CODES_BY_TEXT = {status.value.encode(): index for status, index in _STATUS_CODES.items()}
 _POSTED = _STATUS_CODES[Status.POSTED]
 _UPDATED = _STATUS_CODES[Status.UPDATED]  # holds its activity too, with this content
+# The common line: no quotes (hence no comma or line break inside a field), every field as
+# written. Its row, key, status, activity Id and content hash; any other line is read whole.
+_COMMON_LINE = re.compile(
+    rb"([1-9][0-9]*),([^,\"]*),([a-z]+),([^,\"]*),[0-9]*,[^,\"]*,[^,\"]*,[0-9]*,[^,\"]*,"
+    rb"([0-9a-fA-F]{0,16})\r?\n")
 
 
 class RowIndex:
@@ -36,45 +49,45 @@ class RowIndex:
         self._offset = array("q")
 
     # -- filling -----------------------------------------------------------------------
-    def replay(self, lines: Iterable[bytes], offset: int) -> tuple[int, int]:
-        """Remember every line of an existing file, the first starting at byte ``offset``;
-        return where the whole lines end and how many were malformed (skipped).
+    def replay(self, lines: Iterable[bytes], offset: int,
+               path: str | Path = "results file") -> tuple[int, int]:
+        """Remember every line of an existing file, the first starting at byte ``offset``
+        (the file's second line); return where the whole lines end and how many there are.
 
         Stops at a line without its line break (torn by a crash): the end returned is where
-        it starts. A resume of a million lines is dominated by this loop, so the common line
-        (no quotes, hence no comma or line break inside a field) is split directly and
-        stored without building an outcome; quoted lines go through the csv module.
+        it starts. Raises :class:`~bulkpost.outcomes.DamagedLine` for a line that does not
+        read back (``path`` names the file). A resume of
+        a million lines is dominated by this loop, so the common line (no quotes, hence no
+        comma or line break inside a field) is split directly and stored without building an
+        outcome (:data:`_COMMON_LINE`); the others go through
+        :func:`~bulkpost.outcomes.parse_fields`.
         """
-        codes, width, remember = _CODES_BY_TEXT, len(HEADER), self._set
-        malformed = 0
+        codes, remember, common = _CODES_BY_TEXT, self._set, _COMMON_LINE.fullmatch
+        number = 1
         for raw in lines:
             if not raw.endswith(b"\n"):
                 break
-            text = raw.decode("utf-8", "replace")
-            if '"' in text:
-                outcome = parse_line(next(csv.reader([text]), []))
-                if outcome is None:
-                    malformed += 1
-                else:
-                    self.remember(outcome, offset)
-                offset += len(raw)
-                continue
-            fields = text.rstrip("\r\n").split(",")
-            try:
-                if len(fields) != width:
-                    raise ValueError
-                row, code = int(fields[0]), codes[fields[2]]
-                if fields[4]:
-                    int(fields[4])
-                if fields[7]:
-                    int(fields[7])
-                content_hash = int(fields[9], 16) if fields[9] else 0
-            except (ValueError, KeyError):
-                malformed += 1
+            number += 1
+            match = common(raw)
+            code = codes.get(match[3]) if match is not None else None
+            if match is None or code is None:
+                # Not the common line: read it whole, or say what is damaged.
+                try:
+                    self.remember(parse_fields(split_line(raw)), offset)
+                except ValueError as exc:
+                    raise DamagedLine(path, number, raw, str(exc)) from None
             else:
-                remember(row, code, content_hash, fields[1], offset, fields[3])
+                key = match[2].decode("utf-8", "replace")
+                activity_id = match[4].decode("utf-8", "replace")
+                if key.startswith(ESCAPED):
+                    key = unescape_value(key)
+                if activity_id.startswith(ESCAPED):
+                    activity_id = unescape_value(activity_id)
+                content_hash = match[5]
+                remember(int(match[1]), code, int(content_hash, 16) if content_hash else 0,
+                         key, offset, activity_id)
             offset += len(raw)
-        return offset, malformed
+        return offset, number - 1
 
     def remember(self, outcome: RowOutcome, offset: int) -> None:
         """Make ``outcome``, whose line starts at byte ``offset``, its row's last line."""

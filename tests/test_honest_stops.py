@@ -65,7 +65,12 @@ def test_a_results_file_reused_with_other_content_is_refused_before_anything_is_
     again = _run(other, mapping, results, server.url)
     assert again.code == 2, again.stderr
     assert "row 2 (line 3 in a spreadsheet) is recorded as posted" in again.stderr
-    assert "new --results file" in again.stderr
+    # What a new results file would do is said: the account's history skips what it holds.
+    assert "With a new --results file, rows the history" in again.stderr
+    assert "are skipped, not sent again" in again.stderr
+    # Without a history, the advice says it would send every row again.
+    bare = _run(other, mapping, results, server.url, "--create-again")
+    assert bare.code == 2 and "sends every row again, those posted here too" in bare.stderr
     assert server.stats()["created"] == created  # nothing sent
     assert read_results(results) == before
     # The refusal holds in a dry run too, so that validating warns as well.

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from bulkpost.activity import Activity, InvalidRow
 from bulkpost.errors import UsageError
-from bulkpost.resume import Action, Recorded, Status, key_digest, plan_row
+from bulkpost.resume import (
+    Action,
+    Recorded,
+    Status,
+    key_digest,
+    new_results_advice,
+    new_results_file,
+    plan_row,
+)
 
 KEY = "S-7"
 HASH = "00000000000000aa"
@@ -80,7 +89,9 @@ def test_a_posted_row_with_other_content_stops_the_run(resend_unknown: bool) -> 
     with pytest.raises(UsageError) as caught:
         plan_row(ACTIVITY, recorded_as(Status.POSTED, OTHER_HASH), resend_unknown)
     assert "row 7 (line 8 in a spreadsheet) is recorded as posted" in str(caught.value)
-    assert "new --results file" in str(caught.value)
+    # Never the bare advice of a new results file: it says what that would send again.
+    assert "A new --results file sends again every row that no history holds" in str(
+        caught.value)
     # An updated row holds its activity with the content it records: the same refusal.
     with pytest.raises(UsageError,
                        match=r"row 7 \(line 8 in a spreadsheet\) is recorded as posted"):
@@ -107,7 +118,30 @@ def test_a_different_key_under_the_same_row_stops_the_run(
     message = str(caught.value)
     assert ("row 7 (line 8 in a spreadsheet) has key 'S-7' here but another key in the "
             "results file") in message
-    assert "use a new --results file" in message
+    assert "A new --results file sends again every row that no history holds" in message
+
+
+def test_the_refusal_of_another_input_says_what_a_new_results_file_sends_again() -> None:
+    """The run sets what a new results file would do: with a history, the rows it holds are
+    skipped; without one, every row is sent again, and the message says so."""
+    cases = [(new_results_advice(Path("/h.sqlite"), False),
+              "rows the history (/h.sqlite) holds as created (by key; by content without a "
+              "key column) are skipped, not sent again"),
+             (new_results_advice(None, True),
+              "A new --results file sends every row again, those posted here too: "
+              "--create-again keeps no history"),
+             (new_results_advice(None, False), "sends every row again, those posted here too")]
+    for advice, said in cases:
+        token = new_results_file.set(advice)
+        try:
+            with pytest.raises(UsageError) as caught:
+                plan_row(ACTIVITY, recorded_as(Status.POSTED, OTHER_HASH))
+            assert said in str(caught.value)
+            with pytest.raises(UsageError) as caught:
+                plan_row(ACTIVITY, recorded_as(Status.FAILED, key="S-8"))
+            assert said in str(caught.value)
+        finally:
+            new_results_file.reset(token)
 
 
 @pytest.mark.parametrize("current", [ACTIVITY, INVALID])

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import fcntl
 import json
+import os
 import resource
+import stat
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +18,11 @@ import pytest
 import structlog
 
 from bulkpost import logs
+from bulkpost.errors import HistoryLocked, ResultsLocked
+from bulkpost.history import History
+from bulkpost.outcomes import RowOutcome, read_outcomes
+from bulkpost.results import ResultsLog
+from bulkpost.resume import Status
 from tests.conftest import (
     ROOT,
     cli_command,
@@ -198,3 +208,188 @@ def test_tls_certificates_are_verified(tmp_path: Path, serve_handler: Any) -> No
     assert result.code == 3 and result.summary["posted"] == 0
     assert received == []
     assert "certificate" in result.summary["aborted"].lower()
+
+
+# -- the results file and the history as files ---------------------------------------------
+def _load(data: Path, mapping: Path, results: Path, server: Any, *extra: str) -> Any:
+    return run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
+                   server.url, "--rate", "100/1s", "--log-format", "json", *extra)
+
+
+@pytest.mark.e2e
+def test_keys_holding_line_breaks_resume_the_same_input(tmp_path: Path,
+                                                        make_sandbox: Any) -> None:
+    """A key in a quoted cell may hold a line break: the results file keeps it exactly (on
+    one line), so the same command run again is the same input, and sends nothing."""
+    server = make_sandbox()
+    data, mapping = _inputs(tmp_path, 8)
+    with open(data, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))[1:]
+    for n, row in enumerate(rows, start=1):
+        row[0] = f"K{n}\nline 2" if n % 2 else f"K{n}\r\nx"
+    write_csv(data, ["key", "lead", "note"], rows)
+    results = tmp_path / "r.csv"
+    # Without a history: the results file alone must tell this input from another.
+    first = _load(data, mapping, results, server, "--create-again")
+    assert first.code == 0, first.stderr
+    lines = results.read_bytes().splitlines()
+    assert len(lines) == 1 + 8  # one physical line a row
+    again = _load(data, mapping, results, server, "--create-again")
+    assert again.code == 0, again.stderr
+    assert again.summary["posted"] == 0 and again.summary["skipped"] == 8
+    assert server.stats()["created"] == 8
+    assert sorted(r["key"] for r in read_results(results).values()) == \
+        sorted(f"%%{row[0]}".replace("\r", "%0D").replace("\n", "%0A") for row in rows)
+
+
+@pytest.mark.e2e
+def test_a_results_file_through_a_symbolic_link_stays_one_file(tmp_path: Path,
+                                                               make_sandbox: Any) -> None:
+    """Compaction rewrites the file the link points to; the link stays a link, so runs
+    through the link and through its target read the same file."""
+    server = make_sandbox()
+    data, mapping = _inputs(tmp_path, 40)
+    target = tmp_path / "kept" / "results.csv"
+    target.parent.mkdir()
+    link = tmp_path / "r.csv"
+    link.symlink_to(target)
+    first = _load(data, mapping, link, server, "--create-again")
+    assert first.code == 0, first.stderr
+    assert link.is_symlink() and link.resolve() == target
+    assert len(read_results(target)) == 40
+    again = _load(data, mapping, target, server, "--create-again")
+    assert again.code == 0 and again.summary["posted"] == 0, again.stderr
+    assert server.stats()["created"] == 40
+
+
+@pytest.mark.e2e
+def test_a_damaged_line_is_refused_and_a_torn_last_line_is_looked_up(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    """A line that does not read back may describe a posted row: the run refuses the file,
+    naming the line, and sends nothing. A torn last line (a kill while appending) is cut
+    off and its row looked up, never sent blind."""
+    server = make_sandbox()
+    data, mapping = _inputs(tmp_path, 12)
+    results = tmp_path / "r.csv"
+    assert _load(data, mapping, results, server, "--create-again").code == 0
+    whole = results.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    for damaged in (lines[3].replace(b",posted,", b",POSTED,"),
+                    lines[3].replace(b",posted,", b",done,"),
+                    b"three" + lines[3][1:]):
+        results.write_bytes(b"".join([*lines[:3], damaged, *lines[4:]]))
+        refused = _load(data, mapping, results, server, "--create-again")
+        assert refused.code == 2, refused.stderr
+        assert f"{results}, line 4: " in refused.stderr and "Nothing was sent" in refused.stderr
+        report = run_cli("report", results)
+        assert "damaged line 4:" in report.stdout, report.stderr
+    assert server.stats()["created"] == 12
+    # Row 12's line torn: the row is looked up, found, and not created again.
+    results.write_bytes(b"".join(lines[:-1]) + lines[-1][:12])
+    resumed = _load(data, mapping, results, server, "--create-again")
+    assert resumed.code == 0, resumed.stderr
+    assert resumed.summary["reconciled"] == 1 and resumed.summary["found_posted"] == 1
+    assert '"event": "results.torn_line"' in resumed.stderr and '"row": 12' in resumed.stderr
+    assert server.stats()["created"] == 12
+    assert sorted(_keys(server)) == [f"K{n:04d}" for n in range(1, 13)]
+
+
+@pytest.mark.e2e
+def test_a_rewritten_results_file_keeps_its_mode_and_new_files_are_private(
+        tmp_path: Path, make_sandbox: Any, account_data: Path) -> None:
+    server = make_sandbox()
+    data, mapping = _inputs(tmp_path, 4)
+    results = tmp_path / "r.csv"
+    old = os.umask(0o022)
+    try:
+        assert _load(data, mapping, results, server).code == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(results.stat().st_mode) == 0o600
+    histories = list((account_data / "accounts").glob("*.sqlite"))
+    assert histories and stat.S_IMODE(histories[0].stat().st_mode) == 0o600
+    results.chmod(0o640)
+    assert _load(data, mapping, results, server).code == 0
+    assert stat.S_IMODE(results.stat().st_mode) == 0o640
+
+
+_HOLDER = """
+import sys, time
+from bulkpost.history import History
+from bulkpost.results import ResultsLog
+opened = (ResultsLog if sys.argv[1] == "results" else History)(sys.argv[2]).open()
+print("open", flush=True)
+sys.stdin.readline()
+opened.close()
+"""
+
+
+@pytest.mark.parametrize("kind", ["results", "history"])
+def test_a_hard_link_does_not_get_around_the_lock(tmp_path: Path, kind: str) -> None:
+    """The lock is the file's, not its name's: a second run through a hard link to a
+    results file (or history) in use is refused, naming the process that holds it."""
+    name = "r.csv" if kind == "results" else "h.sqlite"
+    first, second = tmp_path / "a" / name, tmp_path / "b" / name
+    first.parent.mkdir()
+    second.parent.mkdir()
+    opened = (ResultsLog if kind == "results" else History)(first).open()
+    opened.close()
+    os.link(first, second)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, kind, str(first)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        error = ResultsLocked if kind == "results" else HistoryLocked
+        with pytest.raises(error, match=f"another bulkpost run is using this .* under another "
+                                        f"name \\(a hard link to the same file; pid {holder.pid}"):
+            (ResultsLog if kind == "results" else History)(second).open()
+    finally:
+        holder.communicate("\n", timeout=60)
+    (ResultsLog if kind == "results" else History)(second).open().close()  # released
+
+
+def test_the_lock_does_not_lapse_when_compaction_replaces_the_file(tmp_path: Path) -> None:
+    """Compaction puts a new file under the name: it is locked before it gets there."""
+    path = tmp_path / "r.csv"
+    log = ResultsLog(path).open()
+    log.record(RowOutcome(1, "k", Status.POSTED, activity_id="a"))
+    log.compact()
+    with open(path, "rb") as handle, pytest.raises(BlockingIOError):
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    log.close()
+    with open(path, "rb") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_results_file_with_other_hard_links_is_not_replaced(tmp_path: Path) -> None:
+    """A replacement would cut the other names off, each to go on alone: it stays a log."""
+    path, other = tmp_path / "r.csv", tmp_path / "also.csv"
+    log = ResultsLog(path).open()
+    log.record(RowOutcome(1, "k", Status.UNKNOWN))
+    log.record(RowOutcome(1, "k", Status.POSTED, activity_id="a"))
+    os.link(path, other)
+    log.compact()
+    log.close()
+    assert os.path.samefile(path, other)
+    assert [o.status for o in read_outcomes(other)] == [Status.UNKNOWN, Status.POSTED]
+
+
+def test_files_are_created_private_and_keep_their_mode_when_rewritten(tmp_path: Path) -> None:
+    """Results files and the history hold keys, lead ids and notes: created readable by
+    their owner only, whatever the umask; a mode the owner chose survives compaction."""
+    old = os.umask(0o022)
+    try:
+        log = ResultsLog(tmp_path / "r.csv").open()
+        log.close()
+        History(tmp_path / "h.sqlite").open().close()
+        History(tmp_path / "unlocked.sqlite").open(lock=False).close()
+    finally:
+        os.umask(old)
+    for name in ("r.csv", "h.sqlite", "unlocked.sqlite"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    (tmp_path / "r.csv").chmod(0o640)
+    log = ResultsLog(tmp_path / "r.csv").open()
+    log.record(RowOutcome(1, "k", Status.POSTED, activity_id="a"))
+    log.compact()
+    log.close()
+    assert stat.S_IMODE((tmp_path / "r.csv").stat().st_mode) == 0o640
