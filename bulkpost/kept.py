@@ -19,9 +19,10 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from bulkpost.history import History
+if TYPE_CHECKING:
+    from bulkpost.history import History
 
 T = TypeVar("T")
 
@@ -95,3 +96,35 @@ def keep(results: Path, kind: str, name: str, document: dict[str, Any],
     with contextlib.suppress(OSError):  # kept in the one file now
         former_path(results, kind).unlink(missing_ok=True)
     return None
+
+
+def recall_section(results: Path, kind: str) -> dict[str, Any] | None:
+    """The ``kind`` section of the file beside the results file, or None."""
+    section = (_document(_read_text(kept_path(results))) or {}).get(kind)
+    return section if isinstance(section, dict) else None
+
+
+def keep_section_durably(results: Path, kind: str, document: dict[str, Any]) -> None:
+    """Keep ``document`` as the ``kind`` section (the others as they were), on disk when this
+    returns: written, fsynced and renamed, the folder fsynced. Raises OSError."""
+    path = kept_path(results)
+    lessons = _document(_read_text(path)) or {}
+    lessons[kind] = document
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, (json.dumps(lessons, indent=2) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

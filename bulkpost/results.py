@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bulkpost.errors import ResultsLocked, ResultsWriteError, UsageError
+from bulkpost.kept import keep_section_durably, kept_path, recall_section
 from bulkpost.locking import keep_locked, lock_beside, release
 from bulkpost.outcomes import (
     HEADER_LINE,
@@ -63,6 +64,9 @@ class Companion(Protocol):
 
     def commit(self, batch: Any) -> None:
         """Make them durable; called in a worker thread. Raises ResultsWriteError."""
+
+
+_SIZE_SECTION = "results"  # the learnt file's section holding the size guard
 
 
 class ResultsLog:
@@ -122,6 +126,9 @@ class ResultsLog:
         size = os.fstat(self._fd).st_size
         if size == 0:
             self._created = True
+            kept = recall_section(self.path, _SIZE_SECTION)
+            if kept is not None and kept.get("least_size"):
+                self._keep_size(0)  # a new file: an older one of that name is no guide
             self._append(HEADER_LINE)
             os.fsync(self._fd)
             self._synced = self._size
@@ -140,6 +147,7 @@ class ResultsLog:
                 raise UsageError(f"{self.path}: not a bulkpost results file "
                                  f"(first line {first[:80]!r})")
             offset, _ = self._index.replay(handle, len(first), self.path)
+        self._check_size(size)  # after the lines: a damaged one is named first
         torn = os.pread(self._fd, min(size - offset, 256), offset) if offset < size else b""
         self._size = self._synced = self._written = offset
         if offset < size:
@@ -323,6 +331,26 @@ class ResultsLog:
         await waiter
 
     # -- closing -----------------------------------------------------------------------
+    # -- the size guard: a file cut short is refused ------------------------------------
+    def _check_size(self, size: int) -> None:
+        """Refuse a file shorter than it was when a run last compacted it: cut short (a copy
+        cut off, a disk that lost its end), it lost rows that would be sent again. A file
+        only grows between compactions, by appends."""
+        kept = recall_section(self.path, _SIZE_SECTION)
+        least = kept.get("least_size") if kept is not None else None
+        if isinstance(least, int) and not isinstance(least, bool) and size < least:
+            raise UsageError(
+                f"{self.path}: the results file is shorter ({size:,} bytes) than the last run "
+                f"left it ({least:,} bytes, as {kept_path(self.path).name} recorded): it was "
+                "cut short or replaced, and the rows on its lost lines would be sent again. "
+                "Restore it (from a backup or the copy it came from) and run again; if you "
+                f"replaced it on purpose, delete {kept_path(self.path)} to use it as it is "
+                "(rows no history holds would then be sent again)")
+
+    def _keep_size(self, size: int) -> None:
+        """Record, durably, the least size the file will have from now on."""
+        keep_section_durably(self.path, _SIZE_SECTION, {"version": 1, "least_size": size})
+
     def compact(self) -> None:
         """Rewrite the log as one line per row (row order), by atomic replace; a file with
         other hard links is synced instead (a replacement would cut them off)."""
@@ -333,11 +361,17 @@ class ResultsLog:
             if os.fstat(self._fd).st_nlink > 1:
                 os.fsync(self._fd)
                 return
-            write_compacted(self._file, self._index.line_offsets(),
-                            keep=lambda fd: keep_locked(self._lock_fd, fd))
+            write_compacted(self._file, self._index.line_offsets(), keep=self._replacing)
         except OSError as exc:
             raise ResultsWriteError(f"{self.path}: could not compact the results file "
                                     f"({exc.strerror}); the log itself is intact") from None
+
+    def _replacing(self, fd: int) -> None:
+        """The compacted file, before it takes the name: locked, and its size recorded (before
+        the replace, so that a crash between the two leaves the larger file, never a size
+        above the file's)."""
+        keep_locked(self._lock_fd, fd)
+        self._keep_size(os.fstat(fd).st_size)
 
     def discard_unused(self) -> bool:
         """Remove the file if this run created it and recorded nothing in it (a run that

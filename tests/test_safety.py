@@ -269,8 +269,12 @@ def test_a_damaged_line_is_refused_and_a_torn_last_line_is_looked_up(
     naming the line, and sends nothing. A torn last line (a kill while appending) is cut
     off and its row looked up, never sent blind."""
     server = make_sandbox()
-    data, mapping = _inputs(tmp_path, 12)
+    data, mapping = _inputs(tmp_path, 11)
     results = tmp_path / "r.csv"
+    assert _load(data, mapping, results, server, "--create-again").code == 0
+    guard = results.with_name("r.csv.learnt.json")
+    first_guard = guard.read_bytes()  # the size the first run left the file at
+    data, mapping = _inputs(tmp_path, 12)
     assert _load(data, mapping, results, server, "--create-again").code == 0
     whole = results.read_bytes()
     lines = whole.splitlines(keepends=True)
@@ -284,14 +288,44 @@ def test_a_damaged_line_is_refused_and_a_torn_last_line_is_looked_up(
         report = run_cli("report", results)
         assert "damaged line 4:" in report.stdout, report.stderr
     assert server.stats()["created"] == 12
-    # Row 12's line torn: the row is looked up, found, and not created again.
+    # Row 12's line torn: the second run killed as it appended it, before it compacted the
+    # file (so the size guard is still the first run's). The row is looked up, found, and
+    # not created again.
     results.write_bytes(b"".join(lines[:-1]) + lines[-1][:12])
+    guard.write_bytes(first_guard)
     resumed = _load(data, mapping, results, server, "--create-again")
     assert resumed.code == 0, resumed.stderr
     assert resumed.summary["reconciled"] == 1 and resumed.summary["found_posted"] == 1
     assert '"event": "results.torn_line"' in resumed.stderr and '"row": 12' in resumed.stderr
     assert server.stats()["created"] == 12
     assert sorted(_keys(server)) == [f"K{n:04d}" for n in range(1, 13)]
+
+
+@pytest.mark.e2e
+def test_a_results_file_cut_short_at_a_line_break_is_refused(tmp_path: Path,
+                                                             make_sandbox: Any) -> None:
+    """A compacted file cut at a line break has no damaged line: its lost rows would be sent
+    again (with --create-again nothing else knows them). The size the run left it at, kept
+    beside it, tells: the file is refused, nothing sent."""
+    server = make_sandbox()
+    data, mapping = _inputs(tmp_path, 40)
+    results = tmp_path / "r.csv"
+    assert _load(data, mapping, results, server, "--create-again").code == 0
+    whole = results.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    results.write_bytes(b"".join(lines[:11]))  # a copy that stopped after row 10
+    refused = _load(data, mapping, results, server, "--create-again")
+    assert refused.code == 2, refused.stderr
+    assert f"{results}: the results file is shorter ({len(b''.join(lines[:11])):,} bytes) " \
+        f"than the last run left it ({len(whole):,} bytes" in refused.stderr
+    assert server.stats()["created"] == 40
+    results.write_bytes(whole)  # restored: the run goes on, sending nothing
+    again = _load(data, mapping, results, server, "--create-again")
+    assert again.code == 0 and server.stats()["created"] == 40
+    # A new results file of that name starts afresh; the guard does not follow it.
+    results.unlink()
+    fresh = _load(data, mapping, results, server, "--dry-run")
+    assert fresh.code == 0, fresh.stderr
 
 
 @pytest.mark.e2e
