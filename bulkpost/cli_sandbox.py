@@ -68,7 +68,7 @@ def read_types_file(path: Path) -> list[ActivityType]:
               help="The limit the rate-limit texts name, instead of the one enforced (the "
                    "docs print 25 in 5 s everywhere; a real text may not name the plan's).")
 @click.option("--rate-limit-answer", default="429", show_default=True,
-              type=click.Choice(["429", "403", "200", "403-plain"]),
+              type=click.Choice(["429", "403", "200", "403-plain"]), metavar="FORM",
               help="How rate limiting is answered: 429 (documented), 403 (JSON, the sentence "
                    "without ExceptionType), 200 (the MX body) or 403-plain (the sentence as "
                    "plain text), as real accounts were seen to answer.")
@@ -88,9 +88,9 @@ def read_types_file(path: Path) -> list[ActivityType]:
 # The defaults are bulkpost.sandbox.DEFAULT_ACCESS_KEY/DEFAULT_SECRET_KEY (tests/test_help.py
 # holds the two together); spelled out so that -h does not import the server.
 @click.option("--access-key", default=None,
-              help="The access key it accepts  [default: demo-access-key]")
+              help="Access key accepted  [default: demo-access-key]")
 @click.option("--secret-key", default=None,
-              help="The secret key it accepts  [default: demo-secret-key]")
+              help="Secret key accepted  [default: demo-secret-key]")
 @click.option("--dialect", "dialect_spec", default="classic", show_default=True,
               metavar="SPEC",
               help="How look-ups answer: a preset, a preset with KEY=VALUE overrides "

@@ -77,6 +77,38 @@ def test_strict_sliding_window(make_sandbox: Any) -> None:
     assert stats["rate_limited"] == 4 and stats["created"] == 5 and stats["max_in_window"] == 9
 
 
+SAID = "API calls exceeded the limit of 2 in 1 second(s)"
+
+
+@pytest.mark.parametrize(("answer", "status", "body"), [
+    ("429", 429, {"Status": "Error", "ExceptionType": "MXAPIRateLimitExceededException",
+                  "ExceptionMessage": SAID}),
+    ("403", 403, {"Status": "Error", "ExceptionMessage": SAID}),
+    ("200", 200, {"Status": "Error", "ExceptionType": "MXAPIRateLimitExceededException",
+                  "ExceptionMessage": SAID}),
+    ("403-plain", 403, {"text": SAID}),
+])
+def test_rate_limiting_is_answered_in_the_form_asked_for(make_sandbox: Any, answer: str,
+                                                          status: int, body: Any) -> None:
+    server = make_sandbox(rate="2/1s", rate_limit_answer=answer)
+
+    async def burst() -> list[tuple[int, dict[str, Any]]]:
+        return await asyncio.gather(*(_post(server.url, GOOD) for _ in range(3)))
+
+    answers = asyncio.run(burst())
+    assert answers.count((status, body)) == 1  # the third call of the burst
+    assert server.stats()["created"] == 2 and server.stats()["rate_limited"] == 1
+    assert server.stats()["rate_limit_answer"] == answer
+
+
+def test_an_unknown_rate_limit_answer_is_refused() -> None:
+    from bulkpost.errors import UsageError
+    from bulkpost.sandbox import Sandbox
+
+    with pytest.raises(UsageError, match="429, 403, 200, 403-plain"):
+        Sandbox(rate_limit_answer="418")
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"RelatedProspectId": "nope"}, "Invalid RelatedProspectId"),
     ({"ActivityEvent": "201"}, "must be an integer"),
