@@ -447,7 +447,8 @@ def test_details_answer_every_field_of_the_type(make_sandbox: Any) -> None:
     assert stats["details"] == stats["lookups"] == 1
 
 
-def test_details_of_an_unknown_or_foreign_activity_is_an_mx_error(make_sandbox: Any) -> None:
+def test_details_of_an_unknown_or_foreign_activity_is_the_unknown_activity_error(
+        make_sandbox: Any) -> None:
     server = make_sandbox(keys={DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY, "other": "secret"})
     status, answer = _create(server.url, GOOD)
     assert status == 200
@@ -457,8 +458,9 @@ def test_details_of_an_unknown_or_foreign_activity_is_an_mx_error(make_sandbox: 
                        headers={"x-LSQ-AccessKey": "other", "x-LSQ-SecretKey": "secret"})
     unknown = _details(server.url, "6f1c2a9e-0000-4000-8000-000000000000")
     for status, body in (foreign, unknown):
+        # As a real account answers an unknown or deleted Id, the same on every retry.
         assert status == 500 and body == {"Status": "Error",
-                                          "ExceptionType": "MXInvalidInputException",
+                                          "ExceptionType": "MXUnknownProspectActivityException",
                                           "ExceptionMessage": "Activity does not exist"}
     field = _details(server.url, activity_id)[1]["Fields"][0]
     assert (field["SchemaName"], field["Value"]) == ("mx_Custom_1", "x")

@@ -28,7 +28,13 @@ from bulkpost.dialect import DIALECTS, Dialect
 from bulkpost.ratelimit import RateSpec
 from bulkpost.sandbox import paths
 from bulkpost.sandbox.faults import Fates, FaultSchedule
-from bulkpost.sandbox.gate import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Gate, error
+from bulkpost.sandbox.gate import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_SECRET_KEY,
+    UNKNOWN_ACTIVITY,
+    Gate,
+    error,
+)
 from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.store import ActivityStore, Watch, shown
 from bulkpost.sandbox.validation import Catalog
@@ -226,8 +232,8 @@ class Sandbox(WriteEndpoints):
             return admitted
         self.stats.details += 1
         details = self.store.details(request.query.get("activityId", ""), admitted.access_key)
-        if details is None:
-            return error(500, "MXInvalidInputException", "Activity does not exist")
+        if details is None:  # as a real account answers an unknown or deleted Id
+            return error(500, UNKNOWN_ACTIVITY, "Activity does not exist")
         return web.json_response(details)
 
     async def _activity_setting(self, request: web.Request) -> web.StreamResponse:

@@ -56,6 +56,11 @@ RATE_LIMIT_ANSWERS = {
 }
 
 
+# What "Get Custom Fields of an Activity" answers (HTTP 500) for an Id the account does not
+# hold, unknown or deleted; the sandbox's updates of such an Id answer it too.
+UNKNOWN_ACTIVITY = "MXUnknownProspectActivityException"
+
+
 def error(status: int, exception_type: str, message: str) -> web.Response:
     """The API's error body."""
     return web.json_response(
