@@ -98,7 +98,7 @@ def read_types_file(path: Path) -> list[ActivityType]:
                    "Presets: classic, captured, arrival, pages. Keys: "
                    "fields=data|activity-fields|data-list, entities=true|false, "
                    "created_on=posted|arrival, offset=rows|pages0|pages1, "
-                   "record_count=total|page, typed=true|false.")
+                   "record_count=total|page, typed=true|false, update_log=true|false.")
 @click.option("--alter-stored", default="", metavar="FIELDS",
               help="SchemaNames (mx_Custom_2,mx_Custom_3) stored as the first half of the "
                    "value sent, to test reading back.")

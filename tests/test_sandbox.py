@@ -493,7 +493,7 @@ def test_parse_dialect_presets_and_overrides() -> None:
     changed = parse_dialect("captured, offset=pages0, entities=False")
     assert changed == Dialect("captured,offset=pages0,entities=false", "activity-fields",
                               entities=False, created_on="posted", offset="pages0",
-                              record_count="total", typed=False)
+                              record_count="total", typed=False, update_log=True)
     alone = parse_dialect("typed=true,created-on=arrival")
     assert (alone.name, alone.fields, alone.typed, alone.created_on) == (
         "classic,typed=true,created_on=arrival", "data", True, "arrival")
@@ -502,7 +502,8 @@ def test_parse_dialect_presets_and_overrides() -> None:
 @pytest.mark.parametrize(("spec", "listed"), [
     ("nope", "classic, captured, arrival, pages"),
     ("captured,offset=pages2", "rows, pages0, pages1"),
-    ("captured,colour=red", "fields, entities, created_on, offset, record_count, typed"),
+    ("captured,colour=red",
+     "fields, entities, created_on, offset, record_count, typed, update_log"),
     ("captured,offset", "KEY=VALUE"),
     ("captured,pages", "KEY=VALUE"),
     ("typed=maybe", "true, false"),
