@@ -180,9 +180,10 @@ def test_answers_that_cannot_be_trusted_leave_rows_unknown_never_sent_again(
 @pytest.mark.parametrize("dialect", list(DIALECTS))
 def test_update_log_rows_are_neither_copies_nor_matches_nor_a_calibration_failure(
         tmp_path: Path, make_sandbox: Any, dialect: str) -> None:
-    """Another integration updated every activity after the load (to the same values), so the lead's look-up lists each Id twice: the activity, and newer, its
-    update-log row. A resumed run calibrates on a posted row and finds a row whose answer
-    was lost, through two pages, without creating anything again."""
+    """Another integration updated every activity after the load (to the same values), so
+    the lead's look-up lists each Id twice: the activity, and newer, its update-log row. A
+    resumed run calibrates on a posted row and finds a row whose answer was lost, through
+    two pages, without creating anything again."""
     import asyncio
 
     from bulkpost.dialect import parse_dialect
