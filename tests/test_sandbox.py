@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -700,3 +701,38 @@ def test_the_ledger_names_the_account_by_a_digest_never_by_its_access_key(
         assert DEFAULT_ACCESS_KEY not in text and DEFAULT_SECRET_KEY not in text
         assert [entry["Account"] for entry in entries] == [account_digest(DEFAULT_ACCESS_KEY)]
         assert entries[0]["ActivityNote"] == "hello"
+
+
+@pytest.mark.parametrize("fields", ["data", "activity-fields", "data-list"])
+def test_an_update_adds_an_update_log_row_newest_first_when_the_dialect_says(
+        make_sandbox: Any, fields: str) -> None:
+    from bulkpost.sandbox.paths import UPDATE
+
+    server = make_sandbox(dialect=parse_dialect(f"fields={fields},update_log=true"))
+    first = _create(server.url, ORDER)[1]["Message"]["Id"]
+    second = _create(server.url, {**ORDER, "ActivityNote": "p"})[1]["Message"]["Id"]
+    status, _ = asyncio.run(_call(server.url, "POST", UPDATE, {
+        "ProspectActivityId": first, "ActivityNote": "o2",
+        "Fields": [{"SchemaName": "mx_Custom_1", "Value": "A-2"}]}))
+    assert status == 200
+    answer = _retrieve(server.url, event=301)  # listed whatever event is asked for
+    assert answer["RecordCount"] == 3
+    log, newer, updated = answer["ProspectActivities"]
+    assert (log["Id"], newer["Id"], updated["Id"]) == (first, second, first)
+    assert (log["EventCode"], log["Type"], updated["EventCode"]) == (3011, "Logs", 301)
+    assert "ActivityFields" not in log
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", log["CreatedOn"])
+    data = log["Data"] if fields == "data" else _pairs(log["Data"])
+    assert data["Event"] == "Update"
+    assert json.loads(data["OldData"]) == {"ActivityEvent_Note": "o", "mx_Custom_1": "A-1"}
+    assert json.loads(data["NewData"]) == {"ActivityEvent_Note": "o2", "mx_Custom_1": "A-2"}
+    # The activity keeps its CreatedOn; its ModifiedOn moves to the update's.
+    assert updated["CreatedOn"] == "2024-01-01 10:00:00"
+    assert updated["ModifiedOn"] == log["CreatedOn"][:19] != updated["CreatedOn"]
+    plain = make_sandbox(dialect=parse_dialect(f"fields={fields}"))
+    created = _create(plain.url, ORDER)[1]["Message"]["Id"]
+    asyncio.run(_call(plain.url, "POST", UPDATE, {"ProspectActivityId": created,
+                                                  "ActivityNote": "o2", "Fields": [
+                                                      {"SchemaName": "mx_Custom_1",
+                                                       "Value": "A-2"}]}))
+    assert _retrieve(plain.url)["RecordCount"] == 1  # without it: no log row
