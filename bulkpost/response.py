@@ -193,7 +193,7 @@ def classify_read(status: int, headers: Mapping[str, str], body: bytes,
     document = _parse(body)
     payload = document if isinstance(document, dict) else {}
     if (status == 200 and document is not None and not payload.get("ExceptionType")
-            and payload.get("Status") != "Error" and not rate_limit_said(payload, body)):
+            and payload.get("Status") != "Error" and not rate_limit_said(document, body)):
         return Classified(Verdict.OK, status), document
     verdict = _not_done(status, headers, body, document, now, "HTTP 200 with no readable JSON")
     return dataclasses.replace(verdict, uncertain=False), None

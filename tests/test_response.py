@@ -114,6 +114,7 @@ def _every_call(status: int, body: bytes) -> list[Classified]:
     (200, js({"Message": SENTENCE}), "HTTP 200"),
     (200, SENTENCE.encode(), "HTTP 200"),
     (500, js(SENTENCE), "HTTP 500"),
+    (200, js(SENTENCE), "HTTP 200"),
     (429, SENTENCE.encode(), "HTTP 429"),
 ])
 def test_the_rate_limit_sentence_is_rate_limited_under_any_status(
