@@ -2,8 +2,9 @@
 
 LeadSquared plans allow 2 to 25 calls per 5 s, and every docs page prints "25 in 5
 second(s)" as the rate-limit text, so a 429's text is a hint to check against evidence,
-never a fact. The evidence is what our own calls met, over the limit's period T (plans
-differ in N, not in T):
+never a fact (:func:`said_limit` reads it alike in every form the answer comes in: a 429, a
+403 or a 200, with or without ``ExceptionType``, JSON or plain text). The evidence is what
+our own calls met, over the limit's period T (plans differ in N, not in T):
 
 - a call answered with anything but "rate limited" was counted by the server's window.
   The most of ours answered within any T seconds, :attr:`Allowance.proven`, is a number of
@@ -72,14 +73,18 @@ def parse_rate(text: str) -> RateSpec:
 
 DOCUMENTED_MAXIMUM = RateSpec(25, 5.0)  # Enterprise, the highest plan (API notes)
 DOCUMENTED_BULK_MAXIMUM = RateSpec(10, 5.0)  # bulk calls: 1 on every plan, or 5-10 by plan
-_SAID = re.compile(r"limit of\s+(\d+)\s+in\s+(\d+(?:\.\d+)?)\s*sec", re.IGNORECASE)
+# The rate-limit sentence, "API calls exceeded the limit of 25 in 5 second(s)": what makes an
+# answer "rate limited" under any status (bulkpost.response), and the limit it names.
+RATE_LIMIT_SENTENCE = re.compile(
+    r"exceeded\s+the\s+limit\s+of\s+(\d+)\s+in\s+(\d+(?:\.\d+)?)\s*(?:sec|s\b)",
+    re.IGNORECASE)
 _MOST_STEPS = 20  # the climb's doubling stops here (a share of a million calls)
 PROBE_AFTER = 600.0  # seconds at a learnt ceiling without a 429 before it is probed
 
 
 def said_limit(text: str) -> RateSpec | None:
     """The limit a rate-limit text names ("…exceeded the limit of 25 in 5 second(s)")."""
-    match = _SAID.search(text or "")
+    match = RATE_LIMIT_SENTENCE.search(text or "")
     if match is None or int(match.group(1)) < 1:
         return None
     return RateSpec(int(match.group(1)), float(match.group(2)))

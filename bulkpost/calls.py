@@ -17,8 +17,9 @@ so they share the run's rate limit and its rules:
 - what may be tried again is backed off exponentially (:class:`Backoff`) and tried again
   up to ``max_attempts`` in all; a backoff ends at once when the run stops. Delivery
   decides its retries itself (:mod:`bulkpost.attempts`); look-ups use tenacity;
-- a look-up is a read with these retries: its document, or :class:`LookupFailed`. A fatal
-  answer (keys, host) stops the run.
+- a look-up is a read with these retries: its document, or :class:`LookupFailed`
+  (:class:`ActivityMissing` when the API says the activity is unknown or deleted: the same
+  on every retry, so never retried). A fatal answer (keys, host) stops the run.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from tenacity import (
 from bulkpost.allowance import said_limit
 from bulkpost.errors import AbortRun
 from bulkpost.ratelimit import Lesson, RateLimit
-from bulkpost.response import Classified, Verdict
+from bulkpost.response import UNKNOWN_ACTIVITY_TYPE, Classified, Verdict
 from bulkpost.resume import Status
 from bulkpost.stop import StopSignal
 
@@ -117,6 +118,11 @@ class LookupFailed(Exception):
     def __init__(self, reason: str, *, answered: bool = True) -> None:
         super().__init__(reason)
         self.answered = answered  # False: transport failures until the attempts were spent
+
+
+class ActivityMissing(LookupFailed):
+    """The API says the activity looked up does not exist: unknown, or deleted
+    (``MXUnknownProspectActivityException``)."""
 
 
 class Reads(Protocol):
@@ -247,6 +253,8 @@ class ApiCalls:
                         raise Stopped
                     if answer.verdict is Verdict.RETRY:
                         raise Retry(answer.error)
+                    if answer.error_type == UNKNOWN_ACTIVITY_TYPE:
+                        raise ActivityMissing(f"{answer.error} ({answer.error_type})")
                     raise LookupFailed(f"{answer.error_type}: {answer.error}")
         except Retry as exc:
             raise LookupFailed(str(exc), answered=False) from None

@@ -65,8 +65,13 @@ def read_types_file(path: Path) -> list[ActivityType]:
               help="The bulk endpoints' own limit.")
 @click.option("--rate-text", default=None, metavar="N/Ts",
               callback=lambda _c, _p, v: None if v is None else rate_option(_c, _p, v),
-              help="The limit the 429 texts name, instead of the one enforced (the docs "
-                   "print 25 in 5 s everywhere; a real text may not name the plan's).")
+              help="The limit the rate-limit texts name, instead of the one enforced (the "
+                   "docs print 25 in 5 s everywhere; a real text may not name the plan's).")
+@click.option("--rate-limit-answer", default="429", show_default=True,
+              type=click.Choice(["429", "403", "200", "403-plain"]), metavar="FORM",
+              help="How rate limiting is answered: 429 (documented), 403 (JSON, the sentence "
+                   "without ExceptionType), 200 (the MX body) or 403-plain (the sentence as "
+                   "plain text), as real accounts were seen to answer.")
 @click.option("--latency", default="0.05:0.2", show_default=True,
               help="Answer latency A:B seconds, uniform.")
 @click.option("--latency-tail", default="0:0", show_default=True,
@@ -83,9 +88,9 @@ def read_types_file(path: Path) -> list[ActivityType]:
 # The defaults are bulkpost.sandbox.DEFAULT_ACCESS_KEY/DEFAULT_SECRET_KEY (tests/test_help.py
 # holds the two together); spelled out so that -h does not import the server.
 @click.option("--access-key", default=None,
-              help="The access key it accepts  [default: demo-access-key]")
+              help="Access key accepted  [default: demo-access-key]")
 @click.option("--secret-key", default=None,
-              help="The secret key it accepts  [default: demo-secret-key]")
+              help="Secret key accepted  [default: demo-secret-key]")
 @click.option("--dialect", "dialect_spec", default="classic", show_default=True,
               metavar="SPEC",
               help="How look-ups answer: a preset, a preset with KEY=VALUE overrides "
@@ -93,7 +98,7 @@ def read_types_file(path: Path) -> list[ActivityType]:
                    "Presets: classic, captured, arrival, pages. Keys: "
                    "fields=data|activity-fields|data-list, entities=true|false, "
                    "created_on=posted|arrival, offset=rows|pages0|pages1, "
-                   "record_count=total|page, typed=true|false.")
+                   "record_count=total|page, typed=true|false, update_log=true|false.")
 @click.option("--alter-stored", default="", metavar="FIELDS",
               help="SchemaNames (mx_Custom_2,mx_Custom_3) stored as the first half of the "
                    "value sent, to test reading back.")
@@ -113,7 +118,7 @@ def read_types_file(path: Path) -> list[ActivityType]:
               help="That 401's message does not name the home host (by default it does; "
                    "LeadSquared's own wording is not known).")
 def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec,
-            rate_text: RateSpec | None, latency: str,
+            rate_text: RateSpec | None, rate_limit_answer: str, latency: str,
             latency_tail: str,
             arrival_latency: str, faults: str,
             slow_seconds: float, seed: int | None, ledger: Path | None,
@@ -157,7 +162,8 @@ def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec,
                        keys={access_key or DEFAULT_ACCESS_KEY: secret_key or DEFAULT_SECRET_KEY},
                        dialect=parse_dialect(dialect_spec),
                        altered=parse_altered(alter_stored), region=region,
-                       home_region=home_region, region_hint=not no_region_hint, types=own)
+                       home_region=home_region, region_hint=not no_region_hint, types=own,
+                       rate_limit_answer=rate_limit_answer)
         fake.gate.said_rate = rate_text
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {exc}", err=True)

@@ -5,7 +5,7 @@ ledger entry into what an answer shows of it. The docs say little ("``Data`` is 
 pair of all properties"), a real account answered in another shape than the sandbox first
 guessed, and several things are undocumented (the API notes, "Reading activities back"). So
 the sandbox speaks each variant we know of, and the client is tested against each. A dialect
-has six traits:
+has seven traits:
 
 - ``fields``: ``data`` (``Data`` is an object ``{"ActivityEvent_Note": note, "mx_Custom_1":
   …}``), ``activity-fields`` (the captured real shape: an ``ActivityFields`` object with the
@@ -21,7 +21,14 @@ has six traits:
   (``pages1``, where Offset 0 is an empty page);
 - ``record_count``: ``total`` (every matching activity) or ``page`` (the page's items);
 - ``typed``: typed values shown in another form than sent (a Number normalised, a Date with
-  a time, a DateTime US-style) and a dropdown accepted in any case, stored as the option.
+  a time, a DateTime US-style) and a dropdown accepted in any case, stored as the option;
+- ``update_log``: each update of an activity adds an update-log row, as the captured answer
+  showed: the activity's ``Id`` again, ``EventCode`` :data:`UPDATE_LOG_EVENT`, ``Type``
+  "Logs", ``Data`` holding ``Event: Update``, ``OldData`` and ``NewData``, no
+  ``ActivityFields``, ``CreatedOn`` with milliseconds (``2026-08-08 07:38:00.000``), listed
+  newest first among the activities whatever event the look-up asks for (whether the API's
+  filter keeps them out is not known); the activity keeps its ``CreatedOn`` and its
+  ``ModifiedOn`` moves.
 
 The presets in :data:`DIALECTS` together cover every value of every field; ``classic`` is
 what the sandbox answered before dialects existed. No I/O here: the sandbox passes entries in.
@@ -47,7 +54,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "offset": ("rows", "pages0", "pages1"),
     "record_count": ("total", "page"),
     "typed": ("true", "false"),
+    "update_log": ("true", "false"),
 }
+UPDATE_LOG_EVENT = 3011  # the captured update-log rows' EventCode
 # Who "created" every sandbox activity: the captured answer names a user by GUID and name.
 SANDBOX_USER = "7d4446d7-0000-4000-8000-5a4db0c5e7a1"
 SANDBOX_USER_NAME = "Sandbox User"
@@ -65,6 +74,7 @@ class Dialect:
     offset: str
     record_count: str
     typed: bool
+    update_log: bool = False
 
     def __post_init__(self) -> None:
         for key in ("fields", "created_on", "offset", "record_count"):
@@ -76,9 +86,9 @@ DIALECTS: dict[str, Dialect] = {d.name: d for d in (
     Dialect("classic", "data", entities=False, created_on="posted", offset="rows",
             record_count="total", typed=False),
     Dialect("captured", "activity-fields", entities=True, created_on="posted", offset="rows",
-            record_count="total", typed=False),
+            record_count="total", typed=False, update_log=True),
     Dialect("arrival", "activity-fields", entities=True, created_on="arrival",
-            offset="pages1", record_count="page", typed=True),
+            offset="pages1", record_count="page", typed=True, update_log=True),
     Dialect("pages", "data-list", entities=False, created_on="arrival", offset="pages0",
             record_count="total", typed=True),
 )}
@@ -208,8 +218,35 @@ def render_activity(entry: Mapping[str, Any], dialect: Dialect,
             "ActivityEvent_Note": note, "CreatedOn": shown_when, "ModifiedOn": shown_when,
             "CreatedBy": SANDBOX_USER, **values, "Status": "", "Owner": SANDBOX_USER,
             "ModifiedBy": SANDBOX_USER}
-    item["ModifiedOn"] = when  # nothing is ever modified in the sandbox
+    updates = entry.get("Updates") or []
+    item["ModifiedOn"] = (_api_time(float(updates[-1]["ReceivedAt"])) if updates
+                          and dialect.update_log else when)
     return item
+
+
+def _api_time(at: float, milliseconds: bool = False) -> str:
+    moment = datetime.fromtimestamp(at, UTC)
+    shown = moment.strftime(_API_TIME)
+    return f"{shown}.{moment.microsecond // 1000:03d}" if milliseconds else shown
+
+
+def render_update_log(entry: Mapping[str, Any], change: Mapping[str, Any],
+                      dialect: Dialect) -> dict[str, Any]:
+    """The update-log row an update (``change``, one of the entry's ``Updates``) adds."""
+    def values(side: Mapping[str, Any]) -> str:
+        shown = dict(side.get("Fields") or {})
+        if "ActivityNote" in side:
+            shown["ActivityEvent_Note"] = side["ActivityNote"]
+        return json.dumps(shown, ensure_ascii=False, sort_keys=True)
+
+    when = _api_time(float(change["ReceivedAt"]), milliseconds=True)
+    pairs = {"Event": "Update", "OldData": values(change.get("Before") or {}),
+             "NewData": values(change), "CreatedByName": SANDBOX_USER_NAME}
+    return {"Id": entry["Id"], "EventCode": UPDATE_LOG_EVENT, "EventName": "Activity Update",
+            "CreatedOn": when, "Type": "Logs", "RelatedProspectId": entry["LeadId"],
+            "Data": pairs if dialect.fields == "data" else [
+                {"Key": k, "Value": v} for k, v in pairs.items()],
+            "ModifiedOn": when}
 
 
 def render_details(entry: Mapping[str, Any], dialect: Dialect,

@@ -42,6 +42,7 @@ from bulkpost.history import History
 from bulkpost.reconcile import (
     PAGE_SIZE,
     Fingerprint,
+    FoundActivity,
     Page,
     Scan,
     SendWindow,
@@ -54,6 +55,13 @@ from bulkpost.results import ResultsLog
 log = structlog.get_logger("bulkpost")
 
 CALIBRATION_TRIES = 3  # look-ups of a known activity that did not find it, before giving up
+
+
+def _the_activity(page: Page, activity_id: str, event: int) -> FoundActivity | None:
+    """The item of ``page`` that is activity ``activity_id`` of ``event`` itself, never an
+    update-log row of it (the same Id, another event code)."""
+    return next((f for f in page.items if f.activity_id == activity_id and not f.log
+                 and f.event in (None, event)), None)
 
 
 class NotYetTrusted(LookupFailed):
@@ -145,7 +153,7 @@ class Lookups:
                 scan.rule, scan.needs_rule = rule, False
             page = await self._page(lead_id, row.event, scan.next_offset())
             if scan.pages == 0:
-                first = [f.activity_id for f in page.items]
+                first = [f.key for f in page.items]
             found = pick(row, page.items, claimed, window, kinds, self.reading)
             if found is not None:
                 self._counts.found_posted += 1
@@ -209,7 +217,7 @@ class Lookups:
             first = await self._page(lead_id, row.event, 0, learning=True)
             if len(first.items) >= PAGE_SIZE:
                 await self._offset_rule(lead_id, row.event,
-                                        [f.activity_id for f in first.items])
+                                        [f.key for f in first.items])
         except LookupFailed as exc:
             log.warning("lookup.offset_not_learned", reason=str(exc))
 
@@ -219,7 +227,7 @@ class Lookups:
         lead_id = await self._lead_of(row)
         reading = self.reading
         first = await self._page(lead_id, row.event, 0, learning=True)
-        ids = [f.activity_id for f in first.items]
+        ids = [f.key for f in first.items]
         rule = reading.offset
         if not first.items:
             rule = "pages1"  # the lead holds the row's activity: Offset 0 names no page
@@ -227,14 +235,14 @@ class Lookups:
             # A full first page: learn how Offset counts now, while the first rows are
             # checked and nothing else is sent (a busy lead keeps shifting its pages).
             rule = await self._offset_rule(lead_id, row.event, ids)
-        found = next((f for f in first.items if f.activity_id == activity_id), None)
+        found = _the_activity(first, activity_id, row.event)
         if found is None and rule is not None:
             scan = Scan(rule)
             if first.items:
                 scan.add(first)
             while found is None and not (scan.complete or scan.incomplete):
                 page = await self._page(lead_id, row.event, scan.next_offset(), learning=True)
-                found = next((f for f in page.items if f.activity_id == activity_id), None)
+                found = _the_activity(page, activity_id, row.event)
                 scan.add(page)
         if found is None:
             raise LookupFailed(f"activity {activity_id}, created from row {item.row}, is not "
@@ -266,14 +274,14 @@ class Lookups:
         for attempt in range(5):
             if attempt:
                 await self._calls.backoff(self._calls.settings.backoff * attempt)
-            one = [f.activity_id for f in
+            one = [f.key for f in
                    (await self._page(lead_id, event, 1, learning=True)).items]
             rule = probe_rule(first, one, None)
             if rule is None and len(first) >= PAGE_SIZE // 2:
-                two = [f.activity_id for f in
+                two = [f.key for f in
                        (await self._page(lead_id, event, 2, learning=True)).items]
                 rule = probe_rule(first, one, two)
-            again = [f.activity_id for f in
+            again = [f.key for f in
                      (await self._page(lead_id, event, 0, learning=True)).items]
             if steady(first, again):
                 break

@@ -18,9 +18,18 @@ documented:
   which of the two, the run's :class:`~bulkpost.calibration.Reading` says (until it is
   learned, either). What is learned of the account's answers, and when "not found" is
   trusted, is :mod:`bulkpost.calibration`'s;
+- an answer may list an ``Id`` twice: updating an activity adds an *update-log* row with
+  the same ``Id``, another ``EventCode`` (3011 in the captured answer) and ``Data`` holding
+  ``Event: Update``, ``OldData`` and ``NewData``. Items are told apart by (``Id``,
+  ``EventCode``) (:attr:`FoundActivity.key`); an update-log row (:attr:`FoundActivity.log`)
+  is never a copy of an activity nor a match for a row;
+- times are read in every form answers show them (:func:`bulkpost.values.parse_shown_datetime`:
+  ``2026-07-31 05:33:50``, ``7/31/2026 5:33:50 AM``, ``2026-08-08 07:38:00.000``, UTC);
+  ``ActivityFields`` may be absent;
 - :class:`Scan` pages through a lead's activities whichever way ``Offset`` counts,
-  de-duplicates by ``Id`` and says "incomplete" rather than "not found" when pages repeat,
-  the count does not add up, or the rule is not known when a second page is needed;
+  de-duplicates by (``Id``, ``EventCode``) and says "incomplete" rather than "not found"
+  when pages repeat, the count does not add up, or the rule is not known when a second page
+  is needed;
 - an activity that another row holds (its Id is recorded for a posted row) is never a
   match: identical rows for the same lead are counted, not merged.
 """
@@ -44,6 +53,7 @@ PAGE_SIZE = 25  # the API's largest page of "Get Activities of a Lead"
 MAX_PAGES = 400  # 10,000 activities of one type on one lead: beyond, say "incomplete"
 _NOTE_KEYS = ("ActivityEvent_Note", "NotableEventDescription", "ActivityNote", "Note")
 _CUSTOM = re.compile(r"mx_Custom_\d+")
+_CHANGE_KEYS = ("OldData", "NewData")  # what an update-log row's Data holds
 _DATETIME_MEMBER = re.compile(rb',"ActivityDateTime":"[^"]*"')
 
 
@@ -89,6 +99,12 @@ class FoundActivity:
     note: str | None  # None: the answer shows no note for it
     fields: Mapping[str, str]
     where: str = ""  # where its fields were: "ActivityFields", "Data", "Data list"
+    log: bool = False  # an update-log row: a record of a change, not an activity
+
+    @property
+    def key(self) -> str:
+        """What tells items apart: an update-log row shares its activity's ``Id``."""
+        return f"{self.activity_id}:{'' if self.event is None else self.event}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +158,9 @@ def _activity(item: Any) -> FoundActivity | None:
     except (TypeError, ValueError):
         return None
     created = _as_text(item.get("CreatedOn")) or extra.get("CreatedOn", "")
-    return FoundActivity(str(item["Id"]), event, created, note, fields, where)
+    log = (any(k in data for k in _CHANGE_KEYS)
+           or data.get("Event", "").strip().casefold() == "update")
+    return FoundActivity(str(item["Id"]), event, created, note, fields, where, log)
 
 
 def parse_activities(document: Any) -> Page | None:
@@ -201,7 +219,7 @@ def matches(row: Fingerprint, found: FoundActivity, window: SendWindow | None,
     ``reading`` None: nothing learned yet."""
     created_on = None if reading is None else reading.created_on
     kinds = kinds or {}
-    if found.event is not None and found.event != row.event:
+    if found.log or (found.event is not None and found.event != row.event):
         return False
     if found.note is None:
         if row.note:
@@ -266,10 +284,10 @@ class Scan:
     def add(self, page: Page) -> None:
         """Take the page just read; then ``complete``, ``incomplete`` or another page."""
         items = page.items
-        new = [f for f in items if f.activity_id not in self.seen]
+        new = [f for f in items if f.key not in self.seen]
         self.read.append(f"{self.next_offset()}:{len(items)}/{len(new)}")
         self.pages += 1
-        self.seen.update(f.activity_id for f in items)
+        self.seen.update(f.key for f in items)
         count = page.record_count
         if count is not None and count > len(items) and self.pages == 1:
             # More than the first page holds: a total, of the activities there were when the

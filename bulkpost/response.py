@@ -4,19 +4,25 @@
 worker does next. The rules, from our API notes:
 
 - posted: ``"Status": "Success"`` with a ``Message.Id``. HTTP 200 alone proves nothing.
-- rate limited: HTTP 429, or ``MXAPIRateLimitExceededException`` under any status. All
-  workers pause (``Retry-After`` honoured when sent), then the row is retried.
+- rate limited: HTTP 429, or ``MXAPIRateLimitExceededException`` under any status, or the
+  rate-limit sentence ("API calls exceeded the limit of 10 in 5 second(s)") under any status
+  without an exception type: in a JSON body's ``ExceptionMessage`` or ``Message``, or as a
+  plain-text body (real accounts answered it under 403 and 200; :func:`rate_limit_said`).
+  Nothing was created. All workers pause (``Retry-After`` honoured when sent), then the row
+  is retried. A body naming another exception type is that exception, whatever its text.
 - rejected: a 4xx that is not about keys or the URL, or an ``MX…`` exception that proves a
   refusal (:func:`proves_refusal`: any under a 4xx; under a 5xx or a 200 only the
   validation family, ``MXInvalid…Exception``, as seen answering invalid input, and an
-  unknown or deleted activity). The API refused this row; retrying cannot help. Any other
+  unknown or deleted activity: ``MXUnknownProspectActivityException``, its error saying the
+  activity is missing or deleted). The API refused this row; retrying cannot help. Any other
   ``MX…`` exception under a 5xx or a 200 is a refusal *not proven* (``uncertain``): the
   server may have failed after saving (the sandbox's ``mx-after``), so the row is looked
   up before it is called refused, and never sent again on the strength of it.
 - retry: a 5xx without an MX type, an HTML gateway page, an unreadable 200, a timeout or a
   reset. Backed off and retried; all but a connection that never opened are *uncertain*:
   the activity may have been created, so the row is reconciled before it is sent again.
-- fatal: 401 (keys, or the wrong regional host), 403 (no access to this API), 404 (wrong
+- fatal: 401 (keys, or the wrong regional host), 403 without the rate-limit sentence (no
+  access to this API), 404 (wrong
   URL) and any redirect (never followed: it would carry the keys elsewhere): stop the run.
   So is a connection that cannot be opened before the host has ever answered (refused, a
   name that does not resolve, ``https://`` to a plain-HTTP server): the host is wrong or
@@ -37,6 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bulkpost.allowance import RATE_LIMIT_SENTENCE
 from bulkpost.hosts import described, named_host
 
 
@@ -65,7 +72,9 @@ class Classified:
 RATE_LIMIT_TYPE = "MXAPIRateLimitExceededException"
 UNKNOWN_ACTIVITY_TYPE = "MXUnknownProspectActivityException"
 MAX_RETRY_AFTER = 3600.0  # a longer wait is a spent quota, not a pause
+MISSING = "the activity is missing or deleted in LeadSquared"  # an unknown activity's error
 _MAX_ERROR_TEXT = 500
+_MAX_SEARCHED = 4096  # of a plain-text body, the bytes searched for the rate-limit sentence
 
 
 def _one_line(text: str) -> str:
@@ -117,6 +126,25 @@ def proves_refusal(exception_type: str, status: int | None) -> bool:
             or exception_type == UNKNOWN_ACTIVITY_TYPE)
 
 
+def rate_limit_said(document: Any, body: bytes) -> str:
+    """The text of an answer that carries the rate-limit sentence ("…exceeded the limit of
+    N in T second(s)"), on one line; "" when it does not.
+
+    Looked for where an error's text is: a JSON object's ``ExceptionMessage`` or ``Message``
+    (never inside the data of an answer), a JSON string, or a body that is not JSON at all
+    (plain text). Whether the answer names an exception type is the caller's to weigh."""
+    if isinstance(document, dict):
+        texts = [document.get("ExceptionMessage"), document.get("Message")]
+    elif isinstance(document, str):
+        texts = [document]
+    elif document is None:
+        texts = [body[:_MAX_SEARCHED].decode("utf-8", "replace")]
+    else:
+        return ""
+    said = next((t for t in texts if isinstance(t, str) and RATE_LIMIT_SENTENCE.search(t)), "")
+    return _one_line(said)
+
+
 def _parse(body: bytes) -> Any:
     try:
         return json.loads(body) if body else None
@@ -165,7 +193,7 @@ def classify_read(status: int, headers: Mapping[str, str], body: bytes,
     document = _parse(body)
     payload = document if isinstance(document, dict) else {}
     if (status == 200 and document is not None and not payload.get("ExceptionType")
-            and payload.get("Status") != "Error"):
+            and payload.get("Status") != "Error" and not rate_limit_said(document, body)):
         return Classified(Verdict.OK, status), document
     verdict = _not_done(status, headers, body, document, now, "HTTP 200 with no readable JSON")
     return dataclasses.replace(verdict, uncertain=False), None
@@ -176,9 +204,14 @@ def _not_done(status: int, headers: Mapping[str, str], body: bytes, document: An
     payload = document if isinstance(document, dict) else {}
     exception_type = str(payload.get("ExceptionType") or "")
     message = _one_line(str(payload.get("ExceptionMessage") or payload.get("Message") or ""))
-    if status == 429 or exception_type == RATE_LIMIT_TYPE:
-        return Classified(Verdict.RATE_LIMITED, status, error_type=exception_type or "HTTP 429",
-                          error=message or "rate limit exceeded",
+    # The sentence alone: under any status, but never beside another exception type, nor in
+    # an answer that says Success (that one is not understood, never "nothing created").
+    said = "" if exception_type or payload.get("Status") == "Success" else rate_limit_said(
+        document, body)
+    if status == 429 or exception_type == RATE_LIMIT_TYPE or said:
+        return Classified(Verdict.RATE_LIMITED, status,
+                          error_type=exception_type or f"HTTP {status}",
+                          error=said or message or "rate limit exceeded",
                           retry_after=parse_retry_after(headers.get("Retry-After"), now))
     if status == 401:
         home = named_host(message)
@@ -203,6 +236,9 @@ def _not_done(status: int, headers: Mapping[str, str], body: bytes, document: An
         return Classified(Verdict.FATAL, status, error_type=f"HTTP {status}",
                           error=f"the API answered with a redirect to {location!r}, which "
                                 "bulkpost does not follow: check --host")
+    if exception_type == UNKNOWN_ACTIVITY_TYPE:
+        return Classified(Verdict.REJECTED, status, error_type=exception_type,
+                          error=f"{MISSING}: {message}" if message else MISSING)
     if exception_type.startswith("MX"):
         return Classified(Verdict.REJECTED, status, error_type=exception_type,
                           error=message or exception_type,
@@ -328,9 +364,13 @@ def _item_verdict(entry: dict[str, Any]) -> Classified | None:
         if exception_type or reason or created is False or not activity_id:
             return None  # contradictory, or created without an Id: the look-up will say
         return Classified(Verdict.POSTED, 200, activity_id=activity_id)
-    if exception_type == RATE_LIMIT_TYPE:
-        return Classified(Verdict.RATE_LIMITED, 200, error_type=exception_type,
+    if exception_type == RATE_LIMIT_TYPE or (not exception_type
+                                             and RATE_LIMIT_SENTENCE.search(reason)):
+        return Classified(Verdict.RATE_LIMITED, 200, error_type=exception_type or "item error",
                           error=reason or "rate limit exceeded")
+    if exception_type == UNKNOWN_ACTIVITY_TYPE:
+        return Classified(Verdict.REJECTED, 200, error_type=exception_type,
+                          error=f"{MISSING}: {reason}" if reason else MISSING)
     if exception_type.startswith("MX") and not proves_refusal(exception_type, None):
         return None  # a refusal not proven: the item may have been created; look it up
     if created is False or exception_type.startswith("MX"):

@@ -26,7 +26,7 @@ import structlog
 from bulkpost import mapping as mapping_file
 from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
 from bulkpost.allowance import DOCUMENTED_MAXIMUM
-from bulkpost.calls import ApiCalls, DeliverySettings, LookupFailed, Stopped
+from bulkpost.calls import ActivityMissing, ApiCalls, DeliverySettings, LookupFailed, Stopped
 from bulkpost.client import Credentials, LeadSquaredClient
 from bulkpost.errors import AbortRun, MappingError, UsageError
 from bulkpost.limits import make_limit, recalled
@@ -194,11 +194,13 @@ class VerifyOptions:
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """One activity read back: its differences, or why it could not be read."""
+    """One activity read back: its differences, or why it could not be read, or the API's
+    word that it does not exist (missing or deleted)."""
 
     posted: Posted
     differences: tuple[Difference, ...] = ()
     unreadable: str = ""  # the reason; "" when it was read
+    missing: str = ""  # the API's answer that the activity is unknown or deleted
 
 
 @dataclass(slots=True)
@@ -219,7 +221,11 @@ class VerifySummary:
 
     @property
     def checked(self) -> int:
-        return sum(1 for check in self.checks if not check.unreadable)
+        return sum(1 for check in self.checks if not (check.unreadable or check.missing))
+
+    @property
+    def missing(self) -> int:
+        return sum(1 for check in self.checks if check.missing)
 
     @property
     def differ(self) -> int:
@@ -237,7 +243,7 @@ class VerifySummary:
     def exit_code(self) -> int:
         if self.aborted:
             return 3
-        return 1 if self.differ or self.unreadable else 0
+        return 1 if self.differ or self.unreadable or self.missing else 0
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -246,7 +252,8 @@ class VerifySummary:
             "sample": "all" if self.sample is None else self.sample,
             "seed": self.seed, "sampled": self.sampled, "checked": self.checked,
             "equal": self.checked - self.differ, "differ": self.differ,
-            "differences": len(self.found), "unreadable": self.unreadable,
+            "differences": len(self.found), "missing": self.missing,
+            "unreadable": self.unreadable,
             "calls": self.calls, "elapsed_s": round(self.elapsed_s, 1), "exit_code": self.exit_code}
         if self.aborted:
             data["aborted"] = self.aborted
@@ -340,6 +347,8 @@ async def _read_all(calls: ApiCalls, client: LeadSquaredClient,
             try:
                 found = await read_back(calls, client, item, posted.activity_id,
                                         fields_for(item.event))
+            except ActivityMissing as exc:  # the same on every retry: not asked again
+                checks.append(Checked(posted, missing=str(exc)))
             except LookupFailed as exc:
                 checks.append(Checked(posted, unreadable=str(exc) or "no answer"))
             except Stopped:
@@ -366,7 +375,8 @@ def render_report(summary: VerifySummary) -> str:
                    f"seed {summary.seed}")
     lines = [f"verify: {summary.checked:,} activities read back ({chosen}): "
              f"{summary.checked - summary.differ:,} as sent, {summary.differ:,} differ, "
-             f"{summary.unreadable:,} unreadable"]
+             + (f"{summary.missing:,} missing or deleted, " if summary.missing else "")
+             + f"{summary.unreadable:,} unreadable"]
     if summary.without_id:
         lines.append(f"  {summary.without_id:,} posted rows have no activity Id in the "
                      "results file: not read back")
@@ -381,6 +391,12 @@ def render_report(summary: VerifySummary) -> str:
         lines.append(f"  {where}: {len(found):,} rows differ (rows {rows}{more})")
         lines += [f"      row {d.row} (activity {d.activity_id}): sent {_value(d.sent)}, "
                   f"stored {_value(d.stored)}" for d in found[:SHOWN_VALUES]]
+    missing = [check for check in summary.checks if check.missing]
+    if missing:
+        lines.append(f"  missing or deleted in LeadSquared: {len(missing):,} activities the "
+                     "results file holds as posted (the API does not know their Ids)")
+        lines += [f"      row {c.posted.row} (activity {c.posted.activity_id}): {c.missing}"
+                  for c in missing[:SHOWN_VALUES]]
     unreadable = [check for check in summary.checks if check.unreadable]
     if unreadable:
         lines.append(f"  unreadable: {len(unreadable):,} activities (not counted as equal)")

@@ -175,3 +175,50 @@ def test_answers_that_cannot_be_trusted_leave_rows_unknown_never_sent_again(
     assert "run the same command again" in warned["message"]
     _once_each(server, 16)
     assert len(server.ledger()) == 16  # every row created once: none sent again
+
+
+@pytest.mark.parametrize("dialect", list(DIALECTS))
+def test_update_log_rows_are_neither_copies_nor_matches_nor_a_calibration_failure(
+        tmp_path: Path, make_sandbox: Any, dialect: str) -> None:
+    """Another integration updated every activity after the load (to the same values), so
+    the lead's look-up lists each Id twice: the activity, and newer, its update-log row. A
+    resumed run calibrates on a posted row and finds a row whose answer was lost, through
+    two pages, without creating anything again."""
+    import asyncio
+
+    from bulkpost.dialect import parse_dialect
+    from bulkpost.sandbox import paths
+    from tests.test_sandbox import _call
+
+    server = make_sandbox(rate="200/1s", dialect=parse_dialect(f"{dialect},update_log=true"))
+    rows = 14
+    data = write_csv(tmp_path / "in.csv", ["key", "lead", "note", "when", "amount", "channel"],
+                     [[f"K{n}", LEADS[0], f"Café ✓ n°{n}", f"2024-02-01 10:{n:02d}",
+                       f"{n}.50", "web"] for n in range(1, rows + 1)])
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    results = tmp_path / "results.csv"
+
+    def run(*extra: str) -> Any:
+        return run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
+                       server.url, "--rate", "200/1s", "--backoff", "0.01", "--timeout", "2",
+                       "--log-format", "json", "--create-again", *extra)
+
+    assert run().code == 0
+    for entry in server.ledger():
+        status, answer = asyncio.run(_call(server.url, "POST", paths.UPDATE, {
+            "ProspectActivityId": entry["Id"], "ActivityEvent": 301,
+            "ActivityNote": entry["ActivityNote"], "Fields": [
+                {"SchemaName": "mx_Custom_1", "Value": entry["Fields"]["mx_Custom_1"]}]}))
+        assert status == 200, answer
+    (tmp_path / "results.csv.learnt.json").unlink()  # calibrate again, among the log rows
+    lines = results.read_text().splitlines()
+    lines[-1] = lines[-1].replace(",posted,", ",unknown,", 1)  # its answer was lost
+    results.write_text("\n".join(lines) + "\n")
+    again = run("--verify-first", "0")
+    assert again.code == 0, again.stderr[-2000:]
+    assert again.summary["found_posted"] == 1 and again.summary["calibration_calls"] >= 2
+    assert "lookup.distrusted" not in again.stderr
+    _once_each(server, rows)
+    assert len(server.ledger()) == rows
+    assert read_results(results)[rows]["status"] == "posted"

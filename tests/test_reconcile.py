@@ -164,6 +164,79 @@ def test_times_are_read_in_every_form() -> None:
     assert parse_shown_datetime("yesterday") is None
 
 
+@pytest.mark.parametrize(("top", "fields"), [
+    ("2026-07-31 05:33:50", "7/31/2026 5:33:50 AM"),
+    ("2026-07-31 05:33:50.000", "7/31/2026 5:33:50 AM"),
+    (None, "7/31/2026 5:33:50 AM"),  # no top-level CreatedOn: ActivityFields' is read
+])
+def test_the_three_real_time_forms_match_and_calibrate_alike(top: str | None,
+                                                              fields: str) -> None:
+    """``2026-07-31 05:33:50``, ``7/31/2026 5:33:50 AM``, ``2026-08-08 07:38:00.000``: UTC,
+    no marker; each is the date-time the row sent."""
+    item = {**CAPTURED_ITEM, "ActivityFields": {**CAPTURED_ITEM["ActivityFields"],
+                                                "CreatedOn": fields}}
+    if top is None:
+        del item["CreatedOn"]
+    else:
+        item["CreatedOn"] = top
+    page = parse_activities([item])
+    assert page is not None
+    found = page.items[0]
+    assert parse_shown_datetime(found.created_on) == datetime(2026, 7, 31, 5, 33, 50,
+                                                              tzinfo=UTC)
+    row = _row(when="2026-07-31 05:33:50")
+    assert matches(row, found, None, reading=Reading(True, "posted"))
+    learned = calibrate(row, found.activity_id, found, None, {}, Reading())
+    assert learned.reading is not None and learned.reading.created_on == "posted"
+    assert parse_shown_datetime("2026-08-08 07:38:00.000") == datetime(2026, 8, 8, 7, 38,
+                                                                       tzinfo=UTC)
+
+
+# The captured update-log row: the activity's Id again, another EventCode, what changed.
+UPDATE_LOG_ITEM: dict[str, Any] = {
+    "Id": CAPTURED_ITEM["Id"], "EventCode": 3011, "EventName": "Activity Update",
+    "CreatedOn": "2025-04-04 16:39:47.000", "Type": "Logs", "RelatedProspectId": LEAD,
+    "Data": [{"Key": "Event", "Value": "Update"},
+             {"Key": "OldData", "Value": '{"mx_Custom_2":"Inbound"}'},
+             {"Key": "NewData", "Value": '{"mx_Custom_2":"Outbound"}'},
+             {"Key": "CreatedByName", "Value": "System"}],
+    "ModifiedOn": "2025-04-04 16:39:47.000",
+}
+
+
+def test_an_update_log_row_is_read_apart_and_never_matches() -> None:
+    page = parse_activities({"RecordCount": 2, "ProspectActivities": [UPDATE_LOG_ITEM,
+                                                                       CAPTURED_ITEM]})
+    assert page is not None
+    log, activity = page.items
+    assert log.log and not activity.log  # no ActivityFields: read all the same
+    assert log.activity_id == activity.activity_id and log.key != activity.key
+    row = _row()
+    # The log row is newer and listed first: the activity is the match, never the log,
+    # even for a row of the log's own event code holding what the log shows.
+    assert pick(row, page.items, lambda _: False, None) == activity.activity_id
+    assert pick(row, [log], lambda _: False, None) is None
+    assert not matches(_row(event=3011, note="", fields=()), log, None)
+    for data in ({"Event": "Update"}, {"OldData": "{}", "NewData": "{}"}):
+        alone = parse_activities([{**UPDATE_LOG_ITEM, "Data": data}])
+        assert alone is not None and alone.items[0].log
+
+
+def test_update_log_rows_never_make_a_scan_incomplete() -> None:
+    """A lead of 20 activities, each updated once: 40 rows, 20 Ids. Told apart by (Id,
+    EventCode), the rows RecordCount counts are all seen."""
+    activities = [{**CAPTURED_ITEM, "Id": f"{n:08d}-0000-4000-8000-000000000000"}
+                  for n in range(20)]
+    rows = [item for a in activities for item in ({**UPDATE_LOG_ITEM, "Id": a["Id"]}, a)]
+    scan = Scan("rows")
+    while not (scan.complete or scan.incomplete):
+        chunk = rows[scan.next_offset():scan.next_offset() + 25]
+        page = parse_activities({"RecordCount": len(rows), "ProspectActivities": chunk})
+        assert page is not None
+        scan.add(page)
+    assert scan.complete and not scan.incomplete and len(scan.seen) == 40
+
+
 def test_time_rules() -> None:
     sent = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
     window = SendWindow.around(sent, sent + timedelta(seconds=5), timeout=30)

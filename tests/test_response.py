@@ -8,12 +8,16 @@ from typing import Any
 
 import pytest
 
+from bulkpost.allowance import RateSpec, said_limit
 from bulkpost.response import (
     MAX_RETRY_AFTER,
+    MISSING,
     Classified,
     Verdict,
     classify,
+    classify_bulk,
     classify_read,
+    classify_update,
     parse_retry_after,
     proves_refusal,
     transport_failure,
@@ -87,6 +91,84 @@ def test_a_redirect_stops_the_run_and_is_never_followed(status: int) -> None:
 
 def test_403_stops_the_run() -> None:
     assert classify(403, {}, b"Forbidden").verdict is Verdict.FATAL
+
+
+# -- the rate-limit sentence, in every form real accounts answered it --------------------
+SENTENCE = "API calls exceeded the limit of 10 in 5 second(s)"
+
+
+def _every_call(status: int, body: bytes) -> list[Classified]:
+    """The answer as a create, an update, a look-up and a bulk call classify it."""
+    return [classify(status, {}, body), classify_update(status, {}, body, ACTIVITY_ID),
+            classify_read(status, {}, body)[0], classify_bulk(status, {}, body, 2)[0]]
+
+
+@pytest.mark.parametrize(("status", "body", "error_type"), [
+    (403, SENTENCE.encode(), "HTTP 403"),  # "the 11th call comes back as 403 '…'"
+    (403, f"  {SENTENCE}\r\n".encode(), "HTTP 403"),
+    (403, js({"Status": "Error", "ExceptionMessage": SENTENCE}), "HTTP 403"),
+    (403, js({"Message": SENTENCE}), "HTTP 403"),
+    (403, mx("MXAPIRateLimitExceededException", SENTENCE), "MXAPIRateLimitExceededException"),
+    (200, mx("MXAPIRateLimitExceededException", SENTENCE), "MXAPIRateLimitExceededException"),
+    (200, js({"Status": "Error", "ExceptionMessage": SENTENCE}), "HTTP 200"),
+    (200, js({"Message": SENTENCE}), "HTTP 200"),
+    (200, SENTENCE.encode(), "HTTP 200"),
+    (500, js(SENTENCE), "HTTP 500"),
+    (200, js(SENTENCE), "HTTP 200"),
+    (429, SENTENCE.encode(), "HTTP 429"),
+])
+def test_the_rate_limit_sentence_is_rate_limited_under_any_status(
+        status: int, body: bytes, error_type: str) -> None:
+    for answer in _every_call(status, body):
+        assert answer == Classified(Verdict.RATE_LIMITED, status, error_type=error_type,
+                                    error=SENTENCE)
+        assert said_limit(answer.error) == RateSpec(10, 5.0)  # read alike in every form
+
+
+@pytest.mark.parametrize(("body", "verdict"), [
+    (b"Forbidden", Verdict.FATAL),
+    (js({"Status": "Error", "ExceptionMessage": "Access denied"}), Verdict.FATAL),
+    (js({"Status": "Error", "ExceptionMessage": "limit of 10 in 5 second(s)"}), Verdict.FATAL),
+    # Another exception type is that exception, whatever its text says.
+    (mx("MXInvalidInputException", f"Note: {SENTENCE}"), Verdict.FATAL),
+])
+def test_a_403_without_the_sentence_stays_fatal(body: bytes, verdict: Verdict) -> None:
+    assert classify(403, {}, body).verdict is verdict
+
+
+def test_the_sentence_in_a_success_or_in_data_is_no_rate_limit() -> None:
+    success = js({"Status": "Success", "Message": SENTENCE})  # contradictory: not understood
+    assert classify(200, {}, success).verdict is Verdict.RETRY
+    page = js({"RecordCount": 1, "ProspectActivities": [
+        {"Id": ACTIVITY_ID, "EventCode": 201, "Data": {"ActivityEvent_Note": SENTENCE}}]})
+    assert classify_read(200, {}, page)[0].verdict is Verdict.OK
+
+
+def test_a_bulk_item_with_the_sentence_alone_is_rate_limited() -> None:
+    body = js({"Response": [{"RowNumber": 1, "ActivityCreated": False,
+                             "ExceptionMessage": SENTENCE},
+                            {"RowNumber": 2, "ActivityCreated": True,
+                             "ProspectActivityId": ACTIVITY_ID}]})
+    call, (first, second) = classify_bulk(200, {}, body, 2)
+    assert call.verdict is Verdict.OK
+    assert first is not None and first.verdict is Verdict.RATE_LIMITED
+    assert said_limit(first.error) == RateSpec(10, 5.0)
+    assert second is not None and second.verdict is Verdict.POSTED
+
+
+@pytest.mark.parametrize(("message", "error"), [
+    ("Activity does not exist", f"{MISSING}: Activity does not exist"), ("", MISSING)])
+def test_an_unknown_activity_is_a_proven_refusal_saying_missing_or_deleted(
+        message: str, error: str) -> None:
+    body = mx("MXUnknownProspectActivityException", message)
+    expected = Classified(Verdict.REJECTED, 500,
+                          error_type="MXUnknownProspectActivityException", error=error)
+    assert classify_update(500, {}, body, ACTIVITY_ID) == expected
+    assert classify_read(500, {}, body)[0] == expected  # the same on every retry: not one
+    item = js({"Response": [{"RowNumber": 1, "IsSuccessful": False, "ExceptionType":
+                             "MXUnknownProspectActivityException", "ExceptionMessage": message}]})
+    assert classify_bulk(200, {}, item, 1)[1][0] == Classified(
+        Verdict.REJECTED, 200, error_type="MXUnknownProspectActivityException", error=error)
 
 
 @pytest.mark.parametrize("status", [200, 400, 500])

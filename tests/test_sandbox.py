@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -75,6 +76,38 @@ def test_strict_sliding_window(make_sandbox: Any) -> None:
     assert body["ExceptionMessage"] == "API calls exceeded the limit of 5 in 1 second(s)"
     stats = server.stats()
     assert stats["rate_limited"] == 4 and stats["created"] == 5 and stats["max_in_window"] == 9
+
+
+SAID = "API calls exceeded the limit of 2 in 1 second(s)"
+
+
+@pytest.mark.parametrize(("answer", "status", "body"), [
+    ("429", 429, {"Status": "Error", "ExceptionType": "MXAPIRateLimitExceededException",
+                  "ExceptionMessage": SAID}),
+    ("403", 403, {"Status": "Error", "ExceptionMessage": SAID}),
+    ("200", 200, {"Status": "Error", "ExceptionType": "MXAPIRateLimitExceededException",
+                  "ExceptionMessage": SAID}),
+    ("403-plain", 403, {"text": SAID}),
+])
+def test_rate_limiting_is_answered_in_the_form_asked_for(make_sandbox: Any, answer: str,
+                                                          status: int, body: Any) -> None:
+    server = make_sandbox(rate="2/1s", rate_limit_answer=answer)
+
+    async def burst() -> list[tuple[int, dict[str, Any]]]:
+        return await asyncio.gather(*(_post(server.url, GOOD) for _ in range(3)))
+
+    answers = asyncio.run(burst())
+    assert answers.count((status, body)) == 1  # the third call of the burst
+    assert server.stats()["created"] == 2 and server.stats()["rate_limited"] == 1
+    assert server.stats()["rate_limit_answer"] == answer
+
+
+def test_an_unknown_rate_limit_answer_is_refused() -> None:
+    from bulkpost.errors import UsageError
+    from bulkpost.sandbox import Sandbox
+
+    with pytest.raises(UsageError, match="429, 403, 200, 403-plain"):
+        Sandbox(rate_limit_answer="418")
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -415,7 +448,8 @@ def test_details_answer_every_field_of_the_type(make_sandbox: Any) -> None:
     assert stats["details"] == stats["lookups"] == 1
 
 
-def test_details_of_an_unknown_or_foreign_activity_is_an_mx_error(make_sandbox: Any) -> None:
+def test_details_of_an_unknown_or_foreign_activity_is_the_unknown_activity_error(
+        make_sandbox: Any) -> None:
     server = make_sandbox(keys={DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY, "other": "secret"})
     status, answer = _create(server.url, GOOD)
     assert status == 200
@@ -425,8 +459,9 @@ def test_details_of_an_unknown_or_foreign_activity_is_an_mx_error(make_sandbox: 
                        headers={"x-LSQ-AccessKey": "other", "x-LSQ-SecretKey": "secret"})
     unknown = _details(server.url, "6f1c2a9e-0000-4000-8000-000000000000")
     for status, body in (foreign, unknown):
+        # As a real account answers an unknown or deleted Id, the same on every retry.
         assert status == 500 and body == {"Status": "Error",
-                                          "ExceptionType": "MXInvalidInputException",
+                                          "ExceptionType": "MXUnknownProspectActivityException",
                                           "ExceptionMessage": "Activity does not exist"}
     field = _details(server.url, activity_id)[1]["Fields"][0]
     assert (field["SchemaName"], field["Value"]) == ("mx_Custom_1", "x")
@@ -459,7 +494,7 @@ def test_parse_dialect_presets_and_overrides() -> None:
     changed = parse_dialect("captured, offset=pages0, entities=False")
     assert changed == Dialect("captured,offset=pages0,entities=false", "activity-fields",
                               entities=False, created_on="posted", offset="pages0",
-                              record_count="total", typed=False)
+                              record_count="total", typed=False, update_log=True)
     alone = parse_dialect("typed=true,created-on=arrival")
     assert (alone.name, alone.fields, alone.typed, alone.created_on) == (
         "classic,typed=true,created_on=arrival", "data", True, "arrival")
@@ -468,7 +503,8 @@ def test_parse_dialect_presets_and_overrides() -> None:
 @pytest.mark.parametrize(("spec", "listed"), [
     ("nope", "classic, captured, arrival, pages"),
     ("captured,offset=pages2", "rows, pages0, pages1"),
-    ("captured,colour=red", "fields, entities, created_on, offset, record_count, typed"),
+    ("captured,colour=red",
+     "fields, entities, created_on, offset, record_count, typed, update_log"),
     ("captured,offset", "KEY=VALUE"),
     ("captured,pages", "KEY=VALUE"),
     ("typed=maybe", "true, false"),
@@ -665,3 +701,38 @@ def test_the_ledger_names_the_account_by_a_digest_never_by_its_access_key(
         assert DEFAULT_ACCESS_KEY not in text and DEFAULT_SECRET_KEY not in text
         assert [entry["Account"] for entry in entries] == [account_digest(DEFAULT_ACCESS_KEY)]
         assert entries[0]["ActivityNote"] == "hello"
+
+
+@pytest.mark.parametrize("fields", ["data", "activity-fields", "data-list"])
+def test_an_update_adds_an_update_log_row_newest_first_when_the_dialect_says(
+        make_sandbox: Any, fields: str) -> None:
+    from bulkpost.sandbox.paths import UPDATE
+
+    server = make_sandbox(dialect=parse_dialect(f"fields={fields},update_log=true"))
+    first = _create(server.url, ORDER)[1]["Message"]["Id"]
+    second = _create(server.url, {**ORDER, "ActivityNote": "p"})[1]["Message"]["Id"]
+    status, _ = asyncio.run(_call(server.url, "POST", UPDATE, {
+        "ProspectActivityId": first, "ActivityNote": "o2",
+        "Fields": [{"SchemaName": "mx_Custom_1", "Value": "A-2"}]}))
+    assert status == 200
+    answer = _retrieve(server.url, event=301)  # listed whatever event is asked for
+    assert answer["RecordCount"] == 3
+    log, newer, updated = answer["ProspectActivities"]
+    assert (log["Id"], newer["Id"], updated["Id"]) == (first, second, first)
+    assert (log["EventCode"], log["Type"], updated["EventCode"]) == (3011, "Logs", 301)
+    assert "ActivityFields" not in log
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", log["CreatedOn"])
+    data = log["Data"] if fields == "data" else _pairs(log["Data"])
+    assert data["Event"] == "Update"
+    assert json.loads(data["OldData"]) == {"ActivityEvent_Note": "o", "mx_Custom_1": "A-1"}
+    assert json.loads(data["NewData"]) == {"ActivityEvent_Note": "o2", "mx_Custom_1": "A-2"}
+    # The activity keeps its CreatedOn; its ModifiedOn moves to the update's.
+    assert updated["CreatedOn"] == "2024-01-01 10:00:00"
+    assert updated["ModifiedOn"] == log["CreatedOn"][:19] != updated["CreatedOn"]
+    plain = make_sandbox(dialect=parse_dialect(f"fields={fields}"))
+    created = _create(plain.url, ORDER)[1]["Message"]["Id"]
+    asyncio.run(_call(plain.url, "POST", UPDATE, {"ProspectActivityId": created,
+                                                  "ActivityNote": "o2", "Fields": [
+                                                      {"SchemaName": "mx_Custom_1",
+                                                       "Value": "A-2"}]}))
+    assert _retrieve(plain.url)["RecordCount"] == 1  # without it: no log row

@@ -138,9 +138,10 @@ def test_a_row_whose_date_time_or_event_changed_is_not_updated_and_says_why(
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["single", "bulk"])
 def test_an_update_of_a_deleted_activity_is_rejected_with_the_reason(
-        tmp_path: Path, make_sandbox: Any) -> None:
-    server = make_sandbox(**QUICK)
+        tmp_path: Path, make_sandbox: Any, mode: str) -> None:
+    server = make_sandbox(**QUICK, bulk_rate=parse_rate("100/1s"))
     _first_night(tmp_path, server.url, [_row(n) for n in (1, 2)])
     gone = read_results(tmp_path / "r1.csv")[1]["activity_id"]
 
@@ -150,11 +151,15 @@ def test_an_update_of_a_deleted_activity_is_rejected_with_the_reason(
     server.call(delete())
     night_2 = _night(tmp_path / "n2.csv", [_row(n, note="shipped") for n in (1, 2)])
     second = run_cli(*_args(night_2, tmp_path / "r2.csv", tmp_path, server.url,
-                            "--on-changed", "update", "--max-attempts", "2"))
+                            "--on-changed", "update", "--max-attempts", "2", "--mode", mode,
+                            "--bulk-rate", "100/1s"))
     assert second.code == 1 and (second.summary["rejected"], second.summary["updated"]) == (1, 1)
     line = read_results(tmp_path / "r2.csv")[1]
-    assert (line["status"], line["error_type"]) == ("rejected", "MXInvalidInputException")
-    assert f"Activity {gone} does not exist" in line["error"]
+    assert (line["status"], line["error_type"]) == ("rejected",
+                                                    "MXUnknownProspectActivityException")
+    assert line["error"] == ("the activity is missing or deleted in LeadSquared: "
+                             f"Activity {gone} does not exist")
+    assert second.summary["retries"] == 0  # the same on every retry: sent once
     assert len(server.ledger()) == 2  # nothing created in its place
 
 

@@ -372,3 +372,53 @@ def test_an_answer_not_understood_is_unreadable_not_equal(tmp_path: Path,
     assert checked.code == 1, checked.stderr
     assert (checked.summary["checked"], checked.summary["unreadable"]) == (0, 2)
     assert "answer for activity act-1 is not understood" in checked.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("dialect", ["classic", "captured", "arrival", "pages"])
+def test_an_activity_deleted_since_is_missing_not_unreadable_and_asked_once(
+        tmp_path: Path, make_sandbox: Any, dialect: str) -> None:
+    from bulkpost.dialect import parse_dialect
+
+    server = make_sandbox(dialect=parse_dialect(dialect))
+    data, mapping, results = _loaded(tmp_path, server, 4)
+    gone = read_results(results)[2]["activity_id"]
+
+    async def delete() -> None:  # deleted in LeadSquared since the run
+        server.sandbox.store._by_id.pop(gone)
+
+    server.call(delete())
+    details_before = server.stats()["details"]
+    checked = _verify(data, mapping, results, server.url, "--all")
+    assert checked.code == 1, checked.stderr
+    summary = checked.summary
+    assert (summary["checked"], summary["missing"], summary["unreadable"]) == (3, 1, 0)
+    assert summary["differ"] == 0
+    # "Get Custom Fields of an Activity" answers the same on every retry: asked once each.
+    assert server.stats()["details"] - details_before == 4
+    assert "3 as sent, 0 differ, 1 missing or deleted, 0 unreadable" in checked.stderr
+    assert f"row 2 (activity {gone}): the activity is missing or deleted in LeadSquared" \
+        in checked.stderr
+    assert "MXUnknownProspectActivityException" in checked.stderr
+
+
+@pytest.mark.e2e
+def test_an_activity_unknown_in_an_older_form_is_unreadable_not_missing(
+        tmp_path: Path, serve_handler: Any) -> None:
+    """The sandbox once answered an unknown Id with an ``MXInvalidInputException``: no
+    evidence says a real account does, so that answer proves nothing missing."""
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"Status": "Error", "ExceptionType": "MXInvalidInputException",
+                                  "ExceptionMessage": "Activity does not exist"}, status=500)
+
+    url = serve_handler(answer)
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('[activity]\nevent = 205\nlead_id_column = "lead"\nkey_column = "key"\n'
+                       '[fields]\nmx_Custom_1 = "key"\n')
+    data = write_csv(tmp_path / "in.csv", ["key", "lead"], [["K1", ID]])
+    results = _results(tmp_path / "r.csv", [RowOutcome(1, "K1", Status.POSTED,
+                                                       activity_id="act-1")])
+    checked = _verify(data, mapping, results, url, "--no-preflight")
+    assert checked.code == 1, checked.stderr
+    assert (checked.summary["missing"], checked.summary["unreadable"]) == (0, 1)
+    assert "MXInvalidInputException: Activity does not exist" in checked.stderr

@@ -28,7 +28,13 @@ from bulkpost.dialect import DIALECTS, Dialect
 from bulkpost.ratelimit import RateSpec
 from bulkpost.sandbox import paths
 from bulkpost.sandbox.faults import Fates, FaultSchedule
-from bulkpost.sandbox.gate import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Gate, error
+from bulkpost.sandbox.gate import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_SECRET_KEY,
+    UNKNOWN_ACTIVITY,
+    Gate,
+    error,
+)
 from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.store import ActivityStore, Watch, shown
 from bulkpost.sandbox.validation import Catalog
@@ -44,6 +50,9 @@ class Sandbox(WriteEndpoints):
     ``seed`` replays a run (None: a random one, shown in the stats). ``region``: the host
     it plays; ``home_region``: the keys' home (None: this one), else every call is refused.
     ``types``: an account's own activity types, served beside the built-in ones.
+    ``rate_limit_answer``: how "rate limited" is answered (a key of
+    :data:`~bulkpost.sandbox.gate.RATE_LIMIT_ANSWERS`: ``429``, ``403``, ``200``,
+    ``403-plain``).
     """
 
     def __init__(self, *, rate: RateSpec | None = None, bulk_rate: RateSpec | None = None,
@@ -56,7 +65,7 @@ class Sandbox(WriteEndpoints):
                  dialect: Dialect = DIALECTS["classic"],
                  altered: frozenset[str] = frozenset(), region: str = DEFAULT_REGION,
                  home_region: str | None = None, region_hint: bool = True,
-                 types: Sequence[ActivityType] = ()) -> None:
+                 types: Sequence[ActivityType] = (), rate_limit_answer: str = "429") -> None:
         self.rate = rate or RateSpec(25, 5.0)
         self.bulk_rate = bulk_rate or RateSpec(1, 5.0)
         self.seed = secrets.randbits(63) if seed is None else seed
@@ -70,7 +79,7 @@ class Sandbox(WriteEndpoints):
                          fates=Fates(self.seed, arrival=arrival, latency=latency,
                                      tail=latency_tail),
                          schedule=FaultSchedule(faults or {}, self.seed),
-                         slow_seconds=slow_seconds)
+                         slow_seconds=slow_seconds, rate_limit_answer=rate_limit_answer)
         self.region = region
         self.home_region = home_region or region
         self.region_hint = region_hint
@@ -168,6 +177,7 @@ class Sandbox(WriteEndpoints):
     def stats_dict(self) -> dict[str, Any]:
         return {**self.stats.as_dict(), "dialect": self.dialect.name, "seed": self.seed,
                 "rate": str(self.rate), "bulk_rate": str(self.bulk_rate),
+                "rate_limit_answer": self.gate.rate_limit_answer,
                 "region": self.region, "home_region": self.home_region}
 
     def _other_region(self) -> Middleware:
@@ -222,8 +232,8 @@ class Sandbox(WriteEndpoints):
             return admitted
         self.stats.details += 1
         details = self.store.details(request.query.get("activityId", ""), admitted.access_key)
-        if details is None:
-            return error(500, "MXInvalidInputException", "Activity does not exist")
+        if details is None:  # as a real account answers an unknown or deleted Id
+            return error(500, UNKNOWN_ACTIVITY, "Activity does not exist")
         return web.json_response(details)
 
     async def _activity_setting(self, request: web.Request) -> web.StreamResponse:

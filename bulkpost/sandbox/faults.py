@@ -14,7 +14,8 @@ that strike before anything is created (``500-before``, ``html``, ``reset-before
 ``reset-before``   the connection is reset before anything is created
 ``reset-after``    the activity is created, then the connection is reset
 ``hang-after``     the activity is created, then the answer waits ``slow_seconds``
-``429-other``      HTTP 429, as if another client had used the window; nothing created
+``429-other``      rate limited as if another client had used the window, in the
+                   sandbox's rate-limit form (HTTP 429 by default); nothing created
 ``ratelimit-200``  the rate-limit body under HTTP 200; nothing created
 ``slow``           the answer comes after ``slow_seconds`` more (default 5 s)
 ``bulk-partial``   a bulk call creates every valid item, but its answer lists only the

@@ -2,8 +2,8 @@
 
 Owns auth (keys in the ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers or the query string,
 401 otherwise), the strict sliding windows per access key (at most N accepted calls in any T
-seconds, 429 with the ``MXAPIRateLimitExceededException`` body beyond; the bulk endpoints
-have their own), each call's fate (:mod:`bulkpost.sandbox.faults`: its arrival delay, the
+seconds, rate limited beyond, in the form :data:`RATE_LIMIT_ANSWERS` names; the bulk
+endpoints have their own), each call's fate (:mod:`bulkpost.sandbox.faults`: its arrival delay, the
 request's trip before the window counts it; its answer latency; its fault) and the playing
 out of a fault: those that strike before anything is created here in :meth:`Gate.admit`,
 those that strike once activities are saved in :meth:`Gate.after_saving`. A fault is counted
@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 from aiohttp import web
 
+from bulkpost.errors import UsageError
 from bulkpost.ratelimit import RateSpec
 from bulkpost.sandbox.faults import (
     BULK_FAULTS,
@@ -45,6 +46,19 @@ GATEWAY_PAGE = ("<html><head><title>502 Bad Gateway</title></head><body><center>
                 "<h1>502 Bad Gateway</h1></center></body></html>")
 _AFTER_SAVING = frozenset({"mx-after", "500-after", "reset-after", "hang-after"})
 _ANSWERED_AT_ONCE = frozenset({"429-other", "ratelimit-200", "reset-before"})
+# How "rate limited" is answered: the documented 429, or as real accounts were seen to
+# answer it (a 403 or a 200; whether those carry an ExceptionType is not known).
+RATE_LIMIT_ANSWERS = {
+    "429": "HTTP 429 with the MXAPIRateLimitExceededException body (as documented)",
+    "403": "HTTP 403, a JSON body with the sentence in ExceptionMessage and no ExceptionType",
+    "200": "HTTP 200 with the MXAPIRateLimitExceededException body",
+    "403-plain": "HTTP 403, the sentence alone as a plain-text body",
+}
+
+
+# What "Get Custom Fields of an Activity" answers (HTTP 500) for an Id the account does not
+# hold, unknown or deleted; the sandbox's updates of such an Id answer it too.
+UNKNOWN_ACTIVITY = "MXUnknownProspectActivityException"
 
 
 def error(status: int, exception_type: str, message: str) -> web.Response:
@@ -103,7 +117,11 @@ class Gate:
 
     def __init__(self, stats: ServerCounts, *, keys: dict[str, str], rate: RateSpec,
                  bulk_rate: RateSpec, fates: Fates, schedule: FaultSchedule,
-                 slow_seconds: float) -> None:
+                 slow_seconds: float, rate_limit_answer: str = "429") -> None:
+        if rate_limit_answer not in RATE_LIMIT_ANSWERS:
+            raise UsageError(f"--rate-limit-answer: {rate_limit_answer!r}; known: "
+                             f"{', '.join(RATE_LIMIT_ANSWERS)}")
+        self.rate_limit_answer = rate_limit_answer
         self.stats = stats
         self.keys = keys
         self.fates = fates
@@ -111,7 +129,7 @@ class Gate:
         self.slow_seconds = slow_seconds
         self._window = _Window(rate)
         self._bulk_window = _Window(bulk_rate)
-        self.said_rate: RateSpec | None = None  # the limit 429 texts name (None: the real one)
+        self.said_rate: RateSpec | None = None  # the limit the texts name (None: the real one)
         self.said_bulk_rate: RateSpec | None = None
         self.down = False  # gone down with the client: calls have no effect
         self.epoch = 0  # how often it went down: a call that came before is dropped
@@ -168,8 +186,8 @@ class Gate:
                             "lookups" if lookup else "bulk" if bulk else "single", epoch)
         if fault in _ANSWERED_AT_ONCE:  # these strike here, whatever the call
             self.struck(admitted)
-        if fault == "429-other":
-            return self.rate_limited(429, bulk)
+        if fault == "429-other":  # another client's doing: answered as the window answers
+            return self.rate_limited(bulk=bulk)
         if fault == "ratelimit-200":
             return self.rate_limited(200, bulk)
         if fault == "reset-before":
@@ -230,7 +248,9 @@ class Gate:
         self.stats.faults[fault] += 1
         self.stats.faults_on[admitted.on][fault] += 1
 
-    def rate_limited(self, status: int = 429, bulk: bool = False) -> web.Response:
+    def rate_limited(self, status: int | None = None, bulk: bool = False) -> web.Response:
+        """A "rate limited" answer: with ``status`` the MX body under it, else in the
+        sandbox's :data:`RATE_LIMIT_ANSWERS` form."""
         self.stats.rate_limited += 1
         # The limit the text names: the one enforced, unless told to name another (the
         # docs print "25 in 5 second(s)" everywhere: a real text may not be the plan's).
@@ -238,9 +258,14 @@ class Gate:
             self._bulk_window if bulk else self._window).rate
         if bulk:
             self.stats.bulk_rate_limited += 1
-        return error(status, "MXAPIRateLimitExceededException",
-                     f"API calls exceeded the limit of {rate.calls} in "
-                     f"{rate.period:g} second(s)")
+        sentence = f"API calls exceeded the limit of {rate.calls} in {rate.period:g} second(s)"
+        form = self.rate_limit_answer if status is None else str(status)
+        if form == "403":
+            return web.json_response({"Status": "Error", "ExceptionMessage": sentence},
+                                     status=403)
+        if form == "403-plain":
+            return web.Response(status=403, text=sentence)
+        return error(int(form), "MXAPIRateLimitExceededException", sentence)
 
     def _access_key(self, request: web.Request) -> str | None:
         access = request.headers.get("x-LSQ-AccessKey") or request.query.get("accessKey")

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from bulkpost.accounts import account_digest
-from bulkpost.dialect import Dialect, canonical_option, page, render_activity, render_details
+from bulkpost.dialect import (
+    Dialect,
+    canonical_option,
+    page,
+    render_activity,
+    render_details,
+    render_update_log,
+)
 from bulkpost.errors import UsageError
 from bulkpost.mapping import CUSTOM_FIELD
 from bulkpost.sandbox.stats import ServerCounts
@@ -143,16 +150,19 @@ class ActivityStore:
         stored = {name: self._stored(name, value, specs.get(name))
                   for name, value in sent.items()}
         change: dict[str, Any] = {"ReceivedAt": arrived, "Bulk": bulk, "Fields": stored}
+        before: dict[str, Any] = {"Fields": {name: entry["Fields"].get(name, "")
+                                             for name in stored}}
         if "ActivityNote" in body:
+            before["ActivityNote"] = entry["ActivityNote"]
             change["ActivityNote"] = entry["ActivityNote"] = body["ActivityNote"]
         if stored != sent or "Sent" in entry:  # what was sent, where the store keeps less
             entry["Sent"] = {**entry.get("Sent", entry["Fields"]), **sent}
         entry["Fields"] = {**entry["Fields"], **stored}
-        entry.setdefault("Updates", []).append(change)
         if self._file is not None:
             self._file.write(json.dumps({"UpdateOf": entry["Id"], **change},
                                         ensure_ascii=False) + "\n")
             self._file.flush()
+        entry.setdefault("Updates", []).append({**change, "Before": before})
         due = [w for w in self._update_watches if w[0] <= self.stats.updated]
         for watch in due:
             self._update_watches.remove(watch)
@@ -172,9 +182,17 @@ class ActivityStore:
         page ``offset`` and ``count`` name as the dialect counts."""
         entries = [e for e in reversed(self.by_lead.get(lead_id.lower(), []))
                    if event is None or e["ActivityEvent"] == event]
-        items, record_count = page(entries, offset, count, self.dialect)
+        rows: list[tuple[float, dict[str, Any], dict[str, Any] | None]] = []
+        for entry in entries:
+            if self.dialect.update_log:  # each update's log row, newest first
+                rows += [(float(change["ReceivedAt"]), entry, change)
+                         for change in reversed(entry.get("Updates", []))]
+            rows.append((float(entry["ReceivedAt"]), entry, None))
+        rows.sort(key=lambda row: -row[0])  # stable: ties keep the newest-first order
+        items, record_count = page(rows, offset, count, self.dialect)
         return {"RecordCount": record_count, "ProspectActivities": [
-            render_activity(e, self.dialect, self.catalog.setting_of(e)) for e in items]}
+            render_activity(e, self.dialect, self.catalog.setting_of(e)) if change is None
+            else render_update_log(e, change, self.dialect) for _, e, change in items]}
 
     def details(self, activity_id: str, access_key: str) -> dict[str, Any] | None:
         """"Get Custom Fields of an Activity", or None when the activity is not the key's."""

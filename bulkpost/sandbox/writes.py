@@ -21,7 +21,7 @@ from aiohttp import web
 
 from bulkpost.dialect import Dialect
 from bulkpost.sandbox import paths
-from bulkpost.sandbox.gate import Admitted, Gate
+from bulkpost.sandbox.gate import UNKNOWN_ACTIVITY, Admitted, Gate
 from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.store import ActivityStore
 from bulkpost.sandbox.validation import (
@@ -31,6 +31,13 @@ from bulkpost.sandbox.validation import (
     create_problem,
     update_problem,
 )
+
+
+def _refusal(problem: str | None, entry: dict[str, Any] | None) -> str:
+    """The exception type refusing an update: of an activity the key does not hold
+    (unknown, or deleted), the one a look-up of it answers; else a validation error."""
+    named = problem is None or problem.startswith("Activity ")
+    return UNKNOWN_ACTIVITY if entry is None and named else "MXInvalidInputException"
 
 
 class WriteEndpoints:
@@ -102,7 +109,7 @@ class WriteEndpoints:
         problem = update_problem(body, entry, self.dialect.typed, self.catalog)
         if problem is not None or entry is None:
             self.stats.rejected += 1
-            return self.gate.refuse(admitted, 500, "MXInvalidInputException",
+            return self.gate.refuse(admitted, 500, _refusal(problem, entry),
                                     problem or "Activity does not exist")
         self.store.update(entry, body, admitted.arrived)
         failed = await self.gate.after_saving(request, admitted)
@@ -133,7 +140,7 @@ class WriteEndpoints:
             if problem is not None or entry is None:
                 self.stats.rejected += 1
                 answers.append({"RowNumber": number, "IsSuccessful": False,
-                                "ExceptionType": "MXInvalidInputException",
+                                "ExceptionType": _refusal(problem, entry),
                                 "ExceptionMessage": problem or "Activity does not exist"})
                 continue
             self.store.update(entry, item, admitted.arrived, bulk=True)
