@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
+from bulkpost.errors import UsageError
+
 DATA_DIR_ENV = "BULKPOST_DATA_DIR"
 
 
@@ -52,7 +54,8 @@ def account_history_path(host: str, access_key: str,
     """The account's own history: one file per API host and access key."""
     parts = urlsplit(host if "://" in host else f"https://{host}")
     name = parts.hostname or "host"
-    if parts.port is not None:
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    if parts.port is not None and parts.port != default:
         name += f"_{parts.port}"
     name = re.sub(r"[^A-Za-z0-9.-]", "_", name)
     return data_dir(environ) / "accounts" / f"{name}-{account_digest(access_key)}.sqlite"
@@ -60,5 +63,12 @@ def account_history_path(host: str, access_key: str,
 
 def ensure_private_dir(path: Path) -> None:
     """Create the history's folder (and its parents), readable by its owner only: the
-    history keeps request bodies (lead ids, notes)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    history keeps request bodies (lead ids, notes). Raises UsageError, saying what to do,
+    when it cannot be created (a read-only home, HOME unset under cron or in a container)."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"{path.parent}: cannot keep this account's history there "
+            f"({exc.strerror or exc}): set {DATA_DIR_ENV} to a folder this user may write, "
+            "give --history FILE, or --create-again to keep none") from None

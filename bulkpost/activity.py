@@ -252,6 +252,14 @@ class RowMapper:
         else:
             time_format = None if m.time_column in self._typed_columns else m.time_format
         date_format = None if m.date_column in self._typed_columns else m.date_format
+        if date_format is None and m.date_column in self._typed_columns and " " in day:
+            # A typed timestamp column (pandas has no date-only type): its midnights are
+            # dates; any other time of day, or a zone, makes it a date-time column.
+            head, _, rest = day.partition(" ")
+            if rest.strip("0:.") or m.date_column in self._utc_columns:
+                raise _Refused(m.date_column, f"date {day!r} holds a time of day: the column "
+                                              "is a date-time: map it as datetime_column")
+            day = head
         try:
             parsed_day = parse_date(day, date_format)
         except ValueError:

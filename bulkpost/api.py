@@ -68,7 +68,8 @@ async def execute(options: RunOptions) -> Summary:
         summary = await Run(options).execute()
         if not options.dry_run:
             try:
-                done = await asyncio.to_thread(target.record, options.results)
+                done = await asyncio.to_thread(target.record, options.results,
+                                               options.history)
             except (OSError, BulkpostError) as exc:
                 # The rows are posted, and their own results file says so: the same
                 # command marks them fixed when the original can be written again.

@@ -281,7 +281,8 @@ def _closing_lines(summary: Summary, results: Path, input_path: Path, encoding: 
         where = "this account's history" if summary.account_history else "the history"
         lines.append(f"nothing sent: {where} shows all {_plural(summary.rows, 'row')} "
                      "created before from the same rows (under another results file or "
-                     "input); --create-again creates them a second time")
+                     "input); to create them a second time, run with --create-again and a "
+                     "new --results file")
     if summary.carried_left or summary.carried_rejected:
         left = (f"{_plural(summary.carried_left, 'row')} still failed or unknown: the next "
                 "run sharing the history tries again" if summary.carried_left else "")

@@ -32,8 +32,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from bulkpost.errors import BulkpostError, Given, Setting, UsageError
+from bulkpost.kept import keep_section_durably
 from bulkpost.outcomes import RowOutcome, read_outcomes
-from bulkpost.report import ORIGINAL_ROW
+from bulkpost.report import FIXES_SECTION, ORIGINAL_ROW
 from bulkpost.results import ResultsLog
 from bulkpost.resume import Status
 from bulkpost.source import InputSource, describe, input_columns, open_source
@@ -85,6 +86,11 @@ class FixTarget:
                 "`bulkpost report RESULTS --input INPUT --failures FILE`", given=given)
         next(read_outcomes(self.original), None)  # refuses a file that is not results
         self._log = ResultsLog(self.original).open()
+        # Which load this one fixes, kept beside its own results file: a failures file of
+        # this failures file keeps the first input's row numbers, and `report` then names
+        # the first load's results file as --fixes, not this one.
+        keep_section_durably(Path(results), FIXES_SECTION,
+                             {"version": 1, "of": str(self.original.resolve())})
         return self
 
     def close(self) -> None:
@@ -92,9 +98,11 @@ class FixTarget:
             self._log.close()
             self._log = None
 
-    def record(self, results: Path) -> FixesRecorded:
+    def record(self, results: Path, history: Path | None = None) -> FixesRecorded:
         """Mark fixed, in the original results file, the original row of every failures
-        row done in ``results`` (this run's results file); durable when it returns."""
+        row done in ``results`` (this run's results file); durable when it returns. With
+        ``history`` (the run's), a claim the original row's request left there is dropped:
+        its content was replaced by the fix, and carried over it would be sent again."""
         assert self._log is not None, "open() first"
         log, done = self._log, FixesRecorded()
         finished = {outcome.row: outcome for outcome in read_outcomes(results)}
@@ -102,6 +110,7 @@ class FixTarget:
         source = open_source(self.failures, [ORIGINAL_ROW], encoding=self._encoding,
                              delimiter=self._delimiter)
         wrote = False
+        dropped: list[tuple[str, str]] = []  # (key, content hash) of the originals fixed
         while (batch := source.next_batch()) is not None:
             for row, original_text in zip(batch.rows, batch.columns[ORIGINAL_ROW], strict=True):
                 outcome = finished.get(row)
@@ -128,9 +137,27 @@ class FixTarget:
                     content_hash=line.content_hash if line else ""))
                 done.fixed += 1
                 wrote = True
+                if line is not None and line.content_hash:
+                    dropped.append((line.key or line.content_hash, line.content_hash))
         if wrote:
             log.compact()  # durable: written whole by atomic replace, one line per row
+        if history is not None and dropped:
+            _drop_claims(history, dropped)
         return done
+
+
+def _drop_claims(path: Path, originals: list[tuple[str, str]]) -> None:
+    """Drop the history's claims of the original rows' contents (a request of the broken
+    content that failed or was left unknown): the fix took their place. Claims of other
+    contents, and posted keys, are left as they are."""
+    from bulkpost.history import History
+    from bulkpost.history_schema import SETTLED, stored_hash
+
+    store = History(path).open(lock=False)
+    try:
+        store.commit([(SETTLED, (key, stored_hash(content))) for key, content in originals])
+    finally:
+        store.close()
 
 
 def is_failures_file(source: InputSource, encoding: str, delimiter: str | None) -> bool:

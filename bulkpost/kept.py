@@ -110,7 +110,7 @@ def keep_section_durably(results: Path, kind: str, document: dict[str, Any]) -> 
     path = kept_path(results)
     lessons = _document(_read_text(path)) or {}
     lessons[kind] = document
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{kind}.tmp")  # not keep()'s
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

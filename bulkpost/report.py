@@ -34,6 +34,7 @@ from typing import Any
 
 from bulkpost.activity import EMAIL, GUID
 from bulkpost.errors import InputError
+from bulkpost.kept import recall_section
 from bulkpost.outcomes import Damage, RowOutcome, read_outcomes
 from bulkpost.resume import Status
 from bulkpost.row_numbers import row_and_line, spreadsheet_line
@@ -171,6 +172,17 @@ def build_report(path: str | Path) -> Report:
     return Report(counts, ranked, len(latest), dict(fixed_by), damaged)
 
 
+FIXES_SECTION = "fixes"  # beside a fix run's results file: the results file it fixed
+
+
+def fixes_of(results: Path) -> Path | None:
+    """The results file of the load that the load writing ``results`` fixed (the --fixes it
+    was given), or None."""
+    kept = recall_section(results, FIXES_SECTION)
+    of = kept.get("of") if kept is not None else None
+    return Path(of) if isinstance(of, str) and of else None
+
+
 @dataclass(frozen=True, slots=True)
 class FailuresFile:
     """What :func:`export_failures` wrote, and how: what a person needs to load it again."""
@@ -180,14 +192,18 @@ class FailuresFile:
     encoding: str  # the codec written with: utf-8-sig and utf-16 write a byte-order mark
     delimiter: str
     parquet: bool  # the input was Parquet: the file is a CSV in UTF-8 all the same
-    results: Path  # the results file the rows are not posted in: --fixes when loaded
+    # The results file whose rows bulkpost_row numbers: --fixes when loaded (None: a failures
+    # file of a failures file whose fix run kept no note of the first load's file).
+    results: Path | None
 
     def describe(self) -> str:
         encoding = {"utf-8-sig": "utf-8 with a byte-order mark",
                     "utf-16": "utf-16 with a byte-order mark"}.get(self.encoding, self.encoding)
         text = (f"wrote {rows_text(self.rows)} not posted to {self.path} "
                 f"(encoding {encoding}, delimiter {self.delimiter!r}")
-        fixes = shlex.join(["--fixes", str(self.results)])
+        fixes = (shlex.join(["--fixes", str(self.results)]) if self.results is not None else
+                 "--fixes naming the results file of the first load (the one its "
+                 f"{ORIGINAL_ROW} numbers belong to)")
         if self.parquet:
             return text + "; the input is Parquet, this file is a CSV: once fixed, load it " \
                           f"with --encoding utf-8, a new --results file and {fixes}, which " \
@@ -255,7 +271,10 @@ def export_failures(results: str | Path, input_path: str | Path, out: str | Path
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    return FailuresFile(out, written, written_as, delimiter, parquet, Path(results))
+    # A failures file of a failures file keeps the first input's numbers: --fixes is then
+    # the first load's results file, which the fix run noted beside its own.
+    target = Path(results) if numbered else fixes_of(Path(results))
+    return FailuresFile(out, written, written_as, delimiter, parquet, target)
 
 
 def _rows_in_order(source: Source, columns: list[str]) -> Iterator[tuple[int, list[str]]]:

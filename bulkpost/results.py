@@ -102,11 +102,13 @@ class ResultsLog:
         self._failure: ResultsWriteError | None = None  # a background fsync that failed
         self.torn_lines = 0
         self._created = False     # this run created the file (it held nothing before)
+        self._existed = False     # the file was there before this run locked it
         self.torn_row = 0  # the row a torn last line named, recorded unknown (0: none)
 
     # -- opening -----------------------------------------------------------------------
     def open(self) -> ResultsLog:
         """Lock the file, load what earlier runs recorded, and get ready to append."""
+        self._existed = self._file.exists()  # the lock creates it: an emptied file is not new
         self._lock_fd = lock_beside(self.path, "results file", ResultsLocked, real=self._file)
         try:
             self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
@@ -128,6 +130,8 @@ class ResultsLog:
             self._created = True
             kept = recall_section(self.path, _SIZE_SECTION)
             if kept is not None and kept.get("least_size"):
+                if self._existed:
+                    self._check_size(0)  # emptied, not new: refused
                 self._keep_size(0)  # a new file: an older one of that name is no guide
             self._append(HEADER_LINE)
             os.fsync(self._fd)
@@ -153,26 +157,30 @@ class ResultsLog:
         if offset < size:
             # A torn last line from a crash: cut it off before appending.
             self.torn_lines += 1
+            written = int(os.fstat(self._fd).st_mtime)  # before the cut moves it to now
             os.ftruncate(self._fd, offset)
-            self._doubt(torn)
+            self._doubt(torn, written)
 
-    def _doubt(self, torn: bytes) -> None:
+    def _doubt(self, torn: bytes, written: int) -> None:
         """Record ``unknown`` the row a torn line names (unless done): had its line been
         whole, it might say the row was sent. Its other fields may be cut: the row keeps
-        what its last whole line says of it, and is looked up before it is sent again."""
+        what its last whole line says of it, and is looked up before it is sent again, in
+        a window up to ``written`` (when the file was last written, read before the cut)."""
         row_text = torn.split(b",", 1)[0]
         if b"," not in torn or not row_text.isdigit() or int(row_text) < 1:
             return  # no whole row number: a line not on disk was never acted on
         row = int(row_text)
         recorded = self.recorded(row)
-        if recorded is not None and recorded.status not in (Status.FAILED, Status.REJECTED,
-                                                             Status.INVALID):
-            return  # done, or unknown already: looked up (or passed over) as it is
+        if recorded is not None and recorded.status not in (Status.REJECTED, Status.INVALID):
+            # Done, unknown already, or failed (looked up before any re-send, in the
+            # window its own line gives): as it is.
+            return
         line = self.last_outcome(row)
-        # When it may have been sent: up to the moment the file was last written.
-        written = int(os.fstat(self._fd).st_mtime)
+        # An invalid row's key may have been fixed since (allowed): its line's key proves
+        # nothing of the row's, so none is written.
+        key = line.key if line is not None and line.status is not Status.INVALID else ""
         self.record(RowOutcome(
-            row, line.key if line else "", Status.UNKNOWN,
+            row, key, Status.UNKNOWN,
             activity_id=line.activity_id if line else "",
             error="torn line cut off: looked up before it is sent again",
             attempts=max(1, line.attempts if line else 0),

@@ -164,8 +164,10 @@ def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
             or status is Status.FIXED):
         return Action.SKIP_POSTED
     if isinstance(current, InvalidRow):
-        # An unknown row that no longer validates cannot be looked up: keep what we know.
-        if status is Status.UNKNOWN and not resend_unknown:
+        # An unknown or failed row (it may have been created) that no longer validates
+        # cannot be looked up: keep what we know, so that once it validates again it is
+        # looked up before it is sent, never sent blind.
+        if (status is Status.UNKNOWN and not resend_unknown) or status is Status.FAILED:
             return Action.KEEP
         return Action.RECORD_INVALID
     if status is Status.UNKNOWN:

@@ -31,6 +31,7 @@ _STATUS_BY_CODE = {index: status for status, index in _STATUS_CODES.items()}
 _CODES_BY_TEXT = {status.value.encode(): index for status, index in _STATUS_CODES.items()}
 _POSTED = _STATUS_CODES[Status.POSTED]
 _UPDATED = _STATUS_CODES[Status.UPDATED]  # holds its activity too, with this content
+_FIXED = _STATUS_CODES[Status.FIXED]  # holds the activity its fix created
 # The common line: no quotes (hence no comma or line break inside a field), every field as
 # written. Its row, key, status, activity Id and content hash; any other line is read whole.
 _COMMON_LINE = re.compile(
@@ -109,9 +110,10 @@ class RowIndex:
         self._status[row] = code
         self._hash[row] = content_hash
         self._key[row] = key_digest(key) if key else 0
-        # Only a posted (or updated) row holds its activity: a skipped line names another's.
+        # Only a posted (updated, fixed) row holds its activity: a skipped line names
+        # another's. A look-up never takes a held activity for another row's.
         self._id[row] = (key_digest(activity_id)
-                         if activity_id and code in (_POSTED, _UPDATED) else 0)
+                         if activity_id and code in (_POSTED, _UPDATED, _FIXED) else 0)
         self._offset[row] = offset
 
     # -- queries -----------------------------------------------------------------------

@@ -177,3 +177,24 @@ def test_a_second_run_on_the_account_at_once_is_refused_naming_what_to_do(
     assert "this account's history" in refused.stderr and "--history FILE" in refused.stderr
     assert server.ledger() == [] and not (tmp_path / "r.csv").exists()
     assert _load(data, mapping, tmp_path / "r.csv", server.url).summary["posted"] == 3
+
+
+def test_an_unwritable_data_directory_says_what_to_do(tmp_path: Path, make_sandbox: Any) -> None:
+    server = make_sandbox()
+    data, mapping = _export(tmp_path, 2), _mapping(tmp_path)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the data directory should be")
+    refused = run_cli("run", data, "--mapping", mapping, "--results", tmp_path / "r.csv",
+                      "--host", server.url, "--rate", "100/1s",
+                      BULKPOST_DATA_DIR=str(blocked / "data"))
+    assert refused.code == 2, refused.stderr
+    assert "cannot keep this account's history there" in refused.stderr
+    assert "BULKPOST_DATA_DIR" in refused.stderr and "--create-again" in refused.stderr
+    assert "Traceback" not in refused.stderr and server.ledger() == []
+
+
+def test_a_default_port_names_the_same_history() -> None:
+    assert account_history_path("https://api-in21.leadsquared.com:443", "k") \
+        == account_history_path("api-in21.leadsquared.com", "k")
+    assert account_history_path("http://127.0.0.1:8750", "k") \
+        != account_history_path("http://127.0.0.1:8751", "k")

@@ -278,6 +278,20 @@ def test_typed_date_and_time_columns_are_read_as_iso_whatever_the_formats() -> N
     assert body(result)["ActivityDateTime"] == "2024-03-13 08:35:33"
 
 
+def test_a_typed_timestamp_column_of_midnights_is_a_date_column() -> None:
+    # pandas has no date-only type: a DataFrame's dates arrive as midnight timestamps.
+    m = split(time_format="%H:%M", timezone="Asia/Kolkata")
+    typed = RowMapper(m, typed_columns=frozenset({"day"}))
+    result = typed.map_row(1, {"lead": LEAD, "day": "2024-03-13 00:00:00", "clock": "14:05"})
+    assert body(result)["ActivityDateTime"] == "2024-03-13 08:35:00"
+    timed = invalid(typed.map_row(2, {"lead": LEAD, "day": "2024-03-13 09:30:00",
+                                      "clock": "14:05"}))
+    assert timed.column == "day" and "holds a time of day" in timed.reason
+    zoned = RowMapper(m, utc_columns=frozenset({"day"}))
+    assert "datetime_column" in invalid(zoned.map_row(
+        3, {"lead": LEAD, "day": "2024-03-13 00:00:00", "clock": "14:05"})).reason
+
+
 @pytest.mark.parametrize(
     ("fmt", "cell", "expected"),
     [

@@ -27,6 +27,7 @@ from tests.conftest import (
     cli_env,
     read_results,
     read_results_log,
+    replaced_on_purpose,
     run_cli,
     write_csv,
 )
@@ -380,6 +381,7 @@ def test_unknown_rows_are_reconciled_and_resend_unknown_skips_the_look_up(
     # As if row 2's answer had been lost and row 3 never sent: both unknown.
     results.write_text(header + "".join(
         f"{n},K{n:05d},unknown,,,,in flight,1,2026-01-01T00:00:00Z,\n" for n in (2, 3)))
+    replaced_on_purpose(results)
     server.sandbox.ledger = [e for e in server.sandbox.ledger if e["Id"] != created["K00003"]]
     server.sandbox._by_lead = {lead: [e for e in entries if e["Id"] != created["K00003"]]
                                for lead, entries in server.sandbox._by_lead.items()}
@@ -392,6 +394,7 @@ def test_unknown_rows_are_reconciled_and_resend_unknown_skips_the_look_up(
     assert _ledger_keys(server.ledger())["K00002"] == 1
     # --resend-unknown sends without looking: the documented way to force a duplicate.
     results.write_text(header + "2,K00002,unknown,,,,in flight,1,2026-01-01T00:00:00Z,\n")
+    replaced_on_purpose(results)
     forced = _run(data, mapping, results, server.url, "--resend-unknown", "--create-again")
     assert forced.code == 0 and forced.summary["reconciled"] == 0
     assert _ledger_keys(server.ledger())["K00002"] == 2

@@ -311,7 +311,7 @@ WITHOUT_HISTORY: list[tuple[str, Activity | InvalidRow, str, str]] = [
     ("skipped: duplicate key", ROW, "skip_posted", "skip_posted"),
     ("skipped: duplicate key", INVALID, "skip_posted", "skip_posted"),
     ("failed", ROW, "reconcile @line", "reconcile @line"),
-    ("failed", INVALID, "record_invalid [lead]", "record_invalid [lead]"),
+    ("failed", INVALID, "keep failed", "keep failed"),
     ("rejected", ROW, "keep rejected", "keep rejected"),
     ("rejected", INVALID, "record_invalid [lead]", "record_invalid [lead]"),
     ("rejected, other content", ROW, "send", "send"),

@@ -175,6 +175,58 @@ def test_a_failures_file_of_a_failures_file_keeps_the_first_row_numbers(
     assert [row[5] for row in rows[1:]] == ["2", "3"]
 
 
+@pytest.mark.e2e
+def test_two_rounds_of_fixes_mark_the_first_loads_rows_and_close_its_loop(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    """A failures file of a failures file keeps the first input's numbers: the report says to
+    load it with the FIRST load's results file as --fixes, and following that marks the
+    right rows (never rows of the fix run's own results file, which are other rows)."""
+    server = make_sandbox()
+    rows = [["K1", _lead(1), "ok", "2024-03-01 10:00:00", "a"],
+            ["K2", "", "no lead", "2024-03-01 10:00:00", "b"],
+            ["K3", "bad-guid", "bad lead", "2024-03-01 10:00:00", "c"],
+            ["K4", _lead(4), "bad date", "31/02/2024", "d"],
+            ["K5", _lead(5), "ok", "2024-03-01 10:00:00", "e"]]
+    data = _write(tmp_path / "in.csv", rows, "utf-8", ",")
+    mapping = _mapping(tmp_path)
+    results = tmp_path / "results.csv"
+    assert _run(data, mapping, results, server.url).code == 1
+    to_fix = tmp_path / "to-fix.csv"
+    assert run_cli("report", results, "--input", data, "--failures", to_fix).code == 0
+    first = _read(to_fix, "utf-8", ",")
+    # Round one fixes only K2's lead; K3 and K4 are still wrong.
+    first[1][1] = _lead(2)
+    with open(to_fix, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(first)
+    fix = _run(to_fix, mapping, tmp_path / "results-fix.csv", server.url, "--fixes", str(results))
+    assert fix.code == 1, fix.stderr
+    to_fix_2 = tmp_path / "to-fix-2.csv"
+    second = run_cli("report", tmp_path / "results-fix.csv", "--input", to_fix, "--failures",
+                     to_fix_2)
+    assert second.code == 0, second.stderr
+    assert f"--fixes {results.resolve()}" in second.stderr  # the first load's file
+    again = _read(to_fix_2, "utf-8", ",")
+    assert [(row[0], row[5]) for row in again[1:]] == [("K3", "3"), ("K4", "4")]
+    again[1][1], again[2][3] = _lead(3), "2024-02-29 10:00:00"
+    with open(to_fix_2, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(again)
+    fix_2 = _run(to_fix_2, mapping, tmp_path / "results-fix-2.csv", server.url,
+                 "--fixes", str(results.resolve()))
+    assert fix_2.code == 0, fix_2.stderr
+    marked = read_results(results)
+    assert [marked[n]["status"] for n in range(1, 6)] == [
+        "posted", "fixed", "fixed", "fixed", "posted"]
+    # The fix run's own rows are left as they were: K3 and K4 still invalid there.
+    assert [r["status"] for r in read_results(tmp_path / "results-fix.csv").values()] == [
+        "posted", "invalid", "invalid"]
+    # The first load's command: exit 0, nothing sent; each call once in the CRM.
+    created = len(server.ledger())
+    assert _run(data, mapping, results, server.url).code == 0
+    assert len(server.ledger()) == created == 5
+    assert sorted(e["Fields"]["mx_Custom_1"] for e in server.ledger()) == [
+        "K1", "K2", "K3", "K4", "K5"]
+
+
 def test_the_report_counts_fixed_rows_by_the_file_that_fixed_them(tmp_path: Path) -> None:
     results = tmp_path / "r.csv"
     with open(results, "wb") as handle:

@@ -203,7 +203,8 @@ def test_a_damaged_line_refuses_the_file_naming_it(tmp_path: Path, damaged: byte
 
 def test_a_torn_last_line_naming_a_row_makes_it_unknown(tmp_path: Path) -> None:
     """A torn last line is cut off; the row it names, had its line been whole, might be
-    recorded sent: it is looked up (unknown), never sent blind; a done row stays done."""
+    recorded sent: it is looked up (unknown), never sent blind; a done row stays done, and a
+    failed row failed (looked up anyway, in the window its own line gives)."""
     path = tmp_path / "results.csv"
     log = _log(path)
     log.record(RowOutcome(1, "k1", Status.POSTED, activity_id="id-1", content_hash="ab" * 8))
@@ -214,12 +215,12 @@ def test_a_torn_last_line_naming_a_row_makes_it_unknown(tmp_path: Path) -> None:
             handle.write(torn)
         again = _log(path)
         assert again.torn_lines == 1
-        assert again.torn_row == (0 if row == 1 else row)
+        assert again.torn_row == (0 if row in (1, 2) else row)
         again.close()
         assert not path.read_bytes().endswith(torn)
     again = _log(path)
     assert again.recorded(3) == Recorded(Status.UNKNOWN, "", 0)
-    assert again.recorded(2) == Recorded(Status.UNKNOWN, "cd" * 8, key_digest("k2"))
+    assert again.recorded(2) == Recorded(Status.FAILED, "cd" * 8, key_digest("k2"))
     assert again.recorded(1) == Recorded(Status.POSTED, "ab" * 8, key_digest("k1"))
     line = again.last_outcome(3)
     assert line is not None and "torn" in line.error and line.updated_at

@@ -43,7 +43,9 @@ PLAN = [
     # An attempt of a failed row may have created it: look before sending again.
     (recorded_as(Status.FAILED), ACTIVITY, Action.RECONCILE, Action.RECONCILE),
     (recorded_as(Status.FAILED, OTHER_HASH), ACTIVITY, Action.RECONCILE, Action.RECONCILE),
-    (recorded_as(Status.FAILED), INVALID, Action.RECORD_INVALID, Action.RECORD_INVALID),
+    # Failed (an attempt may have created it) and no longer valid: kept failed, so that once
+    # valid again it is looked up first, never sent blind.
+    (recorded_as(Status.FAILED), INVALID, Action.KEEP, Action.KEEP),
     (recorded_as(Status.REJECTED), ACTIVITY, Action.KEEP, Action.KEEP),
     (recorded_as(Status.REJECTED, OTHER_HASH), ACTIVITY, Action.SEND, Action.SEND),
     (recorded_as(Status.REJECTED, ""), ACTIVITY, Action.SEND, Action.SEND),

@@ -319,6 +319,9 @@ def test_a_results_file_cut_short_at_a_line_break_is_refused(tmp_path: Path,
     assert f"{results}: the results file is shorter ({len(b''.join(lines[:11])):,} bytes) " \
         f"than the last run left it ({len(whole):,} bytes" in refused.stderr
     assert server.stats()["created"] == 40
+    results.write_bytes(b"")  # emptied, not removed: refused the same
+    emptied = _load(data, mapping, results, server, "--create-again")
+    assert emptied.code == 2 and "the results file is shorter (0 bytes)" in emptied.stderr
     results.write_bytes(whole)  # restored: the run goes on, sending nothing
     again = _load(data, mapping, results, server, "--create-again")
     assert again.code == 0 and server.stats()["created"] == 40
