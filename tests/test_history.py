@@ -701,3 +701,22 @@ def test_rows_skipped_as_posted_stay_skipped_under_another_history(
     ids = {e["Fields"]["mx_Custom_1"]: e["Id"] for e in server.ledger()}
     assert {key: _entry(store, key)["activity_id"] for key in ids} == ids
     store.close()
+
+
+def test_a_fixed_rows_original_claim_is_dropped_and_no_other(tmp_path: Path) -> None:
+    """Fixed from a failures file, a row that failed or was left unknown keeps no claim of its
+    broken content: carried over, that content would be sent beside the fix's."""
+    from bulkpost.fixes import _drop_claims
+
+    path = tmp_path / "h.db"
+    history = History(path, "run-1").open()
+    history.register("in.csv", "r.csv")
+    broken, other = _activity(3, "", "0c" * 8), _activity(4, "", "0d" * 8)
+    history.sending(broken)
+    history.sending(other)
+    history.commit(history.take())
+    history.close()
+    _drop_claims(path, [("0c" * 8, "0c" * 8)])
+    with History(path).open(lock=False) as store:
+        assert store.stats()["claims"] == 1
+        assert store.carried()[0].key == "0d" * 8
