@@ -289,9 +289,11 @@ def read_results_log(path: Path) -> dict[int, str]:
 
 
 # The longest tests first: xdist hands tests out in collection order, so the long ones then
-# start early and the two workers finish together, instead of one running the fault matrix
+# start early and the workers finish together, instead of one running the fault matrix
 # alone at the end (the suite took 2:55 or 4:00 by that luck alone).
-_LONGEST_FIRST = ("tests/test_fault_matrix.py", "tests/test_history.py::test_three_nights",
+_LONGEST_FIRST = ("tests/test_limits.py::test_a_limit_learnt_is_kept",
+                  "tests/test_tutorial.py::test_the_call_log",
+                  "tests/test_fault_matrix.py", "tests/test_history.py::test_three_nights",
                   "tests/test_cli.py::test_a_fault_mix", "tests/test_honest_stops.py::test_after",
                   "tests/test_migration_sample.py", "tests/test_safety.py::test_the_secret")
 
