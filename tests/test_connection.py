@@ -120,6 +120,17 @@ def test_the_python_api_stops_the_same_way(tmp_path: Path, closed_port: int) -> 
     assert summary.aborted == f"cannot connect to {host}: connection refused — is the host right?"
 
 
+async def _serving(handler: Any) -> tuple[str, web.AppRunner]:
+    """``handler`` served for every path on loopback: its URL and runner (to clean up)."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return f"http://127.0.0.1:{runner.addresses[0][1]}", runner
+
+
 @pytest.fixture
 async def answering() -> AsyncIterator[tuple[str, web.AppRunner]]:
     """A server on loopback that answers every call with an empty JSON document and closes
@@ -127,13 +138,8 @@ async def answering() -> AsyncIterator[tuple[str, web.AppRunner]]:
     async def handler(_request: web.Request) -> web.Response:
         return web.json_response({}, headers={"Connection": "close"})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}", runner
+    url, runner = await _serving(handler)
+    yield url, runner
     await runner.cleanup()
 
 
@@ -217,13 +223,7 @@ async def test_an_answer_larger_than_any_real_one_is_not_read(streamed: bool) ->
             await answer.write(megabyte)
         return answer
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    url, runner = await _serving(handler)
     try:
         async with LeadSquaredClient(url, Credentials("a-key", "s-key")) as client:
             posted = await client.post_activity(b"{}")
