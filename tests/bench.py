@@ -699,7 +699,9 @@ def render(results: dict[str, Any], command: str, minutes: float) -> str:
         "tens of percent from minute to minute; each pair shares the moment). Rows per "
         "second as the server saw them. **bare** is `tests/bench_clients.py bare`: "
         f"pre-built bodies posted by {WORKERS} tasks on one aiohttp session (bulkpost's "
-        "pool size at this rate), no results file, no input to read.", "",
+        "pool size at this rate), no results file, no input to read. bulkpost runs as it "
+        "does by default: it reads the input ahead once (repeated keys) and keeps a history "
+        "(the account's own, new), which section 7 weighs against `--create-again`.", "",
     ]
     lines += _table(
         ["pair", "bulkpost rows/s", "bare rows/s", "bulkpost of bare"],
