@@ -236,12 +236,7 @@ def _date_and_time_lines(draft: Draft, when: DateTimeGuess, clock: TimeGuess,
         out('# time_format = ""')
     elif clock.format is not None:
         out(f"time_format = {quoted(clock.format)}")
-    if clock.unparsed:
-        count, example = len(clock.unparsed), quoted(clock.unparsed[0])
-        draft.flag(f"{count} sampled value(s) do not read as times of day, e.g. {example}: "
-                   "their rows will be invalid",
-                   f"time column {column}: {count} sampled value(s) do not read as times of "
-                   f"day, e.g. {example}")
+    _unparsed_flag(draft, clock.unparsed, "times of day", f"time column {column}")
     if empty_times:
         draft.flag(f"{empty_times} sampled cell(s) of {column} are empty beside a date: their "
                    "rows will be invalid. To post them at midnight instead, add "
@@ -283,18 +278,24 @@ def _date_lines(draft: Draft, when: DateTimeGuess, key: str, empty: int) -> None
             warn(f"{what} column {column}: the values prove {when.order}; the order asked "
                  "for was not used")
         out(f"{key}_format = {quoted(when.format)}")
-    if when.unparsed:
-        count, example = len(when.unparsed), quoted(when.unparsed[0])
-        draft.flag(f"{count} sampled value(s) do not read as {what}s, e.g. {example}: "
-                   "their rows will be invalid",
-                   f"{what} column {column}: {count} sampled value(s) do not read as "
-                   f"{what}s, e.g. {example}")
+    _unparsed_flag(draft, when.unparsed, f"{what}s", f"{what} column {column}")
     if empty:
         draft.flag(f"{empty} sampled cell(s) of {column} are empty: their rows will be invalid "
                    "(sent without a date, an activity is stamped with the time of its "
                    'arrival). To post them so instead, add empty_datetime = "now".',
                    f"{what} column {column}: {empty} sampled cell(s) are empty; their rows "
                    "will be invalid")
+
+
+def _unparsed_flag(draft: Draft, unparsed: Sequence[str], noun: str, label: str) -> None:
+    """Flag sampled values of a date or time column that do not read as ``noun``: their rows
+    will be invalid (``label`` names the column in the warning)."""
+    if not unparsed:
+        return
+    count, example = len(unparsed), quoted(unparsed[0])
+    draft.flag(f"{count} sampled value(s) do not read as {noun}, e.g. {example}: their rows "
+               "will be invalid",
+               f"{label}: {count} sampled value(s) do not read as {noun}, e.g. {example}")
 
 
 def _timezone_lines(draft: Draft, when: DateTimeGuess, timezone: str | None) -> None:

@@ -196,9 +196,9 @@ class Run:
                 self.limits.keep(self.summary.run_id)
             self.summary.rate = self._rates()
             try:
-                if (raised or abort is not None) and results.discard_unused():
-                    pass  # stopped before its first row: no results file left behind
-                elif self._interrupts < 2:
+                # Stopped before its first row: no results file is left behind.
+                discarded = (raised or abort is not None) and results.discard_unused()
+                if not discarded and self._interrupts < 2:
                     await results.sync()
                     results.compact()
             except ResultsWriteError as exc:
