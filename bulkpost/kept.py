@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bulkpost.outcomes import sync_directory
+
 if TYPE_CHECKING:
     from bulkpost.history import History
 
@@ -123,8 +125,4 @@ def keep_section_durably(results: Path, kind: str, document: dict[str, Any]) -> 
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    sync_directory(path)

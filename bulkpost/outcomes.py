@@ -273,6 +273,11 @@ def write_compacted(path: Path, offsets: Iterable[int],
     finally:
         if fd >= 0:
             os.close(fd)
+    sync_directory(path)
+
+
+def sync_directory(path: Path) -> None:
+    """Make a rename into ``path``'s folder durable (fsync the folder). Raises OSError."""
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
