@@ -87,12 +87,13 @@ def read_sample(path: Path, *, encoding: str, delimiter: str | None,
     values: dict[str, list[str]] = {c: [] for c in readable}
     numbers: list[int] = []
     read = 0
-    while read < rows and (batch := source.next_batch()) is not None:
-        take = min(len(batch.rows), rows - read)
-        for column in readable:
-            values[column] += batch.columns[column][:take]
-        numbers += batch.rows[:take]
-        read += take
+    with source:
+        while read < rows and (batch := source.next_batch()) is not None:
+            take = min(len(batch.rows), rows - read)
+            for column in readable:
+                values[column] += batch.columns[column][:take]
+            numbers += batch.rows[:take]
+            read += take
     samples = [ColumnSample(c, tuple(values[c]), typed=c in source.typed_columns,
                             aware=c in source.utc_columns, numbers=tuple(numbers))
                for c in readable]
@@ -101,7 +102,7 @@ def read_sample(path: Path, *, encoding: str, delimiter: str | None,
 
 def _readable(path: Path, column: str, encoding: str, delimiter: str | None) -> bool:
     try:
-        open_source(path, [column], encoding=encoding, delimiter=delimiter)
+        open_source(path, [column], encoding=encoding, delimiter=delimiter).close()
     except InputError:
         return False
     return True

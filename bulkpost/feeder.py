@@ -231,17 +231,18 @@ class Feeder:
                              delimiter=opts.delimiter)
         mapper = RowMapper(opts.mapping, source.utc_columns, source.typed_columns, rules)
         differ: list[int] = []
-        while (batch := source.next_batch()) is not None and not self._stopping.is_set():
-            items: list[Activity | InvalidRow] = [
-                InvalidRow(row, "", "", reason, "") for row, reason in batch.broken]
-            items.extend(mapper.map_batch(batch.rows, batch.columns))
-            if batch.broken:
-                items.sort(key=lambda item: item.row)
-            differ.extend(item.row for item in items
-                          if item.row <= last and posted_differs(item, results.recorded(item.row)))
-            if len(differ) >= 6:
-                break
-            self._keys.take(items)
+        with source:
+            while (batch := source.next_batch()) is not None and not self._stopping.is_set():
+                items: list[Activity | InvalidRow] = [
+                    InvalidRow(row, "", "", reason, "") for row, reason in batch.broken]
+                items.extend(mapper.map_batch(batch.rows, batch.columns))
+                if batch.broken:
+                    items.sort(key=lambda item: item.row)
+                differ.extend(item.row for item in items if item.row <= last
+                              and posted_differs(item, results.recorded(item.row)))
+                if len(differ) >= 6:
+                    break
+                self._keys.take(items)
         return sorted(differ)[:6]
 
 

@@ -165,6 +165,7 @@ class Run:
         try:
             return await self._execute_with(source, results, history)
         finally:
+            source.close()  # a run stopped early lets go of its input here
             if history is not None:
                 history.close()
 

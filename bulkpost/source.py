@@ -10,14 +10,24 @@ broken row under its own number and never shifts the numbers of the rows after i
 larger than the read block makes the reader restart with larger blocks where it stopped.
 
 This module blocks; the pipeline calls :meth:`Source.next_batch` in a worker thread.
+
+Every CSV reader is opened and let go by :class:`CsvReader`. pyarrow reads a block ahead on
+its own I/O thread and holds the Python row handler we give it; when the last reference to a
+reader drops on that thread while Python is finalizing, the process aborts at exit
+("terminate called without an active exception", apache/arrow#34314). So a reader is closed
+by waiting until pyarrow has let go of its handler, a :class:`Source` closes its reader when
+it is closed (or read to the end), and readers still open at exit are closed before Python
+finalizes.
 """
 
 from __future__ import annotations
 
+import atexit
 import csv
 import stat
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -32,6 +42,7 @@ from bulkpost.errors import InputError
 BLOCK_SIZE = 1 << 18
 MAX_BLOCK_SIZE = 1 << 28  # the largest single row we read: 256 MiB
 PARQUET_BATCH_ROWS = 8192
+RELEASE_WAIT = 10.0  # seconds to wait for pyarrow's I/O thread to let go of a closed reader
 
 
 @dataclass(slots=True)
@@ -57,6 +68,19 @@ class Source:
         self.typed_columns = typed_columns  # dates, times, timestamps: in ISO form
         self._batches = batches
         self._lock = threading.Lock()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop reading: the input is let go (a source read to its end is already)."""
+        with self._lock:
+            close = getattr(self._batches, "close", None)
+            if close is not None:
+                close()
 
     def next_batch(self) -> RowBatch | None:
         """The next batch, or None at the end. Raises :class:`InputError` if unreadable."""
@@ -169,6 +193,81 @@ def _open_typed(name: str, schema: pa.Schema, columns: list[str], total: int | N
     return Source(name, list(schema.names), total, utc, batches(), typed)
 
 
+class _RowHandler:
+    """The Python callable pyarrow holds for a reader's invalid rows, weakly referenced so
+    that closing the reader knows when pyarrow has let go of it."""
+
+    __slots__ = ("__weakref__", "_on_row")
+
+    def __init__(self, on_row: Callable[[Any], str]) -> None:
+        self._on_row = on_row
+
+    def __call__(self, row: Any) -> str:
+        return self._on_row(row)
+
+
+def _skip(_row: Any) -> str:
+    return "skip"
+
+
+class CsvReader:
+    """pyarrow's streaming CSV reader, opened and let go safely: :meth:`close` drops it and
+    waits until pyarrow's I/O thread has let go of it too (see the module's docstring).
+    Iterating yields the record batches; the reader is closed at the end."""
+
+    def __init__(self, path: Path, *, read_options: pcsv.ReadOptions, delimiter: str,
+                 convert_options: pcsv.ConvertOptions | None = None,
+                 on_invalid_row: Callable[[Any], str] = _skip) -> None:
+        self._released = threading.Event()
+        self._reader: pcsv.CSVStreamingReader | None = None
+        handler = _RowHandler(on_invalid_row)
+        weakref.finalize(handler, self._released.set).atexit = False
+        _OPEN_READERS.add(self)
+        try:
+            self._reader = pcsv.open_csv(
+                path, read_options=read_options, convert_options=convert_options,
+                parse_options=pcsv.ParseOptions(newlines_in_values=True, delimiter=delimiter,
+                                                invalid_row_handler=handler))
+        except BaseException:
+            del handler
+            self.close()
+            raise
+        del handler
+
+    @property
+    def schema(self) -> pa.Schema:
+        assert self._reader is not None, "the reader is closed"
+        return self._reader.schema
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        try:
+            while self._reader is not None:
+                try:
+                    batch = self._reader.read_next_batch()
+                except StopIteration:
+                    return
+                yield batch
+        finally:
+            self.close()
+
+    def close(self) -> bool:
+        """Let go of the reader; wait (a while at most) until pyarrow has let go of it.
+        Whether it has."""
+        _OPEN_READERS.discard(self)
+        self._reader = None
+        return self._released.wait(RELEASE_WAIT)
+
+
+_OPEN_READERS: weakref.WeakSet[CsvReader] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_readers() -> None:
+    """Readers left open (an input read only in part) are let go before Python finalizes."""
+    for reader in list(_OPEN_READERS):
+        reader.close()
+
+
 def _read_options(encoding: str, block_size: int = BLOCK_SIZE,
                   **extra: Any) -> pcsv.ReadOptions:
     # use_threads=False keeps rows in file order and gives invalid rows their numbers.
@@ -180,12 +279,11 @@ def _csv_header(path: Path, encoding: str, delimiter: str = ",") -> list[str]:
     block_size = BLOCK_SIZE
     while True:
         try:
-            reader = pcsv.open_csv(
-                path, read_options=_read_options(encoding, block_size=block_size),
-                parse_options=pcsv.ParseOptions(newlines_in_values=True, delimiter=delimiter,
-                                                 invalid_row_handler=lambda _row: "skip"),
-            )
+            reader = CsvReader(path, read_options=_read_options(encoding,
+                                                                block_size=block_size),
+                               delimiter=delimiter)
             names = list(reader.schema.names)
+            reader.close()
             break
         except FileNotFoundError:
             raise InputError(f"{path}: input file not found") from None
@@ -275,8 +373,6 @@ def _open_csv(path: Path, columns: list[str], encoding: str, delimiter: str = ",
         quoted_strings_can_be_null=False,
         null_values=[],
     )
-    parse = pcsv.ParseOptions(newlines_in_values=True, delimiter=delimiter,
-                              invalid_row_handler=on_invalid_row)
 
     def batches() -> Iterator[RowBatch]:
         block_size = BLOCK_SIZE
@@ -284,10 +380,11 @@ def _open_csv(path: Path, columns: list[str], encoding: str, delimiter: str = ",
         while True:
             try:
                 # After a restart, skip the records already numbered (broken ones included).
-                reader = pcsv.open_csv(
-                    path, parse_options=parse, convert_options=convert,
-                    read_options=_read_options(encoding, block_size=block_size,
-                                               skip_rows_after_names=next_row - 1))
+                reader = CsvReader(path, delimiter=delimiter, convert_options=convert,
+                                   on_invalid_row=on_invalid_row,
+                                   read_options=_read_options(
+                                       encoding, block_size=block_size,
+                                       skip_rows_after_names=next_row - 1))
                 for record_batch in reader:
                     count = record_batch.num_rows
                     rows: list[int] = []
@@ -374,13 +471,10 @@ def count_rows(path: InputSource, *, encoding: str = "utf-8",
             return int(_parquet_file(path).metadata.num_rows)
         encoding, delimiter = dialect(path, encoding, delimiter)
         names = _csv_header(path, encoding, delimiter)
-        reader = pcsv.open_csv(
-            path, read_options=_read_options(encoding),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True, delimiter=delimiter,
-                                             invalid_row_handler=lambda _row: "skip"),
+        reader = CsvReader(
+            path, read_options=_read_options(encoding), delimiter=delimiter,
             convert_options=pcsv.ConvertOptions(include_columns=names[:1],
-                                                column_types={names[0]: pa.string()}),
-        )
+                                                column_types={names[0]: pa.string()}))
         return sum(int(batch.num_rows) for batch in reader)
     except (InputError, pa.ArrowException, OSError, UnicodeDecodeError, IndexError):
         return None

@@ -126,30 +126,31 @@ def map_chosen(mapping: mapping_file.Mapping, input_path: Path, chosen: list[Pos
     mapper = RowMapper(mapping, source.utc_columns, source.typed_columns, rules)
     items: dict[int, Activity] = {}
     problems: dict[int, str] = {}  # row -> why it does not fit
-    while len(items) + len(problems) < len(wanted) and (batch := source.next_batch()):
-        problems.update((row, f"row {row} is unreadable in the input ({reason})")
-                        for row, reason in batch.broken if row in wanted)
-        picks = [index for index, row in enumerate(batch.rows) if row in wanted]
-        if not picks:
-            continue
-        rows = [batch.rows[index] for index in picks]
-        columns = {name: [values[index] for index in picks]
-                   for name, values in batch.columns.items()}
-        for mapped in mapper.map_batch(rows, columns):
-            posted = wanted[mapped.row]
-            if isinstance(mapped, InvalidRow):
-                where = f"column {mapped.column!r}: " if mapped.column else ""
-                problems[mapped.row] = (f"row {mapped.row} was posted but is now invalid "
-                                        f"({where}{mapped.reason})")
-            elif posted.key and mapped.key != posted.key:
-                problems[mapped.row] = (f"row {mapped.row} has key {mapped.key!r} in the "
-                                        f"input, {posted.key!r} in the results file")
-            elif posted.content_hash and mapped.content_hash != posted.content_hash:
-                problems[mapped.row] = (f"row {mapped.row} maps to other content than was "
-                                        f"posted (content hash {mapped.content_hash}, results "
-                                        f"file {posted.content_hash})")
-            else:
-                items[mapped.row] = mapped
+    with source:
+        while len(items) + len(problems) < len(wanted) and (batch := source.next_batch()):
+            problems.update((row, f"row {row} is unreadable in the input ({reason})")
+                            for row, reason in batch.broken if row in wanted)
+            picks = [index for index, row in enumerate(batch.rows) if row in wanted]
+            if not picks:
+                continue
+            rows = [batch.rows[index] for index in picks]
+            columns = {name: [values[index] for index in picks]
+                       for name, values in batch.columns.items()}
+            for mapped in mapper.map_batch(rows, columns):
+                posted = wanted[mapped.row]
+                if isinstance(mapped, InvalidRow):
+                    where = f"column {mapped.column!r}: " if mapped.column else ""
+                    problems[mapped.row] = (f"row {mapped.row} was posted but is now invalid "
+                                            f"({where}{mapped.reason})")
+                elif posted.key and mapped.key != posted.key:
+                    problems[mapped.row] = (f"row {mapped.row} has key {mapped.key!r} in the "
+                                            f"input, {posted.key!r} in the results file")
+                elif posted.content_hash and mapped.content_hash != posted.content_hash:
+                    problems[mapped.row] = (f"row {mapped.row} maps to other content than was "
+                                            f"posted (content hash {mapped.content_hash}, results "
+                                            f"file {posted.content_hash})")
+                else:
+                    items[mapped.row] = mapped
     for row in sorted(set(wanted) - set(items) - set(problems)):
         problems[row] = f"row {row} is not in the input"
     if problems:

@@ -6,13 +6,15 @@ import csv
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bulkpost import source as source_module
 from bulkpost.errors import InputError
-from bulkpost.source import RowBatch, count_rows, input_columns, open_source
+from bulkpost.source import CsvReader, RowBatch, count_rows, input_columns, open_source
 
 
 def _all(path: Path, columns: list[str], **options: str) -> list[RowBatch]:
@@ -230,3 +232,43 @@ def test_an_excel_export_with_semicolons_in_cp1252(tmp_path: Path) -> None:
         1: {"name": "José", "amount": "12,5", "note": "a; b"}}
     # An explicit delimiter wins over the sniff.
     assert input_columns(path, encoding="cp1252", delimiter=",") == ["name;amount;note"]
+
+
+# -- letting go of pyarrow's reader (a reader dropped on its I/O thread while Python
+# finalizes aborts the process: "terminate called without an active exception") --------
+def _many_blocks(path: Path) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Lead", "Note"])
+        writer.writerows([f"lead-{n}", "x" * 200] for n in range(20_000))  # ~4 MiB: 16 blocks
+    return path
+
+
+def test_a_reader_closed_after_its_first_batch_is_let_go_by_pyarrow(tmp_path: Path) -> None:
+    data = _many_blocks(tmp_path / "in.csv")
+    reader = CsvReader(data, read_options=pcsv.ReadOptions(use_threads=False,
+                                                           block_size=1 << 18),
+                       delimiter=",")
+    first = next(iter(reader))  # pyarrow reads the next block ahead meanwhile
+    assert first.num_rows > 0
+    assert reader.close() is True  # pyarrow has let go of the row handler
+
+
+def test_a_source_read_in_part_lets_go_of_its_reader_when_closed(tmp_path: Path) -> None:
+    data = _many_blocks(tmp_path / "in.csv")
+    with open_source(data, ["Lead"]) as source:
+        batch = source.next_batch()
+        assert batch is not None and batch.rows[0] == 1
+        assert len(source_module._OPEN_READERS) == 1
+    assert len(source_module._OPEN_READERS) == 0
+    assert source.next_batch() is None  # closed: nothing more, no error
+
+
+def test_readers_left_open_are_let_go_before_python_finalizes(tmp_path: Path) -> None:
+    data = _many_blocks(tmp_path / "in.csv")
+    source = open_source(data, ["Lead"])
+    assert source.next_batch() is not None
+    assert input_columns(data) == ["Lead", "Note"]  # the header's reader is closed at once
+    [left] = list(source_module._OPEN_READERS)
+    source_module._close_open_readers()  # what runs at exit, before Python finalizes
+    assert left._released.is_set() and len(source_module._OPEN_READERS) == 0
