@@ -918,7 +918,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
+    parser.add_argument("--learning", metavar="RATE", choices=sorted(LEARNING_ROWS),
+                        help="only section 9's runs against an account allowing RATE, "
+                             "printed (docs/BENCHMARKS.md left as it is)")
     args = parser.parse_args()
+    if args.learning:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ[DATA_DIR_ENV] = str(Path(tmp) / "data")
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                runs = [pool.submit(bench_learning, Path(tmp), args.learning, given, said)
+                        for given, said in ((None, None), (None, LIES), (args.learning, None),
+                                            ("25/5s", None))]
+                print("\n".join(_learning([run.result() for run in runs])))
+        return
     rows, other_seconds, sizes = 600, 20.0, (20_000, 200_000)
     dry_rows = resume_rows = 1_000_000
     history_keys, account_rows = 10_000_000, 1_000_000
