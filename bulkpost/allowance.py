@@ -22,12 +22,22 @@ one less than before. After a whole T without a 429 the share climbs back toward
 ceiling by 1, 2, 4, 8… calls each half T. That recovers in a few windows when the other
 client stops, and meets the window again within one or two when it has not.
 
-A plan of N and a larger plan of which another client steadily takes all but N look the
-same to every answer, and a plan may be upgraded: so a learnt ceiling is probed. After
-:data:`PROBE_AFTER` seconds at it without a 429, the share is the ceiling plus one until an
-answer settles it: a 429 says the ceiling holds (the next probe waits twice as long); a
-window in which the account counted more of our calls than the ceiling says it does not,
-and the run learns again from the documented maximum.
+Some accounts allow more than the documented maximum (a live answer read "exceeded the
+limit of 72 in 5 second(s)"), no endpoint tells the plan, a plan of N and a larger plan of
+which another client steadily takes all but N look the same to every answer, and a plan may
+be upgraded: so the ceiling is probed, upward. A probe starts once the run has used its
+whole ceiling in a window and gone on at it without a 429: for :data:`CLIMB_AFTER` periods
+when the ceiling is not proven by a 429 yet (the documented maximum, or a climb that has
+not met the window), for :data:`PROBE_AFTER` seconds when it is (twice as long after each
+probe that met the window). While probing, the share is one more than the ceiling, and the
+ceiling rises with what the account proves: a window that counted more of our calls than
+the ceiling makes that count the ceiling, and the share one more again. So no window ever
+holds more than one call beyond what the account has already allowed, only that one call
+can be refused, and the climb goes as fast as the answers come. The probe ends at its first
+429 (our calls filled the window: the ceiling holds, and is learnt when corroborated as
+above). A text naming a limit above the ceiling is never believed, but it starts the next
+probe early, once (:attr:`Allowance.hint`), unless the account's texts were seen naming a
+limit the counted calls contradicted.
 
 A rate given by the user is the ceiling, never learnt, lowered or probed; the share still
 yields to another client. Everything here is pure: times come from the caller's clock.
@@ -80,6 +90,7 @@ RATE_LIMIT_SENTENCE = re.compile(
     re.IGNORECASE)
 _MOST_STEPS = 20  # the climb's doubling stops here (a share of a million calls)
 PROBE_AFTER = 600.0  # seconds at a learnt ceiling without a 429 before it is probed
+CLIMB_AFTER = 1  # periods at a ceiling not proven by a 429 before it is probed
 
 
 def said_limit(text: str) -> RateSpec | None:
@@ -118,23 +129,27 @@ class Allowance:
     """The ceiling (the plan's limit as proven, or as given), this run's share of it, and
     the evidence: every call of ours in the last two periods."""
 
-    __slots__ = ("_base", "_candidate", "_limited_at", "_lowered_at", "_probe_after",
-                 "_quiet_since", "_sent", "ceiling", "jitter", "learning", "learnt", "period",
-                 "probing", "proven", "share", "top")
+    __slots__ = ("_base", "_candidate", "_full_at", "_limited_at", "_lowered_at",
+                 "_probe_after", "_quiet_since", "_sent", "ceiling", "hint", "jitter",
+                 "learning", "learnt", "period", "probing", "proven", "share", "surely",
+                 "texts_lie")
 
     def __init__(self, spec: RateSpec, *, learning: bool = False, learnt: bool = False,
-                 jitter: float = 0.0, top: int | None = None,
+                 jitter: float = 0.0,
                  probe_after: float = PROBE_AFTER) -> None:
         self.period = spec.period
         self.ceiling = spec.calls
-        self.top = max(spec.calls, top or 0)  # what a ceiling proven too low returns to
-        self.learning = learning  # whether the answers may lower the ceiling
-        self.learnt = learnt  # the ceiling is proven by answers (this run's or earlier)
+        self.learning = learning  # whether the answers may move the ceiling
+        self.learnt = learnt  # the ceiling is proven by a 429 (this run's or earlier)
         self.jitter = jitter  # how far apart our clock and the server's may put a call
-        self.probing = False  # one call over a learnt ceiling is allowed, to test it
+        self.probing = False  # one call over the ceiling is allowed, to test it
+        self.hint: int | None = None  # a limit above the ceiling a 429's text named
+        self.texts_lie = False  # a text named a limit the counted calls contradicted
         self._probe_after = probe_after
-        self._quiet_since: float | None = None  # at the learnt ceiling without a 429 since
+        self._quiet_since: float | None = None  # at the ceiling without a 429 since
+        self._full_at: float | None = None  # when a window last held the ceiling's calls
         self.proven = 0
+        self.surely = 0  # the same, counting only calls that surely met one server window
         self.share = spec.calls
         self._base = spec.calls  # the share the last 429 set, from which it climbs
         self._limited_at: float | None = None  # the share climbs back from here
@@ -159,13 +174,19 @@ class Allowance:
                 self.share = min(self.ceiling, self._base + 2 ** steps - 1)
             if self.share >= self.ceiling:
                 self._limited_at = None
-        if self.learnt and self.learning and self.ceiling < self.top \
-                and self.share >= self.ceiling:
+        if self.learning and not self.probing and self.share >= self.ceiling:
             if self._quiet_since is None:
                 self._quiet_since = now
-            elif now - self._quiet_since >= self._probe_after:
-                self.probing = True
+            elif now - self._quiet_since >= self._wait_to_probe() and self._full_at \
+                    is not None and now - self._full_at <= self.period:
+                self.probing, self.hint = True, None  # a hint starts one probe early
         return self.ceiling + 1 if self.probing else min(self.share, self.ceiling)
+
+    def _wait_to_probe(self) -> float:
+        """How long at the ceiling without a 429 before it is probed."""
+        if not self.learnt or (self.hint is not None and self.hint > self.ceiling):
+            return CLIMB_AFTER * self.period
+        return self._probe_after
 
     def answered(self, call: Sent, limited: bool | None, now: float,
                  said: RateSpec | None = None) -> Lesson | None:
@@ -182,10 +203,26 @@ class Allowance:
         call.answer = Sent.LIMITED
         counted = self._counted_before(call)
         named = said.calls if said is not None and said.period == self.period else None
-        if self.probing:  # the probe met the window: the ceiling holds, for now
+        if named is not None and counted >= max(1, self.proven) and named != counted:
+            self.texts_lie = True  # our calls alone filled the window, the text says else
+        if named is not None and named > self.ceiling and not self.texts_lie:
+            self.hint = named
+        if self.probing:  # the probe met the window
             self.probing, self._quiet_since = False, now
-            self._probe_after *= 2
-            if counted >= self.ceiling:
+            if counted >= self.ceiling:  # our calls filled it: the ceiling holds
+                if self.learnt:
+                    self._probe_after *= 2
+                    return Lesson(False, self.ceiling, self.ceiling, counted, named)
+                if named is not None and self.surely <= named < self.ceiling:
+                    # Our clock put one call too many in a window: the text names a limit
+                    # between what is certain and what we counted.
+                    self.ceiling, self.learnt, self._candidate = named, True, None
+                    self._lower(named, now)
+                    return Lesson(True, named, named, counted, named)
+                if self.ceiling in (named, self._candidate):  # corroborated
+                    self.learnt, self._candidate = True, None
+                    return Lesson(True, self.ceiling, self.ceiling, counted, named)
+                self._candidate = self.ceiling  # the next probe, or 429, may corroborate
                 return Lesson(False, self.ceiling, self.ceiling, counted, named)
         if self.learning and max(1, self.proven) <= counted <= self.ceiling:
             if counted in (named, self._candidate):  # corroborated: the plan's limit
@@ -218,19 +255,29 @@ class Allowance:
 
     def _prove(self, call: Sent) -> None:
         """The most of our counted calls within one period, around ``call``."""
-        at, period = call.at, self.period
-        before = after = 0
+        at, period, sure = call.at, self.period, self.period - self.jitter
+        before = after = sure_before = sure_after = 0
         for other in self._sent:
             if other.answer == Sent.COUNTED:
                 before += at - period < other.at <= at
                 after += at <= other.at < at + period
+                sure_before += at - sure < other.at <= at
+                sure_after += at <= other.at < at + sure
+        if max(before, after) >= self.ceiling:
+            self._full_at = at  # the whole ceiling used: the run is at its limit
         self.proven = max(self.proven, before, after)
-        if self._candidate is not None and self.proven > self._candidate:
+        # Calls sent within T - jitter of each other surely reached the server within T:
+        # a count our clock alone may overstate by the calls at a window's edges.
+        self.surely = max(self.surely, sure_before, sure_after)
+        if self._candidate is not None and self.surely > self._candidate:
             self._candidate = None  # the account allowed more than that 429 suggested
-        if self.learnt and self.proven > self.ceiling:
-            # The account counted more of our calls in a window than the learnt ceiling (a
-            # probe): it was another client's doing, or the plan changed. Learn again.
-            self.ceiling, self.learnt, self.probing = self.top, False, False
+        if self.proven > self.ceiling and (self.probing or self.surely > self.ceiling):
+            # The account counted more of our calls in a window than the ceiling (a probe):
+            # the plan allows more (or another client stopped). The ceiling is what it
+            # proved, not learnt; a probe goes on climbing, one call over it. (Without a
+            # probe, only a count beyond doubt: calls a probe let out may still be answered
+            # after it ended.)
+            self.ceiling, self.learnt = self.proven, False
             self._base = self.share = self.proven
-            self._limited_at = at - self.period  # climbs from the next half period
-            self._quiet_since = None
+            self._limited_at = None
+            self._full_at = at

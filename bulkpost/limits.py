@@ -63,6 +63,7 @@ class Learnt:
 
     spec: RateSpec
     run_id: str
+    confirmed: bool = True  # a 429 met it; else the account proved it and a run climbs on
 
 
 def _name(host: str, account: str) -> str:
@@ -82,7 +83,8 @@ def _accept(host: str, account: str) -> Callable[[dict[str, Any]], dict[str, Lea
             if (isinstance(calls, int) and not isinstance(calls, bool) and calls >= 1
                     and isinstance(period, int | float) and period > 0):
                 found[kind] = Learnt(RateSpec(calls, float(period)),
-                                     str(item.get("run_id", "")))
+                                     str(item.get("run_id", "")),
+                                     item.get("confirmed", True) is not False)
         return found or None
     return accept
 
@@ -105,8 +107,8 @@ def make_limit(given: RateSpec, learning: bool, earlier: Learnt | None,
         return RateLimit(given, margin)
     start = earlier.spec if earlier is not None else documented
     margin = DEFAULT_MARGIN * start.period if margin is None else margin
-    return RateLimit(start, margin, Allowance(start, learning=True, learnt=earlier is not None,
-                                              jitter=margin, top=documented.calls))
+    return RateLimit(start, margin, Allowance(start, learning=True, jitter=margin,
+                                              learnt=earlier is not None and earlier.confirmed))
 
 
 class RunLimits:
@@ -124,16 +126,21 @@ class RunLimits:
                                options.rate_margin)
 
     def source(self, kind: str) -> str:
-        """Where the limit in force came from: given, learnt (by this run), remembered
-        (learnt by an earlier run), or the documented maximum (nothing learnt yet)."""
+        """Where the limit in force came from: given, learnt (by this run, met by a 429),
+        proven (this run climbed to it and has not met the window yet), remembered (what
+        an earlier run learnt or proved), or the documented maximum (nothing learnt)."""
         limit = self.single if kind == "single" else self.bulk
         allowance = limit.allowance
         if not allowance.learning:
             return "given"
         earlier = self.earlier.get(kind)
-        if earlier is not None and earlier.spec.calls == allowance.ceiling:
+        if earlier is not None and earlier.spec.calls == allowance.ceiling \
+                and earlier.confirmed <= allowance.learnt:
             return "remembered"
-        return "learnt" if allowance.learnt else "documented maximum"
+        if allowance.learnt:
+            return "learnt"
+        documented = DOCUMENTED_MAXIMUM if kind == "single" else DOCUMENTED_BULK_MAXIMUM
+        return "documented maximum" if allowance.ceiling == documented.calls else "proven"
 
     def ceiling(self, kind: str) -> RateSpec:
         limit = self.single if kind == "single" else self.bulk
@@ -142,8 +149,8 @@ class RunLimits:
     def keep(self, run_id: str) -> None:
         """Keep what this run learnt (with what earlier runs learnt of the other kind)."""
         opts = self._options
-        learnt = {kind: Learnt(self.ceiling(kind), run_id) for kind in KINDS
-                  if self.source(kind) == "learnt"}
+        learnt = {kind: Learnt(self.ceiling(kind), run_id, self.source(kind) == "learnt")
+                  for kind in KINDS if self.source(kind) in ("learnt", "proven")}
         # An earlier run's limit that a probe proved too low, and not learnt again since.
         outgrown = {kind for kind in KINDS if kind in self.earlier and kind not in learnt
                     and self.source(kind) == "documented maximum"}
@@ -155,7 +162,7 @@ class RunLimits:
             item = learnt.get(kind) or (None if kind in outgrown else self.earlier.get(kind))
             if item is not None:
                 document[kind] = {"calls": item.spec.calls, "period": item.spec.period,
-                                  "run_id": item.run_id}
+                                  "run_id": item.run_id, "confirmed": item.confirmed}
         failed = keep(opts.results, "limits", _name(opts.host, account), document,
                       self._history)
         if failed is not None:

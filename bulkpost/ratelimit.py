@@ -21,6 +21,12 @@ given, and less while another client holds part of the window. Before each grant
 and the smoothing take the share in force; a smaller share keeps the latest starts, so
 the next call waits for the one N places back under the new N.
 
+While the allowance probes above its ceiling (the share is one more than what the account
+has proven), the smoothing lets calls out twice as fast: the log alone then holds the window
+to that one call more, and each call the account counts lets the next one out at once (a
+caller waiting on the log is woken when the share grows), so the climb goes as fast as the
+answers come instead of one call per window.
+
 On top sits a pause gate: every caller waits until a pause ends (a ``Retry-After``, or a
 whole window when items of a bulk answer were rate limited), then calls resume. The limit
 also keeps its storm clock: how long it has been rate limited without an answer of any other
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 
 from aiolimiter import AsyncLimiter
 
@@ -87,6 +94,7 @@ class RateLimit:
 
     __slots__ = (
         "_gate",
+        "_grown",
         "_limited_since",
         "_limiter",
         "_resume_at",
@@ -109,6 +117,7 @@ class RateLimit:
         # Slots in the order granted, their times never decreasing (see _restamp).
         self._starts: collections.deque[Slot] = collections.deque(maxlen=spec.calls)
         self._gate = asyncio.Lock()
+        self._grown = asyncio.Event()  # the share grew: a caller waiting on the log may go
         self._resume_at = 0.0
         self._limited_since: float | None = None  # rate limited since, without a break
 
@@ -138,10 +147,13 @@ class RateLimit:
     def _follow(self, now: float) -> None:
         """Size the log and the smoothing to the allowance's share at ``now``."""
         calls = self.allowance.share_at(now)
-        if calls == self.spec.calls:
+        pace = 2 * calls if self.allowance.probing else calls
+        if calls == self.spec.calls and self._limiter.time_period == 0.98 * self.window / pace:
             return
+        if calls > self.spec.calls:
+            self._grown.set()
         self.spec = RateSpec(calls, self.spec.period)
-        self._limiter = AsyncLimiter(1, 0.98 * self.spacing)
+        self._limiter = AsyncLimiter(1, 0.98 * self.window / pace)
         # The latest N starts stay. A slot granted and not sent yet starts no earlier than
         # the latest start: it goes last, and stays however small the share, so that it
         # counts when it leaves (the log is longer than N until it has).
@@ -219,7 +231,9 @@ class RateLimit:
                 delay = max(self.paused_for(), self._log_wait())
                 if delay <= 0:
                     break
-                await asyncio.sleep(delay)
+                self._grown.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._grown.wait(), delay)
             now = loop.time()
             starts = self._starts
             # Starts a whole window old constrain nothing: dropped, the log stays small

@@ -40,11 +40,13 @@ class Account:
     calls: int
     period: float
     said: RateSpec | None = None  # what the refusal's text names (None: the real limit)
+    silent: bool = False  # the refusal names no limit at all (a bare 403)
     accepted: collections.deque[float] = field(default_factory=collections.deque)
     ours: list[float] = field(default_factory=list)  # our accepted calls' arrivals
     theirs: list[float] = field(default_factory=list)  # the other client's
     sends: list[float] = field(default_factory=list)  # when each of our calls left
     refused: int = 0  # our calls refused
+    refused_at: list[float] = field(default_factory=list)  # when each was refused
     stray: set[int] = field(default_factory=set)  # our arrivals refused whatever the window
 
     def arrive(self, now: float, ours: bool = True) -> bool:
@@ -53,14 +55,23 @@ class Account:
         arrival = len(self.ours) + self.refused
         if len(self.accepted) >= self.calls or (ours and arrival in self.stray):
             self.refused += ours
+            if ours:
+                self.refused_at.append(now)
             return False
         self.accepted.append(now)
         (self.ours if ours else self.theirs).append(now)
         return True
 
     def text(self) -> str:
+        if self.silent:
+            return "Forbidden"
         said = self.said or RateSpec(self.calls, self.period)
         return f"API calls exceeded the limit of {said.calls} in {said.period:g} second(s)"
+
+    def from_second(self) -> float:
+        """Our accepted calls per second from the second to the last, of N/T."""
+        ours = self.ours
+        return (len(ours) - 2) / (ours[-1] - ours[1]) / (self.calls / self.period)
 
     def used(self, start: float, end: float) -> float:
         """Our accepted calls per second between two moments, as a fraction of N/T."""
@@ -71,7 +82,7 @@ class Account:
 def learning_limit(start: RateSpec = DOCUMENTED_MAXIMUM, *, learnt: bool = False,
                    probe_after: float = PROBE_AFTER) -> RateLimit:
     return RateLimit(start, MARGIN, Allowance(start, learning=True, learnt=learnt,
-                                              jitter=MARGIN, top=DOCUMENTED_MAXIMUM.calls,
+                                              jitter=MARGIN,
                                               probe_after=probe_after))
 
 
@@ -145,8 +156,10 @@ def test_a_stray_429_lowers_the_share_for_a_while_but_teaches_no_limit() -> None
     account = Account(25, 5.0, stray={3})  # the 4th call is refused, the window not full
     limit = learning_limit()
     made = run_virtual(post(limit, account, 400))
-    assert made.counts.rate_limited == 1
-    assert limit.allowance.ceiling == 25 and not limit.allowance.learnt
+    # The stray one taught nothing; the probe above 25 met the window once and taught 25.
+    assert made.counts.rate_limited == 2
+    assert account.refused_at[0] < 1.0 and account.refused_at[1] > 10.0
+    assert limit.allowance.ceiling == 25 and limit.allowance.learnt
     assert limit.spec.calls == 25  # the share climbed back
     assert account.used(20, 1e9) >= 0.95
 
@@ -201,7 +214,8 @@ def test_a_limit_learnt_beside_another_client_is_probed_and_outgrown_once_it_sto
     account = Account(25, 5.0)
     limit = learning_limit(probe_after=120.0)
     made = run_virtual(post(limit, account, 1300, other=other))
-    assert limit.allowance.ceiling == 25 and not limit.allowance.learnt
+    # The probe climbed past the wrong limit to the plan's and met its window: learnt.
+    assert limit.allowance.ceiling == 25 and limit.allowance.learnt
     probe = 120.0 + 10.0  # quiet at the wrong limit from the first window, then the probe
     assert account.used(probe + 15.0, 1e9) >= 0.95
     assert made.counts.rate_limited <= 10
@@ -253,6 +267,96 @@ def test_a_slot_a_smaller_share_dropped_before_it_left_still_counts() -> None:
     assert share == 2
     for i, start in enumerate(after):
         assert sum(1 for t in after[i:] if t < start + 5.0 + MARGIN - 1e-9) <= 2
+
+
+# -- limits above the documented maximum: the climb ----------------------------------------
+def test_an_account_allowing_72_is_found_and_used_with_one_refusal() -> None:
+    """A live answer read "exceeded the limit of 72 in 5 second(s)": with the defaults,
+    a 1,200-row load starts at the documented 25, climbs one call over what the account
+    has proven as fast as the answers come, and stops at the one refusal that names 72."""
+    account = Account(72, 5.0)
+    limit = learning_limit()
+    made = run_virtual(post(limit, account, 1200))
+    assert limit.allowance.ceiling == 72 and limit.allowance.learnt
+    assert account.from_second() >= 0.8
+    assert made.counts.rate_limited == account.refused <= 10
+    assert account.refused == 1
+
+
+@pytest.mark.parametrize("calls", [40, 72, 150])
+def test_a_climb_costs_one_refusal_and_no_window_holds_more_than_one_over(calls: int) -> None:
+    account = Account(calls, 5.0)
+    limit = learning_limit()
+    run_virtual(post(limit, account, calls * 20, workers=64))
+    assert limit.allowance.ceiling == calls and account.refused == 1
+    sends = account.sends  # refused calls included, as our clock sent them
+    for i, start in enumerate(sends):
+        assert sum(1 for t in sends[i:i + calls + 2] if t < start + 5.0 + MARGIN) <= calls + 1
+
+
+@pytest.mark.parametrize(("calls", "count"), [(25, 600), (10, 600)])
+def test_at_25_and_10_the_climb_costs_one_refusal_and_nearly_nothing_else(
+        calls: int, count: int) -> None:
+    account = Account(calls, 5.0)
+    limit = learning_limit()
+    run_virtual(post(limit, account, count))
+    assert limit.allowance.ceiling == calls and limit.allowance.learnt
+    assert account.refused == 1
+    assert account.from_second() >= 0.97
+
+
+@pytest.mark.parametrize("account", [Account(72, 5.0, said=RateSpec(25, 5.0)),
+                                     Account(72, 5.0, silent=True)],
+                         ids=["text names 25", "text names nothing"])
+def test_a_text_that_lies_or_says_nothing_costs_a_second_probe_not_the_limit(
+        account: Account) -> None:
+    limit = learning_limit()
+    run_virtual(post(limit, account, 1200))
+    assert limit.allowance.ceiling == 72 and limit.allowance.learnt
+    assert account.refused == 2  # the second probe's 429 at the same count corroborates
+    assert account.from_second() >= 0.75
+
+
+def test_a_text_naming_more_than_the_learnt_limit_starts_a_probe_early() -> None:
+    """A limit of 25 learnt earlier, the plan upgraded to 72: another client's calls make
+    one of ours meet the window, and its text names 72. Not believed, but probed at once
+    instead of after ten minutes."""
+    account = Account(72, 5.0)
+    limit = learning_limit(RateSpec(25, 5.0), learnt=True)
+    made = run_virtual(post(limit, account, 1500, other=(20.0, 22.0, 40.0)))
+    assert limit.allowance.ceiling == 72 and limit.allowance.learnt
+    assert account.used(60.0, 1e9) >= 0.9  # long before PROBE_AFTER
+    assert made.counts.rate_limited <= 10
+
+
+def test_a_text_seen_lying_is_no_hint() -> None:
+    allowance = Allowance(DOCUMENTED_MAXIMUM, learning=True, jitter=MARGIN)
+    for at in range(10):
+        call = Sent(at * 0.1)
+        allowance.sent(call)
+        allowance.answered(call, False, at * 0.1 + 0.05)
+    refused = Sent(1.0)
+    allowance.sent(refused)
+    allowance.answered(refused, True, 1.0, RateSpec(72, 5.0))  # 10 of ours filled it
+    assert allowance.texts_lie and allowance.hint is None
+
+
+def test_a_given_rate_never_climbs() -> None:
+    account = Account(72, 5.0)
+    limit = RateLimit(RateSpec(25, 5.0), MARGIN)
+    run_virtual(post(limit, account, 400))
+    assert account.refused == 0 and limit.allowance.ceiling == 25
+    sends = account.sends
+    for i, start in enumerate(sends):
+        assert sum(1 for t in sends[i:i + 27] if t < start + 5.0 + MARGIN) <= 25
+
+
+def test_a_limit_above_25_learnt_earlier_is_used_from_the_first_call() -> None:
+    account = Account(72, 5.0)
+    limit = learning_limit(RateSpec(72, 5.0), learnt=True)
+    run_virtual(post(limit, account, 1200))
+    assert account.refused == 0 and limit.allowance.ceiling == 72
+    assert account.from_second() >= 0.95
 
 
 # -- the pure parts ----------------------------------------------------------------------

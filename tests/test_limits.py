@@ -99,6 +99,33 @@ def test_a_limit_learnt_is_kept_and_the_next_run_starts_at_it_without_a_429(
 
 
 @pytest.mark.e2e
+def test_a_plan_above_the_documented_maximum_is_climbed_to_learnt_and_kept(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    """Some accounts allow more than 25 per 5 s. Without --rate, the run uses the whole
+    documented maximum for a window, then climbs one call over what the account proved
+    until the window refuses one call, and the next run starts there."""
+    server = make_sandbox("34/5s", latency=(0.02, 0.05))
+    first = _run(tmp_path, server.url, _orders(tmp_path / "n1.csv", 1, 62),
+                 tmp_path / "n1.results.csv")
+    assert first.code == 0, first.stderr
+    assert first.summary["posted"] == 62 and len(server.ledger()) == 62
+    assert first.summary["rate"] == {"single": "34/5s (learnt)"}
+    stats = server.stats()
+    assert stats["rate_limited"] == first.summary["rate_limited"] == 1  # the probe's one
+    assert stats["max_in_window"] == 35  # 34 allowed and the one over it, never more
+    assert [(e["limit"], e["said"]) for e in _events(first.stderr, "rate_limit.learnt")] \
+        == [("34/5s", 34)]
+    kept = json.loads((tmp_path / "n1.results.csv.learnt.json").read_text())["limits"]
+    assert kept["single"]["calls"] == 34 and kept["single"]["confirmed"] is True
+    time.sleep(5.2)  # the next night: the window empty
+    second = _run(tmp_path, server.url, _orders(tmp_path / "n2.csv", 63, 8),
+                  tmp_path / "n2.results.csv")
+    assert second.code == 0, second.stderr
+    assert second.summary["rate"] == {"single": "34/5s (remembered)"}
+    assert server.stats()["rate_limited"] == 1  # not one more
+
+
+@pytest.mark.e2e
 @pytest.mark.parametrize("answer", ["429", "403-plain"])
 def test_the_bulk_limit_is_learnt_beside_the_single_one(tmp_path: Path, make_sandbox: Any,
                                                         answer: str) -> None:
@@ -151,8 +178,12 @@ def test_a_kept_limit_is_found_in_the_history_when_the_results_file_has_none(
         history.close()
 
 
-def test_a_kept_limit_a_probe_outgrew_is_forgotten_at_the_end_of_the_run(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize(("outgrown_to", "kept_single"), [
+    (23, {"calls": 23, "confirmed": False}),  # proven, not met by a 429: the next run climbs
+    (25, None),  # the documented maximum again: nothing to keep
+])
+def test_a_kept_limit_a_probe_outgrew_is_replaced_by_what_the_account_proved(
+        tmp_path: Path, outgrown_to: int, kept_single: dict[str, Any] | None) -> None:
     host, credentials = "https://api.leadsquared.com", Credentials("key-1", "s")
     kept = tmp_path / "results.csv.limits.json"
     kept.write_text(json.dumps({"host": host, "account": account_tag(credentials),
@@ -163,15 +194,23 @@ def test_a_kept_limit_a_probe_outgrew_is_forgotten_at_the_end_of_the_run(
         host=host, credentials=credentials, learn_rate=True, learn_bulk_rate=True)
     limits = RunLimits(options, None)
     assert limits.source("single") == "remembered" and limits.ceiling("single").calls == 20
+    assert limits.single.allowance.learnt  # kept without "confirmed": met by a 429
     allowance = limits.single.allowance
-    allowance.ceiling, allowance.learnt = allowance.top, False  # what a successful probe does
+    allowance.ceiling, allowance.learnt = outgrown_to, False  # what a successful probe does
     (tmp_path / "results.csv.learnt.json").write_text(json.dumps({"calibration": {"x": 1}}))
     limits.keep("r2")
     # Kept in the one file, beside its other lessons; the earlier version's file is gone.
     lessons = json.loads((tmp_path / "results.csv.learnt.json").read_text())
     document = lessons["limits"]
-    assert "single" not in document and document["bulk"]["calls"] == 1
+    single = document.get("single")
+    got = None if single is None else {k: single[k] for k in ("calls", "confirmed")}
+    assert got == kept_single
+    assert document["bulk"]["calls"] == 1
     assert lessons["calibration"] == {"x": 1} and not kept.exists()
+    if kept_single is not None:  # the next run starts at it, and climbs on
+        again = RunLimits(options, None)
+        assert again.ceiling("single").calls == 23 and not again.single.allowance.learnt
+        assert again.source("single") == "remembered"
 
 
 @pytest.mark.parametrize(("given", "meant"), [

@@ -41,6 +41,7 @@ class ServerCounts:
         on: dict.fromkeys(FAULT_KINDS, 0) for on in ("single", "bulk", "lookups")})
     first_created: float | None = None  # arrival (time.time()) of the first and last
     last_created: float | None = None   # call that created an activity
+    second_created: float | None = None  # and of the second (after a run's first check)
 
     def as_dict(self) -> dict[str, Any]:
         """The counters as plain data (``faults`` and ``faults_on`` copied)."""

@@ -93,6 +93,8 @@ class ActivityStore:
         self.stats.created += 1
         if self.stats.first_created is None:
             self.stats.first_created = arrived
+        elif self.stats.second_created is None:
+            self.stats.second_created = arrived
         self.stats.last_created = arrived
         lead_id: str | None = body.get("RelatedProspectId")
         if lead_id is None:
