@@ -29,7 +29,7 @@ answers come instead of one call per window.
 
 A share (``--share``, :mod:`bulkpost.share`) takes a fraction of what the allowance gives:
 the limit asks its ``fraction`` callable (the loop's time in, a fraction out) before each
-grant, and lets out ``max(1, floor(N × fraction))`` calls per window. Below a whole share it
+grant, and lets out ``max(1, floor(N * fraction))`` calls per window. Below a whole share it
 never probes above the ceiling (:attr:`Allowance.held`): it is not using the whole ceiling.
 A fraction that changes (a schedule's boundary) is followed by the next grant, and a caller
 waiting on the log looks again at least once a window, so it takes effect within a window.
