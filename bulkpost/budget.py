@@ -79,6 +79,12 @@ class DailyBudget:
         tomorrow = now.date() + timedelta(days=1)
         return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=self.zone)
 
+    async def spent_before(self, calls: int) -> None:
+        """Count ``calls`` made before the budget was known (reading the account's zone)."""
+        for _ in range(calls):
+            if not await self.spend():
+                return
+
     async def spend(self) -> bool:
         """One call is about to leave: True when the budget allows it (it is counted), False
         when the day's budget is spent (nothing is counted)."""

@@ -349,6 +349,7 @@ class Run:
         if opts.daily_calls is not None and self.clock.zone is not None:
             self.budget = DailyBudget(opts.daily_calls, self.clock.zone, history, account,
                                       clock=self.clock.utc)
+            await self.budget.spent_before(delivery.calls.counts.calls)
             delivery.calls.budget = self.budget
             if not self.budget.left:
                 self.stop(self.budget.spent_error(), asked=True)
