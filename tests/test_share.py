@@ -4,6 +4,7 @@ limit taking a fraction on the virtual clock (the harness of tests/test_allowanc
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,22 @@ def test_a_schedule_switching_from_40_to_100_percent_switches_within_a_window() 
     # Within a window (5.1 s) of the switch, the full rate: 25 per window after it.
     assert len([t for t in ours if 65.2 <= t < 70.2]) >= 24
     assert most_in_a_window(ours, 5.0) <= 25 and account.refused == 0
+
+
+def test_the_python_api_takes_the_share_as_text(tmp_path: Path) -> None:
+    from bulkpost.mapping import load_mapping
+    from bulkpost.options import RunOptions
+    from tests.conftest import KEYED_MAPPING
+
+    mapping_file = tmp_path / "mapping.toml"
+    mapping_file.write_text(KEYED_MAPPING)
+    options = RunOptions(input=tmp_path / "in.csv", mapping=load_mapping(mapping_file),
+                         results=tmp_path / "r.csv", share="22:00-06:00=100%,50%",
+                         daily_calls=100)
+    assert isinstance(options.share, ShareSchedule) and options.needs_zone
+    with pytest.raises(UsageError, match="share= '0%'"):
+        RunOptions(input=tmp_path / "in.csv", mapping=load_mapping(mapping_file),
+                   results=tmp_path / "r.csv", share="0%")
+    with pytest.raises(UsageError, match="budget is at least one call"):
+        RunOptions(input=tmp_path / "in.csv", mapping=load_mapping(mapping_file),
+                   results=tmp_path / "r.csv", daily_calls=0)
