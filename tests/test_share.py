@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,6 +134,11 @@ def test_a_schedule_switching_from_40_to_100_percent_switches_within_a_window() 
     assert most_in_a_window(ours, 5.0) <= 25 and account.refused == 0
 
 
+def as_text(share: str) -> dict[str, Any]:
+    """``share=`` as the Python API passes it on (its keywords are untyped)."""
+    return {"share": share}
+
+
 def test_the_python_api_takes_the_share_as_text(tmp_path: Path) -> None:
     from bulkpost.mapping import load_mapping
     from bulkpost.options import RunOptions
@@ -141,12 +147,12 @@ def test_the_python_api_takes_the_share_as_text(tmp_path: Path) -> None:
     mapping_file = tmp_path / "mapping.toml"
     mapping_file.write_text(KEYED_MAPPING)
     options = RunOptions(input=tmp_path / "in.csv", mapping=load_mapping(mapping_file),
-                         results=tmp_path / "r.csv", share="22:00-06:00=100%,50%",
-                         daily_calls=100)
+                         results=tmp_path / "r.csv", daily_calls=100,
+                         **as_text("22:00-06:00=100%,50%"))
     assert isinstance(options.share, ShareSchedule) and options.needs_zone
     with pytest.raises(UsageError, match="share= '0%'"):
         RunOptions(input=tmp_path / "in.csv", mapping=load_mapping(mapping_file),
-                   results=tmp_path / "r.csv", share="0%")
+                   results=tmp_path / "r.csv", **as_text("0%"))
     with pytest.raises(UsageError, match="budget is at least one call"):
         RunOptions(input=tmp_path / "in.csv", mapping=load_mapping(mapping_file),
                    results=tmp_path / "r.csv", daily_calls=0)
