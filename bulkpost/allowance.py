@@ -39,6 +39,9 @@ above). A text naming a limit above the ceiling is never believed, but it starts
 probe early, once (:attr:`Allowance.hint`), unless the account's texts were seen naming a
 limit the counted calls contradicted.
 
+A run that takes only part of the limit (``--share`` below 100%: :attr:`Allowance.held`)
+never probes: it is not using the whole ceiling, and a probe under way ends.
+
 A rate given by the user is the ceiling, never learnt, lowered or probed; the share still
 yields to another client. Everything here is pure: times come from the caller's clock.
 """
@@ -130,7 +133,7 @@ class Allowance:
     the evidence: every call of ours in the last two periods."""
 
     __slots__ = ("_base", "_candidate", "_full_at", "_limited_at", "_lowered_at",
-                 "_probe_after", "_quiet_since", "_sent", "ceiling", "hint", "jitter",
+                 "_probe_after", "_quiet_since", "_sent", "ceiling", "held", "hint", "jitter",
                  "learning", "learnt", "period", "probing", "proven", "share", "surely",
                  "texts_lie")
 
@@ -143,6 +146,7 @@ class Allowance:
         self.learnt = learnt  # the ceiling is proven by a 429 (this run's or earlier)
         self.jitter = jitter  # how far apart our clock and the server's may put a call
         self.probing = False  # one call over the ceiling is allowed, to test it
+        self.held = False  # the run takes less than its share (--share): no probe
         self.hint: int | None = None  # a limit above the ceiling a 429's text named
         self.texts_lie = False  # a text named a limit the counted calls contradicted
         self._probe_after = probe_after
@@ -174,6 +178,10 @@ class Allowance:
                 self.share = min(self.ceiling, self._base + 2 ** steps - 1)
             if self.share >= self.ceiling:
                 self._limited_at = None
+        if self.held:
+            if self.probing:  # the run took back part of its share: the probe ends
+                self.probing, self._quiet_since = False, None
+            return min(self.share, self.ceiling)
         if self.learning and not self.probing and self.share >= self.ceiling:
             if self._quiet_since is None:
                 self._quiet_since = now

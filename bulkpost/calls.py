@@ -14,6 +14,9 @@ so they share the run's rate limit and its rules:
   ``Retry-After``, or one window) and the call goes again. Each limit keeps its storm
   clock (:meth:`RateLimit.rate_limited`): rate limited without an answer of any other kind
   for longer than ``max_rate_limited`` seconds, the run stops (the quota may be spent);
+- with a day's budget of calls (``--daily-calls``, :mod:`bulkpost.budget`), each call
+  spends one as it leaves; once it is spent no call leaves and the run stops cleanly
+  (exit 4);
 - what may be tried again is backed off exponentially (:class:`Backoff`) and tried again
   up to ``max_attempts`` in all; a backoff ends at once when the run stops. Delivery
   decides its retries itself (:mod:`bulkpost.attempts`); look-ups use tenacity;
@@ -29,7 +32,7 @@ import collections
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from tenacity import (
@@ -46,6 +49,9 @@ from bulkpost.ratelimit import Lesson, RateLimit
 from bulkpost.response import UNKNOWN_ACTIVITY_TYPE, Classified, Verdict
 from bulkpost.resume import Status
 from bulkpost.stop import StopSignal
+
+if TYPE_CHECKING:
+    from bulkpost.budget import DailyBudget
 
 log = structlog.get_logger("bulkpost")
 
@@ -146,6 +152,7 @@ class ApiCalls:
         self.backoff_schedule = Backoff(settings.backoff)
         self.counts = DeliveryCounts()
         self.on_wire: set[asyncio.Task[Any]] = set()
+        self.budget: DailyBudget | None = None  # --daily-calls: each call spends one
 
     def retrying(self, exception: type[Exception]) -> AsyncRetrying:
         """Attempts of a look-up, ``exception`` meaning "try again", on :class:`Backoff`."""
@@ -181,6 +188,10 @@ class ApiCalls:
             slot = await limit.reserve()
             try:
                 if self.stopping.is_set():
+                    raise Stopped
+                if self.budget is not None and not await self.budget.spend():
+                    # Spent: stopped as a signal stops a run (no error), with its own exit.
+                    self.stopping.stop(self.budget.spent_error(), asked=True)
                     raise Stopped
                 if before_sending is not None:
                     await before_sending()

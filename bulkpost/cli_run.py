@@ -39,6 +39,7 @@ from bulkpost.options import RunOptions, new_run_id
 from bulkpost.outputs import check_output
 from bulkpost.progress import Progress
 from bulkpost.region import HostChoice, cached_url, choose_host, host_again
+from bulkpost.share import ShareSchedule
 from bulkpost.summary import Summary
 from bulkpost.summary_text import summary_lines
 
@@ -72,6 +73,20 @@ def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[st
               help="Most calls in any window, from your plan (e.g. 10/5s). Not given: "
                    "learnt from the answers, starting at what an earlier run learnt for "
                    "this account, else at 25/5s; auto: learnt afresh.")
+@click.option("--share", default=None, metavar="P%|SCHEDULE",
+              help="Take at most this share of the rate limit (given, learnt or "
+                   "remembered), leaving the rest to the account's live integrations: 60%, "
+                   "or a schedule in the account's time zone such as "
+                   "\"09:00-19:00=40%,100%\" (ranges HH:MM-HH:MM=P%, then P% for the rest "
+                   "of the day)  [default: 100%]")
+@click.option("--timezone", default=None, metavar="ZONE",
+              help="The account's time zone (an IANA name, e.g. Asia/Kolkata) for --share's "
+                   "hours and --daily-calls' day  [default: the account's, from "
+                   "UserByAccessKey.Get]")
+@click.option("--daily-calls", default=None, type=click.IntRange(1), metavar="N",
+              help="Spend at most N API calls per day (since the account's midnight, across "
+                   "runs sharing the history); then stop cleanly, exit 4: run again after "
+                   "midnight.")
 @click.option("--rate-margin", default=None, type=click.FloatRange(0, 10),
               help="Seconds added to each window to absorb latency jitter "
                    "[default: 2% of the window, 0.1 s at 25/5s].")
@@ -145,7 +160,8 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
         bulk_rate: str | RateSpec | None,
         batch_size: int, summary_json: Path | None, history_path: Path | None,
         create_again: bool, on_changed: str | None, verify_first: int,
-        fixes: Path | None) -> None:
+        fixes: Path | None, share: str | None = None, timezone: str | None = None,
+        daily_calls: int | None = None) -> None:
     """Post every row of INPUT (CSV or Parquet) as an activity.
 
     Keys come from LSQ_ACCESS_KEY and LSQ_SECRET_KEY. Run the same command again to
@@ -201,6 +217,8 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
             bulk_rate=bulk[0], learn_bulk_rate=bulk[1], batch_size=batch_size, run_id=run_id,
             history=history_path, create_again=create_again, on_changed=on_changed or "skip",
             verify_first=verify_first, fixes=fixes,
+            share=ShareSchedule.parse(share) if share is not None else None,
+            timezone=timezone, daily_calls=daily_calls,
         )
         # The run allocates a few short-lived objects per row and keeps few: the imports'
         # objects are set aside, and young collections run less often (less CPU per row:
@@ -302,7 +320,15 @@ def _closing_lines(summary: Summary, results: Path, input_path: Path, encoding: 
                      "Excel or another Windows program, try --encoding cp1252 (or the "
                      "encoding it was saved in)")
     pending = data.get("pending", 0)
-    if summary.interrupted or pending:
+    if summary.budget_spent:
+        again = shlex.join(["bulkpost", *sys.argv[1:]])
+        not_sent = f" with {_plural(pending, 'row')} not yet sent" if pending else ""
+        lines.append(f"stopped{not_sent}: the day's budget of "
+                     f"{_plural(int(str(summary.budget['daily_calls'])), 'call')} "
+                     "(--daily-calls) is spent, nothing is wrong; it renews at the account's "
+                     f"midnight, {summary.budget_renews}: run the same command again after "
+                     f"that to resume, nothing is sent twice: {again}")
+    elif summary.interrupted or pending:
         not_sent = f" with {_plural(pending, 'row')} not yet sent" if pending else ""
         again = shlex.join(["bulkpost", *sys.argv[1:]])
         if summary.interrupted:
@@ -334,7 +360,7 @@ def validate(ctx: click.Context, /, **options: Any) -> None:
 
 # validate takes run's options but those that only matter when sending; a new option of
 # run reaches validate too.
-_SENDING_ONLY = ("dry_run", "workers", "verify_first")
+_SENDING_ONLY = ("dry_run", "workers", "verify_first", "daily_calls")
 validate.params = [param for param in run.params if param.name not in _SENDING_ONLY]
 
 

@@ -117,6 +117,9 @@ def read_types_file(path: Path) -> list[ActivityType]:
 @click.option("--no-region-hint", is_flag=True,
               help="That 401's message does not name the home host (by default it does; "
                    "LeadSquared's own wording is not known).")
+@click.option("--time-zone", default="UTC", show_default=True, metavar="ZONE",
+              help="The account's TimeZone, as UserByAccessKey.Get answers it (the clock "
+                   "of a run's --share schedule and --daily-calls).")
 def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec,
             rate_text: RateSpec | None, rate_limit_answer: str, latency: str,
             latency_tail: str,
@@ -124,7 +127,7 @@ def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec,
             slow_seconds: float, seed: int | None, ledger: Path | None,
             access_key: str | None, secret_key: str | None, dialect_spec: str,
             alter_stored: str, region: str, home_region: str | None,
-            no_region_hint: bool, types_path: Path | None) -> None:
+            no_region_hint: bool, types_path: Path | None, time_zone: str) -> None:
     """Serve a LeadSquared look-alike on loopback for demos and tests.
 
     It accepts the keys demo-access-key / demo-secret-key (unless --access-key and
@@ -163,7 +166,7 @@ def sandbox(host: str, port: int, rate: RateSpec, bulk_rate: RateSpec,
                        dialect=parse_dialect(dialect_spec),
                        altered=parse_altered(alter_stored), region=region,
                        home_region=home_region, region_hint=not no_region_hint, types=own,
-                       rate_limit_answer=rate_limit_answer)
+                       rate_limit_answer=rate_limit_answer, time_zone=time_zone)
         fake.gate.said_rate = rate_text
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {exc}", err=True)

@@ -114,3 +114,10 @@ class AbortRun(BulkpostError):
 
 class ResultsWriteError(AbortRun):
     """The results file cannot be written; no further row may be sent (exit 3)."""
+
+
+class BudgetSpent(AbortRun):
+    """The day's budget of calls (``--daily-calls``) is spent: the run stopped cleanly,
+    nothing is wrong; run it again after the account's midnight (exit 4)."""
+
+    exit_code = 4

@@ -7,7 +7,8 @@ an earlier run learnt for this host and account, else at the documented maximum,
 answers teach it the plan's limit. What a run learnt is kept for the runs after it
 (:mod:`bulkpost.kept`: ``RESULTS.learnt.json`` beside the results file, and the history),
 under the host and a digest of the access key (never the key). ``--rate auto`` learns
-afresh, ignoring what was kept.
+afresh, ignoring what was kept. A share (``--share``) takes a fraction of either limit
+(:mod:`bulkpost.share`): the limits are given the ``fraction`` callable to ask.
 """
 
 from __future__ import annotations
@@ -100,30 +101,34 @@ def recalled(results: Path, host: str, credentials: Credentials | None,
 
 
 def make_limit(given: RateSpec, learning: bool, earlier: Learnt | None,
-               documented: RateSpec, margin: float | None) -> RateLimit:
+               documented: RateSpec, margin: float | None,
+               fraction: Callable[[float], float] | None = None) -> RateLimit:
     """A limit exactly as given; or, learning, one that starts where an earlier run left
-    it (else at ``documented``) and learns from the answers."""
+    it (else at ``documented``) and learns from the answers. ``fraction``: the share of it
+    the run takes (None: all)."""
     if not learning:
-        return RateLimit(given, margin)
+        return RateLimit(given, margin, fraction=fraction)
     start = earlier.spec if earlier is not None else documented
     margin = DEFAULT_MARGIN * start.period if margin is None else margin
     return RateLimit(start, margin, Allowance(start, learning=True, jitter=margin,
-                                              learnt=earlier is not None and earlier.confirmed))
+                                              learnt=earlier is not None and earlier.confirmed),
+                     fraction=fraction)
 
 
 class RunLimits:
     """The run's limit for single calls and for bulk calls, and where each came from."""
 
-    def __init__(self, options: RunOptions, history: History | None) -> None:
+    def __init__(self, options: RunOptions, history: History | None,
+                 fraction: Callable[[float], float] | None = None) -> None:
         self._options = options
         self._history = history
         self.earlier = {} if options.forget_learnt else recalled(
             options.results, options.host, options.credentials, history)
         self.single = make_limit(options.rate, options.learn_rate, self.earlier.get("single"),
-                                 DOCUMENTED_MAXIMUM, options.rate_margin)
+                                 DOCUMENTED_MAXIMUM, options.rate_margin, fraction)
         self.bulk = make_limit(options.bulk_rate, options.learn_bulk_rate,
                                self.earlier.get("bulk"), DOCUMENTED_BULK_MAXIMUM,
-                               options.rate_margin)
+                               options.rate_margin, fraction)
 
     def source(self, kind: str) -> str:
         """Where the limit in force came from: given, learnt (by this run, met by a 429),

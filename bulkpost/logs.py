@@ -51,6 +51,10 @@ EVENTS: dict[str, str] = {
                     "for",
     "rate_limit.learnt": "learnt the account's rate limit from the answers",
     "rate_limit.not_saved": "learnt rate limit not saved beside the results file",
+    "account.zone": "the account's time zone, for --share's hours and --daily-calls' day",
+    "budget.spent": "the day's budget of calls (--daily-calls) is spent: stopped cleanly; "
+                    "run again after the account's midnight",
+    "budget.not_saved": "the calls spent today could not be written to the history",
     "bulk.refused": "bulk call refused as a whole: sending its rows one by one",
     # The first rows, read back
     "readback.stored_as_sent": "first rows read back: stored as sent",

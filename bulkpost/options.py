@@ -17,6 +17,7 @@ from bulkpost.client import Credentials
 from bulkpost.errors import Given, Setting, UsageError
 from bulkpost.mapping import Mapping
 from bulkpost.ratelimit import RateSpec
+from bulkpost.share import ShareSchedule
 from bulkpost.source import InputSource
 
 
@@ -57,6 +58,14 @@ class RunOptions:
     on_changed: str = "skip"  # skip | post | update | fail: a key posted with other content
     verify_first: int = 1  # rows sent alone and read back before any other (0: none)
     fixes: Path | None = None  # the input is a failures file of this results file's rows
+    share: ShareSchedule | None = None  # the fraction of the limit taken, or its schedule
+    timezone: str | None = None  # the account's zone (IANA); None: the account says
+    daily_calls: int | None = None  # most calls per account day (None: no budget)
+
+    @property
+    def needs_zone(self) -> bool:
+        """Whether the run reads the account's clock: a schedule, or a daily budget."""
+        return self.daily_calls is not None or (self.share is not None and self.share.timed)
 
     def __post_init__(self) -> None:
         # The CLI's choices refuse these values first: the messages are the Python API's.
@@ -80,6 +89,12 @@ class RunOptions:
         if self.mode not in ("single", "bulk", "both"):
             raise UsageError("{given}: expected single, bulk or both",
                              given=Given(Setting("mode"), self.mode))
+        if isinstance(self.share, str):  # the Python API may give the text
+            self.share = ShareSchedule.parse(self.share, "share=")
+        if self.daily_calls is not None and (isinstance(self.daily_calls, bool)
+                                             or self.daily_calls < 1):
+            raise UsageError("{given}: a day's budget is at least one call",
+                             given=Given(Setting("daily_calls"), self.daily_calls))
         if not 1 <= self.batch_size <= 25:
             raise UsageError("{given}: a bulk call takes 1 to 25 activities",
                              given=Given(Setting("batch_size"), self.batch_size))

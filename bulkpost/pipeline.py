@@ -8,7 +8,11 @@ into the run's outcome (:class:`~bulkpost.summary.Summary`, or an exception).
 Stopping: a fatal answer (401/404), a signal or an unwritable results file stops all new
 requests at once; requests already on the wire are let finish for a bounded time, then
 everything is flushed and the results file compacted. A second SIGINT cancels at once: rows
-on the wire stay ``unknown``.
+on the wire stay ``unknown``. A day's budget of calls spent (``--daily-calls``) stops the run
+the same way, as no error: exit 4.
+
+The account's clock (:mod:`bulkpost.account_zone`) is read before the first other call
+when a ``--share`` schedule or a daily budget needs it.
 """
 
 from __future__ import annotations
@@ -21,21 +25,38 @@ from typing import Any
 import structlog
 
 from bulkpost import logs
+from bulkpost.account_zone import (
+    AccountClock,
+    given_zone,
+    remember_zone,
+    remembered_zone,
+    share_fraction,
+    zone_answered,
+)
 from bulkpost.accounts import account_history_path, ensure_private_dir
+from bulkpost.budget import DailyBudget
 from bulkpost.calls import Stopped
 from bulkpost.client import LeadSquaredClient
 from bulkpost.delivery import Delivery
 from bulkpost.dispatch import JobQueue
-from bulkpost.errors import AbortRun, BulkpostError, HistoryLocked, ResultsWriteError
+from bulkpost.errors import (
+    AbortRun,
+    BudgetSpent,
+    BulkpostError,
+    HistoryLocked,
+    ResultsWriteError,
+    UsageError,
+)
 from bulkpost.feeder import Feeder, field_rules, track_progress
 from bulkpost.history import History, finish_history
-from bulkpost.limits import RunLimits
+from bulkpost.limits import RunLimits, account_tag
 from bulkpost.mapping import check_columns
 from bulkpost.options import RunOptions, new_run_id
 from bulkpost.progress import Progress
 from bulkpost.readback import field_infos
 from bulkpost.region import find_url
 from bulkpost.report import ProblemGroups
+from bulkpost.response import Verdict
 from bulkpost.results import ResultsLog
 from bulkpost.resume import new_results_advice, new_results_file
 from bulkpost.row_state import Job
@@ -58,7 +79,12 @@ class Run:
                                run_id=options.run_id or new_run_id(),
                                history=str(options.history or ""))
         self.history: History | None = None
-        self.limits = RunLimits(options, None)
+        # The account's clock: --timezone's zone, else the account's, read before sending.
+        self.clock = AccountClock(given_zone(options.timezone) if options.timezone else None)
+        self.fraction = (share_fraction(options.share, self.clock)
+                         if options.share is not None else None)
+        self.budget: DailyBudget | None = None  # --daily-calls, once the clock is known
+        self.limits = RunLimits(options, None, self.fraction)
         self.stopping = StopSignal()
         self.stopping.listen(self._say_why, once=True)
         self.stopping.listen(self._halt)
@@ -68,7 +94,8 @@ class Run:
         self._interrupts = 0
         self.problems = ProblemGroups()
         self.progress = Progress(enabled=options.progress,
-                                 calls_per_second=self.activities_per_second())
+                                 calls_per_second=self.activities_per_second(),
+                                 share=options.share, wall=self.clock.now)
 
     def activities_per_second(self) -> float:
         """What the mode's allowances sustain: single calls, full bulk calls, or both."""
@@ -178,7 +205,7 @@ class Run:
         raised = False
         try:
             # The history, and the host now known, may hold the limits an earlier run learnt.
-            self.limits = RunLimits(opts, history)
+            self.limits = RunLimits(opts, history, self.fraction)
             self.progress.calls_per_second = self.activities_per_second()
             with signals_handled(self.interrupt):
                 counter = track_progress(self.progress, opts, source, results)
@@ -196,6 +223,15 @@ class Run:
                 self.summary.add(self._delivery.calls.counts)
                 self.limits.keep(self.summary.run_id)
             self.summary.rate = self._rates()
+            if opts.share is not None:
+                self.summary.share = str(opts.share)
+            if self.budget is not None:
+                try:
+                    await self.budget.close()
+                except ResultsWriteError as exc:
+                    log.error("budget.not_saved", reason=str(exc))
+                self.summary.budget = self.budget.as_dict()
+                self.summary.budget_renews = self.budget.when_renewed()
             try:
                 # Stopped before its first row: no results file is left behind.
                 discarded = (raised or abort is not None) and results.discard_unused()
@@ -209,6 +245,13 @@ class Run:
                 abort = abort or exc
             finally:
                 results.close()
+        if isinstance(abort, BudgetSpent) and self.budget is not None:
+            # Spent: a clean stop, as a signal's, with its own exit code (4).
+            self.summary.budget_spent = True
+            log.warning("budget.spent", calls_today=self.budget.spent,
+                        daily_calls=self.budget.calls,
+                        renews=self.budget.when_renewed())
+            abort = None
         if abort is not None:
             if isinstance(abort, AbortRun):
                 self.summary.aborted = str(abort)
@@ -220,6 +263,9 @@ class Run:
             self.summary.problems = self.problems.lines()
             # What the real run would take at the configured rate (look-ups not counted).
             self.summary.estimated_s = self.summary.to_send / self.activities_per_second()
+            if opts.share is not None:  # at the schedule's fractions ahead
+                self.summary.estimated_s = opts.share.seconds_for(
+                    self.summary.to_send, self.activities_per_second(), self.clock.now())
         if history is not None:
             finish_history(history, self.summary, opts)
         # A person is told the summary once, in words, by the CLI; a program reads it here.
@@ -245,6 +291,8 @@ class Run:
                     connections=opts.connections()))
                 self._delivery = new_delivery(opts, self.limits.single, client, results, history,
                                               self.stopping, self.summary.run_id)
+                if not opts.dry_run and not await self._account_day(client, history):
+                    return  # refused, or the day's budget is spent: nothing sent
             try:
                 rules = await field_rules(opts, self._delivery, client)
             except Stopped:
@@ -269,6 +317,44 @@ class Run:
                                     field_infos(opts.mapping, rules), self.progress,
                                     self.stopping).start()
             await self._until_done(self._feeder, self._delivery)
+
+    async def _account_day(self, client: LeadSquaredClient, history: History | None) -> bool:
+        """Read the account's clock, when a schedule or a budget needs it, and start the day's
+        budget. False when the run stops here (the zone cannot be had, or the budget is
+        spent: the stop signal says which)."""
+        opts, delivery = self.options, self._delivery
+        assert delivery is not None and opts.credentials is not None
+        account = account_tag(opts.credentials)
+        if opts.needs_zone and self.clock.zone is None:
+            zone = remembered_zone(history, account)
+            if zone is None:
+                try:
+                    answer, document = await delivery.calls.call(client.user_by_access_key)
+                except Stopped:
+                    return False
+                try:
+                    if answer.verdict is not Verdict.OK:
+                        raise UsageError(
+                            "the account's time zone could not be read (UserByAccessKey.Get: "
+                            f"{answer.error or answer.error_type}): give the zone to read "
+                            "--share's hours and --daily-calls' day in with --timezone")
+                    zone = zone_answered(document)
+                except UsageError as exc:
+                    self.stop(exc)
+                    return False
+                remember_zone(history, account, zone)
+            self.clock.zone = zone
+        if self.clock.zone is not None:
+            log.info("account.zone", zone=self.clock.zone.key, given=bool(opts.timezone))
+        if opts.daily_calls is not None and self.clock.zone is not None:
+            self.budget = DailyBudget(opts.daily_calls, self.clock.zone, history, account,
+                                      clock=self.clock.utc)
+            await self.budget.spent_before(delivery.calls.counts.calls)
+            delivery.calls.budget = self.budget
+            if not self.budget.left:
+                self.stop(self.budget.spent_error(), asked=True)
+                return False
+        return True
 
     def _rates(self) -> dict[str, str]:
         """The limits in force, for the log and the summary: "10/5s (learnt)"."""

@@ -7,6 +7,11 @@ invalid): :class:`Throughput` observes it over a sliding window, and the ETA is 
 still to come, less those an earlier run finished, divided by that rate. Until the run has
 observed enough of its own rows, the ETA divides by the rate the limit allows instead.
 
+Under a share of the limit (``--share``), the ETA follows the schedule: the rate at the
+whole limit (the one the limit allows, or the one observed divided by the fraction in force)
+times each fraction ahead, piecewise over the schedule's ranges
+(:meth:`~bulkpost.share.ShareSchedule.seconds_for`).
+
 Log lines reach the terminal through :class:`BarAwareStream`, which prints whole lines
 above the bar and redraws the bar below them.
 """
@@ -17,10 +22,12 @@ import collections
 import sys
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Never, TextIO
 
 from tqdm import tqdm
+
+from bulkpost.share import ShareSchedule
 
 
 class BarAwareStream:
@@ -119,16 +126,22 @@ class Throughput:
 class Progress:
     """A tqdm bar, or nothing when the stream is not a terminal.
 
-    ``calls_per_second`` is what the rate limit allows: the ETA's rate until this run has
-    observed its own. ``clock`` is the time the rate is observed by (tests pass their own).
+    ``calls_per_second`` is what the whole rate limit allows: the ETA's rate until this run
+    has observed its own. ``clock`` is the time the rate is observed by (tests pass their
+    own). ``share``: the fraction of the limit the run takes, read on ``wall`` (the
+    account's clock).
     """
 
     def __init__(self, *, enabled: bool, calls_per_second: float,
                  stream: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 share: ShareSchedule | None = None,
+                 wall: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._stream = stream or sys.stderr
         self.calls_per_second = calls_per_second
         self._clock = clock
+        self._share = share
+        self._wall = wall
         self._bar: tqdm[Never] | None = None
         self._finished_before = 0  # rows an earlier run finished: they take no call
         self._counted: int | None = None  # the input's rows, once counted
@@ -187,10 +200,22 @@ class Progress:
         if self._bar is not None and self._bar.total:
             # Rows still to come, less those an earlier run finished (passed over at once).
             pending = max(0, self._bar.total - finished - self._finished_before)
-            rate = self.calls_per_second if observed is None else observed
-            eta = "?" if not rate else str(timedelta(seconds=round(pending / rate)))
+            seconds = self.eta_seconds(pending, observed)
+            eta = "?" if seconds is None else str(timedelta(seconds=round(seconds)))
             text += f", ETA {eta}"
         return text
+
+    def eta_seconds(self, pending: float, observed: float | None) -> float | None:
+        """Seconds to finish ``pending`` rows: at the rate observed, else at the rate the
+        limit allows; under a share, at that rate's whole-limit figure times each fraction
+        of the schedule ahead. None when no rate is known."""
+        if self._share is None:
+            rate = self.calls_per_second if observed is None else observed
+            return pending / rate if rate else None
+        wall = self._wall()
+        full = (self.calls_per_second if observed is None
+                else observed / self._share.fraction_at(wall))
+        return self._share.seconds_for(pending, full, wall) if full else None
 
     def close(self) -> None:
         if self._bar is not None:

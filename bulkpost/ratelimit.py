@@ -27,6 +27,13 @@ to that one call more, and each call the account counts lets the next one out at
 caller waiting on the log is woken when the share grows), so the climb goes as fast as the
 answers come instead of one call per window.
 
+A share (``--share``, :mod:`bulkpost.share`) takes a fraction of what the allowance gives:
+the limit asks its ``fraction`` callable (the loop's time in, a fraction out) before each
+grant, and lets out ``max(1, floor(N * fraction))`` calls per window. Below a whole share it
+never probes above the ceiling (:attr:`Allowance.held`): it is not using the whole ceiling.
+A fraction that changes (a schedule's boundary) is followed by the next grant, and a caller
+waiting on the log looks again at least once a window, so it takes effect within a window.
+
 On top sits a pause gate: every caller waits until a pause ends (a ``Retry-After``, or a
 whole window when items of a bulk answer were rate limited), then calls resume. The limit
 also keeps its storm clock: how long it has been rate limited without an answer of any other
@@ -45,11 +52,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Callable
 
 from aiolimiter import AsyncLimiter
 
 from bulkpost.allowance import Allowance, Lesson, RateSpec, Sent, parse_rate
 from bulkpost.errors import UsageError
+from bulkpost.share import share_of
 
 __all__ = ["Allowance", "Lesson", "RateLimit", "RateSpec", "Slot", "parse_rate"]
 
@@ -93,6 +102,7 @@ class RateLimit:
     """
 
     __slots__ = (
+        "_fraction",
         "_gate",
         "_grown",
         "_limited_since",
@@ -105,12 +115,14 @@ class RateLimit:
     )
 
     def __init__(self, spec: RateSpec, margin: float | None = None,
-                 allowance: Allowance | None = None) -> None:
+                 allowance: Allowance | None = None,
+                 fraction: Callable[[float], float] | None = None) -> None:
         if margin is not None and margin < 0:
             raise UsageError("the rate margin cannot be negative")
         self.spec = spec  # the share in force: N calls per T
         self.margin = DEFAULT_MARGIN * spec.period if margin is None else margin
         self.allowance = allowance or Allowance(spec, jitter=self.margin)
+        self._fraction = fraction  # the share of the limit taken at a moment (None: all)
         # Slightly faster than the log allows, so that the log alone sets the pace and a
         # late wake-up in the smoothing stage is made up for.
         self._limiter = AsyncLimiter(1, 0.98 * self.spacing)
@@ -125,6 +137,10 @@ class RateLimit:
     def window(self) -> float:
         """The window the log enforces: T plus the margin."""
         return self.spec.period + self.margin
+
+    def fraction(self, now: float) -> float:
+        """The fraction of the limit the run takes at ``now`` (1: all of it)."""
+        return 1.0 if self._fraction is None else self._fraction(now)
 
     @property
     def spacing(self) -> float:
@@ -145,8 +161,11 @@ class RateLimit:
         return lesson
 
     def _follow(self, now: float) -> None:
-        """Size the log and the smoothing to the allowance's share at ``now``."""
-        calls = self.allowance.share_at(now)
+        """Size the log and the smoothing to the allowance's share at ``now``, and to the
+        fraction of it the run takes."""
+        fraction = 1.0 if self._fraction is None else self._fraction(now)
+        self.allowance.held = fraction < 1
+        calls = share_of(self.allowance.share_at(now), fraction)
         pace = 2 * calls if self.allowance.probing else calls
         if calls == self.spec.calls and self._limiter.time_period == 0.98 * self.window / pace:
             return

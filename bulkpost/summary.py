@@ -69,6 +69,11 @@ class Summary:
     rate: dict[str, str] = field(default_factory=dict)  # each limit in force, and its source
     undecodable: int = 0  # invalid rows with a cell that is not UTF-8 (not in as_dict)
     interrupted: bool = False  # stopped by a signal: as the user asked (not in as_dict)
+    share: str = ""  # --share: the fraction of the limit taken, or its schedule
+    # --daily-calls: calls_today, daily_calls, day and renews (the account's next midnight)
+    budget: dict[str, object] = field(default_factory=dict)
+    budget_spent: bool = False  # stopped when the day's budget was spent: exit 4
+    budget_renews: str = ""  # the account's next midnight, in words (not in as_dict)
 
     def count(self, status: Status, rows: int = 1) -> None:
         name = status.value
@@ -102,6 +107,8 @@ class Summary:
     def exit_code(self) -> int:
         if self.aborted:
             return 3
+        if self.budget_spent:
+            return 4  # nothing wrong: run again after the account's midnight
         not_done = (self.failed + self.rejected + self.invalid + self.unknown
                     + self.carried_left + self.carried_rejected)
         if self.dry_run:
@@ -148,4 +155,9 @@ class Summary:
             data["rate"] = self.rate
         if self.aborted:
             data["aborted"] = self.aborted
+        if self.share:
+            data["share"] = self.share
+        if self.budget:
+            data.update(self.budget)
+            data["budget_spent"] = self.budget_spent
         return data

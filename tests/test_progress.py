@@ -115,3 +115,29 @@ def test_no_bar_when_disabled_and_logs_pass_through() -> None:
     assert stream.getvalue() == ""
     out = io.StringIO()
     assert BarAwareStream(out).write("line\n") == 5 and out.getvalue() == "line\n"
+
+
+def test_the_eta_follows_the_share_s_schedule_ahead() -> None:
+    from datetime import datetime, timedelta
+
+    from bulkpost.share import ShareSchedule
+
+    wall = [datetime(2026, 3, 2, 18, 59, 0)]
+    now = [1000.0]
+    share = ShareSchedule.parse("09:00-19:00=40%,100%")
+    progress = Progress(enabled=True, calls_per_second=10.0, stream=io.StringIO(),
+                        clock=lambda: now[0], share=share, wall=lambda: wall[0])
+    progress.set_total(2_000)
+    bar = progress._bar
+    assert bar is not None
+    progress.done()  # the first row: no rate observed yet
+    # 1,999 rows: 60 s at 4/s (240 rows) until 19:00, then 1,759 at 10/s (175.9 s).
+    assert bar.postfix == "? rows/s, ETA 0:03:56"
+    for _ in range(20):  # 4 rows a second observed at 40%: 10/s at the whole limit
+        now[0] += 0.25
+        wall[0] += timedelta(seconds=0.25)
+        progress.done()
+    # 1,979 rows from 18:59:05: 55 s at 4/s (220 rows), then 1,759 at 10/s.
+    assert bar.postfix == "4.0 rows/s, ETA 0:03:51"
+    assert progress.eta_seconds(100, 4.0) == pytest.approx(25)  # all before 19:00
+    progress.close()

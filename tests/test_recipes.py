@@ -222,6 +222,49 @@ def test_cron_exit_3_resumes_up_to_retries_then_alerts(tmp_path: Path,
     assert "not-the-" not in alerts + done.stderr  # the key, even a wrong one, never shows
 
 
+def _next_day(history: Path) -> None:
+    """The account's midnight has passed: the calls counted today become yesterday's."""
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+
+    from bulkpost.budget import meta_name
+    from bulkpost.client import Credentials
+    from bulkpost.limits import account_tag
+
+    account = account_tag(Credentials(DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY))
+    today = datetime.now(UTC).date()  # the sandbox's account is on UTC
+    with sqlite3.connect(history) as db:
+        db.execute("UPDATE meta SET name = ? WHERE name = ?",
+                   (meta_name(account, today - timedelta(days=1)), meta_name(account, today)))
+
+
+def test_cron_a_spent_budget_is_resumed_by_the_next_night_first(tmp_path: Path,
+                                                                make_sandbox: Any) -> None:
+    server = make_sandbox(**QUICK)
+    first = _nightly(tmp_path, _export(tmp_path / "a-2026-11-25.csv", list(range(1, 31))),
+                     server.url, DAILY_CALLS="15")
+    assert first.returncode == 4, first.stderr[-2000:]
+    assert "the day's budget of calls is spent (exit 4)" in first.stderr
+    assert "resuming in" not in first.stderr and _alerts(tmp_path) == ""  # nothing wrong
+    state = tmp_path / "state"
+    assert (state / "unfinished-exports").read_text() == f"{tmp_path / 'a-2026-11-25.csv'}\n"
+    posted = len(_orders(server))
+    assert 0 < posted < 30
+    # The same day, the next export: the budget is spent, both wait.
+    again = _nightly(tmp_path, _export(tmp_path / "a-2026-11-26.csv", [31, 32]), server.url,
+                     DAILY_CALLS="15")
+    assert again.returncode == 4 and len(_orders(server)) == posted
+    assert (state / "unfinished-exports").read_text().splitlines() == [
+        str(tmp_path / "a-2026-11-25.csv"), str(tmp_path / "a-2026-11-26.csv")]
+    _next_day(state / "history.db")
+    done = _nightly(tmp_path, _export(tmp_path / "a-2026-11-27.csv", [33]), server.url,
+                    DAILY_CALLS="1000")
+    assert done.returncode == 0, done.stderr[-2000:]
+    orders = _orders(server)
+    assert len(orders) == 33 and max(orders.values()) == 1
+    assert not (state / "unfinished-exports").exists()
+
+
 # -- Airflow ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def recipe() -> ModuleType:
@@ -330,3 +373,22 @@ def test_airflow_task_is_retried_when_a_later_attempt_can_finish(
         holder.close()
     done = _load(recipe, tmp_path, export, server.url)  # the retry
     assert done["posted"] == 5 and done["exit_code"] == 0
+
+
+def test_airflow_a_spent_budget_succeeds_and_the_next_night_resumes_it(
+        recipe: ModuleType, tmp_path: Path, make_sandbox: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    server = make_sandbox(**QUICK)
+    night = _export(tmp_path / "a-2026-11-25.csv", list(range(1, 31)))
+    with caplog.at_level("WARNING", logger="airflow_dag"):
+        first = _load(recipe, tmp_path, night, server.url, daily_calls=15)
+    assert first["exit_code"] == 4 and first["budget_spent"] and first["calls_today"] == 15
+    assert "the day's budget of calls is spent" in caplog.text
+    posted = len(_orders(server))
+    _next_day(tmp_path / "state" / "history.db")
+    second = _load(recipe, tmp_path, _export(tmp_path / "a-2026-11-26.csv", [31]),
+                   server.url, daily_calls=1000)
+    assert second["exit_code"] == 0 and second["posted"] == 1
+    orders = _orders(server)
+    assert len(orders) == 31 > posted and max(orders.values()) == 1
+    assert not (tmp_path / "state" / "unfinished-exports").exists()

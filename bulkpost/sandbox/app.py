@@ -52,7 +52,8 @@ class Sandbox(WriteEndpoints):
     ``types``: an account's own activity types, served beside the built-in ones.
     ``rate_limit_answer``: how "rate limited" is answered (a key of
     :data:`~bulkpost.sandbox.gate.RATE_LIMIT_ANSWERS`: ``429``, ``403``, ``200``,
-    ``403-plain``).
+    ``403-plain``). ``time_zone``: what "UserByAccessKey.Get" answers as the account's
+    ``TimeZone`` (an IANA name, or another spelling a real account may use).
     """
 
     def __init__(self, *, rate: RateSpec | None = None, bulk_rate: RateSpec | None = None,
@@ -65,7 +66,8 @@ class Sandbox(WriteEndpoints):
                  dialect: Dialect = DIALECTS["classic"],
                  altered: frozenset[str] = frozenset(), region: str = DEFAULT_REGION,
                  home_region: str | None = None, region_hint: bool = True,
-                 types: Sequence[ActivityType] = (), rate_limit_answer: str = "429") -> None:
+                 types: Sequence[ActivityType] = (), rate_limit_answer: str = "429",
+                 time_zone: str = "UTC") -> None:
         self.rate = rate or RateSpec(25, 5.0)
         self.bulk_rate = bulk_rate or RateSpec(1, 5.0)
         self.seed = secrets.randbits(63) if seed is None else seed
@@ -81,6 +83,7 @@ class Sandbox(WriteEndpoints):
                          schedule=FaultSchedule(faults or {}, self.seed),
                          slow_seconds=slow_seconds, rate_limit_answer=rate_limit_answer)
         self.region = region
+        self.time_zone = time_zone
         self.home_region = home_region or region
         self.region_hint = region_hint
         self.app = web.Application(
@@ -256,7 +259,7 @@ class Sandbox(WriteEndpoints):
         return web.json_response({
             "ID": "5f1c1a52-0000-4000-8000-000000000001", "FirstName": "Sandbox",
             "LastName": "User", "EmailAddress": "sandbox@example.com",
-            "Role": "Administrator", "TimeZone": "UTC", "OrgShortCode": "10000",
+            "Role": "Administrator", "TimeZone": self.time_zone, "OrgShortCode": "10000",
             "LSQCommonServiceURLs": {"api": self.region, "app": app}})
 
     async def _activity_types(self, request: web.Request) -> web.StreamResponse:

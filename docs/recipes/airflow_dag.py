@@ -17,7 +17,10 @@ The task's outcome follows what a person, or a retry, can do about it:
 - stopped (quota spent, network, signal), rows that may still be posted (failed, unknown;
   or carried over from an earlier night and still unfinished), or another run holding the
   files: an ordinary exception, so Airflow retries the task, and the retry resumes the same
-  results file.
+  results file;
+- the day's budget of calls spent (``daily_calls=``, exit 4): nothing is wrong; success, with
+  a warning, and the export is noted in ``unfinished-exports``: the next night's task first
+  resumes the exports noted there, in order, then loads its own.
 
 Keys come from the worker's environment (``LSQ_HOST``, ``LSQ_ACCESS_KEY``,
 ``LSQ_SECRET_KEY``), e.g. from an Airflow connection exported by your deployment.
@@ -54,10 +57,34 @@ class RunAgain(RuntimeError):
 
 def load_export(export: str, mapping: str, state_dir: str | Path = STATE_DIR,
                 **options: Any) -> dict[str, Any]:
-    """Post one export; return the run's summary. ``options`` go to :func:`bulkpost.run`
-    (``rate``, ``mode``, ``on_changed``, and ``host``/keys when not in the environment)."""
+    """Post the exports an earlier night left when the day's budget was spent, then this one;
+    return this one's summary (or, when the budget is spent first, the last run's).
+    ``options`` go to :func:`bulkpost.run` (``rate``, ``mode``, ``on_changed``, ``share``,
+    ``daily_calls``, and ``host``/keys when not in the environment)."""
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
+    unfinished = state / "unfinished-exports"
+    earlier = unfinished.read_text().splitlines() if unfinished.exists() else []
+    queue = [each for each in earlier if each and each != export] + [export]
+    for index, each in enumerate(queue):
+        try:
+            data = _load_one(each, mapping, state, **options)
+        except AirflowFailException:
+            # A person must see to it: a later night does not try it again.
+            unfinished.write_text("".join(f"{e}\n" for e in queue[index + 1:]))
+            raise
+        if data.get("budget_spent"):
+            unfinished.write_text("".join(f"{e}\n" for e in queue[index:]))
+            logging.getLogger(__name__).warning(
+                "the day's budget of calls is spent (renews %s): %s and the exports after it "
+                "are resumed by the next night", data.get("renews"), each)
+            return data
+    unfinished.unlink(missing_ok=True)
+    return data
+
+
+def _load_one(export: str, mapping: str, state: Path, **options: Any) -> dict[str, Any]:
+    """Post one export, resuming it; its summary, or the exception for Airflow."""
     results = state / f"results-{Path(export).stem}.csv"  # the same night resumes it
     try:
         summary = bulkpost.run(export, mapping, results, history=state / "history.db",
@@ -67,6 +94,8 @@ def load_export(export: str, mapping: str, state_dir: str | Path = STATE_DIR,
     except bulkpost.UsageError as exc:  # mapping, input or settings: a person must fix it
         raise AirflowFailException(str(exc)) from None
     data = summary.as_dict()
+    if summary.budget_spent:  # nothing wrong: the next night resumes it
+        return data
     # Rows carried over from an earlier night (no longer in any export) that are still
     # unfinished are taken again by the next run: retry, as for failed and unknown rows.
     if summary.aborted or summary.failed or summary.unknown or summary.carried_left:
