@@ -40,6 +40,7 @@ EVENTS: dict[str, str] = {
                              "unknown",
     "internal_error": "internal error",
     "verify.stopping": "stopping",
+    "verify.pages_unread": "a lead's pages could not be read: its activities read one by one",
     # Rows and activities
     "row.retrying": "retrying",
     "row.reconciled": "reconciled: already created",

@@ -2,10 +2,15 @@
 
 Owns choosing the rows (all, or a seeded sample), mapping them again from the input with the
 run's preflight rules, reading them back (:mod:`bulkpost.readback`) under the rate limit,
-and the report. The command reads the results file's posted rows twice (a row's last line
-is its state) and keeps only the chosen ones, so a sample of a million-row load stays
-small; it maps only the chosen input rows, and refuses a results file whose content hashes
-the input no longer reproduces.
+and the report. Where the look-ups the run calibrated (its :class:`Reading`, kept beside the
+results file) found the custom fields on the lead's pages, the rows are read by lead page
+("Get Activities of a Lead", up to 25 activities a call, the note compared too: see
+:meth:`bulkpost.lookups.Lookups.read_lead`); every row the pages cannot settle is read one
+call per activity ("Get Custom Fields of an Activity"), as everywhere without a calibration.
+The command reads the results file's posted rows twice (a row's last line is its state)
+and keeps only the chosen ones, so a sample of a million-row load stays small; it maps
+only the chosen input rows, and refuses a results file whose content hashes the input no
+longer reproduces.
 """
 
 from __future__ import annotations
@@ -26,16 +31,19 @@ import structlog
 from bulkpost import mapping as mapping_file
 from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
 from bulkpost.allowance import DOCUMENTED_MAXIMUM
+from bulkpost.calibration import Reading, load_reading
 from bulkpost.calls import ActivityMissing, ApiCalls, DeliverySettings, LookupFailed, Stopped
 from bulkpost.client import Credentials, LeadSquaredClient
 from bulkpost.errors import AbortRun, MappingError, UsageError
 from bulkpost.limits import make_limit, recalled
+from bulkpost.lookups import Lookups
 from bulkpost.mapping import check_columns
 from bulkpost.outcomes import read_outcomes
 from bulkpost.preflight import event_codes, run_preflight
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateLimit, RateSpec
-from bulkpost.readback import Difference, FieldInfo, field_infos, read_back
+from bulkpost.readback import Difference, FieldInfo, field_infos, page_differences, read_back
+from bulkpost.response import MISSING
 from bulkpost.resume import Status
 from bulkpost.source import describe, input_columns, open_source
 from bulkpost.stop import StopSignal, signals_handled
@@ -219,6 +227,11 @@ class VerifySummary:
     calls: int = 0  # API calls made, the preflight's included
     elapsed_s: float = 0.0
     aborted: str = ""
+    by_page: int = 0  # activities settled by their lead's pages (found, or missing)
+    page_calls: int = 0  # calls that took (pages, e-mail look-ups, retries)
+    by_activity: int = 0  # activities read one call per activity
+    activity_calls: int = 0  # calls that took (retries included)
+    pages_unused: str = ""  # why no activity was read by lead page ("": some were)
 
     @property
     def checked(self) -> int:
@@ -255,7 +268,11 @@ class VerifySummary:
             "equal": self.checked - self.differ, "differ": self.differ,
             "differences": len(self.found), "missing": self.missing,
             "unreadable": self.unreadable,
-            "calls": self.calls, "elapsed_s": round(self.elapsed_s, 1), "exit_code": self.exit_code}
+            "calls": self.calls,
+            "read": {"by_page": self.by_page, "page_calls": self.page_calls,
+                     "one_per_activity": self.by_activity,
+                     "one_per_activity_calls": self.activity_calls},
+            "elapsed_s": round(self.elapsed_s, 1), "exit_code": self.exit_code}
         if self.aborted:
             data["aborted"] = self.aborted
         return data
@@ -302,9 +319,24 @@ async def verify(options: VerifyOptions) -> VerifySummary:
                         map_chosen, mapping, options.input, chosen.rows, rules,
                         encoding=options.encoding, delimiter=options.delimiter)
                     progress.set_total(len(chosen.rows))
-                    summary.checks = await _read_all(
-                        calls, client, [(p, items[p.row]) for p in chosen.rows],
-                        field_infos(mapping, rules), progress, options.worker_count())
+                    fields = field_infos(mapping, rules)
+                    work = [(p, items[p.row]) for p in chosen.rows]
+                    reading = load_reading(options.results, options.host, None)
+                    summary.pages_unused = pages_unused(reading)
+                    entities = None if reading is None else reading.entities
+                    if reading is not None and not summary.pages_unused:
+                        before = calls.counts.calls
+                        lookups = Lookups(calls, client, None, reading=reading)
+                        summary.checks, work = await _read_by_page(
+                            lookups, work, fields, mapping.note_column or "", progress,
+                            options.worker_count())
+                        summary.by_page = len(summary.checks)
+                        summary.page_calls = calls.counts.calls - before
+                    before = calls.counts.calls
+                    summary.checks += await _read_all(calls, client, work, fields, progress,
+                                                      options.worker_count(), entities)
+                    summary.by_activity = len(summary.checks) - summary.by_page
+                    summary.activity_calls = calls.counts.calls - before
                 except Stopped:
                     pass  # the stop signal holds why
                 except AbortRun as exc:
@@ -335,10 +367,70 @@ async def _preflight(options: VerifyOptions, calls: ApiCalls, client: LeadSquare
     return result.rules
 
 
+def pages_unused(reading: Reading | None) -> str:
+    """Why activities cannot be read by lead page with ``reading`` ("": they can)."""
+    if reading is None or not reading.calibrated:
+        return "the look-ups are not calibrated for this account and host"
+    if not reading.fields_at:
+        return "the calibrated look-up showed no custom field on the lead's pages"
+    return ""
+
+
+async def _read_by_page(lookups: Lookups, work: list[tuple[Posted, Activity]],
+                        fields_for: Callable[[int], Mapping[str, FieldInfo]],
+                        note_column: str, progress: Progress, workers: int
+                        ) -> tuple[list[Checked], list[tuple[Posted, Activity]]]:
+    """Read the activities by their leads' pages (a few leads at a time, under the rate
+    limit): the checks the pages settle, and the rows left to read one by one (not found
+    before the pages were left, shown without what the pages must show, or on a lead whose
+    pages could not be read)."""
+    groups: dict[tuple[str, int], list[tuple[Posted, Activity]]] = {}
+    for posted, item in work:
+        groups.setdefault((item.lead.lower(), item.event), []).append((posted, item))
+    checks: list[Checked] = []
+    left: list[tuple[Posted, Activity]] = []
+    pending = iter(groups.values())  # shared: each lead taken once
+    reading = lookups.reading
+
+    async def worker() -> None:
+        for group in pending:
+            try:
+                read = await lookups.read_lead(group[0][1], [p.activity_id for p, _ in group])
+            except LookupFailed as exc:
+                log.info("verify.pages_unread", lead=group[0][1].lead, reason=str(exc))
+                left.extend(group)
+                continue
+            except Stopped:
+                return
+            for posted, item in group:
+                found = read.found.get(posted.activity_id.lower())
+                if found is None:
+                    if not read.complete:
+                        left.append((posted, item))
+                        continue
+                    checks.append(Checked(posted, missing=(
+                        f"{MISSING} (not among the {read.seen:,} activities of event "
+                        f"{item.event} on its lead's pages)")))
+                else:
+                    shown = page_differences(item, posted.activity_id, found,
+                                             fields_for(item.event), reading.fields_at,
+                                             note_column, reading.entities)
+                    if shown is None:
+                        left.append((posted, item))
+                        continue
+                    checks.append(Checked(posted, tuple(shown)))
+                progress.done()
+
+    await asyncio.gather(*(worker() for _ in range(min(workers, len(groups)))))
+    left.sort(key=lambda pair: pair[0].row)
+    return checks, left
+
+
 async def _read_all(calls: ApiCalls, client: LeadSquaredClient,
                     work: list[tuple[Posted, Activity]],
                     fields_for: Callable[[int], Mapping[str, FieldInfo]],
-                    progress: Progress, workers: int) -> list[Checked]:
+                    progress: Progress, workers: int,
+                    entities: str | None = None) -> list[Checked]:
     """Read every activity back with a few workers under the run's rate limit."""
     checks: list[Checked] = []
     pending: Iterator[tuple[Posted, Activity]] = iter(work)  # shared: each item taken once
@@ -347,7 +439,7 @@ async def _read_all(calls: ApiCalls, client: LeadSquaredClient,
         for posted, item in pending:
             try:
                 found = await read_back(calls, client, item, posted.activity_id,
-                                        fields_for(item.event))
+                                        fields_for(item.event), entities)
             except ActivityMissing as exc:  # the same on every retry: not asked again
                 checks.append(Checked(posted, missing=str(exc)))
             except LookupFailed as exc:
@@ -381,6 +473,8 @@ def render_report(summary: VerifySummary) -> str:
     if summary.without_id:
         lines.append(f"  {summary.without_id:,} posted rows have no activity Id in the "
                      "results file: not read back")
+    if summary.checks:
+        lines.append("  " + read_how(summary))
     groups: dict[tuple[str, str], list[Difference]] = {}
     for difference in summary.found:
         groups.setdefault((difference.column, difference.label), []).append(difference)
@@ -404,6 +498,19 @@ def render_report(summary: VerifySummary) -> str:
         lines += [f"      row {c.posted.row} (activity {c.posted.activity_id}): {c.unreadable}"
                   for c in unreadable[:SHOWN_VALUES]]
     return "\n".join(lines)
+
+
+def read_how(summary: VerifySummary) -> str:
+    """How the activities were read, and the calls each way took."""
+    parts = []
+    if summary.by_page:
+        parts.append(f"{summary.by_page:,} by lead page in {summary.page_calls:,} calls "
+                     "(note compared)")
+    if summary.by_activity or not summary.by_page:
+        parts.append(f"{summary.by_activity:,} one per activity in "
+                     f"{summary.activity_calls:,} calls")
+    why = f" ({summary.pages_unused})" if summary.pages_unused else ""
+    return "read " + ", ".join(parts) + why
 
 
 def write_differences(path: Path, found: list[Difference]) -> None:
