@@ -639,3 +639,31 @@ def test_pages_without_custom_fields_mean_one_call_per_activity(
     assert "read 0 by lead page" not in checked.stderr
     assert "read 20 one per activity in 20 calls (the look-ups are not calibrated" \
         in checked.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("dialect", ["captured", "pages"])
+def test_faults_on_the_pages_never_pass_a_difference_for_equal(
+        tmp_path: Path, make_sandbox: Any, dialect: str) -> None:
+    server = make_sandbox(dialect=parse_dialect(dialect), seed=3)
+    data, mapping, results = _loaded(tmp_path, server, 60, mapping_text=NOTED)
+    ids = {row: r["activity_id"] for row, r in read_results(results).items()}
+    altered = {4, 18, 33, 59}
+
+    async def edit() -> None:
+        for row in altered:
+            server.sandbox.store.alter(ids[row], {"mx_Custom_2": "7"})
+
+    server.call(edit())
+    server.sandbox.faults = {"500-before": 0.3, "html": 0.1, "reset-before": 0.1}
+    checked = _verify(data, mapping, results, server.url, "--all", "--differences",
+                      tmp_path / "d.csv")
+    assert checked.code == 1, checked.stderr
+    summary = checked.summary
+    assert sum(server.stats()["faults_on"]["lookups"].values()) > 0
+    assert summary["checked"] + summary["unreadable"] == 60 and summary["missing"] == 0
+    found = {row for row, *_ in _differences(tmp_path / "d.csv")}
+    assert found <= altered
+    # An altered row is a difference, or unreadable: never counted equal.
+    assert len(altered - found) <= summary["unreadable"]
+    assert summary["read"]["by_page"] + summary["read"]["one_per_activity"] == 60
