@@ -323,7 +323,6 @@ async def verify(options: VerifyOptions) -> VerifySummary:
                     work = [(p, items[p.row]) for p in chosen.rows]
                     reading = load_reading(options.results, options.host, None)
                     summary.pages_unused = pages_unused(reading)
-                    entities = None if reading is None else reading.entities
                     if reading is not None and not summary.pages_unused:
                         before = calls.counts.calls
                         lookups = Lookups(calls, client, None, reading=reading)
@@ -334,7 +333,7 @@ async def verify(options: VerifyOptions) -> VerifySummary:
                         summary.page_calls = calls.counts.calls - before
                     before = calls.counts.calls
                     summary.checks += await _read_all(calls, client, work, fields, progress,
-                                                      options.worker_count(), entities)
+                                                      options.worker_count())
                     summary.by_activity = len(summary.checks) - summary.by_page
                     summary.activity_calls = calls.counts.calls - before
                 except Stopped:
@@ -429,8 +428,7 @@ async def _read_by_page(lookups: Lookups, work: list[tuple[Posted, Activity]],
 async def _read_all(calls: ApiCalls, client: LeadSquaredClient,
                     work: list[tuple[Posted, Activity]],
                     fields_for: Callable[[int], Mapping[str, FieldInfo]],
-                    progress: Progress, workers: int,
-                    entities: str | None = None) -> list[Checked]:
+                    progress: Progress, workers: int) -> list[Checked]:
     """Read every activity back with a few workers under the run's rate limit."""
     checks: list[Checked] = []
     pending: Iterator[tuple[Posted, Activity]] = iter(work)  # shared: each item taken once
@@ -439,7 +437,7 @@ async def _read_all(calls: ApiCalls, client: LeadSquaredClient,
         for posted, item in pending:
             try:
                 found = await read_back(calls, client, item, posted.activity_id,
-                                        fields_for(item.event), entities)
+                                        fields_for(item.event))
             except ActivityMissing as exc:  # the same on every retry: not asked again
                 checks.append(Checked(posted, missing=str(exc)))
             except LookupFailed as exc:
