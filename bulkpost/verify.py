@@ -2,11 +2,12 @@
 
 Owns choosing the rows (all, or a seeded sample), mapping them again from the input with the
 run's preflight rules, reading them back (:mod:`bulkpost.readback`) under the rate limit,
-and the report. Where the look-ups the run calibrated (its :class:`Reading`, kept beside the
-results file) found the custom fields on the lead's pages, the rows are read by lead page
-("Get Activities of a Lead", up to 25 activities a call, the note compared too: see
-:meth:`bulkpost.lookups.Lookups.read_lead`); every row the pages cannot settle is read one
-call per activity ("Get Custom Fields of an Activity"), as everywhere without a calibration.
+and the report. Where calibrated look-ups (the run's :class:`Reading`, kept beside the
+results file; else calibrated here as a run does, and not kept) found the custom fields on
+the lead's pages, the rows are read by lead page ("Get Activities of a Lead", up to 25
+activities a call, the note compared too: see :meth:`bulkpost.lookups.Lookups.read_lead`);
+every row the pages cannot settle, and every row with ``--one-per-activity``, is read one
+call per activity ("Get Custom Fields of an Activity").
 The command reads the results file's posted rows twice (a row's last line is its state)
 and keeps only the chosen ones, so a sample of a million-row load stays small; it maps
 only the chosen input rows, and refuses a results file whose content hashes the input no
@@ -16,6 +17,7 @@ longer reproduces.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import hashlib
 import heapq
@@ -38,7 +40,8 @@ from bulkpost.errors import AbortRun, MappingError, UsageError
 from bulkpost.limits import make_limit, recalled
 from bulkpost.lookups import Lookups
 from bulkpost.mapping import check_columns
-from bulkpost.outcomes import read_outcomes
+from bulkpost.outcomes import parse_utc_text, read_outcomes
+from bulkpost.planner import PlanOptions
 from bulkpost.preflight import event_codes, run_preflight
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateLimit, RateSpec
@@ -64,6 +67,9 @@ class Posted:
     key: str
     activity_id: str
     content_hash: str
+    created: bool = False  # posted (created with this content), not updated since
+    updated_at: str = ""  # when the results file recorded it (UTC, to the second)
+    attempts: int = 0
 
 
 @dataclass(slots=True)
@@ -106,7 +112,8 @@ def choose_posted(results: Path, sample: int | None, seed: int) -> Chosen:
         if not outcome.activity_id:
             chosen.without_id += 1
             continue
-        posted = Posted(outcome.row, outcome.key, outcome.activity_id, outcome.content_hash)
+        posted = Posted(outcome.row, outcome.key, outcome.activity_id, outcome.content_hash,
+                        outcome.status is Status.POSTED, outcome.updated_at, outcome.attempts)
         if sample is None:
             chosen.rows.append(posted)
             continue
@@ -188,6 +195,7 @@ class VerifyOptions:
     decimal_comma: bool = False
     progress: bool = False
     timeout: float = 30.0
+    by_page: bool = True  # False: one call per activity, never by lead page
 
     def worker_count(self) -> int:
         """Enough read-backs in flight to keep the limit busy at 4 s of latency."""
@@ -321,11 +329,16 @@ async def verify(options: VerifyOptions) -> VerifySummary:
                     progress.set_total(len(chosen.rows))
                     fields = field_infos(mapping, rules)
                     work = [(p, items[p.row]) for p in chosen.rows]
-                    reading = load_reading(options.results, options.host, None)
-                    summary.pages_unused = pages_unused(reading)
-                    if reading is not None and not summary.pages_unused:
-                        before = calls.counts.calls
-                        lookups = Lookups(calls, client, None, reading=reading)
+                    before = calls.counts.calls
+                    lookups = Lookups(calls, client, None, reading=load_reading(
+                        options.results, options.host, None))
+                    if options.by_page:
+                        await _calibrate(lookups, work, rules, options.timeout)
+                        summary.page_calls = calls.counts.calls - before
+                        summary.pages_unused = pages_unused(lookups.reading, lookups.distrust)
+                    else:
+                        summary.pages_unused = "--one-per-activity"
+                    if not summary.pages_unused:
                         summary.checks, work = await _read_by_page(
                             lookups, work, fields, mapping.note_column or "", progress,
                             options.worker_count())
@@ -366,8 +379,34 @@ async def _preflight(options: VerifyOptions, calls: ApiCalls, client: LeadSquare
     return result.rules
 
 
-def pages_unused(reading: Reading | None) -> str:
+async def _calibrate(lookups: Lookups, work: list[tuple[Posted, Activity]],
+                     rules: Mapping[int, tuple[FieldRule, ...]] | None,
+                     answer_timeout: float) -> None:
+    """Calibrate the look-ups as a run does, unless the run's calibration was kept: by the
+    first chosen row still holding what it was created with, looked up by content, when it
+    may have reached the API as the results file says (its ``updated_at`` and attempts).
+    What is learnt here is not kept (the run's file of lessons is the run's)."""
+    if lookups.reading.calibrated:
+        return
+    sample = next(((posted, item) for posted, item in work if posted.created), None)
+    if sample is None:
+        return
+    posted, item = sample
+    window = None
+    if posted.updated_at:
+        with contextlib.suppress(ValueError):
+            window = PlanOptions(timeout=answer_timeout).sent_until(
+                parse_utc_text(posted.updated_at), max(1, posted.attempts))
+    lookups.kinds = {code: {rule.schema_name: rule.kind for rule in event_rules}
+                     for code, event_rules in (rules or {}).items()}
+    lookups.offer_sample(item, posted.activity_id, window)
+    await lookups.calibrate()  # once: its calls retry what may pass; a miss stays a miss
+
+
+def pages_unused(reading: Reading | None, distrust: str = "") -> str:
     """Why activities cannot be read by lead page with ``reading`` ("": they can)."""
+    if distrust:
+        return f"the look-ups cannot be trusted on this account: {distrust}"
     if reading is None or not reading.calibrated:
         return "the look-ups are not calibrated for this account and host"
     if not reading.fields_at:
@@ -507,7 +546,11 @@ def read_how(summary: VerifySummary) -> str:
     if summary.by_activity or not summary.by_page:
         parts.append(f"{summary.by_activity:,} one per activity in "
                      f"{summary.activity_calls:,} calls")
-    why = f" ({summary.pages_unused})" if summary.pages_unused else ""
+    why = ""
+    if summary.pages_unused:
+        spent = (f"; {summary.page_calls:,} calls spent calibrating"
+                 if summary.page_calls else "")
+        why = f" ({summary.pages_unused}{spent})"
     return "read " + ", ".join(parts) + why
 
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from bulkpost.activity import Activity, FieldRule, content_hash
 from bulkpost.calibration import Reading
 from bulkpost.dialect import parse_dialect
-from bulkpost.kept import kept_path
+from bulkpost.kept import kept_path, recall_section
 from bulkpost.lookups import worth_reading_on
 from bulkpost.mapping import parse_mapping
 from bulkpost.outcomes import HEADER, RowOutcome, format_line
@@ -465,17 +465,27 @@ def test_an_activity_deleted_since_is_missing_not_unreadable_and_asked_once(
         + (" (not among the 0 activities of event 301 on its lead's pages)"
            if by_page == 4 else ": Activity does not exist (MXUnknownProspectActivityException)"
            ) in paged.stderr
-    kept_path(results).unlink()  # no calibration: one call per activity
+    # No calibration kept, and the row verify would calibrate with edited in the CRM since:
+    # look-ups are not trusted, so one call per activity.
+    kept_path(results).unlink()
+    first = read_results(results)[1]["activity_id"]
+
+    async def edit() -> None:
+        server.sandbox.store.alter(first, {"mx_Custom_2": "7"})
+
+    server.call(edit())
     details_before = server.stats()["details"]
     checked = _verify(data, mapping, results, server.url, "--all")
     assert checked.code == 1, checked.stderr
     summary = checked.summary
     assert (summary["checked"], summary["missing"], summary["unreadable"]) == (3, 1, 0)
-    assert summary["differ"] == 0
+    assert summary["differ"] == 1
     # "Get Custom Fields of an Activity" answers the same on every retry: asked once each.
     assert server.stats()["details"] - details_before == 4
     assert checked.summary["read"]["one_per_activity"] == 4
-    assert "3 as sent, 0 differ, 1 missing or deleted, 0 unreadable" in checked.stderr
+    assert "the look-ups cannot be trusted on this account: row 1 was created as activity" \
+        in checked.stderr
+    assert "2 as sent, 1 differ, 1 missing or deleted, 0 unreadable" in checked.stderr
     assert f"row 2 (activity {gone}): the activity is missing or deleted in LeadSquared" \
         in checked.stderr
     assert "MXUnknownProspectActivityException" in checked.stderr
@@ -564,16 +574,16 @@ def test_by_lead_page_finds_what_one_per_activity_finds_and_the_note(
                      (40, "ActivityNote", "remarks", "Ünïcødé ✓ & row 40",
                       "Unicode & row 40")}
 
-    kept_path(results).unlink()  # the calibration gone: one call per activity, as before
     before = server.stats()
     single = _verify(data, mapping, results, server.url, "--all", "--differences",
-                     tmp_path / "single.csv")
+                     tmp_path / "single.csv", "--one-per-activity")
     assert single.code == 1, single.stderr
     assert single.summary["read"]["one_per_activity"] == 60
     assert single.summary["read"]["by_page"] == 0
     assert server.stats()["details"] - before["details"] == 60
     assert (single.summary["checked"], single.summary["missing"]) == (59, 1)
-    assert "(the look-ups are not calibrated for this account and host)" in single.stderr
+    assert "read 60 one per activity in 60 calls (--one-per-activity)" in single.stderr
+    assert server.stats()["lookups"] - before["lookups"] == 61  # the schema, no page
     # The same field differences, shown the same; the page shows the notes besides.
     assert _differences(tmp_path / "single.csv") == by_page - notes
     assert {d[:2] for d in by_page - notes} == {(3, "mx_Custom_2"), (17, "mx_Custom_8")}
@@ -632,13 +642,16 @@ def test_pages_without_custom_fields_mean_one_call_per_activity(
     before = server.stats()
     checked = _verify(data, mapping, results, server.url, "--all")
     assert checked.code == 1, checked.stderr
-    assert checked.summary["read"] == {"by_page": 0, "page_calls": 0, "one_per_activity": 20,
-                                       "one_per_activity_calls": 20}
+    read = checked.summary["read"]
+    assert (read["by_page"], read["one_per_activity"], read["one_per_activity_calls"]) == (
+        0, 20, 20)
+    assert read["page_calls"] >= 1  # verify's own calibration: it finds no field on the page
     assert (checked.summary["differ"], checked.summary["differences"]) == (20, 20)
     assert server.stats()["details"] - before["details"] == 20
     assert "read 0 by lead page" not in checked.stderr
-    assert "read 20 one per activity in 20 calls (the look-ups are not calibrated" \
-        in checked.stderr
+    assert "read 20 one per activity in 20 calls (the look-ups cannot be trusted on this " \
+        "account: row 1 was created as activity" in checked.stderr
+    assert "but the look-up does not show mx_Custom_1" in checked.stderr
 
 
 @pytest.mark.e2e
@@ -667,3 +680,29 @@ def test_faults_on_the_pages_never_pass_a_difference_for_equal(
     # An altered row is a difference, or unreadable: never counted equal.
     assert len(altered - found) <= summary["unreadable"]
     assert summary["read"]["by_page"] + summary["read"]["one_per_activity"] == 60
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("dialect", PAGE_DIALECTS)
+def test_without_a_kept_calibration_verify_calibrates_as_a_run_does(
+        tmp_path: Path, make_sandbox: Any, dialect: str) -> None:
+    server = make_sandbox(dialect=parse_dialect(dialect))
+    # --verify-first 0: the run neither reads back nor calibrates, so nothing is kept.
+    data, mapping, results = _loaded(tmp_path, server, 30, *NO_READ_BACK, mapping_text=NOTED)
+    assert recall_section(results, "calibration") is None
+    ids = {row: r["activity_id"] for row, r in read_results(results).items()}
+
+    async def edit() -> None:
+        server.sandbox.store.alter(ids[12], note="edited")
+
+    server.call(edit())
+    before = server.stats()
+    checked = _verify(data, mapping, results, server.url, "--all")
+    assert checked.code == 1, checked.stderr
+    assert checked.summary["read"]["by_page"] == 30
+    assert (checked.summary["differ"], checked.summary["differences"]) == (1, 1)
+    assert server.stats()["details"] == before["details"]
+    # Calibrating (a page or two) and a page a lead: still far below a call per activity.
+    assert (server.stats()["calls"] - before["calls"]) / 30 <= 0.4
+    # What verify learnt is not the run's lesson: nothing kept.
+    assert recall_section(results, "calibration") is None
