@@ -435,11 +435,13 @@ async def _read_by_page(lookups: Lookups, work: list[tuple[Posted, Activity]],
             try:
                 read = await lookups.read_lead(group[0][1], [p.activity_id for p, _ in group])
             except LookupFailed as exc:
-                log.info("verify.pages_unread", lead=group[0][1].lead, reason=str(exc))
+                log.info("verify.pages_unread", row=group[0][0].row, reason=str(exc))
                 left.extend(group)
                 continue
             except Stopped:
                 return
+            if read.why_stopped and len(read.found) < len(group):
+                log.info("verify.pages_unread", row=group[0][0].row, reason=read.why_stopped)
             for posted, item in group:
                 found = read.found.get(posted.activity_id.lower())
                 if found is None:
