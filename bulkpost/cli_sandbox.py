@@ -96,7 +96,7 @@ def read_types_file(path: Path) -> list[ActivityType]:
               help="How look-ups answer: a preset, a preset with KEY=VALUE overrides "
                    "(captured,offset=pages0) or overrides of classic. "
                    "Presets: classic, captured, arrival, pages. Keys: "
-                   "fields=data|activity-fields|data-list, entities=true|false, "
+                   "fields=data|activity-fields|data-list|note-only, entities=true|false, "
                    "created_on=posted|arrival, offset=rows|pages0|pages1, "
                    "record_count=total|page, typed=true|false, update_log=true|false.")
 @click.option("--alter-stored", default="", metavar="FIELDS",

@@ -157,15 +157,17 @@ def report(results: Path, input_path: Path | None, failures: Path | None, encodi
               help="As the run: do not read the activity types' schemas (values then "
                    "compare as strings).")
 @click.option("--decimal-comma", is_flag=True, help="As the run: 12,5 was sent as 12.5.")
+@click.option("--one-per-activity", is_flag=True,
+              help="Read every activity with a call of its own, never by its lead's pages "
+                   "(the note is then not compared).")
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600),
               help="Seconds to wait for one answer.")
 @what_you_see(log_level="warning")
 def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
            sample: int | None, seed: int | None, differences_path: Path | None, host: str,
            rate: str | RateSpec | None, encoding: str, delimiter: str | None,
-           no_preflight: bool,
-           decimal_comma: bool, timeout: float, log_format: str, log_level: str,
-           progress: bool | None) -> None:
+           no_preflight: bool, decimal_comma: bool, one_per_activity: bool, timeout: float,
+           log_format: str, log_level: str, progress: bool | None) -> None:
     """Read posted activities back and compare them with what was sent.
 
     Exit 0 when every activity read back holds what was sent, 1 when some differ or could
@@ -203,7 +205,7 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
             seed=secrets.randbelow(2**32) if seed is None else seed, encoding=encoding,
             delimiter=delimiter, preflight=not no_preflight, decimal_comma=decimal_comma,
             progress=Progress.wanted(sys.stderr) if progress is None else progress,
-            timeout=timeout)
+            timeout=timeout, by_page=not one_per_activity)
         summary = asyncio.run(check.verify(options))
         if summary.aborted and (again := host_again(choice, credentials)) is not None:
             # The cached host refused the keys: found again, read back again.

@@ -12,7 +12,9 @@ has seven traits:
   note, the custom fields and a US-style ``CreatedOn``; ``Data`` a list of ``{"Key",
   "Value"}`` pairs holding the note as ``NotableEventDescription`` and no custom field) or
   ``data-list`` (``Data`` a Key/Value list of the note and the custom fields, no
-  ``ActivityFields``);
+  ``ActivityFields``), or ``note-only`` (as ``activity-fields`` with no ``ActivityFields``
+  at all: pages that show no custom field, so look-ups are never calibrated and ``verify``
+  reads one activity per call; no preset has it, ``--dialect classic,fields=note-only``);
 - ``entities``: non-ASCII characters of the note and of String values shown as
   ``&#x1F447;`` (in Retrieve and in "Get Custom Fields of an Activity");
 - ``created_on``: ``posted`` (the posted ``ActivityDateTime``, else the call's arrival) or
@@ -30,7 +32,8 @@ has seven traits:
   filter keeps them out is not known); the activity keeps its ``CreatedOn`` and its
   ``ModifiedOn`` moves.
 
-The presets in :data:`DIALECTS` together cover every value of every field; ``classic`` is
+The presets in :data:`DIALECTS` together cover every value of every field but
+``fields=note-only`` (an override: look-ups cannot be calibrated on it); ``classic`` is
 what the sandbox answered before dialects existed. No I/O here: the sandbox passes entries in.
 """
 
@@ -48,7 +51,7 @@ from bulkpost.errors import UsageError
 T = TypeVar("T")
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "fields": ("data", "activity-fields", "data-list"),
+    "fields": ("data", "activity-fields", "data-list", "note-only"),
     "entities": ("true", "false"),
     "created_on": ("posted", "arrival"),
     "offset": ("rows", "pages0", "pages1"),
@@ -211,6 +214,7 @@ def render_activity(entry: Mapping[str, Any], dialect: Dialect,
                         {"Key": "EventName", "Value": setting["DisplayName"]},
                         {"Key": "NotableEventDescription", "Value": note},
                         {"Key": "HasAttachments", "Value": "False"}]
+    if dialect.fields == "activity-fields":
         item["ActivityFields"] = {
             # Derived from the Id so that rendering stays a pure function of the entry.
             "ProspectActivityAutoId": str(int(str(entry["Id"]).replace("-", ""), 16)

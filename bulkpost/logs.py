@@ -40,6 +40,8 @@ EVENTS: dict[str, str] = {
                              "unknown",
     "internal_error": "internal error",
     "verify.stopping": "stopping",
+    "verify.pages_unread": "a lead's pages not read to the end: what they did not show is "
+                           "read one activity at a time",
     # Rows and activities
     "row.retrying": "retrying",
     "row.reconciled": "reconciled: already created",

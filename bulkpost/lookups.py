@@ -22,7 +22,10 @@ has learned, and its rules are:
 - a reading learned is handed to ``on_learned`` (saved for the next run);
 - look-ups are calls like any other: under the run's rate limit, with its retries
   (:meth:`ApiCalls.lookup`); pages read to learn are counted apart from pages read to
-  reconcile.
+  reconcile;
+- ``bulkpost verify`` reads a lead's pages too (:meth:`Lookups.read_lead`): the activities it
+  looks for, by Id, until each is found, every page is read, or reading on would cost more
+  calls than asking for the rest one by one.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -62,6 +66,26 @@ def _the_activity(page: Page, activity_id: str, event: int) -> FoundActivity | N
     update-log row of it (the same Id, another event code)."""
     return next((f for f in page.items if f.activity_id == activity_id and not f.log
                  and f.event in (None, event)), None)
+
+
+@dataclass(slots=True)
+class LeadPages:
+    """What reading one lead's pages found of the activities looked for (by Id)."""
+
+    found: dict[str, FoundActivity] = field(default_factory=dict)  # lower-case Id → item
+    complete: bool = False  # every page was read: an Id not found is not on the lead
+    seen: int = 0  # activities read (update-log rows not counted)
+    why_stopped: str = ""  # why pages were left unread ("": all found, or complete)
+
+
+def worth_reading_on(scan: Scan, left: int, wanted: int) -> bool:
+    """Whether reading the lead's next pages costs no more calls than asking for the ``left``
+    activities not found yet one by one: by the pages a total ``RecordCount`` says are left,
+    else at most as many pages in all as activities were ``wanted`` on the lead."""
+    if scan.total is not None:
+        rest = max(scan.total - scan.pages * scan.size, 1)
+        return -(-rest // scan.size) <= left
+    return scan.pages < wanted
 
 
 class NotYetTrusted(LookupFailed):
@@ -164,6 +188,56 @@ class Lookups:
                 raise LookupFailed(scan.incomplete)
             if scan.complete:
                 return None
+
+    # -- reading a lead's pages for verify -------------------------------------------------
+    async def read_lead(self, item: Activity, wanted: Collection[str]) -> LeadPages:
+        """The activities ``wanted`` (Ids, of ``item``'s lead and event code) as the lead's
+        pages show them, newest first: pages are read until every one is found, the scan is
+        complete (then an Id not found is not on the lead), or :func:`worth_reading_on` says
+        stop. Never an update-log row (the same Id, another event code). Meant for a
+        calibrated reading; raises LookupFailed when an answer is not understood.
+        """
+        row = fingerprint(item.body)
+        lead_id = await self._lead_of(row)
+        left = {activity_id.lower() for activity_id in wanted}
+        read = LeadPages()
+        scan = Scan(self.reading.offset)
+        first: list[str] = []
+        activities: set[str] = set()  # keys read, update-log rows left out
+        while left:
+            if scan.needs_rule:
+                rule = await self._offset_rule(lead_id, row.event, first)
+                if rule is None:
+                    read.why_stopped = ("the lead has more than one page of these activities "
+                                        "and how the look-up's Offset counts is not known")
+                    return read
+                scan.rule, scan.needs_rule = rule, False
+            if scan.pages and not worth_reading_on(scan, len(left), len(wanted)):
+                read.why_stopped = "one call per activity left is cheaper than its pages"
+                return read
+            page = await self._page(lead_id, row.event, scan.next_offset())
+            if scan.pages == 0:
+                first = [f.key for f in page.items]
+            activities.update(found.key for found in page.items if not found.log)
+            read.seen = len(activities)
+            for found in page.items:
+                key = found.activity_id.lower()
+                if key in left and not found.log and found.event in (None, row.event):
+                    read.found[key] = found
+                    left.discard(key)
+            scan.add(page)
+            if scan.incomplete:
+                read.why_stopped = scan.incomplete
+                return read
+            if scan.complete and scan.rule is None and not scan.seen:
+                # Offset 0 may name no page at all (pages counted from 1): an empty first
+                # page proves nothing missing until the rule is known.
+                read.why_stopped = "the first page is empty and how Offset counts is not known"
+                return read
+            if scan.complete:
+                read.complete = True
+                return read
+        return read
 
     # -- calibration -----------------------------------------------------------------------
     def offer_sample(self, item: Activity, activity_id: str,

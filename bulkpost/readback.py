@@ -6,8 +6,10 @@ call per activity, under the run's rate limit) and every field the request body 
 compared with the value the answer shows, by the field's kind
 (:func:`bulkpost.values.same_value`: ``12.50`` = ``12.5``, dates in any form, dropdowns in
 any case, HTML entities decoded on the answer's side). The note and the date-time are not
-compared: that answer does not show them. Everything but :func:`read_back` is pure. An
-answer it does not understand is never taken for equal (None: unreadable).
+compared there: that answer does not show them. ``verify`` may instead read the activity as
+its lead's page shows it (:func:`page_differences`): the same fields by the same rules, and
+the note too. Everything but :func:`read_back` is pure. An answer it does not understand is
+never taken for equal (None: unreadable, or not comparable).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from bulkpost.activity import Activity, FieldRule
 from bulkpost.calls import LookupFailed, Reads
 from bulkpost.client import LeadSquaredClient
 from bulkpost.mapping import CUSTOM_FIELD
+from bulkpost.reconcile import FoundActivity
 from bulkpost.values import same_value
 
 log = structlog.get_logger("bulkpost")
@@ -140,6 +143,36 @@ def differences(item: Activity, activity_id: str, shown: Mapping[str, str],
         found.append(Difference(item.row, activity_id, name, info.label, info.column, sent,
                                 stored))
     return found
+
+
+NOTE_FIELD = "ActivityNote"  # how a difference in the note names its field
+NOTE_LABEL = "note"
+
+
+def page_differences(item: Activity, activity_id: str, found: FoundActivity,
+                     fields: Mapping[str, FieldInfo], fields_at: str, note_column: str,
+                     entities: str | None = None) -> list[Difference] | None:
+    """Every field and the note of ``item``'s request body that ``found`` (its item on its
+    lead's page) does not show as sent, by the rules of :func:`differences`.
+
+    None when the page cannot tell: the item shows its custom fields elsewhere than the
+    calibrated look-ups found them (``fields_at``: an item without ``ActivityFields``, say)
+    while fields were sent, or shows no note while a note was sent. The activity must then
+    be read another way, never counted as equal.
+    """
+    body = json.loads(item.body)
+    if body.get("Fields") and found.where != fields_at:
+        return None
+    found_differences = differences(item, activity_id, found.fields, fields, entities)
+    if NOTE_FIELD in body:
+        sent = str(body[NOTE_FIELD])
+        if found.note is None:
+            if sent:
+                return None
+        elif not same_value("string", sent, found.note, entities):
+            found_differences.append(Difference(item.row, activity_id, NOTE_FIELD, NOTE_LABEL,
+                                                note_column, sent, found.note))
+    return found_differences
 
 
 async def read_back(calls: Reads, client: LeadSquaredClient, item: Activity,

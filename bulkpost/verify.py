@@ -2,15 +2,22 @@
 
 Owns choosing the rows (all, or a seeded sample), mapping them again from the input with the
 run's preflight rules, reading them back (:mod:`bulkpost.readback`) under the rate limit,
-and the report. The command reads the results file's posted rows twice (a row's last line
-is its state) and keeps only the chosen ones, so a sample of a million-row load stays
-small; it maps only the chosen input rows, and refuses a results file whose content hashes
-the input no longer reproduces.
+and the report. Where calibrated look-ups (the run's :class:`Reading`, kept beside the
+results file; else calibrated here as a run does, and not kept) found the custom fields on
+the lead's pages, the rows are read by lead page ("Get Activities of a Lead", up to 25
+activities a call, the note compared too: see :meth:`bulkpost.lookups.Lookups.read_lead`);
+every row the pages cannot settle, and every row with ``--one-per-activity``, is read one
+call per activity ("Get Custom Fields of an Activity").
+The command reads the results file's posted rows twice (a row's last line is its state)
+and keeps only the chosen ones, so a sample of a million-row load stays small; it maps
+only the chosen input rows, and refuses a results file whose content hashes the input no
+longer reproduces.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import hashlib
 import heapq
@@ -26,16 +33,20 @@ import structlog
 from bulkpost import mapping as mapping_file
 from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
 from bulkpost.allowance import DOCUMENTED_MAXIMUM
+from bulkpost.calibration import Reading, load_reading
 from bulkpost.calls import ActivityMissing, ApiCalls, DeliverySettings, LookupFailed, Stopped
 from bulkpost.client import Credentials, LeadSquaredClient
 from bulkpost.errors import AbortRun, MappingError, UsageError
 from bulkpost.limits import make_limit, recalled
+from bulkpost.lookups import Lookups
 from bulkpost.mapping import check_columns
-from bulkpost.outcomes import read_outcomes
+from bulkpost.outcomes import parse_utc_text, read_outcomes
+from bulkpost.planner import PlanOptions
 from bulkpost.preflight import event_codes, run_preflight
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateLimit, RateSpec
-from bulkpost.readback import Difference, FieldInfo, field_infos, read_back
+from bulkpost.readback import Difference, FieldInfo, field_infos, page_differences, read_back
+from bulkpost.response import MISSING
 from bulkpost.resume import Status
 from bulkpost.source import describe, input_columns, open_source
 from bulkpost.stop import StopSignal, signals_handled
@@ -56,6 +67,9 @@ class Posted:
     key: str
     activity_id: str
     content_hash: str
+    created: bool = False  # posted (created with this content), not updated since
+    updated_at: str = ""  # when the results file recorded it (UTC, to the second)
+    attempts: int = 0
 
 
 @dataclass(slots=True)
@@ -98,7 +112,8 @@ def choose_posted(results: Path, sample: int | None, seed: int) -> Chosen:
         if not outcome.activity_id:
             chosen.without_id += 1
             continue
-        posted = Posted(outcome.row, outcome.key, outcome.activity_id, outcome.content_hash)
+        posted = Posted(outcome.row, outcome.key, outcome.activity_id, outcome.content_hash,
+                        outcome.status is Status.POSTED, outcome.updated_at, outcome.attempts)
         if sample is None:
             chosen.rows.append(posted)
             continue
@@ -180,6 +195,7 @@ class VerifyOptions:
     decimal_comma: bool = False
     progress: bool = False
     timeout: float = 30.0
+    by_page: bool = True  # False: one call per activity, never by lead page
 
     def worker_count(self) -> int:
         """Enough read-backs in flight to keep the limit busy at 4 s of latency."""
@@ -219,6 +235,11 @@ class VerifySummary:
     calls: int = 0  # API calls made, the preflight's included
     elapsed_s: float = 0.0
     aborted: str = ""
+    by_page: int = 0  # activities settled by their lead's pages (found, or missing)
+    page_calls: int = 0  # calls that took (pages, e-mail look-ups, retries)
+    by_activity: int = 0  # activities read one call per activity
+    activity_calls: int = 0  # calls that took (retries included)
+    pages_unused: str = ""  # why no activity was read by lead page ("": some were)
 
     @property
     def checked(self) -> int:
@@ -255,7 +276,11 @@ class VerifySummary:
             "equal": self.checked - self.differ, "differ": self.differ,
             "differences": len(self.found), "missing": self.missing,
             "unreadable": self.unreadable,
-            "calls": self.calls, "elapsed_s": round(self.elapsed_s, 1), "exit_code": self.exit_code}
+            "calls": self.calls,
+            "read": {"by_page": self.by_page, "page_calls": self.page_calls,
+                     "one_per_activity": self.by_activity,
+                     "one_per_activity_calls": self.activity_calls},
+            "elapsed_s": round(self.elapsed_s, 1), "exit_code": self.exit_code}
         if self.aborted:
             data["aborted"] = self.aborted
         return data
@@ -302,9 +327,28 @@ async def verify(options: VerifyOptions) -> VerifySummary:
                         map_chosen, mapping, options.input, chosen.rows, rules,
                         encoding=options.encoding, delimiter=options.delimiter)
                     progress.set_total(len(chosen.rows))
-                    summary.checks = await _read_all(
-                        calls, client, [(p, items[p.row]) for p in chosen.rows],
-                        field_infos(mapping, rules), progress, options.worker_count())
+                    fields = field_infos(mapping, rules)
+                    work = [(p, items[p.row]) for p in chosen.rows]
+                    before = calls.counts.calls
+                    lookups = Lookups(calls, client, None, reading=load_reading(
+                        options.results, options.host, None))
+                    if options.by_page:
+                        await _calibrate(lookups, work, rules, options.timeout)
+                        summary.page_calls = calls.counts.calls - before
+                        summary.pages_unused = pages_unused(lookups.reading, lookups.distrust)
+                    else:
+                        summary.pages_unused = "--one-per-activity"
+                    if not summary.pages_unused:
+                        summary.checks, work = await _read_by_page(
+                            lookups, work, fields, mapping.note_column or "", progress,
+                            options.worker_count())
+                        summary.by_page = len(summary.checks)
+                        summary.page_calls = calls.counts.calls - before
+                    before = calls.counts.calls
+                    summary.checks += await _read_all(calls, client, work, fields, progress,
+                                                      options.worker_count())
+                    summary.by_activity = len(summary.checks) - summary.by_page
+                    summary.activity_calls = calls.counts.calls - before
                 except Stopped:
                     pass  # the stop signal holds why
                 except AbortRun as exc:
@@ -333,6 +377,93 @@ async def _preflight(options: VerifyOptions, calls: ApiCalls, client: LeadSquare
     result = await run_preflight(options.mapping, calls, client, codes,
                                  decimal_comma=options.decimal_comma)
     return result.rules
+
+
+async def _calibrate(lookups: Lookups, work: list[tuple[Posted, Activity]],
+                     rules: Mapping[int, tuple[FieldRule, ...]] | None,
+                     answer_timeout: float) -> None:
+    """Calibrate the look-ups as a run does, unless the run's calibration was kept: by the
+    first chosen row still holding what it was created with, looked up by content, when it
+    may have reached the API as the results file says (its ``updated_at`` and attempts).
+    What is learnt here is not kept (the run's file of lessons is the run's)."""
+    if lookups.reading.calibrated:
+        return
+    sample = next(((posted, item) for posted, item in work if posted.created), None)
+    if sample is None:
+        return
+    posted, item = sample
+    window = None
+    if posted.updated_at:
+        with contextlib.suppress(ValueError):
+            window = PlanOptions(timeout=answer_timeout).sent_until(
+                parse_utc_text(posted.updated_at), max(1, posted.attempts))
+    lookups.kinds = {code: {rule.schema_name: rule.kind for rule in event_rules}
+                     for code, event_rules in (rules or {}).items()}
+    lookups.offer_sample(item, posted.activity_id, window)
+    await lookups.calibrate()  # once: its calls retry what may pass; a miss stays a miss
+
+
+def pages_unused(reading: Reading | None, distrust: str = "") -> str:
+    """Why activities cannot be read by lead page with ``reading`` ("": they can)."""
+    if distrust:
+        return f"the look-ups cannot be trusted on this account: {distrust}"
+    if reading is None or not reading.calibrated:
+        return "the look-ups are not calibrated for this account and host"
+    if not reading.fields_at:
+        return "the calibrated look-up showed no custom field on the lead's pages"
+    return ""
+
+
+async def _read_by_page(lookups: Lookups, work: list[tuple[Posted, Activity]],
+                        fields_for: Callable[[int], Mapping[str, FieldInfo]],
+                        note_column: str, progress: Progress, workers: int
+                        ) -> tuple[list[Checked], list[tuple[Posted, Activity]]]:
+    """Read the activities by their leads' pages (a few leads at a time, under the rate
+    limit): the checks the pages settle, and the rows left to read one by one (not found
+    before the pages were left, shown without what the pages must show, or on a lead whose
+    pages could not be read)."""
+    groups: dict[tuple[str, int], list[tuple[Posted, Activity]]] = {}
+    for posted, item in work:
+        groups.setdefault((item.lead.lower(), item.event), []).append((posted, item))
+    checks: list[Checked] = []
+    left: list[tuple[Posted, Activity]] = []
+    pending = iter(groups.values())  # shared: each lead taken once
+    reading = lookups.reading
+
+    async def worker() -> None:
+        for group in pending:
+            try:
+                read = await lookups.read_lead(group[0][1], [p.activity_id for p, _ in group])
+            except LookupFailed as exc:
+                log.info("verify.pages_unread", row=group[0][0].row, reason=str(exc))
+                left.extend(group)
+                continue
+            except Stopped:
+                return
+            if read.why_stopped and len(read.found) < len(group):
+                log.info("verify.pages_unread", row=group[0][0].row, reason=read.why_stopped)
+            for posted, item in group:
+                found = read.found.get(posted.activity_id.lower())
+                if found is None:
+                    if not read.complete:
+                        left.append((posted, item))
+                        continue
+                    checks.append(Checked(posted, missing=(
+                        f"{MISSING} (not among the {read.seen:,} activities of event "
+                        f"{item.event} on its lead's pages)")))
+                else:
+                    shown = page_differences(item, posted.activity_id, found,
+                                             fields_for(item.event), reading.fields_at,
+                                             note_column, reading.entities)
+                    if shown is None:
+                        left.append((posted, item))
+                        continue
+                    checks.append(Checked(posted, tuple(shown)))
+                progress.done()
+
+    await asyncio.gather(*(worker() for _ in range(min(workers, len(groups)))))
+    left.sort(key=lambda pair: pair[0].row)
+    return checks, left
 
 
 async def _read_all(calls: ApiCalls, client: LeadSquaredClient,
@@ -381,6 +512,8 @@ def render_report(summary: VerifySummary) -> str:
     if summary.without_id:
         lines.append(f"  {summary.without_id:,} posted rows have no activity Id in the "
                      "results file: not read back")
+    if summary.checks:
+        lines.append("  " + read_how(summary))
     groups: dict[tuple[str, str], list[Difference]] = {}
     for difference in summary.found:
         groups.setdefault((difference.column, difference.label), []).append(difference)
@@ -404,6 +537,23 @@ def render_report(summary: VerifySummary) -> str:
         lines += [f"      row {c.posted.row} (activity {c.posted.activity_id}): {c.unreadable}"
                   for c in unreadable[:SHOWN_VALUES]]
     return "\n".join(lines)
+
+
+def read_how(summary: VerifySummary) -> str:
+    """How the activities were read, and the calls each way took."""
+    parts = []
+    if summary.by_page:
+        parts.append(f"{summary.by_page:,} by lead page in {summary.page_calls:,} calls "
+                     "(note compared)")
+    if summary.by_activity or not summary.by_page:
+        parts.append(f"{summary.by_activity:,} one per activity in "
+                     f"{summary.activity_calls:,} calls")
+    why = ""
+    if summary.pages_unused:
+        spent = (f"; {summary.page_calls:,} calls spent calibrating"
+                 if summary.page_calls else "")
+        why = f" ({summary.pages_unused}{spent})"
+    return "read " + ", ".join(parts) + why
 
 
 def write_differences(path: Path, found: list[Difference]) -> None:

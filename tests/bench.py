@@ -52,16 +52,17 @@ WORKERS = 64  # bulkpost's pool at an unlimited rate (RunOptions.worker_count)
 OTHER_NOTE = "posted by the other client"
 
 
-def make_csv(path: Path, rows: int, note: str = "", first: int = 1) -> Path:
-    """A CSV shaped like samples/activities.csv, ``rows`` long (keys from ``first``),
-    deterministic."""
+def make_csv(path: Path, rows: int, note: str = "", first: int = 1,
+             lead_count: int = 1000) -> Path:
+    """A CSV shaped like samples/activities.csv, ``rows`` long (keys from ``first``) over
+    ``lead_count`` leads in turn, deterministic."""
     rng = random.Random(rows)
-    leads = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(1000)]
+    leads = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(lead_count)]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(HEADER)
         for n in range(first, first + rows):
-            writer.writerow([f"ACT-{n:07d}", leads[n % 1000],
+            writer.writerow([f"ACT-{n:07d}", leads[n % lead_count],
                              f"{n % 28 + 1:02d}/03/2024 10:{n % 60:02d}",
                              note or ("Called, no answer" if n % 3 else "Visit\nscheduled"),
                              f"{n % 99999:05d}", f"{n % 5000}.{n % 100:02d}", str(n % 20),
@@ -618,6 +619,98 @@ def bench_history(workdir: Path, keys: int) -> dict[str, Any]:
             "wall_s": run.wall}
 
 
+# -- 11. verify by lead page ---------------------------------------------------------------
+def _edit_in_crm(url: str, activity_id: str, amount: str | None, note: str | None) -> None:
+    """Someone changes an activity in the CRM after the load ("Update an Activity")."""
+    body: dict[str, Any] = {"ProspectActivityId": activity_id, "ActivityEvent": 201,
+                            "Fields": [] if amount is None else [
+                                {"SchemaName": "mx_Custom_2", "Value": amount}]}
+    if note is not None:
+        body["ActivityNote"] = note
+    request = urllib.request.Request(
+        url + "/v2/ProspectActivity.svc/CustomActivity/Update", json.dumps(body).encode(),
+        {"Content-Type": "application/json", "x-LSQ-AccessKey": KEYS["LSQ_ACCESS_KEY"],
+         "x-LSQ-SecretKey": KEYS["LSQ_SECRET_KEY"]}, method="POST")
+    with urllib.request.urlopen(request) as answer:
+        assert json.load(answer)["Status"] == "Success"
+
+
+def _differences(path: Path) -> set[tuple[str, ...]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {(r["row"], r["field"], r["sent"], r["stored"]) for r in csv.DictReader(handle)}
+
+
+def bench_verify(workdir: Path, rows: int, per_lead: int, dialect: str) -> dict[str, Any]:
+    """``verify --all`` of a load whose leads hold ``per_lead`` activities each, by lead
+    page (the run's calibration kept beside the results file) and one call per activity
+    (``--one-per-activity``), after the CRM changed some amounts and notes (and the
+    update-log rows of the dialects that list them): calls per verified activity as the
+    server counted them (the activity type's schema included), and the differences each
+    way found."""
+    tag = f"{dialect}-{rows}"
+    data = make_csv(workdir / f"verify-{tag}.csv", rows, lead_count=rows // per_lead)
+    results = workdir / f"verify-{tag}.results.csv"
+    sandbox = SandboxProcess(workdir, "--rate", UNLIMITED, "--dialect", dialect, "--seed", "1")
+    try:
+        loaded = run_bulkpost(data, sandbox.url, UNLIMITED, results).last_json()
+        with open(results, newline="", encoding="utf-8") as handle:
+            ids = {int(r["row"]): r["activity_id"] for r in csv.DictReader(handle)}
+        edited = 0
+        for row, activity_id in sorted(ids.items()):
+            amount = "0.01" if row % 40 == 0 else None
+            note = "changed in the CRM" if row % 55 == 0 else None
+            if amount is not None or note is not None:
+                _edit_in_crm(sandbox.url, activity_id, amount, note)
+                edited += 1
+        measured: dict[str, Any] = {"dialect": dialect, "rows": rows, "per_lead": per_lead,
+                                    "posted": loaded["posted"], "edited": edited}
+        for way in ("page", "single"):
+            before = sandbox.stats()
+            found = workdir / f"verify-{tag}-{way}.csv"
+            summary = run_cli("verify", str(results), "--input", str(data), "--mapping",
+                              str(MAPPING), "--host", sandbox.url, "--rate", UNLIMITED,
+                              "--all", "--differences", str(found),
+                              *(("--one-per-activity",) if way == "single" else ())
+                              ).last_json()
+            after = sandbox.stats()
+            measured[way] = {"checked": summary["checked"], "differ": summary["differ"],
+                             "read": summary["read"], "calls": after["calls"] - before["calls"],
+                             "differences": sorted(_differences(found))}
+    finally:
+        sandbox.close()
+    page, single = measured["page"], measured["single"]
+    fields = [d for d in page["differences"] if d[1] != "ActivityNote"]
+    measured["same_field_differences"] = fields == single["differences"]
+    measured["note_differences"] = len(page["differences"]) - len(fields)
+    return measured
+
+
+def _verify_section(measured: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "", "## 11. Verify by lead page", "",
+        "`bulkpost verify --all` of a load whose leads hold 20 activities each, after the "
+        "CRM changed some of them (\"Update an Activity\": every 40th row's amount, every "
+        "55th row's note). **by lead page**: the run's calibrated look-ups kept beside the "
+        "results file, so the activities are read by their leads' pages; **one per "
+        "activity**: `--one-per-activity`. Calls: as the server counted them, the "
+        "activity type's schema included; limit lifted.", ""]
+    rows = []
+    for m in measured:
+        for way, name in (("page", "by lead page"), ("single", "one per activity")):
+            read = m[way]
+            notes = m["note_differences"] if way == "page" else 0
+            fields = len(read["differences"]) - notes
+            rows.append([m["dialect"], f"{m['rows']:,}", name, f"{read['checked']:,}",
+                         f"{read['calls']:,}", f"{read['calls'] / read['checked']:.3f}",
+                         str(fields), str(notes) if way == "page" else "not shown",
+                         ("yes" if m["same_field_differences"] else "**no**")
+                         if way == "page" else "-"])
+    lines += _table(["dialect", "rows", "read", "verified", "calls", "calls per activity",
+                     "field differences", "note differences", "same field differences"],
+                    rows)
+    return lines
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -834,6 +927,8 @@ def render(results: dict[str, Any], command: str, minutes: float) -> str:
           f"{u['end_to_end_rows_per_s']:.2f}", str(u["rate_limited"])]
          for u in results["updates"]])
     lines += _learning(results["learning"])
+    if "verify" in results:
+        lines += _verify_section(results["verify"])
     if "account" in results:
         lines += _account(results["account"])
     return "\n".join(lines) + "\n"
@@ -918,18 +1013,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
-    parser.add_argument("--learning", metavar="RATE", choices=sorted(LEARNING_ROWS),
+    parser.add_argument("--only-learning", metavar="RATE", choices=sorted(LEARNING_ROWS),
                         help="only section 9's runs against an account allowing RATE, "
                              "printed (docs/BENCHMARKS.md left as it is)")
+    parser.add_argument("--only-verify", action="store_true",
+                        help="run section 11 alone and print its figures (docs untouched)")
     args = parser.parse_args()
-    if args.learning:
+    if args.only_learning:
         with tempfile.TemporaryDirectory() as tmp:
             os.environ[DATA_DIR_ENV] = str(Path(tmp) / "data")
             with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                runs = [pool.submit(bench_learning, Path(tmp), args.learning, given, said)
-                        for given, said in ((None, None), (None, LIES), (args.learning, None),
+                runs = [pool.submit(bench_learning, Path(tmp), args.only_learning, given, said)
+                        for given, said in ((None, None), (None, LIES), (args.only_learning, None),
                                             ("25/5s", None))]
                 print("\n".join(_learning([run.result() for run in runs])))
+        return
+    if args.only_verify:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ[DATA_DIR_ENV] = str(Path(tmp) / "data")
+            measured = [bench_verify(Path(tmp), 1000, 20, dialect)
+                        for dialect in ("captured", "classic")]
+        print(json.dumps(measured))
+        print("\n".join(_verify_section(measured)))
         return
     rows, other_seconds, sizes = 600, 20.0, (20_000, 200_000)
     dry_rows = resume_rows = 1_000_000
@@ -979,6 +1084,9 @@ def main() -> None:
                                                sizes[0], 2)
         results["account"] = bench_account_history(workdir, account_rows)
         print(json.dumps(results["account"]), flush=True)
+        results["verify"] = [bench_verify(workdir, 1000, 20, dialect)
+                             for dialect in ("captured", "classic")]
+        print(json.dumps(results["verify"]), flush=True)
     (ROOT / ".bench-results.json").write_text(json.dumps(results))  # to re-render by hand
     command = "make bench" + (" (python -m tests.bench --quick)" if args.quick else "")
     Path(args.out).write_text(render(results, command, (time.monotonic() - began) / 60))

@@ -518,7 +518,8 @@ def test_parse_dialect_errors_list_what_is_known(spec: str, listed: str) -> None
 def test_the_presets_cover_every_variant_of_every_trait() -> None:
     for key, values in CHOICES.items():
         seen = {str(getattr(d, key)).lower() for d in DIALECTS.values()}
-        assert seen == set(values), key
+        # Pages without custom fields are an override only: look-ups never calibrate there.
+        assert seen == set(values) - {"note-only"}, key
     classic = DIALECTS["classic"]
     assert (classic.fields, classic.entities, classic.created_on, classic.offset,
             classic.record_count, classic.typed) == ("data", False, "posted", "rows",

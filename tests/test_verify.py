@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,23 @@ import pytest
 from aiohttp import web
 
 from bulkpost.activity import Activity, FieldRule, content_hash
+from bulkpost.calibration import Reading
+from bulkpost.dialect import parse_dialect
+from bulkpost.kept import kept_path, recall_section
+from bulkpost.lookups import worth_reading_on
 from bulkpost.mapping import parse_mapping
 from bulkpost.outcomes import HEADER, RowOutcome, format_line
-from bulkpost.readback import Difference, FieldInfo, differences, field_infos, parse_details
+from bulkpost.readback import (
+    Difference,
+    FieldInfo,
+    differences,
+    field_infos,
+    page_differences,
+    parse_details,
+)
+from bulkpost.reconcile import FoundActivity, Scan
 from bulkpost.resume import Status
-from bulkpost.verify import choose_posted
+from bulkpost.verify import choose_posted, pages_unused
 from tests.conftest import read_results, run_cli, write_csv
 
 ID = "5a8f7c2e-1b3d-4e6f-9a0b-1c2d3e4f5a6b"
@@ -139,6 +152,56 @@ def test_field_infos_come_from_the_rules_else_from_the_mapping() -> None:
     assert infos(205) == plain  # a code the rules lack: as the mapping says
 
 
+# -- page_differences, and when pages are read -------------------------------------------------
+def _noted(note: str) -> Activity:
+    body = json.dumps({"RelatedProspectId": ID, "ActivityEvent": 301, "ActivityNote": note,
+                       "Fields": [{"SchemaName": "mx_Custom_2", "Value": "12.50"}]},
+                      ensure_ascii=False, separators=(",", ":")).encode()
+    return Activity(7, "A1", ID, body, content_hash(body), 301)
+
+
+def _on_page(note: str | None, where: str = "ActivityFields",
+             fields: dict[str, str] | None = None) -> FoundActivity:
+    return FoundActivity("act-1", 301, "2024-03-01 04:30:00", note,
+                         {"mx_Custom_2": "12.5"} if fields is None else fields, where)
+
+
+def test_the_page_compares_the_fields_and_the_note_entities_decoded() -> None:
+    item = _noted("Ünïcødé ✓ & more")
+    assert page_differences(item, "act-1", _on_page("&#xDC;n&#xEF;c&#xF8;d&#xE9; &#x2713; & more"),
+                            FIELDS, "ActivityFields", "remarks") == []
+    found = page_differences(item, "act-1", _on_page("edited", fields={"mx_Custom_2": "3"}),
+                             FIELDS, "ActivityFields", "remarks")
+    assert found == [
+        Difference(7, "act-1", "mx_Custom_2", "mx_Custom_2 (Amount)", "amount", "12.50", "3"),
+        Difference(7, "act-1", "ActivityNote", "note", "remarks", "Ünïcødé ✓ & more", "edited")]
+
+
+def test_a_page_that_cannot_show_what_was_sent_settles_nothing() -> None:
+    item = _noted("a note")
+    # Its fields not where the calibrated look-up found them (no ActivityFields, say).
+    assert page_differences(item, "act-1", _on_page("a note", where="", fields={}), FIELDS,
+                            "ActivityFields", "") is None
+    assert page_differences(item, "act-1", _on_page(None), FIELDS, "ActivityFields", "") is None
+    # An empty note sent and none shown: nothing to tell apart.
+    assert page_differences(_noted(""), "act-1", _on_page(None), FIELDS, "ActivityFields",
+                            "") == []
+
+
+def test_pages_are_read_only_by_a_calibration_that_saw_the_fields() -> None:
+    assert "not calibrated" in pages_unused(None)
+    assert "not calibrated" in pages_unused(Reading(fields_at="Data"))
+    assert "no custom field" in pages_unused(Reading(calibrated=True))
+    assert pages_unused(Reading(calibrated=True, fields_at="ActivityFields")) == ""
+
+
+def test_pages_are_read_on_while_cheaper_than_one_call_per_activity_left() -> None:
+    scan = Scan("rows", pages=1, total=260)  # ten pages more to read
+    assert worth_reading_on(scan, 10, 12) and not worth_reading_on(scan, 9, 12)
+    unknown = Scan("pages0", pages=2)  # no total: at most as many pages as activities wanted
+    assert worth_reading_on(unknown, 1, 3) and not worth_reading_on(unknown, 1, 2)
+
+
 # -- choosing the rows ----------------------------------------------------------------------
 def _results(path: Path, outcomes: list[RowOutcome]) -> Path:
     with open(path, "wb") as handle:
@@ -226,11 +289,12 @@ def _typed_rows(count: int) -> list[list[str]]:
             for n in range(1, count + 1)]
 
 
-def _loaded(tmp_path: Path, server: Any, count: int = 8,
-            *extra: str) -> tuple[Path, Path, Path]:
-    data = write_csv(tmp_path / "in.csv", COLUMNS, _typed_rows(count))
+def _loaded(tmp_path: Path, server: Any, count: int = 8, *extra: str,
+            mapping_text: str = TYPED,
+            rows: list[list[str]] | None = None) -> tuple[Path, Path, Path]:
+    data = write_csv(tmp_path / "in.csv", COLUMNS, rows or _typed_rows(count))
     mapping = tmp_path / "mapping.toml"
-    mapping.write_text(TYPED)
+    mapping.write_text(mapping_text)
     results = tmp_path / "results.csv"
     done = run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
                    server.url, "--rate", "100/1s", "--log-format", "json", *extra)
@@ -385,18 +449,43 @@ def test_an_activity_deleted_since_is_missing_not_unreadable_and_asked_once(
     gone = read_results(results)[2]["activity_id"]
 
     async def delete() -> None:  # deleted in LeadSquared since the run
-        server.sandbox.store._by_id.pop(gone)
+        server.sandbox.store.delete(gone)
 
     server.call(delete())
+    # Read by its lead's page (the run calibrated the look-ups): every page read, not there.
+    paged = _verify(data, mapping, results, server.url, "--all")
+    assert paged.code == 1, paged.stderr
+    assert (paged.summary["checked"], paged.summary["missing"]) == (3, 1)
+    # Its lead holds no other: an empty first page proves it gone only where Offset 0 is
+    # known to name the first page; else that activity is asked for alone.
+    by_page = 4 if dialect == "arrival" else 3
+    assert paged.summary["read"]["by_page"] == by_page
+    assert paged.summary["read"]["one_per_activity"] == 4 - by_page
+    assert f"row 2 (activity {gone}): the activity is missing or deleted in LeadSquared" \
+        + (" (not among the 0 activities of event 301 on its lead's pages)"
+           if by_page == 4 else ": Activity does not exist (MXUnknownProspectActivityException)"
+           ) in paged.stderr
+    # No calibration kept, and the row verify would calibrate with edited in the CRM since:
+    # look-ups are not trusted, so one call per activity.
+    kept_path(results).unlink()
+    first = read_results(results)[1]["activity_id"]
+
+    async def edit() -> None:
+        server.sandbox.store.alter(first, {"mx_Custom_2": "7"})
+
+    server.call(edit())
     details_before = server.stats()["details"]
     checked = _verify(data, mapping, results, server.url, "--all")
     assert checked.code == 1, checked.stderr
     summary = checked.summary
     assert (summary["checked"], summary["missing"], summary["unreadable"]) == (3, 1, 0)
-    assert summary["differ"] == 0
+    assert summary["differ"] == 1
     # "Get Custom Fields of an Activity" answers the same on every retry: asked once each.
     assert server.stats()["details"] - details_before == 4
-    assert "3 as sent, 0 differ, 1 missing or deleted, 0 unreadable" in checked.stderr
+    assert checked.summary["read"]["one_per_activity"] == 4
+    assert "the look-ups cannot be trusted on this account: row 1 was created as activity" \
+        in checked.stderr
+    assert "2 as sent, 1 differ, 1 missing or deleted, 0 unreadable" in checked.stderr
     assert f"row 2 (activity {gone}): the activity is missing or deleted in LeadSquared" \
         in checked.stderr
     assert "MXUnknownProspectActivityException" in checked.stderr
@@ -422,3 +511,198 @@ def test_an_activity_unknown_in_an_older_form_is_unreadable_not_missing(
     assert checked.code == 1, checked.stderr
     assert (checked.summary["missing"], checked.summary["unreadable"]) == (0, 1)
     assert "MXInvalidInputException: Activity does not exist" in checked.stderr
+
+
+# -- reading back by lead page --------------------------------------------------------------
+NOTED = TYPED.replace('key_column = "key"\n', 'key_column = "key"\nnote_column = "remarks"\n')
+PAGE_DIALECTS = ["classic", "captured", "arrival", "pages"]
+
+
+def _differences(path: Path) -> set[tuple[int, str, str, str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {(int(r["row"]), r["field"], r["column"], r["sent"], r["stored"])
+                for r in csv.DictReader(handle)}
+
+
+def _same_update(server: Any, activity_id: str) -> None:
+    """An update that changes nothing: the update-log dialects list a row with its Id."""
+    async def update() -> None:
+        store = server.sandbox.store
+        entry = store._by_id[activity_id]
+        store.update(entry, {"Fields": [{"SchemaName": "mx_Custom_1",
+                                         "Value": entry["Fields"]["mx_Custom_1"]}]},
+                     time.time())
+
+    server.call(update())
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("dialect", PAGE_DIALECTS)
+def test_by_lead_page_finds_what_one_per_activity_finds_and_the_note(
+        tmp_path: Path, make_sandbox: Any, dialect: str) -> None:
+    server = make_sandbox(dialect=parse_dialect(dialect))
+    data, mapping, results = _loaded(tmp_path, server, 60, mapping_text=NOTED)  # 12 a lead
+    ids = {row: r["activity_id"] for row, r in read_results(results).items()}
+
+    async def edit() -> None:  # what the CRM holds now, behind bulkpost's back
+        store = server.sandbox.store
+        store.alter(ids[3], {"mx_Custom_2": "7"})
+        store.alter(ids[17], {"mx_Custom_8": "Ünïcødé ✓ & row 71"}, note="row 17, edited")
+        store.alter(ids[40], note="Unicode & row 40")
+        store.delete(ids[22])
+
+    server.call(edit())
+    _same_update(server, ids[5])  # 3011 rows: the same Id, no ActivityFields
+    before = server.stats()
+    paged = _verify(data, mapping, results, server.url, "--all", "--differences",
+                    tmp_path / "page.csv")
+    after = server.stats()
+    assert paged.code == 1, paged.stderr
+    summary = paged.summary
+    assert (summary["checked"], summary["differ"], summary["missing"],
+            summary["unreadable"]) == (59, 3, 1, 0)
+    assert summary["read"]["by_page"] == 60 and summary["read"]["one_per_activity"] == 0
+    assert after["details"] == before["details"]  # not one activity asked for alone
+    page_calls = after["lookups"] - before["lookups"]
+    assert page_calls == summary["read"]["page_calls"] + 1 == 6  # the schema, a page a lead
+    assert (after["calls"] - before["calls"]) / 60 <= 0.2  # every call the server saw
+    assert "read 60 by lead page in" in paged.stderr
+    assert f"row 22 (activity {ids[22]}): the activity is missing or deleted" in paged.stderr
+    by_page = _differences(tmp_path / "page.csv")
+    notes = {d for d in by_page if d[1] == "ActivityNote"}
+    assert notes == {(17, "ActivityNote", "remarks", "Ünïcødé ✓ & row 17", "row 17, edited"),
+                     (40, "ActivityNote", "remarks", "Ünïcødé ✓ & row 40",
+                      "Unicode & row 40")}
+
+    before = server.stats()
+    single = _verify(data, mapping, results, server.url, "--all", "--differences",
+                     tmp_path / "single.csv", "--one-per-activity")
+    assert single.code == 1, single.stderr
+    assert single.summary["read"]["one_per_activity"] == 60
+    assert single.summary["read"]["by_page"] == 0
+    assert server.stats()["details"] - before["details"] == 60
+    assert (single.summary["checked"], single.summary["missing"]) == (59, 1)
+    assert "read 60 one per activity in 60 calls (--one-per-activity)" in single.stderr
+    assert server.stats()["lookups"] - before["lookups"] == 61  # the schema, no page
+    # The same field differences, shown the same; the page shows the notes besides.
+    assert _differences(tmp_path / "single.csv") == by_page - notes
+    assert {d[:2] for d in by_page - notes} == {(3, "mx_Custom_2"), (17, "mx_Custom_8")}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("dialect", PAGE_DIALECTS)
+def test_a_lead_of_many_pages_is_read_to_its_end_or_until_all_are_found(
+        tmp_path: Path, make_sandbox: Any, dialect: str) -> None:
+    server = make_sandbox(dialect=parse_dialect(dialect))
+    rows = [[f"V{n}", _lead(1), f"2024-03-01 10:{n:02d}:00", f"{n}.5", "Web", "2024-05-01",
+             "2024-05-01 10:00", f"row {n}"] for n in range(1, 41)]  # 40 on one lead
+    data, mapping, results = _loaded(tmp_path, server, 40, mapping_text=NOTED, rows=rows)
+    ids = {row: r["activity_id"] for row, r in read_results(results).items()}
+
+    async def edit() -> None:  # the oldest activities: on the last page
+        server.sandbox.store.alter(ids[2], {"mx_Custom_2": "9"})
+        server.sandbox.store.delete(ids[1])
+
+    server.call(edit())
+    _same_update(server, ids[30])
+    before = server.stats()
+    every = _verify(data, mapping, results, server.url, "--all")
+    assert every.code == 1, every.stderr
+    assert (every.summary["checked"], every.summary["differ"],
+            every.summary["missing"]) == (39, 1, 1)
+    assert every.summary["read"]["by_page"] == 40
+    assert "(not among the 39 activities of event 301 on its lead's pages)" in every.stderr
+    # Two pages, and (once, where no run learnt it) how Offset counts: three pages more.
+    assert server.stats()["lookups"] - before["lookups"] <= 0.2 * 40
+    assert server.stats()["details"] == before["details"]
+
+    # Only the newest five posted: the first page holds them, no other page is read.
+    lines = (results.read_text(encoding="utf-8").splitlines())
+    newest = tmp_path / "newest.csv"
+    newest.write_text("\n".join([lines[0], *(line for line in lines[1:]
+                                              if int(line.split(",")[0]) > 35)]) + "\n",
+                      encoding="utf-8")
+    kept_path(newest).write_bytes(kept_path(results).read_bytes())
+    before = server.stats()
+    few = _verify(data, mapping, newest, server.url, "--all")
+    assert few.code == 0, few.stderr
+    assert few.summary["read"]["by_page"] == 5
+    assert server.stats()["lookups"] - before["lookups"] == 2  # the schema, one page
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("dialect", ["classic,fields=note-only", "captured,fields=note-only"])
+def test_pages_without_custom_fields_mean_one_call_per_activity(
+        tmp_path: Path, make_sandbox: Any, dialect: str) -> None:
+    server = make_sandbox(dialect=parse_dialect(dialect), altered=frozenset({"mx_Custom_2"}))
+    data, mapping, results = _loaded(tmp_path, server, 20, *NO_READ_BACK, mapping_text=NOTED)
+    run_again = run_cli("run", data, "--mapping", mapping, "--results", results, "--host",
+                        server.url, "--rate", "100/1s")  # posted rows: a sample to calibrate
+    assert run_again.code == 0, run_again.stderr
+    before = server.stats()
+    checked = _verify(data, mapping, results, server.url, "--all")
+    assert checked.code == 1, checked.stderr
+    read = checked.summary["read"]
+    assert (read["by_page"], read["one_per_activity"], read["one_per_activity_calls"]) == (
+        0, 20, 20)
+    assert read["page_calls"] >= 1  # verify's own calibration: it finds no field on the page
+    assert (checked.summary["differ"], checked.summary["differences"]) == (20, 20)
+    assert server.stats()["details"] - before["details"] == 20
+    assert "read 0 by lead page" not in checked.stderr
+    assert "read 20 one per activity in 20 calls (the look-ups cannot be trusted on this " \
+        "account: row 1 was created as activity" in checked.stderr
+    assert "but the look-up does not show mx_Custom_1" in checked.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("dialect", ["captured", "pages"])
+def test_faults_on_the_pages_never_pass_a_difference_for_equal(
+        tmp_path: Path, make_sandbox: Any, dialect: str) -> None:
+    server = make_sandbox(dialect=parse_dialect(dialect), seed=3)
+    data, mapping, results = _loaded(tmp_path, server, 60, mapping_text=NOTED)
+    ids = {row: r["activity_id"] for row, r in read_results(results).items()}
+    altered = {4, 18, 33, 59}
+
+    async def edit() -> None:
+        for row in altered:
+            server.sandbox.store.alter(ids[row], {"mx_Custom_2": "7"})
+
+    server.call(edit())
+    server.sandbox.faults = {"500-before": 0.3, "html": 0.1, "reset-before": 0.1}
+    checked = _verify(data, mapping, results, server.url, "--all", "--differences",
+                      tmp_path / "d.csv")
+    assert checked.code == 1, checked.stderr
+    summary = checked.summary
+    assert sum(server.stats()["faults_on"]["lookups"].values()) > 0
+    assert summary["checked"] + summary["unreadable"] == 60 and summary["missing"] == 0
+    found = {row for row, *_ in _differences(tmp_path / "d.csv")}
+    assert found <= altered
+    # An altered row is a difference, or unreadable: never counted equal.
+    assert len(altered - found) <= summary["unreadable"]
+    assert summary["read"]["by_page"] + summary["read"]["one_per_activity"] == 60
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("dialect", PAGE_DIALECTS)
+def test_without_a_kept_calibration_verify_calibrates_as_a_run_does(
+        tmp_path: Path, make_sandbox: Any, dialect: str) -> None:
+    server = make_sandbox(dialect=parse_dialect(dialect))
+    # --verify-first 0: the run neither reads back nor calibrates, so nothing is kept.
+    data, mapping, results = _loaded(tmp_path, server, 30, *NO_READ_BACK, mapping_text=NOTED)
+    assert recall_section(results, "calibration") is None
+    ids = {row: r["activity_id"] for row, r in read_results(results).items()}
+
+    async def edit() -> None:
+        server.sandbox.store.alter(ids[12], note="edited")
+
+    server.call(edit())
+    before = server.stats()
+    checked = _verify(data, mapping, results, server.url, "--all")
+    assert checked.code == 1, checked.stderr
+    assert checked.summary["read"]["by_page"] == 30
+    assert (checked.summary["differ"], checked.summary["differences"]) == (1, 1)
+    assert server.stats()["details"] == before["details"]
+    # Calibrating (a page or two) and a page a lead: still far below a call per activity.
+    assert (server.stats()["calls"] - before["calls"]) / 30 <= 0.4
+    # What verify learnt is not the run's lesson: nothing kept.
+    assert recall_section(results, "calibration") is None

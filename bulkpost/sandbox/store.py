@@ -7,7 +7,7 @@ value (a dropdown's own spelling in a typed dialect, the first half of an ``alte
 the sent values then kept under ``Sent``);
 the answers of "Get Activities of a Lead", "Get Custom Fields of an Activity" and "Get Lead
 by Email Address", rendered by :mod:`bulkpost.dialect`; and watches, which let a test act the
-moment the ledger reaches a count.
+moment the ledger reaches a count; and, for tests, an activity deleted or altered since.
 """
 
 from __future__ import annotations
@@ -169,6 +169,21 @@ class ActivityStore:
         for watch in due:
             self._update_watches.remove(watch)
             watch[1](entry)
+
+    def delete(self, activity_id: str) -> None:
+        """The activity deleted in the CRM since (tests): no look-up shows it any more; the
+        ledger keeps the record of its creation."""
+        entry = self._by_id.pop(activity_id.strip().lower())
+        self.by_lead[entry["LeadId"]].remove(entry)
+
+    def alter(self, activity_id: str, fields: dict[str, str] | None = None,
+              note: str | None = None) -> None:
+        """Change what the CRM holds of an activity behind bulkpost's back (tests: someone
+        edited it, or the CRM kept less): the ``fields`` given, the note when given."""
+        entry = self._by_id[activity_id.strip().lower()]
+        entry["Fields"] = {**entry["Fields"], **(fields or {})}
+        if note is not None:
+            entry["ActivityNote"] = note
 
     def _stored(self, name: str, value: str, spec: dict[str, Any] | None) -> str:
         """What the sandbox keeps of a sent value: a dropdown's own spelling in a typed
