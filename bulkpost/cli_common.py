@@ -16,6 +16,14 @@ from bulkpost.ratelimit import RateSpec, parse_rate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+SHARE_HELP = ("Take at most this share of the rate limit (given, learnt or remembered), "
+              "leaving the rest to the account's live integrations: 60%, or a schedule in "
+              "the account's time zone such as \"09:00-19:00=40%,100%\" (ranges "
+              "HH:MM-HH:MM=P%, then P% for the rest of the day)  [default: 100%]")
+TIMEZONE_HELP = ("The account's time zone (an IANA name, e.g. Asia/Kolkata) for --share's "
+                 "hours and --daily-calls' day  [default: the account's, from "
+                 "UserByAccessKey.Get]")
+
 
 def rate_option(_ctx: click.Context, _param: click.Parameter, value: str) -> RateSpec:
     try:

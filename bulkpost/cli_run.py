@@ -26,6 +26,8 @@ from bulkpost.api import run_sync
 from bulkpost.cli_common import (
     ENCODING_HELP,
     HOST_HELP,
+    SHARE_HELP,
+    TIMEZONE_HELP,
     emit,
     learnt_rate_option,
     what_you_see,
@@ -73,16 +75,8 @@ def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[st
               help="Most calls in any window, from your plan (e.g. 10/5s). Not given: "
                    "learnt from the answers, starting at what an earlier run learnt for "
                    "this account, else at 25/5s; auto: learnt afresh.")
-@click.option("--share", default=None, metavar="P%|SCHEDULE",
-              help="Take at most this share of the rate limit (given, learnt or "
-                   "remembered), leaving the rest to the account's live integrations: 60%, "
-                   "or a schedule in the account's time zone such as "
-                   "\"09:00-19:00=40%,100%\" (ranges HH:MM-HH:MM=P%, then P% for the rest "
-                   "of the day)  [default: 100%]")
-@click.option("--timezone", default=None, metavar="ZONE",
-              help="The account's time zone (an IANA name, e.g. Asia/Kolkata) for --share's "
-                   "hours and --daily-calls' day  [default: the account's, from "
-                   "UserByAccessKey.Get]")
+@click.option("--share", default=None, metavar="P%|SCHEDULE", help=SHARE_HELP)
+@click.option("--timezone", default=None, metavar="ZONE", help=TIMEZONE_HELP)
 @click.option("--daily-calls", default=None, type=click.IntRange(1), metavar="N",
               help="Spend at most N API calls per day (since the account's midnight, across "
                    "runs sharing the history); then stop cleanly, exit 4: run again after "

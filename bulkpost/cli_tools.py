@@ -15,6 +15,8 @@ from bulkpost.allowance import DOCUMENTED_MAXIMUM, RateSpec
 from bulkpost.cli_common import (
     ENCODING_HELP,
     HOST_HELP,
+    SHARE_HELP,
+    TIMEZONE_HELP,
     emit,
     learnt_rate_option,
     what_you_see,
@@ -27,6 +29,7 @@ from bulkpost.outputs import check_output
 from bulkpost.progress import Progress
 from bulkpost.region import choose_host, host_again
 from bulkpost.report import build_report, export_failures
+from bulkpost.share import ShareSchedule
 
 
 @click.command()
@@ -160,13 +163,16 @@ def report(results: Path, input_path: Path | None, failures: Path | None, encodi
 @click.option("--one-per-activity", is_flag=True,
               help="Read every activity with a call of its own, never by its lead's pages "
                    "(the note is then not compared).")
+@click.option("--share", default=None, metavar="P%|SCHEDULE", help=SHARE_HELP)
+@click.option("--timezone", default=None, metavar="ZONE", help=TIMEZONE_HELP)
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600),
               help="Seconds to wait for one answer.")
 @what_you_see(log_level="warning")
 def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
            sample: int | None, seed: int | None, differences_path: Path | None, host: str,
            rate: str | RateSpec | None, encoding: str, delimiter: str | None,
-           no_preflight: bool, decimal_comma: bool, one_per_activity: bool, timeout: float,
+           no_preflight: bool, decimal_comma: bool, one_per_activity: bool,
+           share: str | None, timezone: str | None, timeout: float,
            log_format: str, log_level: str, progress: bool | None) -> None:
     """Read posted activities back and compare them with what was sent.
 
@@ -205,7 +211,9 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
             seed=secrets.randbelow(2**32) if seed is None else seed, encoding=encoding,
             delimiter=delimiter, preflight=not no_preflight, decimal_comma=decimal_comma,
             progress=Progress.wanted(sys.stderr) if progress is None else progress,
-            timeout=timeout, by_page=not one_per_activity)
+            timeout=timeout, by_page=not one_per_activity,
+            share=ShareSchedule.parse(share) if share is not None else None,
+            timezone=timezone)
         summary = asyncio.run(check.verify(options))
         if summary.aborted and (again := host_again(choice, credentials)) is not None:
             # The cached host refused the keys: found again, read back again.

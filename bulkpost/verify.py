@@ -27,10 +27,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
 from bulkpost import mapping as mapping_file
+from bulkpost.account_zone import AccountClock, given_zone, share_fraction, zone_answered
 from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
 from bulkpost.allowance import DOCUMENTED_MAXIMUM
 from bulkpost.calibration import Reading, load_reading
@@ -46,8 +48,9 @@ from bulkpost.preflight import event_codes, run_preflight
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateLimit, RateSpec
 from bulkpost.readback import Difference, FieldInfo, field_infos, page_differences, read_back
-from bulkpost.response import MISSING
+from bulkpost.response import MISSING, Verdict
 from bulkpost.resume import Status
+from bulkpost.share import ShareSchedule
 from bulkpost.source import describe, input_columns, open_source
 from bulkpost.stop import StopSignal, signals_handled
 
@@ -196,17 +199,20 @@ class VerifyOptions:
     progress: bool = False
     timeout: float = 30.0
     by_page: bool = True  # False: one call per activity, never by lead page
+    share: ShareSchedule | None = None  # --share: the part of the limit verify takes
+    timezone: str | None = None  # --timezone: the zone --share's hours are read in
 
     def worker_count(self) -> int:
         """Enough read-backs in flight to keep the limit busy at 4 s of latency."""
         return max(1, min(64, round(self.rate[0].per_second * 4)))
 
-    def limit(self) -> RateLimit:
-        """The rate limit as given, else as the run learnt it (or learnt here)."""
+    def limit(self, fraction: Callable[[float], float] | None = None) -> RateLimit:
+        """The rate limit as given, else as the run learnt it (or learnt here); ``fraction``:
+        the part of it taken (``--share``)."""
         given, learning, forget = self.rate
         earlier = None if forget else recalled(self.results, self.host,
                                                self.credentials).get("single")
-        return make_limit(given, learning, earlier, DOCUMENTED_MAXIMUM, None)
+        return make_limit(given, learning, earlier, DOCUMENTED_MAXIMUM, None, fraction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +318,9 @@ async def verify(options: VerifyOptions) -> VerifySummary:
     stopping = StopSignal()
     stopping.listen(lambda: log.error("verify.stopping", reason=str(stopping.reason)),
                     once=True)
-    limit = options.limit()
+    # --share: a read-back spends the account's limit as a run does, and takes the same part.
+    clock = AccountClock(given_zone(options.timezone) if options.timezone else None)
+    limit = options.limit(share_fraction(options.share, clock) if options.share else None)
     progress = Progress(enabled=options.progress, calls_per_second=limit.sustained_per_second)
     try:
         with signals_handled(lambda name: stopping.stop(AbortRun(f"interrupted by {name}"))):
@@ -322,6 +330,8 @@ async def verify(options: VerifyOptions) -> VerifySummary:
                 calls = ApiCalls(DeliverySettings(5, 1.0, options.timeout, 900.0),
                                  limit, stopping)
                 try:
+                    if options.share is not None and options.share.timed and clock.zone is None:
+                        clock.zone = await _account_zone(calls, client)
                     rules = await _preflight(options, calls, client)
                     items = await asyncio.to_thread(
                         map_chosen, mapping, options.input, chosen.rows, rules,
@@ -363,6 +373,16 @@ async def verify(options: VerifyOptions) -> VerifySummary:
         summary.aborted = str(stopping.reason)
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+async def _account_zone(calls: ApiCalls, client: LeadSquaredClient) -> ZoneInfo:
+    """The account's zone, for a ``--share`` schedule's hours (as a run reads it)."""
+    answer, document = await calls.call(client.user_by_access_key)
+    if answer.verdict is not Verdict.OK:
+        raise UsageError("the account's time zone could not be read (UserByAccessKey.Get: "
+                         f"{answer.error or answer.error_type}): give the zone to read "
+                         "--share's hours in with --timezone")
+    return zone_answered(document)
 
 
 async def _preflight(options: VerifyOptions, calls: ApiCalls, client: LeadSquaredClient

@@ -160,3 +160,35 @@ def test_bad_share_and_budget_options_are_refused_before_sending(
     refused = _load(data, mapping, tmp_path / "r.csv", server.url, *args)
     assert refused.code == 2 and says in refused.stderr
     assert server.stats()["calls"] == 0
+
+
+def test_verify_takes_its_share_too_and_reads_a_schedule_in_the_account_zone(
+        tmp_path: Path, make_sandbox: Any) -> None:
+    """A read-back spends the account's limit as a run does: --share holds it to its part,
+    and a schedule's hours are the account's (read from UserByAccessKey.Get)."""
+    data, mapping = _inputs(tmp_path, 30)
+    server = make_sandbox(rate="10/1s", latency=(0.01, 0.05), time_zone="Asia/Kolkata")
+    results = tmp_path / "r.csv"
+    loaded = run_cli("run", data, "--mapping", mapping, "--results", results,
+                     "--host", server.url, "--rate", "5/1s")  # never more than 5 a second
+    assert loaded.code == 0, loaded.stderr
+    # One call per activity: 30 read-backs, at most 5 of them in any second (without the
+    # share, 10: the window would hold more than the load ever put in it).
+    checked = run_cli("verify", results, "--input", data, "--mapping", mapping,
+                      "--host", server.url, "--all", "--rate", "10/1s", "--share", "50%",
+                      "--one-per-activity", "--log-format", "json")
+    assert checked.code == 0, checked.stderr
+    stats = server.stats()
+    assert stats["rate_limited"] == 0 and stats["details"] >= 30
+    assert stats["max_in_window"] == 5
+    # A schedule: the account's zone is asked once, then the hours read in it.
+    zone_calls = server.stats()["calls"]
+    timed = run_cli("verify", results, "--input", data, "--mapping", mapping,
+                    "--host", server.url, "--sample", "3", "--rate", "10/1s",
+                    "--share", "00:00-12:00=50%,50%", "--one-per-activity")
+    assert timed.code == 0, timed.stderr
+    assert server.stats()["calls"] - zone_calls >= 4  # the zone, then the read-backs
+    refused = run_cli("verify", results, "--input", data, "--mapping", mapping,
+                      "--host", server.url, "--all", "--share", "150%")
+    assert refused.code == 2 and "--share" in refused.stderr
+
