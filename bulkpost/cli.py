@@ -50,14 +50,17 @@ def _one_line_unraisable(info: sys.UnraisableHookArgs) -> None:
     click.echo(f"bulkpost: warning: {logs.scrub(str(info.exc_value))}", err=True)
 
 
-def main() -> None:
-    """Console entry point: unexpected errors are reported without leaking keys."""
+def main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
+    """Console entry point: unexpected errors are reported without leaking keys. ``argv``
+    (the arguments after the program's name) and ``prog_name`` default to the process's."""
     # A run lasts days: `kill -USR1 PID` prints every thread's stack (file, line and
     # function names only, no values) to stderr, to see where a stuck run waits.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # (To the process's own stderr, whatever sys.stderr is made to be meanwhile.)
+    if sys.__stderr__ is not None:
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     sys.unraisablehook = _one_line_unraisable
     try:
-        cli(standalone_mode=True)
+        cli.main(args=argv, prog_name=prog_name, standalone_mode=True)
     except SystemExit:
         raise
     except BaseException:  # last resort: scrub the traceback, exit 3

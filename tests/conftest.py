@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import signal
@@ -16,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 
+from bulkpost import logs
 from bulkpost.accounts import DATA_DIR_ENV
 from bulkpost.ratelimit import RateSpec
 from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Sandbox
@@ -240,7 +244,56 @@ def cli_command(*args: str | Path) -> list[str]:
 
 
 def run_cli(*args: str | Path, **env: str) -> CliResult:
-    """Run the CLI to completion; the secret key must appear in none of its output."""
+    """Run the CLI to completion; the secret key must appear in none of its output.
+
+    In this test process, through the console entry point (``bulkpost.cli.main``) with its
+    arguments, environment, working directory and standard streams as a process would have
+    them: starting a Python process costs more CPU (importing aiohttp, pyarrow, numpy) than
+    most runs of a test, and the suite must stay fast. What only a process shows (a signal,
+    kill -9, a crash at exit, a terminal) is tested with :func:`run_cli_process`, and so is a
+    run started from another thread (two at once: environment, working directory and
+    streams are the process's, and signals are handled on the main thread only)."""
+    from bulkpost.cli import main
+
+    if threading.current_thread() is not threading.main_thread():
+        return run_cli_process(*args, **env)
+
+    out, err = io.StringIO(), io.StringIO()
+    environment = cli_env(**env)
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_hook = sys.unraisablehook
+    # The command configures logging for itself (to the streams it was given): what this
+    # process had before comes back after it.
+    saved_logging = structlog.get_config() if structlog.is_configured() else None
+    saved_for_people = logs._for_people
+    os.environ.clear()
+    os.environ.update(environment)
+    os.chdir(ROOT)
+    code: int = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main([str(arg) for arg in args], prog_name="python -m bulkpost")
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None
+                                                                   else 1)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        sys.unraisablehook = saved_hook
+        if saved_logging is None:
+            structlog.reset_defaults()
+        else:
+            structlog.configure(**saved_logging)
+        logs._for_people = saved_for_people
+    result = CliResult(code, out.getvalue(), err.getvalue())
+    assert SECRET not in result.stdout and SECRET not in result.stderr
+    return result
+
+
+def run_cli_process(*args: str | Path, **env: str) -> CliResult:
+    """Run the CLI to completion in a process of its own (``python -m bulkpost``)."""
     done = subprocess.run(cli_command(*args), capture_output=True, text=True,
                           timeout=180, env=cli_env(**env), cwd=ROOT, check=False)
     result = CliResult(done.returncode, done.stdout, done.stderr)
