@@ -8,15 +8,18 @@ our own calls met, over the limit's period T (plans differ in N, not in T):
 
 - a call answered with anything but "rate limited" was counted by the server's window.
   The most of ours answered within any T seconds, :attr:`Allowance.proven`, is a number of
-  calls the account allows: a lower bound that another client on the account cannot fake;
+  calls the account allows, as our clock puts calls in windows; counting only calls sent
+  within T less the jitter of each other (:attr:`Allowance.surely`: they surely reached the
+  server within one window) it is a lower bound that another client on the account cannot
+  fake, and that latency cannot inflate;
 - a "rate limited" answer says the window was full as the call arrived. It held the A
   calls of ours sent in the T seconds before (answered, or not answered yet), plus whatever
   another client sent. Alone, A is the limit.
 
-A 429 with A >= ``proven`` is consistent with "our A calls filled the window", so the limit
+A 429 with A >= ``surely`` is consistent with "our A calls filled the window", so the limit
 may be A. A is taken for the plan's limit (the ceiling, kept for later runs) only once
 something corroborates it: a second 429 with the same A, or the 429's own text naming A.
-Until then, and for every 429 with A < ``proven`` (another client holds part of the
+Until then, and for every 429 with A < ``surely`` (another client holds part of the
 window), the run lowers only its *share*, the calls it lets out per T: to A, and at least
 one less than before. After a whole T without a 429 the share climbs back toward the
 ceiling by 1, 2, 4, 8… calls each half T. That recovers in a few windows when the other
@@ -134,8 +137,8 @@ class Allowance:
 
     __slots__ = ("_base", "_candidate", "_full_at", "_limited_at", "_lowered_at",
                  "_probe_after", "_quiet_since", "_sent", "ceiling", "held", "hint", "jitter",
-                 "learning", "learnt", "period", "probing", "proven", "share", "surely",
-                 "texts_lie")
+                 "learning", "learnt", "learnt_held", "period", "probing", "proven", "share",
+                 "surely", "texts_lie")
 
     def __init__(self, spec: RateSpec, *, learning: bool = False, learnt: bool = False,
                  jitter: float = 0.0,
@@ -147,6 +150,9 @@ class Allowance:
         self.jitter = jitter  # how far apart our clock and the server's may put a call
         self.probing = False  # one call over the ceiling is allowed, to test it
         self.held = False  # the run takes less than its share (--share): no probe
+        # The ceiling was learnt while held: its 429s may be another client's (a run that
+        # shares the account expects them), so it is not kept for later runs.
+        self.learnt_held = False
         self.hint: int | None = None  # a limit above the ceiling a 429's text named
         self.texts_lie = False  # a text named a limit the counted calls contradicted
         self._probe_after = probe_after
@@ -211,7 +217,7 @@ class Allowance:
         call.answer = Sent.LIMITED
         counted = self._counted_before(call)
         named = said.calls if said is not None and said.period == self.period else None
-        if named is not None and counted >= max(1, self.proven) and named != counted:
+        if named is not None and counted >= max(1, self.surely) and named != counted:
             self.texts_lie = True  # our calls alone filled the window, the text says else
         if named is not None and named > self.ceiling and not self.texts_lie:
             self.hint = named
@@ -232,11 +238,14 @@ class Allowance:
                     return Lesson(True, self.ceiling, self.ceiling, counted, named)
                 self._candidate = self.ceiling  # the next probe, or 429, may corroborate
                 return Lesson(False, self.ceiling, self.ceiling, counted, named)
-        if self.learning and max(1, self.proven) <= counted <= self.ceiling:
+        # Judged against what is certain (surely), not what our clock counted (proven): a
+        # climb that our clock proved one call too far meets the window at the plan's limit
+        # again and again, and these 429s teach it.
+        if self.learning and max(1, self.surely) <= counted <= self.ceiling:
             if counted in (named, self._candidate):  # corroborated: the plan's limit
                 self._candidate = None
                 if counted != self.ceiling or not self.learnt:
-                    self.ceiling, self.learnt = counted, True
+                    self.ceiling, self.learnt, self.learnt_held = counted, True, self.held
                     self._lower(counted, now)
                     return Lesson(True, counted, counted, counted, named)
             else:

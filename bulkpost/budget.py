@@ -97,17 +97,19 @@ class DailyBudget:
             async with self._lock:
                 if mine > self._claimed and day == self.day:
                     claim = min(self.calls, max(mine, self.spent) + BLOCK - 1)
-                    await self._store(claim)
-                    self._claimed = max(self._claimed, claim)
+                    await self._store(claim, day)
+                    if day == self.day:  # a new day meanwhile counts from its own claims
+                        self._claimed = max(self._claimed, claim)
         return True
 
-    async def _store(self, count: int) -> None:
+    async def _store(self, count: int, day: date | None = None) -> None:
         if self._history is None:
             return
-        name = meta_name(self._account, self.day)
+        name = meta_name(self._account, day or self.day)
         batch = [(_UPSERT, (name, str(count))),
-                 # Earlier days of this account: no longer needed.
-                 ("DELETE FROM meta WHERE name LIKE ? AND name != ?",
+                 # Earlier days of this account: no longer needed (never a later day's: a
+                 # claim of the day before may be written after midnight).
+                 ("DELETE FROM meta WHERE name LIKE ? AND name < ?",
                   (f"{_META} {self._account} %", name))]
         await asyncio.to_thread(self._history.commit, batch)
 

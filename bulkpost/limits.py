@@ -151,14 +151,28 @@ class RunLimits:
         limit = self.single if kind == "single" else self.bulk
         return RateSpec(limit.allowance.ceiling, limit.allowance.period)
 
+    def _worth_keeping(self, kind: str, run_id: str) -> Learnt | None:
+        """What this run learnt of ``kind``'s limit that a later run may start at: a limit a
+        429 confirmed (not while the run took only a share: those 429s may be another
+        client's), or one it climbed to without a refusal, as far as is beyond doubt (our
+        clock may put one call too many in a window: a later run climbs on from there)."""
+        allowance = (self.single if kind == "single" else self.bulk).allowance
+        source = self.source(kind)
+        if source == "learnt" and not allowance.learnt_held:
+            return Learnt(self.ceiling(kind), run_id, True)
+        calls = min(allowance.ceiling, allowance.surely)
+        if source == "proven" and calls >= 1:
+            return Learnt(RateSpec(calls, allowance.period), run_id, False)
+        return None
+
     def keep(self, run_id: str) -> None:
         """Keep what this run learnt (with what earlier runs learnt of the other kind)."""
         opts = self._options
-        learnt = {kind: Learnt(self.ceiling(kind), run_id, self.source(kind) == "learnt")
-                  for kind in KINDS if self.source(kind) in ("learnt", "proven")}
+        learnt = {kind: kept for kind in KINDS
+                  if (kept := self._worth_keeping(kind, run_id)) is not None}
         # An earlier run's limit that a probe proved too low, and not learnt again since.
         outgrown = {kind for kind in KINDS if kind in self.earlier and kind not in learnt
-                    and self.source(kind) == "documented maximum"}
+                    and self.source(kind) in ("documented maximum", "proven")}
         if not (learnt or outgrown) or opts.credentials is None:
             return
         account = account_tag(opts.credentials)

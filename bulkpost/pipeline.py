@@ -291,7 +291,7 @@ class Run:
                     connections=opts.connections()))
                 self._delivery = new_delivery(opts, self.limits.single, client, results, history,
                                               self.stopping, self.summary.run_id)
-                if not opts.dry_run and not await self._account_day(client, history):
+                if not await self._account_day(client, history):
                     return  # refused, or the day's budget is spent: nothing sent
             try:
                 rules = await field_rules(opts, self._delivery, client)
@@ -325,7 +325,11 @@ class Run:
         opts, delivery = self.options, self._delivery
         assert delivery is not None and opts.credentials is not None
         account = account_tag(opts.credentials)
-        if opts.needs_zone and self.clock.zone is None:
+        # A dry run reads the zone only for a schedule's hours (its estimate follows them);
+        # it spends no budget.
+        wanted = (opts.share is not None and opts.share.timed) if opts.dry_run \
+            else opts.needs_zone
+        if wanted and self.clock.zone is None:
             zone = remembered_zone(history, account)
             if zone is None:
                 try:
@@ -346,7 +350,7 @@ class Run:
             self.clock.zone = zone
         if self.clock.zone is not None:
             log.info("account.zone", zone=self.clock.zone.key, given=bool(opts.timezone))
-        if opts.daily_calls is not None and self.clock.zone is not None:
+        if opts.daily_calls is not None and self.clock.zone is not None and not opts.dry_run:
             self.budget = DailyBudget(opts.daily_calls, self.clock.zone, history, account,
                                       clock=self.clock.utc)
             await self.budget.spent_before(delivery.calls.counts.calls)

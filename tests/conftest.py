@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import json
 import os
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow
 import pytest
 import structlog
 from aiohttp import web
@@ -266,6 +268,10 @@ def run_cli(*args: str | Path, **env: str) -> CliResult:
     # process had before comes back after it.
     saved_logging = structlog.get_config() if structlog.is_configured() else None
     saved_for_people = logs._for_people
+    # A run tunes the collector and Arrow's allocator for itself (cli_run): put back after.
+    saved_gc, saved_pool = gc.get_threshold(), pyarrow.default_memory_pool()
+    saved_argv = sys.argv
+    sys.argv = [str(ROOT / "bulkpost" / "__main__.py"), *map(str, args)]
     os.environ.clear()
     os.environ.update(environment)
     os.chdir(ROOT)
@@ -287,6 +293,10 @@ def run_cli(*args: str | Path, **env: str) -> CliResult:
         else:
             structlog.configure(**saved_logging)
         logs._for_people = saved_for_people
+        gc.unfreeze()
+        gc.set_threshold(*saved_gc)
+        pyarrow.set_memory_pool(saved_pool)
+        sys.argv = saved_argv
     result = CliResult(code, out.getvalue(), err.getvalue())
     assert SECRET not in result.stdout and SECRET not in result.stderr
     return result

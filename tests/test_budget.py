@@ -118,3 +118,25 @@ def test_a_schedule_is_read_on_the_account_s_clock() -> None:
     now[0] += timedelta(minutes=30)
     assert fraction(0.0) == 0.4
     assert share_fraction(ShareSchedule.parse("60%"), AccountClock())(0.0) == 0.6
+
+
+def test_midnight_while_a_claim_is_written_leaves_the_new_day_its_own_count(
+        tmp_path: Path) -> None:
+    """A claim of the day before is written while the account's midnight passes: the new
+    day is not taken for claimed by it (its calls claim their own, committed before they
+    leave), and the old day's late write deletes no later day's count."""
+    now = [datetime(2026, 3, 2, 18, 29, 59, tzinfo=UTC)]  # 23:59:59 in Kolkata
+
+    async def scenario(history: History) -> tuple[int, int]:
+        budget = DailyBudget(100, KOLKATA, history, "acct", clock=lambda: now[0])
+        first = asyncio.create_task(budget.spend())  # claims a block of the old day
+        await asyncio.sleep(0)  # its claim is being written (in a thread)...
+        now[0] = datetime(2026, 3, 2, 18, 30, 1, tzinfo=UTC)  # ...as midnight passes
+        second = asyncio.create_task(budget.spend())  # the new day's first call
+        assert await first and await second
+        stored = int(history.meta(meta_name("acct", budget.day)) or 0)
+        return budget.spent, stored
+
+    with History(tmp_path / "h.db", "run-1").open() as history:
+        spent, stored = asyncio.run(scenario(history))
+        assert spent == 1 and stored >= 1  # the new day's claim covers its call

@@ -64,8 +64,12 @@ def test_a_spent_budget_stops_cleanly_and_a_new_day_resumes(tmp_path: Path,
     data, mapping = _inputs(tmp_path, 50)
     server = make_sandbox(latency=(0.01, 0.05))
     results = tmp_path / "r.csv"
-    first = _load(data, mapping, results, server.url, "--daily-calls", "20")
+    # In a process of its own: a run stopped with its input read in part exits cleanly.
+    first = run_cli_process("run", data, "--mapping", mapping, "--results", results,
+                            "--host", server.url, "--rate", "100/1s", "--log-format",
+                            "json", "--daily-calls", "20")
     assert first.code == BUDGET_SPENT, first.stderr
+    assert f"bulkpost run {data} --mapping {mapping} --results {results}" in first.stderr
     summary = first.summary
     assert server.stats()["calls"] <= 20  # the zone's question included
     assert summary["calls_today"] == summary["calls"] == server.stats()["calls"]
@@ -203,3 +207,29 @@ def test_verify_takes_its_share_too_and_reads_a_schedule_in_the_account_zone(
                       "--host", server.url, "--all", "--share", "150%")
     assert refused.code == 2 and "--share" in refused.stderr
 
+
+
+def test_a_dry_run_reads_a_schedule_in_the_account_zone(tmp_path: Path,
+                                                        make_sandbox: Any) -> None:
+    """The dry run's estimate follows the schedule in the account's hours, as the run
+    will: read from UserByAccessKey.Get, as a run reads it (not UTC)."""
+    from zoneinfo import ZoneInfo
+
+    data, mapping = _inputs(tmp_path, 40)
+    server = make_sandbox(time_zone="Asia/Kolkata")
+    here = datetime.now(ZoneInfo("Asia/Kolkata"))
+    # 10% for the two hours around now in Kolkata: five and a half hours away in UTC.
+    hours = f"{here - timedelta(hours=1):%H:%M}-{here + timedelta(hours=1):%H:%M}=10%,100%"
+
+    def estimate(*extra: str) -> float:
+        name = "-".join(extra).replace("/", "_") or "account"
+        done = _load(data, mapping, tmp_path / f"r-{name}.csv", server.url, "--dry-run",
+                     "--rate", "10/1s", "--share", hours, *extra)
+        assert done.code == 0, done.stderr
+        return float(done.summary["estimated_s"])
+
+    calls = server.stats()["calls"]
+    read = estimate()
+    assert server.stats()["calls"] > calls  # the zone was asked for
+    assert read == pytest.approx(estimate("--timezone", "Asia/Kolkata"), rel=0.05)
+    assert read > 5 * estimate("--timezone", "UTC")  # at 10%, not 100%

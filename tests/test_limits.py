@@ -198,7 +198,9 @@ def test_a_kept_limit_a_probe_outgrew_is_replaced_by_what_the_account_proved(
     assert limits.source("single") == "remembered" and limits.ceiling("single").calls == 20
     assert limits.single.allowance.learnt  # kept without "confirmed": met by a 429
     allowance = limits.single.allowance
-    allowance.ceiling, allowance.learnt = outgrown_to, False  # what a successful probe does
+    # What a successful probe does: the account proved it, beyond doubt.
+    allowance.ceiling, allowance.learnt = outgrown_to, False
+    allowance.surely = allowance.proven = outgrown_to
     (tmp_path / "results.csv.learnt.json").write_text(json.dumps({"calibration": {"x": 1}}))
     limits.keep("r2")
     # Kept in the one file, beside its other lessons; the earlier version's file is gone.
@@ -213,6 +215,22 @@ def test_a_kept_limit_a_probe_outgrew_is_replaced_by_what_the_account_proved(
         again = RunLimits(options, None)
         assert again.ceiling("single").calls == 23 and not again.single.allowance.learnt
         assert again.source("single") == "remembered"
+
+
+def test_a_limit_learnt_under_a_share_is_not_kept(tmp_path: Path) -> None:
+    host, credentials = "https://api.leadsquared.com", Credentials("key-1", "s")
+    options = RunOptions(input=tmp_path / "in.csv", mapping=parse_mapping({"activity": {
+        "event": 201, "lead_id_column": "lead"}}, "m"), results=tmp_path / "results.csv",
+        host=host, credentials=credentials, learn_rate=True)
+    limits = RunLimits(options, None)
+    allowance = limits.single.allowance
+    allowance.ceiling, allowance.learnt, allowance.learnt_held = 15, True, True
+    limits.keep("r1")
+    assert not (tmp_path / "results.csv.learnt.json").exists()
+    allowance.learnt_held = False  # learnt while taking the whole limit: kept
+    limits.keep("r1")
+    kept = json.loads((tmp_path / "results.csv.learnt.json").read_text())["limits"]
+    assert kept["single"]["calls"] == 15 and kept["single"]["confirmed"] is True
 
 
 @pytest.mark.parametrize(("given", "meant"), [
