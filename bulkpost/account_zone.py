@@ -18,8 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bulkpost.calls import ApiCalls
+from bulkpost.client import LeadSquaredClient
 from bulkpost.errors import UsageError
 from bulkpost.history import History
+from bulkpost.response import Verdict
 from bulkpost.share import ShareSchedule
 
 # Windows zone names (as Windows and .NET spell them) with a single IANA zone, from CLDR's
@@ -82,6 +85,17 @@ def zone_answered(document: Any) -> ZoneInfo:
                          "hours and --daily-calls' day in with --timezone, such as "
                          "--timezone Asia/Kolkata")
     return zone
+
+
+async def ask_zone(calls: ApiCalls, client: LeadSquaredClient, needed_for: str) -> ZoneInfo:
+    """The account's zone, asked of "UserByAccessKey.Get" under the run's limit; a
+    :class:`UsageError` (fail closed) naming ``needed_for`` when it cannot be had."""
+    answer, document = await calls.call(client.user_by_access_key)
+    if answer.verdict is not Verdict.OK:
+        raise UsageError("the account's time zone could not be read (UserByAccessKey.Get: "
+                         f"{answer.error or answer.error_type}): give the zone to read "
+                         f"{needed_for} in with --timezone")
+    return zone_answered(document)
 
 
 class AccountClock:

@@ -27,11 +27,11 @@ import structlog
 from bulkpost import logs
 from bulkpost.account_zone import (
     AccountClock,
+    ask_zone,
     given_zone,
     remember_zone,
     remembered_zone,
     share_fraction,
-    zone_answered,
 )
 from bulkpost.accounts import account_history_path, ensure_private_dir
 from bulkpost.budget import DailyBudget
@@ -56,7 +56,6 @@ from bulkpost.progress import Progress
 from bulkpost.readback import field_infos
 from bulkpost.region import find_url
 from bulkpost.report import ProblemGroups
-from bulkpost.response import Verdict
 from bulkpost.results import ResultsLog
 from bulkpost.resume import new_results_advice, new_results_file
 from bulkpost.row_state import Job
@@ -333,16 +332,10 @@ class Run:
             zone = remembered_zone(history, account)
             if zone is None:
                 try:
-                    answer, document = await delivery.calls.call(client.user_by_access_key)
+                    zone = await ask_zone(delivery.calls, client,
+                                          "--share's hours and --daily-calls' day")
                 except Stopped:
                     return False
-                try:
-                    if answer.verdict is not Verdict.OK:
-                        raise UsageError(
-                            "the account's time zone could not be read (UserByAccessKey.Get: "
-                            f"{answer.error or answer.error_type}): give the zone to read "
-                            "--share's hours and --daily-calls' day in with --timezone")
-                    zone = zone_answered(document)
                 except UsageError as exc:
                     self.stop(exc)
                     return False

@@ -163,7 +163,7 @@ class RateLimit:
     def _follow(self, now: float) -> None:
         """Size the log and the smoothing to the allowance's share at ``now``, and to the
         fraction of it the run takes."""
-        fraction = 1.0 if self._fraction is None else self._fraction(now)
+        fraction = self.fraction(now)
         self.allowance.held = fraction < 1
         calls = share_of(self.allowance.share_at(now), fraction)
         pace = 2 * calls if self.allowance.probing else calls

@@ -27,12 +27,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 
 from bulkpost import mapping as mapping_file
-from bulkpost.account_zone import AccountClock, given_zone, share_fraction, zone_answered
+from bulkpost.account_zone import AccountClock, ask_zone, given_zone, share_fraction
 from bulkpost.activity import Activity, FieldRule, InvalidRow, RowMapper
 from bulkpost.allowance import DOCUMENTED_MAXIMUM
 from bulkpost.calibration import Reading, load_reading
@@ -48,7 +47,7 @@ from bulkpost.preflight import event_codes, run_preflight
 from bulkpost.progress import Progress
 from bulkpost.ratelimit import RateLimit, RateSpec
 from bulkpost.readback import Difference, FieldInfo, field_infos, page_differences, read_back
-from bulkpost.response import MISSING, Verdict
+from bulkpost.response import MISSING
 from bulkpost.resume import Status
 from bulkpost.share import ShareSchedule
 from bulkpost.source import describe, input_columns, open_source
@@ -331,7 +330,7 @@ async def verify(options: VerifyOptions) -> VerifySummary:
                                  limit, stopping)
                 try:
                     if options.share is not None and options.share.timed and clock.zone is None:
-                        clock.zone = await _account_zone(calls, client)
+                        clock.zone = await ask_zone(calls, client, "--share's hours")
                     rules = await _preflight(options, calls, client)
                     items = await asyncio.to_thread(
                         map_chosen, mapping, options.input, chosen.rows, rules,
@@ -373,16 +372,6 @@ async def verify(options: VerifyOptions) -> VerifySummary:
         summary.aborted = str(stopping.reason)
     summary.elapsed_s = time.monotonic() - started
     return summary
-
-
-async def _account_zone(calls: ApiCalls, client: LeadSquaredClient) -> ZoneInfo:
-    """The account's zone, for a ``--share`` schedule's hours (as a run reads it)."""
-    answer, document = await calls.call(client.user_by_access_key)
-    if answer.verdict is not Verdict.OK:
-        raise UsageError("the account's time zone could not be read (UserByAccessKey.Get: "
-                         f"{answer.error or answer.error_type}): give the zone to read "
-                         "--share's hours in with --timezone")
-    return zone_answered(document)
 
 
 async def _preflight(options: VerifyOptions, calls: ApiCalls, client: LeadSquaredClient
