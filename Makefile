@@ -19,7 +19,7 @@ demo: install
 	bash samples/demo.sh
 
 lint: install
-	$(BIN)/ruff check bulkpost tests samples docs
+	$(BIN)/ruff check bulkpost tests benchmarks samples docs
 	$(BIN)/mypy
 
 test: lint
@@ -29,7 +29,7 @@ unit: install
 	$(BIN)/python -m pytest -q -m "not e2e"
 
 bench: install
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m benchmarks.bench
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

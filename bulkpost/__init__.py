@@ -6,15 +6,8 @@ CLI). This module only re-exports the public names.
 """
 
 from bulkpost.api import run, run_async
-from bulkpost.errors import (
-    AbortRun,
-    BulkpostError,
-    InputError,
-    Locked,
-    MappingError,
-    UsageError,
-)
-from bulkpost.summary import Summary
+from bulkpost.core.summary import Summary
+from bulkpost.errors import AbortRun, BulkpostError, InputError, Locked, MappingError, UsageError
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """Entry point for ``python -m bulkpost``."""
 
-from bulkpost.cli import main
+from bulkpost.cli.main import main
 
 if __name__ == "__main__":
     main()

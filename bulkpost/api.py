@@ -2,14 +2,14 @@
 
 Owns turning Python objects into a run: the source may be a CSV or Parquet path, a pandas
 DataFrame, a pyarrow Table or a RecordBatchReader (streamed, read once); the mapping a
-path, a dict shaped like the TOML file, or a :class:`~bulkpost.mapping.Mapping`. The run is
+path, a dict shaped like the TOML file, or a :class:`~bulkpost.core.mapping.Mapping`. The run is
 the CLI's, with the same guarantees: the same results file, resume and reconciliation.
 
 A DataFrame goes through Arrow without its index, so pandas' own quirks do not leak into
 values: ``NaN`` and ``None`` are nulls (sent as ""), an integer column that pandas turned
 into floats to hold a ``NaN`` is sent without ".0", nullable ``Int64`` as integers; an
 object column mixing text and numbers as each value's own string, one holding bytes or
-dicts refused, naming it (:mod:`bulkpost.frames`).
+dicts refused, naming it (:mod:`bulkpost.reading.frames`).
 
 Arguments are checked before any request, by the CLI's own checks, and refused with a
 :class:`~bulkpost.errors.UsageError` in this API's words: settings are named as keywords
@@ -32,16 +32,17 @@ from typing import Any
 import pyarrow as pa
 import structlog
 
-from bulkpost import logs
-from bulkpost.allowance import DOCUMENTED_BULK_MAXIMUM, DOCUMENTED_MAXIMUM, RateSpec
-from bulkpost.client import Credentials, check_host, checked_key
+from bulkpost.core.allowance import DOCUMENTED_BULK_MAXIMUM, DOCUMENTED_MAXIMUM, RateSpec
+from bulkpost.core.credentials import Credentials, checked_key
+from bulkpost.core.mapping import Mapping, parse_mapping
+from bulkpost.core.options import InputSource, RunOptions
+from bulkpost.core.summary import Summary
+from bulkpost.delivery.client import check_host
 from bulkpost.errors import ACCESS_KEY, SECRET_KEY, BulkpostError, UsageError
-from bulkpost.limits import rate_setting
-from bulkpost.mapping import Mapping, load_mapping, parse_mapping
-from bulkpost.options import RunOptions
-from bulkpost.pipeline import Run
-from bulkpost.source import InputSource
-from bulkpost.summary import Summary
+from bulkpost.reading.mapping_file import load_mapping
+from bulkpost.runner import logs
+from bulkpost.runner.limits import rate_setting
+from bulkpost.runner.pipeline import Run
 
 
 def run_sync(options: RunOptions) -> Summary:
@@ -54,8 +55,8 @@ def run_sync(options: RunOptions) -> Summary:
 
 async def execute(options: RunOptions) -> Summary:
     """One run; with ``fixes``, the original results file is locked for the run's length
-    and its rows this run fixed are marked ``fixed`` at the end (:mod:`bulkpost.fixes`)."""
-    from bulkpost.fixes import FixTarget, is_failures_file
+    and its rows this run fixed are marked ``fixed`` at the end (:mod:`bulkpost.storage.fixes`)."""
+    from bulkpost.storage.fixes import FixTarget, is_failures_file
 
     if options.fixes is None:
         if is_failures_file(options.input, options.encoding, options.delimiter):
@@ -98,7 +99,7 @@ def _source(data: Any) -> InputSource:
     import pandas as pd  # imported here: only a DataFrame needs it
 
     if isinstance(data, pd.DataFrame):
-        from bulkpost.frames import frame_table
+        from bulkpost.reading.frames import frame_table
 
         return frame_table(data)
     raise UsageError(f"source: expected a path, a pandas DataFrame, a pyarrow Table or a "
@@ -123,7 +124,7 @@ def run(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
     ``await bulkpost.run_async(...)`` with the same arguments.
 
     Keys and host default to ``LSQ_ACCESS_KEY``, ``LSQ_SECRET_KEY`` and ``LSQ_HOST``.
-    ``options`` are :class:`~bulkpost.pipeline.RunOptions` fields (``workers``,
+    ``options`` are :class:`~bulkpost.runner.pipeline.RunOptions` fields (``workers``,
     ``resend_unknown``, ``max_attempts``, ``timeout``, ``preflight``, ``decimal_comma``,
     ``mode``, ``bulk_rate`` ("1/5s"), ``batch_size``…). ``rate`` ("10/5s") and ``bulk_rate``
     left out are learnt from the answers, as on the command line; ``"auto"`` learns afresh.
@@ -211,7 +212,7 @@ def _options(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
     host, access, secret = (value for _name, _env, value in given)
     credentials = None
     if access and secret and (host or not dry_run):
-        # No host: a real run finds the keys' regional host (bulkpost.region).
+        # No host: a real run finds the keys' regional host (bulkpost.onboarding.region).
         host = check_host(host) if host else ""
         credentials = Credentials(checked_key("access_key=", access),
                                   checked_key("secret_key=", secret))
@@ -224,6 +225,8 @@ def _options(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
     logs.register_secret(secret, access)
     if not structlog.is_configured():
         logs.configure()
+    if options.get("history") is not None:
+        options["history"] = Path(options["history"])
     single = rate_setting(rate, DOCUMENTED_MAXIMUM)
     bulk = rate_setting(options.pop("bulk_rate", None), DOCUMENTED_BULK_MAXIMUM)
     return RunOptions(

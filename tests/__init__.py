@@ -1,1 +1,4 @@
-"""bulkpost's tests; ``tests.bench`` holds the benchmarks (``make bench``)."""
+"""bulkpost's tests, laid out as the package is: ``tests/core``, ``tests/storage``, ... for each
+layer, ``tests/e2e`` for whole loads, and ``tests/test_layers.py`` for the layers themselves.
+The benchmarks are ``benchmarks/`` (``make bench``).
+"""

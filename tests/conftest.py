@@ -23,10 +23,11 @@ import pytest
 import structlog
 from aiohttp import web
 
-from bulkpost import logs
-from bulkpost.accounts import DATA_DIR_ENV
-from bulkpost.ratelimit import RateSpec
-from bulkpost.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Sandbox
+from bulkpost.core.allowance import RateSpec
+from bulkpost.runner import logs
+from bulkpost.sandbox.app import Sandbox
+from bulkpost.sandbox.gate import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
+from bulkpost.storage.history.accounts import DATA_DIR_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = DEFAULT_SECRET_KEY
@@ -207,7 +208,7 @@ def make_sandbox() -> Iterator[Any]:
     servers: list[SandboxServer] = []
 
     def start(rate: str = "100/1s", **options: Any) -> SandboxServer:
-        from bulkpost.ratelimit import parse_rate
+        from bulkpost.core.allowance import parse_rate
 
         spec: RateSpec = parse_rate(rate)
         server = SandboxServer(rate=spec, **options)
@@ -248,14 +249,14 @@ def cli_command(*args: str | Path) -> list[str]:
 def run_cli(*args: str | Path, **env: str) -> CliResult:
     """Run the CLI to completion; the secret key must appear in none of its output.
 
-    In this test process, through the console entry point (``bulkpost.cli.main``) with its
+    In this test process, through the console entry point (``bulkpost.cli.main.main``) with its
     arguments, environment, working directory and standard streams as a process would have
     them: starting a Python process costs more CPU (importing aiohttp, pyarrow, numpy) than
     most runs of a test, and the suite must stay fast. What only a process shows (a signal,
     kill -9, a crash at exit, a terminal) is tested with :func:`run_cli_process`, and so is a
     run started from another thread (two at once: environment, working directory and
     streams are the process's, and signals are handled on the main thread only)."""
-    from bulkpost.cli import main
+    from bulkpost.cli.main import main
 
     if threading.current_thread() is not threading.main_thread():
         return run_cli_process(*args, **env)
@@ -354,11 +355,14 @@ def read_results_log(path: Path) -> dict[int, str]:
 # The longest tests first: xdist hands tests out in collection order, so the long ones then
 # start early and the workers finish together, instead of one running the fault matrix
 # alone at the end (the suite took 2:55 or 4:00 by that luck alone).
-_LONGEST_FIRST = ("tests/test_limits.py::test_a_limit_learnt_is_kept",
-                  "tests/test_tutorial.py::test_the_call_log",
-                  "tests/test_fault_matrix.py", "tests/test_history.py::test_three_nights",
-                  "tests/test_cli.py::test_a_fault_mix", "tests/test_honest_stops.py::test_after",
-                  "tests/test_migration_sample.py", "tests/test_safety.py::test_the_secret")
+_LONGEST_FIRST = ("tests/runner/test_limits.py::test_a_limit_learnt_is_kept",
+                  "tests/e2e/test_tutorial.py::test_the_call_log",
+                  "tests/e2e/test_fault_matrix.py",
+                  "tests/storage/test_history.py::test_three_nights",
+                  "tests/cli/test_cli.py::test_a_fault_mix",
+                  "tests/e2e/test_honest_stops.py::test_after",
+                  "tests/e2e/test_migration_sample.py",
+                  "tests/e2e/test_safety.py::test_the_secret")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

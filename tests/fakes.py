@@ -1,6 +1,6 @@
 """A fake LeadSquared client for unit tests of the call layer and of delivery.
 
-:class:`FakeClient` has the methods of :class:`bulkpost.client.LeadSquaredClient` that
+:class:`FakeClient` has the methods of :class:`bulkpost.delivery.client.LeadSquaredClient` that
 delivery and look-ups call, and answers each from a script of :class:`Classified` answers
 (what the real client returns once a response is classified), after a latency on the
 running loop's clock. It remembers every call and when it was made, so tests assert on
@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from bulkpost.client import Credentials, LeadSquaredClient
-from bulkpost.response import Classified, Verdict
+from bulkpost.core.credentials import Credentials
+from bulkpost.core.response import Classified, Verdict
+from bulkpost.delivery.client import LeadSquaredClient
 
 SECRET = "fake-secret-key-0123456789"
 POSTED = Classified(Verdict.POSTED, 200, activity_id="act-new")

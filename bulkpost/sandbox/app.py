@@ -23,10 +23,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from bulkpost.activity import GUID
-from bulkpost.dialect import DIALECTS, Dialect
-from bulkpost.ratelimit import RateSpec
+from bulkpost.core.activity import GUID
+from bulkpost.core.allowance import RateSpec
+from bulkpost.core.schema import ActivityType
 from bulkpost.sandbox import paths
+from bulkpost.sandbox.dialect import DIALECTS, Dialect
 from bulkpost.sandbox.faults import Fates, FaultSchedule
 from bulkpost.sandbox.gate import (
     DEFAULT_ACCESS_KEY,
@@ -39,7 +40,6 @@ from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.store import ActivityStore, Watch, shown
 from bulkpost.sandbox.validation import Catalog
 from bulkpost.sandbox.writes import WriteEndpoints
-from bulkpost.schema import ActivityType
 
 DEFAULT_REGION = "api.leadsquared.com"  # the region a sandbox plays unless told
 

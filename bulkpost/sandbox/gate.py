@@ -27,8 +27,8 @@ from typing import NamedTuple
 
 from aiohttp import web
 
+from bulkpost.core.allowance import RateSpec
 from bulkpost.errors import UsageError
-from bulkpost.ratelimit import RateSpec
 from bulkpost.sandbox.faults import (
     BULK_FAULTS,
     CREATE_FAULTS,

@@ -1,7 +1,8 @@
 """The URL paths the sandbox serves, spelled here and nowhere else on its side.
 
 Owns the LeadSquared paths as the API documents them (``/work/shared/reference``, the API
-notes), written out rather than imported from :mod:`bulkpost.client`: a fake that borrowed the
+notes), written out rather than imported from :mod:`bulkpost.delivery.client`: a fake that borrowed
+the
 client's constants would agree with a wrong one. ``tests/test_paths.py`` holds the client's
 constants and these routes, each on its own, against the documented paths.
 """

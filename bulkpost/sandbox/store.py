@@ -6,7 +6,8 @@ look-ups read (by lead, newest last; by Id; leads created by e-mail); what is ke
 value (a dropdown's own spelling in a typed dialect, the first half of an ``altered`` field,
 the sent values then kept under ``Sent``);
 the answers of "Get Activities of a Lead", "Get Custom Fields of an Activity" and "Get Lead
-by Email Address", rendered by :mod:`bulkpost.dialect`; and watches, which let a test act the
+by Email Address", rendered by :mod:`bulkpost.sandbox.dialect`; and watches, which let a test act
+the
 moment the ledger reaches a count; and, for tests, an activity deleted or altered since.
 """
 
@@ -19,8 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bulkpost.accounts import account_digest
-from bulkpost.dialect import (
+from bulkpost.core.credentials import account_digest
+from bulkpost.core.mapping import CUSTOM_FIELD
+from bulkpost.errors import UsageError
+from bulkpost.sandbox.dialect import (
     Dialect,
     canonical_option,
     page,
@@ -28,8 +31,6 @@ from bulkpost.dialect import (
     render_details,
     render_update_log,
 )
-from bulkpost.errors import UsageError
-from bulkpost.mapping import CUSTOM_FIELD
 from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.validation import BUILT_IN, Catalog
 

@@ -17,10 +17,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from bulkpost.activity import GUID
-from bulkpost.dialect import canonical_option
-from bulkpost.mapping import CUSTOM_FIELD
-from bulkpost.schema import ActivityType
+from bulkpost.core.activity import GUID
+from bulkpost.core.mapping import CUSTOM_FIELD
+from bulkpost.core.schema import ActivityType
+from bulkpost.sandbox.dialect import canonical_option
 
 MAX_BULK_ITEMS = 25
 API_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")

@@ -19,8 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bulkpost.dialect import Dialect
 from bulkpost.sandbox import paths
+from bulkpost.sandbox.dialect import Dialect
 from bulkpost.sandbox.gate import UNKNOWN_ACTIVITY, Admitted, Gate
 from bulkpost.sandbox.stats import ServerCounts
 from bulkpost.sandbox.store import ActivityStore

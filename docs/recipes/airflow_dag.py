@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import bulkpost
-from bulkpost.report import build_report
+from bulkpost.storage.report import build_report
 
 try:
     from airflow import DAG

@@ -1,0 +1,1 @@
+"""The Python API: bulkpost.run() and its errors."""

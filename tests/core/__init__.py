@@ -1,0 +1,1 @@
+"""Unit tests of the pure core: table tests, a virtual clock, no I/O."""

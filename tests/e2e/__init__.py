@@ -1,0 +1,3 @@
+"""Whole loads end to end against the sandbox: faults and kills, recipes, the tutorial, nightly
+updates.
+"""

@@ -1,0 +1,1 @@
+"""init, the account's region and its activity types, against the sandbox."""

@@ -1,0 +1,1 @@
+"""Reading inputs: CSV, Parquet, Arrow and pandas data, and their faithful strings."""

@@ -1,0 +1,1 @@
+"""A run: its limits, logs, progress, preflight, verify and daily budget."""

@@ -1,0 +1,1 @@
+"""The results file, the history, reports and the fix loop, on real files."""
