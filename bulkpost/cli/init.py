@@ -39,15 +39,10 @@ from bulkpost.errors import AbortRun, BulkpostError, InputError, MappingError, U
 from bulkpost.onboarding.mapping_draft import draft_mapping
 from bulkpost.onboarding.region import choose_host, host_again
 from bulkpost.onboarding.sampled_columns import ColumnSample, DateOrder
+from bulkpost.reading.csv_dialect import sniff_delimiter, sniff_encoding
 from bulkpost.reading.encodings import EncodingAdvice, advise, first_undecodable
 from bulkpost.reading.source import _is_parquet as is_parquet
-from bulkpost.reading.source import (
-    input_columns,
-    open_source,
-    regular_file,
-    sniff_delimiter,
-    sniff_encoding,
-)
+from bulkpost.reading.source import input_columns, open_source, regular_file
 from bulkpost.runner import logs
 from bulkpost.storage.report import undecodable_at
 
