@@ -132,9 +132,10 @@ async def verify(options: VerifyOptions) -> VerifySummary:
                     lookups = Lookups(calls, client, None, reading=load_reading(
                         options.results, options.host, None))
                     if options.by_page:
-                        await calibrate(lookups, work, rules, options.timeout)
+                        await calibrate(lookups.calibration, work, rules, options.timeout)
                         summary.page_calls = calls.counts.calls - before
-                        summary.pages_unused = pages_unused(lookups.reading, lookups.distrust)
+                        summary.pages_unused = pages_unused(lookups.calibration.reading,
+                                                            lookups.calibration.distrust)
                     else:
                         summary.pages_unused = "--one-per-activity"
                     if not summary.pages_unused:

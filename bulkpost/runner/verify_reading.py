@@ -25,6 +25,7 @@ from bulkpost.core.response import MISSING
 from bulkpost.core.results_line import parse_utc_text
 from bulkpost.delivery.calls import ActivityMissing, ApiCalls, LookupFailed, Stopped
 from bulkpost.delivery.client import LeadSquaredClient
+from bulkpost.delivery.lookup_calibration import LookupCalibration
 from bulkpost.delivery.lookups import Lookups
 from bulkpost.delivery.readback import Difference, FieldInfo, page_differences, read_back
 from bulkpost.runner.progress import Progress
@@ -44,14 +45,14 @@ class Checked:
     missing: str = ""  # the API's answer that the activity is unknown or deleted
 
 
-async def calibrate(lookups: Lookups, work: list[tuple[Posted, Activity]],
+async def calibrate(calibration: LookupCalibration, work: list[tuple[Posted, Activity]],
                     rules: Mapping[int, tuple[FieldRule, ...]] | None,
                     answer_timeout: float) -> None:
     """Calibrate the look-ups as a run does, unless the run's calibration was kept: by the
     first chosen row still holding what it was created with, looked up by content, when it
     may have reached the API as the results file says (its ``updated_at`` and attempts).
     What is learnt here is not kept (the run's file of lessons is the run's)."""
-    if lookups.reading.calibrated:
+    if calibration.reading.calibrated:
         return
     sample = next(((posted, item) for posted, item in work if posted.created), None)
     if sample is None:
@@ -62,10 +63,10 @@ async def calibrate(lookups: Lookups, work: list[tuple[Posted, Activity]],
         with contextlib.suppress(ValueError):
             window = PlanOptions(timeout=answer_timeout).sent_until(
                 parse_utc_text(posted.updated_at), max(1, posted.attempts))
-    lookups.kinds = {code: {rule.schema_name: rule.kind for rule in event_rules}
-                     for code, event_rules in (rules or {}).items()}
-    lookups.offer_sample(item, posted.activity_id, window)
-    await lookups.calibrate()  # once: its calls retry what may pass; a miss stays a miss
+    calibration.kinds = {code: {rule.schema_name: rule.kind for rule in event_rules}
+                         for code, event_rules in (rules or {}).items()}
+    calibration.offer_sample(item, posted.activity_id, window)
+    await calibration.calibrate()  # once: its calls retry what may pass; a miss stays a miss
 
 
 def pages_unused(reading: Reading | None, distrust: str = "") -> str:
@@ -93,7 +94,7 @@ async def read_by_page(lookups: Lookups, work: list[tuple[Posted, Activity]],
     checks: list[Checked] = []
     left: list[tuple[Posted, Activity]] = []
     pending = iter(groups.values())  # shared: each lead taken once
-    reading = lookups.reading
+    reading = lookups.calibration.reading
 
     async def worker() -> None:
         for group in pending:
