@@ -9,10 +9,10 @@ through the call layer, as ``bulkpost types CODE`` makes it, on ``--host`` or el
 keys' host, found by :mod:`bulkpost.onboarding.region` and found again once if a cached one
 refuses),
 the file written (never over an existing one without ``--force``), and what to check and
-what to run next. The guesses are :mod:`bulkpost.onboarding.sampled_columns`' and
-:mod:`bulkpost.onboarding.field_matching`'s, the text :mod:`bulkpost.onboarding.mapping_draft`'s.
-Exit codes: 0
-written, 2 a usage or input error (nothing written), 3 the keys or the host refused.
+what to run next. The guesses are :mod:`bulkpost.onboarding.sampled_columns`',
+:mod:`bulkpost.onboarding.sampled_datetimes`' and :mod:`bulkpost.onboarding.field_matching`'s,
+the text :mod:`bulkpost.onboarding.mapping_draft`'s. Exit codes: 0 written, 2 a usage or
+input error (nothing written), 3 the keys or the host refused.
 """
 
 from __future__ import annotations
@@ -38,16 +38,12 @@ from bulkpost.delivery.client import check_host
 from bulkpost.errors import AbortRun, BulkpostError, InputError, MappingError, UsageError
 from bulkpost.onboarding.mapping_draft import draft_mapping
 from bulkpost.onboarding.region import choose_host, host_again
-from bulkpost.onboarding.sampled_columns import ColumnSample, DateOrder
+from bulkpost.onboarding.sampled_columns import ColumnSample
+from bulkpost.onboarding.sampled_datetimes import DateOrder
+from bulkpost.reading.csv_dialect import sniff_delimiter, sniff_encoding
 from bulkpost.reading.encodings import EncodingAdvice, advise, first_undecodable
 from bulkpost.reading.source import _is_parquet as is_parquet
-from bulkpost.reading.source import (
-    input_columns,
-    open_source,
-    regular_file,
-    sniff_delimiter,
-    sniff_encoding,
-)
+from bulkpost.reading.source import input_columns, open_source, regular_file
 from bulkpost.runner import logs
 from bulkpost.storage.report import undecodable_at
 

@@ -188,6 +188,7 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
     import secrets
 
     from bulkpost.runner import verify as check
+    from bulkpost.runner.verify_report import render_report, write_differences
 
     access = os.environ.get("LSQ_ACCESS_KEY", "")
     secret = os.environ.get("LSQ_SECRET_KEY", "")
@@ -219,9 +220,9 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
         if summary.aborted and (again := host_again(choice, credentials)) is not None:
             # The cached host refused the keys: found again, read back again.
             summary = asyncio.run(check.verify(dataclasses.replace(options, host=again)))
-        click.echo(logs.scrub(check.render_report(summary)), err=True)
+        click.echo(logs.scrub(render_report(summary)), err=True)
         if differences_path is not None:
-            check.write_differences(differences_path, summary.found)
+            write_differences(differences_path, summary.found)
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
         emit({"error": logs.scrub(str(exc)), "exit_code": exc.exit_code})

@@ -129,7 +129,7 @@ class Recorder:
                      status=status.value, activity_id=activity_id, error=error)
         if status is Status.POSTED and error_type != "reconciled" and activity_id:
             # Created, as the answer says: a row to calibrate look-ups and verify with.
-            self._lookups.offer_sample(item, activity_id, row.window(self._timeout))
+            self._lookups.calibration.offer_sample(item, activity_id, row.window(self._timeout))
             if len(self.created) < 64:
                 self.created.append((item, activity_id))
         if self._history is not None:

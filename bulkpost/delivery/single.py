@@ -33,7 +33,8 @@ from bulkpost.core.statuses import Status
 from bulkpost.delivery.bulk import BulkDelivery
 from bulkpost.delivery.calls import ApiCalls, DeliverySettings, LookupFailed, Stopped
 from bulkpost.delivery.client import LeadSquaredClient
-from bulkpost.delivery.lookups import Lookups, NotYetTrusted
+from bulkpost.delivery.lookup_calibration import NotYetTrusted
+from bulkpost.delivery.lookups import Lookups
 from bulkpost.delivery.ratelimit import RateLimit
 from bulkpost.delivery.recorder import KeyedLocks, Recorder
 from bulkpost.delivery.stop import StopSignal

@@ -2,7 +2,8 @@
 
 Owns how the guesses are said: the ``[activity]`` and ``[fields]`` lines, in TOML that
 :func:`bulkpost.core.mapping.parse_mapping` reads, drafted from the columns' samples
-(:mod:`bulkpost.onboarding.sampled_columns`: lead, date-time or a date and a time of day, note, key)
+(:mod:`bulkpost.onboarding.sampled_columns`: lead, note, key;
+:mod:`bulkpost.onboarding.sampled_datetimes`: date-time or a date and a time of day)
 and their matches to the type's fields (:mod:`bulkpost.onboarding.field_matching`). Its rules:
 
 - nothing is mapped silently: every guess that needs a person's eye is a comment in the
@@ -32,6 +33,12 @@ from bulkpost.core.schema import ActivityType, preflight
 from bulkpost.onboarding.field_matching import FieldMatch, match_fields, quoted, value_problems
 from bulkpost.onboarding.sampled_columns import (
     ColumnSample,
+    find_key_column,
+    find_lead_columns,
+    find_note_column,
+    repeated_key_values,
+)
+from bulkpost.onboarding.sampled_datetimes import (
     DateOrder,
     DateTimeGuess,
     TimeGuess,
@@ -39,11 +46,7 @@ from bulkpost.onboarding.sampled_columns import (
     choose_time,
     detect_datetime,
     detect_time,
-    find_key_column,
-    find_lead_columns,
-    find_note_column,
     other_order,
-    repeated_key_values,
 )
 
 WIDTH = 92  # comments are wrapped to this width

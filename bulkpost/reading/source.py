@@ -11,23 +11,17 @@ larger than the read block makes the reader restart with larger blocks where it 
 
 This module blocks; the pipeline calls :meth:`Source.next_batch` in a worker thread.
 
-Every CSV reader is opened and let go by :class:`CsvReader`. pyarrow reads a block ahead on
-its own I/O thread and holds the Python row handler we give it; when the last reference to a
-reader drops on that thread while Python is finalizing, the process aborts at exit
-("terminate called without an active exception", apache/arrow#34314). So a reader is closed
-by waiting until pyarrow has let go of its handler, a :class:`Source` closes its reader when
-it is closed (or read to the end), and readers still open at exit are closed before Python
-finalizes.
+The encoding, delimiter and header of a CSV are :mod:`bulkpost.reading.csv_dialect`'s; every
+CSV reader is opened and let go by :class:`~bulkpost.reading.csv_reader.CsvReader` (a reader
+dropped on pyarrow's I/O thread while Python finalizes aborts the process): a
+:class:`Source` closes its reader when it is closed (or read to the end).
 """
 
 from __future__ import annotations
 
-import atexit
-import csv
 import stat
 import threading
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +33,16 @@ import pyarrow.parquet as pq
 from bulkpost.core.options import InputSource
 from bulkpost.errors import InputError
 from bulkpost.reading.cells import check_supported, is_utc_timestamp, to_strings
+from bulkpost.reading.csv_dialect import csv_header, dialect
+from bulkpost.reading.csv_reader import (
+    BLOCK_SIZE,
+    MAX_BLOCK_SIZE,
+    CsvReader,
+    first_line,
+    read_options,
+)
 
-BLOCK_SIZE = 1 << 18
-MAX_BLOCK_SIZE = 1 << 28  # the largest single row we read: 256 MiB
 PARQUET_BATCH_ROWS = 8192
-RELEASE_WAIT = 10.0  # seconds to wait for pyarrow's I/O thread to let go of a closed reader
 
 
 @dataclass(slots=True)
@@ -91,12 +90,7 @@ class Source:
             except StopIteration:
                 return None
             except (pa.ArrowException, OSError, UnicodeDecodeError, ValueError) as exc:
-                raise InputError(f"{self.path}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+                raise InputError(f"{self.path}: {first_line(exc)}") from None
 
 
 def describe(source: InputSource) -> str:
@@ -133,7 +127,7 @@ def input_columns(path: InputSource, *, encoding: str = "utf-8",
     path = regular_file(Path(path))
     if _is_parquet(path):
         return list(_parquet_file(path).schema_arrow.names)
-    return _csv_header(path, *dialect(path, encoding, delimiter))
+    return csv_header(path, *dialect(path, encoding, delimiter))
 
 
 def open_source(path: InputSource, columns: list[str], *, encoding: str = "utf-8",
@@ -165,7 +159,7 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
     except FileNotFoundError:
         raise InputError(f"{path}: input file not found") from None
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: not a readable Parquet file: {_first_line(exc)}") from None
+        raise InputError(f"{path}: not a readable Parquet file: {first_line(exc)}") from None
 
 
 def _open_typed(name: str, schema: pa.Schema, columns: list[str], total: int | None,
@@ -191,168 +185,8 @@ def _open_typed(name: str, schema: pa.Schema, columns: list[str], total: int | N
     return Source(name, list(schema.names), total, utc, batches(), typed)
 
 
-class _RowHandler:
-    """The Python callable pyarrow holds for a reader's invalid rows, weakly referenced so
-    that closing the reader knows when pyarrow has let go of it."""
-
-    __slots__ = ("__weakref__", "_on_row")
-
-    def __init__(self, on_row: Callable[[Any], str]) -> None:
-        self._on_row = on_row
-
-    def __call__(self, row: Any) -> str:
-        return self._on_row(row)
-
-
-def _skip(_row: Any) -> str:
-    return "skip"
-
-
-class CsvReader:
-    """pyarrow's streaming CSV reader, opened and let go safely: :meth:`close` drops it and
-    waits until pyarrow's I/O thread has let go of it too (see the module's docstring).
-    Iterating yields the record batches; the reader is closed at the end."""
-
-    def __init__(self, path: Path, *, read_options: pcsv.ReadOptions, delimiter: str,
-                 convert_options: pcsv.ConvertOptions | None = None,
-                 on_invalid_row: Callable[[Any], str] = _skip) -> None:
-        self._released = threading.Event()
-        self._reader: pcsv.CSVStreamingReader | None = None
-        handler = _RowHandler(on_invalid_row)
-        weakref.finalize(handler, self._released.set).atexit = False
-        _OPEN_READERS.add(self)
-        try:
-            self._reader = pcsv.open_csv(
-                path, read_options=read_options, convert_options=convert_options,
-                parse_options=pcsv.ParseOptions(newlines_in_values=True, delimiter=delimiter,
-                                                invalid_row_handler=handler))
-        except BaseException:
-            del handler
-            self.close()
-            raise
-        del handler
-
-    @property
-    def schema(self) -> pa.Schema:
-        assert self._reader is not None, "the reader is closed"
-        return self._reader.schema
-
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        try:
-            while self._reader is not None:
-                try:
-                    batch = self._reader.read_next_batch()
-                except StopIteration:
-                    return
-                yield batch
-        finally:
-            self.close()
-
-    def close(self) -> bool:
-        """Let go of the reader; wait (a while at most) until pyarrow has let go of it.
-        Whether it has."""
-        _OPEN_READERS.discard(self)
-        self._reader = None
-        return self._released.wait(RELEASE_WAIT)
-
-
-_OPEN_READERS: weakref.WeakSet[CsvReader] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_open_readers() -> None:
-    """Readers left open (an input read only in part) are let go before Python finalizes."""
-    for reader in list(_OPEN_READERS):
-        reader.close()
-
-
-def _read_options(encoding: str, block_size: int = BLOCK_SIZE,
-                  **extra: Any) -> pcsv.ReadOptions:
-    # use_threads=False keeps rows in file order and gives invalid rows their numbers.
-    return pcsv.ReadOptions(use_threads=False, block_size=block_size, encoding=encoding,
-                            **extra)
-
-
-def _csv_header(path: Path, encoding: str, delimiter: str = ",") -> list[str]:
-    block_size = BLOCK_SIZE
-    while True:
-        try:
-            reader = CsvReader(path, read_options=_read_options(encoding,
-                                                                block_size=block_size),
-                               delimiter=delimiter)
-            names = list(reader.schema.names)
-            reader.close()
-            break
-        except FileNotFoundError:
-            raise InputError(f"{path}: input file not found") from None
-        except LookupError:
-            raise InputError(f"unknown encoding {encoding!r}") from None
-        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-            message = _first_line(exc)
-            if "straddl" in message and block_size < MAX_BLOCK_SIZE:
-                block_size *= 4
-                continue
-            if "Empty CSV file" in message:
-                lone = _lone_header(path, encoding, delimiter)
-                if lone is None:
-                    raise InputError(f"{path}: the file is empty (no header row)") from None
-                names = lone
-                break
-            raise InputError(f"{path}: cannot read the CSV: {message}") from None
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise InputError(f"{path}: duplicate column name(s) in the header: "
-                         f"{', '.join(map(repr, duplicates))}")
-    return names
-
-
-def _lone_header(path: Path, encoding: str, delimiter: str) -> list[str] | None:
-    """The names of a file holding only a header with no line end (pyarrow calls it empty)."""
-    with open(path, encoding=encoding, errors="replace", newline="") as handle:
-        text = handle.read(1 << 20).lstrip("\ufeff")
-    if not text.strip():
-        return None
-    return next(csv.reader([text], delimiter=delimiter))
-
-
-def sniff_encoding(path: Path, encoding: str) -> str:
-    """A byte-order mark decides the encoding, whatever was asked (Excel writes them)."""
-    try:
-        with open(path, "rb") as handle:
-            start = handle.read(4)
-    except OSError:
-        return encoding
-    if start.startswith(b"\xef\xbb\xbf"):
-        return "utf-8"
-    if start.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "utf-16"
-    return encoding
-
-
-def dialect(path: Path, encoding: str, delimiter: str | None) -> tuple[str, str]:
-    """The encoding (a byte-order mark wins) and the delimiter (sniffed when not given)."""
-    encoding = sniff_encoding(path, encoding)
-    if delimiter is not None:
-        if len(delimiter) != 1:
-            raise InputError(f"--delimiter {delimiter!r}: give one character")
-        return encoding, delimiter
-    return encoding, sniff_delimiter(path, encoding)
-
-
-def sniff_delimiter(path: Path, encoding: str) -> str:
-    """The header line's most frequent of , ; tab | (Excel writes ; in many locales)."""
-    try:
-        with open(path, encoding=encoding, errors="replace", newline="") as handle:
-            header = handle.readline()
-    except (OSError, LookupError):
-        return ","
-    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] > counts[","] else ","
-
-
 def _open_csv(path: Path, columns: list[str], encoding: str, delimiter: str = ",") -> Source:
-    names = _csv_header(path, encoding, delimiter)
+    names = csv_header(path, encoding, delimiter)
     broken: dict[int, str] = {}
 
     def on_invalid_row(row: Any) -> str:
@@ -380,7 +214,7 @@ def _open_csv(path: Path, columns: list[str], encoding: str, delimiter: str = ",
                 # After a restart, skip the records already numbered (broken ones included).
                 reader = CsvReader(path, delimiter=delimiter, convert_options=convert,
                                    on_invalid_row=on_invalid_row,
-                                   read_options=_read_options(
+                                   read_options=read_options(
                                        encoding, block_size=block_size,
                                        skip_rows_after_names=next_row - 1))
                 for record_batch in reader:
@@ -468,9 +302,9 @@ def count_rows(path: InputSource, *, encoding: str = "utf-8",
         if _is_parquet(path):
             return int(_parquet_file(path).metadata.num_rows)
         encoding, delimiter = dialect(path, encoding, delimiter)
-        names = _csv_header(path, encoding, delimiter)
+        names = csv_header(path, encoding, delimiter)
         reader = CsvReader(
-            path, read_options=_read_options(encoding), delimiter=delimiter,
+            path, read_options=read_options(encoding), delimiter=delimiter,
             convert_options=pcsv.ConvertOptions(include_columns=names[:1],
                                                 column_types={names[0]: pa.string()}))
         return sum(int(batch.num_rows) for batch in reader)

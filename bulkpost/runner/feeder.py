@@ -104,8 +104,8 @@ class Feeder:
                 recorded = results.recorded(item.row)
                 key_holder = screened.get(item.row)
                 lookups = self._lookups
-                wanted = (lookups is not None and not lookups.reading.calibrated
-                          and not lookups.distrust)
+                wanted = (lookups is not None and not lookups.calibration.reading.calibrated
+                          and not lookups.calibration.distrust)
                 line = results.last_outcome(item.row) if needs_line(
                     item, recorded, key_holder, self.plan_options, sample_wanted=wanted) else None
                 plan = decide(item, recorded, line, key_holder, self.plan_options,
@@ -201,7 +201,7 @@ class Feeder:
         self._progress.done(passed_over=plan.passed_over)
         if plan.sample is not None and self._lookups is not None:
             assert isinstance(item, Activity)
-            self._lookups.offer_sample(item, *plan.sample)
+            self._lookups.calibration.offer_sample(item, *plan.sample)
 
     # -- before the first row ------------------------------------------------------------
     async def read_ahead(self, rules: FieldRules | None) -> None:
@@ -270,8 +270,9 @@ async def field_rules(options: RunOptions, delivery: Delivery | None,
         return None
     result = await run_preflight(opts.mapping, delivery.calls, client, codes,
                                  decimal_comma=opts.decimal_comma)
-    delivery.lookups.kinds = {code: {rule.schema_name: rule.kind for rule in rules}
-                     for code, rules in result.rules.items()}
+    delivery.lookups.calibration.kinds = {
+        code: {rule.schema_name: rule.kind for rule in rules}
+        for code, rules in result.rules.items()}
     return result.rules
 
 

@@ -8,11 +8,13 @@ into the run's outcome (:class:`~bulkpost.core.summary.Summary`, or an exception
 Stopping: a fatal answer (401/404), a signal or an unwritable results file stops all new
 requests at once; requests already on the wire are let finish for a bounded time, then
 everything is flushed and the results file compacted. A second SIGINT cancels at once: rows
-on the wire stay ``unknown``. A day's budget of calls spent (``--daily-calls``) stops the run
-the same way, as no error: exit 4.
+on the wire stay ``unknown`` (the tasks and their stop: :mod:`bulkpost.runner.run_tasks`).
+A day's budget of calls spent (``--daily-calls``) stops the run the same way, as no error:
+exit 4.
 
 The account's clock (:mod:`bulkpost.onboarding.account_zone`) is read before the first other call
-when a ``--share`` schedule or a daily budget needs it.
+when a ``--share`` schedule or a daily budget needs it, and the day's budget started on it
+(:mod:`bulkpost.runner.account_day`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
 
 import structlog
 
@@ -34,31 +35,18 @@ from bulkpost.delivery.client import LeadSquaredClient
 from bulkpost.delivery.readback import field_infos
 from bulkpost.delivery.single import Delivery
 from bulkpost.delivery.stop import StopSignal, signals_handled
-from bulkpost.errors import (
-    AbortRun,
-    BudgetSpent,
-    BulkpostError,
-    HistoryLocked,
-    ResultsWriteError,
-    UsageError,
-)
-from bulkpost.onboarding.account_zone import (
-    AccountClock,
-    ask_zone,
-    given_zone,
-    remember_zone,
-    remembered_zone,
-    share_fraction,
-)
+from bulkpost.errors import AbortRun, BudgetSpent, HistoryLocked, ResultsWriteError
+from bulkpost.onboarding.account_zone import share_fraction
 from bulkpost.onboarding.region import find_url
 from bulkpost.reading.source import Source, describe, input_columns, open_source
 from bulkpost.runner import logs
+from bulkpost.runner.account_day import AccountDay
 from bulkpost.runner.dispatch import JobQueue
 from bulkpost.runner.feeder import Feeder, field_rules, track_progress
-from bulkpost.runner.limits import RunLimits, account_tag
+from bulkpost.runner.limits import RunLimits
 from bulkpost.runner.progress import Progress
+from bulkpost.runner.run_tasks import RunTasks
 from bulkpost.runner.workers import Workers, new_delivery
-from bulkpost.storage.budget import DailyBudget
 from bulkpost.storage.history.accounts import account_history_path, ensure_private_dir
 from bulkpost.storage.history.database import History, finish_history
 from bulkpost.storage.outputs import check_two_files
@@ -77,23 +65,17 @@ class Run:
                                run_id=options.run_id or new_run_id(),
                                history=str(options.history or ""))
         self.history: History | None = None
-        # The account's clock: --timezone's zone, else the account's, read before sending.
-        self.clock = AccountClock(given_zone(options.timezone) if options.timezone else None)
-        self.fraction = (share_fraction(options.share, self.clock)
+        self.day = AccountDay(options)  # the account's clock, and --daily-calls' budget
+        self.fraction = (share_fraction(options.share, self.day.clock)
                          if options.share is not None else None)
-        self.budget: DailyBudget | None = None  # --daily-calls, once the clock is known
         self.limits = RunLimits(options, None, self.fraction)
         self.stopping = StopSignal()
-        self.stopping.listen(self._say_why, once=True)
-        self.stopping.listen(self._halt)
+        self.tasks = RunTasks(self.stopping, self.summary, options.drain_timeout)
         self._delivery: Delivery | None = None
-        self._workers: list[asyncio.Task[None]] = []
-        self._feeder: asyncio.Task[None] | None = None
-        self._interrupts = 0
         self.problems = ProblemGroups()
         self.progress = Progress(enabled=options.progress,
                                  calls_per_second=self.activities_per_second(),
-                                 share=options.share, wall=self.clock.now)
+                                 share=options.share, wall=self.day.clock.now)
 
     def activities_per_second(self) -> float:
         """What the mode's allowances sustain: single calls, full bulk calls, or both."""
@@ -103,37 +85,6 @@ class Run:
         if opts.mode != "single":
             per_second += self.limits.bulk.sustained_per_second * opts.batch_size
         return per_second
-
-    # -- control -------------------------------------------------------------------------
-    def stop(self, error: BulkpostError, *, asked: bool = False) -> None:
-        """Stop sending now; requests on the wire may finish (bounded by drain_timeout).
-        ``asked``: the user asked for it (a signal), which is no error."""
-        self.stopping.stop(error, asked=asked)
-
-    def _say_why(self) -> None:
-        if not self.stopping.asked:
-            log.error("run.stopping", reason=str(self.stopping.reason))
-
-    def _halt(self) -> None:
-        """The run stops (whoever said so): cancel the feeder and every worker whose
-        request is not on the wire."""
-        if self._feeder is not None:
-            self._feeder.cancel()
-        on_wire = self._delivery.calls.on_wire if self._delivery else set()
-        for task in self._workers:
-            if task not in on_wire:
-                task.cancel()
-
-    def interrupt(self, signame: str) -> None:
-        self._interrupts += 1
-        if self._interrupts == 1:
-            log.warning("run.interrupted", signal=signame)
-            self.summary.interrupted = True
-            self.stop(AbortRun(f"interrupted by {signame}"), asked=True)
-        else:
-            log.warning("run.interrupted_again", signal=signame)
-            for task in self._workers:
-                task.cancel()
 
     # -- the run ---------------------------------------------------------------------------
     async def execute(self) -> Summary:
@@ -207,7 +158,7 @@ class Run:
             # The history, and the host now known, may hold the limits an earlier run learnt.
             self.limits = RunLimits(opts, history, self.fraction)
             self.progress.calls_per_second = self.activities_per_second()
-            with signals_handled(self.interrupt):
+            with signals_handled(self.tasks.interrupt):
                 counter = track_progress(self.progress, opts, source, results)
                 await self._run(source, results, history)
         except BaseException:
@@ -225,17 +176,11 @@ class Run:
             self.summary.rate = self._rates()
             if opts.share is not None:
                 self.summary.share = str(opts.share)
-            if self.budget is not None:
-                try:
-                    await self.budget.close()
-                except ResultsWriteError as exc:
-                    log.error("budget.not_saved", reason=str(exc))
-                self.summary.budget = self.budget.as_dict()
-                self.summary.budget_renews = self.budget.when_renewed()
+            await self.day.close(self.summary)
             try:
                 # Stopped before its first row: no results file is left behind.
                 discarded = (raised or abort is not None) and results.discard_unused()
-                if not discarded and self._interrupts < 2:
+                if not discarded and self.tasks.interrupts < 2:
                     await results.sync()
                     results.compact()
             except ResultsWriteError as exc:
@@ -245,12 +190,13 @@ class Run:
                 abort = abort or exc
             finally:
                 results.close()
-        if isinstance(abort, BudgetSpent) and self.budget is not None:
+        budget = self.day.budget
+        if isinstance(abort, BudgetSpent) and budget is not None:
             # Spent: a clean stop, as a signal's, with its own exit code (4).
             self.summary.budget_spent = True
-            log.warning("budget.spent", calls_today=self.budget.spent,
-                        daily_calls=self.budget.calls,
-                        renews=self.budget.when_renewed())
+            log.warning("budget.spent", calls_today=budget.spent,
+                        daily_calls=budget.calls,
+                        renews=budget.when_renewed())
             abort = None
         if abort is not None:
             if isinstance(abort, AbortRun):
@@ -265,7 +211,7 @@ class Run:
             self.summary.estimated_s = self.summary.to_send / self.activities_per_second()
             if opts.share is not None:  # at the schedule's fractions ahead
                 self.summary.estimated_s = opts.share.seconds_for(
-                    self.summary.to_send, self.activities_per_second(), self.clock.now())
+                    self.summary.to_send, self.activities_per_second(), self.day.clock.now())
         if history is not None:
             finish_history(history, self.summary, opts)
         # A person is told the summary once, in words, by the CLI; a program reads it here.
@@ -291,7 +237,8 @@ class Run:
                     connections=opts.connections()))
                 self._delivery = new_delivery(opts, self.limits.single, client, results, history,
                                               self.stopping, self.summary.run_id)
-                if not await self._account_day(client, history):
+                self.tasks.on_wire = self._delivery.calls.on_wire
+                if not await self.day.begin(self._delivery, client, history, self.stopping):
                     return  # refused, or the day's budget is spent: nothing sent
             try:
                 rules = await field_rules(opts, self._delivery, client)
@@ -299,7 +246,7 @@ class Run:
                 rules = None  # a fatal answer: stop() has recorded why
             except AbortRun as exc:
                 rules = None
-                self.stop(exc)
+                self.tasks.stop(exc)
             if self.stopping.is_set():
                 return
             lookups = self._delivery.lookups if self._delivery else None
@@ -312,47 +259,11 @@ class Run:
                 return
             assert client is not None and self._delivery is not None
             queue: JobQueue[Job] = JobQueue(opts.low_water())
-            self._feeder = asyncio.create_task(feeder.feed(source, queue, rules))
-            self._workers = Workers(opts, queue, self._delivery, client, self.limits.bulk,
-                                    field_infos(opts.mapping, rules), self.progress,
-                                    self.stopping).start()
-            await self._until_done(self._feeder, self._delivery)
-
-    async def _account_day(self, client: LeadSquaredClient, history: History | None) -> bool:
-        """Read the account's clock, when a schedule or a budget needs it, and start the day's
-        budget. False when the run stops here (the zone cannot be had, or the budget is
-        spent: the stop signal says which)."""
-        opts, delivery = self.options, self._delivery
-        assert delivery is not None and opts.credentials is not None
-        account = account_tag(opts.credentials)
-        # A dry run reads the zone only for a schedule's hours (its estimate follows them);
-        # it spends no budget.
-        wanted = (opts.share is not None and opts.share.timed) if opts.dry_run \
-            else opts.needs_zone
-        if wanted and self.clock.zone is None:
-            zone = remembered_zone(history, account)
-            if zone is None:
-                try:
-                    zone = await ask_zone(delivery.calls, client,
-                                          "--share's hours and --daily-calls' day")
-                except Stopped:
-                    return False
-                except UsageError as exc:
-                    self.stop(exc)
-                    return False
-                remember_zone(history, account, zone)
-            self.clock.zone = zone
-        if self.clock.zone is not None:
-            log.info("account.zone", zone=self.clock.zone.key, given=bool(opts.timezone))
-        if opts.daily_calls is not None and self.clock.zone is not None and not opts.dry_run:
-            self.budget = DailyBudget(opts.daily_calls, self.clock.zone, history, account,
-                                      clock=self.clock.utc)
-            await self.budget.spent_before(delivery.calls.counts.calls)
-            delivery.calls.budget = self.budget
-            if not self.budget.left:
-                self.stop(self.budget.spent_error(), asked=True)
-                return False
-        return True
+            self.tasks.feeder = asyncio.create_task(feeder.feed(source, queue, rules))
+            self.tasks.workers = Workers(opts, queue, self._delivery, client, self.limits.bulk,
+                                         field_infos(opts.mapping, rules), self.progress,
+                                         self.stopping).start()
+            await self.tasks.until_done(self.tasks.feeder, self._delivery)
 
     def _rates(self) -> dict[str, str]:
         """The limits in force, for the log and the summary: "10/5s (learnt)"."""
@@ -360,32 +271,3 @@ class Run:
                  "both": ("single", "bulk")}[self.options.mode]
         return {kind: f"{self.limits.ceiling(kind)} ({self.limits.source(kind)})"
                 for kind in kinds}
-
-    async def _until_done(self, feeder: asyncio.Task[None], delivery: Delivery) -> None:
-        """Wait for the feeder and the workers to finish, or for the run to stop; then let
-        requests on the wire finish, for a bounded time."""
-        everything: asyncio.Future[Any] = asyncio.gather(feeder, *self._workers)
-        stopped: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
-        try:
-            await asyncio.wait({everything, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if everything.done():
-                error = everything.exception()
-                if isinstance(error, BulkpostError):
-                    # An input or usage problem found mid-file, after requests went out,
-                    # is an abort: the summary must say what was done.
-                    sent = delivery.calls.counts.creates > 0
-                    self.stop(AbortRun(str(error)) if sent and error.exit_code == 2
-                              else error)
-                elif error is not None and not isinstance(error, asyncio.CancelledError):
-                    log.error("internal_error", exc_info=error)
-                    self.stop(AbortRun(f"internal error ({type(error).__name__}: {error}); "
-                                       "please report it. Rerun to resume"))
-            if self.stopping.is_set():
-                _done, late = await asyncio.wait(self._workers, timeout=self.options.drain_timeout)
-                for task in late:
-                    task.cancel()
-        finally:
-            stopped.cancel()
-            for task in (feeder, *self._workers):
-                task.cancel()  # no-op for the finished ones
-            await asyncio.gather(feeder, *self._workers, return_exceptions=True)

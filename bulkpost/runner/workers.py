@@ -51,15 +51,15 @@ def new_delivery(options: RunOptions, limit: RateLimit, client: LeadSquaredClien
                                 opts.max_rate_limited)
     delivery = Delivery(settings, limit, client, results, stopping, history,
                         load_reading(opts.results, opts.host, history))
-    lookups = delivery.lookups
-    if lookups.reading.calibrated:
-        log.debug("lookup.calibrated_earlier", reading=lookups.reading.describe())
+    calibration = delivery.lookups.calibration
+    if calibration.reading.calibrated:
+        log.debug("lookup.calibrated_earlier", reading=calibration.reading.describe())
 
     def keep(reading: Reading) -> None:
         if reading.calibrated:
             save_reading(opts.results, opts.host, reading, history, run_id)
 
-    lookups.on_learned = keep
+    calibration.on_learned = keep
     return delivery
 
 
@@ -98,7 +98,8 @@ class Workers:
         updates for the check (a mapping that stores other values must not update either);
         at most :data:`MAX_SET_ASIDE` of them, then the rest go unchecked."""
         queue, rows = self._queue, self._delivery.rows
-        created, lookups = self._delivery.recorder.created, self._delivery.lookups
+        created = self._delivery.recorder.created
+        calibration = self._delivery.lookups.calibration
         wanted = self.options.verify_first
         waiting: list[Job] = []
         rows.deferring = True
@@ -119,8 +120,8 @@ class Workers:
             if self._stopping.is_set() or not created:
                 return
             await self._check_stored(created[:wanted])
-            await lookups.calibrate()
-            await lookups.learn_offset(created)
+            await calibration.calibrate()
+            await calibration.learn_offset(created)
         except Stopped:
             return
         finally:
@@ -131,12 +132,12 @@ class Workers:
 
     async def _check_stored(self, created: list[tuple[Activity, str]]) -> None:
         """Read the first created rows back; stop the run when a value differs."""
-        calls, lookups = self._delivery.calls, self._delivery.lookups
+        calls, calibration = self._delivery.calls, self._delivery.lookups.calibration
         for item, activity_id in created:
             calls.counts.verify_calls += 1
             try:
                 found = await read_back(calls, self._client, item, activity_id,
-                                        self._fields(item.event), lookups.reading.entities)
+                                        self._fields(item.event), calibration.reading.entities)
             except LookupFailed as exc:
                 log.warning("readback.failed", row=item.row, reason=str(exc))
                 return

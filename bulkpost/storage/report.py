@@ -11,8 +11,8 @@ The failures file holds the input rows not posted, with all their original colum
 input, a new ``--results`` file (row numbers refer to the file they were read from) and
 ``--fixes RESULTS``, which marks the original rows ``fixed`` (:mod:`bulkpost.storage.fixes`).
 So it is written as that command reads: a CSV input's encoding (its byte-order mark too)
-and delimiter (given, or sniffed as :mod:`bulkpost.reading.source` does); a Parquet input gives a
-CSV in UTF-8 with commas (and zone-aware timestamps with their ``+00:00``). The input must
+and delimiter (given, or sniffed as :mod:`bulkpost.reading.csv_dialect` does); a Parquet input
+gives a CSV in UTF-8 with commas (and zone-aware timestamps with their ``+00:00``). The input must
 decode whole before anything is written: else the error names the row, column and byte,
 and suggests ``--encoding``. The file is written whole or not at all (atomic replace).
 """
@@ -37,7 +37,8 @@ from bulkpost.core.results_line import RowOutcome
 from bulkpost.core.row_numbers import row_and_line, spreadsheet_line
 from bulkpost.core.statuses import Status
 from bulkpost.errors import InputError
-from bulkpost.reading.source import Source, dialect, input_columns, open_source
+from bulkpost.reading.csv_dialect import dialect
+from bulkpost.reading.source import Source, input_columns, open_source
 from bulkpost.reading.source import _is_parquet as is_parquet
 from bulkpost.storage.kept import recall_section
 from bulkpost.storage.results_file import Damage, read_outcomes

@@ -1,21 +1,20 @@
 """The results file: every row's outcome, durable, resumable.
 
-Owns the file and its durability: the lock, appending, group-commit fsync, cutting off a
-torn line, compaction. The line format is :mod:`bulkpost.storage.results_file`'s; what the file
-holds
-of each row, in memory, is :class:`~bulkpost.storage.row_index.RowIndex`'s. The file is an
-append-only log; a row's last line is its state. Rules:
+Owns the file: the lock, loading it, cutting off a torn line, reading a row's line back,
+compaction. Appending and the group-commit fsyncs are
+:class:`~bulkpost.storage.group_commit.GroupCommit`'s; the line format is
+:mod:`bulkpost.storage.results_file`'s; what the file holds of each row, in memory, is
+:class:`~bulkpost.storage.row_index.RowIndex`'s. The file is an append-only log; a row's
+last line is its state. Rules:
 
-- the lines recorded while the event loop turns are written together, with one ``write``
-  on an ``O_APPEND`` descriptor, and fsynced together (group commit), so ``kill -9`` can
-  tear at most the last line, which the next open cuts off;
+- lines are written in groups and fsynced in group commits (the companion store, the
+  history, with them: :mod:`bulkpost.storage.group_commit`), so ``kill -9`` can tear at
+  most the last line, which the next open cuts off;
 - before a row's request is sent, its ``unknown`` line is on disk (the row waits for its
   group's fsync), so a crash leaves the row ``unknown``, never silently re-sendable;
 - the other lines are written at the end of the loop turn that recorded them and fsynced
   in groups of 64: a ``kill -9`` loses at most one turn's outcomes, whose rows are then
   ``unknown`` from their durable marks, so the next run reconciles them, never re-sends;
-- a companion store (the history, ``--history``) is committed in the same group commits,
-  after the fsync: a row's claim there is durable before its request goes out;
 - a torn last line is the only damage a crash can leave: it is cut off, and the row it
   names, unless done, is recorded ``unknown`` (looked up before it is sent again); any other
   damaged line refuses the file (exit 2, naming the line);
@@ -34,12 +33,10 @@ append-only log; a row's last line is its state. Rules:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import csv
 import os
 from pathlib import Path
-from typing import Any, Protocol
 
 from bulkpost.core.results_line import (
     HEADER_LINE,
@@ -51,21 +48,11 @@ from bulkpost.core.results_line import (
 )
 from bulkpost.core.statuses import Status
 from bulkpost.errors import ResultsLocked, ResultsWriteError, UsageError
+from bulkpost.storage.group_commit import Companion, GroupCommit
 from bulkpost.storage.kept import keep_section_durably, kept_path, recall_section
 from bulkpost.storage.locking import keep_locked, lock_beside, release
 from bulkpost.storage.results_file import write_compacted
 from bulkpost.storage.row_index import RowIndex
-
-
-class Companion(Protocol):
-    """A store made durable with the results file's group commits (the history)."""
-
-    def take(self) -> Any:
-        """The writes recorded so far; called on the event loop."""
-
-    def commit(self, batch: Any) -> None:
-        """Make them durable; called in a worker thread. Raises ResultsWriteError."""
-
 
 _SIZE_SECTION = "results"  # the learnt file's section holding the size guard
 
@@ -74,37 +61,36 @@ class ResultsLog:
     """The open results file of one run. Not thread-safe: use it from the event loop.
 
     Its per-row queries (``recorded``, ``holds``, ``last_posted_row``, ``counts``) are its
-    :class:`~bulkpost.storage.row_index.RowIndex`'s.
+    :class:`~bulkpost.storage.row_index.RowIndex`'s; waiting for the records to be on disk
+    (``sync``, ``companion_wrote``) is its :class:`~bulkpost.storage.group_commit.GroupCommit`'s.
     """
 
     def __init__(self, path: str | Path, companion: Companion | None = None) -> None:
         self.path = Path(path)
         self._file = Path(os.path.realpath(path))  # resolved once: a link's target
-        self.companion = companion
+        self._commit = GroupCommit(self.path, companion)
         self._index = RowIndex()
         # Bound once, not wrapped: a resume asks ``recorded`` of every row, a million times.
         self.recorded = self._index.recorded
         self.holds = self._index.holds
         self.last_posted_row = self._index.last_posted_row
         self.counts = self._index.counts
-        self._fd = -1
+        self.sync = self._commit.sync
+        self.companion_wrote = self._commit.companion_wrote
         self._lock_fd = -1
-        self._size = 0            # bytes recorded: written, and buffered after them
-        self._synced = 0          # bytes known to be on disk
-        self._sync_task: asyncio.Task[None] | None = None
-        self._buffer: list[bytes] = []  # lines recorded, not yet written
-        self._flush_scheduled = False
-        # Records made (lines, and writes of the companion): a sync waits for a count of them.
-        self._marks = 0
-        self._synced_marks = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (marks, woken once synced)
-        self._pending_outcomes = 0  # recorded since the last fsync was started
-        self._written = 0         # bytes in the file
-        self._failure: ResultsWriteError | None = None  # a background fsync that failed
         self.torn_lines = 0
         self._created = False     # this run created the file (it held nothing before)
         self._existed = False     # the file was there before this run locked it
         self.torn_row = 0  # the row a torn last line named, recorded unknown (0: none)
+
+    @property
+    def companion(self) -> Companion | None:
+        """The store made durable with this file's group commits (the history), if any."""
+        return self._commit.companion
+
+    @companion.setter
+    def companion(self, companion: Companion | None) -> None:
+        self._commit.companion = companion
 
     # -- opening -----------------------------------------------------------------------
     def open(self) -> ResultsLog:
@@ -112,7 +98,7 @@ class ResultsLog:
         self._existed = self._file.exists()  # the lock creates it: an emptied file is not new
         self._lock_fd = lock_beside(self.path, "results file", ResultsLocked, real=self._file)
         try:
-            self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            self._commit.open(self._file)
             self._load()
         except OSError as exc:
             self.close()
@@ -126,7 +112,8 @@ class ResultsLog:
         return self
 
     def _load(self) -> None:
-        size = os.fstat(self._fd).st_size
+        fd = self._commit.fd
+        size = os.fstat(fd).st_size
         if size == 0:
             self._created = True
             kept = recall_section(self.path, _SIZE_SECTION)
@@ -134,32 +121,30 @@ class ResultsLog:
                 if self._existed:
                     self._check_size(0)  # emptied, not new: refused
                 self._keep_size(0)  # a new file: an older one of that name is no guide
-            self._append(HEADER_LINE)
-            os.fsync(self._fd)
-            self._synced = self._size
+            self._commit.append(HEADER_LINE)
+            self._commit.sync_now()
             return
         with open(self._file, "rb") as handle:
             first = handle.readline()
             if not first.endswith(b"\n") and HEADER_LINE.startswith(first):
                 # Torn while the header itself was written: start the file afresh.
-                os.ftruncate(self._fd, 0)
-                self._size = self._written = 0
-                self._append(HEADER_LINE)
-                os.fsync(self._fd)
-                self._synced = self._size
+                os.ftruncate(fd, 0)
+                self._commit.start_at(0)
+                self._commit.append(HEADER_LINE)
+                self._commit.sync_now()
                 return
             if first.rstrip(b"\r\n") != HEADER_LINE.rstrip(b"\n"):
                 raise UsageError(f"{self.path}: not a bulkpost results file "
                                  f"(first line {first[:80]!r})")
             offset, _ = self._index.replay(handle, len(first), self.path)
         self._check_size(size)  # after the lines: a damaged one is named first
-        torn = os.pread(self._fd, min(size - offset, 256), offset) if offset < size else b""
-        self._size = self._synced = self._written = offset
+        torn = os.pread(fd, min(size - offset, 256), offset) if offset < size else b""
+        self._commit.start_at(offset)
         if offset < size:
             # A torn last line from a crash: cut it off before appending.
             self.torn_lines += 1
-            written = int(os.fstat(self._fd).st_mtime)  # before the cut moves it to now
-            os.ftruncate(self._fd, offset)
+            written = int(os.fstat(fd).st_mtime)  # before the cut moves it to now
+            os.ftruncate(fd, offset)
             self._doubt(torn, written)
 
     def _doubt(self, torn: bytes, written: int) -> None:
@@ -186,9 +171,7 @@ class ResultsLog:
             error="torn line cut off: looked up before it is sent again",
             attempts=max(1, line.attempts if line else 0),
             content_hash=line.content_hash if line else "", updated_at=utc_text(written)))
-        self._flush()
-        os.fsync(self._fd)
-        self._synced, self._synced_marks = self._size, self._marks
+        self._commit.sync_now()
         self.torn_row = row
 
     # -- reading back ------------------------------------------------------------------
@@ -198,10 +181,10 @@ class ResultsLog:
         if offset is None:
             return None
         chunk = b""
-        if offset >= self._written:
-            self._flush()  # the line is still in the buffer
+        if offset >= self._commit.written:
+            self._commit.flush()  # the line is still in the buffer
         while not chunk.endswith(b"\n"):
-            more = os.pread(self._fd, 4096, offset + len(chunk))
+            more = os.pread(self._commit.fd, 4096, offset + len(chunk))
             if not more:
                 break
             chunk += more
@@ -211,60 +194,13 @@ class ResultsLog:
         return parse_line(fields)
 
     # -- writing -----------------------------------------------------------------------
-    def _append(self, data: bytes) -> None:
-        """Write ``data`` at the end of the file now (the header, and each group)."""
-        if self._failure is not None:
-            raise self._failure
-        try:
-            written = os.write(self._fd, data)
-        except OSError as exc:
-            self._failure = ResultsWriteError(f"{self.path}: cannot write the results file "
-                                              f"({exc.strerror}); stopped sending")
-            raise self._failure from None
-        if written != len(data):
-            # Cut the partial line off, so that nothing can be appended to it.
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._written)
-            self._failure = ResultsWriteError(f"{self.path}: cannot write the results file "
-                                              "(short write: disk full?); stopped sending")
-            raise self._failure
-        self._written += written
-        self._size = max(self._size, self._written)
-
-    def _flush(self) -> None:
-        """Write the buffered lines, as one write."""
-        if self._buffer:
-            data = b"".join(self._buffer)
-            self._buffer.clear()
-            self._append(data)
-
     def record(self, outcome: RowOutcome) -> None:
         """Append an outcome; it is written and synced with the group now forming."""
-        if self._failure is not None:
-            raise self._failure
+        if self._commit.failure is not None:
+            raise self._commit.failure
         line = format_line(outcome)
-        self._buffer.append(line)
-        self._index.remember(outcome, self._size)
-        self._size += len(line)
-        self._marks += 1
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # used without an event loop (reports, tests): write now
-            self._flush()
-            return
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush_soon)
-        self._pending_outcomes += 1
-        if self._pending_outcomes >= 64:
-            self._pending_outcomes = 0
-            self._start_sync()
-
-    def _flush_soon(self) -> None:
-        """Write this loop turn's lines (a failure is kept and raised by the next call)."""
-        self._flush_scheduled = False
-        with contextlib.suppress(ResultsWriteError):
-            self._flush()
+        self._index.remember(outcome, self._commit.size)
+        self._commit.add(line)
 
     async def mark_in_flight(self, row: int, key: str, content_hash: str,
                              attempts: int = 0) -> None:
@@ -273,73 +209,6 @@ class ResultsLog:
                                attempts=attempts, content_hash=content_hash))
         await self.sync()
 
-    def _start_sync(self) -> asyncio.Task[None]:
-        if self._sync_task is None or self._sync_task.done():
-            self._sync_task = asyncio.get_running_loop().create_task(self._sync_once())
-            # The failure is kept in _failure; retrieve it here so asyncio does not warn.
-            self._sync_task.add_done_callback(
-                lambda task: task.cancelled() or task.exception())
-        return self._sync_task
-
-    async def _sync_once(self) -> None:
-        """Group commit: write the lines recorded so far in one write, fsync, wake those
-        waiting for them; again while others came to wait meanwhile."""
-        while True:
-            target, size = self._marks, self._size
-            try:
-                self._flush()
-                batch = self.companion.take() if self.companion is not None else None
-                await asyncio.to_thread(self._make_durable, batch)
-            except OSError as exc:
-                # Kept, so that the next write fails too even if nobody awaits this task.
-                self._failure = ResultsWriteError(f"{self.path}: cannot sync the results "
-                                                  f"file ({exc.strerror}); stopped sending")
-            except ResultsWriteError as exc:
-                self._failure = self._failure or exc  # _append keeps its own
-            if self._failure is not None:
-                for _, waiter in self._waiters:
-                    if not waiter.done():
-                        waiter.set_exception(self._failure)
-                self._waiters.clear()
-                raise self._failure
-            self._synced = max(self._synced, size)
-            self._synced_marks = max(self._synced_marks, target)
-            waiting = []
-            for until, waiter in self._waiters:
-                if until > self._synced_marks:
-                    waiting.append((until, waiter))
-                elif not waiter.done():  # done: its caller was cancelled
-                    waiter.set_result(None)
-            self._waiters = waiting
-            if not waiting:
-                return
-
-    def _make_durable(self, batch: Any) -> None:
-        os.fsync(self._fd)
-        if self.companion is not None:
-            self.companion.commit(batch)
-
-    def companion_wrote(self) -> None:
-        """The companion (the history) has a write to make durable with the next group
-        commit, with no line of its own in this file."""
-        self._marks += 1
-
-    async def sync(self) -> None:
-        """Return once everything recorded so far (lines, and the companion's writes noted
-        with :meth:`companion_wrote`) is on disk (one fsync serves many)."""
-        target = self._marks
-        if self._synced_marks >= target:
-            return
-        if self._failure is not None:
-            raise self._failure
-        # A future of our own: cancelling this caller must not cancel the fsync, nor the
-        # other callers' wait.
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, waiter))
-        self._start_sync()
-        await waiter
-
-    # -- closing -----------------------------------------------------------------------
     # -- the size guard: a file cut short is refused ------------------------------------
     def _check_size(self, size: int) -> None:
         """Refuse a file shorter than it was when a run last compacted it: cut short (a copy
@@ -360,15 +229,16 @@ class ResultsLog:
         """Record, durably, the least size the file will have from now on."""
         keep_section_durably(self.path, _SIZE_SECTION, {"version": 1, "least_size": size})
 
+    # -- closing -----------------------------------------------------------------------
     def compact(self) -> None:
         """Rewrite the log as one line per row (row order), by atomic replace; a file with
         other hard links is synced instead (a replacement would cut them off)."""
-        if self._failure is not None:
-            raise self._failure
-        self._flush()
+        if self._commit.failure is not None:
+            raise self._commit.failure
+        self._commit.flush()
         try:
-            if os.fstat(self._fd).st_nlink > 1:
-                os.fsync(self._fd)
+            if os.fstat(self._commit.fd).st_nlink > 1:
+                os.fsync(self._commit.fd)
                 return
             write_compacted(self._file, self._index.line_offsets(), keep=self._replacing)
         except OSError as exc:
@@ -386,7 +256,7 @@ class ResultsLog:
         """Remove the file if this run created it and recorded nothing in it (a run that
         stopped before its first row leaves no results file behind); say whether it did.
         Removed while the lock is held, then closed."""
-        if not self._created or self._marks or self._fd < 0:
+        if not self._created or self._commit.marks or self._commit.fd < 0:
             return False
         with contextlib.suppress(OSError):
             os.unlink(self.path)
@@ -395,12 +265,7 @@ class ResultsLog:
 
     def close(self) -> None:
         """Sync and release the file and its lock."""
-        if self._fd >= 0:
-            with contextlib.suppress(OSError, ResultsWriteError):
-                self._flush()
-                os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+        self._commit.close()
         if self._lock_fd >= 0:
             release(self._lock_fd)
             self._lock_fd = -1

@@ -25,15 +25,13 @@ from bulkpost.onboarding.field_matching import NEAR_MATCH, match_fields, similar
 from bulkpost.onboarding.mapping_draft import draft_mapping
 from bulkpost.onboarding.sampled_columns import (
     ColumnSample,
-    DateOrder,
     RepeatedKey,
-    detect_datetime,
-    detect_time,
     find_key_column,
     find_lead_columns,
     find_note_column,
     repeated_key_values,
 )
+from bulkpost.onboarding.sampled_datetimes import DateOrder, detect_datetime, detect_time
 from bulkpost.reading.mapping_file import load_mapping
 from bulkpost.sandbox.validation import activity_setting
 from tests.conftest import ROOT, CliResult, read_results, run_cli, write_csv

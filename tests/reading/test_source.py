@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkpost.errors import InputError
-from bulkpost.reading import source as source_module
-from bulkpost.reading.source import CsvReader, RowBatch, count_rows, input_columns, open_source
+from bulkpost.reading import csv_reader as reader_module
+from bulkpost.reading.csv_reader import CsvReader
+from bulkpost.reading.source import RowBatch, count_rows, input_columns, open_source
 
 
 def _all(path: Path, columns: list[str], **options: str) -> list[RowBatch]:
@@ -217,7 +218,7 @@ def test_any_bytes_give_rows_or_a_clear_error(tmp_path_factory: pytest.TempPathF
 ])
 def test_the_delimiter_is_sniffed_from_the_header(tmp_path: Path, header: str,
                                                   delimiter: str) -> None:
-    from bulkpost.reading.source import sniff_delimiter
+    from bulkpost.reading.csv_dialect import sniff_delimiter
 
     path = tmp_path / "in.csv"
     path.write_text(header + "\n")
@@ -259,8 +260,8 @@ def test_a_source_read_in_part_lets_go_of_its_reader_when_closed(tmp_path: Path)
     with open_source(data, ["Lead"]) as source:
         batch = source.next_batch()
         assert batch is not None and batch.rows[0] == 1
-        assert len(source_module._OPEN_READERS) == 1
-    assert len(source_module._OPEN_READERS) == 0
+        assert len(reader_module._OPEN_READERS) == 1
+    assert len(reader_module._OPEN_READERS) == 0
     assert source.next_batch() is None  # closed: nothing more, no error
 
 
@@ -269,6 +270,6 @@ def test_readers_left_open_are_let_go_before_python_finalizes(tmp_path: Path) ->
     source = open_source(data, ["Lead"])
     assert source.next_batch() is not None
     assert input_columns(data) == ["Lead", "Note"]  # the header's reader is closed at once
-    [left] = list(source_module._OPEN_READERS)
-    source_module._close_open_readers()  # what runs at exit, before Python finalizes
-    assert left._released.is_set() and len(source_module._OPEN_READERS) == 0
+    [left] = list(reader_module._OPEN_READERS)
+    reader_module._close_open_readers()  # what runs at exit, before Python finalizes
+    assert left._released.is_set() and len(reader_module._OPEN_READERS) == 0

@@ -27,7 +27,8 @@ from bulkpost.delivery.readback import (
     page_differences,
     parse_details,
 )
-from bulkpost.runner.verify import choose_posted, pages_unused
+from bulkpost.runner.verify_reading import pages_unused
+from bulkpost.runner.verify_rows import choose_posted
 from bulkpost.sandbox.dialect import parse_dialect
 from bulkpost.storage.kept import kept_path, recall_section
 from tests.conftest import read_results, run_cli, write_csv

@@ -338,7 +338,7 @@ def test_in_flight_mark_is_on_disk_before_returning(tmp_path: Path) -> None:
     async def scenario() -> None:
         log = _log(path)
         await asyncio.gather(*(log.mark_in_flight(row, "", "") for row in range(1, 51)))
-        assert log._synced == log._size  # one group commit covered every mark
+        assert log._commit.synced == log._commit.size  # one group commit covered every mark
         log.close()
 
     asyncio.run(scenario())
@@ -348,8 +348,8 @@ def test_in_flight_mark_is_on_disk_before_returning(tmp_path: Path) -> None:
 def test_unwritable_results_file_stops_sending(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
     log = _log(path)
-    os.close(log._fd)
-    log._fd = os.open("/dev/full", os.O_WRONLY)  # the disk is now full: ENOSPC
+    os.close(log._commit.fd)
+    log._commit.fd = os.open("/dev/full", os.O_WRONLY)  # the disk is now full: ENOSPC
     with pytest.raises(ResultsWriteError, match="cannot write"):
         log.record(RowOutcome(1, "", Status.POSTED))
     log.close()
