@@ -1,13 +1,16 @@
 """A run's summary: what happened to the input's rows, as counted by the feeder and the
 workers. Printed as the last line of stdout, returned by the Python API, written by
 ``--summary-json``; its exit code is the run's.
+
+The workers count in one :class:`DeliveryCounts`; the summary takes it whole
+(:meth:`Summary.take`) and reads its calls from it, so each counter is declared once.
 """
 
 from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bulkpost.core.statuses import Status
 
@@ -33,8 +36,6 @@ class DeliveryCounts:
         """A row delivered (or stopped on) ends in ``status``: an input row, or carried."""
         (self.carried if carried else self.statuses)[status] += 1
 
-if TYPE_CHECKING:  # only its type: the summary is public API, the delivery is not
-    from bulkpost.core.summary import DeliveryCounts
 
 # The statuses a run counts its rows in (a row fixed from a failures file is counted as
 # skipped when the original input is run again).
@@ -71,14 +72,8 @@ class Summary:
     invalid: int = 0
     unknown: int = 0
     to_send: int = 0
-    calls: int = 0
-    rate_limited: int = 0
-    retries: int = 0
-    reconciled: int = 0
-    found_posted: int = 0
-    lookups: int = 0  # pages of "Get Activities of a Lead" read to reconcile rows
-    calibration_calls: int = 0  # pages read to learn how the account answers look-ups
-    verify_calls: int = 0  # first rows read back (--verify-first)
+    # The workers' counts (calls, retries, look-ups...), taken whole (:meth:`take`).
+    delivery: DeliveryCounts = field(default_factory=DeliveryCounts)
     elapsed_s: float = 0.0
     dry_run: bool = False
     estimated_s: float = 0.0  # dry run: how long sending to_send rows would take
@@ -102,8 +97,10 @@ class Summary:
         name = status.value
         setattr(self, name, getattr(self, name) + rows)
 
-    def add(self, counts: DeliveryCounts) -> None:
-        """Fold in what the workers counted."""
+    def take(self, counts: DeliveryCounts) -> None:
+        """Take what the workers counted: their counts themselves, and their rows by status
+        folded into the summary's (once)."""
+        self.delivery = counts
         for status, rows in counts.statuses.items():
             self.count(status, rows)
         for status, rows in counts.carried.items():
@@ -113,14 +110,42 @@ class Summary:
                 self.carried_rejected += rows
             else:
                 self.carried_done += rows
-        self.calls += counts.calls
-        self.rate_limited += counts.rate_limited
-        self.retries += counts.retries
-        self.reconciled += counts.reconciled
-        self.found_posted += counts.found_posted
-        self.lookups += counts.lookup_calls
-        self.calibration_calls += counts.calibration_calls
-        self.verify_calls += counts.verify_calls
+
+    # The calls, as the workers counted them.
+    @property
+    def calls(self) -> int:
+        return self.delivery.calls
+
+    @property
+    def rate_limited(self) -> int:
+        return self.delivery.rate_limited
+
+    @property
+    def retries(self) -> int:
+        return self.delivery.retries
+
+    @property
+    def reconciled(self) -> int:
+        return self.delivery.reconciled
+
+    @property
+    def found_posted(self) -> int:
+        return self.delivery.found_posted
+
+    @property
+    def lookups(self) -> int:
+        """Pages of "Get Activities of a Lead" read to reconcile rows."""
+        return self.delivery.lookup_calls
+
+    @property
+    def calibration_calls(self) -> int:
+        """Pages read to learn how the account answers look-ups."""
+        return self.delivery.calibration_calls
+
+    @property
+    def verify_calls(self) -> int:
+        """First rows read back (--verify-first)."""
+        return self.delivery.verify_calls
 
     @property
     def calls_per_s(self) -> float:

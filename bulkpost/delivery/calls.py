@@ -49,6 +49,7 @@ from bulkpost.delivery.stop import StopSignal
 from bulkpost.errors import AbortRun
 
 if TYPE_CHECKING:
+    from bulkpost.core.options import RunOptions
     from bulkpost.storage.budget import DailyBudget
 
 log = structlog.get_logger("bulkpost")
@@ -59,10 +60,19 @@ Call = Callable[[], Awaitable[tuple[Classified, Any]]]
 
 @dataclass(frozen=True, slots=True)
 class DeliverySettings:
+    """How calls are made: a run's from its options (:meth:`of`, the one place they are
+    read), or the few fixed ones of a command's questions (finding the host, reading types)."""
+
     max_attempts: int
     backoff: float
     timeout: float
-    max_rate_limited: float
+    max_rate_limited: float  # seconds of rate limiting without a success
+
+    @classmethod
+    def of(cls, options: RunOptions) -> DeliverySettings:
+        """The run's: the part of its options the calls read."""
+        return cls(options.max_attempts, options.backoff, options.timeout,
+                   options.max_rate_limited)
 
 
 class Retry(Exception):

@@ -14,8 +14,10 @@ order, through the call layer (:class:`~bulkpost.delivery.calls.ApiCalls`, under
 - when no host accepts the keys, a :class:`~bulkpost.errors.UsageError` names the hosts
   tried. Messages carry host names and the API's own words, never the keys.
 
-What was found is kept in a per-user cache (``$XDG_CACHE_HOME/bulkpost/hosts.json``, by
-default ``~/.cache/bulkpost/hosts.json``) keyed by a hash of the access key, never the key:
+What was found is kept in a per-user cache, ``hosts.json`` in the user's cache directory
+(``platformdirs``: ``$XDG_CACHE_HOME/bulkpost``, by default ``~/.cache/bulkpost``, on Linux;
+``~/Library/Caches/bulkpost`` on macOS; ``%LOCALAPPDATA%\\bulkpost\\Cache`` on Windows),
+keyed by a hash of the access key, never the key:
 ``{"version": 1, "hosts": {"<sha256 hex>": {"host": NAME, "found_at": ISO}}}``. A cached host
 is used without a request (the command's own first call proves it); a command whose cached
 host then refuses the keys asks :func:`host_again` for the host found afresh, once.
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import platformdirs
 import structlog
 
 from bulkpost.core.allowance import RateSpec
@@ -133,15 +136,13 @@ class HostCache:
         self.path = path
 
     @classmethod
-    def default(cls, environ: Mapping[str, str]) -> HostCache | None:
-        """The user's cache (XDG_CACHE_HOME, else ~/.cache); None without a home."""
-        base = environ.get("XDG_CACHE_HOME", "")
-        if not base or not os.path.isabs(base):  # the spec: a relative one is ignored
-            try:
-                base = str(Path.home() / ".cache")
-            except RuntimeError:
-                return None
-        return cls(Path(base) / "bulkpost" / "hosts.json")
+    def default(cls) -> HostCache | None:
+        """The user's cache directory's (``platformdirs``, which reads the environment: a
+        relative ``XDG_CACHE_HOME`` is ignored); None without a home."""
+        try:
+            return cls(platformdirs.user_cache_path("bulkpost", appauthor=False) / "hosts.json")
+        except (RuntimeError, KeyError, OSError):
+            return None
 
     @staticmethod
     def key_of(access_key: str) -> str:
@@ -286,7 +287,7 @@ def choose_host(host_option: str, credentials: Credentials) -> HostChoice:
     """``--host`` when given (checked), else the keys' host, cached or found."""
     if host_option:
         return HostChoice(check_host(host_option))
-    cache = HostCache.default(os.environ)
+    cache = HostCache.default()
     urls = region_urls(os.environ)
     was_cached = cache is not None and cache.get(credentials.access_key) is not None
     name = asyncio.run(find_host(credentials, urls=urls, cache=cache))
@@ -296,7 +297,7 @@ def choose_host(host_option: str, credentials: Credentials) -> HostChoice:
 def cached_url(credentials: Credentials) -> str | None:
     """The URL of the keys' host when the cache holds it (no request is made), else None:
     what a dry run uses, since it asks no host."""
-    cache = HostCache.default(os.environ)
+    cache = HostCache.default()
     name = cache.get(credentials.access_key) if cache is not None else None
     if cache is None or name is None:
         return None
@@ -310,7 +311,7 @@ async def find_url(credentials: Credentials) -> str:
     runs, which cannot be run again as a command is): a cached host is asked once first,
     and dropped and found afresh if it refuses the keys."""
     urls = region_urls(os.environ)
-    cache = HostCache.default(os.environ)
+    cache = HostCache.default()
     cached = cache is not None and cache.get(credentials.access_key) is not None
     name = await find_host(credentials, urls=urls, cache=cache)
     if cached and cache is not None and await _refuses(url_of(name, urls), credentials):
@@ -344,7 +345,7 @@ def host_again(choice: HostChoice | None, credentials: Credentials | None) -> st
     if not asyncio.run(_refuses(choice.url, credentials)):
         return None
     log.info("region.cache_dropped", host=choice.name)
-    cache = HostCache.default(os.environ)
+    cache = HostCache.default()
     if cache is not None:
         cache.drop(credentials.access_key)
     return host_for("", credentials)

@@ -171,7 +171,7 @@ class Run:
             self.progress.close()
             self.summary.elapsed_s = time.monotonic() - started
             if self._delivery is not None:
-                self.summary.add(self._delivery.calls.counts)
+                self.summary.take(self._delivery.calls.counts)
                 self.limits.keep(self.summary.run_id)
             self.summary.rate = self._rates()
             if opts.share is not None:

@@ -47,9 +47,7 @@ def new_delivery(options: RunOptions, limit: RateLimit, client: LeadSquaredClien
     """The run's delivery, knowing what earlier runs learned of the account's look-ups;
     what it learns is kept for later runs."""
     opts = options
-    settings = DeliverySettings(opts.max_attempts, opts.backoff, opts.timeout,
-                                opts.max_rate_limited)
-    delivery = Delivery(settings, limit, client, results, stopping, history,
+    delivery = Delivery(DeliverySettings.of(opts), limit, client, results, stopping, history,
                         load_reading(opts.results, opts.host, history))
     calibration = delivery.lookups.calibration
     if calibration.reading.calibrated:

@@ -1,5 +1,5 @@
-"""Keeping a second run out of a file: an exclusive ``flock`` on a lock file beside it, and
-on the file itself.
+"""Keeping a second run out of a file: an exclusive lock on a lock file beside it, and on
+the file itself, taken without waiting.
 
 The lock file beside the file (named after its resolved path) holds the holder's process
 id, for the message that refuses a second run. The lock on the file itself keys the lock on
@@ -20,16 +20,21 @@ Removing a lock file races with a run that opened it just before: that run would
 file no longer at the path, while a third run creates a new one there and locks it too.
 So the holder removes the file while it still holds the lock, and a run that gets a lock
 checks that the file it locked is still the one at the path (same device and inode), and
-otherwise opens the path again.
+otherwise opens the path again. (Windows cannot remove a file that is open: there the
+lock file is removed just after it is closed, which is safe for the same reason, since a run
+holding it open keeps it in place.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import lock_descriptor
 
 from bulkpost.errors import Locked, UsageError
 from bulkpost.storage.outputs import output_problem
@@ -43,6 +48,30 @@ class _Held:
 
 # The locks this process holds, by the lock file's descriptor.
 _HELD: dict[int, _Held] = {}
+
+# Flags Windows needs (bytes as written) and Linux has (not inherited by child processes).
+_BINARY = getattr(os, "O_BINARY", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# The byte Windows locks: far past the end of any results file or history.
+_FAR = 1 << 62
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock the file open on ``fd`` for this descriptor, without waiting: whether it was
+    free. Raises OSError when the file system cannot lock it."""
+    if sys.platform == "win32":  # pragma: no cover - the tests run on Linux
+        import msvcrt
+        os.lseek(fd, _FAR, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EDEADLK):  # another descriptor holds it
+                return False
+            raise
+        finally:
+            os.lseek(fd, 0, os.SEEK_SET)
+        return True
+    return lock_descriptor(fd, blocking=False)
 
 
 def lock_beside(path: Path, what: str, error: type[Locked], real: Path | None = None) -> int:
@@ -60,13 +89,16 @@ def lock_beside(path: Path, what: str, error: type[Locked], real: Path | None = 
     lock_path = real.with_name(real.name + ".lock")
     while True:
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _BINARY, 0o644)
         except OSError as exc:
             raise UsageError(f"{path}: cannot lock the {what}: {exc.strerror} "
                              f"({lock_path})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            free = _try_lock(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise UsageError(f"{path}: cannot lock the {what}: {exc.strerror}") from None
+        if not free:
             holder = _holder(fd)
             os.close(fd)
             # Never suggest another file: for the same input, a new results file (or
@@ -74,15 +106,13 @@ def lock_beside(path: Path, what: str, error: type[Locked], real: Path | None = 
             raise error(f"{path}: another bulkpost run is using this {what} ({holder}lock "
                         f"{lock_path}): wait for it to finish, then run this command again "
                         "to go on where it stopped") from None
-        except OSError as exc:
-            os.close(fd)
-            raise UsageError(f"{path}: cannot lock the {what}: {exc.strerror}") from None
         if _is_at(fd, lock_path):
             break
         os.close(fd)  # its holder removed it as we opened it: lock the path's file now
     with contextlib.suppress(OSError):  # the process id is a courtesy, not the lock
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
     _HELD[fd] = _Held(lock_path, [])
     try:
         _HELD[fd].files.append(_lock_file_itself(path, real, what, error))
@@ -96,21 +126,21 @@ def _lock_file_itself(path: Path, real: Path, what: str, error: type[Locked]) ->
     """Lock the file at ``real`` by its identity; its descriptor."""
     while True:
         try:
-            fd = os.open(real, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(real, os.O_RDONLY | os.O_CREAT | _CLOEXEC | _BINARY, 0o600)
         except OSError as exc:
             raise UsageError(f"{path}: cannot open the {what}: {exc.strerror}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            free = _try_lock(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise UsageError(f"{path}: cannot lock the {what}: {exc.strerror}") from None
+        if not free:
             holder = _file_holder(fd)
             os.close(fd)
             raise error(f"{path}: another bulkpost run is using this {what} under another "
                         f"name (a hard link to the same file; {holder}): wait for it to "
                         "finish, then run this command again to go on where it stopped") \
                 from None
-        except OSError as exc:
-            os.close(fd)
-            raise UsageError(f"{path}: cannot lock the {what}: {exc.strerror}") from None
         if _is_at(fd, real):
             return fd
         os.close(fd)  # replaced (compacted) as we opened it: lock the file now there
@@ -120,7 +150,8 @@ def keep_locked(handle: int, fd: int) -> None:
     """Lock, for the holder of ``handle``, the file open on ``fd`` (which this takes): a
     new file about to replace the locked one under its name. Raises OSError."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not _try_lock(fd):
+            raise BlockingIOError(errno.EWOULDBLOCK, "locked by another process")
     except OSError:
         os.close(fd)
         raise
@@ -131,14 +162,19 @@ def release(fd: int) -> None:
     """Remove the lock file taken by :func:`lock_beside` and close ``fd`` (the lock goes
     with it). The file is removed only while locked and only if it is still ours."""
     held = _HELD.pop(fd, None)
+    ours = False
     try:
-        if held is not None and _is_at(fd, held.lock_path):
+        ours = held is not None and _is_at(fd, held.lock_path)
+        if held is not None and ours:
             with contextlib.suppress(OSError):
                 os.unlink(held.lock_path)
     finally:
         os.close(fd)
         for file_fd in held.files if held is not None else ():
             os.close(file_fd)
+    if sys.platform == "win32" and held is not None and ours:  # pragma: no cover
+        with contextlib.suppress(OSError):  # refused while open, by us or by a run waiting
+            os.unlink(held.lock_path)
 
 
 def _is_at(fd: int, path: Path) -> bool:
@@ -153,7 +189,8 @@ def _is_at(fd: int, path: Path) -> bool:
 def _holder(fd: int) -> str:
     """``"pid 1234, "`` from the lock file, or nothing if it holds no process id yet."""
     try:
-        text = os.pread(fd, 32, 0).decode("ascii").strip()
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 32).decode("ascii").strip()
     except (OSError, UnicodeDecodeError):
         return ""
     return f"pid {text}, " if text.isdigit() else ""
@@ -161,11 +198,11 @@ def _holder(fd: int) -> str:
 
 def _file_holder(fd: int) -> str:
     """``"pid 1234"`` of the process holding a ``flock`` on the file open on ``fd``, from
-    the kernel's table of locks, or what to look for where there is none."""
+    the kernel's table of locks (Linux's), or what to look for where there is none."""
     try:
-        here = os.fstat(fd)
-        where = f"{os.major(here.st_dev):02x}:{os.minor(here.st_dev):02x}:{here.st_ino}"
         with open("/proc/locks", encoding="ascii", errors="replace") as table:
+            here = os.fstat(fd)
+            where = f"{os.major(here.st_dev):02x}:{os.minor(here.st_dev):02x}:{here.st_ino}"
             for line in table:
                 parts = line.split()
                 if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == where \

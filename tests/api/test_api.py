@@ -98,7 +98,7 @@ def test_without_host_a_stale_cached_host_is_dropped_and_the_host_found_again(
     monkeypatch.setenv("BULKPOST_REGION_URLS", json.dumps({
         "api.leadsquared.com": singapore.url, "api-in21.leadsquared.com": mumbai.url}))
     monkeypatch.delenv("LSQ_HOST", raising=False)
-    cache = HostCache.default({"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    cache = HostCache.default()
     assert cache is not None
     cache.put("demo-access-key", "api.leadsquared.com")
     summary = bulkpost.run(_frame(), MAPPING, tmp_path / "r.csv",

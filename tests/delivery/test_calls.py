@@ -214,3 +214,14 @@ def test_the_stop_signal_keeps_the_first_reason_and_tells_each_listener_as_asked
     stopping, heard = run_virtual(scenario())
     assert str(stopping.reason) == "interrupted by SIGINT" and stopping.asked
     assert heard == ["every", "once: interrupted by SIGINT", "every"]
+
+
+def test_a_runs_calls_are_made_as_its_options_say(tmp_path: Any) -> None:
+    from bulkpost.core.mapping import parse_mapping
+    from bulkpost.core.options import RunOptions
+
+    options = RunOptions(input=tmp_path / "in.csv", results=tmp_path / "r.csv",
+                         mapping=parse_mapping({"activity": {"event": 201,
+                                                             "lead_id_column": "lead"}}),
+                         max_attempts=2, backoff=0.25, timeout=7.0, max_rate_limited=60.0)
+    assert DeliverySettings.of(options) == DeliverySettings(2, 0.25, 7.0, 60.0)

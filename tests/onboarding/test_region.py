@@ -94,8 +94,10 @@ def test_stand_ins_are_documented_names_on_loopback_only() -> None:
 
 
 # -- the cache ---------------------------------------------------------------------------------
-def test_the_cache_is_keyed_by_a_hash_and_holds_no_key(tmp_path: Path) -> None:
-    cache = HostCache.default({"XDG_CACHE_HOME": str(tmp_path)})
+def test_the_cache_is_keyed_by_a_hash_and_holds_no_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = HostCache.default()
     assert cache is not None and cache.path == tmp_path / "bulkpost" / "hosts.json"
     cache.put(DEFAULT_ACCESS_KEY, MUMBAI)
     cache.put("another-access-key", US)
@@ -111,7 +113,8 @@ def test_the_cache_is_keyed_by_a_hash_and_holds_no_key(tmp_path: Path) -> None:
 def test_a_relative_xdg_cache_home_is_ignored_and_a_bad_file_is_an_empty_cache(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    cache = HostCache.default({"XDG_CACHE_HOME": "relative/dir"})
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")
+    cache = HostCache.default()
     assert cache is not None and cache.path == tmp_path / ".cache" / "bulkpost" / "hosts.json"
     cache.path.parent.mkdir(parents=True)
     for text in ("not json", "[]", '{"version": 99, "hosts": {}}',
@@ -216,7 +219,7 @@ def test_a_cached_host_that_refuses_the_keys_is_dropped_and_found_again(
     urls = _regions({SINGAPORE: singapore, MUMBAI: mumbai})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv(URLS_ENV, json.dumps(urls))
-    cache = HostCache.default({"XDG_CACHE_HOME": str(tmp_path)})
+    cache = HostCache.default()
     assert cache is not None
     cache.put(DEFAULT_ACCESS_KEY, SINGAPORE)
     choice = choose_host("", KEYS)
