@@ -1,23 +1,23 @@
-"""Calibration: what a run learns of how the account answers look-ups, kept for the runs after.
+"""Calibration: how a run learns the way the account answers look-ups. Pure.
 
 A look-up's "not found" is trusted only once a look-up has found, by content, an activity
-known to be created from a row. This module owns what is learned and how:
+known to be created from a row. What is learnt is a :class:`~bulkpost.core.reconcile.Reading`
+(the ``CreatedOn`` rule, the entity rule, how ``Paging.Offset`` counts, what ``RecordCount``
+means; ``calibrated`` once "not found" may be trusted), which the matching reads. This
+module owns how it is learnt:
 
-- :class:`Reading`: the ``CreatedOn`` rule, the entity rule, how ``Paging.Offset`` counts,
-  what ``RecordCount`` means; ``calibrated`` once "not found" may be trusted. The matching
-  (:mod:`bulkpost.core.reconcile`) reads it;
 - :func:`calibrate`: what one look-up of a known activity teaches, or why it cannot be
   trusted (every field and the note must read back as sent, ``CreatedOn`` be the date-time
   sent or a moment the row was on the wire); :func:`probe_rule` and :func:`steady`: how
   ``Offset`` counts, from pages read at ``Offset`` 0, 1 and 2 of a lead whose first page is
-  full and held still meanwhile. These are pure; :mod:`bulkpost.delivery.lookups` reads the pages;
-- keeping a calibrated reading: in the file of lessons beside the results file
-  (``RESULTS.learnt.json``, :mod:`bulkpost.storage.kept`) and in the history's ``meta`` table, per
-  host. A resumed
-  run, or the next night's, trusts look-ups from its first row instead of calibrating
-  again. A reading is reused only for the host it was learned on; a file that cannot be
-  read or was written by another version is ignored (the run calibrates again), never
-  trusted.
+  full and held still meanwhile. The pages are read by
+  :mod:`bulkpost.delivery.lookup_calibration`;
+- a calibrated reading is kept (:func:`bulkpost.storage.kept.save_reading`): in the file of
+  lessons beside the results file (``RESULTS.learnt.json``) and in the history's ``meta``
+  table, per host. A resumed run, or the next night's, trusts look-ups from its first row
+  instead of calibrating again. A reading is reused only for the host it was learned on; a
+  file that cannot be read or was written by another version is ignored (the run
+  calibrates again), never trusted.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""A row being delivered: what a run knows of it, and how its outcome is kept.
+"""How a delivered row's outcome is kept, and which rows are delivered one at a time.
 
-Owns what single-row and bulk delivery share: the :class:`Job` a worker takes, the
-:class:`RowState` that follows it through its attempts (the state machines of
-:mod:`bulkpost.core.attempts` update it), the content locks, and the :class:`Recorder` that
-writes what became of the row. Its rules:
+Owns what single-row and bulk delivery share around the core's :class:`Job` and
+:class:`RowState` (:mod:`bulkpost.core.attempts`): the content locks, and the
+:class:`Recorder` that writes what became of the row. Its rules:
 
 - rows with the same content (the content hash without the date-time) are delivered one
   at a time (:class:`KeyedLocks`), so that two identical rows can never both claim the same

@@ -3,7 +3,7 @@
 Owns the file: the lock, loading it, cutting off a torn line, reading a row's line back,
 compaction. Appending and the group-commit fsyncs are
 :class:`~bulkpost.storage.group_commit.GroupCommit`'s; the line format is
-:mod:`bulkpost.storage.results_file`'s; what the file holds of each row, in memory, is
+:mod:`bulkpost.core.results_line`'s; what the file holds of each row, in memory, is
 :class:`~bulkpost.storage.row_index.RowIndex`'s. The file is an append-only log; a row's
 last line is its state. Rules:
 
