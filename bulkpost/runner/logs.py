@@ -27,7 +27,7 @@ import structlog
 from bulkpost.runner.progress import BarAwareStream
 
 # Every log call's event, and what a person reads for it. A key is snake_case, dotted by
-# area; tests/test_logs.py checks that every call in bulkpost/ uses a key of this table and
+# area; tests/runner/test_logs.py checks that every call in bulkpost/ uses a key of this table and
 # that every key is used.
 EVENTS: dict[str, str] = {
     # The run

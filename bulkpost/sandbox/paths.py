@@ -3,7 +3,7 @@
 Owns the LeadSquared paths as the API documents them (``/work/shared/reference``, the API
 notes), written out rather than imported from :mod:`bulkpost.delivery.client`: a fake that borrowed
 the
-client's constants would agree with a wrong one. ``tests/test_paths.py`` holds the client's
+client's constants would agree with a wrong one. ``tests/sandbox/test_paths.py`` holds the client's
 constants and these routes, each on its own, against the documented paths.
 """
 
