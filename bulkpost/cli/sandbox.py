@@ -83,7 +83,8 @@ def read_types_file(path: Path) -> list[ActivityType]:
               help="Append every created activity, and every update (a line whose "
                    "UpdateOf names the activity), to this JSON-lines file.")
 # The defaults are bulkpost.sandbox.gate.DEFAULT_ACCESS_KEY/DEFAULT_SECRET_KEY
-# (tests/cli/test_help.py holds the two together); spelled out so that -h does not import the server.
+# (tests/cli/test_help.py holds the two together); spelled out so that -h does not import
+# the server.
 @click.option("--access-key", default=None,
               help="Access key accepted  [default: demo-access-key]")
 @click.option("--secret-key", default=None,
