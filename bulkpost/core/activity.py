@@ -27,6 +27,11 @@ from bulkpost.core.mapping import Mapping
 
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# The API's date-time: UTC, to the second ("2026-07-31 05:33:50"), as sent in
+# ActivityDateTime and shown in CreatedOn. Written with this format wherever a date-time is
+# formatted or read in it (:func:`in_utc` writes the same text with isoformat, which pads
+# years before 1000).
+API_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,142 +150,180 @@ class RowMapper:
         m = self._mapping
         key = cells[m.key_column] if m.key_column else ""
         body: dict[str, object] = {}
-
-        def invalid(column: str, reason: str) -> InvalidRow:
-            raw = "\x1f".join(cells[c] for c in m.used_columns()).encode("utf-8", "replace")
-            return InvalidRow(row, key, column, reason, content_hash(raw))
-
-        lead_id = cells[m.lead_id_column].strip() if m.lead_id_column else ""
-        if m.lead_id_column and (lead_id or not m.lead_email_column):
-            if not GUID.fullmatch(lead_id):
-                # Empty and malformed are two problems with two fixes: two messages.
-                return invalid(m.lead_id_column, f"lead id {lead_id!r} is not a GUID"
-                               if lead_id else "lead id is empty")
-            lead = body["RelatedProspectId"] = lead_id
-        else:
-            # By e-mail: the mapping has no id column, or this row's id cell is empty.
-            assert m.lead_email_column is not None
-            lead = cells[m.lead_email_column].strip()
-            if not EMAIL.fullmatch(lead):
-                empty = ("lead id and e-mail are both empty" if m.lead_id_column
-                         else "lead e-mail is empty")
-                return invalid(m.lead_email_column,
-                               f"lead e-mail {lead!r} is not an e-mail address"
-                               if lead else empty)
-            body["EmailAddress"] = lead
-        if m.event_column:
-            event_text = cells[m.event_column].strip()
-            if not event_text.isdigit() or not event_text.isascii() or len(event_text) > 9:
-                return invalid(m.event_column, f"event code {event_text[:40]!r} is not an "
-                                               "integer of at most 9 digits")
-            event = int(event_text)
-        else:
-            assert m.event is not None  # the mapping has an event column or a constant
-            event = m.event
-        body["ActivityEvent"] = event
-        if m.note_column:
-            body["ActivityNote"] = cells[m.note_column]
+        # The body's members in this order (the content hash reads them so): the lead, the
+        # event, the note, the date-time, the fields.
         try:
+            lead = self._lead(cells, body)
+            event = body["ActivityEvent"] = self._event(cells)
+            if m.note_column:
+                body["ActivityNote"] = cells[m.note_column]
             when = self._activity_datetime(cells)
+            if when is not None:
+                body["ActivityDateTime"] = when
+            fields = self._fields(cells, event)
         except _Refused as refused:
-            return invalid(refused.column, refused.reason)
-        if when is not None:
-            body["ActivityDateTime"] = when
-        if self._rules is None:
-            fields = [{"SchemaName": name, "Value": cells[column]} for name, column in m.fields]
-        else:
-            rules = self._rules.get(event)
-            if rules is None:
-                return invalid(m.event_column or "event",
-                               f"activity type {event} does not exist in the account")
-            fields = []
-            for rule in rules:
-                value = cells[rule.column]
-                if rule.check is not None:
-                    try:
-                        value = rule.check(value)
-                    except ValueError as exc:
-                        return invalid(rule.column, f"{rule.label}: {value[:60]!r} {exc}")
-                fields.append({"SchemaName": rule.schema_name, "Value": value})
+            return self._invalid(row, key, cells, refused)
         if fields:
             body["Fields"] = fields
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return Activity(row, key, lead, data, content_hash(data), event)
+
+    def _invalid(self, row: int, key: str, cells: dict[str, str],
+                 refused: _Refused) -> InvalidRow:
+        """The row, refused: the column and why, and the hash of every used cell."""
+        raw = "\x1f".join(cells[c] for c in self._mapping.used_columns())
+        return InvalidRow(row, key, refused.column, refused.reason,
+                          content_hash(raw.encode("utf-8", "replace")))
+
+    def _lead(self, cells: dict[str, str], body: dict[str, object]) -> str:
+        """The row's lead, put in ``body``: its Id, or (no id column, or an empty id cell
+        beside an e-mail column) its e-mail address. Raises :class:`_Refused`."""
+        m = self._mapping
+        lead_id = cells[m.lead_id_column].strip() if m.lead_id_column else ""
+        if m.lead_id_column and (lead_id or not m.lead_email_column):
+            if not GUID.fullmatch(lead_id):
+                # Empty and malformed are two problems with two fixes: two messages.
+                raise _Refused(m.lead_id_column, f"lead id {lead_id!r} is not a GUID"
+                               if lead_id else "lead id is empty")
+            body["RelatedProspectId"] = lead_id
+            return lead_id
+        assert m.lead_email_column is not None
+        lead = cells[m.lead_email_column].strip()
+        if not EMAIL.fullmatch(lead):
+            empty = ("lead id and e-mail are both empty" if m.lead_id_column
+                     else "lead e-mail is empty")
+            raise _Refused(m.lead_email_column,
+                           f"lead e-mail {lead!r} is not an e-mail address" if lead else empty)
+        body["EmailAddress"] = lead
+        return lead
+
+    def _event(self, cells: dict[str, str]) -> int:
+        """The row's event code: its cell's, or the mapping's. Raises :class:`_Refused`."""
+        m = self._mapping
+        if not m.event_column:
+            assert m.event is not None  # the mapping has an event column or a constant
+            return m.event
+        event_text = cells[m.event_column].strip()
+        if not event_text.isdigit() or not event_text.isascii() or len(event_text) > 9:
+            raise _Refused(m.event_column, f"event code {event_text[:40]!r} is not an "
+                                           "integer of at most 9 digits")
+        return int(event_text)
+
+    def _fields(self, cells: dict[str, str], event: int) -> list[dict[str, str]]:
+        """The custom fields to send: the mapping's as written, or (with the activity types'
+        schemas) the event's, each checked. Raises :class:`_Refused`."""
+        m = self._mapping
+        if self._rules is None:
+            return [{"SchemaName": name, "Value": cells[column]} for name, column in m.fields]
+        rules = self._rules.get(event)
+        if rules is None:
+            raise _Refused(m.event_column or "event",
+                           f"activity type {event} does not exist in the account")
+        fields = []
+        for rule in rules:
+            value = cells[rule.column]
+            if rule.check is not None:
+                try:
+                    value = rule.check(value)
+                except ValueError as exc:
+                    raise _Refused(rule.column, f"{rule.label}: {value[:60]!r} {exc}") from None
+            fields.append({"SchemaName": rule.schema_name, "Value": value})
+        return fields
 
     def _activity_datetime(self, cells: dict[str, str]) -> str | None:
         """The row's ActivityDateTime in UTC, or None to send none (no date-time column, or
         an empty cell the mapping lets post at arrival). Raises :class:`_Refused`."""
         m = self._mapping
         if m.datetime_column:
-            column = m.datetime_column
-            text = cells[column].strip()
-            if not text:
-                if m.empty_datetime == "now":
-                    return None
-                raise _Refused(column, f"date-time is empty in column {column!r}: the activity "
-                                       f"would be stamped with the time of its arrival{_NOW_HINT}")
-            if column in self._utc_columns:
-                # A zone-aware timestamp: the reader already wrote it in the API's UTC form.
-                return text
-            fmt = None if column in self._typed_columns else m.datetime_format
-            try:
-                return to_api_datetime(text, fmt, m.timezone)
-            except ValueError:
-                raise _Refused(column, f"date-time {text!r} does not parse as "
-                                       f"{m.datetime_format or 'ISO 8601'}") from None
+            return self._from_datetime(cells[m.datetime_column].strip(), m.datetime_column)
         if m.date_column is None or m.time_column is None:
             return None
-        day, clock = cells[m.date_column].strip(), cells[m.time_column].strip()
-        if not day:
-            if clock:
-                raise _Refused(m.date_column, f"date is empty in column {m.date_column!r} but "
-                                              f"its time of day is {clock!r}: a time needs a "
-                                              "date")
+        return self._from_date_and_time(cells[m.date_column].strip(), m.date_column,
+                                        cells[m.time_column].strip(), m.time_column)
+
+    def _from_datetime(self, text: str, column: str) -> str | None:
+        """The date-time of one date-time cell, ``text``, in UTC."""
+        m = self._mapping
+        if not text:
             if m.empty_datetime == "now":
                 return None
-            raise _Refused(m.date_column, f"date is empty in column {m.date_column!r}: the "
-                                          "activity would be stamped with the time of its "
-                                          f"arrival{_NOW_HINT}")
+            raise _Refused(column, f"date-time is empty in column {column!r}: the activity "
+                                   f"would be stamped with the time of its arrival{_NOW_HINT}")
+        if column in self._utc_columns:
+            # A zone-aware timestamp: the reader already wrote it in the API's UTC form.
+            return text
+        fmt = None if column in self._typed_columns else m.datetime_format
+        try:
+            return to_api_datetime(text, fmt, m.timezone)
+        except ValueError:
+            raise _Refused(column, f"date-time {text!r} does not parse as "
+                                   f"{m.datetime_format or 'ISO 8601'}") from None
+
+    def _from_date_and_time(self, day: str, date_column: str, clock: str,
+                            time_column: str) -> str | None:
+        """The date-time of a date cell (``day``) and a time-of-day cell (``clock``), in
+        UTC; each is checked for being empty first, then read."""
+        m = self._mapping
+        if not day:
+            self._no_date(date_column, clock)
+            return None
         if not clock:
             if m.empty_time != "midnight":
-                raise _Refused(m.time_column, "time of day is empty in column "
-                                              f"{m.time_column!r}: the activity would land "
-                                              'at midnight; set empty_time = "midnight" in '
-                                              "the mapping to post it so")
-            clock = "00:00:00"
-            time_format = None
+                raise _Refused(time_column, "time of day is empty in column "
+                                            f"{time_column!r}: the activity would land at "
+                                            'midnight; set empty_time = "midnight" in the '
+                                            "mapping to post it so")
+            clock, time_format = "00:00:00", None
         else:
-            time_format = None if m.time_column in self._typed_columns else m.time_format
-        date_format = None if m.date_column in self._typed_columns else m.date_format
-        if date_format is None and m.date_column in self._typed_columns and " " in day:
-            # A typed timestamp column (pandas has no date-only type): its midnights are
-            # dates; any other time of day, or a zone, makes it a date-time column.
-            head, _, rest = day.partition(" ")
-            if rest.strip("0:.") or m.date_column in self._utc_columns:
-                raise _Refused(m.date_column, f"date {day!r} holds a time of day: the column "
-                                              "is a date-time: map it as datetime_column")
-            day = head
+            time_format = None if time_column in self._typed_columns else m.time_format
+        if date_column in self._typed_columns:
+            day, date_format = self._typed_day(day, date_column), None
+        else:
+            date_format = m.date_format
         try:
             parsed_day = parse_date(day, date_format)
         except ValueError:
-            raise _Refused(m.date_column, f"date {day!r} does not parse as "
-                                          f"{date_format or 'an ISO 8601 date'}") from None
+            raise _Refused(date_column, f"date {day!r} does not parse as "
+                                        f"{date_format or 'an ISO 8601 date'}") from None
         try:
             parsed_time = parse_time(clock, time_format)
         except ValueError:
-            raise _Refused(m.time_column, f"time of day {clock!r} does not parse as "
-                                          f"{time_format or 'an ISO 8601 time'}") from None
+            raise _Refused(time_column, f"time of day {clock!r} does not parse as "
+                                        f"{time_format or 'an ISO 8601 time'}") from None
         try:
             return in_utc(datetime.combine(parsed_day, parsed_time), m.timezone)
         except ValueError as exc:
-            raise _Refused(m.date_column, f"date {day!r}, time {clock!r}: {exc}") from None
+            raise _Refused(date_column, f"date {day!r}, time {clock!r}: {exc}") from None
+
+    def _no_date(self, date_column: str, clock: str) -> None:
+        """An empty date cell: allowed (the activity posts at arrival) only with no time of
+        day beside it and ``empty_datetime = "now"``; else raises :class:`_Refused`."""
+        if clock:
+            raise _Refused(date_column, f"date is empty in column {date_column!r} but its "
+                                        f"time of day is {clock!r}: a time needs a date")
+        if self._mapping.empty_datetime != "now":
+            raise _Refused(date_column, f"date is empty in column {date_column!r}: the "
+                                        "activity would be stamped with the time of its "
+                                        f"arrival{_NOW_HINT}")
+
+    def _typed_day(self, day: str, date_column: str) -> str:
+        """The date of a typed date column's cell (ISO text). A typed timestamp column
+        (pandas has no date-only type): its midnights are dates; any other time of day, or
+        a zone, makes it a date-time column."""
+        if " " not in day:
+            return day
+        head, _, rest = day.partition(" ")
+        if rest.strip("0:.") or date_column in self._utc_columns:
+            raise _Refused(date_column, f"date {day!r} holds a time of day: the column is a "
+                                        "date-time: map it as datetime_column")
+        return head
 
 
 _NOW_HINT = '; set empty_datetime = "now" in the mapping to post it so'
 
 
 class _Refused(Exception):
-    """A row's date-time cannot be sent: the column and why."""
+    """A row cannot be sent: the column and why."""
 
     def __init__(self, column: str, reason: str) -> None:
         super().__init__(reason)

@@ -217,45 +217,65 @@ class Allowance:
         call.answer = Sent.LIMITED
         counted = self._counted_before(call)
         named = said.calls if said is not None and said.period == self.period else None
-        if named is not None and counted >= max(1, self.surely) and named != counted:
-            self.texts_lie = True  # our calls alone filled the window, the text says else
-        if named is not None and named > self.ceiling and not self.texts_lie:
-            self.hint = named
+        self._weigh_text(named, counted)
         if self.probing:  # the probe met the window
             self.probing, self._quiet_since = False, now
             if counted >= self.ceiling:  # our calls filled it: the ceiling holds
-                if self.learnt:
-                    self._probe_after *= 2
-                    return Lesson(False, self.ceiling, self.ceiling, counted, named)
-                if named is not None and self.surely <= named < self.ceiling:
-                    # Our clock put one call too many in a window: the text names a limit
-                    # between what is certain and what we counted.
-                    self.ceiling, self.learnt, self._candidate = named, True, None
-                    self._lower(named, now)
-                    return Lesson(True, named, named, counted, named)
-                if self.ceiling in (named, self._candidate):  # corroborated
-                    self.learnt, self._candidate = True, None
-                    return Lesson(True, self.ceiling, self.ceiling, counted, named)
-                self._candidate = self.ceiling  # the next probe, or 429, may corroborate
-                return Lesson(False, self.ceiling, self.ceiling, counted, named)
-        # Judged against what is certain (surely), not what our clock counted (proven): a
-        # climb that our clock proved one call too far meets the window at the plan's limit
-        # again and again, and these 429s teach it.
-        if self.learning and max(1, self.surely) <= counted <= self.ceiling:
-            if counted in (named, self._candidate):  # corroborated: the plan's limit
-                self._candidate = None
-                if counted != self.ceiling or not self.learnt:
-                    self.ceiling, self.learnt, self.learnt_held = counted, True, self.held
-                    self._lower(counted, now)
-                    return Lesson(True, counted, counted, counted, named)
-            else:
-                self._candidate = counted
+                return self._probe_met(counted, named, now)
+        lesson = self._learn_limit(counted, named, now)
+        if lesson is not None:
+            return lesson
         if self._lowered_at is not None and call.at < self._lowered_at:
             # It left before the share was last lowered: the same full window, no news.
             return Lesson(False, self.ceiling, self.share_at(now), counted, named)
         share = max(1, min(self.share_at(now) - 1, counted))
         self._lower(share, now)
         return Lesson(False, self.ceiling, share, counted, named)
+
+    def _weigh_text(self, named: int | None, counted: int) -> None:
+        """What a 429's text naming a limit (``named``) tells, beside the ``counted`` calls
+        of ours in the window: a text that lies, or a limit above the ceiling to probe."""
+        if named is not None and counted >= max(1, self.surely) and named != counted:
+            self.texts_lie = True  # our calls alone filled the window, the text says else
+        if named is not None and named > self.ceiling and not self.texts_lie:
+            self.hint = named
+
+    def _probe_met(self, counted: int, named: int | None, now: float) -> Lesson:
+        """A probe's call was rate limited with the whole ceiling of ours in the window: the
+        ceiling holds, and is learnt once corroborated."""
+        if self.learnt:
+            self._probe_after *= 2
+            return Lesson(False, self.ceiling, self.ceiling, counted, named)
+        if named is not None and self.surely <= named < self.ceiling:
+            # Our clock put one call too many in a window: the text names a limit
+            # between what is certain and what we counted.
+            self.ceiling, self.learnt, self._candidate = named, True, None
+            self._lower(named, now)
+            return Lesson(True, named, named, counted, named)
+        if self.ceiling in (named, self._candidate):  # corroborated
+            self.learnt, self._candidate = True, None
+            return Lesson(True, self.ceiling, self.ceiling, counted, named)
+        self._candidate = self.ceiling  # the next probe, or 429, may corroborate
+        return Lesson(False, self.ceiling, self.ceiling, counted, named)
+
+    def _learn_limit(self, counted: int, named: int | None, now: float) -> Lesson | None:
+        """The plan's limit, when ``counted`` (our calls in the window of a 429) is one and
+        is corroborated (by the text, or by an earlier 429 with the same count); else None.
+
+        Judged against what is certain (surely), not what our clock counted (proven): a
+        climb that our clock proved one call too far meets the window at the plan's limit
+        again and again, and these 429s teach it."""
+        if not (self.learning and max(1, self.surely) <= counted <= self.ceiling):
+            return None
+        if counted not in (named, self._candidate):
+            self._candidate = counted
+            return None
+        self._candidate = None  # corroborated: the plan's limit
+        if counted == self.ceiling and self.learnt:
+            return None
+        self.ceiling, self.learnt, self.learnt_held = counted, True, self.held
+        self._lower(counted, now)
+        return Lesson(True, counted, counted, counted, named)
 
     def _lower(self, share: int, now: float) -> None:
         self.share = self._base = share

@@ -78,45 +78,78 @@ def calibrate(row: Fingerprint, activity_id: str, found: FoundActivity,
     Every field must read back as the row's value (by meaning); the note must be shown
     (else a look-up could not tell rows apart by it) unless the row's note is empty.
     """
-    fields_at = found.where or known.fields_at
-    entities = known.entities
+    try:
+        entities = _note_read_back(row, activity_id, found, known.entities)
+        entities = _fields_read_back(row, activity_id, found, kinds, entities)
+        created_on = _created_on_rule(row, activity_id, found, window, known.created_on)
+    except _Contradicts as contradiction:
+        return Calibration(None, contradiction.problem)
+    return Calibration(replace(known, calibrated=True, created_on=created_on,
+                               entities=entities, fields_at=found.where or known.fields_at))
+
+
+class _Contradicts(Exception):
+    """The look-up of a known activity contradicts its row: it cannot be trusted."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def _note_read_back(row: Fingerprint, activity_id: str, found: FoundActivity,
+                    entities: str | None) -> str | None:
+    """The entity rule, as the note shows it; raises :class:`_Contradicts` when the note is
+    not shown (and the row has one) or reads back as another."""
     if found.note is None:
         if row.note:
-            return Calibration(None, f"the look-up shows no note for activity {activity_id}, "
-                                     "so rows cannot be told apart by their notes")
-    else:
-        learned = entity_rule(row.note, found.note)
-        entities = learned or entities
-        if not same_value("string", row.note, found.note, entities):
-            return Calibration(None, f"activity {activity_id} shows the note "
-                                     f"{found.note[:80]!r}, sent as {row.note[:80]!r}")
+            raise _Contradicts(f"the look-up shows no note for activity {activity_id}, "
+                               "so rows cannot be told apart by their notes")
+        return entities
+    entities = entity_rule(row.note, found.note) or entities
+    if not same_value("string", row.note, found.note, entities):
+        raise _Contradicts(f"activity {activity_id} shows the note "
+                           f"{found.note[:80]!r}, sent as {row.note[:80]!r}")
+    return entities
+
+
+def _fields_read_back(row: Fingerprint, activity_id: str, found: FoundActivity,
+                      kinds: Mapping[str, str], entities: str | None) -> str | None:
+    """The entity rule, as the fields show it (when the note did not tell); raises
+    :class:`_Contradicts` when a field sent is not shown or reads back as another value."""
     for name, value in row.fields:
         shown = found.fields.get(name)
-        if shown is None and value:
-            return Calibration(None, f"the look-up does not show {name} of activity "
-                                     f"{activity_id} (sent {value[:60]!r})")
-        if shown is not None:
-            if kinds.get(name, "string") == "string" and entities is None:
-                entities = entity_rule(value, shown) or entities
-            if not same_value(kinds.get(name, "string"), value, shown, entities):
-                return Calibration(None, f"activity {activity_id} shows {name} as "
-                                         f"{shown[:60]!r}, sent as {value[:60]!r}")
+        if shown is None:
+            if value:
+                raise _Contradicts(f"the look-up does not show {name} of activity "
+                                   f"{activity_id} (sent {value[:60]!r})")
+            continue
+        kind = kinds.get(name, "string")
+        if kind == "string" and entities is None:
+            entities = entity_rule(value, shown) or entities
+        if not same_value(kind, value, shown, entities):
+            raise _Contradicts(f"activity {activity_id} shows {name} as "
+                               f"{shown[:60]!r}, sent as {value[:60]!r}")
+    return entities
+
+
+def _created_on_rule(row: Fingerprint, activity_id: str, found: FoundActivity,
+                     window: SendWindow | None, known: str | None) -> str | None:
+    """What ``CreatedOn`` shows: the date-time sent ("posted") or the arrival ("arrival");
+    ``known`` when the row sent no date-time. Raises :class:`_Contradicts` when it is
+    neither, or not a date-time."""
     created = parse_shown_datetime(found.created_on)
-    created_on = known.created_on
     if created is None:
-        return Calibration(None, f"activity {activity_id} shows CreatedOn "
-                                 f"{found.created_on!r}, which is not a date-time")
+        raise _Contradicts(f"activity {activity_id} shows CreatedOn "
+                           f"{found.created_on!r}, which is not a date-time")
     if row.when is not None:
         if created == parse_shown_datetime(row.when):
-            created_on = "posted"
-        elif window is not None and window.holds(created):
-            created_on = "arrival"
-        else:
-            return Calibration(None, f"activity {activity_id} shows CreatedOn "
-                                     f"{found.created_on!r}: neither the date-time sent "
-                                     f"({row.when}) nor a moment it was on the wire")
-    elif window is not None and not window.holds(created):
-        return Calibration(None, f"activity {activity_id} shows CreatedOn "
-                                 f"{found.created_on!r}, outside the time it was on the wire")
-    return Calibration(replace(known, calibrated=True, created_on=created_on,
-                               entities=entities, fields_at=fields_at))
+            return "posted"
+        if window is not None and window.holds(created):
+            return "arrival"
+        raise _Contradicts(f"activity {activity_id} shows CreatedOn "
+                           f"{found.created_on!r}: neither the date-time sent "
+                           f"({row.when}) nor a moment it was on the wire")
+    if window is not None and not window.holds(created):
+        raise _Contradicts(f"activity {activity_id} shows CreatedOn "
+                           f"{found.created_on!r}, outside the time it was on the wire")
+    return known

@@ -182,6 +182,18 @@ def _has_date(codes: set[str]) -> bool:
 def _check_datetime_keys(activity: dict[str, Any], source: str) -> None:
     """The date-time keys: one column of date-times, or a date column and a time column,
     each format reading what its column holds, and the opt-ins only where they apply."""
+    _check_datetime_columns(activity, source)
+    if "datetime_format" in activity:
+        _check_datetime_format(activity["datetime_format"], source)
+    if "date_format" in activity:
+        _check_date_format(activity["date_format"], source)
+    if "time_format" in activity:
+        _check_time_format(activity["time_format"], source)
+    _check_opt_ins(activity, source)
+
+
+def _check_datetime_columns(activity: dict[str, Any], source: str) -> None:
+    """One column of date-times, or a date column with a time column: not both, not half."""
     split = [k for k in ("date_column", "date_format", "time_column", "time_format",
                          "empty_time") if k in activity]
     whole = [k for k in ("datetime_column", "datetime_format") if k in activity]
@@ -194,38 +206,44 @@ def _check_datetime_keys(activity: dict[str, Any], source: str) -> None:
                                if k not in activity)
         raise MappingError(f"{source}: activity.{split[0]} needs {lacking}: the date-time is "
                            "built from a date_column and a time_column")
-    if "datetime_format" in activity:
-        fmt = activity["datetime_format"]
-        if not _has_date(_codes(fmt)):
-            raise MappingError(
-                f"{source}: activity.datetime_format {fmt!r} has no whole date (a year, and a "
-                "day and month or a day of the year): strptime would fill in the rest from "
-                "1900-01-01. For a date and a time in two columns use date_column and "
-                "time_column")
-    if "date_format" in activity:
-        fmt = activity["date_format"]
-        codes = _codes(fmt)
-        if not _has_date(codes) or codes & (_TIME_CODES | _ZONE_CODES):
-            raise MappingError(
-                f"{source}: activity.date_format {fmt!r} must read a whole date (a year, and a "
-                "day and month or a day of the year) and no time of day; the time of day is "
-                "time_format's")
-    if "time_format" in activity:
-        fmt = activity["time_format"]
-        codes = _codes(fmt)
-        if not codes & {"H", "I", "X"} or codes & _DATE_CODES:
-            raise MappingError(
-                f"{source}: activity.time_format {fmt!r} must read a time of day (an hour: "
-                "%H, or %I with %p) and no date; the date is date_format's")
-        if "I" in codes and "p" not in codes:
-            raise MappingError(
-                f"{source}: activity.time_format {fmt!r} reads a 12-hour %I without %p: "
-                "every time would be read as AM. Add %p, or use %H for a 24-hour clock")
-        if "p" in codes and "I" not in codes:
-            raise MappingError(
-                f"{source}: activity.time_format {fmt!r} has %p without %I: strptime ignores "
-                "AM/PM with a 24-hour %H, so 2:05 PM would be read as 2:05 AM. Use %I with %p")
-    # The opt-ins take one value each: anything else would read as a choice not made.
+
+
+def _check_datetime_format(fmt: str, source: str) -> None:
+    if not _has_date(_codes(fmt)):
+        raise MappingError(
+            f"{source}: activity.datetime_format {fmt!r} has no whole date (a year, and a "
+            "day and month or a day of the year): strptime would fill in the rest from "
+            "1900-01-01. For a date and a time in two columns use date_column and "
+            "time_column")
+
+
+def _check_date_format(fmt: str, source: str) -> None:
+    codes = _codes(fmt)
+    if not _has_date(codes) or codes & (_TIME_CODES | _ZONE_CODES):
+        raise MappingError(
+            f"{source}: activity.date_format {fmt!r} must read a whole date (a year, and a "
+            "day and month or a day of the year) and no time of day; the time of day is "
+            "time_format's")
+
+
+def _check_time_format(fmt: str, source: str) -> None:
+    codes = _codes(fmt)
+    if not codes & {"H", "I", "X"} or codes & _DATE_CODES:
+        raise MappingError(
+            f"{source}: activity.time_format {fmt!r} must read a time of day (an hour: "
+            "%H, or %I with %p) and no date; the date is date_format's")
+    if "I" in codes and "p" not in codes:
+        raise MappingError(
+            f"{source}: activity.time_format {fmt!r} reads a 12-hour %I without %p: "
+            "every time would be read as AM. Add %p, or use %H for a 24-hour clock")
+    if "p" in codes and "I" not in codes:
+        raise MappingError(
+            f"{source}: activity.time_format {fmt!r} has %p without %I: strptime ignores "
+            "AM/PM with a 24-hour %H, so 2:05 PM would be read as 2:05 AM. Use %I with %p")
+
+
+def _check_opt_ins(activity: dict[str, Any], source: str) -> None:
+    """The opt-ins take one value each: anything else would read as a choice not made."""
     for key, value in (("empty_time", "midnight"), ("empty_datetime", "now")):
         if key in activity and activity[key] != value:
             raise MappingError(f"{source}: activity.{key} can only be {value!r} "

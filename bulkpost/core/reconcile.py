@@ -295,27 +295,36 @@ class Scan:
             self.incomplete = (f"the look-up answered {len(items)} activities for a page of "
                                f"{self.size}: paging is not understood")
         elif len(items) < self.size:
-            if self.pages == 1 and not items and self.rule is None and count:
-                self.incomplete = ("the first page came back empty while RecordCount says "
-                                   f"{count}: the Offset rule is not known yet")
-            elif self.total is not None and len(self.seen) < self.total:
-                self.incomplete = (f"the look-up saw {len(self.seen)} of {self.total} "
-                                   "activities (Offset:activities/new "
-                                   f"{' '.join(self.read)}): the scan cannot be completed")
-            else:
-                self.complete = True
-        elif not new:
-            self.repeats += 1
-            if self.repeats >= 3:
-                self.incomplete = ("pages repeat the same activities: the Offset rule may "
-                                   "not be the account's")
+            self._last_page(items, count)
         else:
-            self.repeats = 0
+            self._full_page(new=bool(new))
         if not (self.complete or self.incomplete):
             if self.pages >= MAX_PAGES:
                 self.incomplete = f"more than {MAX_PAGES} pages of activities on this lead"
             elif self.rule is None:
                 self.needs_rule = True
+
+    def _full_page(self, *, new: bool) -> None:
+        """A full page: another follows, unless pages keep repeating what was seen."""
+        if new:
+            self.repeats = 0
+            return
+        self.repeats += 1
+        if self.repeats >= 3:
+            self.incomplete = ("pages repeat the same activities: the Offset rule may not be "
+                               "the account's")
+
+    def _last_page(self, items: tuple[FoundActivity, ...], count: int | None) -> None:
+        """A page that is not full ends the scan: complete, unless it proves pages missed."""
+        if self.pages == 1 and not items and self.rule is None and count:
+            self.incomplete = ("the first page came back empty while RecordCount says "
+                               f"{count}: the Offset rule is not known yet")
+        elif self.total is not None and len(self.seen) < self.total:
+            self.incomplete = (f"the look-up saw {len(self.seen)} of {self.total} "
+                               "activities (Offset:activities/new "
+                               f"{' '.join(self.read)}): the scan cannot be completed")
+        else:
+            self.complete = True
 
 
 # -- how the account answers look-ups, as calibration learns it ------------------------

@@ -28,6 +28,9 @@ worker does next. The rules, from our API notes:
   name that does not resolve, ``https://`` to a plain-HTTP server): the host is wrong or
   out of reach, and backing off would only delay saying so. Once it has answered, the same
   failure is a passing one: retried, and certain (nothing was sent).
+
+A bulk call's answer, read item by item, is :mod:`bulkpost.core.bulk_response`'s: it applies
+these rules to each item, and :func:`classify_not_done` to an answer that is no list of items.
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ _MAX_ERROR_TEXT = 500
 _MAX_SEARCHED = 4096  # of a plain-text body, the bytes searched for the rate-limit sentence
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
+    """``text`` on one line, its blanks squeezed, cut to the length an error keeps."""
     return " ".join(text.split())[:_MAX_ERROR_TEXT]
 
 
@@ -142,10 +146,11 @@ def rate_limit_said(document: Any, body: bytes) -> str:
     else:
         return ""
     said = next((t for t in texts if isinstance(t, str) and RATE_LIMIT_SENTENCE.search(t)), "")
-    return _one_line(said)
+    return one_line(said)
 
 
-def _parse(body: bytes) -> Any:
+def parse_body(body: bytes) -> Any:
+    """An answer's JSON document; None when the body is empty or not JSON."""
     try:
         return json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -155,14 +160,14 @@ def _parse(body: bytes) -> Any:
 def classify(status: int, headers: Mapping[str, str], body: bytes,
              now: datetime | None = None) -> Classified:
     """Decide what one answer to "Post an Activity" means. Pure; never raises."""
-    document = _parse(body)
+    document = parse_body(body)
     payload = document if isinstance(document, dict) else {}
     if 200 <= status < 300 and payload.get("Status") == "Success":
         inner = payload.get("Message")
         activity_id = well_formed_id(inner.get("Id") if isinstance(inner, dict) else None)
         if activity_id:
             return Classified(Verdict.POSTED, status, activity_id=activity_id)
-    return _not_done(status, headers, body, document, now,
+    return classify_not_done(status, headers, body, document, now,
                      "HTTP 200 without a Success status and a well-formed activity Id")
 
 
@@ -173,14 +178,15 @@ def classify_update(status: int, headers: Mapping[str, str], body: bytes, activi
     Success is HTTP 2xx with ``"Status": "Success"``; an Id in ``Message`` must be the one
     updated (POSTED carries the Id the answer names, which delivery compares: another Id is
     an answer not understood). Everything else is classified as for a create."""
-    document = _parse(body)
+    document = parse_body(body)
     payload = document if isinstance(document, dict) else {}
     if 200 <= status < 300 and payload.get("Status") == "Success":
         inner = payload.get("Message")
         named = inner.get("Id") if isinstance(inner, dict) else None
         return Classified(Verdict.POSTED, status, activity_id=named.strip()
                           if isinstance(named, str) and named.strip() else activity_id)
-    return _not_done(status, headers, body, document, now, "HTTP 200 without a Success status")
+    return classify_not_done(status, headers, body, document, now,
+                             "HTTP 200 without a Success status")
 
 
 def classify_read(status: int, headers: Mapping[str, str], body: bytes,
@@ -190,29 +196,47 @@ def classify_read(status: int, headers: Mapping[str, str], body: bytes,
     Success is HTTP 200 with a JSON document that is not an error body; everything else is
     classified as for a create (a look-up creates nothing, so nothing is uncertain).
     """
-    document = _parse(body)
+    document = parse_body(body)
     payload = document if isinstance(document, dict) else {}
     if (status == 200 and document is not None and not payload.get("ExceptionType")
             and payload.get("Status") != "Error" and not rate_limit_said(document, body)):
         return Classified(Verdict.OK, status), document
-    verdict = _not_done(status, headers, body, document, now, "HTTP 200 with no readable JSON")
+    verdict = classify_not_done(status, headers, body, document, now,
+                                "HTTP 200 with no readable JSON")
     return dataclasses.replace(verdict, uncertain=False), None
 
 
-def _not_done(status: int, headers: Mapping[str, str], body: bytes, document: Any,
-              now: datetime | None, unreadable_200: str) -> Classified:
+def classify_not_done(status: int, headers: Mapping[str, str], body: bytes, document: Any,
+                      now: datetime | None, unreadable_200: str) -> Classified:
+    """What an answer that does not prove success means (``document``: its parsed body;
+    ``unreadable_200``: the reason given to an HTTP 200 that says nothing understood)."""
     payload = document if isinstance(document, dict) else {}
     exception_type = str(payload.get("ExceptionType") or "")
-    message = _one_line(str(payload.get("ExceptionMessage") or payload.get("Message") or ""))
+    message = one_line(str(payload.get("ExceptionMessage") or payload.get("Message") or ""))
+    return (_rate_limited(status, headers, body, document, exception_type, message, now)
+            or _stop(status, headers, exception_type, message)
+            or _refusal(status, body, exception_type, message)
+            or _failed(status, body, document, message, unreadable_200))
+
+
+def _rate_limited(status: int, headers: Mapping[str, str], body: bytes, document: Any,
+                  exception_type: str, message: str, now: datetime | None) -> Classified | None:
+    """Rate limited: a 429, the rate-limit exception, or the sentence alone; else None."""
     # The sentence alone: under any status, but never beside another exception type, nor in
     # an answer that says Success (that one is not understood, never "nothing created").
-    said = "" if exception_type or payload.get("Status") == "Success" else rate_limit_said(
-        document, body)
+    success = isinstance(document, dict) and document.get("Status") == "Success"
+    said = "" if exception_type or success else rate_limit_said(document, body)
     if status == 429 or exception_type == RATE_LIMIT_TYPE or said:
         return Classified(Verdict.RATE_LIMITED, status,
                           error_type=exception_type or f"HTTP {status}",
                           error=said or message or "rate limit exceeded",
                           retry_after=parse_retry_after(headers.get("Retry-After"), now))
+    return None
+
+
+def _stop(status: int, headers: Mapping[str, str], exception_type: str,
+          message: str) -> Classified | None:
+    """A fatal answer: the keys, the access, the path or a redirect; else None."""
     if status == 401:
         home = named_host(message)
         if home is not None:  # the wrong region, and its answer names the right one
@@ -236,31 +260,46 @@ def _not_done(status: int, headers: Mapping[str, str], body: bytes, document: An
         return Classified(Verdict.FATAL, status, error_type=f"HTTP {status}",
                           error=f"the API answered with a redirect to {location!r}, which "
                                 "bulkpost does not follow: check --host")
+    return None
+
+
+def unknown_activity(status: int | None, message: str) -> Classified:
+    """The activity is missing or deleted in LeadSquared: rejected, with the API's words."""
+    return Classified(Verdict.REJECTED, status, error_type=UNKNOWN_ACTIVITY_TYPE,
+                      error=f"{MISSING}: {message}" if message else MISSING)
+
+
+def _refusal(status: int, body: bytes, exception_type: str, message: str) -> Classified | None:
+    """A refusal of this request (an ``MX…`` exception, or a 4xx but a timeout); else None."""
     if exception_type == UNKNOWN_ACTIVITY_TYPE:
-        return Classified(Verdict.REJECTED, status, error_type=exception_type,
-                          error=f"{MISSING}: {message}" if message else MISSING)
+        return unknown_activity(status, message)
     if exception_type.startswith("MX"):
         return Classified(Verdict.REJECTED, status, error_type=exception_type,
                           error=message or exception_type,
                           uncertain=not proves_refusal(exception_type, status))
     if 400 <= status < 500 and status not in (408, 425):
         return Classified(Verdict.REJECTED, status, error_type=f"HTTP {status}",
-                          error=message or _one_line(body.decode("utf-8", "replace"))
+                          error=message or one_line(body.decode("utf-8", "replace"))
                           or "no body")
+    return None
+
+
+def _failed(status: int, body: bytes, document: Any, message: str,
+            unreadable_200: str) -> Classified:
+    """The server took the request and failed somewhere: it may have been carried out."""
     if document is None and body.lstrip()[:1] == b"<":
         reason = "HTML page instead of JSON (gateway error)"
     elif status == 200:
         reason = unreadable_200
     else:
-        reason = message or _one_line(body.decode("utf-8", "replace")) or "no body"
-    # The server took the request and failed somewhere: it may have been carried out.
+        reason = message or one_line(body.decode("utf-8", "replace")) or "no body"
     return Classified(Verdict.RETRY, status, error_type=f"HTTP {status}", error=reason,
                       uncertain=True)
 
 
 def transport_failure(kind: str, detail: str, *, uncertain: bool = True) -> Classified:
     """A request that got no HTTP answer: retried; uncertain unless it never left."""
-    return Classified(Verdict.RETRY, None, error_type=kind, error=_one_line(detail),
+    return Classified(Verdict.RETRY, None, error_type=kind, error=one_line(detail),
                       uncertain=uncertain)
 
 
@@ -270,150 +309,4 @@ def unreachable(what: str, check: str, *, answered_before: bool) -> Classified:
     if answered_before:
         return transport_failure("connect error", what, uncertain=False)
     return Classified(Verdict.FATAL, None, error_type="connect error",
-                      error=_one_line(f"{what} — {check}"))
-
-
-# -- bulk calls ----------------------------------------------------------------------------
-_ITEM_LISTS = ("Response", "Responses", "Result", "Results", "Data", "Message")
-_ITEM_IDS = ("ProspectActivityId", "ProspectActivityID", "ActivityId")
-
-
-def _items_of(document: Any) -> list[Any] | None:
-    """The per-item list of a bulk answer: the document itself, or under a known key."""
-    if isinstance(document, list):
-        return document
-    if isinstance(document, dict):
-        for key in _ITEM_LISTS:
-            value = document.get(key)
-            if isinstance(value, list):
-                return value
-    return None
-
-
-def _row_number(value: Any) -> int | None:
-    """A ``RowNumber`` as an int: 3, 3.0 and "3" are read; anything else is None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) <= 6:
-        try:
-            return int(value.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def _indices(entries: list[Any], count: int) -> list[int] | None:
-    """Which item each entry answers, or None when the answer cannot be matched safely.
-
-    By ``RowNumber`` (1-based) when entries carry one: then every entry must be an object
-    with a valid one, and an answer that leaves items out must name the last item (so it
-    cannot be numbered from 0). By position only when no entry has a number and there is
-    exactly one object per item: an unnumbered answer that leaves items out cannot say
-    which ones it left out.
-    """
-    if not all(isinstance(entry, dict) for entry in entries):
-        return None
-    numbers = [entry.get("RowNumber", entry.get("rowNumber")) for entry in entries]
-    if all(number is None for number in numbers):
-        return list(range(count)) if len(entries) == count else None
-    indices = []
-    for value in numbers:
-        number = _row_number(value)
-        if number is None or not 1 <= number <= count:
-            return None  # numbered from 0, or nonsense: trust none of it
-        indices.append(number - 1)
-    if len(set(indices)) < count and count - 1 not in indices:
-        return None  # items left out, and nothing proves the numbering starts at 1
-    return indices
-
-
-def _created(entry: dict[str, Any]) -> bool | None:
-    """The entry's "created" (for an update: "successful") flag: true/false, "true"/"false"
-    or 1/0; None if absent."""
-    value = entry.get("ActivityCreated", entry.get("IsCreated", entry.get(
-        "Created", entry.get("IsSuccessful"))))
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        return {"true": True, "false": False}.get(value.strip().lower())
-    return None
-
-
-def _item_verdict(entry: dict[str, Any]) -> Classified | None:
-    """One item's outcome; None when the entry does not say for certain (look it up).
-
-    An entry that contradicts itself (an Id or "created" beside an error, a rate limit or
-    "not created") is not believed either way.
-    """
-    created = _created(entry)
-    ids = [entry[k] for k in _ITEM_IDS if isinstance(entry.get(k), str)]
-    if created is True and isinstance(entry.get("Id"), str):
-        ids.append(entry["Id"])  # a bare "Id" only beside an explicit "created"
-    if any(i.strip() and not well_formed_id(i) for i in ids):
-        return None  # an Id that is not one proves nothing: the look-up will say
-    activity_id = next((i for i in ids if i), "")
-    exception_type = str(entry.get("ExceptionType") or "")
-    reason = _one_line(str(entry.get("ExceptionMessage") or ""))
-    if activity_id or created is True:
-        if exception_type or reason or created is False or not activity_id:
-            return None  # contradictory, or created without an Id: the look-up will say
-        return Classified(Verdict.POSTED, 200, activity_id=activity_id)
-    if exception_type == RATE_LIMIT_TYPE or (not exception_type
-                                             and RATE_LIMIT_SENTENCE.search(reason)):
-        return Classified(Verdict.RATE_LIMITED, 200, error_type=exception_type or "item error",
-                          error=reason or "rate limit exceeded")
-    if exception_type == UNKNOWN_ACTIVITY_TYPE:
-        return Classified(Verdict.REJECTED, 200, error_type=exception_type,
-                          error=f"{MISSING}: {reason}" if reason else MISSING)
-    if exception_type.startswith("MX") and not proves_refusal(exception_type, None):
-        return None  # a refusal not proven: the item may have been created; look it up
-    if created is False or exception_type.startswith("MX"):
-        if exception_type.startswith("MX") or reason:
-            return Classified(Verdict.REJECTED, 200, error_type=exception_type or "item error",
-                              error=reason or exception_type)
-        # Said not created, and why not: nothing. Safe to send again.
-        return Classified(Verdict.RETRY, 200, error_type="item not created",
-                          error="the bulk answer says the item was not created, "
-                                "without a reason")
-    return None  # a message alone, or nothing: look it up
-
-
-def classify_bulk(status: int, headers: Mapping[str, str], body: bytes, count: int,
-                  now: datetime | None = None) -> tuple[Classified, list[Classified | None]]:
-    """Decide what the answer to a bulk call of ``count`` items means. Pure; never raises.
-
-    Returns the call's verdict and, when the call was answered item by item (verdict OK),
-    one outcome per item in request order. The response's shape is only partly documented,
-    so it is read tolerantly but never trusted further than it can be: an item the answer
-    does not account for, accounts for twice, or answers with an Id another item was also
-    given, is None: it may have been created, and is looked up before any re-send. An
-    answer whose entries cannot be matched to items safely leaves every item None.
-    """
-    document = _parse(body)
-    entries = _items_of(document) if 200 <= status < 300 else None
-    payload = document if isinstance(document, dict) else {}
-    if entries is None or payload.get("ExceptionType") or payload.get("Status") == "Error":
-        return _not_done(status, headers, body, document, now,
-                         "HTTP 200 without a readable list of items"), []
-    outcomes: list[Classified | None] = [None] * count
-    indices = _indices(entries, count)
-    if indices is None:
-        return Classified(Verdict.OK, status), outcomes
-    seen = [0] * count
-    for index, entry in zip(indices, entries, strict=True):
-        seen[index] += 1
-        outcomes[index] = _item_verdict(entry)
-    holders: dict[str, int] = {}
-    for outcome in outcomes:
-        if outcome is not None and outcome.activity_id:
-            holders[outcome.activity_id] = holders.get(outcome.activity_id, 0) + 1
-    for index, outcome in enumerate(outcomes):
-        if seen[index] > 1 or (outcome is not None and holders.get(outcome.activity_id, 0) > 1):
-            outcomes[index] = None  # two answers for one item, or one Id for two: neither
-    return Classified(Verdict.OK, status), outcomes
+                      error=one_line(f"{what} — {check}"))

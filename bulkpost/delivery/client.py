@@ -25,11 +25,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from bulkpost.core.bulk_response import classify_bulk
 from bulkpost.core.credentials import Credentials
 from bulkpost.core.response import (
     Classified,
     classify,
-    classify_bulk,
     classify_read,
     classify_update,
     transport_failure,

@@ -18,9 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bulkpost.core.activity import API_DATETIME_FORMAT
 from bulkpost.errors import InputError
-
-_API_DATETIME = "%Y-%m-%d %H:%M:%S"
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -83,7 +82,7 @@ def to_strings(array: pa.Array | pa.ChunkedArray) -> list[str]:
             array = pc.local_timestamp(array)
         # Whole seconds first: strftime's %S would print the unit's fraction too.
         seconds = pc.cast(pc.floor_temporal(array, unit="second"), pa.timestamp("s"))
-        text = pc.strftime(seconds, format=_API_DATETIME)
+        text = pc.strftime(seconds, format=API_DATETIME_FORMAT)
         return [v if v is not None else "" for v in text.to_pylist()]
     if pa.types.is_date(kind):
         text = pc.strftime(pc.cast(array, pa.date32()), format="%Y-%m-%d")

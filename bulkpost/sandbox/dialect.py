@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
+from bulkpost.core.activity import API_DATETIME_FORMAT
 from bulkpost.errors import UsageError
 
 T = TypeVar("T")
@@ -63,7 +64,6 @@ UPDATE_LOG_EVENT = 3011  # the captured update-log rows' EventCode
 # Who "created" every sandbox activity: the captured answer names a user by GUID and name.
 SANDBOX_USER = "7d4446d7-0000-4000-8000-5a4db0c5e7a1"
 SANDBOX_USER_NAME = "Sandbox User"
-_API_TIME = "%Y-%m-%d %H:%M:%S"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +159,9 @@ def _typed_form(value: str, kind: str) -> str:
         if kind == "Number":
             return format(Decimal(value).normalize(), "f")
         if kind == "Date":
-            return datetime.strptime(value, "%Y-%m-%d").strftime(_API_TIME)
+            return datetime.strptime(value, "%Y-%m-%d").strftime(API_DATETIME_FORMAT)
         if kind == "DateTime":
-            return us_datetime(datetime.strptime(value, _API_TIME))
+            return us_datetime(datetime.strptime(value, API_DATETIME_FORMAT))
     except (InvalidOperation, ValueError):
         return value
     return value
@@ -184,7 +184,7 @@ def _specs(setting: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 def created_on(entry: Mapping[str, Any], dialect: Dialect) -> str:
     """``CreatedOn`` (``YYYY-MM-DD HH:MM:SS`` UTC) of a stored entry under ``dialect``."""
     if dialect.created_on == "arrival":
-        return datetime.fromtimestamp(float(entry["ReceivedAt"]), UTC).strftime(_API_TIME)
+        return datetime.fromtimestamp(float(entry["ReceivedAt"]), UTC).strftime(API_DATETIME_FORMAT)
     return str(entry["CreatedOn"])
 
 
@@ -209,7 +209,7 @@ def render_activity(entry: Mapping[str, Any], dialect: Dialect,
         item["Data"] = [{"Key": "NotableEventDescription", "Value": note},
                         *({"Key": k, "Value": v} for k, v in values.items())]
     else:
-        shown_when = us_datetime(datetime.strptime(when, _API_TIME))
+        shown_when = us_datetime(datetime.strptime(when, API_DATETIME_FORMAT))
         item["Data"] = [{"Key": "CreatedByName", "Value": SANDBOX_USER_NAME},
                         {"Key": "EventName", "Value": setting["DisplayName"]},
                         {"Key": "NotableEventDescription", "Value": note},
@@ -230,7 +230,7 @@ def render_activity(entry: Mapping[str, Any], dialect: Dialect,
 
 def _api_time(at: float, milliseconds: bool = False) -> str:
     moment = datetime.fromtimestamp(at, UTC)
-    shown = moment.strftime(_API_TIME)
+    shown = moment.strftime(API_DATETIME_FORMAT)
     return f"{shown}.{moment.microsecond // 1000:03d}" if milliseconds else shown
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bulkpost.core.activity import API_DATETIME_FORMAT
 from bulkpost.core.credentials import account_digest
 from bulkpost.core.mapping import CUSTOM_FIELD
 from bulkpost.errors import UsageError
@@ -112,7 +113,7 @@ class ActivityStore:
             "Id": activity_id,
             "LeadId": lead_id,
             "CreatedOn": body.get("ActivityDateTime") or time.strftime(
-                "%Y-%m-%d %H:%M:%S", time.gmtime(arrived)),
+                API_DATETIME_FORMAT, time.gmtime(arrived)),
             "RelatedProspectId": body.get("RelatedProspectId"),
             "EmailAddress": body.get("EmailAddress"),
             "ActivityEvent": body.get("ActivityEvent"),

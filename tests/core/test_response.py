@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from bulkpost.core.allowance import RateSpec, said_limit
+from bulkpost.core.bulk_response import classify_bulk
 from bulkpost.core.response import (
     MAX_RETRY_AFTER,
     MISSING,
     Classified,
     Verdict,
     classify,
-    classify_bulk,
     classify_read,
     classify_update,
     parse_retry_after,
