@@ -35,7 +35,7 @@ from bulkpost.core.activity import Activity, FieldRule, InvalidRow, RowMapper
 from bulkpost.core.allowance import DOCUMENTED_MAXIMUM, RateSpec
 from bulkpost.core.credentials import Credentials
 from bulkpost.core.mapping import check_columns
-from bulkpost.core.planner import PlanOptions
+from bulkpost.core.planner import sent_until
 from bulkpost.core.reconcile import Reading
 from bulkpost.core.response import MISSING
 from bulkpost.core.results_line import parse_utc_text
@@ -419,8 +419,9 @@ async def _calibrate(lookups: Lookups, work: list[tuple[Posted, Activity]],
     window = None
     if posted.updated_at:
         with contextlib.suppress(ValueError):
-            window = PlanOptions(timeout=answer_timeout).sent_until(
-                parse_utc_text(posted.updated_at), max(1, posted.attempts))
+            # The run's --backoff is not known here: the default's (1 s) is assumed.
+            window = sent_until(parse_utc_text(posted.updated_at), max(1, posted.attempts),
+                                timeout=answer_timeout, backoff=1.0)
     lookups.kinds = {code: {rule.schema_name: rule.kind for rule in event_rules}
                      for code, event_rules in (rules or {}).items()}
     lookups.offer_sample(item, posted.activity_id, window)
