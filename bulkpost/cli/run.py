@@ -34,7 +34,7 @@ from bulkpost.cli.common import (
 from bulkpost.cli.summary_text import summary_lines
 from bulkpost.core.allowance import DOCUMENTED_BULK_MAXIMUM, DOCUMENTED_MAXIMUM, RateSpec
 from bulkpost.core.credentials import Credentials, checked_key
-from bulkpost.core.options import RunOptions, new_run_id
+from bulkpost.core.options import MODES, ON_CHANGED, Mode, OnChanged, RunOptions, new_run_id
 from bulkpost.core.share import ShareSchedule
 from bulkpost.core.summary import Summary
 from bulkpost.delivery.client import check_host
@@ -90,7 +90,7 @@ def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[st
                    "busy at 4 s of latency, the calls per second times 4, from 2 to 64 (20 "
                    "at 25/5s; times 2.5 with --mode both). --mode bulk uses none: its "
                    "workers follow --bulk-rate.")
-@click.option("--mode", type=click.Choice(["single", "bulk", "both"]), default="single",
+@click.option("--mode", type=click.Choice(MODES), default="single",
               show_default=True,
               help="Create activities one per call, 25 per bulk call, or both at once "
                    "(both allowances add up).")
@@ -131,7 +131,7 @@ def dry_run_report(to_send: int, invalid: int, seconds: float, problems: list[st
 @click.option("--create-again", is_flag=True,
               help="Keep no history: create every row, even those this account's history "
                    "shows were created before from the same row (duplicates).")
-@click.option("--on-changed", type=click.Choice(["skip", "post", "update", "fail"]),
+@click.option("--on-changed", type=click.Choice(ON_CHANGED),
               default=None,
               help="A row whose key the history holds with other content is "
                    "skipped (counted, warned), posted as a new activity, updated in place "
@@ -151,10 +151,10 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
         rate_margin: float | None, workers: int, dry_run: bool, resend_unknown: bool, encoding: str,
         max_attempts: int, backoff: float, timeout: float, max_rate_limited: float,
         log_format: str, log_level: str, progress: bool | None, no_preflight: bool,
-        decimal_comma: bool, delimiter: str | None, mode: str,
+        decimal_comma: bool, delimiter: str | None, mode: Mode,
         bulk_rate: str | RateSpec | None,
         batch_size: int, summary_json: Path | None, history_path: Path | None,
-        create_again: bool, on_changed: str | None, verify_first: int,
+        create_again: bool, on_changed: OnChanged | None, verify_first: int,
         fixes: Path | None, share: str | None = None, timezone: str | None = None,
         daily_calls: int | None = None) -> None:
     """Post every row of INPUT (CSV or Parquet) as an activity.

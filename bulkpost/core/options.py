@@ -11,7 +11,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias, get_args
 
 from bulkpost.core.allowance import RateSpec
 from bulkpost.core.credentials import Credentials
@@ -26,7 +26,12 @@ if TYPE_CHECKING:
 
 # What a run reads: a CSV or Parquet path, or Arrow data (the Python API).
 InputSource: TypeAlias = "str | Path | pa.Table | pa.RecordBatchReader"
-
+# Which calls create activities: one per call, many per bulk call, or both at once.
+Mode: TypeAlias = Literal["single", "bulk", "both"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+# What a row gets whose key the history holds posted with other content (--on-changed).
+OnChanged: TypeAlias = Literal["skip", "post", "update", "fail"]
+ON_CHANGED: tuple[OnChanged, ...] = get_args(OnChanged)
 
 
 @dataclass(slots=True)
@@ -55,7 +60,7 @@ class RunOptions:
     preflight: bool = True  # read the activity types' schemas and check rows against them
     decimal_comma: bool = False  # accept 12,5 in Number fields (sent as 12.5)
     run_id: str = ""  # "": a new one (new_run_id)
-    mode: str = "single"  # single | bulk | both: which calls create activities
+    mode: Mode = "single"  # which calls create activities
     bulk_rate: RateSpec = field(default_factory=lambda: RateSpec(1, 5.0))
     learn_bulk_rate: bool = False  # bulk_rate not given: learn it
     forget_learnt: bool = False  # learn afresh, not from what earlier runs learnt
@@ -63,7 +68,7 @@ class RunOptions:
     history: Path | None = None  # keys posted by earlier runs, across inputs (SQLite)
     # No history given: the account's own (bulkpost.storage.history.accounts), unless create_again.
     create_again: bool = False  # no history at all: rows an earlier run created are created again
-    on_changed: str = "skip"  # skip | post | update | fail: a key posted with other content
+    on_changed: OnChanged = "skip"  # a key posted with other content
     verify_first: int = 1  # rows sent alone and read back before any other (0: none)
     fixes: Path | None = None  # the input is a failures file of this results file's rows
     share: ShareSchedule | None = None  # the fraction of the limit taken, or its schedule
@@ -77,7 +82,7 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         # The CLI's choices refuse these values first: the messages are the Python API's.
-        if self.on_changed not in ("skip", "post", "update", "fail"):
+        if self.on_changed not in ON_CHANGED:
             raise UsageError("{given}: expected skip, post, update or fail",
                              given=Given(Setting("on_changed"), self.on_changed))
         if self.create_again and self.history is not None:
@@ -89,7 +94,7 @@ class RunOptions:
                              "{create_again} runs without one",
                              given=Given(Setting("on_changed"), self.on_changed),
                              create_again=Setting("create_again"))
-        if self.mode not in ("single", "bulk", "both"):
+        if self.mode not in MODES:
             raise UsageError("{given}: expected single, bulk or both",
                              given=Given(Setting("mode"), self.mode))
         if isinstance(self.share, str):  # the Python API may give the text

@@ -7,129 +7,66 @@ the :class:`Plan`. Pure: plain values in, a plan out, no I/O. What is known of a
   when the plan uses it (:func:`needs_line` says when, so that a resume reads from disk
   only the lines it uses);
 - with ``--history``, what the history or an earlier row of this input holds of its key
-  (:class:`KeyHolder`, read by :func:`key_holder_of`);
+  (:class:`~bulkpost.core.key_holder.KeyHolder`);
 - the input's other rows with its key (:class:`~bulkpost.core.repeats.Repeat`), with or without
   a history;
 - the run's options that bear on it (:class:`PlanOptions`).
 
-The rules, in the order they apply:
-
-1. the results file's (:func:`~bulkpost.core.resume.plan_row`), with its refusals of a results
-   file written for another input;
-2. the input's repeated keys (:mod:`bulkpost.core.repeats`), for a row still to be sent (not one
-   that may have been sent: that is looked up first, as before) or skipped as a ``repeat``
-   (decided again: the export may have been fixed): other rows with its key and other
-   content: ``invalid``, naming them; an earlier row with its key and content: ``skipped``
-   as a ``repeat`` of it;
-3. with ``--history``, for a row still to be sent, or skipped as ``changed`` or ``duplicate
-   key`` (decided again: ``--on-changed`` or the input's other rows may say otherwise now):
-   its key posted, or in an earlier row of this input, with this content: ``skipped``;
-   claimed with this content by a run that stopped: looked up first (an update of it: updated
-   again, an update is idempotent); claimed with other content only: sent (those contents
-   cannot be looked up); posted, or in an earlier row, with other content: as
-   ``--on-changed`` says. ``update`` updates the key's activity in place when only what an
-   update can change differs (the note, the custom fields); a row whose lead, event code or
-   date-time changed is skipped as ``changed``, saying why. A row posted or updated (or
-   skipped because its key was posted) whose key the history does not hold as recorded has
-   the history repaired;
-4. a row looked up first carries when earlier attempts may have reached the API (its
-   :class:`~bulkpost.core.reconcile.SendWindow`): each attempt took at most a timeout and a
-   backoff.
+The rules are :func:`decide`'s decisions, in the order they apply, one function each whose
+docstring states its rule: the results file's first (:func:`~bulkpost.core.resume.plan_row`,
+with its refusals of a results file written for another input), then the input's repeated
+keys, then, with ``--history``, the key's holder and ``--on-changed``. A row looked up first
+carries when earlier attempts may have reached the API (:func:`sent_until`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bulkpost.core.activity import Activity, InvalidRow, identity_hash
+from bulkpost.core.attempts import BACKOFF_CAP
+from bulkpost.core.key_holder import KeyHolder
+from bulkpost.core.options import RunOptions
 from bulkpost.core.reconcile import SendWindow
 from bulkpost.core.repeats import REPEAT, Repeat
-from bulkpost.core.results_line import RowOutcome, parse_utc_text, utc_text
+from bulkpost.core.results_line import RowOutcome, parse_utc_text
 from bulkpost.core.resume import Action, Recorded, plan_row
 from bulkpost.core.statuses import Status
 
 # What --on-changed post does, said wherever it is named: it never updates, it adds.
 POST_CREATES = ("--on-changed post would create a new activity beside the existing one (a "
                 "second copy)")
-# A row skipped for these reasons is decided again by each run (see rule 2).
+# A row skipped for these reasons is decided again by each run (:func:`_decided_again`).
 DECIDED_AGAIN = ("changed", "duplicate key")
 _PASSED_OVER = frozenset({Action.SKIP_POSTED, Action.KEEP, Action.SKIP_KEY,
                           Action.SKIP_CHANGED, Action.SKIP_REPEAT})
 _SENDS = frozenset({Action.SEND, Action.RECONCILE, Action.UPDATE})
 
 
-@dataclass(frozen=True, slots=True)
-class KeyHolder:
-    """Who holds a row's key, and how: the history (posted, or claimed by a run that
-    stopped), or an earlier row of this input."""
-
-    posted: bool  # False: claimed, sent by a run that stopped before knowing
-    same_content: bool
-    activity_id: str = ""
-    run_id: str = ""
-    at: int = 0
-    row: int = 0  # non-zero: the earlier row of this input that has the key
-    event_code: int | None = None  # posted: the activity's event code (None: not known)
-    identity: str = ""  # posted: its lead and date-time, fingerprinted ("": not known)
-
-    def describe(self) -> str:
-        """Where the key was, to follow "key 'K' was …"."""
-        if self.row:
-            return f"in row {self.row} of this input"
-        what = "posted" if self.posted else "sent (outcome unknown)"
-        held = f" as activity {self.activity_id}" if self.activity_id and self.posted else ""
-        return f"{what}{held} by run {self.run_id} at {utc_text(self.at)}"
-
-
-def key_holder_of(content: int, first: tuple[int, int] | None,
-                  posted: tuple[str, int, str, int, int | None, str] | None,
-                  claims: Mapping[int, tuple[str, int, str]]) -> KeyHolder | None:
-    """What decides a row with this content (a signed 64-bit hash) from what is held of its
-    key: ``first``, the input's first row of the key (its number, its content); ``posted``,
-    the key's posted activity (Id, content, run id, at, event code, identity); ``claims``,
-    the key's open claims (content → run id, at, the activity it updates or ""). None:
-    nothing; the row is the key's first."""
-    if first is not None:  # the input's first row of a key decides for the later ones
-        row, first_content = first
-        return KeyHolder(posted=False, same_content=content == first_content, row=row)
-    claim = claims.get(content)
-    if posted is not None and (posted[1] == content or claim is None or claim[2]):
-        # Posted: with this content, or with another and this one never sent, or sent as
-        # an update of the posted activity (idempotent: it is simply updated again).
-        activity_id, posted_content, run_id, at, event_code, identity = posted
-        return KeyHolder(posted=True, same_content=posted_content == content,
-                         activity_id=activity_id, run_id=run_id, at=at,
-                         event_code=event_code, identity=identity)
-    if claim is not None:  # this very content may be on the API already
-        run_id, at, _ = claim
-        return KeyHolder(posted=False, same_content=True, run_id=run_id, at=at)
-    if claims:  # only other content was sent under this key
-        run_id, at, _ = max(claims.values(), key=lambda claim: claim[1])
-        return KeyHolder(posted=False, same_content=False, run_id=run_id, at=at)
-    return None
+def sent_until(last: datetime, attempts: int, timeout: float, backoff: float) -> SendWindow:
+    """When ``attempts`` that ended at ``last`` may have reached the API: each of at most a
+    ``timeout`` and the longest wait between attempts (:data:`BACKOFF_CAP` backoffs)."""
+    span = attempts * (timeout + BACKOFF_CAP * backoff)
+    return SendWindow.around(last - timedelta(seconds=span), last, timeout)
 
 
 @dataclass(frozen=True, slots=True)
 class PlanOptions:
-    """The run's options that bear on a row's plan."""
+    """The run's options as a row's plan reads them: the run's own, read and never copied,
+    and whether the run reads a history."""
 
-    resend_unknown: bool = False
-    history: bool = False  # --history: rows are planned against their keys too
-    on_changed: str = "skip"  # skip | post | update | fail
-    dry_run: bool = False  # decides nothing: records no ``skipped`` line, sends nothing
-    key_column: str = ""  # named by a row that --on-changed fail records invalid
-    timeout: float = 30.0
-    backoff: float = 1.0
-    backoff_cap: float = 30  # the longest wait between attempts, in backoffs
-    max_attempts: int = 5
+    run: RunOptions
+    history: bool = False  # a history is read (given, or the account's): keys plan rows too
+
+    @property
+    def key_column(self) -> str:
+        """The key's column, named by a row that --on-changed fail records invalid."""
+        return self.run.mapping.key_column or ""
 
     def sent_until(self, last: datetime, attempts: int) -> SendWindow:
-        """When attempts that ended at ``last`` may have reached the API: each of at most
-        a timeout and a backoff."""
-        span = attempts * (self.timeout + self.backoff_cap * self.backoff)
-        return SendWindow.around(last - timedelta(seconds=span), last, self.timeout)
+        """When this run's ``attempts`` that ended at ``last`` may have reached the API."""
+        return sent_until(last, attempts, self.run.timeout, self.run.backoff)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +103,19 @@ _PASSED = Plan(Action.SKIP_POSTED, Status.SKIPPED)
 def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutcome | None,
            key_holder: KeyHolder | None, options: PlanOptions, *,
            sample_wanted: bool = False, repeat: Repeat | None = None) -> Plan:
-    """The plan for one row.
+    """The plan for one row: the decisions below, one function each stating its rule, in the
+    order they apply.
+
+    1. what the results file says (:func:`~bulkpost.core.resume.plan_row`), all there is to
+       say of a row that does not validate (:func:`_invalid_row`);
+    2. whether a skip on file is decided again (:func:`_decided_again`), and whether the
+       history lacks a row the results file holds done (:func:`_history_repair`);
+    3. what the input's repeated keys say (:func:`_by_repeats`);
+    4. a row an earlier run finished is passed over (:func:`_passed_over`), a rejected one
+       unchanged kept;
+    5. what the history, or an earlier row, holds of its key (:func:`_by_key`), and what
+       ``--on-changed`` asks when that is other content (:func:`_on_changed`);
+    6. a row to send: when its earlier attempts may have reached the API (:func:`_to_send`).
 
     ``recorded``: what the results file holds of it; ``line``: its last line there, when
     :func:`needs_line` says the plan uses it (else None); ``key_holder``: who holds its key,
@@ -175,101 +124,87 @@ def decide(row: Activity | InvalidRow, recorded: Recorded | None, line: RowOutco
     calibrate them; ``repeat``: the input's rows with its key, when it has more than one.
     Raises UsageError for a results file written for another input.
     """
-    action = plan_row(row, recorded, options.resend_unknown)
+    action = plan_row(row, recorded, options.run.resend_unknown)
     if isinstance(row, InvalidRow):
-        if action is Action.RECORD_INVALID:
-            return Plan(action, Status.INVALID, RowOutcome(
-                row.row, row.key, Status.INVALID, error_type=row.column, error=row.reason,
-                content_hash=row.content_hash), problem=(row.column, row.reason))
-        assert recorded is not None  # skipped or kept: there was a line
-        return Plan(action, Status.SKIPPED if action is Action.SKIP_POSTED else recorded.status)
-    if not options.history:
-        key_holder = None
-    again = None  # the row's skipped line, when it is decided again
-    repair = ""
-    if (action is Action.SKIP_POSTED and recorded is not None
-            and recorded.status is Status.SKIPPED and line is not None
-            and line.error_type == REPEAT):
-        # A repeat is decided again (with or without a history): the export may be fixed.
-        again, action, recorded = line, Action.SEND, None
-    if (action is Action.SKIP_POSTED and recorded is not None and options.history
-            and recorded.status is not Status.FIXED):  # fixed: its key is the fix's
-        if (recorded.status is Status.SKIPPED and line is not None
-                and line.error_type in DECIDED_AGAIN):
-            again, action, recorded = line, Action.SEND, None
-        elif (line is not None and line.activity_id and not options.dry_run
-              and (key_holder is None or not (key_holder.posted or key_holder.row))):
-            # Posted (by this row, or by the run its skipped line names), but not in this
-            # history: the run stopped before committing it, or used another history. A key
-            # posted since, with any content, is left as it is.
-            repair = line.activity_id
-        elif (recorded.status is Status.UPDATED and line is not None and line.activity_id
-              and not options.dry_run and key_holder is not None and key_holder.posted
-              and not key_holder.same_content and key_holder.activity_id == line.activity_id):
-            # Updated, but the run stopped before the history took the new content.
-            repair = line.activity_id
-    if (repeat is not None and action is Action.SEND
-            and (recorded is None or recorded.status is not Status.UNKNOWN)):
-        planned = _repeated(row, repeat, options, again)
-        if planned is not None:
-            return planned
+        return _invalid_row(row, action, recorded)
+    holder = key_holder if options.history else None
+    again = _decided_again(action, recorded, line, options)
+    if again is not None:
+        action, recorded = Action.SEND, None
+    repair = _history_repair(action, recorded, line, holder, options)
+    planned = _by_repeats(row, action, recorded, repeat, options, again)
+    if planned is not None:
+        return planned
     if action is Action.SKIP_POSTED:
-        sample = _sample(row, recorded, line, options) if sample_wanted else None
-        if not repair and sample is None:
-            return _PASSED
-        return Plan(action, Status.SKIPPED, repair=repair, sample=sample)
+        return _passed_over(row, recorded, line, options, repair, sample_wanted)
     if action is Action.KEEP:
         assert recorded is not None
         return Plan(action, recorded.status)
-    changed, other_claim = False, ""
-    if key_holder is not None:
-        key = f"key {row.key!r}" if row.key else "its content"
-        if key_holder.same_content:
-            if key_holder.row or key_holder.posted:
-                return _skipped(row, options, Action.SKIP_KEY,
-                                "duplicate key" if key_holder.row else "history",
-                                f"{key} was {key_holder.describe()}",
-                                key_holder.activity_id if key_holder.posted else "", again)
-            action = Action.RECONCILE  # a run that stopped sent it: look it up
-        elif not key_holder.posted and not key_holder.row:
-            # Runs that stopped sent only other content under this key; whether that was
-            # created cannot be looked up (its content is not known here). The key may hold
-            # nothing yet: send this row.
-            other_claim = key_holder.run_id
-        elif options.on_changed == "post":
-            changed = True
-        elif options.on_changed == "update":
-            why = _not_updatable(row, key_holder)
-            if why:
-                return _skipped(row, options, Action.SKIP_CHANGED, "changed",
-                                f"{key} was {key_holder.describe()}, with other content, but "
-                                f"{why}, which an update cannot change (--on-changed update); "
-                                f"{POST_CREATES}", "", again,
-                                changed=True)
-            return Plan(Action.UPDATE, recorded_status=recorded.status if recorded else None,
-                        update_of=key_holder.activity_id)
-        elif options.on_changed == "skip":
-            return _skipped(row, options, Action.SKIP_CHANGED, "changed",
-                            f"{key} was {key_holder.describe()}, with other content; skipped "
-                            "(--on-changed skip)", "", again, changed=True)
-        else:  # --on-changed fail
-            column = options.key_column or "key"
-            reason = (f"{key} was {key_holder.describe()}, with other content "
-                      "(--on-changed fail)")
-            return Plan(Action.FAIL_CHANGED, Status.INVALID, RowOutcome(
-                row.row, row.key, Status.INVALID, error_type=column, error=reason,
-                content_hash=row.content_hash), problem=(column, reason), changed=True)
-    if action is Action.SEND and recorded is None and not changed and not other_claim:
-        return _SEND
-    return Plan(action, recorded_status=recorded.status if recorded else None,
-                window=_window(action, recorded, line, key_holder, options), changed=changed,
-                other_claim=other_claim)
+    if holder is None:
+        return _to_send(action, recorded, line, None, options)
+    return _by_key(row, action, recorded, line, holder, options, again)
 
 
-def _repeated(row: Activity, repeat: Repeat, options: PlanOptions,
-              again: RowOutcome | None) -> Plan | None:
-    """A row whose key other rows of the input have: invalid when their contents differ,
-    skipped when an earlier row is the same (None: the key's first row, planned as any)."""
+def _invalid_row(row: InvalidRow, action: Action, recorded: Recorded | None) -> Plan:
+    """A row that does not validate is recorded ``invalid``, naming its cell, unless the
+    results file holds it done (skipped) or maybe created (kept: it cannot be looked up)."""
+    if action is Action.RECORD_INVALID:
+        return Plan(action, Status.INVALID, RowOutcome(
+            row.row, row.key, Status.INVALID, error_type=row.column, error=row.reason,
+            content_hash=row.content_hash), problem=(row.column, row.reason))
+    assert recorded is not None  # skipped or kept: there was a line
+    return Plan(action, Status.SKIPPED if action is Action.SKIP_POSTED else recorded.status)
+
+
+def _decided_again(action: Action, recorded: Recorded | None, line: RowOutcome | None,
+                   options: PlanOptions) -> RowOutcome | None:
+    """The skipped line of a row an earlier run skipped, when this run decides it again (as a
+    row to send); None: it stays skipped. Decided again: a ``repeat`` (the export may be
+    fixed) and, with a history, a ``changed`` or ``duplicate key`` (``--on-changed`` or the
+    input's other rows may say otherwise now)."""
+    if (action is not Action.SKIP_POSTED or recorded is None
+            or recorded.status is not Status.SKIPPED or line is None):
+        return None
+    if line.error_type == REPEAT or (options.history and line.error_type in DECIDED_AGAIN):
+        return line
+    return None
+
+
+def _history_repair(action: Action, recorded: Recorded | None, line: RowOutcome | None,
+                    holder: KeyHolder | None, options: PlanOptions) -> str:
+    """The activity the history is told holds the row's key ("": none): with a history, not
+    in a dry run, for a row the results file holds done by an activity (posted or updated by
+    it, or skipped naming the activity holding its key) that the history lacks
+    (:func:`_history_lacks`). A fixed row's key is the fix's: never repaired."""
+    activity_id = line.activity_id if line is not None else ""
+    if (action is not Action.SKIP_POSTED or recorded is None or not activity_id
+            or recorded.status is Status.FIXED or not options.history or options.run.dry_run):
+        return ""
+    return activity_id if _history_lacks(recorded.status, activity_id, holder) else ""
+
+
+def _history_lacks(status: Status, activity_id: str, holder: KeyHolder | None) -> bool:
+    """Whether the history lacks what the results file holds done: the key posted by no
+    activity and in no earlier row (the run stopped before committing it, or used another
+    history; a key posted since, with any content, is left as it is), or, the row updated,
+    the activity held with its content before the update (the run stopped before the
+    history took the new content)."""
+    if holder is None or not (holder.posted or holder.row):
+        return True
+    return (status is Status.UPDATED and holder.posted and not holder.same_content
+            and holder.activity_id == activity_id)
+
+
+def _by_repeats(row: Activity, action: Action, recorded: Recorded | None,
+                repeat: Repeat | None, options: PlanOptions,
+                again: RowOutcome | None) -> Plan | None:
+    """What the input's other rows with the key of a row still to be sent say (not of one
+    that may have been sent: that is looked up first, as before): with other content,
+    ``invalid``, naming them; an earlier row with its content, skipped as a ``repeat`` of it.
+    None: they say nothing (no other row, or the key's first row)."""
+    if (repeat is None or action is not Action.SEND
+            or (recorded is not None and recorded.status is Status.UNKNOWN)):
+        return None
     if repeat.differ:
         column = options.key_column or "key"
         reason = repeat.conflict(row.row)
@@ -280,6 +215,83 @@ def _repeated(row: Activity, repeat: Repeat, options: PlanOptions,
         return _skipped(row, options, Action.SKIP_REPEAT, REPEAT, repeat.repeat_of(), "",
                         again)
     return None
+
+
+def _passed_over(row: Activity, recorded: Recorded | None, line: RowOutcome | None,
+                 options: PlanOptions, repair: str, sample_wanted: bool) -> Plan:
+    """A row an earlier run finished is skipped; its key is given to the history if it lacks
+    it (``repair``), and it is offered to calibrate the look-ups while they are not
+    (:func:`_sample`)."""
+    sample = _sample(row, recorded, line, options) if sample_wanted else None
+    if not repair and sample is None:
+        return _PASSED
+    return Plan(Action.SKIP_POSTED, Status.SKIPPED, repair=repair, sample=sample)
+
+
+def _by_key(row: Activity, action: Action, recorded: Recorded | None,
+            line: RowOutcome | None, holder: KeyHolder, options: PlanOptions,
+            again: RowOutcome | None) -> Plan:
+    """What the history, or an earlier row of this input, holding the key of a row to send
+    says: with this content, posted or in an earlier row: skipped; claimed by a run that
+    stopped: looked up first; other content claimed only: sent, naming the run (whether that
+    was created cannot be looked up: its content is not known here, and the key may hold
+    nothing yet); other content posted, or in an earlier row: :func:`_on_changed`."""
+    if holder.same_content and (holder.row or holder.posted):
+        return _skipped(row, options, Action.SKIP_KEY,
+                        "duplicate key" if holder.row else "history",
+                        f"{_named_key(row)} was {holder.describe()}",
+                        holder.activity_id if holder.posted else "", again)
+    if holder.same_content:
+        return _to_send(Action.RECONCILE, recorded, line, holder, options)
+    if not (holder.posted or holder.row):
+        return _to_send(action, recorded, line, holder, options, other_claim=holder.run_id)
+    return _on_changed(row, action, recorded, line, holder, options, again)
+
+
+def _on_changed(row: Activity, action: Action, recorded: Recorded | None,
+                line: RowOutcome | None, holder: KeyHolder, options: PlanOptions,
+                again: RowOutcome | None) -> Plan:
+    """What ``--on-changed`` asks of a row whose key was posted, or is in an earlier row,
+    with other content: ``post`` sends it (counted changed); ``update`` updates the key's
+    activity when an update can bring it to the row (:func:`_not_updatable`), else skips it
+    as ``changed``, saying why; ``skip`` skips it as ``changed``; ``fail`` records it
+    ``invalid``, naming the key's column."""
+    held = f"{_named_key(row)} was {holder.describe()}, with other content"
+    asked = options.run.on_changed
+    if asked == "post":
+        return _to_send(action, recorded, line, holder, options, changed=True)
+    if asked == "update":
+        why = _not_updatable(row, holder)
+        if not why:
+            return Plan(Action.UPDATE, recorded_status=recorded.status if recorded else None,
+                        update_of=holder.activity_id)
+        return _skipped(row, options, Action.SKIP_CHANGED, "changed",
+                        f"{held}, but {why}, which an update cannot change (--on-changed "
+                        f"update); {POST_CREATES}", "", again, changed=True)
+    if asked == "skip":
+        return _skipped(row, options, Action.SKIP_CHANGED, "changed",
+                        f"{held}; skipped (--on-changed skip)", "", again, changed=True)
+    column, reason = options.key_column or "key", f"{held} (--on-changed fail)"
+    return Plan(Action.FAIL_CHANGED, Status.INVALID, RowOutcome(
+        row.row, row.key, Status.INVALID, error_type=column, error=reason,
+        content_hash=row.content_hash), problem=(column, reason), changed=True)
+
+
+def _named_key(row: Activity) -> str:
+    """The row's key as a reason names it."""
+    return f"key {row.key!r}" if row.key else "its content"
+
+
+def _to_send(action: Action, recorded: Recorded | None, line: RowOutcome | None,
+             holder: KeyHolder | None, options: PlanOptions, *, changed: bool = False,
+             other_claim: str = "") -> Plan:
+    """A row sent (looked up first if ``action`` says so), with when its earlier attempts
+    may have reached the API (:func:`_window`)."""
+    if action is Action.SEND and recorded is None and not changed and not other_claim:
+        return _SEND
+    return Plan(action, recorded_status=recorded.status if recorded else None,
+                window=_window(action, recorded, line, holder, options), changed=changed,
+                other_claim=other_claim)
 
 
 def _not_updatable(row: Activity, holder: KeyHolder) -> str:
@@ -310,7 +322,7 @@ def needs_line(row: Activity | InvalidRow, recorded: Recorded | None,
     if status is Status.POSTED or status is Status.UPDATED:
         return options.history or (sample_wanted and status is Status.POSTED
                                    and recorded.content_hash == row.content_hash)
-    if (status is Status.UNKNOWN or status is Status.FAILED) and not options.dry_run:
+    if (status is Status.UNKNOWN or status is Status.FAILED) and not options.run.dry_run:
         return decide(row, recorded, None, key_holder, options).action is Action.RECONCILE
     return False
 
@@ -322,7 +334,7 @@ def _skipped(row: Activity, options: PlanOptions, action: Action, error_type: st
     so already or this is a dry run (which decides nothing)."""
     unchanged = again is not None and (again.status, again.error_type, again.activity_id) == (
         Status.SKIPPED, error_type, activity_id)
-    record = None if unchanged or options.dry_run else RowOutcome(
+    record = None if unchanged or options.run.dry_run else RowOutcome(
         row.row, row.key, Status.SKIPPED, activity_id=activity_id, error_type=error_type,
         error=error, content_hash=row.content_hash)
     return Plan(action, Status.SKIPPED, record, changed=changed)
@@ -344,7 +356,7 @@ def _window(action: Action, recorded: Recorded | None, line: RowOutcome | None,
             key_holder: KeyHolder | None, options: PlanOptions) -> SendWindow | None:
     """When earlier attempts of a row looked up first may have reached the API: those the
     results file recorded, and the claim a run that stopped left in the history."""
-    if action is not Action.RECONCILE or options.dry_run:
+    if action is not Action.RECONCILE or options.run.dry_run:
         return None
     window = None
     if (recorded is not None and recorded.status in (Status.UNKNOWN, Status.FAILED)
@@ -353,5 +365,5 @@ def _window(action: Action, recorded: Recorded | None, line: RowOutcome | None,
     if key_holder is not None and not key_holder.posted and not key_holder.row:
         # The claim was marked at ``at`` by its last attempt, of at most --max-attempts.
         window = options.sent_until(datetime.fromtimestamp(key_holder.at, UTC),
-                                    options.max_attempts).joined(window)
+                                    options.run.max_attempts).joined(window)
     return window

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 # Rows whose request the API carried out with the content the results file records.
 _DONE_WITH_CONTENT = frozenset({Status.POSTED, Status.UPDATED})
+# Rows an earlier run finished: skipped, never sent again.
+_DONE = frozenset({Status.POSTED, Status.SKIPPED, Status.UPDATED, Status.FIXED})
 
 
 class Action(enum.Enum):
@@ -140,26 +142,13 @@ def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
              resend_unknown: bool = False) -> Action:
     """What the results file alone says to do with one row (one of the first five actions);
     the planner (:func:`bulkpost.core.planner.decide`) starts from this. Raises UsageError for a
-    results file written for another input."""
-    if (recorded is not None and recorded.key_digest and recorded.status is not Status.INVALID
-            and recorded.key_digest != key_digest(current.key)):
-        raise UsageError(
-            f"the results file was written for another input: {row_and_line(current.row)} "
-            f"has key {current.key!r} here but another key in the results file: another "
-            f"input needs a results file of its own. {new_results_file.get()}")
-    if posted_differs(current, recorded):
-        raise other_input([current.row])
+    results file written for another input (:func:`_refuse_another_input`)."""
+    _refuse_another_input(current, recorded)
     status = recorded.status if recorded else None
-    if (status is Status.POSTED or status is Status.SKIPPED or status is Status.UPDATED
-            or status is Status.FIXED):
+    if status in _DONE:
         return Action.SKIP_POSTED
     if isinstance(current, InvalidRow):
-        # An unknown or failed row (it may have been created) that no longer validates
-        # cannot be looked up: keep what we know, so that once it validates again it is
-        # looked up before it is sent, never sent blind.
-        if (status is Status.UNKNOWN and not resend_unknown) or status is Status.FAILED:
-            return Action.KEEP
-        return Action.RECORD_INVALID
+        return _invalid_again(status, resend_unknown)
     if status is Status.UNKNOWN:
         return Action.SEND if resend_unknown else Action.RECONCILE
     if status is Status.FAILED:
@@ -168,3 +157,27 @@ def plan_row(current: Activity | InvalidRow, recorded: Recorded | None,
             and recorded.content_hash == current.content_hash):
         return Action.KEEP
     return Action.SEND
+
+
+def _refuse_another_input(current: Activity | InvalidRow, recorded: Recorded | None) -> None:
+    """Raises UsageError when the results file was written for another input: the row's key
+    is not the one recorded under its number (unless it was recorded ``invalid``), or the
+    row recorded posted holds other content (:func:`posted_differs`)."""
+    if (recorded is not None and recorded.key_digest and recorded.status is not Status.INVALID
+            and recorded.key_digest != key_digest(current.key)):
+        raise UsageError(
+            f"the results file was written for another input: {row_and_line(current.row)} "
+            f"has key {current.key!r} here but another key in the results file: another "
+            f"input needs a results file of its own. {new_results_file.get()}")
+    if posted_differs(current, recorded):
+        raise other_input([current.row])
+
+
+def _invalid_again(status: Status | None, resend_unknown: bool) -> Action:
+    """A row that no longer validates, not done: recorded ``invalid``; but a row recorded
+    unknown or failed (it may have been created) is kept as it was, since it cannot be
+    looked up, so that once it validates again it is looked up before it is sent, never
+    sent blind (unknown with ``--resend-unknown``: recorded invalid)."""
+    if (status is Status.UNKNOWN and not resend_unknown) or status is Status.FAILED:
+        return Action.KEEP
+    return Action.RECORD_INVALID

@@ -26,9 +26,10 @@ import pyarrow as pa
 import structlog
 
 from bulkpost.core.activity import Activity, FieldRule, InvalidRow, RowMapper
-from bulkpost.core.attempts import BACKOFF_CAP, Job
+from bulkpost.core.attempts import Job
+from bulkpost.core.key_holder import KeyHolder
 from bulkpost.core.options import RunOptions
-from bulkpost.core.planner import KeyHolder, Plan, PlanOptions, decide, needs_line
+from bulkpost.core.planner import Plan, PlanOptions, decide, needs_line
 from bulkpost.core.repeats import Repeat
 from bulkpost.core.resume import Action, other_input, posted_differs
 from bulkpost.core.statuses import Status
@@ -59,12 +60,7 @@ class Feeder:
                  lookups: Lookups | None, summary: Summary, progress: Progress,
                  problems: ProblemGroups, stopping: StopSignal) -> None:
         self.options = options
-        self.plan_options = PlanOptions(
-            resend_unknown=options.resend_unknown, history=history is not None,
-            on_changed=options.on_changed, dry_run=options.dry_run,
-            key_column=options.mapping.key_column or "", timeout=options.timeout,
-            backoff=options.backoff, backoff_cap=BACKOFF_CAP,
-            max_attempts=options.max_attempts)
+        self.plan_options = PlanOptions(options, history=history is not None)
         self._results = results
         self._history = history
         self._lookups = lookups
@@ -133,7 +129,7 @@ class Feeder:
                 when = datetime.fromtimestamp(carried.at, UTC)
                 queue.put(Job(carried.activity, reconcile_first=not carried.update_of,
                               window=self.plan_options.sent_until(
-                                  when, self.plan_options.max_attempts),
+                                  when, self.options.max_attempts),
                               update_of=carried.update_of,
                               carried_from=(carried.origin, carried.activity.row)))
             taken += len(page)

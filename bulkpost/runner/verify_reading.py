@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from bulkpost.core.activity import Activity, FieldRule
-from bulkpost.core.planner import PlanOptions
+from bulkpost.core.planner import sent_until
 from bulkpost.core.reconcile import Reading
 from bulkpost.core.response import MISSING
 from bulkpost.core.results_line import parse_utc_text
@@ -61,8 +61,9 @@ async def calibrate(calibration: LookupCalibration, work: list[tuple[Posted, Act
     window = None
     if posted.updated_at:
         with contextlib.suppress(ValueError):
-            window = PlanOptions(timeout=answer_timeout).sent_until(
-                parse_utc_text(posted.updated_at), max(1, posted.attempts))
+            # The run's --backoff is not known here: the default's (1 s) is assumed.
+            window = sent_until(parse_utc_text(posted.updated_at), max(1, posted.attempts),
+                                timeout=answer_timeout, backoff=1.0)
     calibration.kinds = {code: {rule.schema_name: rule.kind for rule in event_rules}
                          for code, event_rules in (rules or {}).items()}
     calibration.offer_sample(item, posted.activity_id, window)

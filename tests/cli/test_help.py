@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from bulkpost.cli.main import cli
 from bulkpost.core.allowance import parse_rate
-from bulkpost.core.options import RunOptions
+from bulkpost.core.options import Mode, RunOptions
 from bulkpost.delivery.client import check_host
 from bulkpost.errors import UsageError
 from bulkpost.reading.mapping_file import load_mapping
@@ -173,7 +173,7 @@ def test_workers_help_says_what_0_does_as_the_run_does_it(tmp_path: Path) -> Non
     text = workers.help or ""
     mapping = load_mapping(ROOT / "samples" / "mapping.toml")
 
-    def count(mode: str, rate: str) -> int:
+    def count(mode: Mode, rate: str) -> int:
         return RunOptions(input=tmp_path / "in.csv", mapping=mapping, results=tmp_path / "r",
                           rate=parse_rate(rate), mode=mode).worker_count()
 

@@ -15,12 +15,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bulkpost.core.activity import Activity, InvalidRow, content_hash, identity_hash
-from bulkpost.core.planner import KeyHolder, Plan, PlanOptions, decide, key_holder_of, needs_line
+from bulkpost.core.key_holder import KeyHolder, key_holder_of
+from bulkpost.core.mapping import parse_mapping
+from bulkpost.core.options import RunOptions
+from bulkpost.core.planner import Plan, PlanOptions, decide, needs_line
 from bulkpost.core.reconcile import SendWindow
 from bulkpost.core.repeats import Repeat
 from bulkpost.core.results_line import RowOutcome
@@ -85,8 +89,29 @@ HELD: dict[str, KeyHolder | None] = {
     "row as is": KeyHolder(False, True, row=3),
     "row other": KeyHolder(False, False, row=3),
 }
-OPTIONS = PlanOptions(history=True, key_column="order", timeout=7.0, backoff=0.5,
-                      max_attempts=4)
+
+
+def plan_options(history: bool = False, key_column: str = "", **run: Any) -> PlanOptions:
+    """The planner's view of a run's options (``run``: given as a run is; the others, its
+    defaults), with a history or not, the input's key in ``key_column``."""
+    activity = {"event": 201, "lead_id_column": "lead"} | (
+        {"key_column": key_column} if key_column else {})
+    return PlanOptions(RunOptions(input="in.csv", mapping=parse_mapping({"activity": activity}),
+                                  results=Path("results.csv"), **run), history=history)
+
+
+def varied(options: PlanOptions, **changes: Any) -> PlanOptions:
+    """``options`` with some changed: ``history``, ``key_column`` or any of the run's."""
+    history = changes.pop("history", options.history)
+    mapping = options.run.mapping
+    if "key_column" in changes:
+        mapping = dataclasses.replace(mapping, key_column=changes.pop("key_column") or None)
+    return PlanOptions(dataclasses.replace(options.run, mapping=mapping, **changes),
+                       history=history)
+
+
+OPTIONS = plan_options(history=True, key_column="order", timeout=7.0, backoff=0.5,
+                       max_attempts=4)
 LINE_WINDOW = OPTIONS.sent_until(LAST, 2)
 CLAIM_WINDOW = OPTIONS.sent_until(datetime.fromtimestamp(CLAIMED_AT, UTC), 4)
 WINDOWS = {LINE_WINDOW: "@line", CLAIM_WINDOW: "@claim",
@@ -279,7 +304,7 @@ def _history_cases() -> list[Any]:
 def test_with_history(recorded: str, held: str, on_changed: str, resend: bool,
                       expected: str) -> None:
     before, last = RECORDED[recorded]
-    options = dataclasses.replace(OPTIONS, on_changed=on_changed, resend_unknown=resend)
+    options = varied(OPTIONS, on_changed=on_changed, resend_unknown=resend)
     plan = decide(ROW, before, last, HELD[held], options)
     assert cell(plan) == expected
     # What the feeder counts and passes over follows from the action.
@@ -330,9 +355,9 @@ WITHOUT_HISTORY: list[tuple[str, Activity | InvalidRow, str, str]] = [
 def test_without_history(recorded: str, row: Activity | InvalidRow, by_default: str,
                          resending_unknown: str) -> None:
     before, last = RECORDED[recorded]
-    options = dataclasses.replace(OPTIONS, history=False)
+    options = varied(OPTIONS, history=False)
     for resend, expected in ((False, by_default), (True, resending_unknown)):
-        plan = decide(row, before, last, None, dataclasses.replace(
+        plan = decide(row, before, last, None, varied(
             options, resend_unknown=resend), sample_wanted=True)
         assert cell(plan) == expected
 
@@ -342,9 +367,9 @@ def test_without_history(recorded: str, row: Activity | InvalidRow, by_default: 
 def test_an_invalid_row_is_planned_without_the_history(recorded: str, resend: bool) -> None:
     """Only valid rows are screened: an invalid row's plan is the results file's alone."""
     before, last = RECORDED[recorded]
-    alone = decide(INVALID, before, last, None, PlanOptions(resend_unknown=resend))
+    alone = decide(INVALID, before, last, None, plan_options(resend_unknown=resend))
     for on_changed, dry_run in itertools.product(ON_CHANGED, (False, True)):
-        options = dataclasses.replace(OPTIONS, resend_unknown=resend, on_changed=on_changed,
+        options = varied(OPTIONS, resend_unknown=resend, on_changed=on_changed,
                                       dry_run=dry_run)
         assert decide(INVALID, before, last, None, options) == alone
 
@@ -355,9 +380,9 @@ def test_a_dry_run_decides_nothing(recorded: str, held: str, on_changed: str) ->
     """The same plans, but no ``skipped`` line recorded, no history repaired and no window
     (nothing is sent); ``--on-changed fail`` still records the row invalid."""
     before, last = RECORDED[recorded]
-    options = dataclasses.replace(OPTIONS, on_changed=on_changed)
+    options = varied(OPTIONS, on_changed=on_changed)
     real = decide(ROW, before, last, HELD[held], options)
-    dry = decide(ROW, before, last, HELD[held], dataclasses.replace(options, dry_run=True))
+    dry = decide(ROW, before, last, HELD[held], varied(options, dry_run=True))
     skipped_line = real.record is not None and real.record.status is Status.SKIPPED
     assert dry == dataclasses.replace(real, record=None if skipped_line else real.record,
                                       repair="", window=None)
@@ -377,7 +402,7 @@ def test_a_dry_run_decides_nothing(recorded: str, held: str, on_changed: str) ->
 ])
 def test_the_recorded_lines(held: str, on_changed: str, status: Status, error_type: str,
                             activity_id: str, error: str) -> None:
-    plan = decide(ROW, None, None, HELD[held], dataclasses.replace(OPTIONS,
+    plan = decide(ROW, None, None, HELD[held], varied(OPTIONS,
                                                                    on_changed=on_changed))
     assert plan.record == RowOutcome(7, KEY, status, activity_id=activity_id,
                                      error_type=error_type, error=error, content_hash=HASH)
@@ -387,7 +412,7 @@ def test_the_recorded_lines(held: str, on_changed: str, status: Status, error_ty
 
 def test_a_row_without_a_key_is_named_by_its_content() -> None:
     keyless = dataclasses.replace(ROW, key="")
-    options = dataclasses.replace(OPTIONS, on_changed="fail", key_column="")
+    options = varied(OPTIONS, on_changed="fail", key_column="")
     plan = decide(keyless, None, None, HELD["posted other"], options)
     assert plan.record is not None and plan.record.error_type == "key"
     assert plan.record.error.startswith("its content was posted as activity act-2")
@@ -416,13 +441,13 @@ def test_what_an_action_means_to_the_feeder(action: Action, sends: bool,
 
 # -- send windows and samples --------------------------------------------------------------
 def test_the_send_window_spans_every_attempt_of_a_timeout_and_the_longest_backoff() -> None:
-    options = PlanOptions(timeout=7.0, backoff=0.5, backoff_cap=30, max_attempts=4)
+    options = plan_options(timeout=7.0, backoff=0.5, max_attempts=4)
     # Two attempts of at most 7 s + 30 × 0.5 s each, ending at LAST; 120 s of clock slack.
     assert options.sent_until(LAST, 2) == SendWindow(
         LAST - timedelta(seconds=44 + 120), LAST + timedelta(seconds=7 + 120))
     plan = decide(ROW, recorded_as(S.UNKNOWN),
                   dataclasses.replace(line(S.UNKNOWN), attempts=0),
-                  HELD["claimed as is"], dataclasses.replace(OPTIONS, timeout=7.0))
+                  HELD["claimed as is"], varied(OPTIONS, timeout=7.0))
     claimed = datetime.fromtimestamp(CLAIMED_AT, UTC)
     # A line of 0 attempts counts as one; the claim as --max-attempts (4) of them.
     assert plan.window == SendWindow(claimed - timedelta(seconds=4 * 22 + 120),
@@ -444,7 +469,7 @@ def test_the_send_window_spans_every_attempt_of_a_timeout_and_the_longest_backof
 def test_a_posted_row_calibrates_look_ups(before: Recorded, last: RowOutcome, wanted: bool,
                                           sample: tuple[str, SendWindow] | None) -> None:
     for history in (False, True):
-        plan = decide(ROW, before, last, None, dataclasses.replace(OPTIONS, history=history),
+        plan = decide(ROW, before, last, None, varied(OPTIONS, history=history),
                       sample_wanted=wanted)
         assert plan.action is Action.SKIP_POSTED and plan.sample == sample
 
@@ -459,7 +484,7 @@ def test_a_line_not_needed_changes_no_plan(recorded: str) -> None:
             rows, HELD, ON_CHANGED, (False, True), (False, True),
             (False, True), (False, True)):
         holder = HELD[held] if history and isinstance(row, Activity) else None
-        options = dataclasses.replace(OPTIONS, on_changed=on_changed, resend_unknown=resend,
+        options = varied(OPTIONS, on_changed=on_changed, resend_unknown=resend,
                                       dry_run=dry_run, history=history)
         if not needs_line(row, before, holder, options, sample_wanted=wanted):
             assert decide(row, before, None, holder, options, sample_wanted=wanted) == decide(
@@ -469,14 +494,14 @@ def test_a_line_not_needed_changes_no_plan(recorded: str) -> None:
 @pytest.mark.parametrize(("recorded", "options", "wanted", "needed"), [
     ("new", OPTIONS, True, False),
     ("posted", OPTIONS, False, True),  # the history may need repairing
-    ("posted", PlanOptions(), False, False),
-    ("posted", PlanOptions(), True, True),
-    ("skipped: history", PlanOptions(), True, True),  # a repeat? decided again if so
+    ("posted", plan_options(), False, False),
+    ("posted", plan_options(), True, True),
+    ("skipped: history", plan_options(), True, True),  # a repeat? decided again if so
     ("skipped: changed", OPTIONS, False, True),  # decided again
-    ("failed", PlanOptions(), False, True),
-    ("failed", PlanOptions(dry_run=True), False, False),
-    ("unknown", PlanOptions(), False, True),
-    ("unknown", PlanOptions(resend_unknown=True), False, False),
+    ("failed", plan_options(), False, True),
+    ("failed", plan_options(dry_run=True), False, False),
+    ("unknown", plan_options(), False, True),
+    ("unknown", plan_options(resend_unknown=True), False, False),
     ("rejected", OPTIONS, True, False),
     ("invalid", OPTIONS, True, False),
 ])
@@ -495,7 +520,7 @@ def test_which_lines_are_read(recorded: str, options: PlanOptions, wanted: bool,
 def test_another_key_under_the_row_number_is_refused(status: Status,
                                                      row: Activity | InvalidRow,
                                                      history: bool) -> None:
-    options = dataclasses.replace(OPTIONS, history=history)
+    options = varied(OPTIONS, history=history)
     for held in HELD.values():
         holder = held if isinstance(row, Activity) else None
         with pytest.raises(UsageError, match=r"row 7 \(line 8 in a spreadsheet\) has key "
@@ -506,7 +531,7 @@ def test_another_key_under_the_row_number_is_refused(status: Status,
 @pytest.mark.parametrize("history", [False, True])
 @pytest.mark.parametrize("resend", [False, True])
 def test_a_posted_row_with_other_content_is_refused(history: bool, resend: bool) -> None:
-    options = dataclasses.replace(OPTIONS, history=history, resend_unknown=resend)
+    options = varied(OPTIONS, history=history, resend_unknown=resend)
     for held in HELD.values():
         with pytest.raises(UsageError, match=r"row 7 \(line 8 in a spreadsheet\) is "
                                              r"recorded as posted"):
@@ -597,13 +622,13 @@ def test_repeated_keys(recorded: str, repeat: str, held: str, alone: str,
                        with_history: str) -> None:
     before, last = RECORDED_REPEAT if recorded == "skipped: repeat" else RECORDED[recorded]
     for history, expected in ((False, alone), (True, with_history)):
-        options = dataclasses.replace(OPTIONS, history=history)
+        options = varied(OPTIONS, history=history)
         plan = decide(ROW, before, last, HELD[held], options, repeat=REPEATS[repeat])
         assert cell(plan) == expected, history
 
 
 def test_a_skipped_line_is_read_without_a_history_to_decide_a_repeat_again() -> None:
-    assert needs_line(ROW, RECORDED_REPEAT[0], None, PlanOptions()) is True
+    assert needs_line(ROW, RECORDED_REPEAT[0], None, plan_options()) is True
 
 
 def test_an_invalid_row_of_a_repeated_key_keeps_its_own_problem() -> None:
@@ -626,14 +651,20 @@ def test_the_lines_recorded_for_repeated_keys(repeat: str, status: Status, error
     assert plan.problem == ((error_type, error) if status is S.INVALID else None)
     assert plan.passed_over is (status is S.SKIPPED)
     # A dry run records no skipped line, but records the invalid one (as validate does).
-    dry = decide(ROW, None, None, None, dataclasses.replace(OPTIONS, dry_run=True),
+    dry = decide(ROW, None, None, None, varied(OPTIONS, dry_run=True),
                  repeat=REPEATS[repeat])
     assert dry.record == (plan.record if status is S.INVALID else None)
 
 
 def test_a_repeat_without_a_key_names_its_content() -> None:
     keyless = dataclasses.replace(ROW, key="")
-    plan = decide(keyless, None, None, None, PlanOptions(),
+    plan = decide(keyless, None, None, None, plan_options(),
                   repeat=Repeat("", 3, 2, (3, 7), False))
     assert plan.record is not None and plan.record.error == (
         "repeat of row 3 (the same content; the input has no key for it)")
+
+
+def test_a_key_conflict_without_a_key_column_names_the_key() -> None:
+    plan = decide(ROW, None, None, None, plan_options(), repeat=REPEATS["conflict"])
+    assert cell(plan) == "key_conflict [key]" and plan.problem is not None
+    assert plan.problem[0] == "key"

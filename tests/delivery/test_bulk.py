@@ -17,6 +17,7 @@ from bulkpost.core.activity import Activity, bulk_body, by_email
 from bulkpost.core.allowance import parse_rate
 from bulkpost.core.bulk_response import classify_bulk
 from bulkpost.core.response import Verdict
+from bulkpost.core.options import Mode
 from bulkpost.runner.dispatch import JobQueue
 from tests.conftest import CliResult, read_results, run_cli, write_csv
 
@@ -353,7 +354,7 @@ def test_a_bulk_call_refused_as_a_whole_sends_its_rows_one_by_one(
     ("bulk", 0, 2, 4.9),        # one call of 25 in each 5.1 s window
     ("both", 13, 2, 9.8),
 ])
-def test_modes_size_the_pools_and_add_the_allowances(tmp_path: Path, mode: str, single: int,
+def test_modes_size_the_pools_and_add_the_allowances(tmp_path: Path, mode: Mode, single: int,
                                                       bulk: int, per_second: float) -> None:
     from bulkpost.core.mapping import parse_mapping
     from bulkpost.core.options import RunOptions

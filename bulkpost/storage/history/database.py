@@ -23,7 +23,7 @@ The rules, enforced with the results file's own durability:
   (the row is ``invalid``, naming the key column);
 - the first row of an input with a key is the key's row: later ones are ``skipped`` (same
   content) or handled by ``--on-changed`` (other content). What a row's key holds is read
-  by :func:`~bulkpost.core.planner.key_holder_of`, and the row planned by the planner;
+  by :func:`~bulkpost.core.key_holder.key_holder_of`, and the row planned by the planner;
 - the database is locked by a run (a lock file beside it): a second run refuses, exit 2.
 
 Commits are made from the results file's sync thread; reads for a batch of rows from the
@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from bulkpost.core.activity import Activity, identity_hash
-from bulkpost.core.planner import KeyHolder, key_holder_of
+from bulkpost.core.key_holder import KeyHolder, key_holder_of
+from bulkpost.core.options import OnChanged
 from bulkpost.errors import HistoryLocked, ResultsWriteError
 from bulkpost.storage.history.reports import HistoryReports
 from bulkpost.storage.history.schema import (
@@ -247,8 +248,8 @@ class History(HistoryReports):
 
     def screen(self, items: Sequence[Activity]) -> dict[int, KeyHolder]:
         """For each row (by number) whose key an earlier row of this input or the history
-        holds: its :class:`~bulkpost.core.planner.KeyHolder` (read by
-        :func:`~bulkpost.core.planner.key_holder_of`). Rows are taken in order; each key's first
+        holds: its :class:`~bulkpost.core.key_holder.KeyHolder` (read by
+        :func:`~bulkpost.core.key_holder.key_holder_of`). Rows are taken in order; each key's first
         row is remembered. Called from the feeder's thread, a batch at a time."""
         found: dict[int, KeyHolder] = {}
         if not items:
@@ -324,7 +325,7 @@ class History(HistoryReports):
 
 
 # What a run with --on-changed skip or update may do next with the changed rows it skipped.
-_CHANGED_NEXT = {
+_CHANGED_NEXT: dict[OnChanged, str] = {
     "skip": "--on-changed update updates them in place (note and custom fields), fail lists "
             "them as invalid; post creates a new activity beside each (a second copy)",
     "update": "an update cannot change their lead, event code or date-time (or the history "
