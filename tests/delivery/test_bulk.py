@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from bulkpost.core.activity import Activity, bulk_body, by_email
 from bulkpost.core.allowance import parse_rate
 from bulkpost.core.bulk_response import classify_bulk
-from bulkpost.core.response import Verdict
 from bulkpost.core.options import Mode
+from bulkpost.core.response import Verdict
 from bulkpost.runner.dispatch import JobQueue
 from tests.conftest import CliResult, read_results, run_cli, write_csv
 
