@@ -11,7 +11,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from bulkpost.core.allowance import RateSpec
 from bulkpost.core.credentials import Credentials
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 # What a run reads: a CSV or Parquet path, or Arrow data (the Python API).
 InputSource: TypeAlias = "str | Path | pa.Table | pa.RecordBatchReader"
+# Which calls create activities (--mode), and what a key posted before with other content
+# gets (--on-changed): the CLI's choices, as the Python API's types.
+Mode: TypeAlias = Literal["single", "bulk", "both"]
+OnChanged: TypeAlias = Literal["skip", "post", "update", "fail"]
 
 
 
