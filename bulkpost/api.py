@@ -43,7 +43,7 @@ from bulkpost.core.options import InputSource, Mode, OnChanged, RunOptions
 from bulkpost.core.share import ShareSchedule
 from bulkpost.core.summary import Summary
 from bulkpost.errors import ACCESS_KEY, SECRET_KEY, BulkpostError, UsageError
-from bulkpost.onboarding.account import GivenKeys, python_run_keys
+from bulkpost.onboarding.account import GivenKeys, python_host_and_keys
 from bulkpost.reading.mapping_file import load_mapping
 from bulkpost.runner import logs
 from bulkpost.runner.limits import rate_setting
@@ -301,7 +301,7 @@ async def run_async(
     same summary, the same errors (but for the running loop, which it needs)."""
     with _in_python_terms():
         keys = GivenKeys.from_arguments(access_key, secret_key)
-        given_host, credentials = python_run_keys(host, keys, dry_run=dry_run)
+        given_host, credentials = python_host_and_keys(host, keys, dry_run=dry_run)
         logs.register_secret(keys.secret, keys.access)
         single = rate_setting(rate, DOCUMENTED_MAXIMUM)
         bulk = rate_setting(bulk_rate, DOCUMENTED_BULK_MAXIMUM)

@@ -107,8 +107,9 @@ def account_for(host_option: str, keys: GivenKeys) -> Account:
     return Account(credentials, choose_host(given, credentials))
 
 
-def python_run_keys(host: str | None, keys: GivenKeys, *, dry_run: bool,
-                    environ: Mapping[str, str] = os.environ) -> tuple[str, Credentials | None]:
+def python_host_and_keys(host: str | None, keys: GivenKeys, *, dry_run: bool,
+                         environ: Mapping[str, str] = os.environ
+                         ) -> tuple[str, Credentials | None]:
     """A Python API run's host (``host=``, else ``LSQ_HOST``) and checked keys.
 
     With both keys, a real run takes them; a dry run only with a host too (without one it

@@ -15,7 +15,7 @@ import pytest
 
 from bulkpost.core.credentials import Credentials
 from bulkpost.errors import AbortRun, UsageError
-from bulkpost.onboarding.account import Account, GivenKeys, account_for, python_run_keys
+from bulkpost.onboarding.account import Account, GivenKeys, account_for, python_host_and_keys
 from bulkpost.onboarding.region import URLS_ENV, HostCache
 from bulkpost.sandbox.gate import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
 from tests.onboarding.test_region import MUMBAI, SINGAPORE, _regions
@@ -40,13 +40,14 @@ def test_the_python_api_s_keys_default_to_the_environment_and_are_named_as_keywo
                                                        ("access_key=", "secret_key="))
     assert keys.checked() == Credentials("a", "env-s")
     # A host given, or the environment's, is checked; left out, a real run finds it later.
-    assert python_run_keys(None, keys, dry_run=False, environ=environ) == (
+    assert python_host_and_keys(None, keys, dry_run=False, environ=environ) == (
         "https://h.example", Credentials("a", "env-s"))
-    assert python_run_keys("", keys, dry_run=False, environ=environ) == (
+    assert python_host_and_keys("", keys, dry_run=False, environ=environ) == (
         "", Credentials("a", "env-s"))
     # A dry run takes the keys only with a host: without one it asks no region.
-    assert python_run_keys("", keys, dry_run=True, environ=environ) == ("", None)
-    assert python_run_keys(None, GivenKeys("", ""), dry_run=True, environ=environ) == ("", None)
+    assert python_host_and_keys("", keys, dry_run=True, environ=environ) == ("", None)
+    assert python_host_and_keys(None, GivenKeys("", ""), dry_run=True,
+                                environ=environ) == ("", None)
 
 
 @pytest.mark.parametrize(("access", "secret", "message"), [
@@ -58,7 +59,7 @@ def test_a_real_python_run_without_both_keys_is_refused_naming_what_is_missing(
         access: str, secret: str, message: str) -> None:
     keys = GivenKeys.from_arguments(access, secret, {})
     with pytest.raises(UsageError) as refused:
-        python_run_keys("http://127.0.0.1:9", keys, dry_run=False, environ={})
+        python_host_and_keys("http://127.0.0.1:9", keys, dry_run=False, environ={})
     assert str(refused.value) == message
 
 
