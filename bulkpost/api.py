@@ -5,6 +5,11 @@ DataFrame, a pyarrow Table or a RecordBatchReader (streamed, read once); the map
 path, a dict shaped like the TOML file, or a :class:`~bulkpost.core.mapping.Mapping`. The run is
 the CLI's, with the same guarantees: the same results file, resume and reconciliation.
 
+``bulkpost.run()`` and ``bulkpost.run_async()`` name and type every option (the CLI's
+choices as ``Literal`` types); logging is the caller's to configure
+(:func:`configure_logging`, or the application's own structlog configuration): a run
+configures none.
+
 A DataFrame goes through Arrow without its index, so pandas' own quirks do not leak into
 values: ``NaN`` and ``None`` are nulls (sent as ""), an integer column that pandas turned
 into floats to hold a ``NaN`` is sent without ".0", nullable ``Int64`` as integers; an
@@ -22,27 +27,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import difflib
-import os
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TextIO, TypeAlias, TypeVar
 
 import pyarrow as pa
 import structlog
 
 from bulkpost.core.allowance import DOCUMENTED_BULK_MAXIMUM, DOCUMENTED_MAXIMUM, RateSpec
-from bulkpost.core.credentials import Credentials, checked_key
 from bulkpost.core.mapping import Mapping, parse_mapping
-from bulkpost.core.options import InputSource, RunOptions
+from bulkpost.core.options import InputSource, Mode, OnChanged, RunOptions
+from bulkpost.core.share import ShareSchedule
 from bulkpost.core.summary import Summary
-from bulkpost.delivery.client import check_host
 from bulkpost.errors import ACCESS_KEY, SECRET_KEY, BulkpostError, UsageError
+from bulkpost.onboarding.account import GivenKeys, python_host_and_keys
 from bulkpost.reading.mapping_file import load_mapping
 from bulkpost.runner import logs
 from bulkpost.runner.limits import rate_setting
 from bulkpost.runner.pipeline import Run
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# What run() reads, and the mapping it is given.
+Source: TypeAlias = "str | Path | pd.DataFrame | pa.Table | pa.RecordBatchReader"
+MappingSource: TypeAlias = "str | Path | dict[str, Any] | Mapping"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def run_sync(options: RunOptions) -> Summary:
@@ -93,7 +107,7 @@ async def execute(options: RunOptions) -> Summary:
         target.close()
 
 
-def _source(data: Any) -> InputSource:
+def _source(data: Source) -> InputSource:
     if isinstance(data, str | Path | pa.Table | pa.RecordBatchReader):
         return data
     import pandas as pd  # imported here: only a DataFrame needs it
@@ -106,52 +120,12 @@ def _source(data: Any) -> InputSource:
                      f"RecordBatchReader, not {type(data).__name__}")
 
 
-def _mapping(mapping: str | Path | dict[str, Any] | Mapping) -> Mapping:
+def _mapping(mapping: MappingSource) -> Mapping:
     if isinstance(mapping, Mapping):
         return mapping
     if isinstance(mapping, dict):
         return parse_mapping(mapping, "<mapping dict>")
     return load_mapping(mapping)
-
-
-def run(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
-        results: str | Path, *, host: str | None = None, access_key: str | None = None,
-        secret_key: str | None = None, rate: str | RateSpec | None = None,
-        dry_run: bool = False, **options: Any) -> Summary:
-    """Post every row of ``source`` as an activity; return the run's summary.
-
-    Blocks until the run ends; inside a running event loop (a notebook) use
-    ``await bulkpost.run_async(...)`` with the same arguments.
-
-    Keys and host default to ``LSQ_ACCESS_KEY``, ``LSQ_SECRET_KEY`` and ``LSQ_HOST``.
-    ``options`` are :class:`~bulkpost.runner.pipeline.RunOptions` fields (``workers``,
-    ``resend_unknown``, ``max_attempts``, ``timeout``, ``preflight``, ``decimal_comma``,
-    ``mode``, ``bulk_rate`` ("1/5s"), ``batch_size``…). ``rate`` ("10/5s") and ``bulk_rate``
-    left out are learnt from the answers, as on the command line; ``"auto"`` learns afresh.
-    ``history`` (a path) left out: the account's own history keeps what was created, so the
-    same rows run again under another ``results`` are not created again;
-    ``create_again=True`` keeps none.
-    Raises :class:`~bulkpost.errors.UsageError` (and its kin) before any request for bad
-    arguments, an unknown keyword, or a call inside a running event loop; a run that
-    stopped returns a summary with ``aborted`` set.
-    """
-    with _in_python_terms():
-        _no_running_loop()
-        _check_keywords("run", options)
-        return run_sync(_options(source, mapping, results, host, access_key, secret_key,
-                                 rate, dry_run, options))
-
-
-async def run_async(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
-                    results: str | Path, *, host: str | None = None,
-                    access_key: str | None = None, secret_key: str | None = None,
-                    rate: str | RateSpec | None = None, dry_run: bool = False,
-                    **options: Any) -> Summary:
-    """:func:`run` for code that already runs an event loop."""
-    with _in_python_terms():
-        _check_keywords("run_async", options)
-        return await execute(_options(source, mapping, results, host, access_key, secret_key,
-                                      rate, dry_run, options))
 
 
 @contextlib.contextmanager
@@ -164,32 +138,9 @@ def _in_python_terms() -> Iterator[None]:
         raise
 
 
-def _no_running_loop() -> None:
-    """Refuse to block inside a running event loop, before any coroutine exists: asyncio
-    would refuse too, but leave that coroutine unawaited (a RuntimeWarning)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise UsageError("bulkpost.run() blocks, so it cannot be called inside a running event "
-                     "loop (a notebook, an async application): use "
-                     "`await bulkpost.run_async(...)` with the same arguments")
-
-
-# RunOptions fields that run() fills from its own arguments: not keywords of their own.
-_FILLED = frozenset({"input", "mapping", "results", "credentials"})
-
-
-def _keywords() -> list[str]:
-    """The keywords run() takes after source, mapping and results."""
-    fields = {field.name for field in dataclasses.fields(RunOptions)} - _FILLED
-    return sorted(fields | {"access_key", "secret_key"})
-
-
-def _check_keywords(function: str, options: dict[str, Any]) -> None:
+def _check_keywords(function: str, given: dict[str, Any], valid: list[str]) -> None:
     """Refuse keywords that are not options, naming the closest valid one of each."""
-    valid = _keywords()
-    unknown = [name for name in options if name not in valid]
+    unknown = [name for name in given if name not in valid]
     if not unknown:
         return
     named = []
@@ -201,36 +152,203 @@ def _check_keywords(function: str, options: dict[str, Any]) -> None:
                      f"valid: {', '.join(valid)}")
 
 
-def _options(source: Any, mapping: str | Path | dict[str, Any] | Mapping,
-             results: str | Path, host: str | None, access_key: str | None,
-             secret_key: str | None, rate: str | RateSpec | None, dry_run: bool,
-             options: dict[str, Any]) -> RunOptions:
-    given = [(name, env, (value if value is not None else os.environ.get(env, "")).strip())
-             for name, env, value in (("host", "LSQ_HOST", host),
-                                      ("access_key", "LSQ_ACCESS_KEY", access_key),
-                                      ("secret_key", "LSQ_SECRET_KEY", secret_key))]
-    host, access, secret = (value for _name, _env, value in given)
-    credentials = None
-    if access and secret and (host or not dry_run):
-        # No host: a real run finds the keys' regional host (bulkpost.onboarding.region).
-        host = check_host(host) if host else ""
-        credentials = Credentials(checked_key("access_key=", access),
-                                  checked_key("secret_key=", secret))
-    elif not dry_run:
-        *rest, last = [f"{name}= (or {env})" for name, env, value in given[1:] if not value]
-        listed = f"{', '.join(rest)} and {last}" if rest else last
-        raise UsageError(f"a real run needs {listed}; dry_run=True sends nothing")
-    else:
-        host = ""  # a dry run without keys, or without a host: no schemas read
-    logs.register_secret(secret, access)
-    if not structlog.is_configured():
-        logs.configure()
-    if options.get("history") is not None:
-        options["history"] = Path(options["history"])
-    single = rate_setting(rate, DOCUMENTED_MAXIMUM)
-    bulk = rate_setting(options.pop("bulk_rate", None), DOCUMENTED_BULK_MAXIMUM)
-    return RunOptions(
-        input=_source(source), mapping=_mapping(mapping), results=Path(results), host=host,
-        credentials=credentials, rate=single[0], learn_rate=single[1], bulk_rate=bulk[0],
-        learn_bulk_rate=bulk[1], forget_learnt=single[2] or bulk[2], dry_run=dry_run,
-        **options)
+def _keywords(function: Callable[..., Any]) -> list[str]:
+    """The keywords ``function`` takes after source, mapping and results."""
+    return sorted(name for name, parameter in inspect.signature(function).parameters.items()
+                  if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def _checked_keywords(function: Callable[P, R]) -> Callable[P, R]:
+    """``function``, refusing an unknown keyword in this API's words (the closest valid
+    one, and the list) rather than Python's ``TypeError``, before it is called: a
+    coroutine function makes no coroutine that would be left unawaited."""
+    valid = _keywords(function)
+
+    @functools.wraps(function)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _in_python_terms():
+            _check_keywords(function.__name__, kwargs, valid)
+        return function(*args, **kwargs)
+
+    return checked
+
+
+def _checked_keywords_async(function: Callable[P, Coroutine[Any, Any, R]]
+                            ) -> Callable[P, Coroutine[Any, Any, R]]:
+    """:func:`_checked_keywords` for a coroutine function, which stays one."""
+    valid = _keywords(function)
+
+    @functools.wraps(function)
+    async def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _in_python_terms():
+            _check_keywords(function.__name__, kwargs, valid)
+        return await function(*args, **kwargs)
+
+    return checked
+
+
+@_checked_keywords
+def run(source: Source, mapping: MappingSource, results: str | Path, *,
+        host: str | None = None, access_key: str | None = None,
+        secret_key: str | None = None, dry_run: bool = False,
+        rate: str | RateSpec | None = None, mode: Mode = "single",
+        bulk_rate: str | RateSpec | None = None, batch_size: int = 25,
+        workers: int = 0, rate_margin: float | None = None,
+        share: str | ShareSchedule | None = None, daily_calls: int | None = None,
+        timezone: str | None = None, history: str | Path | None = None,
+        create_again: bool = False, on_changed: OnChanged = "skip",
+        fixes: str | Path | None = None, resend_unknown: bool = False,
+        verify_first: int = 1, preflight: bool = True, decimal_comma: bool = False,
+        encoding: str = "utf-8", delimiter: str | None = None, max_attempts: int = 5,
+        backoff: float = 1.0, timeout: float = 30.0, drain_timeout: float = 30.0,
+        max_rate_limited: float = 900.0, progress: bool = False,
+        run_id: str = "") -> Summary:
+    """Post every row of ``source`` as an activity; return the run's summary.
+
+    Blocks until the run ends; inside a running event loop (a notebook) use
+    ``await bulkpost.run_async(...)`` with the same arguments. The run is the CLI's
+    ``bulkpost run``: the same results file, resume, reconciliation and guarantees; each
+    keyword is the option of the same name (docs/OPTIONS.md). It configures no logging:
+    call :func:`bulkpost.configure_logging` first for bulkpost's own log lines.
+
+    Args:
+        source: a CSV or Parquet path, a pandas DataFrame, a pyarrow Table or a
+            RecordBatchReader (streamed, read once).
+        mapping: a mapping file's path, a dict shaped like the TOML file, or a
+            :class:`bulkpost.Mapping`.
+        results: the results file (created, or resumed).
+        host: the account's API host (a bare name means ``https://``); default
+            ``LSQ_HOST``, else found from the keys (a cached host is asked once first).
+        access_key: default ``LSQ_ACCESS_KEY``.
+        secret_key: default ``LSQ_SECRET_KEY``.
+        dry_run: check every row and estimate the time; send nothing (no keys needed).
+        rate: single calls' limit, ``"10/5s"`` or a :class:`bulkpost.RateSpec`; left out,
+            learnt from the answers; ``"auto"``, learnt afresh.
+        mode: which calls create activities: ``"single"``, ``"bulk"`` or ``"both"``.
+        bulk_rate: bulk calls' limit (``"1/5s"``), as ``rate``.
+        batch_size: activities per bulk call, 1 to 25.
+        workers: single-call workers (0: enough to keep the limit busy).
+        rate_margin: seconds kept clear of each rate window (None: 2% of it).
+        share: the share of the limit taken, ``"60%"`` or a schedule in the account's
+            time zone (``"09:00-19:00=40%,100%"``).
+        daily_calls: most calls per account day (None: no budget).
+        timezone: the account's IANA time zone for ``share`` and ``daily_calls`` (None:
+            the account's own).
+        history: the history file; left out, the account's own history.
+        create_again: keep no history: rows created before are created again.
+        on_changed: a key posted before with other content: ``"skip"``, ``"post"``,
+            ``"update"`` or ``"fail"``.
+        fixes: the results file whose failed rows ``source`` (its failures file) fixes.
+        resend_unknown: send rows whose outcome is unknown again.
+        verify_first: rows sent alone and read back before any other (0: none).
+        preflight: read the activity types' schemas and check rows against them.
+        decimal_comma: accept ``12,5`` in Number fields (sent as 12.5).
+        encoding: a CSV input's encoding.
+        delimiter: a CSV input's delimiter (None: sniffed from the header).
+        max_attempts: attempts per row for answers that may be tried again.
+        backoff: the first retry's wait, in seconds (doubling, capped).
+        timeout: seconds to wait for one answer.
+        drain_timeout: seconds to let requests on the wire finish when stopping.
+        max_rate_limited: seconds of rate limiting without a success before stopping.
+        progress: show a progress bar on stderr.
+        run_id: the run's id in logs and the summary ("": a new one).
+
+    Returns:
+        The run's :class:`bulkpost.Summary` (``as_dict()``, ``exit_code``); a run that
+        stopped returns it with ``aborted`` set.
+
+    Raises:
+        bulkpost.UsageError: before any request, for a bad argument (named as a keyword:
+            ``batch_size=26: …``), an unknown keyword (with the closest valid one), a real
+            run without keys, or a call inside a running event loop.
+        bulkpost.MappingError: a mapping that is not valid.
+        bulkpost.InputError: an input that cannot be read.
+        bulkpost.Locked: another run holds the results file or the history.
+    """
+    with _in_python_terms():
+        _no_running_loop()
+    return asyncio.run(run_async(
+        source, mapping, results, host=host, access_key=access_key, secret_key=secret_key,
+        dry_run=dry_run, rate=rate, mode=mode, bulk_rate=bulk_rate, batch_size=batch_size,
+        workers=workers, rate_margin=rate_margin, share=share, daily_calls=daily_calls,
+        timezone=timezone, history=history, create_again=create_again,
+        on_changed=on_changed, fixes=fixes, resend_unknown=resend_unknown,
+        verify_first=verify_first, preflight=preflight, decimal_comma=decimal_comma,
+        encoding=encoding, delimiter=delimiter, max_attempts=max_attempts, backoff=backoff,
+        timeout=timeout, drain_timeout=drain_timeout, max_rate_limited=max_rate_limited,
+        progress=progress, run_id=run_id))
+
+
+@_checked_keywords_async
+async def run_async(
+        source: Source, mapping: MappingSource, results: str | Path, *,
+        host: str | None = None, access_key: str | None = None,
+        secret_key: str | None = None, dry_run: bool = False,
+        rate: str | RateSpec | None = None, mode: Mode = "single",
+        bulk_rate: str | RateSpec | None = None, batch_size: int = 25,
+        workers: int = 0, rate_margin: float | None = None,
+        share: str | ShareSchedule | None = None, daily_calls: int | None = None,
+        timezone: str | None = None, history: str | Path | None = None,
+        create_again: bool = False, on_changed: OnChanged = "skip",
+        fixes: str | Path | None = None, resend_unknown: bool = False,
+        verify_first: int = 1, preflight: bool = True, decimal_comma: bool = False,
+        encoding: str = "utf-8", delimiter: str | None = None, max_attempts: int = 5,
+        backoff: float = 1.0,
+        timeout: float = 30.0,  # noqa: ASYNC109 (the CLI's --timeout: one answer's wait)
+        drain_timeout: float = 30.0, max_rate_limited: float = 900.0,
+        progress: bool = False, run_id: str = "") -> Summary:
+    """:func:`run` for code that already runs an event loop: the same arguments, the
+    same summary, the same errors (but for the running loop, which it needs)."""
+    with _in_python_terms():
+        keys = GivenKeys.from_arguments(access_key, secret_key)
+        given_host, credentials = python_host_and_keys(host, keys, dry_run=dry_run)
+        logs.register_secret(keys.secret, keys.access)
+        single = rate_setting(rate, DOCUMENTED_MAXIMUM)
+        bulk = rate_setting(bulk_rate, DOCUMENTED_BULK_MAXIMUM)
+        options = RunOptions(
+            input=_source(source), mapping=_mapping(mapping), results=Path(results),
+            host=given_host, credentials=credentials, dry_run=dry_run, rate=single.start,
+            learn_rate=single.learn, bulk_rate=bulk.start, learn_bulk_rate=bulk.learn,
+            forget_learnt=single.forget_learnt or bulk.forget_learnt, mode=mode,
+            batch_size=batch_size, workers=workers, rate_margin=rate_margin,
+            share=ShareSchedule.parse(share, "share=") if isinstance(share, str) else share,
+            daily_calls=daily_calls, timezone=timezone,
+            history=Path(history) if history is not None else None,
+            create_again=create_again, on_changed=on_changed,
+            fixes=Path(fixes) if fixes is not None else None,
+            resend_unknown=resend_unknown, verify_first=verify_first, preflight=preflight,
+            decimal_comma=decimal_comma, encoding=encoding, delimiter=delimiter,
+            max_attempts=max_attempts, backoff=backoff, timeout=timeout,
+            drain_timeout=drain_timeout, max_rate_limited=max_rate_limited,
+            progress=progress, run_id=run_id)
+        return await execute(options)
+
+
+def configure_logging(log_format: Literal["auto", "console", "json"] = "auto",
+                      level: Literal["debug", "info", "warning", "error"] = "info",
+                      stream: TextIO | None = None) -> None:
+    """Send bulkpost's log lines to ``stream`` (default: stderr), as the CLI does.
+
+    A run configures no logging: without this call its lines go wherever the application's
+    structlog configuration sends them (structlog's default: printed to stdout). This
+    configures structlog for the whole process, with bulkpost's redaction of the keys.
+
+    Args:
+        log_format: ``"console"`` (sentences, for people), ``"json"`` (one JSON object a
+            line, for schedulers), or ``"auto"``: console on a terminal, else JSON.
+        level: the least important lines shown.
+        stream: where the lines go; default ``sys.stderr``.
+    """
+    logs.configure(log_format, level, stream)
+
+
+def _no_running_loop() -> None:
+    """Refuse to block inside a running event loop, before any coroutine exists: asyncio
+    would refuse too, but leave that coroutine unawaited (a RuntimeWarning)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise UsageError("bulkpost.run() blocks, so it cannot be called inside a running event "
+                     "loop (a notebook, an async application): use "
+                     "`await bulkpost.run_async(...)` with the same arguments")

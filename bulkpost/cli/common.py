@@ -13,6 +13,8 @@ import click
 
 from bulkpost.core.allowance import RateSpec, parse_rate
 from bulkpost.errors import UsageError
+from bulkpost.onboarding.account import GivenKeys
+from bulkpost.runner import logs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,6 +25,14 @@ SHARE_HELP = ("Take at most this share of the rate limit (given, learnt or remem
 TIMEZONE_HELP = ("The account's time zone (an IANA name, e.g. Asia/Kolkata) for --share's "
                  "hours and --daily-calls' day  [default: the account's, from "
                  "UserByAccessKey.Get]")
+
+
+def environment_keys() -> GivenKeys:
+    """The keys in the environment (LSQ_ACCESS_KEY, LSQ_SECRET_KEY), unchecked, and blanked
+    out of every log line and message from here on."""
+    keys = GivenKeys.from_environment(os.environ)
+    logs.register_secret(keys.secret, keys.access)
+    return keys
 
 
 def rate_option(_ctx: click.Context, _param: click.Parameter, value: str) -> RateSpec:

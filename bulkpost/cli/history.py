@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bulkpost.cli.common import ENCODING_HELP, HOST_HELP, emit
+from bulkpost.cli.common import ENCODING_HELP, HOST_HELP, emit, environment_keys
 from bulkpost.core.options import new_run_id
 from bulkpost.errors import BulkpostError, UsageError
 from bulkpost.runner import logs
@@ -124,16 +123,11 @@ def _not_updatable_lines(imported: Imported, with_input: bool) -> list[str]:
 def _account_history(host: str) -> Path:
     """The history runs keep by default for the keys in the environment (on ``host``, else
     on the keys' region, cached or found)."""
-    from bulkpost.core.credentials import Credentials, checked_key
-    from bulkpost.onboarding.region import choose_host
+    from bulkpost.onboarding.account import account_for
     from bulkpost.storage.history.accounts import account_history_path
 
-    access = os.environ.get("LSQ_ACCESS_KEY", "")
-    secret = os.environ.get("LSQ_SECRET_KEY", "")
-    logs.register_secret(secret, access)
-    credentials = Credentials(checked_key("LSQ_ACCESS_KEY", access),
-                              checked_key("LSQ_SECRET_KEY", secret))
-    return account_history_path(choose_host(host, credentials).url, credentials.access_key)
+    account = account_for(host, environment_keys())
+    return account_history_path(account.url, account.credentials.access_key)
 
 
 @history.command("where")

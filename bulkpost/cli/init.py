@@ -24,20 +24,20 @@ import shlex
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
-from bulkpost.cli.common import ENCODING_HELP, HOST_HELP
+from bulkpost.cli.common import ENCODING_HELP, HOST_HELP, environment_keys
 from bulkpost.cli.types import read_types
 from bulkpost.core.allowance import RateSpec
-from bulkpost.core.credentials import Credentials, checked_key
 from bulkpost.core.mapping import parse_mapping
 from bulkpost.core.schema import ActivityType, parse_activity_type
 from bulkpost.delivery.client import check_host
-from bulkpost.errors import AbortRun, BulkpostError, InputError, MappingError, UsageError
+from bulkpost.errors import BulkpostError, InputError, MappingError, UsageError
+from bulkpost.onboarding.account import Account, GivenKeys, account_for
 from bulkpost.onboarding.mapping_draft import draft_mapping
-from bulkpost.onboarding.region import choose_host, host_again
 from bulkpost.onboarding.sampled_columns import ColumnSample
 from bulkpost.onboarding.sampled_datetimes import DateOrder
 from bulkpost.reading.csv_dialect import sniff_delimiter, sniff_encoding
@@ -107,19 +107,14 @@ def _readable(path: Path, column: str, encoding: str, delimiter: str | None) -> 
     return True
 
 
-def read_activity_type(host: str, credentials: Credentials, code: int) -> ActivityType:
+def read_activity_type(host: str, keys: GivenKeys, code: int) -> ActivityType:
     """The type's schema as ``bulkpost types CODE`` reads it ("Get Activity Type Details",
     under the documented rate limit), on ``host`` or else the keys' host; a cached host
     that now refuses the keys is found again, once."""
-    choice = choose_host(host, credentials)
-    rate = RateSpec(25, 5.0)
-    try:
-        document = asyncio.run(read_types(choice.url, credentials, rate, 30.0, code))
-    except AbortRun:
-        if (again := host_again(choice, credentials)) is None:
-            raise
-        document = asyncio.run(read_types(again, credentials, rate, 30.0, code))
-    return parse_activity_type(document, code)
+    def read(on: Account) -> Any:
+        return asyncio.run(read_types(on.url, on.credentials, RateSpec(25, 5.0), 30.0, code))
+
+    return parse_activity_type(account_for(host, keys).retried(read), code)
 
 
 def _exists(output: Path) -> UsageError:
@@ -214,9 +209,7 @@ def init(input_path: Path, event: int, output: Path, force: bool, host: str, enc
       bulkpost init export.csv --event 310 --host api-in21.leadsquared.com
       bulkpost run export.csv --mapping mapping.toml --results results.csv --dry-run
     """
-    access = os.environ.get("LSQ_ACCESS_KEY", "")
-    secret = os.environ.get("LSQ_SECRET_KEY", "")
-    logs.register_secret(secret, access)
+    keys = environment_keys()
     logs.configure("auto", "warning")
     try:
         if output.exists() and output.resolve() == input_path.resolve():
@@ -246,10 +239,8 @@ def init(input_path: Path, event: int, output: Path, force: bool, host: str, enc
         samples, rows, unreadable = read_sample(input_path, encoding=encoding,
                                                 delimiter=delimiter)
         activity: ActivityType | None = None
-        if access or secret:
-            credentials = Credentials(checked_key("LSQ_ACCESS_KEY", access),
-                                      checked_key("LSQ_SECRET_KEY", secret))
-            activity = read_activity_type(host, credentials, event)
+        if keys.access or keys.secret:
+            activity = read_activity_type(host, keys, event)
         elif host:
             check_host(host)
         order: DateOrder | None = (None if day_first is None else

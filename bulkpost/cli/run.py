@@ -27,19 +27,20 @@ from bulkpost.cli.common import (
     SHARE_HELP,
     TIMEZONE_HELP,
     emit,
+    environment_keys,
     learnt_rate_option,
     what_you_see,
     write_summary,
 )
 from bulkpost.cli.summary_text import summary_lines
 from bulkpost.core.allowance import DOCUMENTED_BULK_MAXIMUM, DOCUMENTED_MAXIMUM, RateSpec
-from bulkpost.core.credentials import Credentials, checked_key
+from bulkpost.core.credentials import Credentials
 from bulkpost.core.options import MODES, ON_CHANGED, Mode, OnChanged, RunOptions, new_run_id
 from bulkpost.core.share import ShareSchedule
 from bulkpost.core.summary import Summary
-from bulkpost.delivery.client import check_host
 from bulkpost.errors import BulkpostError, UsageError
-from bulkpost.onboarding.region import HostChoice, cached_url, choose_host, host_again
+from bulkpost.onboarding.account import Account, account_for
+from bulkpost.onboarding.region import cached_url
 from bulkpost.reading.mapping_file import load_mapping
 from bulkpost.runner import logs
 from bulkpost.runner.limits import rate_setting
@@ -168,9 +169,7 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
       bulkpost run activities.csv --mapping mapping.toml --results results.csv \\
           --host api-in21.leadsquared.com
     """
-    access = os.environ.get("LSQ_ACCESS_KEY", "")
-    secret = os.environ.get("LSQ_SECRET_KEY", "")
-    logs.register_secret(secret, access)
+    keys = environment_keys()
     logs.configure(log_format, log_level)
     run_id = new_run_id()
     writable: Path | None = None  # where a refusal is written too, once known writable
@@ -182,34 +181,32 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
             raise UsageError("--create-again runs without a history: not with "
                              + ("--history" if history_path is not None else "--on-changed"))
         credentials: Credentials | None = None
-        choice: HostChoice | None = None
-        if not dry_run or (host and access and secret):
+        account: Account | None = None
+        if not dry_run or (host and keys.complete):
             # A dry run sends no activity, but with keys it reads the types' schemas.
-            host = check_host(host) if host else ""
-            credentials = Credentials(checked_key("LSQ_ACCESS_KEY", access),
-                                      checked_key("LSQ_SECRET_KEY", secret))
-            choice = choose_host(host, credentials)  # no --host: the keys' region's
-            host = choice.url
-        elif access and secret:
+            account = account_for(host, keys)  # no --host: the keys' region's
+            credentials, host = account.credentials, account.url
+        elif keys.complete:
             # A dry run asks no host which region holds the keys, but uses one found before
             # (by init, types or a run): then it reads the types' schemas too.
-            keys = Credentials(checked_key("LSQ_ACCESS_KEY", access),
-                               checked_key("LSQ_SECRET_KEY", secret))
-            if (cached := cached_url(keys)) is not None:
-                credentials, host = keys, cached
+            checked = keys.checked()
+            if (cached := cached_url(checked)) is not None:
+                credentials, host = checked, cached
         single = rate_setting(rate, DOCUMENTED_MAXIMUM)
         bulk = rate_setting(bulk_rate, DOCUMENTED_BULK_MAXIMUM)
         options = RunOptions(
             input=input_path, mapping=mapping, results=results, host=host,
-            credentials=credentials, rate=single[0], learn_rate=single[1],
-            forget_learnt=single[2] or bulk[2], rate_margin=rate_margin, workers=workers,
+            credentials=credentials, rate=single.start, learn_rate=single.learn,
+            forget_learnt=single.forget_learnt or bulk.forget_learnt, rate_margin=rate_margin,
+            workers=workers,
             dry_run=dry_run, resend_unknown=resend_unknown, encoding=encoding,
             delimiter=delimiter,
             max_attempts=max_attempts, backoff=backoff, timeout=timeout,
             max_rate_limited=max_rate_limited,
             progress=Progress.wanted(sys.stderr) if progress is None else progress,
             preflight=not no_preflight, decimal_comma=decimal_comma, mode=mode,
-            bulk_rate=bulk[0], learn_bulk_rate=bulk[1], batch_size=batch_size, run_id=run_id,
+            bulk_rate=bulk.start, learn_bulk_rate=bulk.learn, batch_size=batch_size,
+            run_id=run_id,
             history=history_path, create_again=create_again, on_changed=on_changed or "skip",
             verify_first=verify_first, fixes=fixes,
             share=ShareSchedule.parse(share) if share is not None else None,
@@ -221,12 +218,17 @@ def run(input_path: Path, mapping_path: Path, results: Path, host: str,
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
         _arrow_memory_pool()
-        summary = run_sync(options)
-        if summary.aborted and not summary.interrupted and (
-                again := host_again(choice, credentials)) is not None:
+
+        def attempt(on: Account) -> Summary:
+            nonlocal run_id
+            if on is account:
+                return run_sync(options)
             # The cached host refused the keys: found again, the run runs again (resumes).
             run_id = new_run_id()
-            summary = run_sync(dataclasses.replace(options, host=again, run_id=run_id))
+            return run_sync(dataclasses.replace(options, host=on.url, run_id=run_id))
+
+        summary = run_sync(options) if account is None else account.retried(
+            attempt, failed=lambda done: bool(done.aborted) and not done.interrupted)
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
         failure = {"error": logs.scrub(str(exc)), "exit_code": exc.exit_code, "run_id": run_id}

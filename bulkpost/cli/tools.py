@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -16,15 +15,14 @@ from bulkpost.cli.common import (
     SHARE_HELP,
     TIMEZONE_HELP,
     emit,
+    environment_keys,
     learnt_rate_option,
     what_you_see,
 )
 from bulkpost.core.allowance import DOCUMENTED_MAXIMUM, RateSpec
-from bulkpost.core.credentials import Credentials, checked_key
 from bulkpost.core.share import ShareSchedule
-from bulkpost.delivery.client import check_host
-from bulkpost.errors import AbortRun, BulkpostError, UsageError
-from bulkpost.onboarding.region import choose_host, host_again
+from bulkpost.errors import BulkpostError, UsageError
+from bulkpost.onboarding.account import Account, account_for
 from bulkpost.reading.mapping_file import load_mapping
 from bulkpost.runner import logs
 from bulkpost.runner.limits import rate_setting
@@ -57,8 +55,7 @@ def check(mapping_path: Path, input_path: Path | None, host: str, encoding: str,
     """
     from bulkpost.runner.preflight import check_mapping
 
-    logs.register_secret(os.environ.get("LSQ_SECRET_KEY", ""),
-                         os.environ.get("LSQ_ACCESS_KEY", ""))
+    keys = environment_keys()
     logs.configure("auto", "warning")
     try:
         mapping = load_mapping(mapping_path)
@@ -68,19 +65,12 @@ def check(mapping_path: Path, input_path: Path | None, host: str, encoding: str,
 
             check_columns(mapping, input_columns(input_path, encoding=encoding,
                                                  delimiter=delimiter), str(input_path))
-        host = check_host(host) if host else ""
-        environ = os.environ
-        credentials = Credentials(checked_key("LSQ_ACCESS_KEY", environ.get("LSQ_ACCESS_KEY", "")),
-                                  checked_key("LSQ_SECRET_KEY", environ.get("LSQ_SECRET_KEY", "")))
-        choice = choose_host(host, credentials)  # no --host: the keys' region's
-        try:
-            lines = asyncio.run(check_mapping(mapping, input_path, choice.url, credentials,
-                                              encoding=encoding, delimiter=delimiter))
-        except AbortRun:
-            if (again := host_again(choice, credentials)) is None:  # a cached host refused
-                raise
-            lines = asyncio.run(check_mapping(mapping, input_path, again, credentials,
-                                              encoding=encoding, delimiter=delimiter))
+        def read(on: Account) -> list[str]:
+            return asyncio.run(check_mapping(mapping, input_path, on.url, on.credentials,
+                                             encoding=encoding, delimiter=delimiter))
+
+        # No --host: the keys' region's; a cached host that now refuses is found again.
+        lines = account_for(host, keys).retried(read)
     except BulkpostError as exc:
         click.echo(f"bulkpost: error: {logs.scrub(str(exc))}", err=True)
         sys.exit(exc.exit_code)
@@ -190,9 +180,7 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
     from bulkpost.runner import verify as check
     from bulkpost.runner.verify_report import render_report, write_differences
 
-    access = os.environ.get("LSQ_ACCESS_KEY", "")
-    secret = os.environ.get("LSQ_SECRET_KEY", "")
-    logs.register_secret(secret, access)
+    keys = environment_keys()
     logs.configure(log_format, log_level)
     try:
         if every and sample is not None:
@@ -202,13 +190,10 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
             if not path.is_file():
                 raise UsageError(f"{what} {path}: no such file")
         mapping = load_mapping(mapping_path)
-        host = check_host(host) if host else ""
-        credentials = Credentials(checked_key("LSQ_ACCESS_KEY", access),
-                                  checked_key("LSQ_SECRET_KEY", secret))
-        choice = choose_host(host, credentials)  # no --host: the keys' region's
+        account = account_for(host, keys)  # no --host: the keys' region's
         options = check.VerifyOptions(
-            results=results, input=input_path, mapping=mapping, host=choice.url,
-            credentials=credentials,
+            results=results, input=input_path, mapping=mapping, host=account.url,
+            credentials=account.credentials,
             rate=rate_setting(rate, DOCUMENTED_MAXIMUM), sample=None if every else (sample or 20),
             seed=secrets.randbelow(2**32) if seed is None else seed, encoding=encoding,
             delimiter=delimiter, preflight=not no_preflight, decimal_comma=decimal_comma,
@@ -216,10 +201,10 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
             timeout=timeout, by_page=not one_per_activity,
             share=ShareSchedule.parse(share) if share is not None else None,
             timezone=timezone)
-        summary = asyncio.run(check.verify(options))
-        if summary.aborted and (again := host_again(choice, credentials)) is not None:
-            # The cached host refused the keys: found again, read back again.
-            summary = asyncio.run(check.verify(dataclasses.replace(options, host=again)))
+        # A cached host that refused the keys: found again, read back again.
+        summary = account.retried(
+            lambda on: asyncio.run(check.verify(dataclasses.replace(options, host=on.url))),
+            failed=lambda done: bool(done.aborted))
         click.echo(logs.scrub(render_report(summary)), err=True)
         if differences_path is not None:
             write_differences(differences_path, summary.found)

@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import sys
 from typing import Any
 
 import click
 
-from bulkpost.cli.common import HOST_HELP, rate_option
+from bulkpost.cli.common import HOST_HELP, environment_keys, rate_option
 from bulkpost.core.allowance import RateSpec
-from bulkpost.core.credentials import Credentials, checked_key
-from bulkpost.delivery.client import LeadSquaredClient, check_host
+from bulkpost.core.credentials import Credentials
+from bulkpost.delivery.client import LeadSquaredClient
 from bulkpost.errors import AbortRun, BulkpostError, UsageError
 from bulkpost.onboarding.activity_types import (
     parse_activity_types,
@@ -78,26 +77,16 @@ def types(code: int | None, as_json: bool, host: str, rate: RateSpec, timeout: f
       bulkpost types 301 --json
     """
     from bulkpost.core.schema import parse_activity_type
-    from bulkpost.onboarding.region import choose_host, host_again
+    from bulkpost.onboarding.account import Account, account_for
 
-    access = os.environ.get("LSQ_ACCESS_KEY", "")
-    secret = os.environ.get("LSQ_SECRET_KEY", "")
-    logs.register_secret(secret, access)
+    keys = environment_keys()
     logs.configure("auto", "info")
     try:
-        given = check_host(host) if host else ""
-        credentials = Credentials(checked_key("LSQ_ACCESS_KEY", access),
-                                  checked_key("LSQ_SECRET_KEY", secret))
-        choice = choose_host(given, credentials)
-        url = choice.url
-        try:
-            document = asyncio.run(read_types(url, credentials, rate, timeout, code))
-        except AbortRun:
-            again = host_again(choice, credentials)  # a cached host that now refuses
-            if again is None:
-                raise
-            url = again
-            document = asyncio.run(read_types(url, credentials, rate, timeout, code))
+        def read(on: Account) -> tuple[str, Any]:
+            return on.url, asyncio.run(read_types(on.url, on.credentials, rate, timeout, code))
+
+        # A cached host that now refuses the keys is found again, once.
+        url, document = account_for(host, keys).retried(read)
         if code is None:
             listed = parse_activity_types(document)
             shown = (json.dumps({"host": url, "types": [t.as_dict() for t in listed]},

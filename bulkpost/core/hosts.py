@@ -1,7 +1,10 @@
-"""LeadSquared's documented regional API hosts, and reading one out of an answer's text.
+"""LeadSquared's documented regional API hosts, reading one out of an answer's text, and a
+host as a URL.
 
 Pure: :mod:`bulkpost.onboarding.region` asks these hosts which one holds the keys, and
 :mod:`bulkpost.core.response` names the right one when a 401 from the wrong region says it.
+A bare host name (``api-in21.leadsquared.com``, as the README lists the regions) means
+``https://`` it, wherever a host is given or read (:func:`host_url`).
 """
 
 from __future__ import annotations
@@ -32,3 +35,9 @@ def named_host(text: str) -> str | None:
 def described(name: str) -> str:
     """``api-in21.leadsquared.com (India, Mumbai)``."""
     return f"{name} ({REGIONS[name]})"
+
+
+def host_url(host: str) -> str:
+    """``host`` as a URL: a bare name (no ``scheme://``) means ``https://`` it; a URL, and
+    the empty text, are returned as they are."""
+    return f"https://{host}" if host and "://" not in host else host

@@ -27,6 +27,7 @@ import aiohttp
 
 from bulkpost.core.bulk_response import classify_bulk
 from bulkpost.core.credentials import Credentials
+from bulkpost.core.hosts import host_url
 from bulkpost.core.response import (
     Classified,
     classify,
@@ -65,10 +66,7 @@ def check_host(host: str) -> str:
     A bare name (``api-in21.leadsquared.com``, as the README lists the regions) means
     ``https://`` that name.
     """
-    text = host.strip()
-    if text and "://" not in text:
-        text = f"https://{text}"
-    parts = urlsplit(text)
+    parts = urlsplit(host_url(host.strip()))
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise UsageError("{host}: expected a host such as api-in21.leadsquared.com or "
                          "https://api-in21.leadsquared.com", host=Given(HOST, host))

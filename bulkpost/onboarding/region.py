@@ -47,7 +47,7 @@ import structlog
 
 from bulkpost.core.allowance import RateSpec
 from bulkpost.core.credentials import Credentials
-from bulkpost.core.hosts import REGIONS, named_host
+from bulkpost.core.hosts import REGIONS, host_url, named_host
 from bulkpost.core.response import Classified, Verdict
 from bulkpost.delivery.calls import ApiCalls, DeliverySettings, Stopped
 from bulkpost.delivery.client import LeadSquaredClient, check_host, is_loopback
@@ -89,7 +89,7 @@ def api_host(document: Any) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip()
-    hostname = urlsplit(text if "://" in text else f"https://{text}").hostname
+    hostname = urlsplit(host_url(text)).hostname
     return hostname.lower() if hostname else None
 
 
@@ -123,7 +123,7 @@ def region_urls(environ: Mapping[str, str]) -> dict[str, str]:
 
 def url_of(name: str, urls: Mapping[str, str]) -> str:
     """Where to call documented host ``name``: its stand-in, or ``https://`` it."""
-    return urls.get(name, f"https://{name}")
+    return urls.get(name, host_url(name))
 
 
 class HostCache:
@@ -314,16 +314,10 @@ async def find_url(credentials: Credentials) -> str:
     cache = HostCache.default()
     cached = cache is not None and cache.get(credentials.access_key) is not None
     name = await find_host(credentials, urls=urls, cache=cache)
-    if cached and cache is not None and await _refuses(url_of(name, urls), credentials):
-        log.info("region.cache_dropped", host=name)
-        cache.drop(credentials.access_key)
-        name = await find_host(credentials, urls=urls, cache=cache)
+    if cached and (again := await _found_again(HostChoice(url_of(name, urls), name, True),
+                                               credentials)) is not None:
+        return again
     return url_of(name, urls)
-
-
-def host_for(host_option: str, credentials: Credentials) -> str:
-    """The URL of the host to use: ``check_host(host_option)``, or the keys' host."""
-    return choose_host(host_option, credentials).url
 
 
 async def _refuses(url: str, credentials: Credentials) -> bool:
@@ -336,16 +330,23 @@ async def _refuses(url: str, credentials: Credentials) -> bool:
     return answer.http_status == 401
 
 
+async def _found_again(choice: HostChoice, credentials: Credentials) -> str | None:
+    """If the cached host ``choice`` now refuses the keys (one question): drop it from the
+    cache and return the URL of the host found afresh; else None."""
+    if not await _refuses(choice.url, credentials):
+        return None
+    log.info("region.cache_dropped", host=choice.name)
+    urls = region_urls(os.environ)
+    cache = HostCache.default()
+    if cache is not None:
+        cache.drop(credentials.access_key)
+    return url_of(await find_host(credentials, urls=urls, cache=cache), urls)
+
+
 def host_again(choice: HostChoice | None, credentials: Credentials | None) -> str | None:
     """After a command failed on a host that came from the cache: if that host now refuses
     the keys (one question), drop it and return the URL of the host found afresh; else None
     (the failure was something else: the command's own message stands)."""
     if choice is None or credentials is None or not choice.cached:
         return None
-    if not asyncio.run(_refuses(choice.url, credentials)):
-        return None
-    log.info("region.cache_dropped", host=choice.name)
-    cache = HostCache.default()
-    if cache is not None:
-        cache.drop(credentials.access_key)
-    return host_for("", credentials)
+    return asyncio.run(_found_again(choice, credentials))

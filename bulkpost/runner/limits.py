@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -38,17 +38,23 @@ log = structlog.get_logger("bulkpost")
 KINDS = ("single", "bulk")
 
 
-def rate_setting(given: str | RateSpec | None,
-                 documented: RateSpec) -> tuple[RateSpec, bool, bool]:
-    """What a ``--rate`` as given means: the rate to start at, whether to learn it, and
-    whether to forget what earlier runs learnt. Not given (None): learn, starting where an
-    earlier run left it, else at ``documented``; ``"auto"``: learn afresh; N/Ts: exactly
-    that."""
+class RateSetting(NamedTuple):
+    """What a ``--rate`` (or ``--bulk-rate``) as given means."""
+
+    start: RateSpec  # the rate to start at: the one given, else the documented maximum
+    learn: bool  # not given: learnt from the answers, starting at ``start`` or where kept
+    forget_learnt: bool  # ``auto``: learnt afresh, ignoring what earlier runs learnt
+
+
+def rate_setting(given: str | RateSpec | None, documented: RateSpec) -> RateSetting:
+    """What a rate as given means. Not given (None): learn, starting where an earlier run
+    left it, else at ``documented``; ``"auto"``: learn afresh; N/Ts: exactly that."""
     if given is None:
-        return documented, True, False
+        return RateSetting(documented, learn=True, forget_learnt=False)
     if isinstance(given, str) and given.strip().lower() == "auto":
-        return documented, True, True
-    return (parse_rate(given) if isinstance(given, str) else given), False, False
+        return RateSetting(documented, learn=True, forget_learnt=True)
+    return RateSetting(parse_rate(given) if isinstance(given, str) else given, learn=False,
+                       forget_learnt=False)
 
 
 def account_tag(credentials: Credentials | None) -> str:

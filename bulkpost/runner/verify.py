@@ -24,7 +24,7 @@ import structlog
 
 from bulkpost.core import mapping as mapping_file
 from bulkpost.core.activity import FieldRule
-from bulkpost.core.allowance import DOCUMENTED_MAXIMUM, RateSpec
+from bulkpost.core.allowance import DOCUMENTED_MAXIMUM
 from bulkpost.core.credentials import Credentials
 from bulkpost.core.mapping import check_columns
 from bulkpost.core.share import ShareSchedule
@@ -37,7 +37,7 @@ from bulkpost.delivery.stop import StopSignal, signals_handled
 from bulkpost.errors import AbortRun, MappingError
 from bulkpost.onboarding.account_zone import AccountClock, ask_zone, given_zone, share_fraction
 from bulkpost.reading.source import describe, input_columns
-from bulkpost.runner.limits import make_limit, recalled
+from bulkpost.runner.limits import RateSetting, make_limit, recalled
 from bulkpost.runner.preflight import event_codes, run_preflight
 from bulkpost.runner.progress import Progress
 from bulkpost.runner.verify_reading import calibrate, pages_unused, read_all, read_by_page
@@ -55,7 +55,7 @@ class VerifyOptions:
     mapping: mapping_file.Mapping
     host: str
     credentials: Credentials
-    rate: tuple[RateSpec, bool, bool]  # as limits.rate_setting gives it: rate, learn, forget
+    rate: RateSetting  # as given (limits.rate_setting), or learnt
     sample: int | None  # None: every posted row
     seed: int
     encoding: str = "utf-8"
@@ -70,15 +70,15 @@ class VerifyOptions:
 
     def worker_count(self) -> int:
         """Enough read-backs in flight to keep the limit busy at 4 s of latency."""
-        return max(1, min(64, round(self.rate[0].per_second * 4)))
+        return max(1, min(64, round(self.rate.start.per_second * 4)))
 
     def limit(self, fraction: Callable[[float], float] | None = None) -> RateLimit:
         """The rate limit as given, else as the run learnt it (or learnt here); ``fraction``:
         the part of it taken (``--share``)."""
-        given, learning, forget = self.rate
-        earlier = None if forget else recalled(self.results, self.host,
-                                               self.credentials).get("single")
-        return make_limit(given, learning, earlier, DOCUMENTED_MAXIMUM, None, fraction)
+        earlier = None if self.rate.forget_learnt else recalled(
+            self.results, self.host, self.credentials).get("single")
+        return make_limit(self.rate.start, self.rate.learn, earlier, DOCUMENTED_MAXIMUM, None,
+                          fraction)
 
 
 async def verify(options: VerifyOptions) -> VerifySummary:

@@ -61,6 +61,8 @@ def load_export(export: str, mapping: str, state_dir: str | Path = STATE_DIR,
     return this one's summary (or, when the budget is spent first, the last run's).
     ``options`` go to :func:`bulkpost.run` (``rate``, ``mode``, ``on_changed``, ``share``,
     ``daily_calls``, and ``host``/keys when not in the environment)."""
+    # bulkpost's log lines as JSON on stderr, which Airflow keeps in the task's log.
+    bulkpost.configure_logging("json", "info")
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
     unfinished = state / "unfinished-exports"

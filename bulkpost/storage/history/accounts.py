@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from bulkpost.core.credentials import account_digest
+from bulkpost.core.hosts import host_url
 from bulkpost.errors import UsageError
 
 DATA_DIR_ENV = "BULKPOST_DATA_DIR"
@@ -48,7 +49,7 @@ def data_dir(environ: Mapping[str, str] = os.environ) -> Path:
 def account_history_path(host: str, access_key: str,
                          environ: Mapping[str, str] = os.environ) -> Path:
     """The account's own history: one file per API host and access key."""
-    parts = urlsplit(host if "://" in host else f"https://{host}")
+    parts = urlsplit(host_url(host))
     name = parts.hostname or "host"
     default = {"https": 443, "http": 80}.get(parts.scheme)
     if parts.port is not None and parts.port != default:
