@@ -1,7 +1,7 @@
 """An account's API keys: held without showing the secret, checked, and named by a digest.
 
 The keys travel only in the ``x-LSQ-AccessKey``/``x-LSQ-SecretKey`` headers
-(:mod:`bulkpost.delivery.client`). Here: the pair itself (its ``repr`` hides the secret, and
+(:mod:`bulkpost.delivery.client`). Here: the pair itself (its ``repr`` hides both keys, and
 :meth:`Credentials.scrub` blanks both out of any text), a key as the environment gives it,
 checked, and the account's digest, which names an account in file names and the sandbox's
 ledger without revealing the key.
@@ -17,9 +17,10 @@ from bulkpost.errors import UsageError
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """An account's API keys. The secret never appears in ``repr``."""
+    """An account's API keys. Neither appears in ``repr`` (a traceback that shows locals
+    shows ``Credentials()``)."""
 
-    access_key: str
+    access_key: str = field(repr=False)
     secret_key: str = field(repr=False)
 
     def scrub(self, text: str) -> str:

@@ -31,9 +31,9 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class GivenKeys:
     """The keys as given, not yet checked (either may be empty), and how messages name
-    them. The secret never appears in ``repr``."""
+    them. Neither key appears in ``repr``."""
 
-    access: str
+    access: str = field(repr=False)
     secret: str = field(repr=False)
     names: tuple[str, str] = (ACCESS_ENV, SECRET_ENV)
 
