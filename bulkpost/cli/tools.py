@@ -191,10 +191,12 @@ def verify(results: Path, input_path: Path, mapping_path: Path, every: bool,
                 raise UsageError(f"{what} {path}: no such file")
         mapping = load_mapping(mapping_path)
         account = account_for(host, keys)  # no --host: the keys' region's
+        setting = rate_setting(rate, DOCUMENTED_MAXIMUM)
         options = check.VerifyOptions(
             results=results, input=input_path, mapping=mapping, host=account.url,
             credentials=account.credentials,
-            rate=rate_setting(rate, DOCUMENTED_MAXIMUM), sample=None if every else (sample or 20),
+            rate=setting.start, learn_rate=setting.learn, forget_learnt=setting.forget_learnt,
+            sample=None if every else (sample or 20),
             seed=secrets.randbelow(2**32) if seed is None else seed, encoding=encoding,
             delimiter=delimiter, preflight=not no_preflight, decimal_comma=decimal_comma,
             progress=Progress.wanted(sys.stderr) if progress is None else progress,

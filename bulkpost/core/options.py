@@ -1,7 +1,12 @@
 """A run's options: everything one run needs, as the CLI and the Python API give it.
 
-Owns :class:`RunOptions`, the checks of its values that the CLI's own choices do not make
-(their messages are the Python API's), the sizes derived from them (worker pools,
+Owns :class:`LoadOptions`, what every command that works on a load needs (its input,
+mapping and results file, the account, the rate limit, how the input is read), declared
+once: :class:`RunOptions` and ``verify``'s options build on it, and the planner and delivery
+take views of the run's (:class:`~bulkpost.core.planner.PlanOptions`,
+:meth:`~bulkpost.delivery.calls.DeliverySettings.of`). Owns too :class:`RunOptions`, the
+checks of its values that the CLI's own choices do not make (their messages are the Python
+API's), the sizes derived from them (worker pools,
 connections, the queue's low-water mark), and a run's id (:func:`new_run_id`).
 """
 
@@ -34,9 +39,11 @@ OnChanged: TypeAlias = Literal["skip", "post", "update", "fail"]
 ON_CHANGED: tuple[OnChanged, ...] = get_args(OnChanged)
 
 
-@dataclass(slots=True)
-class RunOptions:
-    """Everything one run needs; the CLI and the Python API both build one."""
+@dataclass(slots=True, kw_only=True)
+class LoadOptions:
+    """What every command that works on a load needs: its input, mapping and results file,
+    the account, the rate limit and how the input is read. Declared once: a run's and
+    ``verify``'s options build on it."""
 
     input: InputSource  # a CSV or Parquet path, or Arrow data (the Python API)
     mapping: Mapping
@@ -45,25 +52,33 @@ class RunOptions:
     credentials: Credentials | None = None
     rate: RateSpec = field(default_factory=lambda: RateSpec(25, 5.0))
     learn_rate: bool = False  # rate not given: learn it from the answers (it starts at rate)
+    forget_learnt: bool = False  # learn afresh, not from what earlier runs learnt
+    encoding: str = "utf-8"
+    delimiter: str | None = None  # None: sniffed from the header line
+    timeout: float = 30.0
+    progress: bool = False
+    preflight: bool = True  # read the activity types' schemas and check rows against them
+    decimal_comma: bool = False  # accept 12,5 in Number fields (sent as 12.5)
+    share: ShareSchedule | None = None  # the fraction of the limit taken, or its schedule
+    timezone: str | None = None  # the account's zone (IANA); None: the account says
+
+
+@dataclass(slots=True, kw_only=True)
+class RunOptions(LoadOptions):
+    """Everything one run needs; the CLI and the Python API both build one."""
+
     rate_margin: float | None = None  # seconds; None: 2% of the window
     workers: int = 0  # 0: enough to keep the limit busy
     dry_run: bool = False
     resend_unknown: bool = False
-    encoding: str = "utf-8"
-    delimiter: str | None = None  # None: sniffed from the header line
     max_attempts: int = 5
     backoff: float = 1.0
-    timeout: float = 30.0
     drain_timeout: float = 30.0
     max_rate_limited: float = 900.0  # seconds of rate limiting without a success
-    progress: bool = False
-    preflight: bool = True  # read the activity types' schemas and check rows against them
-    decimal_comma: bool = False  # accept 12,5 in Number fields (sent as 12.5)
     run_id: str = ""  # "": a new one (new_run_id)
     mode: Mode = "single"  # which calls create activities
     bulk_rate: RateSpec = field(default_factory=lambda: RateSpec(1, 5.0))
     learn_bulk_rate: bool = False  # bulk_rate not given: learn it
-    forget_learnt: bool = False  # learn afresh, not from what earlier runs learnt
     batch_size: int = 25  # activities per bulk call (1..25)
     history: Path | None = None  # keys posted by earlier runs, across inputs (SQLite)
     # No history given: the account's own (bulkpost.storage.history.accounts), unless create_again.
@@ -71,8 +86,6 @@ class RunOptions:
     on_changed: OnChanged = "skip"  # a key posted with other content
     verify_first: int = 1  # rows sent alone and read back before any other (0: none)
     fixes: Path | None = None  # the input is a failures file of this results file's rows
-    share: ShareSchedule | None = None  # the fraction of the limit taken, or its schedule
-    timezone: str | None = None  # the account's zone (IANA); None: the account says
     daily_calls: int | None = None  # most calls per account day (None: no budget)
 
     @property

@@ -18,16 +18,14 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
-from bulkpost.core import mapping as mapping_file
 from bulkpost.core.activity import FieldRule
 from bulkpost.core.allowance import DOCUMENTED_MAXIMUM
 from bulkpost.core.credentials import Credentials
 from bulkpost.core.mapping import check_columns
-from bulkpost.core.share import ShareSchedule
+from bulkpost.core.options import LoadOptions
 from bulkpost.delivery.calls import ApiCalls, DeliverySettings, Stopped
 from bulkpost.delivery.client import LeadSquaredClient
 from bulkpost.delivery.lookups import Lookups
@@ -37,7 +35,7 @@ from bulkpost.delivery.stop import StopSignal, signals_handled
 from bulkpost.errors import AbortRun, MappingError
 from bulkpost.onboarding.account_zone import AccountClock, ask_zone, given_zone, share_fraction
 from bulkpost.reading.source import describe, input_columns
-from bulkpost.runner.limits import RateSetting, make_limit, recalled
+from bulkpost.runner.limits import make_limit, recalled
 from bulkpost.runner.preflight import event_codes, run_preflight
 from bulkpost.runner.progress import Progress
 from bulkpost.runner.verify_reading import calibrate, pages_unused, read_all, read_by_page
@@ -48,36 +46,30 @@ from bulkpost.storage.kept import load_reading
 log = structlog.get_logger("bulkpost")
 
 
-@dataclass(frozen=True, slots=True)
-class VerifyOptions:
-    results: Path
-    input: Path
-    mapping: mapping_file.Mapping
-    host: str
-    credentials: Credentials
-    rate: RateSetting  # as given (limits.rate_setting), or learnt
+@dataclass(slots=True, kw_only=True)
+class VerifyOptions(LoadOptions):
+    """A load's options (its input, mapping, results file, account, rate, reading), and which
+    of its posted rows to read back and how."""
+
     sample: int | None  # None: every posted row
     seed: int
-    encoding: str = "utf-8"
-    delimiter: str | None = None
-    preflight: bool = True
-    decimal_comma: bool = False
-    progress: bool = False
-    timeout: float = 30.0
     by_page: bool = True  # False: one call per activity, never by lead page
-    share: ShareSchedule | None = None  # --share: the part of the limit verify takes
-    timezone: str | None = None  # --timezone: the zone --share's hours are read in
+
+    @property
+    def keys(self) -> Credentials:
+        assert self.credentials is not None, "verify reads back with the account's keys"
+        return self.credentials
 
     def worker_count(self) -> int:
         """Enough read-backs in flight to keep the limit busy at 4 s of latency."""
-        return max(1, min(64, round(self.rate.start.per_second * 4)))
+        return max(1, min(64, round(self.rate.per_second * 4)))
 
     def limit(self, fraction: Callable[[float], float] | None = None) -> RateLimit:
         """The rate limit as given, else as the run learnt it (or learnt here); ``fraction``:
         the part of it taken (``--share``)."""
-        earlier = None if self.rate.forget_learnt else recalled(
-            self.results, self.host, self.credentials).get("single")
-        return make_limit(self.rate.start, self.rate.learn, earlier, DOCUMENTED_MAXIMUM, None,
+        earlier = None if self.forget_learnt else recalled(
+            self.results, self.host, self.keys).get("single")
+        return make_limit(self.rate, self.learn_rate, earlier, DOCUMENTED_MAXIMUM, None,
                           fraction)
 
 
@@ -113,7 +105,7 @@ async def verify(options: VerifyOptions) -> VerifySummary:
     progress = Progress(enabled=options.progress, calls_per_second=limit.sustained_per_second)
     try:
         with signals_handled(lambda name: stopping.stop(AbortRun(f"interrupted by {name}"))):
-            async with LeadSquaredClient(options.host, options.credentials,
+            async with LeadSquaredClient(options.host, options.keys,
                                          timeout=options.timeout,
                                          connections=options.worker_count()) as client:
                 calls = ApiCalls(DeliverySettings(5, 1.0, options.timeout, 900.0),

@@ -18,6 +18,7 @@ from pathlib import Path
 from bulkpost.core import mapping as mapping_file
 from bulkpost.core.activity import Activity, FieldRule, InvalidRow, RowMapper
 from bulkpost.core.mapping import check_columns
+from bulkpost.core.options import InputSource
 from bulkpost.core.statuses import Status
 from bulkpost.errors import UsageError
 from bulkpost.reading.source import describe, input_columns, open_source
@@ -91,7 +92,7 @@ def choose_posted(results: Path, sample: int | None, seed: int) -> Chosen:
     return chosen
 
 
-def map_chosen(mapping: mapping_file.Mapping, input_path: Path, chosen: list[Posted],
+def map_chosen(mapping: mapping_file.Mapping, input_path: InputSource, chosen: list[Posted],
                rules: dict[int, tuple[FieldRule, ...]] | None, *, encoding: str = "utf-8",
                delimiter: str | None = None) -> dict[int, Activity]:
     """The chosen rows' activities, mapped as the run mapped them (only those rows are
