@@ -158,24 +158,10 @@ def _keywords(function: Callable[..., Any]) -> list[str]:
                   if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
-def _checked_keywords(function: Callable[P, R]) -> Callable[P, R]:
-    """``function``, refusing an unknown keyword in this API's words (the closest valid
-    one, and the list) rather than Python's ``TypeError``, before it is called: a
-    coroutine function makes no coroutine that would be left unawaited."""
-    valid = _keywords(function)
-
-    @functools.wraps(function)
-    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
-        with _in_python_terms():
-            _check_keywords(function.__name__, kwargs, valid)
-        return function(*args, **kwargs)
-
-    return checked
-
-
 def _checked_keywords_async(function: Callable[P, Coroutine[Any, Any, R]]
                             ) -> Callable[P, Coroutine[Any, Any, R]]:
-    """:func:`_checked_keywords` for a coroutine function, which stays one."""
+    """``function``, refusing an unknown keyword in this API's words (the closest valid
+    one, and the list) rather than Python's ``TypeError``; a coroutine function stays one."""
     valid = _keywords(function)
 
     @functools.wraps(function)
@@ -187,8 +173,9 @@ def _checked_keywords_async(function: Callable[P, Coroutine[Any, Any, R]]
     return checked
 
 
-@_checked_keywords
-def run(source: Source, mapping: MappingSource, results: str | Path, *,
+@_checked_keywords_async
+async def run_async(
+        source: Source, mapping: MappingSource, results: str | Path, *,
         host: str | None = None, access_key: str | None = None,
         secret_key: str | None = None, dry_run: bool = False,
         rate: str | RateSpec | None = None, mode: Mode = "single",
@@ -200,10 +187,59 @@ def run(source: Source, mapping: MappingSource, results: str | Path, *,
         fixes: str | Path | None = None, resend_unknown: bool = False,
         verify_first: int = 1, preflight: bool = True, decimal_comma: bool = False,
         encoding: str = "utf-8", delimiter: str | None = None, max_attempts: int = 5,
-        backoff: float = 1.0, timeout: float = 30.0, drain_timeout: float = 30.0,
-        max_rate_limited: float = 900.0, progress: bool = False,
-        run_id: str = "") -> Summary:
-    """Post every row of ``source`` as an activity; return the run's summary.
+        backoff: float = 1.0,
+        timeout: float = 30.0,  # noqa: ASYNC109 (the CLI's --timeout: one answer's wait)
+        drain_timeout: float = 30.0, max_rate_limited: float = 900.0,
+        progress: bool = False, run_id: str = "") -> Summary:
+    """Post every row of ``source`` as an activity, in a running event loop (a notebook);
+    :func:`run` is the same for code without one. Their arguments, summary and errors are
+    the same: see :func:`run`."""
+    with _in_python_terms():
+        keys = GivenKeys.from_arguments(access_key, secret_key)
+        given_host, credentials = python_host_and_keys(host, keys, dry_run=dry_run)
+        logs.register_secret(keys.secret, keys.access)
+        single = rate_setting(rate, DOCUMENTED_MAXIMUM)
+        bulk = rate_setting(bulk_rate, DOCUMENTED_BULK_MAXIMUM)
+        options = RunOptions(
+            input=_source(source), mapping=_mapping(mapping), results=Path(results),
+            host=given_host, credentials=credentials, dry_run=dry_run, rate=single.start,
+            learn_rate=single.learn, bulk_rate=bulk.start, learn_bulk_rate=bulk.learn,
+            forget_learnt=single.forget_learnt or bulk.forget_learnt, mode=mode,
+            batch_size=batch_size, workers=workers, rate_margin=rate_margin,
+            share=ShareSchedule.parse(share, "share=") if isinstance(share, str) else share,
+            daily_calls=daily_calls, timezone=timezone,
+            history=Path(history) if history is not None else None,
+            create_again=create_again, on_changed=on_changed,
+            fixes=Path(fixes) if fixes is not None else None,
+            resend_unknown=resend_unknown, verify_first=verify_first, preflight=preflight,
+            decimal_comma=decimal_comma, encoding=encoding, delimiter=delimiter,
+            max_attempts=max_attempts, backoff=backoff, timeout=timeout,
+            drain_timeout=drain_timeout, max_rate_limited=max_rate_limited,
+            progress=progress, run_id=run_id)
+        return await execute(options)
+
+
+def _blocking(function: Callable[P, Coroutine[Any, Any, R]], name: str,
+              doc: str) -> Callable[P, R]:
+    """``function`` run to its end in an event loop of its own: the same arguments (the
+    signature :func:`inspect.signature` and type checkers read), refused inside a running
+    loop."""
+    valid = _keywords(function)
+
+    @functools.wraps(function)
+    def blocking(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _in_python_terms():
+            _check_keywords(name, kwargs, valid)
+            _no_running_loop()
+        return asyncio.run(function(*args, **kwargs))
+
+    blocking.__name__ = blocking.__qualname__ = name
+    blocking.__doc__ = doc
+    return blocking
+
+
+run = _blocking(run_async, "run", """
+    Post every row of ``source`` as an activity; return the run's summary.
 
     Blocks until the run ends; inside a running event loop (a notebook) use
     ``await bulkpost.run_async(...)`` with the same arguments. The run is the CLI's
@@ -264,64 +300,7 @@ def run(source: Source, mapping: MappingSource, results: str | Path, *,
         bulkpost.MappingError: a mapping that is not valid.
         bulkpost.InputError: an input that cannot be read.
         bulkpost.Locked: another run holds the results file or the history.
-    """
-    with _in_python_terms():
-        _no_running_loop()
-    return asyncio.run(run_async(
-        source, mapping, results, host=host, access_key=access_key, secret_key=secret_key,
-        dry_run=dry_run, rate=rate, mode=mode, bulk_rate=bulk_rate, batch_size=batch_size,
-        workers=workers, rate_margin=rate_margin, share=share, daily_calls=daily_calls,
-        timezone=timezone, history=history, create_again=create_again,
-        on_changed=on_changed, fixes=fixes, resend_unknown=resend_unknown,
-        verify_first=verify_first, preflight=preflight, decimal_comma=decimal_comma,
-        encoding=encoding, delimiter=delimiter, max_attempts=max_attempts, backoff=backoff,
-        timeout=timeout, drain_timeout=drain_timeout, max_rate_limited=max_rate_limited,
-        progress=progress, run_id=run_id))
-
-
-@_checked_keywords_async
-async def run_async(
-        source: Source, mapping: MappingSource, results: str | Path, *,
-        host: str | None = None, access_key: str | None = None,
-        secret_key: str | None = None, dry_run: bool = False,
-        rate: str | RateSpec | None = None, mode: Mode = "single",
-        bulk_rate: str | RateSpec | None = None, batch_size: int = 25,
-        workers: int = 0, rate_margin: float | None = None,
-        share: str | ShareSchedule | None = None, daily_calls: int | None = None,
-        timezone: str | None = None, history: str | Path | None = None,
-        create_again: bool = False, on_changed: OnChanged = "skip",
-        fixes: str | Path | None = None, resend_unknown: bool = False,
-        verify_first: int = 1, preflight: bool = True, decimal_comma: bool = False,
-        encoding: str = "utf-8", delimiter: str | None = None, max_attempts: int = 5,
-        backoff: float = 1.0,
-        timeout: float = 30.0,  # noqa: ASYNC109 (the CLI's --timeout: one answer's wait)
-        drain_timeout: float = 30.0, max_rate_limited: float = 900.0,
-        progress: bool = False, run_id: str = "") -> Summary:
-    """:func:`run` for code that already runs an event loop: the same arguments, the
-    same summary, the same errors (but for the running loop, which it needs)."""
-    with _in_python_terms():
-        keys = GivenKeys.from_arguments(access_key, secret_key)
-        given_host, credentials = python_host_and_keys(host, keys, dry_run=dry_run)
-        logs.register_secret(keys.secret, keys.access)
-        single = rate_setting(rate, DOCUMENTED_MAXIMUM)
-        bulk = rate_setting(bulk_rate, DOCUMENTED_BULK_MAXIMUM)
-        options = RunOptions(
-            input=_source(source), mapping=_mapping(mapping), results=Path(results),
-            host=given_host, credentials=credentials, dry_run=dry_run, rate=single.start,
-            learn_rate=single.learn, bulk_rate=bulk.start, learn_bulk_rate=bulk.learn,
-            forget_learnt=single.forget_learnt or bulk.forget_learnt, mode=mode,
-            batch_size=batch_size, workers=workers, rate_margin=rate_margin,
-            share=ShareSchedule.parse(share, "share=") if isinstance(share, str) else share,
-            daily_calls=daily_calls, timezone=timezone,
-            history=Path(history) if history is not None else None,
-            create_again=create_again, on_changed=on_changed,
-            fixes=Path(fixes) if fixes is not None else None,
-            resend_unknown=resend_unknown, verify_first=verify_first, preflight=preflight,
-            decimal_comma=decimal_comma, encoding=encoding, delimiter=delimiter,
-            max_attempts=max_attempts, backoff=backoff, timeout=timeout,
-            drain_timeout=drain_timeout, max_rate_limited=max_rate_limited,
-            progress=progress, run_id=run_id)
-        return await execute(options)
+    """)
 
 
 def configure_logging(log_format: Literal["auto", "console", "json"] = "auto",
