@@ -365,9 +365,14 @@ _LONGEST_FIRST = ("tests/runner/test_limits.py::test_a_limit_learnt_is_kept",
                   "tests/e2e/test_safety.py::test_the_secret")
 
 
+# Then the files by name, whatever their folder: the slow end-to-end files are spread
+# through the suite between quick unit tests, as they were when the tests lay in one folder.
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        return next((n for n, prefix in enumerate(_LONGEST_FIRST)
-                     if item.nodeid.startswith(prefix)), len(_LONGEST_FIRST))
+    def rank(item: pytest.Item) -> tuple[int, str]:
+        longest = next((n for n, prefix in enumerate(_LONGEST_FIRST)
+                        if item.nodeid.startswith(prefix)), len(_LONGEST_FIRST))
+        return longest, item.nodeid.split("::")[0].rsplit("/", 1)[-1]
 
     items.sort(key=rank)  # stable: the order within each rank is kept
