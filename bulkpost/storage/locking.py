@@ -31,6 +31,7 @@ import contextlib
 import errno
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,28 +88,15 @@ def lock_beside(path: Path, what: str, error: type[Locked], real: Path | None = 
         raise UsageError(f"{what} {path}: {problem}")
     real = real or Path(os.path.realpath(path))  # one lock whatever name or link it has
     lock_path = real.with_name(real.name + ".lock")
-    while True:
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _BINARY, 0o644)
-        except OSError as exc:
-            raise UsageError(f"{path}: cannot lock the {what}: {exc.strerror} "
-                             f"({lock_path})") from None
-        try:
-            free = _try_lock(fd)
-        except OSError as exc:
-            os.close(fd)
-            raise UsageError(f"{path}: cannot lock the {what}: {exc.strerror}") from None
-        if not free:
-            holder = _holder(fd)
-            os.close(fd)
-            # Never suggest another file: for the same input, a new results file (or
-            # history) would send every row again.
-            raise error(f"{path}: another bulkpost run is using this {what} ({holder}lock "
-                        f"{lock_path}): wait for it to finish, then run this command again "
-                        "to go on where it stopped") from None
-        if _is_at(fd, lock_path):
-            break
-        os.close(fd)  # its holder removed it as we opened it: lock the path's file now
+    # Never suggest another file: for the same input, a new results file (or history) would
+    # send every row again.
+    fd = _lock_at(lock_path, os.O_RDWR | os.O_CREAT | _BINARY, 0o644,
+                  lambda reason: f"{path}: cannot lock the {what}: {reason} ({lock_path})",
+                  f"{path}: cannot lock the {what}",
+                  lambda held: error(f"{path}: another bulkpost run is using this {what} "
+                                     f"({_holder(held)}lock {lock_path}): wait for it to "
+                                     "finish, then run this command again to go on where it "
+                                     "stopped"))
     with contextlib.suppress(OSError):  # the process id is a courtesy, not the lock
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
@@ -124,26 +112,39 @@ def lock_beside(path: Path, what: str, error: type[Locked], real: Path | None = 
 
 def _lock_file_itself(path: Path, real: Path, what: str, error: type[Locked]) -> int:
     """Lock the file at ``real`` by its identity; its descriptor."""
+    return _lock_at(real, os.O_RDONLY | os.O_CREAT | _CLOEXEC | _BINARY, 0o600,
+                    lambda reason: f"{path}: cannot open the {what}: {reason}",
+                    f"{path}: cannot lock the {what}",
+                    lambda held: error(f"{path}: another bulkpost run is using this {what} "
+                                       "under another name (a hard link to the same file; "
+                                       f"{_file_holder(held)}): wait for it to finish, then "
+                                       "run this command again to go on where it stopped"))
+
+
+def _lock_at(target: Path, flags: int, mode: int, cannot_open: Callable[[str], str],
+             cannot_lock: str, refused: Callable[[int], Locked]) -> int:
+    """Open ``target`` and lock it without waiting, again until the file locked is the one
+    at ``target`` (its holder may remove it, or compaction replace it, as we open it); its
+    descriptor. ``refused``: the error for a lock held, given the descriptor (to name the
+    holder); the other failures are :class:`UsageError`, worded by ``cannot_open`` (given
+    the reason) and ``cannot_lock``."""
     while True:
         try:
-            fd = os.open(real, os.O_RDONLY | os.O_CREAT | _CLOEXEC | _BINARY, 0o600)
+            fd = os.open(target, flags, mode)
         except OSError as exc:
-            raise UsageError(f"{path}: cannot open the {what}: {exc.strerror}") from None
+            raise UsageError(cannot_open(exc.strerror or str(exc))) from None
         try:
             free = _try_lock(fd)
         except OSError as exc:
             os.close(fd)
-            raise UsageError(f"{path}: cannot lock the {what}: {exc.strerror}") from None
+            raise UsageError(f"{cannot_lock}: {exc.strerror}") from None
         if not free:
-            holder = _file_holder(fd)
+            refusal = refused(fd)
             os.close(fd)
-            raise error(f"{path}: another bulkpost run is using this {what} under another "
-                        f"name (a hard link to the same file; {holder}): wait for it to "
-                        "finish, then run this command again to go on where it stopped") \
-                from None
-        if _is_at(fd, real):
+            raise refusal from None
+        if _is_at(fd, target):
             return fd
-        os.close(fd)  # replaced (compacted) as we opened it: lock the file now there
+        os.close(fd)  # removed or replaced as we opened it: lock the file now there
 
 
 def keep_locked(handle: int, fd: int) -> None:
