@@ -927,10 +927,10 @@ def render(results: dict[str, Any], command: str, minutes: float) -> str:
           f"{u['end_to_end_rows_per_s']:.2f}", str(u["rate_limited"])]
          for u in results["updates"]])
     lines += _learning(results["learning"])
-    if "verify" in results:
-        lines += _verify_section(results["verify"])
     if "account" in results:
         lines += _account(results["account"])
+    if "verify" in results:
+        lines += _verify_section(results["verify"])
     return "\n".join(lines) + "\n"
 
 
