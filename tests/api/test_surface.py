@@ -13,6 +13,7 @@ import tomllib
 import typing
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -118,3 +119,27 @@ def test_configure_logging_writes_bulkpost_s_lines_without_the_keys(
     assert "run.started" in events and "run.finished" in events
     assert SECRET not in stream.getvalue() and "key-of-the-test" not in stream.getvalue()
     assert lines[-1]["echoed"] == "*** ***"
+
+
+def test_an_unconfigured_run_through_faults_writes_no_key(
+        tmp_path: Path, make_sandbox: Any, capfd: pytest.CaptureFixture[str],
+        unconfigured_logging: None) -> None:
+    """Without configure_logging, structlog's defaults print bulkpost's lines (on stdout)
+    and bulkpost's redaction is not in them: what they carry must hold no key already,
+    on retries, uncertain answers and the 401 of a wrong secret alike."""
+    faults = {"500-before": 0.1, "500-after": 0.1, "html": 0.05, "reset-after": 0.05,
+              "429-other": 0.05}
+    server = make_sandbox(rate="60/0.2s", faults=faults, seed=11, keys={"access-1": SECRET})
+    rows = [[LEAD, str(n)] for n in range(40)]
+    source = write_csv(tmp_path / "in.csv", ["lead", "n"], rows)
+    summary = bulkpost.run(source, MAPPING, tmp_path / "r.csv", host=server.url,
+                           access_key="access-1", secret_key=SECRET, rate="60/0.2s",
+                           timeout=0.8, backoff=0.01)
+    assert summary.posted + summary.unknown + summary.failed == 40
+    refused = bulkpost.run(source, MAPPING, tmp_path / "o.csv", host=server.url,
+                           access_key="access-1", secret_key="wrong-" + SECRET,
+                           rate="60/0.2s")
+    assert refused.exit_code == 3 and "refused the keys" in str(refused.aborted)
+    out, err = capfd.readouterr()
+    assert "row.retrying" in out and "run.stopping" in out  # the lines were printed
+    assert SECRET not in out + err and "access-1" not in out + err
