@@ -48,6 +48,7 @@ from bulkpost.reading.mapping_file import load_mapping
 from bulkpost.runner import logs
 from bulkpost.runner.limits import rate_setting
 from bulkpost.runner.pipeline import Run
+from bulkpost.storage.outputs import check_two_files
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,17 +62,20 @@ R = TypeVar("R")
 
 def run_sync(options: RunOptions) -> Summary:
     """Run to completion on a fresh event loop (the CLI's entry)."""
-    if not options.dry_run and options.credentials is None:  # no host: found from the keys
-        raise UsageError("a real run needs {access} / {secret}", access=ACCESS_KEY,
-                         secret=SECRET_KEY)
     return asyncio.run(execute(options))
 
 
 async def execute(options: RunOptions) -> Summary:
     """One run; with ``fixes``, the original results file is locked for the run's length
-    and its rows this run fixed are marked ``fixed`` at the end (:mod:`bulkpost.storage.fixes`)."""
+    and its rows this run fixed are marked ``fixed`` at the end (:mod:`bulkpost.storage.fixes`).
+    Refused first: a history that is the results file itself, a real run without keys."""
     from bulkpost.storage.fixes import FixTarget, is_failures_file
 
+    if options.history is not None:
+        check_two_files(options.history, options.results)
+    if not options.dry_run and options.credentials is None:  # no host: found from the keys
+        raise UsageError("a real run needs {access} / {secret}", access=ACCESS_KEY,
+                         secret=SECRET_KEY)
     if options.fixes is None:
         if is_failures_file(options.input, options.encoding, options.delimiter):
             structlog.get_logger("bulkpost").warning("fixes.not_given")
@@ -229,8 +233,8 @@ def _blocking(function: Callable[P, Coroutine[Any, Any, R]], name: str,
     @functools.wraps(function)
     def blocking(*args: P.args, **kwargs: P.kwargs) -> R:
         with _in_python_terms():
-            _check_keywords(name, kwargs, valid)
             _no_running_loop()
+            _check_keywords(name, kwargs, valid)
         return asyncio.run(function(*args, **kwargs))
 
     blocking.__name__ = blocking.__qualname__ = name

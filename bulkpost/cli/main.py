@@ -1,8 +1,8 @@
 """The command line: the ``bulkpost`` group, its commands, and the last-resort error path.
 
-Each command lives in its own module (``cli_run``: run and validate; ``cli_tools``: check,
-report and verify; ``cli_history``; ``cli_sandbox``; ``cli_init``: init; ``cli_types``:
-types); this one gathers them, makes ``-h`` work everywhere, and reports an unexpected
+Each command lives in its own module of this package (``run``: run and validate;
+``tools``: check, report and verify; ``history``; ``sandbox``; ``init``; ``types``); this
+one gathers them, makes ``-h`` work everywhere, and reports an unexpected
 error without leaking keys (exit 3). The exit codes are the README's table.
 """
 

@@ -49,7 +49,6 @@ from bulkpost.runner.run_tasks import RunTasks
 from bulkpost.runner.workers import Workers, new_delivery
 from bulkpost.storage.history.accounts import account_history_path, ensure_private_dir
 from bulkpost.storage.history.database import History, finish_history
-from bulkpost.storage.outputs import check_two_files
 from bulkpost.storage.report import ProblemGroups
 from bulkpost.storage.results import ResultsLog
 
@@ -94,8 +93,6 @@ class Run:
 
     async def _execute(self) -> Summary:
         opts = self.options
-        if opts.history is not None:
-            check_two_files(opts.history, opts.results)
         check_columns(opts.mapping, input_columns(opts.input, encoding=opts.encoding,
                                                   delimiter=opts.delimiter),
                       describe(opts.input))

@@ -36,6 +36,10 @@ async def test_run_inside_a_running_loop_says_to_await_run_async(source: Path,
         warnings.simplefilter("always")
         with pytest.raises(UsageError, match=r"use `await bulkpost\.run_async\(\.\.\.\)`"):
             bulkpost.run(source, MAPPING, tmp_path / "r.csv", dry_run=True)
+        # The running loop is said first, whatever else is wrong with the call.
+        with pytest.raises(UsageError, match=r"use `await bulkpost\.run_async\(\.\.\.\)`"):
+            bulkpost.run(source, MAPPING, tmp_path / "r.csv", dry_run=True,
+                         worker=2)  # type: ignore[call-arg]
         gc.collect()  # a coroutine created and dropped would warn here
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
     assert not (tmp_path / "r.csv").exists()  # refused before anything was opened

@@ -720,3 +720,23 @@ def test_a_fixed_rows_original_claim_is_dropped_and_no_other(tmp_path: Path) -> 
     with History(path).open(lock=False) as store:
         assert store.stats()["claims"] == 1
         assert store.carried()[0].key == "0d" * 8
+
+
+def test_a_history_that_is_the_results_file_is_refused_before_anything(tmp_path: Path) -> None:
+    """By the CLI's dry run and real run, and by the Python API, with nothing written: the
+    two files' lines would tear each other apart. Checked first, before the time zone."""
+    import bulkpost
+
+    data, mapping = _night(tmp_path / "in.csv", [1, 2]), _mapping_file(tmp_path)
+    same = tmp_path / "r.csv"
+    for command in (("validate",), ("run", "--dry-run"), ("run", "--timezone", "Bad/Zone")):
+        result = run_cli(command[0], data, "--mapping", mapping, "--results", same,
+                         "--history", tmp_path / "." / "r.csv", *command[1:],
+                         LSQ_ACCESS_KEY="access-1", LSQ_SECRET_KEY="secret-1",
+                         LSQ_HOST="http://127.0.0.1:9")
+        assert result.code == 2, result.stderr
+        assert "the history and the results file must be two files" in result.stderr
+    assert not same.exists()
+    with pytest.raises(UsageError, match="must be two files"):
+        bulkpost.run(data, mapping, same, history=str(same), dry_run=True)
+    assert not same.exists()
